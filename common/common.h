@@ -1,0 +1,305 @@
+/*
+ * common/ — the small pieces every module shares: logging, allocation,
+ * time, ids, the configuration file, HTTP/1.1 parsing and the API exchange
+ * object that edge hands to control.
+ *
+ * Nothing here knows about Docker, SQLite or sockets of a particular module.
+ */
+#ifndef SBX_COMMON_H
+#define SBX_COMMON_H
+
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SBX_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define SBX_NORETURN __attribute__((noreturn))
+#define nitems(a) (sizeof(a) / sizeof((a)[0]))
+
+/* common/log.c */
+/*
+ * Logs go to stderr, one event a line, logfmt style:
+ *   ts=2026-11-27T10:00:00.123Z level=info msg="..." key=value
+ * A message may carry extra key=value pairs after the text: pass them in the
+ * format after a tab ("created\tid=%s"); everything before the tab is quoted
+ * as msg=, everything after is appended verbatim.
+ */
+enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN };
+void	log_init(enum log_level min_level);
+void	log_debug(const char *, ...) SBX_PRINTF(1, 2);
+void	log_info(const char *, ...) SBX_PRINTF(1, 2);
+void	log_warn(const char *, ...) SBX_PRINTF(1, 2);	/* adds strerror(errno) */
+void	log_warnx(const char *, ...) SBX_PRINTF(1, 2);
+void	fatal(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
+void	fatalx(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
+
+/* common/util.c */
+/* Allocation wrappers: abort via fatalx on out-of-memory, never return NULL. */
+void	*xmalloc(size_t);
+void	*xcalloc(size_t, size_t);
+void	*xrealloc(void *, size_t);
+void	*xreallocarray(void *, size_t, size_t);
+char	*xstrdup(const char *);
+char	*xstrndup(const char *, size_t);
+int	 xasprintf(char **, const char *, ...) SBX_PRINTF(2, 3);
+/* Bounded integer conversion; returns 0 and sets *errstr on failure. */
+long long strtonum_x(const char *, long long, long long, const char **errstr);
+/* Milliseconds since the epoch (wall clock) and a monotonic clock. */
+int64_t	 time_now_ms(void);
+int64_t	 time_mono_ms(void);
+/* RFC 3339 UTC with seconds ("2026-11-27T10:00:00Z"); buf >= 21 bytes. */
+void	 time_format_rfc3339(int64_t ms, char *buf, size_t len);
+/* Constant-time comparison of two byte strings; lengths may differ. */
+int	 timingsafe_eq(const void *, size_t, const void *, size_t);
+/* Fill buf with len bytes from the kernel's CSPRNG; fatal on failure. */
+void	 random_bytes(void *, size_t);
+/* mkdir -p with the given mode for each created component; -1 on error. */
+int	 mkdir_p(const char *, mode_t);
+
+/* common/id.c */
+#define ID_LEN 26
+/* A new lowercase ULID (Crockford base32), NUL-terminated in out[27]. */
+void	id_new(char out[ID_LEN + 1]);
+/* 1 if s is exactly a lowercase ULID as id_new makes them, else 0. */
+int	id_valid(const char *s, size_t len);
+
+/* common/config.c */
+struct cfg_addr {
+	char			*text;		/* as written: "127.0.0.1:8080", "[::]:80" */
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+};
+
+struct cfg_api_key {
+	char	*name;		/* the tenant */
+	char	*secret;
+	int	 admin;
+};
+
+struct cfg_template {
+	char		*name;
+	char		*image;
+	int		 port;
+	char		*dev_command;	/* NULL: none */
+	char		*seed_dir;	/* NULL: none */
+	uint64_t	 memory;	/* bytes */
+	double		 cpus;
+	int		 pids_limit;
+};
+
+struct cfg_route {
+	char	*name;
+	char	*host;		/* exact "app.example.com" or "*.example.com" */
+	char	*upstream;	/* as written */
+	int	 is_unix;
+	char	*unix_path;	/* when is_unix */
+	struct sockaddr_storage ss;	/* when !is_unix */
+	socklen_t sslen;
+};
+
+struct config {
+	char			*path;		/* file it came from; "(embedded default)" */
+	struct cfg_addr		*listen;
+	size_t			 nlisten;
+	struct cfg_addr		*tls_listen;
+	size_t			 ntls_listen;
+	char			*tls_cert;
+	char			*tls_key;
+	char			*data_dir;
+	char			*preview_domain;
+	char			*public_url;	/* no trailing slash */
+	char			*docker_socket;
+	char			*network;
+	char			*default_template;
+	char			*agentd_path;	/* host path of the static agentd */
+	char			*instance;	/* label value that marks our containers */
+	int64_t			 idle_timeout_ms;
+	int64_t			 wake_timeout_ms;
+	int64_t			 shutdown_grace_ms;
+	int			 max_sandboxes;
+	int			 max_running;
+	uint64_t		 max_file_size;	/* PUT /files limit, bytes */
+	struct cfg_api_key	*api_keys;
+	size_t			 napi_keys;
+	struct cfg_template	*templates;
+	size_t			 ntemplates;
+	struct cfg_route	*routes;
+	size_t			 nroutes;
+};
+
+#define CONFIG_DEFAULT_PATH "/etc/sandboxd/sandboxd.conf"
+
+/*
+ * Load and validate a config file. path NULL loads the embedded default.
+ * Returns the config, or NULL with *errors set to a malloc'd text of one line
+ * per problem ("FILE:LINE: KEY: message\n"), every problem found, not only
+ * the first. The caller frees *errors.
+ */
+struct config	*config_load(const char *path, char **errors);
+/* Same, from text in memory (used by tests and the embedded default). */
+struct config	*config_parse(const char *name, const char *text, char **errors);
+void		 config_free(struct config *);
+const struct cfg_template *config_template(const struct config *, const char *);
+/* Parse "15m", "60s", "250ms", "2h", "0" to milliseconds; -1 on error. */
+int64_t		 config_parse_duration(const char *);
+/* Parse "1g", "512m", "64k", "1024" to bytes; returns 0 on success. */
+int		 config_parse_size(const char *, uint64_t *);
+/* Parse "host:port", "[v6]:port" into ss; returns 0 on success. */
+int		 config_parse_addr(const char *, struct sockaddr_storage *,
+		     socklen_t *);
+
+/* common/http.c — incremental, copy-free HTTP/1.1 parsing */
+#define HTTP_MAX_HEADERS	100
+#define HTTP_MAX_HEAD_SIZE	(64 * 1024)
+
+struct http_header {
+	const char	*name;
+	size_t		 name_len;
+	const char	*value;		/* leading/trailing OWS stripped */
+	size_t		 value_len;
+};
+
+struct http_request_head {
+	const char		*method;
+	size_t			 method_len;
+	const char		*target;	/* request-target as sent */
+	size_t			 target_len;
+	int			 minor_version;	/* 0 or 1 */
+	struct http_header	 headers[HTTP_MAX_HEADERS];
+	size_t			 nheaders;
+};
+
+struct http_response_head {
+	int			 minor_version;
+	int			 status;
+	const char		*reason;
+	size_t			 reason_len;
+	struct http_header	 headers[HTTP_MAX_HEADERS];
+	size_t			 nheaders;
+};
+
+/*
+ * Parse a request or response head from buf[0..len). Returns the number of
+ * bytes the head takes (through the blank line), -2 if more bytes are needed,
+ * -1 if the bytes can never form a valid head (bad token, NUL byte, bare CR,
+ * over HTTP_MAX_HEADERS headers, over HTTP_MAX_HEAD_SIZE). Pointers in the
+ * result point into buf.
+ */
+int	http_parse_request(const char *buf, size_t len,
+	    struct http_request_head *);
+int	http_parse_response(const char *buf, size_t len,
+	    struct http_response_head *);
+
+/* First header with this name (case-insensitive), or NULL. */
+const struct http_header *http_header_find(const struct http_header *,
+	    size_t, const char *name);
+/* 1 if the comma-separated header value contains token (case-insensitive). */
+int	http_header_has_token(const struct http_header *, const char *token);
+
+/*
+ * How a message body is framed, from its head (RFC 9112 section 6).
+ * Returns -1 for a head that must be refused: both Content-Length and
+ * Transfer-Encoding, differing Content-Length values, a Transfer-Encoding
+ * other than "chunked" last, a malformed length.
+ */
+enum http_body_kind {
+	HTTP_BODY_NONE,		/* no body */
+	HTTP_BODY_LENGTH,	/* *length bytes */
+	HTTP_BODY_CHUNKED,	/* chunked transfer coding */
+	HTTP_BODY_UNTIL_CLOSE	/* responses only: read until EOF */
+};
+int	http_request_body(const struct http_request_head *,
+	    enum http_body_kind *, uint64_t *length);
+/* request_method: the method the response answers (HEAD has no body). */
+int	http_response_body(const struct http_response_head *,
+	    const char *request_method, enum http_body_kind *, uint64_t *length);
+
+/*
+ * Incremental chunked-coding scanner. Feed it bytes as they come; it finds
+ * where the message ends and hands each payload span to on_data (which may be
+ * NULL when the bytes are only passed through). Returns the number of bytes
+ * consumed (less than len only when the message ended inside buf), or -1 on a
+ * framing error. c->done is set once the last chunk and trailers are read.
+ */
+struct http_chunked {
+	int		state;
+	uint64_t	remaining;
+	size_t		line_len;	/* bytes in the current size/trailer line */
+	int		done;
+};
+typedef void (*http_data_cb)(void *arg, const char *, size_t);
+void	 http_chunked_init(struct http_chunked *);
+ssize_t	 http_chunked_scan(struct http_chunked *, const char *buf, size_t len,
+	    http_data_cb on_data, void *arg);
+
+/* "%XX" decoding of a path; returns -1 on a bad escape or an encoded NUL. */
+int	 http_url_decode(const char *in, size_t len, char **out);
+const char *http_status_text(int);
+
+/* common/exchange.c — one API request from edge, answered by control */
+struct evbuffer;
+struct http_exchange;
+
+/*
+ * The transport (edge) fills in the request and the send hook; the handler
+ * (control) reads the request and answers exactly once with one of the
+ * http_exchange_reply* calls, now or later from a callback. If the client
+ * goes away first, edge calls http_exchange_detach: the handler still
+ * replies (the reply is dropped) and that reply frees the exchange.
+ */
+struct http_exchange_transport {
+	void	(*send)(void *conn, struct http_exchange *);
+};
+
+struct http_exchange {
+	/* request, owned by the exchange */
+	char			*method;
+	char			*path;		/* target up to '?', still %-encoded */
+	char			*query;		/* after '?', or NULL */
+	char			**hdr_names;	/* lowercased */
+	char			**hdr_values;
+	size_t			 nhdrs;
+	struct evbuffer		*body;
+	char			 peer[64];	/* "ip:port" of the client */
+	int			 is_tls;
+
+	/* response, filled by the reply calls */
+	int			 status;
+	char			**resp_hdr_names;
+	char			**resp_hdr_values;
+	size_t			 nresp_hdrs;
+	struct evbuffer		*resp_body;
+
+	/* transport plumbing */
+	const struct http_exchange_transport *transport;
+	void			*conn;		/* NULL once detached */
+	int			 replied;
+	int64_t			 started_ms;	/* monotonic */
+};
+
+struct http_exchange *http_exchange_new(void);
+void	 http_exchange_free(struct http_exchange *);
+const char *http_exchange_header(const struct http_exchange *, const char *);
+/* Value of query parameter name (decoded, malloc'd), or NULL. */
+char	*http_exchange_query(const struct http_exchange *, const char *name);
+/* Add a response header (before replying). */
+void	 http_exchange_add_header(struct http_exchange *, const char *,
+	    const char *);
+/* Answer with a body (copied); ctype NULL means no Content-Type. */
+void	 http_exchange_reply(struct http_exchange *, int status,
+	    const char *ctype, const void *body, size_t len);
+/* Answer with the contents of an evbuffer (drained into the response). */
+void	 http_exchange_reply_buffer(struct http_exchange *, int status,
+	    const char *ctype, struct evbuffer *);
+/* Answer with a JSON text. */
+void	 http_exchange_reply_json(struct http_exchange *, int status,
+	    const char *json);
+/* Answer with the API error body {"error":{"code","message"}}. */
+void	 http_exchange_reply_error(struct http_exchange *, int status,
+	    const char *code, const char *fmt, ...) SBX_PRINTF(4, 5);
+void	 http_exchange_detach(struct http_exchange *);
+
+#endif /* SBX_COMMON_H */

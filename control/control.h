@@ -1,0 +1,172 @@
+/*
+ * control/ — owns the sandbox lifecycle: the API handlers, the Docker Engine
+ * API client, the agentd rendezvous, the reconciler and (later) the idle
+ * reaper and wake path. It uses store/ and common/; edge/ calls into it.
+ */
+#ifndef SBX_CONTROL_H
+#define SBX_CONTROL_H
+
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "store/store.h"
+
+struct event_base;
+struct evbuffer;
+struct json_object;
+
+/* The label prefix on every container and network sandboxd makes. */
+#define CONTROL_LABEL_PREFIX	"io.sandboxd"
+#define CONTROL_LABEL_INSTANCE	CONTROL_LABEL_PREFIX ".instance"
+#define CONTROL_LABEL_SANDBOX	CONTROL_LABEL_PREFIX ".sandbox"
+
+/* Where agentd and the rendezvous socket appear inside a container. */
+#define AGENTD_CONTAINER_PATH	"/.sandboxd/agentd"
+#define AGENTD_RUN_DIR		"/run/sandboxd"
+#define AGENTD_SOCKET_NAME	"agentd.sock"
+
+/* control/docker.c — asynchronous Docker Engine API client */
+struct docker;
+
+/*
+ * Called once per request. status is the HTTP status, or 0 when the request
+ * never got an answer (connect failure, I/O error, malformed reply, timeout);
+ * then errmsg says why. body is the parsed JSON answer or NULL (no body or
+ * not JSON); it is freed after the callback returns (json_object_get it to
+ * keep it). For non-2xx answers errmsg is Docker's "message" if it sent one.
+ */
+typedef void (*docker_cb)(int status, struct json_object *body,
+	    const char *errmsg, void *arg);
+/* One event from GET /events (a JSON object, freed after the call). */
+typedef void (*docker_event_cb)(struct json_object *event, void *arg);
+
+struct docker	*docker_new(struct event_base *, const char *socket_path);
+/* Cancels every request in flight (their callbacks are not called). */
+void		 docker_free(struct docker *);
+/*
+ * Send one request; path is after the version ("/containers/json?all=1"),
+ * the client prefixes "/v1.41". body may be NULL (not consumed: the caller
+ * keeps its reference). timeout_ms 0 means the default (30 s).
+ */
+void	docker_request(struct docker *, const char *method, const char *path,
+	    struct json_object *body, int timeout_ms, docker_cb, void *arg);
+/*
+ * Follow GET /events with these filters (a JSON object, e.g. type and label);
+ * reconnects with backoff if the stream breaks. One stream per client.
+ */
+void	docker_events_follow(struct docker *, struct json_object *filters,
+	    docker_event_cb, void *arg);
+
+/* control/agent.c — the daemon's side of the agentd rendezvous */
+struct agent_hub;
+struct agent_exec_result;
+
+/*
+ * An agentd request's answer: status 0 when no answer came (agentd not
+ * connected within the timeout, connection lost); then errmsg says why.
+ * body is the response body (JSON text for every agentd route), freed after.
+ */
+typedef void (*agent_cb)(int status, const char *body, size_t len,
+	    const char *errmsg, void *arg);
+/* Told when a sandbox's agentd connects for the first time after a start. */
+typedef void (*agent_ready_cb)(const char *sandbox_id, void *arg);
+
+struct agent_hub *agent_hub_new(struct event_base *, agent_ready_cb, void *);
+void	 agent_hub_free(struct agent_hub *);
+/*
+ * Listen on dir/agentd.sock for this sandbox (dir exists, owned by root,
+ * mounted read-only into the container at AGENTD_RUN_DIR). Idempotent.
+ */
+int	 agent_listen(struct agent_hub *, const char *sandbox_id,
+	    const char *dir);
+/* Close the listener and every connection of this sandbox. */
+void	 agent_forget(struct agent_hub *, const char *sandbox_id);
+/* Drop idle connections after a stop, keep listening. */
+void	 agent_reset(struct agent_hub *, const char *sandbox_id);
+/* 1 if agentd of this sandbox has a connection open to the hub. */
+int	 agent_connected(struct agent_hub *, const char *sandbox_id);
+/*
+ * Send one HTTP request to the sandbox's agentd over a connection it opened.
+ * Waits up to timeout_ms for agentd to connect if it has not yet.
+ */
+void	 agent_request(struct agent_hub *, const char *sandbox_id,
+	    const char *method, const char *path, const char *body,
+	    size_t len, int timeout_ms, agent_cb, void *arg);
+
+/* control/files.c — workspace files, never outside the workspace */
+/*
+ * Every function takes the workspace directory's fd (O_PATH|O_DIRECTORY)
+ * and a relative, already %-decoded path, and resolves it beneath the
+ * workspace with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so
+ * neither "..", an absolute path nor a symlink the sandbox planted can lead
+ * outside. They return 0, or an errno value: EINVAL for a path refused
+ * before any lookup (empty, absolute, "..", NUL, too long), EXDEV or ELOOP
+ * for a lookup that tried to leave the workspace, ENOENT, EISDIR, ENOTDIR,
+ * EFBIG, or another errno from the file system.
+ */
+/* Check an API path without touching the disk (0 or EINVAL, *why set). */
+int	files_check_path(const char *path, const char **why);
+/*
+ * Write data atomically (temporary file in the same directory, fsync,
+ * rename), making missing parent directories; new files and directories
+ * belong to uid:gid. *created is 1 if the file did not exist before.
+ */
+int	files_put(int wsfd, const char *path, struct evbuffer *data,
+	    uid_t uid, gid_t gid, int *created);
+/*
+ * Read a path: a regular file gives *fd open for reading (caller closes,
+ * *size set); a directory gives *listing, a malloc'd JSON text
+ * {"entries":[{"name","type","size","mtime"}]} with type "file", "dir",
+ * "symlink" or "other" and mtime RFC 3339. Path "" is the workspace itself.
+ */
+int	files_get(int wsfd, const char *path, int *fd, off_t *size,
+	    char **listing);
+/* Remove a file, a symlink (not its target) or a directory tree. */
+int	files_delete(int wsfd, const char *path);
+
+/* control/control.c — what main and edge see */
+struct control;
+
+/*
+ * Build control over an open store and a loaded config. Nothing is started
+ * until control_start. Returns NULL with *cause on failure.
+ */
+struct control	*control_new(struct event_base *, const struct config *,
+		    struct store *, char **cause);
+/* Ensure the network, reconcile Docker with the store, follow events. */
+int		 control_start(struct control *, char **cause);
+void		 control_free(struct control *);
+
+/* Where a request for a preview host goes. */
+enum control_target_kind {
+	TARGET_OK,		/* addr is set: proxy there */
+	TARGET_UNKNOWN,		/* no such sandbox: 404 page */
+	TARGET_ERROR,		/* sandbox in error: 502 page */
+	TARGET_NOT_RUNNING,	/* stopped or starting: 503 for now */
+};
+struct control_target {
+	enum control_target_kind kind;
+	struct sockaddr_storage	 addr;
+	socklen_t		 addrlen;
+	char			 sandbox_id[ID_LEN + 1];
+	const char		*message;	/* for the error pages */
+};
+/* port 0 means the template's port. */
+void	control_preview_lookup(struct control *, const char *sandbox_id,
+	    int port, struct control_target *);
+/* Live connection accounting for idleness. */
+void	control_preview_conn_opened(struct control *, const char *sandbox_id);
+void	control_preview_conn_closed(struct control *, const char *sandbox_id);
+
+/* control/api.c */
+/* Largest request body this API route accepts (413 above it). */
+uint64_t control_api_max_body(struct control *, const char *method,
+	    const char *path);
+/* Handle one API request; answers through the exchange exactly once. */
+void	 control_api_dispatch(struct control *, struct http_exchange *);
+
+#endif /* SBX_CONTROL_H */

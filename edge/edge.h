@@ -1,0 +1,45 @@
+/*
+ * edge/ — sockets, TLS, HTTP and routing. It accepts connections on every
+ * listener, sends [route] hosts to their upstream, preview hosts to the
+ * sandbox control points it at, and everything else to the control API.
+ * It knows nothing of Docker or SQLite.
+ */
+#ifndef SBX_EDGE_H
+#define SBX_EDGE_H
+
+#include "common/common.h"
+#include "control/control.h"
+
+struct event_base;
+struct edge;
+
+/* edge/route.c */
+enum edge_host_kind {
+	EDGE_HOST_API,		/* not a preview host, not a route: the API */
+	EDGE_HOST_ROUTE,	/* a [route] matched; *route is set */
+	EDGE_HOST_PREVIEW,	/* <id>.<domain> or <port>-<id>.<domain> */
+	EDGE_HOST_BAD_PREVIEW	/* under the preview domain, but no valid id */
+};
+struct edge_host_match {
+	enum edge_host_kind		 kind;
+	const struct cfg_route		*route;
+	char				 sandbox_id[ID_LEN + 1];
+	int				 port;	/* 0: the template's port */
+};
+/*
+ * Classify a Host header value (any ":port" suffix ignored, case-insensitive,
+ * a trailing dot allowed) against the config's routes and preview domain.
+ */
+void	edge_route_match(const struct config *, const char *host, size_t len,
+	    struct edge_host_match *);
+
+/* edge/server.c */
+/* Bind every listen/tls_listen address; NULL with *cause on failure. */
+struct edge	*edge_new(struct event_base *, const struct config *,
+		    struct control *, char **cause);
+/* Stop accepting; give in-flight requests grace_ms, then cut them. */
+void		 edge_shutdown(struct edge *, int64_t grace_ms,
+		    void (*done)(void *), void *arg);
+void		 edge_free(struct edge *);
+
+#endif /* SBX_EDGE_H */

@@ -1,0 +1,130 @@
+/*
+ * store/ — the SQLite store, the source of truth for sandboxes, tenants and
+ * tasks. It knows SQLite and nothing else: no Docker, no JSON library, no
+ * event loop. Every state change goes through here first; control then makes
+ * Docker follow.
+ *
+ * The database is one file in WAL mode, opened by one process; every
+ * statement is prepared once at open. Functions return 0 on success, -1 on a
+ * database error (logged), and STORE_NOTFOUND where a row is missing.
+ */
+#ifndef SBX_STORE_H
+#define SBX_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_NOTFOUND	1
+#define STORE_ID_LEN	26
+
+struct store;
+
+enum sandbox_state {
+	SANDBOX_CREATING,
+	SANDBOX_RUNNING,
+	SANDBOX_STOPPING,
+	SANDBOX_STOPPED,
+	SANDBOX_STARTING,
+	SANDBOX_DELETING,
+	SANDBOX_ERROR,
+};
+
+enum sandbox_visibility { SANDBOX_PUBLIC, SANDBOX_PRIVATE };
+
+/* One row of the sandboxes table. Strings are owned by the struct. */
+struct store_sandbox {
+	char			 id[STORE_ID_LEN + 1];
+	char			*tenant;
+	char			*template_name;
+	enum sandbox_state	 state;
+	int			 port;
+	enum sandbox_visibility	 visibility;
+	int			 memory_mb;
+	double			 cpus;
+	int			 idle_timeout_s;
+	char			*env_json;	/* JSON object text, "{}" if none */
+	char			*labels_json;	/* JSON object text, "{}" if none */
+	char			*container_id;	/* Docker's id, NULL if none */
+	char			*error;		/* last error text, NULL if none */
+	int64_t			 created_at;	/* ms since epoch */
+	int64_t			 last_active_at;
+};
+
+enum task_state {
+	TASK_QUEUED,
+	TASK_RUNNING,
+	TASK_SUCCEEDED,
+	TASK_FAILED,
+	TASK_CANCELLED,
+};
+
+struct store_task {
+	char			 id[STORE_ID_LEN + 1];
+	char			 sandbox_id[STORE_ID_LEN + 1];
+	char			*agent;		/* "opencode", "claude-code", "command" */
+	char			*spec_json;	/* the request body as given */
+	enum task_state		 state;
+	int			 exit_code;	/* valid once finished; -1 before */
+	int64_t			 created_at;
+	int64_t			 started_at;	/* 0 if not yet */
+	int64_t			 finished_at;	/* 0 if not yet */
+};
+
+/* store/store.c */
+/*
+ * Open (creating if needed) the database at path, set WAL mode, run the
+ * schema migrations up to the current PRAGMA user_version. Returns NULL and
+ * a malloc'd *cause on failure.
+ */
+struct store	*store_open(const char *path, char **cause);
+void		 store_close(struct store *);
+/* Schema version the open database is at (PRAGMA user_version). */
+int		 store_schema_version(struct store *);
+/* A cheap query that proves the database answers; 0 if it does. */
+int		 store_ping(struct store *);
+/* Online, consistent copy to dest with the SQLite backup API. */
+int		 store_backup(struct store *, const char *dest, char **cause);
+const char	*store_sandbox_state_name(enum sandbox_state);
+int		 store_sandbox_state_parse(const char *, enum sandbox_state *);
+const char	*store_task_state_name(enum task_state);
+
+/* store/sandbox.c */
+/* Insert a new row; s->id must be set and unique. */
+int	store_sandbox_insert(struct store *, const struct store_sandbox *);
+/* Fill *out (caller frees with store_sandbox_clear). STORE_NOTFOUND if absent. */
+int	store_sandbox_get(struct store *, const char *id, struct store_sandbox *);
+/*
+ * All sandboxes (tenant NULL) or one tenant's, oldest first. *out is a
+ * malloc'd array of *n rows; free with store_sandbox_list_free.
+ */
+int	store_sandbox_list(struct store *, const char *tenant,
+	    struct store_sandbox **out, size_t *n);
+void	store_sandbox_list_free(struct store_sandbox *, size_t);
+void	store_sandbox_clear(struct store_sandbox *);
+/* Set state and error text (NULL clears it). */
+int	store_sandbox_set_state(struct store *, const char *id,
+	    enum sandbox_state, const char *error);
+/* Record the Docker container id (NULL clears it). */
+int	store_sandbox_set_container(struct store *, const char *id,
+	    const char *container_id);
+int	store_sandbox_touch(struct store *, const char *id, int64_t now_ms);
+int	store_sandbox_delete(struct store *, const char *id);
+/* Count all rows, or rows in one state (state < 0: all). */
+int	store_sandbox_count(struct store *, int state, int *out);
+
+/* store/tenant.c */
+/* Record a tenant (from an [api_key] section) if new. */
+int	store_tenant_ensure(struct store *, const char *name);
+int	store_tenant_exists(struct store *, const char *name);	/* 1, 0, -1 */
+
+/* store/task.c */
+int	store_task_insert(struct store *, const struct store_task *);
+int	store_task_get(struct store *, const char *id, struct store_task *);
+int	store_task_list(struct store *, const char *sandbox_id,
+	    struct store_task **out, size_t *n);
+void	store_task_list_free(struct store_task *, size_t);
+void	store_task_clear(struct store_task *);
+int	store_task_set_state(struct store *, const char *id, enum task_state,
+	    int exit_code, int64_t now_ms);
+
+#endif /* SBX_STORE_H */
