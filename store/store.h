@@ -16,6 +16,8 @@
 
 #define STORE_NOTFOUND	1
 #define STORE_ID_LEN	26
+/* The schema version this binary migrates to (PRAGMA user_version). */
+#define STORE_SCHEMA_VERSION	1
 
 struct store;
 
@@ -87,6 +89,7 @@ int		 store_backup(struct store *, const char *dest, char **cause);
 const char	*store_sandbox_state_name(enum sandbox_state);
 int		 store_sandbox_state_parse(const char *, enum sandbox_state *);
 const char	*store_task_state_name(enum task_state);
+int		 store_task_state_parse(const char *, enum task_state *);
 
 /* store/sandbox.c */
 /* Insert a new row; s->id must be set and unique. */
@@ -118,13 +121,68 @@ int	store_tenant_ensure(struct store *, const char *name);
 int	store_tenant_exists(struct store *, const char *name);	/* 1, 0, -1 */
 
 /* store/task.c */
+/* Insert a new task; STORE_NOTFOUND if its sandbox does not exist. */
 int	store_task_insert(struct store *, const struct store_task *);
 int	store_task_get(struct store *, const char *id, struct store_task *);
+/*
+ * One sandbox's tasks (sandbox_id NULL: all tasks), oldest first; free with
+ * store_task_list_free.
+ */
 int	store_task_list(struct store *, const char *sandbox_id,
 	    struct store_task **out, size_t *n);
 void	store_task_list_free(struct store_task *, size_t);
 void	store_task_clear(struct store_task *);
+/*
+ * Move a task to a state at now_ms: "running" sets started_at (once), a
+ * finished state sets finished_at and exit_code (ignored otherwise).
+ */
 int	store_task_set_state(struct store *, const char *id, enum task_state,
 	    int exit_code, int64_t now_ms);
+
+/*
+ * Internal to store/: the statements store_open prepares, shared by the
+ * table files. Not for use outside store/.
+ */
+struct sqlite3_stmt;
+enum store_stmt_id {
+	STORE_STMT_PING,
+	STORE_STMT_USER_VERSION,
+	STORE_STMT_SANDBOX_INSERT,
+	STORE_STMT_SANDBOX_GET,
+	STORE_STMT_SANDBOX_LIST_ALL,
+	STORE_STMT_SANDBOX_LIST_TENANT,
+	STORE_STMT_SANDBOX_SET_STATE,
+	STORE_STMT_SANDBOX_SET_CONTAINER,
+	STORE_STMT_SANDBOX_TOUCH,
+	STORE_STMT_SANDBOX_DELETE,
+	STORE_STMT_SANDBOX_COUNT_ALL,
+	STORE_STMT_SANDBOX_COUNT_STATE,
+	STORE_STMT_TENANT_ENSURE,
+	STORE_STMT_TENANT_EXISTS,
+	STORE_STMT_TASK_INSERT,
+	STORE_STMT_TASK_GET,
+	STORE_STMT_TASK_LIST_ALL,
+	STORE_STMT_TASK_LIST_SANDBOX,
+	STORE_STMT_TASK_SET_STATE,
+	STORE_NSTMTS
+};
+/* The prepared statement, ready to bind; give it back with store_release. */
+struct sqlite3_stmt *store_stmt(struct store *, enum store_stmt_id);
+/* Reset a statement and clear its bindings so it holds no lock or data. */
+void	store_release(struct sqlite3_stmt *);
+/* Log the connection's last error for what ("insert sandbox ID"). */
+void	store_warn(struct store *, const char *what, const char *id);
+/* Bind text, NULL as SQL NULL; the text must outlive the statement's step. */
+int	store_bind_text(struct sqlite3_stmt *, int, const char *);
+/* A malloc'd copy of a text column, NULL for SQL NULL. */
+char	*store_column_strdup(struct sqlite3_stmt *, int);
+/* Copy a text column into an id buffer; -1 if it does not fit. */
+int	store_column_id(struct sqlite3_stmt *, int, char[STORE_ID_LEN + 1]);
+/*
+ * Step an UPDATE or DELETE bound on its row id, then release it: 0 if a row
+ * changed, STORE_NOTFOUND if none did, -1 on error (logged with what).
+ */
+int	store_step_change(struct store *, struct sqlite3_stmt *,
+	    const char *what, const char *id);
 
 #endif /* SBX_STORE_H */
