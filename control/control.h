@@ -68,14 +68,22 @@ struct agent_exec_result;
 /*
  * An agentd request's answer: status 0 when no answer came (agentd not
  * connected within the timeout, connection lost); then errmsg says why.
- * body is the response body (JSON text for every agentd route), freed after.
+ * body is the response body (JSON text for every agentd route, also
+ * NUL-terminated), freed after. Called exactly once per request, always
+ * from the event loop (never from inside agent_request).
  */
 typedef void (*agent_cb)(int status, const char *body, size_t len,
 	    const char *errmsg, void *arg);
-/* Told when a sandbox's agentd connects for the first time after a start. */
+/*
+ * Told when a sandbox's agentd connects for the first time after
+ * agent_listen or agent_reset, or after agentd was seen to go away (its
+ * spare connection closed: it exited or was restarted).
+ */
 typedef void (*agent_ready_cb)(const char *sandbox_id, void *arg);
 
+/* ready_cb may be NULL. */
 struct agent_hub *agent_hub_new(struct event_base *, agent_ready_cb, void *);
+/* Frees everything; callbacks of requests in flight are NOT called. */
 void	 agent_hub_free(struct agent_hub *);
 /*
  * Listen on dir/agentd.sock for this sandbox (dir exists, owned by root,
@@ -83,15 +91,21 @@ void	 agent_hub_free(struct agent_hub *);
  */
 int	 agent_listen(struct agent_hub *, const char *sandbox_id,
 	    const char *dir);
-/* Close the listener and every connection of this sandbox. */
+/*
+ * Close the listener (removing the socket file) and every connection of
+ * this sandbox. Its requests in flight fail with status 0: their callbacks
+ * are called before agent_forget returns.
+ */
 void	 agent_forget(struct agent_hub *, const char *sandbox_id);
-/* Drop idle connections after a stop, keep listening. */
+/* Drop idle connections after a stop, keep listening and queued requests. */
 void	 agent_reset(struct agent_hub *, const char *sandbox_id);
 /* 1 if agentd of this sandbox has a connection open to the hub. */
 int	 agent_connected(struct agent_hub *, const char *sandbox_id);
 /*
  * Send one HTTP request to the sandbox's agentd over a connection it opened.
- * Waits up to timeout_ms for agentd to connect if it has not yet.
+ * Waits up to timeout_ms for agentd to connect if it has not yet, then up
+ * to timeout_ms for the answer (timeout_ms <= 0: 30 s). body is copied.
+ * An unknown sandbox fails with status 0.
  */
 void	 agent_request(struct agent_hub *, const char *sandbox_id,
 	    const char *method, const char *path, const char *body,
@@ -106,14 +120,25 @@ void	 agent_request(struct agent_hub *, const char *sandbox_id,
  * outside. They return 0, or an errno value: EINVAL for a path refused
  * before any lookup (empty, absolute, "..", NUL, too long), EXDEV or ELOOP
  * for a lookup that tried to leave the workspace, ENOENT, EISDIR, ENOTDIR,
- * EFBIG, or another errno from the file system.
+ * EFBIG, or another errno from the file system (EAGAIN: the sandbox swapped
+ * the name while we looked, or holds a lease on it; ENAMETOOLONG: a tree
+ * too deep to delete). They block on disk I/O (fsync included).
+ * A NUL cannot be seen in a C string: the caller refuses a decoded path
+ * holding one (http_url_decode does).
  */
-/* Check an API path without touching the disk (0 or EINVAL, *why set). */
+/*
+ * Check an API path without touching the disk (0 or EINVAL, *why set to a
+ * reason, NULL on success). "" (the workspace) passes; files_put and
+ * files_delete refuse it. "a//b", a trailing "/", "." and ".." components,
+ * control characters, components over 255 bytes, paths over 4095 bytes and
+ * more than 64 components are refused.
+ */
 int	files_check_path(const char *path, const char **why);
 /*
  * Write data atomically (temporary file in the same directory, fsync,
  * rename), making missing parent directories; new files and directories
  * belong to uid:gid. *created is 1 if the file did not exist before.
+ * data is not drained. A symlink at path is replaced, never written through.
  */
 int	files_put(int wsfd, const char *path, struct evbuffer *data,
 	    uid_t uid, gid_t gid, int *created);
@@ -121,7 +146,9 @@ int	files_put(int wsfd, const char *path, struct evbuffer *data,
  * Read a path: a regular file gives *fd open for reading (caller closes,
  * *size set); a directory gives *listing, a malloc'd JSON text
  * {"entries":[{"name","type","size","mtime"}]} with type "file", "dir",
- * "symlink" or "other" and mtime RFC 3339. Path "" is the workspace itself.
+ * "symlink" or "other" (entries not followed; size 0 but for files) and
+ * mtime RFC 3339. Path "" is the workspace itself. Symlinks that stay in
+ * the workspace are followed. A FIFO, socket or device gives EINVAL.
  */
 int	files_get(int wsfd, const char *path, int *fd, off_t *size,
 	    char **listing);
