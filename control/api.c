@@ -1,1 +1,1232 @@
-/* placeholder: being written */
+/*
+ * The HTTP API (API.md section 3): a route table, bearer-key auth, strict
+ * JSON bodies, and the handlers for sandboxes, files, exec, /healthz and
+ * /metrics. Every failure answers with the error body; nothing a client
+ * sends can crash the daemon or leave half-written state.
+ */
+#include "config.h"
+
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <json.h>
+
+#include "control/control_int.h"
+
+#define API_JSON_MAX_BODY	(64 * 1024)
+#define API_EXEC_MAX_BODY	(1024 * 1024)
+#define API_JSON_MAX_DEPTH	16
+#define API_MAX_ENV		256
+#define API_MAX_LABELS		64
+
+/* Who is calling: the key that matched. */
+struct api_caller {
+	const struct cfg_api_key *key;
+};
+
+/* One request being answered, alive across asynchronous steps. */
+struct api_call {
+	struct control		*ctl;
+	struct http_exchange	*ex;
+	char			 id[ID_LEN + 1];
+	char			*body;		/* for exec: forwarded to agentd */
+	int			 timeout_ms;
+};
+
+enum api_auth { AUTH_NONE, AUTH_KEY, AUTH_ADMIN };
+
+/* What a route's handler gets: the parsed path pieces. */
+struct api_match {
+	const char	*id;		/* {id}, validated */
+	const char	*rest;		/* the file path after /files/ */
+	size_t		 rest_len;
+};
+
+typedef void (*api_handler)(struct control *, struct http_exchange *,
+	    const struct api_caller *, const struct api_match *);
+
+struct api_route {
+	const char	*method;
+	const char	*pattern;	/* "{id}" one segment, "*" the rest */
+	enum api_auth	 auth;
+	api_handler	 handler;
+};
+
+static void	h_healthz(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_metrics(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_create(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_list(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_get(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_delete(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_stop(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_start(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_file_put(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_file_get(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_file_delete(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_exec(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+
+static const struct api_route api_routes[] = {
+	{ "GET",    "/healthz",			AUTH_NONE,  h_healthz },
+	{ "GET",    "/metrics",			AUTH_ADMIN, h_metrics },
+	{ "POST",   "/v1/sandboxes",		AUTH_KEY,   h_create },
+	{ "GET",    "/v1/sandboxes",		AUTH_KEY,   h_list },
+	{ "GET",    "/v1/sandboxes/{id}",	AUTH_KEY,   h_get },
+	{ "DELETE", "/v1/sandboxes/{id}",	AUTH_KEY,   h_delete },
+	{ "POST",   "/v1/sandboxes/{id}/stop",	AUTH_KEY,   h_stop },
+	{ "POST",   "/v1/sandboxes/{id}/start",	AUTH_KEY,   h_start },
+	{ "PUT",    "/v1/sandboxes/{id}/files/*", AUTH_KEY, h_file_put },
+	{ "GET",    "/v1/sandboxes/{id}/files/*", AUTH_KEY, h_file_get },
+	{ "GET",    "/v1/sandboxes/{id}/files",	AUTH_KEY,   h_file_get },
+	{ "DELETE", "/v1/sandboxes/{id}/files/*", AUTH_KEY, h_file_delete },
+	{ "POST",   "/v1/sandboxes/{id}/exec",	AUTH_KEY,   h_exec },
+};
+
+static int	route_match(const char *, const char *, struct api_match *,
+		    int *);
+static const struct cfg_api_key *authenticate(struct control *,
+		    struct http_exchange *);
+static int	load_sandbox(struct control *, struct http_exchange *,
+		    const struct api_caller *, const char *,
+		    struct store_sandbox *);
+static int	parse_body(struct http_exchange *, int, struct json_object **);
+static void	reply_object(struct http_exchange *, int,
+		    struct json_object *);
+static void	reply_sandbox(struct control *, struct http_exchange *, int,
+		    const char *);
+static void	lifecycle_reply_cb(struct control *, const char *, int,
+		    const char *, void *);
+static int	check_string_map(struct http_exchange *, const char *,
+		    struct json_object *, int, size_t, size_t);
+static int	open_workspace(struct control *, struct http_exchange *,
+		    const char *);
+static int	file_path(struct http_exchange *, const struct api_match *,
+		    char **);
+static void	reply_errno(struct http_exchange *, int, const char *);
+static void	exec_send(struct api_call *);
+static void	exec_started_cb(struct control *, const char *, int,
+		    const char *, void *);
+static void	exec_done_cb(int, const char *, size_t, const char *, void *);
+static void	healthz_cb(int, struct json_object *, const char *, void *);
+static int	running_count(struct control *);
+
+/*
+ * Match path against a pattern segment by segment. Sets *id_bad when the
+ * {id} segment is there but is not a valid id (a 400, not a 404).
+ */
+static int
+route_match(const char *pattern, const char *path, struct api_match *m,
+    int *id_bad)
+{
+	const char	*p = pattern, *s = path, *seg_end;
+	size_t		 len;
+
+	memset(m, 0, sizeof *m);
+	while (*p != '\0') {
+		if (strncmp(p, "{id}", 4) == 0) {
+			seg_end = strchr(s, '/');
+			len = seg_end != NULL ? (size_t)(seg_end - s) :
+			    strlen(s);
+			if (len == 0)
+				return (0);
+			if (!id_valid(s, len))
+				*id_bad = 1;
+			m->id = s;
+			p += 4;
+			s += len;
+			continue;
+		}
+		if (*p == '*') {
+			m->rest = s;
+			m->rest_len = strlen(s);
+			return (1);
+		}
+		if (*p != *s)
+			return (0);
+		p++;
+		s++;
+	}
+	/* A trailing slash is tolerated: "/v1/sandboxes/". */
+	return (*s == '\0' || (s[0] == '/' && s[1] == '\0'));
+}
+
+/* Largest request body this route accepts. */
+uint64_t
+control_api_max_body(struct control *ctl, const char *method,
+    const char *path)
+{
+	if (strcmp(method, "PUT") == 0 && strstr(path, "/files/") != NULL)
+		return (ctl->cf->max_file_size);
+	if (strcmp(method, "POST") == 0 && strstr(path, "/exec") != NULL)
+		return (API_EXEC_MAX_BODY);
+	return (API_JSON_MAX_BODY);
+}
+
+/* Handle one API request. */
+void
+control_api_dispatch(struct control *ctl, struct http_exchange *ex)
+{
+	const struct api_route	*r;
+	struct api_match	 m, found;
+	struct api_caller	 caller;
+	char			 idbuf[ID_LEN + 1];
+	size_t			 i;
+	int			 path_known = 0, id_bad = 0, bad;
+
+	ctl->requests_total++;
+	r = NULL;
+	for (i = 0; i < nitems(api_routes); i++) {
+		bad = 0;
+		if (!route_match(api_routes[i].pattern, ex->path, &m, &bad))
+			continue;
+		path_known = 1;
+		if (strcmp(api_routes[i].method, ex->method) != 0)
+			continue;
+		r = &api_routes[i];
+		found = m;
+		id_bad = bad;
+		break;
+	}
+	if (r == NULL) {
+		if (path_known) {
+			http_exchange_reply_error(ex, 405, "method_not_allowed",
+			    "%s is not allowed on %s", ex->method, ex->path);
+			return;
+		}
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "no such route: %s %s", ex->method, ex->path);
+		return;
+	}
+	caller.key = NULL;
+	if (r->auth != AUTH_NONE) {
+		if ((caller.key = authenticate(ctl, ex)) == NULL)
+			return;
+		if (r->auth == AUTH_ADMIN && !caller.key->admin) {
+			http_exchange_reply_error(ex, 401, "unauthorized",
+			    "this route needs an admin key");
+			return;
+		}
+	}
+	if (found.id != NULL) {
+		if (id_bad) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "malformed sandbox id: ids are 26 lowercase "
+			    "characters (a ULID)");
+			return;
+		}
+		memcpy(idbuf, found.id, ID_LEN);
+		idbuf[ID_LEN] = '\0';
+		found.id = idbuf;
+	}
+	r->handler(ctl, ex, &caller, &found);
+}
+
+/*
+ * The key in "Authorization: Bearer <secret>", compared in constant time
+ * against every configured key (no early exit on a match either).
+ */
+static const struct cfg_api_key *
+authenticate(struct control *ctl, struct http_exchange *ex)
+{
+	const struct cfg_api_key	*found = NULL;
+	const char			*h, *secret;
+	size_t				 i;
+
+	h = http_exchange_header(ex, "authorization");
+	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
+		http_exchange_add_header(ex, "WWW-Authenticate", "Bearer");
+		http_exchange_reply_error(ex, 401, "unauthorized",
+		    "missing \"Authorization: Bearer <api key>\" header");
+		return (NULL);
+	}
+	secret = h + 7;
+	while (*secret == ' ')
+		secret++;
+	for (i = 0; i < ctl->nkeys; i++) {
+		if (timingsafe_eq(secret, strlen(secret), ctl->keys[i].secret,
+		    strlen(ctl->keys[i].secret)))
+			found = &ctl->keys[i];
+	}
+	if (found == NULL) {
+		http_exchange_add_header(ex, "WWW-Authenticate", "Bearer");
+		http_exchange_reply_error(ex, 401, "unauthorized",
+		    "the API key is not valid");
+	}
+	return (found);
+}
+
+/* Load a sandbox the caller may see; answers 404 otherwise. */
+static int
+load_sandbox(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const char *id, struct store_sandbox *s)
+{
+	int	rv;
+
+	rv = store_sandbox_get(ctl->store, id, s);
+	if (rv == -1) {
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the store could not be read");
+		return (-1);
+	}
+	/* Another tenant's sandbox does not exist, as far as you can tell. */
+	if (rv == STORE_NOTFOUND || (!caller->key->admin &&
+	    strcmp(s->tenant, caller->key->name) != 0)) {
+		if (rv == 0)
+			store_sandbox_clear(s);
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "no sandbox %s", id);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * The request body as a JSON object in *out. An empty body gives NULL when
+ * allowed. Returns -1 after answering 400 (the exchange is then gone).
+ */
+static int
+parse_body(struct http_exchange *ex, int empty_ok, struct json_object **out)
+{
+	struct json_tokener	*tok;
+	struct json_object	*o;
+	enum json_tokener_error	 jerr;
+	size_t			 len = evbuffer_get_length(ex->body), end;
+	const char		*text;
+
+	*out = NULL;
+	if (len == 0) {
+		if (empty_ok)
+			return (0);
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "a JSON object body is required");
+		return (-1);
+	}
+	text = (const char *)evbuffer_pullup(ex->body, -1);
+	if (memchr(text, '\0', len) != NULL) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "the body contains a NUL byte");
+		return (-1);
+	}
+	tok = json_tokener_new_ex(API_JSON_MAX_DEPTH);
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	o = json_tokener_parse_ex(tok, text, (int)len);
+	jerr = json_tokener_get_error(tok);
+	end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (o == NULL || jerr != json_tokener_success) {
+		json_object_put(o);
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "the body is not valid JSON: %s",
+		    jerr == json_tokener_continue ? "unexpected end of input" :
+		    json_tokener_error_desc(jerr));
+		return (-1);
+	}
+	for (; end < len; end++) {
+		if (strchr(" \t\r\n", text[end]) == NULL) {
+			json_object_put(o);
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "the body has data after the JSON value");
+			return (-1);
+		}
+	}
+	if (!json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "the body must be a JSON object");
+		return (-1);
+	}
+	*out = o;
+	return (0);
+}
+
+static void
+reply_object(struct http_exchange *ex, int status, struct json_object *o)
+{
+	http_exchange_reply_json(ex, status,
+	    json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+}
+
+/* Answer with the sandbox as the store has it now. */
+static void
+reply_sandbox(struct control *ctl, struct http_exchange *ex, int status,
+    const char *id)
+{
+	struct store_sandbox	s;
+
+	if (store_sandbox_get(ctl->store, id, &s) != 0) {
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "no sandbox %s", id);
+		return;
+	}
+	reply_object(ex, status, control_sandbox_json(ctl, &s));
+	store_sandbox_clear(&s);
+}
+
+/* A lifecycle operation for an API call is over: answer it. */
+static void
+lifecycle_reply_cb(struct control *ctl, const char *id, int status,
+    const char *message, void *arg)
+{
+	struct http_exchange	*ex = arg;
+
+	if (status == 204) {
+		http_exchange_reply(ex, 204, NULL, NULL, 0);
+		return;
+	}
+	if (status >= 300) {
+		ctl->requests_failed++;
+		http_exchange_reply_error(ex, status, status == 503 ?
+		    "unavailable" : status == 404 ? "not_found" : "internal",
+		    "%s", message != NULL ? message : "operation failed");
+		return;
+	}
+	reply_sandbox(ctl, ex, status, id);
+}
+
+/* GET /healthz: the store answers here, Docker asynchronously. */
+static void
+h_healthz(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct api_call	*call;
+
+	if (store_ping(ctl->store) != 0) {
+		http_exchange_reply_error(ex, 503, "unavailable",
+		    "the store does not answer");
+		return;
+	}
+	call = xcalloc(1, sizeof *call);
+	call->ctl = ctl;
+	call->ex = ex;
+	docker_request(ctl->docker, "GET", "/_ping", NULL, 5000, healthz_cb,
+	    call);
+}
+
+static void
+healthz_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct api_call		*call = arg;
+	struct control		*ctl = call->ctl;
+	struct json_object	*o;
+	int			 total = 0;
+
+	ctl->docker_ok = status == 200;
+	if (status != 200) {
+		http_exchange_reply_error(call->ex, 503, "unavailable",
+		    "Docker does not answer: %s", errmsg != NULL ? errmsg :
+		    "unexpected status");
+		free(call);
+		return;
+	}
+	store_sandbox_count(ctl->store, -1, &total);
+	o = json_object_new_object();
+	json_object_object_add(o, "status", json_object_new_string("ok"));
+	json_object_object_add(o, "version",
+	    json_object_new_string(PACKAGE_VERSION));
+	json_object_object_add(o, "store", json_object_new_string("ok"));
+	json_object_object_add(o, "docker", json_object_new_string("ok"));
+	json_object_object_add(o, "reconciled",
+	    json_object_new_boolean(ctl->reconciled));
+	json_object_object_add(o, "sandboxes", json_object_new_int(total));
+	json_object_object_add(o, "running",
+	    json_object_new_int(running_count(ctl)));
+	reply_object(call->ex, 200, o);
+	free(call);
+}
+
+/* Sandboxes running or on their way there: what max_running counts. */
+static int
+running_count(struct control *ctl)
+{
+	int	running = 0, starting = 0, creating = 0;
+
+	store_sandbox_count(ctl->store, SANDBOX_RUNNING, &running);
+	store_sandbox_count(ctl->store, SANDBOX_STARTING, &starting);
+	store_sandbox_count(ctl->store, SANDBOX_CREATING, &creating);
+	return (running + starting + creating);
+}
+
+/* GET /metrics: Prometheus text format. */
+static void
+h_metrics(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct evbuffer	*out = evbuffer_new();
+	int		 state, n;
+
+	evbuffer_add_printf(out, "# HELP sandboxd_sandboxes Sandboxes in the "
+	    "store by state.\n# TYPE sandboxd_sandboxes gauge\n");
+	for (state = SANDBOX_CREATING; state <= SANDBOX_ERROR; state++) {
+		n = 0;
+		store_sandbox_count(ctl->store, state, &n);
+		evbuffer_add_printf(out, "sandboxd_sandboxes{state=\"%s\"} %d\n",
+		    store_sandbox_state_name(state), n);
+	}
+	evbuffer_add_printf(out, "# HELP sandboxd_api_requests_total API "
+	    "requests handled.\n# TYPE sandboxd_api_requests_total counter\n"
+	    "sandboxd_api_requests_total %llu\n"
+	    "# HELP sandboxd_docker_up 1 if the last Docker call answered.\n"
+	    "# TYPE sandboxd_docker_up gauge\nsandboxd_docker_up %d\n",
+	    (unsigned long long)ctl->requests_total, ctl->docker_ok);
+	http_exchange_reply_buffer(ex, 200, "text/plain; version=0.0.4", out);
+	evbuffer_free(out);
+}
+
+/*
+ * Check an object of string values (env, labels): key shape, count and
+ * sizes. env keys are shell names; label keys may not hold ':' (the
+ * label=k:v filter splits there).
+ */
+static int
+check_string_map(struct http_exchange *ex, const char *field,
+    struct json_object *o, int is_env, size_t max_entries, size_t max_value)
+{
+	size_t	 n = 0, i;
+
+	if (!json_object_is_type(o, json_type_object)) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "%s must be an object of strings", field);
+		return (-1);
+	}
+	json_object_object_foreach(o, k, v) {
+		size_t klen = strlen(k);
+
+		if (++n > max_entries) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "%s has more than %zu entries", field, max_entries);
+			return (-1);
+		}
+		if (!json_object_is_type(v, json_type_string)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "%s.%s must be a string", field, k);
+			return (-1);
+		}
+		if ((size_t)json_object_get_string_len(v) > max_value ||
+		    memchr(json_object_get_string(v), '\0',
+		    json_object_get_string_len(v)) != NULL) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "%s.%s is too long or holds a NUL byte", field, k);
+			return (-1);
+		}
+		if (klen == 0 || klen > (is_env ? 256 : 63))
+			goto bad_key;
+		for (i = 0; i < klen; i++) {
+			char c = k[i];
+
+			if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			    c == '_' || (i > 0 && c >= '0' && c <= '9'))
+				continue;
+			if (!is_env && (c == '.' || c == '-' || c == '/' ||
+			    (c >= '0' && c <= '9')))
+				continue;
+			goto bad_key;
+		}
+	}
+	return (0);
+
+bad_key:
+	http_exchange_reply_error(ex, 400, "bad_request", is_env ?
+	    "env keys must be names like PATH or API_KEY (letters, digits, _)" :
+	    "label keys are 1-63 letters, digits, '.', '-', '_' or '/'");
+	return (-1);
+}
+
+/* Fetch an integer field within bounds; 1 if present, 0 absent, -1 bad. */
+static int
+get_int(struct http_exchange *ex, struct json_object *o, const char *field,
+    int64_t lo, int64_t hi, int64_t *out)
+{
+	struct json_object	*v;
+
+	if (!json_object_object_get_ex(o, field, &v))
+		return (0);
+	if (!json_object_is_type(v, json_type_int)) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "%s must be an integer", field);
+		return (-1);
+	}
+	errno = 0;
+	*out = json_object_get_int64(v);
+	if (errno != 0 || *out < lo || *out > hi) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "%s must be between %lld and %lld", field, (long long)lo,
+		    (long long)hi);
+		return (-1);
+	}
+	return (1);
+}
+
+/* 1 if every key of o is one of allowed; else answers 400. */
+static int
+only_fields(struct http_exchange *ex, struct json_object *o,
+    const char *const allowed[], size_t nallowed)
+{
+	size_t	i;
+
+	json_object_object_foreach(o, k, v) {
+		(void)v;
+		for (i = 0; i < nallowed; i++) {
+			if (strcmp(k, allowed[i]) == 0)
+				break;
+		}
+		if (i == nallowed) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "unknown field \"%s\"", k);
+			return (0);
+		}
+	}
+	return (1);
+}
+
+/* POST /v1/sandboxes */
+static void
+h_create(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	static const char *const fields[] = { "template", "env", "labels",
+	    "memory_mb", "cpus", "idle_timeout_s", "port", "visibility" };
+	const struct cfg_template	*t;
+	struct json_object		*req, *v;
+	struct store_sandbox		 s;
+	const char			*tname = ctl->cf->default_template;
+	int64_t				 n;
+	int				 total = 0, rv;
+
+	if (parse_body(ex, 1, &req) == -1)
+		return;
+	if (req == NULL)
+		req = json_object_new_object();
+	if (!only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+
+	if (json_object_object_get_ex(req, "template", &v)) {
+		if (!json_object_is_type(v, json_type_string)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "template must be a string");
+			goto out;
+		}
+		tname = json_object_get_string(v);
+	}
+	if ((t = control_template(ctl, tname)) == NULL) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "unknown template \"%.64s\"", tname);
+		goto out;
+	}
+
+	memset(&s, 0, sizeof s);
+	id_new(s.id);
+	s.tenant = caller->key->name;
+	s.template_name = t->name;
+	s.state = SANDBOX_CREATING;
+	s.port = t->port;
+	s.visibility = SANDBOX_PUBLIC;
+	s.memory_mb = (int)(t->memory / (1024 * 1024));
+	s.cpus = t->cpus;
+	s.idle_timeout_s = (int)(ctl->cf->idle_timeout_ms / 1000);
+	s.env_json = "{}";
+	s.labels_json = "{}";
+	s.created_at = s.last_active_at = time_now_ms();
+
+	if (json_object_object_get_ex(req, "env", &v)) {
+		if (check_string_map(ex, "env", v, 1, API_MAX_ENV,
+		    32 * 1024) == -1)
+			goto out;
+		s.env_json = (char *)json_object_to_json_string_ext(v,
+		    JSON_C_TO_STRING_PLAIN);
+	}
+	if (json_object_object_get_ex(req, "labels", &v)) {
+		if (check_string_map(ex, "labels", v, 0, API_MAX_LABELS,
+		    255) == -1)
+			goto out;
+		s.labels_json = (char *)json_object_to_json_string_ext(v,
+		    JSON_C_TO_STRING_PLAIN);
+	}
+	if ((rv = get_int(ex, req, "memory_mb", 16, 1024 * 1024, &n)) == -1)
+		goto out;
+	if (rv == 1)
+		s.memory_mb = (int)n;
+	if ((rv = get_int(ex, req, "idle_timeout_s", 0, 30 * 86400, &n)) == -1)
+		goto out;
+	if (rv == 1)
+		s.idle_timeout_s = (int)n;
+	if ((rv = get_int(ex, req, "port", 1, 65535, &n)) == -1)
+		goto out;
+	if (rv == 1)
+		s.port = (int)n;
+	if (json_object_object_get_ex(req, "cpus", &v)) {
+		double d = json_object_get_double(v);
+
+		if ((!json_object_is_type(v, json_type_double) &&
+		    !json_object_is_type(v, json_type_int)) || !isfinite(d) ||
+		    d < 0.01 || d > 1024) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "cpus must be a number between 0.01 and 1024");
+			goto out;
+		}
+		s.cpus = d;
+	}
+	if (json_object_object_get_ex(req, "visibility", &v)) {
+		const char *vis = json_object_get_string(v);
+
+		if (!json_object_is_type(v, json_type_string) ||
+		    (strcmp(vis, "public") != 0 &&
+		    strcmp(vis, "private") != 0)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "visibility must be \"public\" or \"private\"");
+			goto out;
+		}
+		s.visibility = strcmp(vis, "private") == 0 ?
+		    SANDBOX_PRIVATE : SANDBOX_PUBLIC;
+	}
+
+	if (store_sandbox_count(ctl->store, -1, &total) != 0) {
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the store could not be read");
+		goto out;
+	}
+	if (total >= ctl->cf->max_sandboxes) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "this server holds its maximum of %d sandboxes "
+		    "(max_sandboxes); delete one first",
+		    ctl->cf->max_sandboxes);
+		goto out;
+	}
+	if (running_count(ctl) >= ctl->cf->max_running) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "%d sandboxes are running, the most this server runs at "
+		    "once (max_running); stop one first",
+		    ctl->cf->max_running);
+		goto out;
+	}
+	if (store_sandbox_insert(ctl->store, &s) != 0) {
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the store could not be written");
+		goto out;
+	}
+	log_info("creating sandbox\tid=%s tenant=%s template=%s", s.id,
+	    s.tenant, s.template_name);
+	if (lifecycle_create(ctl, &s, lifecycle_reply_cb, ex) == -1) {
+		store_sandbox_delete(ctl->store, s.id);
+		http_exchange_reply_error(ex, 500, "internal",
+		    "cannot start creating the sandbox");
+	}
+out:
+	json_object_put(req);
+}
+
+/* GET /v1/sandboxes?state=...&label=k:v */
+static void
+h_list(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	*rows;
+	struct json_object	*o, *arr, *labels, *lv;
+	enum sandbox_state	 want;
+	char			*state, *label, *colon;
+	size_t			 i, n;
+
+	state = http_exchange_query(ex, "state");
+	label = http_exchange_query(ex, "label");
+	if (state != NULL && store_sandbox_state_parse(state, &want) != 0) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "state must be one of creating, running, stopping, "
+		    "stopped, starting, deleting, error");
+		goto out;
+	}
+	if (label != NULL && (colon = strchr(label, ':')) == NULL) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "label filter must be key:value");
+		goto out;
+	}
+	if (store_sandbox_list(ctl->store, caller->key->admin ? NULL :
+	    caller->key->name, &rows, &n) != 0) {
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the store could not be read");
+		goto out;
+	}
+	arr = json_object_new_array();
+	for (i = 0; i < n; i++) {
+		if (state != NULL && rows[i].state != want)
+			continue;
+		o = control_sandbox_json(ctl, &rows[i]);
+		if (label != NULL) {
+			*strchr(label, ':') = '\0';
+			if (!json_object_object_get_ex(o, "labels", &labels) ||
+			    !json_object_object_get_ex(labels, label, &lv) ||
+			    strcmp(json_object_get_string(lv),
+			    label + strlen(label) + 1) != 0) {
+				label[strlen(label)] = ':';
+				json_object_put(o);
+				continue;
+			}
+			label[strlen(label)] = ':';
+		}
+		json_object_array_add(arr, o);
+	}
+	store_sandbox_list_free(rows, n);
+	o = json_object_new_object();
+	json_object_object_add(o, "sandboxes", arr);
+	reply_object(ex, 200, o);
+out:
+	free(state);
+	free(label);
+}
+
+/* GET /v1/sandboxes/{id} */
+static void
+h_get(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	s;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	reply_object(ex, 200, control_sandbox_json(ctl, &s));
+	store_sandbox_clear(&s);
+}
+
+/* Answer 409 for a sandbox with an operation already in flight. */
+static int
+refuse_busy(struct control *ctl, struct http_exchange *ex, const char *id)
+{
+	struct store_sandbox	s;
+
+	if (!lifecycle_busy(ctl, id))
+		return (0);
+	if (store_sandbox_get(ctl->store, id, &s) == 0) {
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "sandbox is %s; try again when that is done",
+		    store_sandbox_state_name(s.state));
+		store_sandbox_clear(&s);
+	} else
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "sandbox is busy; try again");
+	return (1);
+}
+
+/* DELETE /v1/sandboxes/{id} */
+static void
+h_delete(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	s;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	store_sandbox_clear(&s);
+	if (refuse_busy(ctl, ex, m->id))
+		return;
+	if (lifecycle_delete(ctl, m->id, lifecycle_reply_cb, ex) == -1)
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "sandbox is busy; try again");
+}
+
+/* POST /v1/sandboxes/{id}/stop */
+static void
+h_stop(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	s;
+	enum sandbox_state	state;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	state = s.state;
+	store_sandbox_clear(&s);
+	if (refuse_busy(ctl, ex, m->id))
+		return;
+	if (state == SANDBOX_STOPPED) {
+		reply_sandbox(ctl, ex, 200, m->id);
+		return;
+	}
+	if (lifecycle_stop(ctl, m->id, lifecycle_reply_cb, ex) == -1)
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "sandbox is busy; try again");
+}
+
+/* POST /v1/sandboxes/{id}/start */
+static void
+h_start(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	s;
+	enum sandbox_state	state;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	state = s.state;
+	store_sandbox_clear(&s);
+	if (refuse_busy(ctl, ex, m->id))
+		return;
+	if (state == SANDBOX_RUNNING) {
+		reply_sandbox(ctl, ex, 200, m->id);
+		return;
+	}
+	if (running_count(ctl) >= ctl->cf->max_running) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "%d sandboxes are running, the most this server runs at "
+		    "once (max_running); stop one first",
+		    ctl->cf->max_running);
+		return;
+	}
+	if (lifecycle_start(ctl, m->id, lifecycle_reply_cb, ex) == -1)
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "sandbox is busy; try again");
+}
+
+/* The sandbox's workspace directory, as an O_PATH fd; -1 answered. */
+static int
+open_workspace(struct control *ctl, struct http_exchange *ex, const char *id)
+{
+	char	*path;
+	int	 fd;
+
+	path = control_sandbox_dir(ctl, "workspaces", id);
+	fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	free(path);
+	if (fd == -1)
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "the sandbox has no workspace");
+	return (fd);
+}
+
+/* The decoded, checked path after /files/; -1 answered. */
+static int
+file_path(struct http_exchange *ex, const struct api_match *m, char **out)
+{
+	const char	*why;
+	size_t		 len;
+
+	if (m->rest == NULL) {
+		*out = xstrdup("");
+		return (0);
+	}
+	if (http_url_decode(m->rest, m->rest_len, out) == -1) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "the file path has a bad %%-escape or a NUL byte");
+		return (-1);
+	}
+	/* "files/src/" names the directory "src", as a user would mean. */
+	len = strlen(*out);
+	if (len > 1 && (*out)[len - 1] == '/' && (*out)[len - 2] != '/')
+		(*out)[len - 1] = '\0';
+	if (**out != '\0' && files_check_path(*out, &why) != 0) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "file path refused: %s", why);
+		free(*out);
+		return (-1);
+	}
+	return (0);
+}
+
+/* Answer a files_* failure. */
+static void
+reply_errno(struct http_exchange *ex, int error, const char *path)
+{
+	switch (error) {
+	case EINVAL:
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "\"%.200s\" is not a file or directory this API handles",
+		    path);
+		break;
+	case EXDEV:
+	case ELOOP:
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "\"%.200s\" leads outside the workspace", path);
+		break;
+	case ENOENT:
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "no such file: %.200s", path);
+		break;
+	case EISDIR:
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "\"%.200s\" is a directory", path);
+		break;
+	case ENOTDIR:
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "a parent of \"%.200s\" is not a directory", path);
+		break;
+	case EFBIG:
+		http_exchange_reply_error(ex, 413, "payload_too_large",
+		    "the file is too large");
+		break;
+	case ENAMETOOLONG:
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "\"%.200s\" is nested too deeply", path);
+		break;
+	case EAGAIN:
+		/* The sandbox changed the file under us; a retry settles it. */
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "\"%.200s\" changed while it was read; try again", path);
+		break;
+	default:
+		http_exchange_reply_error(ex, 500, "internal",
+		    "file operation failed: %s", strerror(error));
+		break;
+	}
+}
+
+/* PUT /v1/sandboxes/{id}/files/{path} */
+static void
+h_file_put(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	 s;
+	char			*path;
+	int			 wsfd, error, created = 0;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	store_sandbox_clear(&s);
+	if (file_path(ex, m, &path) == -1)
+		return;
+	if (*path == '\0') {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "a file path is required after /files/");
+		free(path);
+		return;
+	}
+	if ((wsfd = open_workspace(ctl, ex, m->id)) == -1) {
+		free(path);
+		return;
+	}
+	error = files_put(wsfd, path, ex->body, SANDBOX_UID, SANDBOX_GID,
+	    &created);
+	close(wsfd);
+	if (error != 0)
+		reply_errno(ex, error, path);
+	else
+		http_exchange_reply(ex, created ? 201 : 204, NULL, NULL, 0);
+	free(path);
+}
+
+/* GET /v1/sandboxes/{id}/files/{path} */
+static void
+h_file_get(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	 s;
+	struct evbuffer		*out;
+	char			*path, *listing = NULL;
+	off_t			 size = 0;
+	int			 wsfd, fd = -1, error;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	store_sandbox_clear(&s);
+	if (file_path(ex, m, &path) == -1)
+		return;
+	if ((wsfd = open_workspace(ctl, ex, m->id)) == -1) {
+		free(path);
+		return;
+	}
+	error = files_get(wsfd, path, &fd, &size, &listing);
+	close(wsfd);
+	if (error != 0) {
+		reply_errno(ex, error, path);
+	} else if (listing != NULL) {
+		http_exchange_reply_json(ex, 200, listing);
+		free(listing);
+	} else {
+		out = evbuffer_new();
+		/* evbuffer_add_file owns fd from here, even on failure. */
+		if (size > 0 && evbuffer_add_file(out, fd, 0, size) == -1)
+			http_exchange_reply_error(ex, 500, "internal",
+			    "cannot read the file");
+		else {
+			if (size == 0)
+				close(fd);
+			http_exchange_reply_buffer(ex, 200,
+			    "application/octet-stream", out);
+		}
+		evbuffer_free(out);
+	}
+	free(path);
+}
+
+/* DELETE /v1/sandboxes/{id}/files/{path} */
+static void
+h_file_delete(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct store_sandbox	 s;
+	char			*path;
+	int			 wsfd, error;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	store_sandbox_clear(&s);
+	if (file_path(ex, m, &path) == -1)
+		return;
+	if (*path == '\0') {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "the workspace itself cannot be deleted");
+		free(path);
+		return;
+	}
+	if ((wsfd = open_workspace(ctl, ex, m->id)) == -1) {
+		free(path);
+		return;
+	}
+	error = files_delete(wsfd, path);
+	close(wsfd);
+	if (error != 0)
+		reply_errno(ex, error, path);
+	else
+		http_exchange_reply(ex, 204, NULL, NULL, 0);
+	free(path);
+}
+
+/* POST /v1/sandboxes/{id}/exec: check the body, wake if needed, forward. */
+static void
+h_exec(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	static const char *const fields[] = { "cmd", "cwd", "env",
+	    "timeout_s" };
+	struct store_sandbox	 s;
+	struct json_object	*req, *v;
+	struct api_call		*call;
+	enum sandbox_state	 state;
+	int64_t			 timeout_s = 60;
+	size_t			 i, n;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	state = s.state;
+	store_sandbox_clear(&s);
+	if (parse_body(ex, 0, &req) == -1)
+		return;
+	if (!only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+	if (!json_object_object_get_ex(req, "cmd", &v) ||
+	    !json_object_is_type(v, json_type_array) ||
+	    (n = json_object_array_length(v)) == 0 || n > 4096) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cmd must be a non-empty array of strings");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (!json_object_is_type(json_object_array_get_idx(v, i),
+		    json_type_string)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "cmd[%zu] must be a string", i);
+			goto out;
+		}
+	}
+	if (json_object_object_get_ex(req, "cwd", &v) &&
+	    (!json_object_is_type(v, json_type_string) ||
+	    json_object_get_string(v)[0] != '/')) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cwd must be an absolute path");
+		goto out;
+	}
+	if (json_object_object_get_ex(req, "env", &v) &&
+	    check_string_map(ex, "env", v, 1, API_MAX_ENV, 32 * 1024) == -1)
+		goto out;
+	if (get_int(ex, req, "timeout_s", 1, 3600, &timeout_s) == -1)
+		goto out;
+	if (refuse_busy(ctl, ex, m->id))
+		goto out;
+	if (state != SANDBOX_RUNNING && state != SANDBOX_STOPPED) {
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "sandbox is %s", store_sandbox_state_name(state));
+		goto out;
+	}
+
+	call = xcalloc(1, sizeof *call);
+	call->ctl = ctl;
+	call->ex = ex;
+	snprintf(call->id, sizeof call->id, "%s", m->id);
+	call->body = xstrdup(json_object_to_json_string_ext(req,
+	    JSON_C_TO_STRING_PLAIN));
+	call->timeout_ms = (int)(timeout_s + 15) * 1000;
+	store_sandbox_touch(ctl->store, m->id, time_now_ms());
+	if (state == SANDBOX_STOPPED) {
+		/* exec wakes a stopped sandbox. */
+		if (running_count(ctl) >= ctl->cf->max_running) {
+			http_exchange_reply_error(ex, 429, "quota_exceeded",
+			    "max_running sandboxes are running; cannot wake "
+			    "this one");
+			free(call->body);
+			free(call);
+			goto out;
+		}
+		if (lifecycle_start(ctl, m->id, exec_started_cb, call) == -1) {
+			http_exchange_reply_error(ex, 409, "conflict",
+			    "sandbox is busy; try again");
+			free(call->body);
+			free(call);
+		}
+		goto out;
+	}
+	exec_send(call);
+out:
+	json_object_put(req);
+}
+
+/* The sandbox woke for an exec: send it. */
+static void
+exec_started_cb(struct control *ctl, const char *id, int status,
+    const char *message, void *arg)
+{
+	struct api_call	*call = arg;
+
+	if (status >= 300) {
+		http_exchange_reply_error(call->ex, status == 503 ? 503 : 500,
+		    status == 503 ? "unavailable" : "internal",
+		    "cannot wake the sandbox: %s", message != NULL ? message :
+		    "?");
+		free(call->body);
+		free(call);
+		return;
+	}
+	exec_send(call);
+}
+
+static void
+exec_send(struct api_call *call)
+{
+	agent_request(call->ctl->hub, call->id, "POST", "/exec", call->body,
+	    strlen(call->body), call->timeout_ms, exec_done_cb, call);
+}
+
+/* agentd answered the exec: pass its answer on. */
+static void
+exec_done_cb(int status, const char *body, size_t len, const char *errmsg,
+    void *arg)
+{
+	struct api_call	*call = arg;
+
+	if (status == 0)
+		http_exchange_reply_error(call->ex, 503, "unavailable",
+		    "the sandbox's agent did not answer: %s",
+		    errmsg != NULL ? errmsg : "?");
+	else
+		http_exchange_reply(call->ex, status, "application/json",
+		    body, len);
+	store_sandbox_touch(call->ctl->store, call->id, time_now_ms());
+	free(call->body);
+	free(call);
+}

@@ -1,1 +1,564 @@
-/* placeholder: being written */
+/*
+ * control: the object main builds and edge calls. It holds the store, the
+ * Docker client and the agentd hub, the in-memory view of each sandbox
+ * (address, live connections, operation in flight), and the children it
+ * waits for without blocking the loop.
+ */
+#include "config.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <json.h>
+
+#include "control/control_int.h"
+
+static unsigned	rt_hash(const char *);
+static int	load_generated_key(struct control *, char **);
+static void	sigchld_cb(evutil_socket_t, short, void *);
+static void	network_cb(int, struct json_object *, const char *, void *);
+static void	network_made_cb(int, struct json_object *, const char *,
+		    void *);
+static void	reconciled_cb(struct control *, int);
+static void	event_cb(struct json_object *, void *);
+
+/* Build control over an open store and a loaded config. */
+struct control *
+control_new(struct event_base *base, const struct config *cf,
+    struct store *store, char **cause)
+{
+	struct control	*ctl;
+	size_t		 i;
+
+	ctl = xcalloc(1, sizeof *ctl);
+	ctl->base = base;
+	ctl->cf = cf;
+	ctl->store = store;
+	for (i = 0; i < RT_BUCKETS; i++)
+		LIST_INIT(&ctl->rts[i]);
+	LIST_INIT(&ctl->children);
+
+	xasprintf(&ctl->workspaces_dir, "%s/workspaces", cf->data_dir);
+	xasprintf(&ctl->homes_dir, "%s/homes", cf->data_dir);
+	xasprintf(&ctl->run_dir, "%s/run", cf->data_dir);
+	xasprintf(&ctl->tasks_dir, "%s/tasks", cf->data_dir);
+	if (mkdir_p(ctl->workspaces_dir, 0711) == -1 ||
+	    mkdir_p(ctl->homes_dir, 0711) == -1 ||
+	    mkdir_p(ctl->run_dir, 0711) == -1 ||
+	    mkdir_p(ctl->tasks_dir, 0700) == -1) {
+		xasprintf(cause, "cannot make directories under %s: %s",
+		    cf->data_dir, strerror(errno));
+		goto fail;
+	}
+
+	if (cf->napi_keys > 0) {
+		ctl->keys = cf->api_keys;
+		ctl->nkeys = cf->napi_keys;
+	} else if (load_generated_key(ctl, cause) == -1)
+		goto fail;
+	for (i = 0; i < ctl->nkeys; i++) {
+		if (store_tenant_ensure(store, ctl->keys[i].name) != 0) {
+			xasprintf(cause, "cannot record tenant %s",
+			    ctl->keys[i].name);
+			goto fail;
+		}
+	}
+
+	ctl->docker = docker_new(base, cf->docker_socket);
+	ctl->hub = agent_hub_new(base, NULL, ctl);
+	ctl->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, ctl);
+	event_add(ctl->sigchld, NULL);
+	return (ctl);
+
+fail:
+	control_free(ctl);
+	return (NULL);
+}
+
+/*
+ * With no [api_key] in the config, the daemon makes one admin key for the
+ * tenant "default" at first start and keeps it in data_dir/api-key (0600),
+ * so the embedded default works out of the box.
+ */
+static int
+load_generated_key(struct control *ctl, char **cause)
+{
+	unsigned char	 raw[24];
+	char		 secret[sizeof raw * 2 + 1], *path;
+	ssize_t		 n;
+	size_t		 i;
+	int		 fd;
+
+	xasprintf(&path, "%s/api-key", ctl->cf->data_dir);
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) != -1) {
+		n = read(fd, secret, sizeof secret - 1);
+		close(fd);
+		if (n < 32) {
+			xasprintf(cause, "%s is too short; remove it to make "
+			    "a new key", path);
+			free(path);
+			return (-1);
+		}
+		secret[n] = '\0';
+		secret[strcspn(secret, "\r\n")] = '\0';
+	} else {
+		random_bytes(raw, sizeof raw);
+		for (i = 0; i < sizeof raw; i++)
+			snprintf(secret + i * 2, 3, "%02x", raw[i]);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+		if (fd == -1 || write(fd, secret, strlen(secret)) !=
+		    (ssize_t)strlen(secret) || write(fd, "\n", 1) != 1) {
+			xasprintf(cause, "cannot write %s: %s", path,
+			    strerror(errno));
+			if (fd != -1)
+				close(fd);
+			free(path);
+			return (-1);
+		}
+		close(fd);
+		log_info("no [api_key] configured: made an admin key for "
+		    "tenant \"default\"\tpath=%s", path);
+	}
+	ctl->generated_key.name = "default";
+	ctl->generated_key.secret = xstrdup(secret);
+	ctl->generated_key.admin = 1;
+	ctl->keys = &ctl->generated_key;
+	ctl->nkeys = 1;
+	free(path);
+	return (0);
+}
+
+/* Ensure the network, then reconcile, then follow Docker's events. */
+int
+control_start(struct control *ctl, char **cause)
+{
+	char	*path;
+
+	xasprintf(&path, "/networks/%s", ctl->cf->network);
+	docker_request(ctl->docker, "GET", path, NULL, 0, network_cb, ctl);
+	free(path);
+	return (0);
+}
+
+/* Our network exists, or is made now. */
+static void
+network_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct control		*ctl = arg;
+	struct json_object	*req, *opts, *labels;
+
+	if (status == 200) {
+		ctl->docker_ok = 1;
+		reconcile_run(ctl, reconciled_cb);
+		return;
+	}
+	if (status != 404) {
+		log_warnx("Docker is not answering (%s); retrying at the next "
+		    "request", errmsg != NULL ? errmsg : "?");
+		/* Reconcile anyway: it will fail softly and log. */
+		reconcile_run(ctl, reconciled_cb);
+		return;
+	}
+	req = json_object_new_object();
+	json_object_object_add(req, "Name",
+	    json_object_new_string(ctl->cf->network));
+	json_object_object_add(req, "CheckDuplicate",
+	    json_object_new_boolean(1));
+	json_object_object_add(req, "Driver", json_object_new_string("bridge"));
+	opts = json_object_new_object();
+	/* No traffic between sandboxes. */
+	json_object_object_add(opts, "com.docker.network.bridge.enable_icc",
+	    json_object_new_string("false"));
+	json_object_object_add(req, "Options", opts);
+	labels = json_object_new_object();
+	json_object_object_add(labels, CONTROL_LABEL_INSTANCE,
+	    json_object_new_string(ctl->cf->instance));
+	json_object_object_add(req, "Labels", labels);
+	docker_request(ctl->docker, "POST", "/networks/create", req, 0,
+	    network_made_cb, ctl);
+	json_object_put(req);
+}
+
+/* The network was made (or another daemon raced us to it). */
+static void
+network_made_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct control	*ctl = arg;
+
+	if (status == 201 || status == 409) {
+		ctl->docker_ok = 1;
+		log_info("network ready\tnetwork=%s", ctl->cf->network);
+	} else
+		log_warnx("cannot create network %s: %s", ctl->cf->network,
+		    errmsg != NULL ? errmsg : "?");
+	reconcile_run(ctl, reconciled_cb);
+}
+
+/* The store and Docker agree: now follow Docker's events. */
+static void
+reconciled_cb(struct control *ctl, int ok)
+{
+	struct json_object	*filters, *arr;
+	char			*label;
+
+	ctl->reconciled = 1;
+	filters = json_object_new_object();
+	arr = json_object_new_array();
+	json_object_array_add(arr, json_object_new_string("container"));
+	json_object_object_add(filters, "type", arr);
+	arr = json_object_new_array();
+	xasprintf(&label, "%s=%s", CONTROL_LABEL_INSTANCE, ctl->cf->instance);
+	json_object_array_add(arr, json_object_new_string(label));
+	json_object_object_add(filters, "label", arr);
+	docker_events_follow(ctl->docker, filters, event_cb, ctl);
+	json_object_put(filters);
+	free(label);
+}
+
+/* One container event from Docker. */
+static void
+event_cb(struct json_object *ev, void *arg)
+{
+	struct control		*ctl = arg;
+	struct json_object	*o, *attrs;
+	const char		*action;
+
+	if (!json_object_object_get_ex(ev, "Action", &o))
+		return;
+	action = json_object_get_string(o);
+	if (strcmp(action, "die") != 0 && strcmp(action, "destroy") != 0)
+		return;
+	if (!json_object_object_get_ex(ev, "Actor", &o) ||
+	    !json_object_object_get_ex(o, "Attributes", &attrs) ||
+	    !json_object_object_get_ex(attrs, CONTROL_LABEL_SANDBOX, &o))
+		return;
+	lifecycle_container_event(ctl, json_object_get_string(o), action);
+}
+
+void
+control_free(struct control *ctl)
+{
+	struct sandbox_rt	*rt;
+	struct control_child	*child;
+	size_t			 i;
+
+	if (ctl == NULL)
+		return;
+	if (ctl->sigchld != NULL)
+		event_free(ctl->sigchld);
+	if (ctl->docker != NULL)
+		docker_free(ctl->docker);
+	if (ctl->hub != NULL)
+		agent_hub_free(ctl->hub);
+	for (i = 0; i < RT_BUCKETS; i++) {
+		while ((rt = LIST_FIRST(&ctl->rts[i])) != NULL) {
+			LIST_REMOVE(rt, entry);
+			free(rt);
+		}
+	}
+	while ((child = LIST_FIRST(&ctl->children)) != NULL) {
+		LIST_REMOVE(child, entry);
+		free(child);
+	}
+	free(ctl->generated_key.secret);
+	free(ctl->workspaces_dir);
+	free(ctl->homes_dir);
+	free(ctl->run_dir);
+	free(ctl->tasks_dir);
+	free(ctl);
+}
+
+/* FNV-1a over the id: ids are random, any spread will do. */
+static unsigned
+rt_hash(const char *id)
+{
+	unsigned	h = 2166136261u;
+
+	for (; *id != '\0'; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return (h % RT_BUCKETS);
+}
+
+/* The in-memory view of a sandbox; made if create is set. */
+struct sandbox_rt *
+control_rt(struct control *ctl, const char *id, int create)
+{
+	struct sandbox_rt_list	*head = &ctl->rts[rt_hash(id)];
+	struct sandbox_rt	*rt;
+
+	LIST_FOREACH(rt, head, entry) {
+		if (strcmp(rt->id, id) == 0)
+			return (rt);
+	}
+	if (!create)
+		return (NULL);
+	rt = xcalloc(1, sizeof *rt);
+	snprintf(rt->id, sizeof rt->id, "%s", id);
+	LIST_INSERT_HEAD(head, rt, entry);
+	return (rt);
+}
+
+void
+control_rt_drop(struct control *ctl, const char *id)
+{
+	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
+
+	if (rt == NULL || rt->op != NULL)
+		return;
+	LIST_REMOVE(rt, entry);
+	free(rt);
+}
+
+/* data_dir/<which>/<id>, malloc'd. */
+char *
+control_sandbox_dir(struct control *ctl, const char *which, const char *id)
+{
+	char	*path;
+
+	xasprintf(&path, "%s/%s/%s", ctl->cf->data_dir, which, id);
+	return (path);
+}
+
+const struct cfg_template *
+control_template(struct control *ctl, const char *name)
+{
+	return (config_template(ctl->cf, name));
+}
+
+/* Run argv in a child; cb gets its wait status from the SIGCHLD event. */
+int
+control_spawn(struct control *ctl, char *const argv[], control_child_cb cb,
+    void *arg)
+{
+	struct control_child	*child;
+	pid_t			 pid;
+	int			 fd;
+
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		return (-1);
+	}
+	if (pid == 0) {
+		sigset_t	set;
+
+		sigemptyset(&set);
+		sigprocmask(SIG_SETMASK, &set, NULL);
+		if ((fd = open("/dev/null", O_RDWR)) != -1) {
+			dup2(fd, STDIN_FILENO);
+			if (fd > STDERR_FILENO)
+				close(fd);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	child = xcalloc(1, sizeof *child);
+	child->pid = pid;
+	child->cb = cb;
+	child->arg = arg;
+	LIST_INSERT_HEAD(&ctl->children, child, entry);
+	return (0);
+}
+
+/* Reap every child that has exited and tell whoever waits for it. */
+static void
+sigchld_cb(evutil_socket_t sig, short events, void *arg)
+{
+	struct control		*ctl = arg;
+	struct control_child	*child;
+	pid_t			 pid;
+	int			 status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		LIST_FOREACH(child, &ctl->children, entry) {
+			if (child->pid == pid)
+				break;
+		}
+		if (child == NULL)
+			continue;
+		LIST_REMOVE(child, entry);
+		child->cb(status, child->arg);
+		free(child);
+	}
+}
+
+/* The container's IPv4 address on our network, from an inspect answer. */
+int
+control_container_ip(struct control *ctl, struct json_object *body,
+    struct in_addr *ip)
+{
+	struct json_object	*o;
+
+	if (!json_object_object_get_ex(body, "NetworkSettings", &o) ||
+	    !json_object_object_get_ex(o, "Networks", &o) ||
+	    !json_object_object_get_ex(o, ctl->cf->network, &o) ||
+	    !json_object_object_get_ex(o, "IPAddress", &o) ||
+	    inet_pton(AF_INET, json_object_get_string(o), ip) != 1)
+		return (-1);
+	return (0);
+}
+
+/* %-encode everything but RFC 3986 unreserved characters. */
+char *
+control_url_encode(const char *s)
+{
+	static const char	 hex[] = "0123456789ABCDEF";
+	char			*out, *p;
+
+	out = p = xmalloc(strlen(s) * 3 + 1);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+		    c == '_' || c == '~')
+			*p++ = c;
+		else {
+			*p++ = '%';
+			*p++ = hex[c >> 4];
+			*p++ = hex[c & 15];
+		}
+	}
+	*p = '\0';
+	return (out);
+}
+
+/* A sandbox as the API shows it. */
+struct json_object *
+control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
+{
+	struct json_object	*o, *v;
+	const char		*url = ctl->cf->public_url, *rest;
+	char			 ts[32], *preview;
+
+	o = json_object_new_object();
+	json_object_object_add(o, "id", json_object_new_string(s->id));
+	json_object_object_add(o, "tenant", json_object_new_string(s->tenant));
+	json_object_object_add(o, "template",
+	    json_object_new_string(s->template_name));
+	json_object_object_add(o, "state", json_object_new_string(
+	    store_sandbox_state_name(s->state)));
+	/* scheme://<id>.<preview_domain>[:port of public_url]/ */
+	rest = strstr(url, "://");
+	rest = rest != NULL ? rest + 3 : url;
+	{
+		const char	*colon = strrchr(rest, ':');
+		const char	*bracket = strrchr(rest, ']');
+		int		 schemelen = (int)(rest - url);
+
+		if (colon != NULL && (bracket == NULL || colon > bracket))
+			xasprintf(&preview, "%.*s%s.%s%.*s/", schemelen, url,
+			    s->id, ctl->cf->preview_domain,
+			    (int)strcspn(colon, "/"), colon);
+		else
+			xasprintf(&preview, "%.*s%s.%s/", schemelen, url,
+			    s->id, ctl->cf->preview_domain);
+	}
+	json_object_object_add(o, "preview_url",
+	    json_object_new_string(preview));
+	free(preview);
+	json_object_object_add(o, "port", json_object_new_int(s->port));
+	json_object_object_add(o, "visibility", json_object_new_string(
+	    s->visibility == SANDBOX_PRIVATE ? "private" : "public"));
+	json_object_object_add(o, "memory_mb",
+	    json_object_new_int(s->memory_mb));
+	json_object_object_add(o, "cpus", json_object_new_double(s->cpus));
+	json_object_object_add(o, "idle_timeout_s",
+	    json_object_new_int(s->idle_timeout_s));
+	v = json_tokener_parse(s->env_json != NULL ? s->env_json : "{}");
+	json_object_object_add(o, "env", v != NULL ? v :
+	    json_object_new_object());
+	v = json_tokener_parse(s->labels_json != NULL ? s->labels_json : "{}");
+	json_object_object_add(o, "labels", v != NULL ? v :
+	    json_object_new_object());
+	time_format_rfc3339(s->created_at, ts, sizeof ts);
+	json_object_object_add(o, "created_at", json_object_new_string(ts));
+	time_format_rfc3339(s->last_active_at, ts, sizeof ts);
+	json_object_object_add(o, "last_active_at", json_object_new_string(ts));
+	json_object_object_add(o, "error", s->error != NULL ?
+	    json_object_new_string(s->error) : NULL);
+	return (o);
+}
+
+/* Where a preview request for this sandbox goes. */
+void
+control_preview_lookup(struct control *ctl, const char *id, int port,
+    struct control_target *t)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	struct sockaddr_in	*sin;
+
+	memset(t, 0, sizeof *t);
+	snprintf(t->sandbox_id, sizeof t->sandbox_id, "%s", id);
+	rt = control_rt(ctl, id, 0);
+	if (rt != NULL && rt->has_ip) {
+		/* The hot path: a running sandbox, no store lookup. */
+		if (rt->port == 0) {
+			if (store_sandbox_get(ctl->store, id, &s) != 0) {
+				t->kind = TARGET_UNKNOWN;
+				return;
+			}
+			rt->port = s.port;
+			store_sandbox_clear(&s);
+		}
+		if (port == 0)
+			port = rt->port;
+		sin = (struct sockaddr_in *)&t->addr;
+		sin->sin_family = AF_INET;
+		sin->sin_addr = rt->ip;
+		sin->sin_port = htons(port);
+		t->addrlen = sizeof *sin;
+		t->kind = TARGET_OK;
+		rt->last_active_ms = time_mono_ms();
+		return;
+	}
+	if (store_sandbox_get(ctl->store, id, &s) != 0) {
+		t->kind = TARGET_UNKNOWN;
+		return;
+	}
+	if (s.state == SANDBOX_ERROR) {
+		t->kind = TARGET_ERROR;
+		t->message = "This sandbox failed and is in the error state.";
+	} else if (s.state == SANDBOX_DELETING) {
+		t->kind = TARGET_UNKNOWN;
+	} else {
+		t->kind = TARGET_NOT_RUNNING;
+		t->message = "This sandbox is not running.";
+	}
+	store_sandbox_clear(&s);
+}
+
+void
+control_preview_conn_opened(struct control *ctl, const char *id)
+{
+	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
+
+	if (rt != NULL) {
+		rt->conns++;
+		rt->last_active_ms = time_mono_ms();
+	}
+}
+
+void
+control_preview_conn_closed(struct control *ctl, const char *id)
+{
+	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
+
+	if (rt != NULL && rt->conns > 0) {
+		rt->conns--;
+		rt->last_active_ms = time_mono_ms();
+	}
+}

@@ -1,1 +1,746 @@
-/* placeholder: being written */
+/*
+ * Sandbox lifecycle: create, start, stop and delete as asynchronous
+ * operations over the Docker client. The store changes first, then Docker
+ * is made to follow; a failed create is rolled back so nothing is left
+ * half-made. One operation per sandbox at a time.
+ */
+#include "config.h"
+
+#include <sys/stat.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <json.h>
+
+#include "control/control_int.h"
+
+enum lifecycle_kind { OP_CREATE, OP_START, OP_STOP, OP_DELETE };
+
+struct lifecycle_op {
+	struct control		*ctl;
+	enum lifecycle_kind	 kind;
+	char			 id[ID_LEN + 1];
+	lifecycle_cb		 cb;
+	void			*arg;
+	char			*container_id;	/* known or just made */
+	int			 made_container;	/* by this op */
+	int			 retried;	/* name conflict retried once */
+	int			 fail_status;	/* rolling back a create */
+	char			*fail_msg;
+};
+
+static struct lifecycle_op *op_new(struct control *, enum lifecycle_kind,
+	    const char *, lifecycle_cb, void *);
+static void	op_finish(struct lifecycle_op *, int, const char *);
+static void	op_fail(struct lifecycle_op *, int, const char *, ...)
+		    SBX_PRINTF(3, 4);
+static int	ensure_dirs(struct control *, const char *);
+static void	seed_done_cb(int, void *);
+static void	container_create(struct lifecycle_op *);
+static void	container_create_cb(int, struct json_object *, const char *,
+		    void *);
+static void	container_start(struct lifecycle_op *);
+static void	container_start_cb(int, struct json_object *, const char *,
+		    void *);
+static void	container_inspect_cb(int, struct json_object *, const char *,
+		    void *);
+static void	create_rollback(struct lifecycle_op *, int, const char *);
+static void	stale_removed_cb(int, struct json_object *, const char *,
+		    void *);
+static void	rollback_removed_cb(int, struct json_object *, const char *,
+		    void *);
+static void	stop_cb(int, struct json_object *, const char *, void *);
+static void	delete_container_cb(int, struct json_object *, const char *,
+		    void *);
+static void	delete_dirs_cb(int, void *);
+static int	remove_dirs(struct control *, const char *, control_child_cb,
+		    void *);
+static void	rollback_dirs_cb(int, void *);
+
+/* Begin an operation on a sandbox, or NULL if one is in flight. */
+static struct lifecycle_op *
+op_new(struct control *ctl, enum lifecycle_kind kind, const char *id,
+    lifecycle_cb cb, void *arg)
+{
+	struct sandbox_rt	*rt = control_rt(ctl, id, 1);
+	struct lifecycle_op	*op;
+
+	if (rt->op != NULL)
+		return (NULL);
+	op = xcalloc(1, sizeof *op);
+	op->ctl = ctl;
+	op->kind = kind;
+	snprintf(op->id, sizeof op->id, "%s", id);
+	op->cb = cb;
+	op->arg = arg;
+	rt->op = op;
+	return (op);
+}
+
+/* End an operation and tell its caller; status is an HTTP status. */
+static void
+op_finish(struct lifecycle_op *op, int status, const char *message)
+{
+	struct control		*ctl = op->ctl;
+	struct sandbox_rt	*rt = control_rt(ctl, op->id, 0);
+	char			 id[ID_LEN + 1];
+	lifecycle_cb		 cb = op->cb;
+	void			*arg = op->arg;
+
+	if (rt != NULL && rt->op == op)
+		rt->op = NULL;
+	snprintf(id, sizeof id, "%s", op->id);
+	free(op->container_id);
+	free(op->fail_msg);
+	free(op);
+	if (cb != NULL)
+		cb(ctl, id, status, message, arg);
+}
+
+/* Fail an operation: store the error on the sandbox where that helps. */
+static void
+op_fail(struct lifecycle_op *op, int status, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatalx("out of memory");
+	va_end(ap);
+	log_warnx("sandbox operation failed: %s\tid=%s", msg, op->id);
+	if (op->kind == OP_CREATE && op->fail_msg == NULL) {
+		create_rollback(op, status, msg);
+		free(msg);
+		return;
+	}
+	if (op->kind == OP_START)
+		store_sandbox_set_state(op->ctl->store, op->id, SANDBOX_ERROR,
+		    msg);
+	op_finish(op, status, msg);
+	free(msg);
+}
+
+/* The host directories a sandbox mounts; made if missing, idempotent. */
+static int
+ensure_dirs(struct control *ctl, const char *id)
+{
+	static const char	*owned[] = { "workspaces", "homes" };
+	char			*path;
+	size_t			 i;
+
+	for (i = 0; i < nitems(owned); i++) {
+		path = control_sandbox_dir(ctl, owned[i], id);
+		if (mkdir(path, 0755) == -1 && errno != EEXIST) {
+			log_warn("mkdir %s", path);
+			free(path);
+			return (-1);
+		}
+		/* The sandbox user owns its files; lchown never follows. */
+		if (lchown(path, SANDBOX_UID, SANDBOX_GID) == -1) {
+			log_warn("chown %s", path);
+			free(path);
+			return (-1);
+		}
+		free(path);
+	}
+	/* The rendezvous dir stays root's: the sandbox must not write it. */
+	path = control_sandbox_dir(ctl, "run", id);
+	if (mkdir(path, 0755) == -1 && errno != EEXIST) {
+		log_warn("mkdir %s", path);
+		free(path);
+		return (-1);
+	}
+	if (agent_listen(ctl->hub, id, path) == -1) {
+		free(path);
+		return (-1);
+	}
+	free(path);
+	return (0);
+}
+
+/* The JSON body of POST /containers/create for this sandbox. */
+struct json_object *
+lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
+{
+	const struct cfg_template	*t = control_template(ctl,
+					    s->template_name);
+	struct json_object		*spec, *hc, *arr, *labels, *o, *env;
+	struct json_object		*user_env;
+	char				*ws, *home, *run, buf[4096];
+
+	spec = json_object_new_object();
+	json_object_object_add(spec, "Image",
+	    json_object_new_string(t != NULL ? t->image : "invalid"));
+	arr = json_object_new_array();
+	json_object_array_add(arr, json_object_new_string(
+	    AGENTD_CONTAINER_PATH));
+	json_object_object_add(spec, "Entrypoint", arr);
+	arr = json_object_new_array();
+	json_object_array_add(arr, json_object_new_string("--socket"));
+	json_object_array_add(arr, json_object_new_string(
+	    AGENTD_RUN_DIR "/" AGENTD_SOCKET_NAME));
+	json_object_array_add(arr, json_object_new_string("--workdir"));
+	json_object_array_add(arr, json_object_new_string("/workspace"));
+	if (t != NULL && t->dev_command != NULL) {
+		json_object_array_add(arr,
+		    json_object_new_string("--dev-command"));
+		json_object_array_add(arr,
+		    json_object_new_string(t->dev_command));
+	}
+	json_object_object_add(spec, "Cmd", arr);
+	snprintf(buf, sizeof buf, "%d:%d", SANDBOX_UID, SANDBOX_GID);
+	json_object_object_add(spec, "User", json_object_new_string(buf));
+	json_object_object_add(spec, "WorkingDir",
+	    json_object_new_string("/workspace"));
+	json_object_object_add(spec, "Hostname",
+	    json_object_new_string("sandbox"));
+
+	env = json_object_new_array();
+	json_object_array_add(env, json_object_new_string(
+	    "HOME=/home/sandbox"));
+	snprintf(buf, sizeof buf, "SANDBOX_ID=%s", s->id);
+	json_object_array_add(env, json_object_new_string(buf));
+	snprintf(buf, sizeof buf, "PORT=%d", s->port);
+	json_object_array_add(env, json_object_new_string(buf));
+	user_env = json_tokener_parse(s->env_json != NULL ? s->env_json :
+	    "{}");
+	if (user_env != NULL && json_object_is_type(user_env,
+	    json_type_object)) {
+		json_object_object_foreach(user_env, k, v) {
+			char *kv;
+
+			xasprintf(&kv, "%s=%s", k, json_object_get_string(v));
+			json_object_array_add(env, json_object_new_string(kv));
+			free(kv);
+		}
+	}
+	json_object_put(user_env);
+	json_object_object_add(spec, "Env", env);
+
+	labels = json_object_new_object();
+	json_object_object_add(labels, CONTROL_LABEL_INSTANCE,
+	    json_object_new_string(ctl->cf->instance));
+	json_object_object_add(labels, CONTROL_LABEL_SANDBOX,
+	    json_object_new_string(s->id));
+	json_object_object_add(spec, "Labels", labels);
+
+	hc = json_object_new_object();
+	json_object_object_add(hc, "ReadonlyRootfs",
+	    json_object_new_boolean(1));
+	arr = json_object_new_array();
+	json_object_array_add(arr, json_object_new_string("ALL"));
+	json_object_object_add(hc, "CapDrop", arr);
+	arr = json_object_new_array();
+	json_object_array_add(arr,
+	    json_object_new_string("no-new-privileges"));
+	json_object_object_add(hc, "SecurityOpt", arr);
+	json_object_object_add(hc, "PidsLimit", json_object_new_int64(
+	    t != NULL ? t->pids_limit : 512));
+	json_object_object_add(hc, "Memory",
+	    json_object_new_int64((int64_t)s->memory_mb * 1024 * 1024));
+	json_object_object_add(hc, "MemorySwap",
+	    json_object_new_int64((int64_t)s->memory_mb * 1024 * 1024));
+	json_object_object_add(hc, "NanoCpus",
+	    json_object_new_int64((int64_t)(s->cpus * 1e9)));
+	arr = json_object_new_array();
+	o = json_object_new_object();
+	json_object_object_add(o, "Name", json_object_new_string("nofile"));
+	json_object_object_add(o, "Soft", json_object_new_int(4096));
+	json_object_object_add(o, "Hard", json_object_new_int(4096));
+	json_object_array_add(arr, o);
+	json_object_object_add(hc, "Ulimits", arr);
+	o = json_object_new_object();
+	json_object_object_add(o, "/tmp",
+	    json_object_new_string("rw,nosuid,nodev,size=256m"));
+	json_object_object_add(hc, "Tmpfs", o);
+
+	ws = control_sandbox_dir(ctl, "workspaces", s->id);
+	home = control_sandbox_dir(ctl, "homes", s->id);
+	run = control_sandbox_dir(ctl, "run", s->id);
+	arr = json_object_new_array();
+	snprintf(buf, sizeof buf, "%s:/workspace:rw", ws);
+	json_object_array_add(arr, json_object_new_string(buf));
+	snprintf(buf, sizeof buf, "%s:/home/sandbox:rw", home);
+	json_object_array_add(arr, json_object_new_string(buf));
+	snprintf(buf, sizeof buf, "%s:" AGENTD_RUN_DIR ":ro", run);
+	json_object_array_add(arr, json_object_new_string(buf));
+	snprintf(buf, sizeof buf, "%s:" AGENTD_CONTAINER_PATH ":ro",
+	    ctl->cf->agentd_path);
+	json_object_array_add(arr, json_object_new_string(buf));
+	json_object_object_add(hc, "Binds", arr);
+	free(ws);
+	free(home);
+	free(run);
+
+	json_object_object_add(hc, "NetworkMode",
+	    json_object_new_string(ctl->cf->network));
+	o = json_object_new_object();
+	json_object_object_add(o, "Name", json_object_new_string("no"));
+	json_object_object_add(hc, "RestartPolicy", o);
+	json_object_object_add(spec, "HostConfig", hc);
+	return (spec);
+}
+
+/* Create a sandbox whose row is already in the store (state creating). */
+int
+lifecycle_create(struct control *ctl, const struct store_sandbox *s,
+    lifecycle_cb cb, void *arg)
+{
+	const struct cfg_template	*t;
+	struct lifecycle_op		*op;
+	char				*ws;
+
+	if ((op = op_new(ctl, OP_CREATE, s->id, cb, arg)) == NULL)
+		return (-1);
+	if (ensure_dirs(ctl, s->id) == -1) {
+		op_fail(op, 500, "cannot make the sandbox's directories");
+		return (0);
+	}
+	t = control_template(ctl, s->template_name);
+	if (t != NULL && t->seed_dir != NULL) {
+		char *const argv[] = { "/bin/sh", "-c",
+		    "cp -a \"$1\"/. \"$2\"/ && chown -R -P 1000:1000 \"$2\"",
+		    "seed", t->seed_dir, NULL, NULL };
+		char *argv2[nitems(argv)];
+
+		ws = control_sandbox_dir(ctl, "workspaces", s->id);
+		memcpy(argv2, argv, sizeof argv);
+		argv2[5] = ws;
+		/* A fresh workspace, before the sandbox runs: no races yet. */
+		if (control_spawn(ctl, argv2, seed_done_cb, op) == -1) {
+			free(ws);
+			op_fail(op, 500, "cannot copy the template's seed_dir");
+			return (0);
+		}
+		free(ws);
+		return (0);
+	}
+	container_create(op);
+	return (0);
+}
+
+/* The workspace is seeded: go on to the container. */
+static void
+seed_done_cb(int status, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		op_fail(op, 500, "copying the template's seed_dir failed");
+		return;
+	}
+	container_create(op);
+}
+
+/* POST /containers/create from the store row. */
+static void
+container_create(struct lifecycle_op *op)
+{
+	struct control		*ctl = op->ctl;
+	struct store_sandbox	 s;
+	struct json_object	*spec;
+	char			 path[256];
+
+	if (store_sandbox_get(ctl->store, op->id, &s) != 0) {
+		op_fail(op, 404, "sandbox vanished from the store");
+		return;
+	}
+	if (control_template(ctl, s.template_name) == NULL) {
+		op_fail(op, 500, "template %s is no longer configured",
+		    s.template_name);
+		store_sandbox_clear(&s);
+		return;
+	}
+	spec = lifecycle_container_spec(ctl, &s);
+	store_sandbox_clear(&s);
+	snprintf(path, sizeof path, "/containers/create?name=%s-%s",
+	    ctl->cf->instance, op->id);
+	docker_request(ctl->docker, "POST", path, spec, 0,
+	    container_create_cb, op);
+	json_object_put(spec);
+}
+
+/* The container exists: remember its id, then start it. */
+static void
+container_create_cb(int status, struct json_object *body,
+    const char *errmsg, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	struct json_object	*o;
+	char			 path[256];
+
+	if (status == 409 && !op->retried) {
+		/* A container of ours by that name survived a crash. */
+		op->retried = 1;
+		snprintf(path, sizeof path, "/containers/%s-%s?force=true",
+		    op->ctl->cf->instance, op->id);
+		docker_request(op->ctl->docker, "DELETE", path, NULL, 0,
+		    stale_removed_cb, op);
+		return;
+	}
+	if (status != 201 || !json_object_object_get_ex(body, "Id", &o)) {
+		if (status == 0)
+			op_fail(op, 503, "Docker is unavailable: %s", errmsg);
+		else
+			op_fail(op, 500, "Docker could not create the "
+			    "container: %s", errmsg != NULL ? errmsg : "?");
+		return;
+	}
+	free(op->container_id);
+	op->container_id = xstrdup(json_object_get_string(o));
+	op->made_container = 1;
+	if (store_sandbox_set_container(op->ctl->store, op->id,
+	    op->container_id) != 0) {
+		op_fail(op, 500, "cannot record the container");
+		return;
+	}
+	container_start(op);
+}
+
+/* POST /containers/{id}/start. */
+static void
+container_start(struct lifecycle_op *op)
+{
+	char	path[256];
+
+	snprintf(path, sizeof path, "/containers/%s/start", op->container_id);
+	docker_request(op->ctl->docker, "POST", path, NULL, 0,
+	    container_start_cb, op);
+}
+
+/* Started (or gone, for a start of a stopped sandbox): find its address. */
+static void
+container_start_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	char			 path[256];
+
+	if (status == 404 && !op->made_container) {
+		/* The container was removed behind our back: make it anew. */
+		log_info("container missing, recreating it\tid=%s", op->id);
+		container_create(op);
+		return;
+	}
+	if (status != 204 && status != 304) {
+		if (status == 0)
+			op_fail(op, 503, "Docker is unavailable: %s", errmsg);
+		else
+			op_fail(op, 500, "Docker could not start the "
+			    "container: %s", errmsg != NULL ? errmsg : "?");
+		return;
+	}
+	snprintf(path, sizeof path, "/containers/%s/json", op->container_id);
+	docker_request(op->ctl->docker, "GET", path, NULL, 0,
+	    container_inspect_cb, op);
+}
+
+/* Read the container's IP on our network; the sandbox is now running. */
+static void
+container_inspect_cb(int status, struct json_object *body,
+    const char *errmsg, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	struct control		*ctl = op->ctl;
+	struct sandbox_rt	*rt;
+	struct in_addr		 ip;
+	int			 ok = 0;
+
+	if (status == 200 && control_container_ip(ctl, body, &ip) == 0)
+		ok = 1;
+	if (!ok) {
+		op_fail(op, 500, "container has no address on network %s%s%s",
+		    ctl->cf->network, errmsg != NULL ? ": " : "",
+		    errmsg != NULL ? errmsg : "");
+		return;
+	}
+	rt = control_rt(ctl, op->id, 1);
+	rt->ip = ip;
+	rt->has_ip = 1;
+	rt->last_active_ms = time_mono_ms();
+	if (store_sandbox_set_state(ctl->store, op->id, SANDBOX_RUNNING,
+	    NULL) != 0) {
+		op_fail(op, 500, "cannot record the new state");
+		return;
+	}
+	store_sandbox_touch(ctl->store, op->id, time_now_ms());
+	log_info("sandbox running\tid=%s ip=%s", op->id, inet_ntoa(ip));
+	op_finish(op, op->kind == OP_CREATE ? 201 : 200, NULL);
+}
+
+/* A stale container with our name is gone: create ours again. */
+static void
+stale_removed_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct lifecycle_op	*op = arg;
+
+	if (status != 204 && status != 404) {
+		op_fail(op, status == 0 ? 503 : 500, "cannot remove a stale "
+		    "container: %s", errmsg != NULL ? errmsg : "?");
+		return;
+	}
+	container_create(op);
+}
+
+/*
+ * Undo a failed create: remove the container and the directories, forget
+ * the row, then report the original failure.
+ */
+static void
+create_rollback(struct lifecycle_op *op, int status, const char *msg)
+{
+	char	path[256];
+
+	op->fail_status = status;
+	op->fail_msg = xstrdup(msg);
+	snprintf(path, sizeof path, "/containers/%s-%s?force=true",
+	    op->ctl->cf->instance, op->id);
+	docker_request(op->ctl->docker, "DELETE", path, NULL, 0,
+	    rollback_removed_cb, op);
+}
+
+/* The failed create's container is gone: remove its directories. */
+static void
+rollback_removed_cb(int status, struct json_object *body,
+    const char *errmsg, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+
+	if (remove_dirs(op->ctl, op->id, rollback_dirs_cb, op) == -1)
+		rollback_dirs_cb(0, op);
+}
+
+/* The rollback is complete: drop the row and report the failure. */
+static void
+rollback_dirs_cb(int status, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	struct control		*ctl = op->ctl;
+	char			*msg = xstrdup(op->fail_msg);
+	char			 id[ID_LEN + 1];
+
+	snprintf(id, sizeof id, "%s", op->id);
+	agent_forget(ctl->hub, id);
+	store_sandbox_delete(ctl->store, id);
+	op_finish(op, op->fail_status, msg);
+	control_rt_drop(ctl, id);
+	free(msg);
+}
+
+/* Start a stopped (or failed) sandbox, recreating its container if gone. */
+int
+lifecycle_start(struct control *ctl, const char *id, lifecycle_cb cb,
+    void *arg)
+{
+	struct lifecycle_op	*op;
+	struct store_sandbox	 s;
+
+	if (store_sandbox_get(ctl->store, id, &s) != 0)
+		return (-1);
+	if ((op = op_new(ctl, OP_START, id, cb, arg)) == NULL) {
+		store_sandbox_clear(&s);
+		return (-1);
+	}
+	store_sandbox_set_state(ctl->store, id, SANDBOX_STARTING, NULL);
+	if (ensure_dirs(ctl, id) == -1) {
+		store_sandbox_clear(&s);
+		op_fail(op, 500, "cannot make the sandbox's directories");
+		return (0);
+	}
+	agent_reset(ctl->hub, id);
+	if (s.container_id == NULL) {
+		store_sandbox_clear(&s);
+		container_create(op);
+		return (0);
+	}
+	op->container_id = xstrdup(s.container_id);
+	store_sandbox_clear(&s);
+	container_start(op);
+	return (0);
+}
+
+/* Stop a running sandbox; its files stay. */
+int
+lifecycle_stop(struct control *ctl, const char *id, lifecycle_cb cb,
+    void *arg)
+{
+	struct lifecycle_op	*op;
+	struct store_sandbox	 s;
+	char			 path[256];
+
+	if (store_sandbox_get(ctl->store, id, &s) != 0)
+		return (-1);
+	if ((op = op_new(ctl, OP_STOP, id, cb, arg)) == NULL) {
+		store_sandbox_clear(&s);
+		return (-1);
+	}
+	store_sandbox_set_state(ctl->store, id, SANDBOX_STOPPING, NULL);
+	if (s.container_id == NULL) {
+		store_sandbox_clear(&s);
+		stop_cb(404, NULL, NULL, op);
+		return (0);
+	}
+	/* agentd ends its children on SIGTERM within a few seconds. */
+	snprintf(path, sizeof path, "/containers/%s/stop?t=5",
+	    s.container_id);
+	store_sandbox_clear(&s);
+	docker_request(ctl->docker, "POST", path, NULL, 30000, stop_cb, op);
+	return (0);
+}
+
+/* The container stopped (or was not there): the sandbox is stopped. */
+static void
+stop_cb(int status, struct json_object *body, const char *errmsg, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	struct control		*ctl = op->ctl;
+	struct sandbox_rt	*rt;
+
+	if (status != 204 && status != 304 && status != 404) {
+		store_sandbox_set_state(ctl->store, op->id, SANDBOX_ERROR,
+		    errmsg);
+		op_fail(op, status == 0 ? 503 : 500,
+		    "Docker could not stop the container: %s",
+		    errmsg != NULL ? errmsg : "?");
+		return;
+	}
+	if ((rt = control_rt(ctl, op->id, 0)) != NULL)
+		rt->has_ip = 0;
+	agent_reset(ctl->hub, op->id);
+	store_sandbox_set_state(ctl->store, op->id, SANDBOX_STOPPED, NULL);
+	log_info("sandbox stopped\tid=%s", op->id);
+	op_finish(op, 200, NULL);
+}
+
+/* Delete a sandbox: container, workspace, home and task logs. */
+int
+lifecycle_delete(struct control *ctl, const char *id, lifecycle_cb cb,
+    void *arg)
+{
+	struct lifecycle_op	*op;
+	char			 path[256];
+
+	if ((op = op_new(ctl, OP_DELETE, id, cb, arg)) == NULL)
+		return (-1);
+	store_sandbox_set_state(ctl->store, id, SANDBOX_DELETING, NULL);
+	/* By name: works even if the store never learnt the container id. */
+	snprintf(path, sizeof path, "/containers/%s-%s?force=true",
+	    ctl->cf->instance, id);
+	docker_request(ctl->docker, "DELETE", path, NULL, 30000,
+	    delete_container_cb, op);
+	return (0);
+}
+
+/* The container is gone: remove the directories. */
+static void
+delete_container_cb(int status, struct json_object *body,
+    const char *errmsg, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+
+	if (status != 204 && status != 404) {
+		/* Stay in "deleting": the reconciler finishes it later. */
+		op_fail(op, status == 0 ? 503 : 500,
+		    "Docker could not remove the container: %s",
+		    errmsg != NULL ? errmsg : "?");
+		return;
+	}
+	if (remove_dirs(op->ctl, op->id, delete_dirs_cb, op) == -1)
+		op_fail(op, 500, "cannot remove the sandbox's files");
+}
+
+/* Files removed: forget the sandbox. */
+static void
+delete_dirs_cb(int status, void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	struct control		*ctl = op->ctl;
+
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		op_fail(op, 500, "cannot remove the sandbox's files");
+		return;
+	}
+	agent_forget(ctl->hub, op->id);
+	if (store_sandbox_delete(ctl->store, op->id) == -1) {
+		op_fail(op, 500, "cannot delete the sandbox from the store");
+		return;
+	}
+	char			 id[ID_LEN + 1];
+
+	snprintf(id, sizeof id, "%s", op->id);
+	log_info("sandbox deleted\tid=%s", id);
+	op_finish(op, 204, NULL);
+	control_rt_drop(ctl, id);
+}
+
+/* rm -rf the sandbox's host directories in a child (never follows links). */
+static int
+remove_dirs(struct control *ctl, const char *id, control_child_cb cb,
+    void *arg)
+{
+	char	*ws, *home, *run, *tasks;
+	int	 rv;
+
+	ws = control_sandbox_dir(ctl, "workspaces", id);
+	home = control_sandbox_dir(ctl, "homes", id);
+	run = control_sandbox_dir(ctl, "run", id);
+	tasks = control_sandbox_dir(ctl, "tasks", id);
+	{
+		char *const argv[] = { "/bin/rm", "-rf", "--one-file-system",
+		    "--", ws, home, run, tasks, NULL };
+
+		rv = control_spawn(ctl, argv, cb, arg);
+	}
+	free(ws);
+	free(home);
+	free(run);
+	free(tasks);
+	return (rv);
+}
+
+/* 1 if an operation is in flight for this sandbox. */
+int
+lifecycle_busy(struct control *ctl, const char *id)
+{
+	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
+
+	return (rt != NULL && rt->op != NULL);
+}
+
+/*
+ * Docker says a container of ours died or was destroyed outside any
+ * operation of ours: the store follows.
+ */
+void
+lifecycle_container_event(struct control *ctl, const char *id,
+    const char *action)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+
+	if (lifecycle_busy(ctl, id))
+		return;		/* our own operation; it will set the state */
+	if (store_sandbox_get(ctl->store, id, &s) != 0)
+		return;
+	if (strcmp(action, "destroy") == 0)
+		store_sandbox_set_container(ctl->store, id, NULL);
+	if ((strcmp(action, "die") == 0 || strcmp(action, "destroy") == 0) &&
+	    (s.state == SANDBOX_RUNNING || s.state == SANDBOX_STARTING)) {
+		log_info("container %s outside sandboxd; sandbox marked "
+		    "stopped\tid=%s", strcmp(action, "die") == 0 ? "died" :
+		    "was removed", id);
+		store_sandbox_set_state(ctl->store, id, SANDBOX_STOPPED, NULL);
+		if ((rt = control_rt(ctl, id, 0)) != NULL)
+			rt->has_ip = 0;
+		agent_reset(ctl->hub, id);
+	}
+	store_sandbox_clear(&s);
+}

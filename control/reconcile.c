@@ -1,1 +1,271 @@
-/* placeholder: being written */
+/*
+ * The reconciler: at start, make Docker match the store. The store is the
+ * source of truth; containers are derived state. It recreates what is
+ * missing (the workspace is kept on the host), removes containers of ours
+ * that the store does not know, finishes interrupted operations and
+ * corrects states, logging each thing it does.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json.h>
+
+#include "control/control_int.h"
+
+struct reconcile {
+	struct control		*ctl;
+	void			(*done)(struct control *, int);
+	int			 pending;	/* async steps not yet back */
+	int			 ok;
+	struct json_object	*containers;	/* sandbox id -> container */
+};
+
+static void	list_cb(int, struct json_object *, const char *, void *);
+static void	reconcile_sandbox(struct reconcile *,
+		    const struct store_sandbox *);
+static void	step_done(struct reconcile *);
+static void	removed_cb(int, struct json_object *, const char *, void *);
+static void	op_cb(struct control *, const char *, int, const char *,
+		    void *);
+static void	inspect_cb(int, struct json_object *, const char *, void *);
+
+struct inspect_arg {
+	struct reconcile	*rc;
+	char			 id[ID_LEN + 1];
+};
+
+/* Make Docker match the store; done is called once at the end. */
+void
+reconcile_run(struct control *ctl, void (*done)(struct control *, int))
+{
+	struct reconcile	*rc;
+	struct json_object	*filters, *arr;
+	const char		*text;
+	char			*label, *path, *enc;
+
+	rc = xcalloc(1, sizeof *rc);
+	rc->ctl = ctl;
+	rc->done = done;
+	rc->ok = 1;
+	rc->pending = 1;
+
+	filters = json_object_new_object();
+	arr = json_object_new_array();
+	xasprintf(&label, "%s=%s", CONTROL_LABEL_INSTANCE, ctl->cf->instance);
+	json_object_array_add(arr, json_object_new_string(label));
+	json_object_object_add(filters, "label", arr);
+	text = json_object_to_json_string_ext(filters, JSON_C_TO_STRING_PLAIN);
+	enc = control_url_encode(text);
+	xasprintf(&path, "/containers/json?all=true&filters=%s", enc);
+	docker_request(ctl->docker, "GET", path, NULL, 0, list_cb, rc);
+	free(enc);
+	free(path);
+	free(label);
+	json_object_put(filters);
+}
+
+/* Docker's list of our containers: compare with every row of the store. */
+static void
+list_cb(int status, struct json_object *body, const char *errmsg, void *arg)
+{
+	struct reconcile	*rc = arg;
+	struct control		*ctl = rc->ctl;
+	struct store_sandbox	*rows, s;
+	struct json_object	*c, *labels, *o;
+	size_t			 i, n, len;
+	const char		*sid;
+	char			 path[256];
+
+	if (status != 200 || !json_object_is_type(body, json_type_array)) {
+		log_warnx("reconcile: cannot list containers: %s",
+		    errmsg != NULL ? errmsg : "unexpected answer");
+		rc->ok = 0;
+		step_done(rc);
+		return;
+	}
+	rc->containers = json_object_new_object();
+	len = json_object_array_length(body);
+	for (i = 0; i < len; i++) {
+		c = json_object_array_get_idx(body, i);
+		if (!json_object_object_get_ex(c, "Labels", &labels) ||
+		    !json_object_object_get_ex(labels, CONTROL_LABEL_SANDBOX,
+		    &o))
+			continue;
+		sid = json_object_get_string(o);
+		json_object_object_add(rc->containers, sid,
+		    json_object_get(c));
+		if (store_sandbox_get(ctl->store, sid, &s) == 0) {
+			store_sandbox_clear(&s);
+			continue;
+		}
+		json_object_object_get_ex(c, "Id", &o);
+		log_info("reconcile: removing a container the store does not "
+		    "know\tcontainer=%.12s sandbox=%s",
+		    json_object_get_string(o), sid);
+		snprintf(path, sizeof path, "/containers/%s?force=true",
+		    json_object_get_string(o));
+		rc->pending++;
+		docker_request(ctl->docker, "DELETE", path, NULL, 0,
+		    removed_cb, rc);
+	}
+	if (store_sandbox_list(ctl->store, NULL, &rows, &n) != 0) {
+		rc->ok = 0;
+		step_done(rc);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		reconcile_sandbox(rc, &rows[i]);
+	store_sandbox_list_free(rows, n);
+	step_done(rc);
+}
+
+/* Bring one sandbox's container in line with its row. */
+static void
+reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
+{
+	struct control		*ctl = rc->ctl;
+	struct json_object	*c = NULL, *o;
+	struct inspect_arg	*ia;
+	const char		*cid = NULL, *cstate = "";
+	int			 running;
+	char			 path[256], *run;
+
+	if (json_object_object_get_ex(rc->containers, s->id, &c)) {
+		if (json_object_object_get_ex(c, "Id", &o))
+			cid = json_object_get_string(o);
+		if (json_object_object_get_ex(c, "State", &o))
+			cstate = json_object_get_string(o);
+	}
+	running = strcmp(cstate, "running") == 0;
+
+	/* The store follows what Docker really has. */
+	if (cid == NULL && s->container_id != NULL)
+		store_sandbox_set_container(ctl->store, s->id, NULL);
+	else if (cid != NULL && (s->container_id == NULL ||
+	    strcmp(cid, s->container_id) != 0))
+		store_sandbox_set_container(ctl->store, s->id, cid);
+
+	switch (s->state) {
+	case SANDBOX_DELETING:
+	case SANDBOX_CREATING:
+		log_info("reconcile: finishing an interrupted %s\tid=%s",
+		    s->state == SANDBOX_CREATING ? "create" : "delete", s->id);
+		rc->pending++;
+		if (lifecycle_delete(ctl, s->id, op_cb, rc) == -1)
+			rc->pending--;
+		return;
+	case SANDBOX_RUNNING:
+	case SANDBOX_STARTING:
+		if (running) {
+			/* Still up: listen for its agentd, learn its IP. */
+			run = control_sandbox_dir(ctl, "run", s->id);
+			agent_listen(ctl->hub, s->id, run);
+			free(run);
+			ia = xcalloc(1, sizeof *ia);
+			ia->rc = rc;
+			snprintf(ia->id, sizeof ia->id, "%s", s->id);
+			snprintf(path, sizeof path, "/containers/%s/json", cid);
+			rc->pending++;
+			docker_request(ctl->docker, "GET", path, NULL, 0,
+			    inspect_cb, ia);
+			return;
+		}
+		log_info("reconcile: %s container, starting it\tid=%s",
+		    cid == NULL ? "missing" : "stopped", s->id);
+		rc->pending++;
+		if (lifecycle_start(ctl, s->id, op_cb, rc) == -1)
+			rc->pending--;
+		return;
+	case SANDBOX_STOPPING:
+	case SANDBOX_STOPPED:
+		if (running) {
+			log_info("reconcile: container running for a stopped "
+			    "sandbox, stopping it\tid=%s", s->id);
+			rc->pending++;
+			if (lifecycle_stop(ctl, s->id, op_cb, rc) == -1)
+				rc->pending--;
+			return;
+		}
+		if (s->state == SANDBOX_STOPPING)
+			store_sandbox_set_state(ctl->store, s->id,
+			    SANDBOX_STOPPED, NULL);
+		return;
+	case SANDBOX_ERROR:
+		return;
+	}
+}
+
+/* One async step of the reconciliation is back. */
+static void
+step_done(struct reconcile *rc)
+{
+	if (--rc->pending > 0)
+		return;
+	json_object_put(rc->containers);
+	log_info("reconcile: done%s", rc->ok ? "" : " (with errors)");
+	rc->done(rc->ctl, rc->ok);
+	free(rc);
+}
+
+/* A container the store does not know was removed. */
+static void
+removed_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct reconcile	*rc = arg;
+
+	if (status != 204 && status != 404) {
+		log_warnx("reconcile: cannot remove container: %s",
+		    errmsg != NULL ? errmsg : "?");
+		rc->ok = 0;
+	}
+	step_done(rc);
+}
+
+/* A lifecycle operation the reconciler started is over. */
+static void
+op_cb(struct control *ctl, const char *id, int status, const char *message,
+    void *arg)
+{
+	struct reconcile	*rc = arg;
+
+	if (status >= 300) {
+		log_warnx("reconcile: %s\tid=%s", message != NULL ? message :
+		    "failed", id);
+		rc->ok = 0;
+	}
+	step_done(rc);
+}
+
+/* A running container's address, so previews reach it at once. */
+static void
+inspect_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct inspect_arg	*ia = arg;
+	struct control		*ctl = ia->rc->ctl;
+	struct sandbox_rt	*rt;
+	struct in_addr		 ip;
+
+	if (status == 200 && control_container_ip(ctl, body, &ip) == 0) {
+		rt = control_rt(ctl, ia->id, 1);
+		rt->ip = ip;
+		rt->has_ip = 1;
+		rt->last_active_ms = time_mono_ms();
+		store_sandbox_set_state(ctl->store, ia->id, SANDBOX_RUNNING,
+		    NULL);
+		log_info("reconcile: running\tid=%s ip=%s", ia->id,
+		    inet_ntoa(ip));
+	} else {
+		log_warnx("reconcile: cannot find the address of a running "
+		    "container: %s\tid=%s", errmsg != NULL ? errmsg : "?",
+		    ia->id);
+		ia->rc->ok = 0;
+	}
+	step_done(ia->rc);
+	free(ia);
+}

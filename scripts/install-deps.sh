@@ -1,0 +1,21 @@
+#!/bin/sh
+# Install what sandboxd needs to build, test and run on Debian 12, as root.
+# Idempotent: packages already there are left alone.
+set -eu
+pkgs="build-essential autoconf automake libtool pkg-config
+libevent-dev libssl-dev libsqlite3-dev libnghttp2-dev libjson-c-dev
+docker.io busybox-static python3 curl ca-certificates mmdebstrap npm"
+[ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+	    missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "==> installing:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+echo "==> dependencies present"

@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Black-box scenarios for sandboxd: a real daemon, real dockerd, real
+containers from a busybox image, real sockets. Prints "N passed, N failed".
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, Runner, SANDBOXD, docker, ensure_docker,  # noqa: E402
+                     ensure_test_image, wait_for)
+
+INDEX = b"<h1>hello from the sandbox</h1>\n"
+
+
+def create(t, d, body=None, tenant="acme"):
+    r = d.request("POST", "/v1/sandboxes", body if body is not None else {}, key=tenant)
+    t.check(r.status == 201, "create answers 201, got %r" % r)
+    return r.json() if r.status == 201 else None
+
+
+def served(d, sid, path="/index.html", want=INDEX):
+    def probe():
+        try:
+            r = d.preview(sid, path)
+            return r if r.status == 200 and r.body == want else None
+        except OSError:
+            return None
+    return wait_for(probe, timeout=10)
+
+
+# --- the command line -------------------------------------------------------
+
+def test_cli(t, d):
+    r = subprocess.run([SANDBOXD, "version"], capture_output=True, text=True)
+    t.check(r.returncode == 0 and r.stdout.startswith("sandboxd "), "version: %r" % r.stdout)
+    r = subprocess.run([SANDBOXD, "--help"], capture_output=True, text=True)
+    t.check(r.returncode == 0 and "check-config" in r.stdout, "--help lists commands")
+    for cmd in ("serve", "check-config", "backup", "version"):
+        r = subprocess.run([SANDBOXD, cmd, "--help"], capture_output=True, text=True)
+        t.check(r.returncode == 0 and "usage" in r.stdout, "%s --help" % cmd)
+    r = subprocess.run([SANDBOXD, "frobnicate"], capture_output=True, text=True)
+    t.check(r.returncode == 2, "unknown command exits 2")
+    r = subprocess.run([SANDBOXD, "check-config", "-c", d.config], capture_output=True, text=True)
+    t.check(r.returncode == 0, "the test config is valid: %s" % r.stderr)
+    bad = os.path.join(d.tmp, "bad.conf")
+    with open(bad, "w") as f:
+        f.write("listen = 127.0.0.1:99999\nidle_timeout = soon\nbogus = 1\n")
+    r = subprocess.run([SANDBOXD, "check-config", "-c", bad], capture_output=True, text=True)
+    t.check(r.returncode == 2, "bad config exits 2")
+    t.check("bad.conf:1:" in r.stderr and "listen" in r.stderr, "error names file, line, key: %r" % r.stderr)
+    t.check("bad.conf:2:" in r.stderr and "bad.conf:3:" in r.stderr, "every error is printed")
+    r = subprocess.run([SANDBOXD, "serve", "-c", os.path.join(d.tmp, "missing.conf")],
+                       capture_output=True, text=True, timeout=10)
+    t.check(r.returncode == 2, "serve with a missing config exits 2")
+
+
+def test_healthz_and_auth(t, d):
+    r = d.request("GET", "/healthz", key=None)
+    t.check(r.status == 200 and r.json()["status"] == "ok", "healthz ok: %r" % r)
+    r = d.request("GET", "/v1/sandboxes", key=None)
+    t.check(r.status == 401 and r.error_code() == "unauthorized", "no key: 401 %r" % r)
+    r = d.request("GET", "/v1/sandboxes", raw_key="x" * 40)
+    t.check(r.status == 401 and r.error_code() == "unauthorized", "wrong key: 401")
+    r = d.request("GET", "/metrics", key="acme")
+    t.check(r.status == 401, "metrics need an admin key")
+    r = d.request("GET", "/metrics", key="root")
+    t.check(r.status == 200 and b"sandboxd_sandboxes" in r.body, "metrics for admin")
+    r = d.request("GET", "/v1/nothing")
+    t.check(r.status == 404 and r.error_code() == "not_found", "unknown route 404")
+
+
+def test_create_files_preview(t, d):
+    s = create(t, d, {"labels": {"app": "demo"}, "env": {"GREETING": "hi"}})
+    if s is None:
+        return
+    sid = s["id"]
+    t.check(s["state"] == "running", "created running")
+    t.check(len(sid) == 26 and sid == sid.lower(), "id is a lowercase ULID")
+    t.check(s["preview_url"] == "http://%s.preview.localhost:%d/" % (sid, d.port),
+            "preview_url: %s" % s["preview_url"])
+    t.check(s["labels"] == {"app": "demo"} and s["env"] == {"GREETING": "hi"}, "labels/env kept")
+    t.check(s["tenant"] == "acme" and s["template"] == "default", "tenant/template")
+
+    r = d.request("PUT", "/v1/sandboxes/%s/files/index.html" % sid, INDEX)
+    t.check(r.status == 201, "PUT new file 201 %r" % r)
+    r = d.request("PUT", "/v1/sandboxes/%s/files/index.html" % sid, INDEX)
+    t.check(r.status == 204, "PUT replace 204 %r" % r)
+    r = d.request("PUT", "/v1/sandboxes/%s/files/src/deep/a.txt" % sid, b"deep")
+    t.check(r.status == 201, "PUT makes parents")
+    r = d.request("GET", "/v1/sandboxes/%s/files/index.html" % sid)
+    t.check(r.status == 200 and r.body == INDEX, "GET file")
+    r = d.request("GET", "/v1/sandboxes/%s/files/" % sid)
+    names = sorted(e["name"] for e in r.json().get("entries", [])) if r.status == 200 else []
+    t.check(names == ["index.html", "src"], "listing: %r" % names)
+    st = os.stat(os.path.join(d.data_dir, "workspaces", sid, "index.html"))
+    t.check(st.st_uid == 1000, "files belong to the sandbox user")
+
+    r = served(d, sid)
+    t.check(r is not None, "the app serves the file at the preview URL")
+    if r is not None:
+        t.check("x-forwarded-for" not in r.headers, "response is the app's")
+    r = d.preview(sid, "/index.html", port=3000)
+    t.check(r.status == 200 and r.body == INDEX, "<port>-<id> preview host")
+    r = d.request("GET", "/index.html", key=None,
+                  host="%s.PREVIEW.localhost.:%d" % (sid.upper(), d.port))
+    t.check(r.status == 200, "Host is case-insensitive with a trailing dot")
+
+    r = d.request("GET", "/v1/sandboxes/%s" % sid)
+    t.check(r.status == 200 and r.json()["id"] == sid, "GET sandbox")
+    r = d.request("GET", "/v1/sandboxes?label=app:demo")
+    t.check(r.status == 200 and [x["id"] for x in r.json()["sandboxes"]] == [sid], "label filter")
+    r = d.request("GET", "/v1/sandboxes?label=app:other")
+    t.check(r.status == 200 and r.json()["sandboxes"] == [], "label filter excludes")
+    r = d.request("GET", "/v1/sandboxes?state=running")
+    t.check(r.status == 200 and sid in [x["id"] for x in r.json()["sandboxes"]], "state filter")
+    r = d.request("GET", "/v1/sandboxes?state=bogus")
+    t.check(r.status == 400, "bad state filter 400")
+
+    r = d.request("DELETE", "/v1/sandboxes/%s/files/src" % sid)
+    t.check(r.status == 204, "DELETE dir tree")
+    r = d.request("GET", "/v1/sandboxes/%s/files/src/deep/a.txt" % sid)
+    t.check(r.status == 404 and r.error_code() == "not_found", "deleted file 404")
+    return sid
+
+
+def create_files_preview(t, d, made):
+    made.append(test_create_files_preview(t, d))
+
+
+def test_container_hardening(t, d, sid):
+    cid = d.containers()[0] if d.containers() else None
+    if not t.check(cid is not None, "container exists"):
+        return
+    import json as _json
+    info = _json.loads(docker("inspect", cid).stdout)[0]
+    hc = info["HostConfig"]
+    t.check(hc["ReadonlyRootfs"] is True, "read-only root")
+    t.check(hc["CapDrop"] == ["ALL"], "all caps dropped")
+    t.check("no-new-privileges" in (hc["SecurityOpt"] or []), "no-new-privileges")
+    t.check(hc["PidsLimit"] == 64 and hc["Memory"] == 64 * 1024 * 1024, "pids and memory limits")
+    t.check(any(u["Name"] == "nofile" for u in hc["Ulimits"] or []), "nofile ulimit")
+    t.check("/tmp" in (hc["Tmpfs"] or {}), "tmpfs /tmp")
+    t.check(not hc.get("PortBindings"), "no published ports")
+    t.check(info["Config"]["User"] == "1000:1000", "non-root user")
+    t.check(hc["NetworkMode"] == d.network, "on the sandbox network")
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["sh", "-c", "id -u; touch /x 2>&1; echo rc=$?"]})
+    out = r.json().get("stdout", "") if r.status == 200 else ""
+    t.check(out.startswith("1000\n") and "rc=1" in out, "runs as uid 1000 on a read-only root: %r" % out)
+
+
+def test_exec(t, d, sid):
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"]})
+    j = r.json() if r.status == 200 else {}
+    t.check(j.get("exit_code") == 3 and j.get("stdout") == "out\n" and j.get("stderr") == "err\n",
+            "exec result: %r" % r)
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid,
+                  {"cmd": ["sh", "-c", "pwd; echo $GREETING $X"], "cwd": "/tmp", "env": {"X": "y"}})
+    t.check(r.status == 200 and r.json()["stdout"] == "/tmp\nhi y\n", "cwd and env: %r" % r)
+    t0 = time.time()
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["sleep", "30"], "timeout_s": 1})
+    t.check(r.status == 200 and r.json()["timed_out"] is True and time.time() - t0 < 10, "exec timeout")
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["/no/such/thing"]})
+    t.check(r.status == 200 and r.json()["exit_code"] == 127, "missing command 127: %r" % r)
+    for bad in ({}, {"cmd": []}, {"cmd": "ls"}, {"cmd": [1]}, {"cmd": ["ls"], "bogus": 1},
+                {"cmd": ["ls"], "timeout_s": "5"}, {"cmd": ["ls"], "timeout_s": 0},
+                {"cmd": ["ls"], "cwd": "relative"}, {"cmd": ["ls"], "env": {"A": 1}}):
+        r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, bad)
+        t.check(r.status == 400 and r.error_code() == "bad_request", "bad exec %r -> %r" % (bad, r))
+
+
+def test_traversal(t, d, sid):
+    outside = os.path.join(d.tmp, "outside-secret")
+    with open(outside, "w") as f:
+        f.write("TOPSECRET-CONTENT")
+    base = "/v1/sandboxes/%s/files/" % sid
+    for p in ("../outside-secret", "..%2F..%2Foutside-secret", "%2e%2e/%2e%2e/x", "a/../../x",
+              "%2Fetc%2Fpasswd", "/etc/passwd", "a%00b", "./x", "%ZZ"):
+        r = d.request("GET", base + p)
+        t.check(r.status == 400 and r.error_code() == "bad_request", "GET %s -> %r" % (p, r))
+        r = d.request("PUT", base + p, b"x")
+        t.check(r.status in (400, 404) and r.error_code() in ("bad_request", "not_found"),
+                "PUT %s -> %r" % (p, r))
+    # Symlinks planted by the sandbox's own processes lead nowhere.
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["sh", "-c",
+                  "ln -s / /workspace/root; ln -s /etc/passwd /workspace/pw; ln -s %s /workspace/out" % d.tmp]})
+    t.check(r.status == 200 and r.json()["exit_code"] == 0, "planted symlinks")
+    for p in ("root/etc/passwd", "pw", "out/outside-secret"):
+        r = d.request("GET", base + p)
+        t.check(r.status == 400 and b"root:" not in r.body and b"TOPSECRET" not in r.body,
+                "GET through symlink %s -> %r" % (p, r))
+    r = d.request("PUT", base + "out/outside-secret", b"pwned")
+    t.check(r.status in (201, 204, 400), "PUT onto a symlink: %r" % r)
+    with open(outside) as f:
+        t.check(f.read() == "TOPSECRET-CONTENT", "nothing outside the workspace was written")
+    r = d.request("PUT", base + "root/tmp/sbx-escape", b"pwned")
+    t.check(r.status == 400 and not os.path.exists("/tmp/sbx-escape"), "PUT through a symlinked parent")
+    r = d.request("DELETE", base + "out/outside-secret")
+    t.check(r.status == 400 and os.path.exists(outside), "DELETE through a symlinked parent")
+    r = d.request("DELETE", base + "pw")
+    t.check(r.status == 204 and os.path.exists("/etc/passwd"), "DELETE removes the link, not its target")
+
+
+def test_bad_input(t, d, sid):
+    cases = [
+        (b"{", "malformed JSON"), (b"[]", "array"), (b'{"template": 5}', "wrong type"),
+        (b'{"bogus": 1}', "unknown field"), (b'{"memory_mb": -1}', "negative"),
+        (b'{"memory_mb": 1.5}', "float for int"), (b'{"cpus": "1"}', "string for number"),
+        (b'{"visibility": "secret"}', "bad enum"), (b'{"template": "nope"}', "unknown template"),
+        (b'{"env": {"1BAD": "x"}}', "bad env key"), (b'{"labels": {"a": 1}}', "label not string"),
+        (b'{} trailing', "trailing data"), (b'{"a":' * 100 + b'1' + b'}' * 100, "deep nesting"),
+        (b'\xff\xfe', "not UTF-8"), (b'{"port": 70000}', "port out of range"),
+    ]
+    for body, what in cases:
+        r = d.request("POST", "/v1/sandboxes", body, headers={"Content-Type": "application/json"})
+        t.check(r.status == 400 and r.error_code() == "bad_request", "%s -> %r" % (what, r))
+    r = d.request("POST", "/v1/sandboxes", b"{" + b" " * (200 * 1024) + b"}")
+    t.check(r.status == 413 and r.error_code() == "payload_too_large", "huge JSON body 413: %r" % r)
+    for bad_id in ("nope", "01JD3K5X8Q2W7E9R4T6Y1U3I5O", "0" * 27, "%2e%2e"):
+        r = d.request("GET", "/v1/sandboxes/%s" % bad_id)
+        t.check(r.status == 400 and r.error_code() == "bad_request", "bad id %s -> %r" % (bad_id, r))
+    r = d.request("GET", "/v1/sandboxes/00000000000000000000000000")
+    t.check(r.status == 404 and r.error_code() == "not_found", "unknown id 404")
+    r = d.request("PATCH", "/v1/sandboxes/%s" % sid, {})
+    t.check(r.status == 405, "wrong method 405: %r" % r)
+    # Raw protocol abuse: the daemon answers 4xx and keeps serving.
+    for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70000 + b"\r\n\r\n",
+                b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n\r\n"):
+        out = d.raw(raw)
+        t.check(out[:12] in (b"HTTP/1.1 400", b"HTTP/1.1 431", b"HTTP/1.1 505", b"HTTP/1.1 413", b"")
+                and not out.startswith(b"HTTP/1.1 5"), "raw %r -> %r" % (raw[:30], out[:40]))
+    out = d.raw(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n")
+    t.check(out.startswith(b"HTTP/1.1 413"), "huge Content-Length 413: %r" % out[:40])
+    r = d.preview("00000000000000000000000000")
+    t.check(r.status == 404, "preview of an unknown id 404")
+    r = d.request("GET", "/", key=None, host="not-an-id.preview.localhost")
+    t.check(r.status == 404, "bad preview host 404")
+    t.check(d.proc.poll() is None, "the daemon survived")
+    r = d.request("GET", "/healthz", key=None)
+    t.check(r.status == 200, "still healthy")
+
+
+def test_tenants(t, d, sid):
+    r = d.request("GET", "/v1/sandboxes/%s" % sid, key="globex")
+    t.check(r.status == 404, "another tenant's sandbox is 404")
+    for method, path in (("DELETE", ""), ("POST", "/stop"), ("GET", "/files/index.html"),
+                         ("PUT", "/files/x"), ("POST", "/exec")):
+        r = d.request(method, "/v1/sandboxes/%s%s" % (sid, path), {"cmd": ["true"]} if "exec" in path else b"x",
+                      key="globex")
+        t.check(r.status == 404, "globex %s %s -> %r" % (method, path, r))
+    r = d.request("GET", "/v1/sandboxes", key="globex")
+    t.check(r.status == 200 and r.json()["sandboxes"] == [], "globex lists nothing")
+    r = d.request("GET", "/v1/sandboxes/%s" % sid, key="root")
+    t.check(r.status == 200, "an admin key sees every tenant")
+
+
+def test_stop_start(t, d, sid):
+    r = d.request("POST", "/v1/sandboxes/%s/stop" % sid)
+    t.check(r.status == 200 and r.json()["state"] == "stopped", "stop: %r" % r)
+    t.check(d.containers(all=False) == [], "no running container")
+    r = d.preview(sid, "/index.html")
+    t.check(r.status == 503, "preview of a stopped sandbox 503 (until hold-and-wake): %r" % r)
+    r = d.request("PUT", "/v1/sandboxes/%s/files/stopped.txt" % sid, b"written while stopped")
+    t.check(r.status == 201, "files work while stopped")
+    r = d.request("POST", "/v1/sandboxes/%s/stop" % sid)
+    t.check(r.status == 200 and r.json()["state"] == "stopped", "stop is idempotent")
+    r = d.request("POST", "/v1/sandboxes/%s/start" % sid)
+    t.check(r.status == 200 and r.json()["state"] == "running", "start: %r" % r)
+    t.check(served(d, sid) is not None, "files kept across stop/start")
+    t.check(served(d, sid, "/stopped.txt", b"written while stopped") is not None, "file written while stopped")
+    r = d.request("POST", "/v1/sandboxes/%s/stop" % sid)
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["cat", "/workspace/stopped.txt"]})
+    t.check(r.status == 200 and r.json()["stdout"] == "written while stopped", "exec wakes a stopped sandbox: %r" % r)
+    r = d.request("GET", "/v1/sandboxes/%s" % sid)
+    t.check(r.json()["state"] == "running", "running after exec")
+
+
+def test_removed_behind_back(t, d, sid):
+    docker("rm", "-f", *d.containers())
+    r = wait_for(lambda: d.request("GET", "/v1/sandboxes/%s" % sid).json()["state"] == "stopped", timeout=10)
+    t.check(r, "a container removed while the daemon runs: the sandbox is marked stopped")
+    r = d.request("POST", "/v1/sandboxes/%s/start" % sid)
+    t.check(r.status == 200 and r.json()["state"] == "running", "start recreates it: %r" % r)
+    t.check(served(d, sid) is not None, "workspace kept")
+
+
+def test_restart(t, d, sid):
+    before = d.containers(all=False)
+    rc = d.stop()
+    t.check(rc == 0, "SIGTERM exits 0 (got %r)" % rc)
+    t.check(d.containers(all=False) == before, "sandboxes keep running while the daemon is down")
+    # Behind its back: remove our container, and plant a stray one of ours.
+    docker("rm", "-f", *d.containers())
+    stray = docker("create", "--label", "io.sandboxd.instance=%s" % d.instance,
+                   "--label", "io.sandboxd.sandbox=01aaaaaaaaaaaaaaaaaaaaaaaa",
+                   "sandboxd-test-busybox:1", "true").stdout.strip()
+    d.start()
+    r = d.request("GET", "/v1/sandboxes/%s" % sid)
+    t.check(r.status == 200 and r.json()["state"] == "running", "recreated at boot: %r" % r)
+    t.check(served(d, sid) is not None, "and serves its kept workspace")
+    t.check(stray not in d.containers(), "an unknown container of ours is removed")
+    t.check("reconcile" in d.logs(), "the reconciler logs what it did")
+    d.stop()
+    d.start()
+    t.check(served(d, sid) is not None, "a running sandbox is found again after a plain restart")
+
+
+def test_delete(t, d, sid):
+    r = d.request("DELETE", "/v1/sandboxes/%s" % sid)
+    t.check(r.status == 204, "delete 204: %r" % r)
+    t.check(d.containers() == [], "container removed")
+    t.check(not os.path.exists(os.path.join(d.data_dir, "workspaces", sid)), "workspace removed")
+    r = d.request("GET", "/v1/sandboxes/%s" % sid)
+    t.check(r.status == 404, "deleted sandbox 404")
+    r = d.preview(sid)
+    t.check(r.status == 404, "deleted sandbox preview 404")
+
+
+def test_bad_image(t, d):
+    d2 = Daemon(templates={"default": {"image": "sandboxd-test-no-such-image:0", "port": "3000"}})
+    try:
+        d2.start()
+        r = d2.request("POST", "/v1/sandboxes", {})
+        t.check(r.status == 500 and "image" in r.json()["error"]["message"].lower(),
+                "a missing image is a clear error: %r" % r)
+        r = d2.request("GET", "/v1/sandboxes")
+        t.check(r.json()["sandboxes"] == [], "and leaves nothing behind")
+        t.check(os.listdir(os.path.join(d2.data_dir, "workspaces")) == [], "no workspace left")
+    finally:
+        d2.cleanup()
+
+
+def test_quota(t, d):
+    d2 = Daemon(extra="max_sandboxes = 1")
+    try:
+        d2.start()
+        s = create(t, d2)
+        r = d2.request("POST", "/v1/sandboxes", {})
+        t.check(r.status == 429 and r.error_code() == "quota_exceeded", "max_sandboxes 429: %r" % r)
+        if s:
+            d2.request("DELETE", "/v1/sandboxes/%s" % s["id"])
+    finally:
+        d2.cleanup()
+
+
+def main():
+    if not ensure_docker():
+        print("docker is not available: skipping the black-box tests")
+        return 77
+    ensure_test_image()
+    t = Runner()
+    d = Daemon()
+    try:
+        d.start()
+        t.run(test_cli, d)
+        t.run(test_healthz_and_auth, d)
+        made = []
+        t.run(create_files_preview, d, made)
+        sid = made[0] if made else None
+        if sid:
+            for fn in (test_container_hardening, test_exec, test_traversal, test_bad_input,
+                       test_tenants, test_stop_start, test_removed_behind_back, test_restart,
+                       test_delete):
+                t.run(fn, d, sid)
+        t.run(test_bad_image, d)
+        t.run(test_quota, d)
+    finally:
+        if t.failed:
+            print("---- daemon log (tail) ----\n" + d.logs())
+        d.cleanup()
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

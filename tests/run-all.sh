@@ -1,0 +1,53 @@
+#!/bin/sh
+# The whole test suite, on a fresh Debian 12 machine as root:
+#   1. installs the build and test dependencies, starts dockerd;
+#   2. builds and runs `make check` (unit tests, fuzz-corpus replays,
+#      black-box scenarios against real dockerd and containers);
+#   3. does it again with AddressSanitizer and UndefinedBehaviorSanitizer;
+#   4. runs each libFuzzer target for FUZZ_SECONDS (default 10) with clang.
+# Ends with one line "N passed, N failed" summed over every test program.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+SANDBOXD_TEST_DEPS=1 scripts/install-deps.sh
+scripts/start-dockerd.sh
+[ -x configure ] || autoreconf -fi >/dev/null 2>&1
+jobs=$(nproc 2>/dev/null || echo 2)
+status=0
+
+# run_build DIR CONFIGURE-ARGS...: configure, build and `make check` in DIR.
+run_build() {
+	dir=$1; shift
+	echo "==> $dir: configure $*"
+	mkdir -p "$dir"
+	(cd "$dir" && "$top/configure" --enable-werror "$@" >configure.out 2>&1) ||
+	    { cat "$dir/configure.out"; return 1; }
+	echo "==> $dir: build"
+	make -C "$dir" -j"$jobs" >"$dir/build.out" 2>&1 ||
+	    { tail -50 "$dir/build.out"; return 1; }
+	echo "==> $dir: make check"
+	make -C "$dir" -j1 check || return 1
+}
+
+run_build build-test || status=1
+# agentd runs inside busybox containers and must be static: the sanitizer
+# build uses the plain build's agentd.
+AGENTD="$top/build-test/agentd/agentd" \
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    run_build build-asan --enable-asan --enable-debug || status=1
+if command -v clang >/dev/null; then
+	FUZZ_SECONDS=${FUZZ_SECONDS:-10} run_build build-fuzz --enable-fuzzing \
+	    CC=clang || status=1
+fi
+
+# One closing line over every test program's own "N passed, N failed".
+total_p=0; total_f=0
+for log in $(find build-test build-asan build-fuzz -name '*.log' \
+    -path '*tests*' 2>/dev/null); do
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1) || continue
+	p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+	total_p=$((total_p + p)); total_f=$((total_f + f))
+done
+[ $status -ne 0 ] && [ $total_f -eq 0 ] && total_f=1
+echo "$total_p passed, $total_f failed"
+exit $status
