@@ -1,1 +1,700 @@
-/* placeholder: being written */
+/*
+ * The daemon's side of the agentd rendezvous (agentd/agentd.h has the
+ * protocol). For each sandbox the hub listens on <run dir>/agentd.sock;
+ * every connection agentd opens is an idle connection waiting for one
+ * request. agent_request takes an idle connection (or waits for agentd to
+ * open one), writes the request, reads the answer framed by Content-Length,
+ * calls back and closes. Nothing blocks: libevent does all the I/O.
+ *
+ * Callbacks are never called from inside agent_request: a request that
+ * fails at once (unknown sandbox) is failed from a zero timer.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "common/common.h"
+#include "control/control.h"
+
+#define AGENT_MAX_RESPONSE	(64 * 1024 * 1024)
+#define AGENT_DEFAULT_TIMEOUT	30000
+#define AGENT_ACCEPT_RETRY_MS	1000
+
+struct agent_sandbox;
+TAILQ_HEAD(agent_req_list, agent_req);
+
+/* One request, from agent_request to its callback. */
+struct agent_req {
+	TAILQ_ENTRY(agent_req)	 entry;
+	struct agent_req_list	*list;		/* the list it is on */
+	char			*method;
+	char			*path;
+	char			*body;
+	size_t			 len;
+	int			 timeout_ms;
+	agent_cb		 cb;
+	void			*arg;
+	char			*errmsg;	/* why it fails (failing list) */
+	struct event		*timer;
+	struct bufferevent	*bev;		/* once sent */
+	int			 head_done;
+	int			 status;
+	enum http_body_kind	 kind;
+	uint64_t		 length;
+};
+
+/* An idle connection agentd opened, waiting for a request. */
+struct agent_conn {
+	TAILQ_ENTRY(agent_conn)	 entry;
+	struct agent_sandbox	*sb;
+	struct bufferevent	*bev;
+};
+
+struct agent_sandbox {
+	TAILQ_ENTRY(agent_sandbox) entry;
+	struct agent_hub	*hub;
+	char			*id;
+	char			*path;		/* the socket */
+	struct evconnlistener	*listener;
+	struct event		*retry;		/* accept backoff (EMFILE) */
+	TAILQ_HEAD(, agent_conn) idle;
+	struct agent_req_list	 pending;	/* waiting for a connection */
+	struct agent_req_list	 active;	/* sent, waiting for the answer */
+	int			 ready;		/* ready_cb told */
+};
+
+struct agent_hub {
+	struct event_base	*base;
+	agent_ready_cb		 ready_cb;
+	void			*ready_arg;
+	TAILQ_HEAD(, agent_sandbox) sandboxes;
+	struct agent_req_list	 failing;	/* failed before being queued */
+};
+
+static struct agent_sandbox *agent_find(struct agent_hub *, const char *);
+static void	agent_sandbox_free(struct agent_sandbox *,
+		    struct agent_req_list *);
+static void	agent_drop_idle(struct agent_sandbox *);
+static void	agent_conn_free(struct agent_conn *);
+static void	agent_conn_event_cb(struct bufferevent *, short, void *);
+static void	agent_conn_read_cb(struct bufferevent *, void *);
+static void	agent_accept_cb(struct evconnlistener *, evutil_socket_t,
+		    struct sockaddr *, int, void *);
+static void	agent_accept_error_cb(struct evconnlistener *, void *);
+static void	agent_retry_cb(evutil_socket_t, short, void *);
+static void	agent_req_send(struct agent_sandbox *, struct agent_req *,
+		    struct bufferevent *);
+static void	agent_req_finish(struct agent_req *, int, const char *,
+		    size_t, const char *);
+static void	agent_req_fail(struct agent_req *, const char *, ...)
+		    SBX_PRINTF(2, 3);
+static void	agent_req_free(struct agent_req *);
+static int	agent_req_parse(struct agent_req *, int);
+static void	agent_req_read_cb(struct bufferevent *, void *);
+static void	agent_req_event_cb(struct bufferevent *, short, void *);
+static void	agent_req_timeout_cb(evutil_socket_t, short, void *);
+static void	agent_timer_add(struct event *, int);
+
+/* Make a hub; ready_cb (may be NULL) is told when a sandbox's agentd is up. */
+struct agent_hub *
+agent_hub_new(struct event_base *base, agent_ready_cb ready_cb, void *arg)
+{
+	struct agent_hub	*hub;
+
+	hub = xcalloc(1, sizeof *hub);
+	hub->base = base;
+	hub->ready_cb = ready_cb;
+	hub->ready_arg = arg;
+	TAILQ_INIT(&hub->sandboxes);
+	TAILQ_INIT(&hub->failing);
+	return hub;
+}
+
+/* Free everything; no callback is called. */
+void
+agent_hub_free(struct agent_hub *hub)
+{
+	struct agent_sandbox	*sb;
+	struct agent_req	*req;
+
+	if (hub == NULL)
+		return;
+	while ((sb = TAILQ_FIRST(&hub->sandboxes)) != NULL) {
+		TAILQ_REMOVE(&hub->sandboxes, sb, entry);
+		agent_sandbox_free(sb, NULL);
+	}
+	while ((req = TAILQ_FIRST(&hub->failing)) != NULL)
+		agent_req_free(req);
+	free(hub);
+}
+
+/* The sandbox's state, or NULL. */
+static struct agent_sandbox *
+agent_find(struct agent_hub *hub, const char *id)
+{
+	struct agent_sandbox	*sb;
+
+	TAILQ_FOREACH(sb, &hub->sandboxes, entry) {
+		if (strcmp(sb->id, id) == 0)
+			return sb;
+	}
+	return NULL;
+}
+
+/*
+ * Free a sandbox (already off the hub's list) and its connections. Its
+ * requests move to keep when given, else they are freed without callback.
+ */
+static void
+agent_sandbox_free(struct agent_sandbox *sb, struct agent_req_list *keep)
+{
+	struct agent_req_list	*lists[2] = { &sb->pending, &sb->active };
+	struct agent_req	*req;
+	size_t			 i;
+
+	if (sb->listener != NULL) {
+		evconnlistener_free(sb->listener);
+		/* Nobody else will listen on it; do not leave it behind. */
+		if (unlink(sb->path) == -1 && errno != ENOENT)
+			log_warn("unlink %s", sb->path);
+	}
+	if (sb->retry != NULL)
+		event_free(sb->retry);
+	agent_drop_idle(sb);
+	for (i = 0; i < nitems(lists); i++) {
+		while ((req = TAILQ_FIRST(lists[i])) != NULL) {
+			if (keep == NULL) {
+				agent_req_free(req);
+				continue;
+			}
+			TAILQ_REMOVE(lists[i], req, entry);
+			TAILQ_INSERT_TAIL(keep, req, entry);
+			req->list = keep;
+		}
+	}
+	free(sb->id);
+	free(sb->path);
+	free(sb);
+}
+
+/* Listen on dir/agentd.sock for this sandbox. Idempotent. */
+int
+agent_listen(struct agent_hub *hub, const char *sandbox_id, const char *dir)
+{
+	struct agent_sandbox	*sb;
+	struct sockaddr_un	 sun;
+	char			*path = NULL;
+	int			 fd = -1;
+
+	xasprintf(&path, "%s/%s", dir, AGENTD_SOCKET_NAME);
+	if ((sb = agent_find(hub, sandbox_id)) != NULL &&
+	    sb->listener != NULL && strcmp(sb->path, path) == 0) {
+		free(path);
+		return 0;
+	}
+	if (strlen(path) >= sizeof sun.sun_path) {
+		log_warnx("agentd socket path too long: %s", path);
+		goto fail;
+	}
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_warn("socket");
+		goto fail;
+	}
+	/* A socket left by an earlier run; the dir is ours (root's). */
+	if (unlink(path) == -1 && errno != ENOENT) {
+		log_warn("unlink %s", path);
+		goto fail;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		log_warn("bind %s", path);
+		goto fail;
+	}
+	/* agentd runs as the sandbox user, not root. */
+	if (chmod(path, 0666) == -1) {
+		log_warn("chmod %s", path);
+		goto fail;
+	}
+
+	if (sb == NULL) {
+		sb = xcalloc(1, sizeof *sb);
+		sb->hub = hub;
+		sb->id = xstrdup(sandbox_id);
+		TAILQ_INIT(&sb->idle);
+		TAILQ_INIT(&sb->pending);
+		TAILQ_INIT(&sb->active);
+		TAILQ_INSERT_TAIL(&hub->sandboxes, sb, entry);
+	} else if (sb->listener != NULL) {
+		/* Moved to another dir: the old socket is dead. */
+		evconnlistener_free(sb->listener);
+		sb->listener = NULL;
+		unlink(sb->path);
+	}
+	sb->listener = evconnlistener_new(hub->base, agent_accept_cb, sb,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64, fd);
+	if (sb->listener == NULL) {
+		log_warn("listen %s", path);
+		unlink(path);
+		goto fail;
+	}
+	evconnlistener_set_error_cb(sb->listener, agent_accept_error_cb);
+	free(sb->path);
+	sb->path = path;
+	sb->ready = 0;
+	log_debug("agentd rendezvous listening\tid=%s path=%s", sandbox_id,
+	    path);
+	return 0;
+
+fail:
+	if (fd != -1)
+		close(fd);
+	free(path);
+	return -1;
+}
+
+/*
+ * Close the listener and every connection of this sandbox and forget it.
+ * Requests still waiting are failed with status 0: their callbacks are
+ * called before this returns.
+ */
+void
+agent_forget(struct agent_hub *hub, const char *sandbox_id)
+{
+	struct agent_sandbox	*sb;
+	struct agent_req_list	 doomed;
+	struct agent_req	*req;
+	char			*id;
+
+	if ((sb = agent_find(hub, sandbox_id)) == NULL)
+		return;
+	id = xstrdup(sb->id);
+	TAILQ_REMOVE(&hub->sandboxes, sb, entry);
+	TAILQ_INIT(&doomed);
+	agent_sandbox_free(sb, &doomed);
+	/* The hub no longer knows the sandbox, so callbacks may do anything. */
+	while ((req = TAILQ_FIRST(&doomed)) != NULL)
+		agent_req_fail(req, "sandbox %s was removed", id);
+	free(id);
+}
+
+/* Drop idle connections after a stop; keep listening and waiting requests. */
+void
+agent_reset(struct agent_hub *hub, const char *sandbox_id)
+{
+	struct agent_sandbox	*sb;
+
+	if ((sb = agent_find(hub, sandbox_id)) == NULL)
+		return;
+	agent_drop_idle(sb);
+	sb->ready = 0;
+}
+
+/* 1 if agentd of this sandbox has a connection open to the hub. */
+int
+agent_connected(struct agent_hub *hub, const char *sandbox_id)
+{
+	struct agent_sandbox	*sb;
+
+	if ((sb = agent_find(hub, sandbox_id)) == NULL)
+		return 0;
+	return !TAILQ_EMPTY(&sb->idle) || !TAILQ_EMPTY(&sb->active);
+}
+
+/* Close every idle connection. */
+static void
+agent_drop_idle(struct agent_sandbox *sb)
+{
+	struct agent_conn	*conn;
+
+	while ((conn = TAILQ_FIRST(&sb->idle)) != NULL)
+		agent_conn_free(conn);
+}
+
+/* Close an idle connection. */
+static void
+agent_conn_free(struct agent_conn *conn)
+{
+	TAILQ_REMOVE(&conn->sb->idle, conn, entry);
+	if (conn->bev != NULL)
+		bufferevent_free(conn->bev);
+	free(conn);
+}
+
+/* agentd connected: serve a waiting request or keep it idle. */
+static void
+agent_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct agent_sandbox	*sb = arg;
+	struct agent_hub	*hub = sb->hub;
+	struct agent_conn	*conn;
+	struct agent_req	*req;
+	struct bufferevent	*bev;
+	char			*id;
+
+	bev = bufferevent_socket_new(hub->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		log_warnx("bufferevent_socket_new failed");
+		evutil_closesocket(fd);
+		return;
+	}
+	if ((req = TAILQ_FIRST(&sb->pending)) != NULL)
+		agent_req_send(sb, req, bev);
+	else {
+		conn = xcalloc(1, sizeof *conn);
+		conn->sb = sb;
+		conn->bev = bev;
+		TAILQ_INSERT_TAIL(&sb->idle, conn, entry);
+		bufferevent_setcb(bev, agent_conn_read_cb, NULL,
+		    agent_conn_event_cb, conn);
+		bufferevent_enable(bev, EV_READ);
+	}
+	if (sb->ready)
+		return;
+	sb->ready = 1;
+	log_info("agentd connected\tid=%s", sb->id);
+	if (hub->ready_cb != NULL) {
+		/* Last: the callback may forget the sandbox. */
+		id = xstrdup(sb->id);
+		hub->ready_cb(id, hub->ready_arg);
+		free(id);
+	}
+}
+
+/* accept failed (out of fds): pause the listener instead of spinning. */
+static void
+agent_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct agent_sandbox	*sb = arg;
+
+	log_warn("accept on %s", sb->path);
+	evconnlistener_disable(l);
+	if (sb->retry == NULL)
+		sb->retry = evtimer_new(sb->hub->base, agent_retry_cb, sb);
+	agent_timer_add(sb->retry, AGENT_ACCEPT_RETRY_MS);
+}
+
+/* Resume accepting after a pause. */
+static void
+agent_retry_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct agent_sandbox	*sb = arg;
+
+	if (sb->listener != NULL)
+		evconnlistener_enable(sb->listener);
+}
+
+/* agentd never speaks first: bytes on an idle connection are an error. */
+static void
+agent_conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct agent_conn	*conn = arg;
+
+	log_warnx("unexpected bytes from agentd on an idle connection\tid=%s",
+	    conn->sb->id);
+	agent_conn_event_cb(bev, BEV_EVENT_ERROR, arg);
+}
+
+/*
+ * An idle connection closed. agentd only closes its spare when it exits,
+ * so when none is left, the next connection means agentd is back.
+ */
+static void
+agent_conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct agent_conn	*conn = arg;
+	struct agent_sandbox	*sb = conn->sb;
+
+	agent_conn_free(conn);
+	if (TAILQ_EMPTY(&sb->idle) && sb->ready) {
+		log_info("agentd disconnected\tid=%s", sb->id);
+		sb->ready = 0;
+	}
+}
+
+/* Add a timer of ms milliseconds. */
+static void
+agent_timer_add(struct event *ev, int ms)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(ev, &tv);
+}
+
+/* Send one request to agentd. */
+void
+agent_request(struct agent_hub *hub, const char *sandbox_id,
+    const char *method, const char *path, const char *body, size_t len,
+    int timeout_ms, agent_cb cb, void *arg)
+{
+	struct agent_sandbox	*sb;
+	struct agent_conn	*conn;
+	struct agent_req	*req;
+	struct bufferevent	*bev;
+
+	req = xcalloc(1, sizeof *req);
+	req->method = xstrdup(method);
+	req->path = xstrdup(path);
+	req->body = xmalloc(len);
+	if (len > 0)
+		memcpy(req->body, body, len);
+	req->len = len;
+	req->timeout_ms = timeout_ms > 0 ? timeout_ms : AGENT_DEFAULT_TIMEOUT;
+	req->cb = cb;
+	req->arg = arg;
+	req->timer = evtimer_new(hub->base, agent_req_timeout_cb, req);
+
+	/* Refuse what would break the request line; fail it asynchronously. */
+	if (strpbrk(method, " \r\n") != NULL || *method == '\0' ||
+	    strpbrk(path, " \r\n") != NULL || *path != '/') {
+		req->errmsg = xstrdup("bad method or path for agentd");
+		goto fail;
+	}
+	if ((sb = agent_find(hub, sandbox_id)) == NULL) {
+		xasprintf(&req->errmsg, "no agentd rendezvous for sandbox %s",
+		    sandbox_id);
+		goto fail;
+	}
+
+	if ((conn = TAILQ_FIRST(&sb->idle)) != NULL) {
+		bev = conn->bev;
+		conn->bev = NULL;
+		agent_conn_free(conn);
+		agent_req_send(sb, req, bev);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&sb->pending, req, entry);
+	req->list = &sb->pending;
+	agent_timer_add(req->timer, req->timeout_ms);
+	return;
+
+fail:
+	TAILQ_INSERT_TAIL(&hub->failing, req, entry);
+	req->list = &hub->failing;
+	agent_timer_add(req->timer, 0);
+}
+
+/* Write the request on bev and wait for the answer. */
+static void
+agent_req_send(struct agent_sandbox *sb, struct agent_req *req,
+    struct bufferevent *bev)
+{
+	struct evbuffer	*out = bufferevent_get_output(bev);
+
+	if (req->list != NULL)
+		TAILQ_REMOVE(req->list, req, entry);
+	TAILQ_INSERT_TAIL(&sb->active, req, entry);
+	req->list = &sb->active;
+	req->bev = bev;
+
+	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n"
+	    "Host: agentd\r\n"
+	    "Content-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n"
+	    "Connection: close\r\n"
+	    "\r\n", req->method, req->path, req->len);
+	evbuffer_add(out, req->body, req->len);
+	bufferevent_setcb(bev, agent_req_read_cb, NULL, agent_req_event_cb,
+	    req);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	/* The answer must come within the timeout, counted from now. */
+	agent_timer_add(req->timer, req->timeout_ms);
+}
+
+/* Unlink and free a request without calling back. */
+static void
+agent_req_free(struct agent_req *req)
+{
+	if (req->list != NULL)
+		TAILQ_REMOVE(req->list, req, entry);
+	if (req->bev != NULL)
+		bufferevent_free(req->bev);
+	if (req->timer != NULL)
+		event_free(req->timer);
+	free(req->method);
+	free(req->path);
+	free(req->body);
+	free(req->errmsg);
+	free(req);
+}
+
+/* Call back exactly once, after the request is unlinked, then free it. */
+static void
+agent_req_finish(struct agent_req *req, int status, const char *body,
+    size_t len, const char *errmsg)
+{
+	agent_cb	 cb = req->cb;
+	void		*arg = req->arg;
+	char		*msg = errmsg != NULL ? xstrdup(errmsg) : NULL;
+
+	/* Free first: the callback may free the hub or forget the sandbox. */
+	agent_req_free(req);
+	if (cb != NULL)
+		cb(status, body, len, msg, arg);
+	free(msg);
+}
+
+/* Fail a request with status 0. */
+static void
+agent_req_fail(struct agent_req *req, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatalx("vasprintf: out of memory");
+	va_end(ap);
+	agent_req_finish(req, 0, NULL, 0, msg);
+	free(msg);
+}
+
+/*
+ * Look at what agentd sent; eof is 1 when the connection has ended.
+ * Returns 1 when the request was finished (called back), 0 for more.
+ */
+static int
+agent_req_parse(struct agent_req *req, int eof)
+{
+	struct evbuffer			*in = bufferevent_get_input(req->bev);
+	struct http_response_head	 head;
+	size_t				 avail, n;
+	char				*p, *body;
+	int				 r;
+
+	if (!req->head_done) {
+		avail = evbuffer_get_length(in);
+		n = avail < HTTP_MAX_HEAD_SIZE ? avail : HTTP_MAX_HEAD_SIZE;
+		p = (char *)evbuffer_pullup(in, (ssize_t)n);
+		r = n == 0 ? -2 : http_parse_response(p, n, &head);
+		if (r == -2 && n >= HTTP_MAX_HEAD_SIZE)
+			r = -1;
+		if (r == -1) {
+			agent_req_fail(req, "malformed answer from agentd");
+			return 1;
+		}
+		if (r == -2) {
+			if (!eof)
+				return 0;
+			agent_req_fail(req, "agentd closed the connection "
+			    "without answering");
+			return 1;
+		}
+		if (http_response_body(&head, req->method, &req->kind,
+		    &req->length) == -1 || req->kind == HTTP_BODY_CHUNKED) {
+			agent_req_fail(req, "bad body framing in agentd's "
+			    "answer");
+			return 1;
+		}
+		if (req->kind == HTTP_BODY_LENGTH &&
+		    req->length > AGENT_MAX_RESPONSE) {
+			agent_req_fail(req, "agentd's answer is too large");
+			return 1;
+		}
+		req->status = head.status;
+		req->head_done = 1;
+		evbuffer_drain(in, (size_t)r);
+	}
+
+	avail = evbuffer_get_length(in);
+	switch (req->kind) {
+	case HTTP_BODY_NONE:
+		n = 0;
+		break;
+	case HTTP_BODY_LENGTH:
+		if (avail < req->length) {
+			if (!eof)
+				return 0;
+			agent_req_fail(req, "agentd's answer was cut short");
+			return 1;
+		}
+		n = (size_t)req->length;
+		break;
+	default:
+		if (avail > AGENT_MAX_RESPONSE) {
+			agent_req_fail(req, "agentd's answer is too large");
+			return 1;
+		}
+		if (!eof)
+			return 0;
+		n = avail;
+		break;
+	}
+	/* Handed out NUL-terminated, though the contract gives a length. */
+	body = xmalloc(n + 1);
+	evbuffer_remove(in, body, n);
+	body[n] = '\0';
+	agent_req_finish(req, req->status, body, n, NULL);
+	free(body);
+	return 1;
+}
+
+/* Bytes of the answer arrived. */
+static void
+agent_req_read_cb(struct bufferevent *bev, void *arg)
+{
+	agent_req_parse(arg, 0);
+}
+
+/* The connection ended or failed; the answer may still be complete. */
+static void
+agent_req_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct agent_req	*req = arg;
+	int			 saved_errno = errno;
+
+	if (what & BEV_EVENT_EOF) {
+		agent_req_parse(req, 1);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		/*
+		 * agentd answers an oversized request before reading it all,
+		 * so our write can fail after the answer arrived.
+		 */
+		if (req->head_done || evbuffer_get_length(
+		    bufferevent_get_input(bev)) > 0) {
+			if (agent_req_parse(req, 0))
+				return;
+		}
+		agent_req_fail(req, "connection to agentd failed: %s",
+		    saved_errno != 0 ? strerror(saved_errno) : "error");
+	}
+}
+
+/* No connection or no answer in time, or a request failed at once. */
+static void
+agent_req_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct agent_req	*req = arg;
+
+	if (req->errmsg != NULL)
+		agent_req_fail(req, "%s", req->errmsg);
+	else if (req->bev == NULL)
+		agent_req_fail(req, "agentd did not connect within %d ms",
+		    req->timeout_ms);
+	else
+		agent_req_fail(req, "agentd did not answer within %d ms",
+		    req->timeout_ms);
+}
