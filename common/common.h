@@ -122,6 +122,7 @@ struct config {
 	int			 max_sandboxes;
 	int			 max_running;
 	uint64_t		 max_file_size;	/* PUT /files limit, bytes */
+	enum log_level		 log_level;	/* lowest level logged */
 	struct cfg_api_key	*api_keys;
 	size_t			 napi_keys;
 	struct cfg_template	*templates;
@@ -187,6 +188,12 @@ struct http_response_head {
  * -1 if the bytes can never form a valid head (bad token, NUL byte, bare CR,
  * over HTTP_MAX_HEADERS headers, over HTTP_MAX_HEAD_SIZE). Pointers in the
  * result point into buf.
+ * Each call parses from buf[0] again, so a caller collecting a head should
+ * call again only when the new bytes hold a '\n' (a head cannot end
+ * otherwise): that bounds the work to about one parse per line.
+ * Requests need CRLF line ends; responses also accept a bare LF. Obs-fold
+ * is refused in both. Empty lines before a request line are skipped (and
+ * counted in the return value).
  */
 int	http_parse_request(const char *buf, size_t len,
 	    struct http_request_head *);
@@ -201,9 +208,13 @@ int	http_header_has_token(const struct http_header *, const char *token);
 
 /*
  * How a message body is framed, from its head (RFC 9112 section 6).
- * Returns -1 for a head that must be refused: both Content-Length and
- * Transfer-Encoding, differing Content-Length values, a Transfer-Encoding
- * other than "chunked" last, a malformed length.
+ * Returns 0, or -1 for a head that must be refused: both Content-Length and
+ * Transfer-Encoding, differing Content-Length values, a malformed length
+ * (only digits, at most INT64_MAX), Transfer-Encoding in HTTP/1.0, "chunked"
+ * anywhere but last. A request's Transfer-Encoding must be exactly
+ * "chunked"; a response's without "chunked" is read until close.
+ * Content-Length: 0 gives HTTP_BODY_LENGTH with *length 0; *length is 0 for
+ * the other kinds.
  */
 enum http_body_kind {
 	HTTP_BODY_NONE,		/* no body */
@@ -223,6 +234,10 @@ int	http_response_body(const struct http_response_head *,
  * NULL when the bytes are only passed through). Returns the number of bytes
  * consumed (less than len only when the message ended inside buf), or -1 on a
  * framing error. c->done is set once the last chunk and trailers are read.
+ * Lines must end in CRLF; chunk sizes up to INT64_MAX; size lines (with
+ * extensions, which are ignored) up to 4096 bytes; trailers, which are
+ * skipped, up to HTTP_MAX_HEAD_SIZE. After -1 it keeps returning -1; once
+ * done it returns 0.
  */
 struct http_chunked {
 	int		state;
@@ -235,8 +250,14 @@ void	 http_chunked_init(struct http_chunked *);
 ssize_t	 http_chunked_scan(struct http_chunked *, const char *buf, size_t len,
 	    http_data_cb on_data, void *arg);
 
-/* "%XX" decoding of a path; returns -1 on a bad escape or an encoded NUL. */
+/*
+ * "%XX" decoding of a path ('+' stays '+'). On success *out is a malloc'd
+ * NUL-terminated string the caller frees, and the decoded length is
+ * returned; -1 (and *out NULL) on a bad or short escape or a NUL, encoded
+ * or raw.
+ */
 int	 http_url_decode(const char *in, size_t len, char **out);
+/* Reason phrase for a status code, "Unknown" for codes we do not send. */
 const char *http_status_text(int);
 
 /* common/exchange.c — one API request from edge, answered by control */

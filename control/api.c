@@ -362,7 +362,7 @@ static void
 reply_object(struct http_exchange *ex, int status, struct json_object *o)
 {
 	http_exchange_reply_json(ex, status,
-	    json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	    json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 
@@ -653,14 +653,14 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    32 * 1024) == -1)
 			goto out;
 		s.env_json = (char *)json_object_to_json_string_ext(v,
-		    JSON_C_TO_STRING_PLAIN);
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	}
 	if (json_object_object_get_ex(req, "labels", &v)) {
 		if (check_string_map(ex, "labels", v, 0, API_MAX_LABELS,
 		    255) == -1)
 			goto out;
 		s.labels_json = (char *)json_object_to_json_string_ext(v,
-		    JSON_C_TO_STRING_PLAIN);
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	}
 	if ((rv = get_int(ex, req, "memory_mb", 16, 1024 * 1024, &n)) == -1)
 		goto out;
@@ -1160,7 +1160,7 @@ h_exec(struct control *ctl, struct http_exchange *ex,
 	call->ex = ex;
 	snprintf(call->id, sizeof call->id, "%s", m->id);
 	call->body = xstrdup(json_object_to_json_string_ext(req,
-	    JSON_C_TO_STRING_PLAIN));
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	call->timeout_ms = (int)(timeout_s + 15) * 1000;
 	store_sandbox_touch(ctl->store, m->id, time_now_ms());
 	if (state == SANDBOX_STOPPED) {
