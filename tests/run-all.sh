@@ -35,9 +35,28 @@ run_build build-test || status=1
 AGENTD="$top/build-test/agentd/agentd" \
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     run_build build-asan --enable-asan --enable-debug || status=1
+# libFuzzer: build the fuzz targets with clang and run each for a while.
+fuzz() {
+	echo "==> build-fuzz: configure --enable-fuzzing CC=clang"
+	mkdir -p build-fuzz
+	(cd build-fuzz && "$top/configure" --enable-fuzzing CC=clang \
+	    >configure.out 2>&1) || { cat build-fuzz/configure.out; return 1; }
+	make -C build-fuzz -j"$jobs" tests/fuzz/fuzz_http_request \
+	    tests/fuzz/fuzz_http_response tests/fuzz/fuzz_http_chunked \
+	    tests/fuzz/fuzz_config tests/fuzz/replay_http_request \
+	    tests/fuzz/replay_http_response tests/fuzz/replay_http_chunked \
+	    tests/fuzz/replay_config >build-fuzz/build.out 2>&1 ||
+	    { tail -50 build-fuzz/build.out; return 1; }
+	echo "==> build-fuzz: each target for ${FUZZ_SECONDS:-10} s"
+	top_srcdir=$top top_builddir=$top/build-fuzz \
+	    FUZZ_SECONDS=${FUZZ_SECONDS:-10} tests/fuzz/replay-all.sh \
+	    >build-fuzz/tests-fuzz.log 2>&1
+	rc=$?
+	cat build-fuzz/tests-fuzz.log
+	return $rc
+}
 if command -v clang >/dev/null; then
-	FUZZ_SECONDS=${FUZZ_SECONDS:-10} run_build build-fuzz --enable-fuzzing \
-	    CC=clang || status=1
+	fuzz || status=1
 fi
 
 # One closing line over every test program's own "N passed, N failed".

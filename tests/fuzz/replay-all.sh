@@ -1,2 +1,95 @@
 #!/bin/sh
-exit 77
+#
+# The fuzz targets under `make check`, in two parts:
+#  1. always: the corpus replays tests/fuzz/replay_<target> (built by make
+#     check as check_PROGRAMS; each runs its target on the seed corpus and
+#     on fixed pseudo-random mutations of it, no clang needed);
+#  2. only when FUZZ_SECONDS is set and the clang builds exist (./configure
+#     --enable-fuzzing CC=clang, see docs/fuzzing.md): each libFuzzer target
+#     fuzzes FUZZ_SECONDS seconds over a scratch copy of its corpus, so the
+#     tree's corpus is never touched. A crash leaves its input in
+#     tests/fuzz/crash-<target>-* under the build directory.
+# Exit 77 (skipped) when neither part had anything to run.
+
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
+top_builddir=${top_builddir:-.}
+export top_srcdir top_builddir
+targets="http_request http_response http_chunked config"
+
+passed=0
+failed=0
+ran=0
+
+for t in $targets; do
+	bin=$top_builddir/tests/fuzz/replay_$t
+	if [ ! -x "$bin" ]; then
+		echo "replay-all: $t: no $bin, not replayed"
+		continue
+	fi
+	"$bin"
+	rc=$?
+	case $rc in
+	0)	passed=$((passed + 1)); ran=1 ;;
+	77)	echo "replay-all: $t: replay skipped" ;;
+	*)	failed=$((failed + 1)); ran=1
+		echo "replay-all: $t: replay FAILED (exit $rc)" ;;
+	esac
+done
+
+fuzzers=0
+for t in $targets; do
+	[ -x "$top_builddir/tests/fuzz/fuzz_$t" ] && fuzzers=1
+done
+if [ -z "$FUZZ_SECONDS" ]; then
+	echo "replay-all: FUZZ_SECONDS not set: libFuzzer runs skipped"
+	fuzzers=0
+elif [ $fuzzers = 0 ]; then
+	echo "replay-all: no fuzz_* binaries (configure --enable-fuzzing" \
+	    "CC=clang): libFuzzer runs skipped"
+fi
+case $FUZZ_SECONDS in
+*[!0-9]*)
+	echo "replay-all: FUZZ_SECONDS must be a number of seconds" >&2
+	exit 1
+	;;
+esac
+
+if [ $fuzzers = 1 ]; then
+	scratch=$(mktemp -d "${TMPDIR:-/tmp}/sbx-fuzz.XXXXXX") || exit 1
+	trap 'rm -rf "$scratch"' EXIT INT TERM
+	for t in $targets; do
+		bin=$top_builddir/tests/fuzz/fuzz_$t
+		if [ ! -x "$bin" ]; then
+			echo "replay-all: $t: no $bin, not fuzzed"
+			continue
+		fi
+		ran=1
+		mkdir -p "$scratch/$t"
+		if [ -d "$top_srcdir/tests/fuzz/corpus/$t" ]; then
+			cp "$top_srcdir/tests/fuzz/corpus/$t"/* "$scratch/$t"/ \
+			    2>/dev/null
+		fi
+		echo "replay-all: $t: fuzzing for $FUZZ_SECONDS s"
+		if "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
+		    -print_final_stats=1 \
+		    -artifact_prefix="$top_builddir/tests/fuzz/crash-$t-" \
+		    "$scratch/$t" >"$scratch/$t.log" 2>&1; then
+			passed=$((passed + 1))
+			grep -E '^stat::number_of_executed_units' \
+			    "$scratch/$t.log" | sed "s/^/replay-all: $t: /"
+		else
+			failed=$((failed + 1))
+			echo "replay-all: $t: fuzzing FAILED; end of its log:"
+			tail -n 40 "$scratch/$t.log"
+			ls "$top_builddir/tests/fuzz/crash-$t-"* 2>/dev/null |
+			    sed 's/^/replay-all: crash input: /'
+		fi
+	done
+fi
+
+if [ $ran = 0 ]; then
+	echo "replay-all: nothing to run: skipped"
+	exit 77
+fi
+echo "$passed passed, $failed failed"
+[ $failed = 0 ]
