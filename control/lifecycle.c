@@ -258,7 +258,7 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	json_object_object_add(hc, "Ulimits", arr);
 	o = json_object_new_object();
 	json_object_object_add(o, "/tmp",
-	    json_object_new_string("rw,nosuid,nodev,size=256m"));
+	    json_object_new_string("rw,exec,nosuid,nodev,size=256m"));
 	json_object_object_add(hc, "Tmpfs", o);
 
 	ws = control_sandbox_dir(ctl, "workspaces", s->id);
