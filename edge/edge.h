@@ -41,5 +41,11 @@ struct edge	*edge_new(struct event_base *, const struct config *,
 void		 edge_shutdown(struct edge *, int64_t grace_ms,
 		    void (*done)(void *), void *arg);
 void		 edge_free(struct edge *);
+/*
+ * The address listener i (in config order) is bound to, with the real port
+ * when the config said 0; -1 if there is no such listener.
+ */
+int		 edge_listener_addr(struct edge *, size_t i,
+		    struct sockaddr_storage *, socklen_t *);
 
 #endif /* SBX_EDGE_H */

@@ -1,2 +1,1410 @@
-/* placeholder: being written */
-int main(void) { return 77; }
+/*
+ * edge end to end over real sockets on 127.0.0.1: the main thread runs one
+ * event loop with the edge, an in-test origin (TCP and unix socket) and a
+ * stand-in for the four control functions edge calls; a second thread is
+ * the client, with blocking sockets and a 5 s receive timeout, and makes
+ * every CHECK. alarm(120) bounds the whole run.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "edge/edge.h"
+#include "tests/unit/unit.h"
+
+#define ID_OK		"01jd3k5x8q2w7e9r4t6y1v3h5m"
+#define ID_ERR		"01jd3k5x8q2w7e9r4t6y1v3h5n"
+#define ID_STOPPED	"01jd3k5x8q2w7e9r4t6y1v3h5p"
+#define ID_UNKNOWN	"01jd3k5x8q2w7e9r4t6y1v3h5q"
+#define HOST_OK		ID_OK ".preview.localhost"
+#define MIB		(1024 * 1024)
+
+static struct event_base	*base;
+static struct edge		*edge;
+static int			 edge_port, origin_port, dead_port;
+static char			 unix_path[108];
+static int			 origin_accepts;	/* atomic */
+static int			 preview_opened, preview_closed; /* atomic */
+static int			 detached_replies;	/* atomic */
+static int			 shutdown_done;		/* atomic */
+static int			 ctl_pipe[2];	/* client thread -> loop */
+
+#define ALOAD(p)	__atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define AINC(p)		__atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
+
+/* ------------------------------------------------------------------ */
+/* Stand-in control */
+
+struct control {
+	int	unused;
+};
+
+void
+control_preview_lookup(struct control *ctl, const char *id, int port,
+    struct control_target *t)
+{
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&t->addr;
+
+	memset(t, 0, sizeof *t);
+	snprintf(t->sandbox_id, sizeof t->sandbox_id, "%s", id);
+	if (strcmp(id, ID_OK) == 0) {
+		t->kind = TARGET_OK;
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sin->sin_port = htons(port == 0 ? origin_port : port);
+		t->addrlen = sizeof *sin;
+	} else if (strcmp(id, ID_ERR) == 0) {
+		t->kind = TARGET_ERROR;
+		t->message = "The sandbox failed: <exit 1>";
+	} else if (strcmp(id, ID_STOPPED) == 0) {
+		t->kind = TARGET_NOT_RUNNING;
+		t->message = "The sandbox is stopped.";
+	} else
+		t->kind = TARGET_UNKNOWN;
+}
+
+void
+control_preview_conn_opened(struct control *ctl, const char *id)
+{
+	AINC(&preview_opened);
+}
+
+void
+control_preview_conn_closed(struct control *ctl, const char *id)
+{
+	AINC(&preview_closed);
+}
+
+uint64_t
+control_api_max_body(struct control *ctl, const char *method,
+    const char *path)
+{
+	return 1024;
+}
+
+/* The API's answer: method, path, query, header count, body. */
+static void
+api_echo(struct http_exchange *ex)
+{
+	struct evbuffer	*b = evbuffer_new();
+	const char	*ua = http_exchange_header(ex, "user-agent");
+
+	evbuffer_add_printf(b, "%s %s q=%s ua=%s peer=%.10s body=", ex->method,
+	    ex->path, ex->query != NULL ? ex->query : "-",
+	    ua != NULL ? ua : "-", ex->peer);
+	evbuffer_add_buffer(b, ex->body);
+	if (ex->conn == NULL)
+		AINC(&detached_replies);
+	http_exchange_add_header(ex, "X-Api", "1");
+	http_exchange_reply_buffer(ex, 200, "text/plain", b);
+	evbuffer_free(b);
+}
+
+/* A deferred reply fires. */
+static void
+api_deferred_cb(evutil_socket_t fd, short events, void *arg)
+{
+	api_echo(arg);
+}
+
+void
+control_api_dispatch(struct control *ctl, struct http_exchange *ex)
+{
+	struct timeval	tv = { 0, 0 };
+
+	if (strcmp(ex->path, "/v1/echo") == 0)
+		api_echo(ex);
+	else if (strcmp(ex->path, "/v1/deferred") == 0) {
+		tv.tv_usec = 50 * 1000;
+		event_base_once(base, -1, EV_TIMEOUT, api_deferred_cb, ex, &tv);
+	} else if (strcmp(ex->path, "/v1/slow") == 0) {
+		tv.tv_usec = 300 * 1000;
+		event_base_once(base, -1, EV_TIMEOUT, api_deferred_cb, ex, &tv);
+	} else if (strcmp(ex->path, "/v1/nocontent") == 0)
+		http_exchange_reply(ex, 204, NULL, NULL, 0);
+	else
+		http_exchange_reply_error(ex, 404, "not_found", "no route %s",
+		    ex->path);
+}
+
+/* ------------------------------------------------------------------ */
+/* The origin: a small HTTP/1.1 server with test endpoints. */
+
+struct origin_conn {
+	struct bufferevent	*bev;
+	int			 serial;
+	int			 in_body;
+	int			 ws;
+	int			 closing;
+	enum http_body_kind	 bk;
+	uint64_t		 left;
+	struct http_chunked	 ch;
+	struct evbuffer		*body;
+	char			 method[16];
+	char			 target[256];
+	char			*head;
+	int			 keepalive;
+};
+
+/* Decoded request body bytes. */
+static void
+origin_data_cb(void *arg, const char *p, size_t len)
+{
+	struct origin_conn	*oc = arg;
+
+	evbuffer_add(oc->body, p, len);
+}
+
+/* Free an origin connection. */
+static void
+origin_conn_free(struct origin_conn *oc)
+{
+	bufferevent_free(oc->bev);
+	evbuffer_free(oc->body);
+	free(oc->head);
+	free(oc);
+}
+
+/* The rest of /slowbody, 200 ms later. */
+static void
+origin_later_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct origin_conn	*oc = arg;
+
+	bufferevent_write(oc->bev, "world", 5);
+}
+
+/* Write the answer to the request just read. */
+static void
+origin_respond(struct origin_conn *oc)
+{
+	struct evbuffer	*out = bufferevent_get_output(oc->bev);
+	size_t		 len = evbuffer_get_length(oc->body);
+	char		*big;
+
+	if (strncmp(oc->target, "/echo", 5) == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nX-Origin-Conn: %d"
+		    "\r\nContent-Length: %zu\r\n\r\n%s %s\n", oc->serial,
+		    strlen(oc->method) + strlen(oc->target) + 2 + len,
+		    oc->method, oc->target);
+		evbuffer_add_buffer(out, oc->body);
+	} else if (strcmp(oc->target, "/headers") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "%zu\r\n\r\n%s", strlen(oc->head), oc->head);
+	} else if (strcmp(oc->target, "/head") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "5\r\n\r\n%s", strcmp(oc->method, "HEAD") == 0 ? "" :
+		    "hello");
+	} else if (strcmp(oc->target, "/204") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 204 No Content\r\n\r\n");
+	} else if (strcmp(oc->target, "/304") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 304 Not Modified\r\n"
+		    "ETag: \"x\"\r\n\r\n");
+	} else if (strcmp(oc->target, "/hop") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nConnection: "
+		    "keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: "
+		    "timeout=5\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok");
+	} else if (strcmp(oc->target, "/chunked") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nTransfer-Encoding:"
+		    " chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world"
+		    "\r\n0\r\nX-Trailer: t\r\n\r\n");
+	} else if (strcmp(oc->target, "/1xx") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 103 Early Hints\r\nLink: "
+		    "</s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+		    "\r\nfinal");
+	} else if (strcmp(oc->target, "/big") == 0) {
+		big = malloc(MIB);
+		memset(big, 'b', MIB);
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "%d\r\n\r\n", MIB);
+		evbuffer_add(out, big, MIB);
+		free(big);
+	} else if (strcmp(oc->target, "/close") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Type: "
+		    "text/plain\r\n\r\nuntil the end");
+		oc->closing = 1;
+	} else if (strcmp(oc->target, "/ws") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 101 Switching Protocols\r\n"
+		    "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+		oc->ws = 1;
+	} else if (strcmp(oc->target, "/bad") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 2xx Broken\r\n\r\n");
+		oc->closing = 1;
+	} else if (strcmp(oc->target, "/slowbody") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "10\r\n\r\nhello");
+		event_base_once(base, -1, EV_TIMEOUT, origin_later_cb, oc,
+		    &(struct timeval){ 0, 200 * 1000 });
+	} else if (strcmp(oc->target, "/trunc") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "10\r\n\r\nhello");
+		oc->closing = 1;
+	} else if (strcmp(oc->target, "/reset") == 0) {
+		oc->closing = 1;	/* close without a byte */
+	} else {
+		evbuffer_add_printf(out, "HTTP/1.1 404 Not Found\r\n"
+		    "Content-Length: 0\r\n\r\n");
+	}
+	if (!oc->keepalive)
+		oc->closing = 1;
+	evbuffer_drain(oc->body, evbuffer_get_length(oc->body));
+	free(oc->head);
+	oc->head = NULL;
+	oc->in_body = 0;
+}
+
+/* Origin: request bytes. */
+static void
+origin_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct origin_conn		*oc = arg;
+	struct evbuffer			*in = bufferevent_get_input(bev);
+	struct evbuffer_iovec		 v[16];
+	struct http_request_head	 h;
+	const struct http_header	*c;
+	size_t				 len, used;
+	ssize_t				 r;
+	int				 n, i;
+
+	while (!oc->closing) {
+		if (oc->ws) {
+			evbuffer_add_buffer(bufferevent_get_output(bev), in);
+			return;
+		}
+		if (!oc->in_body) {
+			len = evbuffer_get_length(in);
+			if (len == 0)
+				return;
+			r = http_parse_request((char *)evbuffer_pullup(in, -1),
+			    len, &h);
+			if (r == -2)
+				return;
+			if (r < 0 || http_request_body(&h, &oc->bk,
+			    &oc->left) != 0) {
+				oc->closing = 1;
+				break;
+			}
+			snprintf(oc->method, sizeof oc->method, "%.*s",
+			    (int)h.method_len, h.method);
+			snprintf(oc->target, sizeof oc->target, "%.*s",
+			    (int)h.target_len, h.target);
+			oc->head = strndup((char *)evbuffer_pullup(in, r), r);
+			c = http_header_find(h.headers, h.nheaders,
+			    "connection");
+			oc->keepalive = c == NULL ||
+			    !http_header_has_token(c, "close");
+			http_chunked_init(&oc->ch);
+			evbuffer_drain(in, r);
+			oc->in_body = 1;
+		}
+		if (oc->bk == HTTP_BODY_LENGTH) {
+			len = evbuffer_get_length(in);
+			if (len > oc->left)
+				len = oc->left;
+			evbuffer_remove_buffer(in, oc->body, len);
+			oc->left -= len;
+			if (oc->left > 0)
+				return;
+		} else if (oc->bk == HTTP_BODY_CHUNKED) {
+			n = evbuffer_peek(in, -1, NULL, v, 16);
+			if (n > 16)
+				n = 16;
+			used = 0;
+			for (i = 0; i < n && !oc->ch.done; i++) {
+				r = http_chunked_scan(&oc->ch, v[i].iov_base,
+				    v[i].iov_len, origin_data_cb, oc);
+				if (r < 0) {
+					oc->closing = 1;
+					break;
+				}
+				used += r;
+			}
+			evbuffer_drain(in, used);
+			if (oc->closing)
+				break;
+			if (!oc->ch.done)
+				return;
+		}
+		origin_respond(oc);
+	}
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		origin_conn_free(oc);
+}
+
+/* Origin: output flushed; close if asked. */
+static void
+origin_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct origin_conn	*oc = arg;
+
+	if (oc->closing)
+		origin_conn_free(oc);
+}
+
+/* Origin: the proxy closed. */
+static void
+origin_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	origin_conn_free(arg);
+}
+
+/* Origin: a new connection from the proxy. */
+static void
+origin_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int len, void *arg)
+{
+	struct origin_conn	*oc = calloc(1, sizeof *oc);
+
+	oc->serial = AINC(&origin_accepts);
+	oc->body = evbuffer_new();
+	oc->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(oc->bev, origin_read_cb, origin_write_cb,
+	    origin_event_cb, oc);
+	bufferevent_enable(oc->bev, EV_READ | EV_WRITE);
+}
+
+/* ------------------------------------------------------------------ */
+/* The client side (runs in its own thread, blocking sockets). */
+
+struct cli {
+	int	 fd;
+	char	*buf;
+	size_t	 len;
+	size_t	 size;
+};
+
+struct resp {
+	int	 status;
+	int	 interim;	/* 1xx seen before it */
+	char	 head[8192];
+	char	*body;
+	size_t	 bodylen;
+};
+
+/* Connect to a TCP port on 127.0.0.1. */
+static int
+cli_open(struct cli *c, int port)
+{
+	struct sockaddr_in	sin;
+	struct timeval		tv = { 5, 0 };
+
+	memset(c, 0, sizeof *c);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons(port);
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (connect(c->fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+		close(c->fd);
+		c->fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/* Connect to the edge. */
+static int
+cli_connect(struct cli *c)
+{
+	return cli_open(c, edge_port);
+}
+
+static void
+cli_close(struct cli *c)
+{
+	if (c->fd != -1)
+		close(c->fd);
+	free(c->buf);
+	c->fd = -1;
+	c->buf = NULL;
+}
+
+/* Send all bytes. */
+static int
+cli_send(struct cli *c, const void *p, size_t len)
+{
+	ssize_t	n;
+
+	while (len > 0) {
+		if ((n = send(c->fd, p, len, MSG_NOSIGNAL)) <= 0)
+			return -1;
+		p = (const char *)p + n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int
+cli_sends(struct cli *c, const char *s)
+{
+	return cli_send(c, s, strlen(s));
+}
+
+/* Read more bytes; 0 on EOF, -1 on error or timeout. */
+static ssize_t
+cli_fill(struct cli *c)
+{
+	ssize_t	n;
+
+	if (c->size - c->len < 65536) {
+		c->size = c->size * 2 + 65536;
+		c->buf = realloc(c->buf, c->size);
+	}
+	n = recv(c->fd, c->buf + c->len, c->size - c->len, 0);
+	if (n > 0)
+		c->len += n;
+	return n;
+}
+
+/* Drop n bytes from the front of the buffer. */
+static void
+cli_consume(struct cli *c, size_t n)
+{
+	memmove(c->buf, c->buf + n, c->len - n);
+	c->len -= n;
+}
+
+/* Chunk payloads of a response. */
+static void
+cli_data_cb(void *arg, const char *p, size_t len)
+{
+	struct resp	*r = arg;
+
+	r->body = realloc(r->body, r->bodylen + len + 1);
+	memcpy(r->body + r->bodylen, p, len);
+	r->bodylen += len;
+	r->body[r->bodylen] = '\0';
+}
+
+/* Read one response to a request with this method; 0 or -1. */
+static int
+cli_recv(struct cli *c, const char *method, struct resp *r)
+{
+	struct http_response_head	 h;
+	struct http_chunked		 ch;
+	enum http_body_kind		 bk;
+	uint64_t			 len;
+	ssize_t				 n;
+	int				 hl;
+
+	memset(r, 0, sizeof *r);
+	r->body = calloc(1, 1);
+	for (;;) {
+		hl = c->len > 0 ? http_parse_response(c->buf, c->len, &h) : -2;
+		if (hl == -1)
+			return -1;
+		if (hl == -2) {
+			if (cli_fill(c) <= 0)
+				return -1;
+			continue;
+		}
+		if (h.status >= 100 && h.status < 200 && h.status != 101) {
+			r->interim++;
+			cli_consume(c, hl);
+			continue;
+		}
+		break;
+	}
+	r->status = h.status;
+	snprintf(r->head, sizeof r->head, "%.*s", hl, c->buf);
+	if (h.status == 101) {
+		cli_consume(c, hl);
+		return 0;
+	}
+	if (http_response_body(&h, method, &bk, &len) != 0)
+		return -1;
+	cli_consume(c, hl);
+	switch (bk) {
+	case HTTP_BODY_NONE:
+		break;
+	case HTTP_BODY_LENGTH:
+		while (c->len < len) {
+			if (cli_fill(c) <= 0)
+				return -1;
+		}
+		cli_data_cb(r, c->buf, len);
+		cli_consume(c, len);
+		break;
+	case HTTP_BODY_CHUNKED:
+		http_chunked_init(&ch);
+		for (;;) {
+			n = http_chunked_scan(&ch, c->buf, c->len, cli_data_cb,
+			    r);
+			if (n < 0)
+				return -1;
+			cli_consume(c, n);
+			if (ch.done)
+				break;
+			if (cli_fill(c) <= 0)
+				return -1;
+		}
+		break;
+	case HTTP_BODY_UNTIL_CLOSE:
+		while ((n = cli_fill(c)) > 0)
+			;
+		if (n < 0)
+			return -1;
+		cli_data_cb(r, c->buf, c->len);
+		cli_consume(c, c->len);
+		break;
+	}
+	return 0;
+}
+
+static void
+resp_free(struct resp *r)
+{
+	free(r->body);
+	r->body = NULL;
+}
+
+/* 1 if the response head has a header line "name: value" (any case). */
+static int
+resp_has(const struct resp *r, const char *line)
+{
+	char	needle[512];
+
+	snprintf(needle, sizeof needle, "\r\n%s\r\n", line);
+	return strcasestr(r->head, needle) != NULL;
+}
+
+/* 1 if the response head has a header with this name. */
+static int
+resp_has_name(const struct resp *r, const char *name)
+{
+	char	needle[256];
+
+	snprintf(needle, sizeof needle, "\r\n%s:", name);
+	return strcasestr(r->head, needle) != NULL;
+}
+
+/* The value of header name in r (static buffer), or "". */
+static const char *
+resp_get(const struct resp *r, const char *name)
+{
+	static char	 value[512];
+	char		 needle[256];
+	const char	*p, *e;
+
+	value[0] = '\0';
+	snprintf(needle, sizeof needle, "\r\n%s:", name);
+	if ((p = strcasestr(r->head, needle)) == NULL)
+		return value;
+	p += strlen(needle);
+	while (*p == ' ')
+		p++;
+	e = strstr(p, "\r\n");
+	snprintf(value, sizeof value, "%.*s", (int)(e - p), p);
+	return value;
+}
+
+/* 1 if the server closed the connection (EOF with nothing more). */
+static int
+cli_eof(struct cli *c)
+{
+	return c->len == 0 && cli_fill(c) == 0;
+}
+
+/* One request on a new connection; returns the response status. */
+static int
+one(const char *req, const char *method, struct resp *r)
+{
+	struct cli	c;
+	int		rv;
+
+	if (cli_connect(&c) != 0)
+		return -1;
+	cli_sends(&c, req);
+	rv = cli_recv(&c, method, r);
+	cli_close(&c);
+	return rv == 0 ? r->status : -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Tests */
+
+static void
+test_preview_get(void)
+{
+	struct resp	r;
+
+	CHECK(one("GET /echo?x=1 HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK_STR(r.body, "GET /echo?x=1\n");
+	CHECK(!resp_has_name(&r, "connection"));
+	resp_free(&r);
+	/* Host is case-insensitive, with a port. */
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: " ID_OK ".Preview.LOCALHOST:80"
+	    "\r\n\r\n", "GET", &r) == 200);
+	CHECK_STR(r.body, "GET /echo\n");
+	resp_free(&r);
+}
+
+static void
+test_preview_post(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	char		*big, hdr[256];
+	size_t		 i, n;
+	int		 ok;
+
+	CHECK(one("POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length:"
+	    " 11\r\n\r\nhello world", "POST", &r) == 200);
+	CHECK_STR(r.body, "POST /echo\nhello world");
+	resp_free(&r);
+
+	CHECK(one("POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-"
+	    "Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+	    "POST", &r) == 200);
+	CHECK_STR(r.body, "POST /echo\nhello world");
+	resp_free(&r);
+
+	/* 1 MiB with Content-Length, sent in pieces. */
+	big = malloc(MIB);
+	for (i = 0; i < MIB; i++)
+		big[i] = 'a' + i % 26;
+	CHECK(cli_connect(&c) == 0);
+	snprintf(hdr, sizeof hdr, "PUT /echo HTTP/1.1\r\nHost: " HOST_OK
+	    "\r\nContent-Length: %d\r\n\r\n", MIB);
+	cli_sends(&c, hdr);
+	for (i = 0; i < MIB; i += 100000)
+		cli_send(&c, big + i, MIB - i < 100000 ? MIB - i : 100000);
+	CHECK(cli_recv(&c, "PUT", &r) == 0);
+	CHECK(r.status == 200);
+	CHECK(r.bodylen == strlen("PUT /echo\n") + MIB);
+	CHECK(r.bodylen > 10 && memcmp(r.body + 10, big, MIB) == 0);
+	resp_free(&r);
+
+	/* 1 MiB chunked in 64 KiB chunks, on the same connection. */
+	cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-"
+	    "Encoding: chunked\r\n\r\n");
+	for (i = 0; i < MIB; i += n) {
+		n = 65536;
+		snprintf(hdr, sizeof hdr, "%zx\r\n", n);
+		cli_sends(&c, hdr);
+		cli_send(&c, big + i, n);
+		cli_sends(&c, "\r\n");
+	}
+	cli_sends(&c, "0\r\n\r\n");
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	ok = r.status == 200 && r.bodylen == strlen("POST /echo\n") + MIB &&
+	    memcmp(r.body + 11, big, MIB) == 0;
+	CHECK(ok);
+	resp_free(&r);
+
+	/* 1 MiB response down a connection we read slowly. */
+	cli_sends(&c, "GET /big HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	usleep(200 * 1000);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == MIB);
+	resp_free(&r);
+	cli_close(&c);
+	free(big);
+}
+
+static void
+test_keepalive_pool(void)
+{
+	struct cli	c;
+	struct resp	r;
+	char		serial[32];
+	int		i, before, same = 1;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	snprintf(serial, sizeof serial, "%s", resp_get(&r, "x-origin-conn"));
+	resp_free(&r);
+	before = ALOAD(&origin_accepts);
+	for (i = 0; i < 5; i++) {
+		cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK
+		    "\r\n\r\n");
+		CHECK(cli_recv(&c, "GET", &r) == 0);
+		CHECK(r.status == 200);
+		same = same && strcmp(resp_get(&r, "x-origin-conn"),
+		    serial) == 0;
+		resp_free(&r);
+	}
+	CHECK(same);
+	cli_close(&c);
+	/* A new client connection reuses the pooled upstream one. */
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == 200);
+	CHECK_STR(resp_get(&r, "x-origin-conn"), serial);
+	resp_free(&r);
+	CHECK(ALOAD(&origin_accepts) == before);
+}
+
+static void
+test_forwarded_headers(void)
+{
+	struct resp	r;
+	char		host[128];
+
+	CHECK(one("GET /headers HTTP/1.1\r\nHost: " HOST_OK ":8080\r\n"
+	    "X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+	    "X-Forwarded-Host: evil\r\nConnection: keep-alive, X-Drop\r\n"
+	    "X-Drop: 1\r\nKeep-Alive: 300\r\nTE: trailers\r\n"
+	    "Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\n"
+	    "X-Keep: 2\r\n\r\n", "GET", &r) == 200);
+	CHECK(strstr(r.body, "GET /headers HTTP/1.1\r\n") == r.body);
+	snprintf(host, sizeof host, "\r\nHost: %s:8080\r\n", HOST_OK);
+	CHECK(strstr(r.body, host) != NULL);
+	CHECK(strstr(r.body, "\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n")
+	    != NULL);
+	CHECK(strstr(r.body, "\r\nX-Forwarded-Proto: http\r\n") != NULL);
+	CHECK(strstr(r.body, "\r\nX-Forwarded-Host: " HOST_OK ":8080\r\n") !=
+	    NULL);
+	CHECK(strstr(r.body, "https") == NULL);
+	CHECK(strstr(r.body, "evil") == NULL);
+	CHECK(strstr(r.body, "X-Keep: 2\r\n") != NULL);
+	CHECK(strcasestr(r.body, "x-drop") == NULL);
+	CHECK(strcasestr(r.body, "keep-alive") == NULL);
+	CHECK(strcasestr(r.body, "\nte:") == NULL);
+	CHECK(strcasestr(r.body, "proxy-connection") == NULL);
+	CHECK(strcasestr(r.body, "upgrade") == NULL);
+	CHECK(strcasestr(r.body, "connection") == NULL);
+	resp_free(&r);
+
+	/* Without an incoming X-Forwarded-For, one with the peer. */
+	CHECK(one("GET /headers HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK(strstr(r.body, "\r\nX-Forwarded-For: 127.0.0.1\r\n") != NULL);
+	resp_free(&r);
+
+	/* Response hop-by-hop headers are removed too. */
+	CHECK(one("GET /hop HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == 200);
+	CHECK(!resp_has_name(&r, "x-secret"));
+	CHECK(!resp_has_name(&r, "keep-alive"));
+	CHECK(!resp_has_name(&r, "connection"));
+	CHECK(resp_has(&r, "X-Kept: yes"));
+	CHECK_STR(r.body, "ok");
+	resp_free(&r);
+}
+
+static void
+test_no_body_responses(void)
+{
+	struct cli	c;
+	struct resp	r;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "HEAD /head HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "HEAD", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == 0);
+	CHECK(resp_has(&r, "Content-Length: 5"));
+	resp_free(&r);
+	cli_sends(&c, "GET /204 HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 204 && r.bodylen == 0);
+	resp_free(&r);
+	cli_sends(&c, "GET /304 HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 304 && r.bodylen == 0);
+	CHECK(resp_has(&r, "ETag: \"x\""));
+	resp_free(&r);
+	/* The connection is still in step. */
+	cli_sends(&c, "GET /head HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "hello");
+	resp_free(&r);
+	cli_close(&c);
+}
+
+static void
+test_framings(void)
+{
+	struct cli	c;
+	struct resp	r;
+
+	/* Until-close upstream: the client is closed after the body. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /close HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	CHECK_STR(r.body, "until the end");
+	CHECK(resp_has(&r, "Connection: close"));
+	resp_free(&r);
+	cli_close(&c);
+
+	/* Chunked passes through, trailers and all. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /chunked HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	CHECK(resp_has(&r, "Transfer-Encoding: chunked"));
+	CHECK_STR(r.body, "hello, world");
+	resp_free(&r);
+	/* Interim responses are forwarded, then the final one. */
+	cli_sends(&c, "GET /1xx HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.interim == 1 && r.status == 200);
+	CHECK_STR(r.body, "final");
+	resp_free(&r);
+	cli_close(&c);
+
+	/* A slow body: what came is sent after a short wait, then the rest. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /slowbody HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_fill(&c) > 0);
+	CHECK(c.len > 5 && memcmp(c.buf + c.len - 5, "hello", 5) == 0);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	CHECK_STR(r.body, "helloworld");
+	resp_free(&r);
+	cli_close(&c);
+	/* A truncated body: what came, then the connection is closed. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /trunc HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == -1);
+	CHECK(c.len == 5 && memcmp(c.buf, "hello", 5) == 0);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* An HTTP/1.0 client gets the chunked body decoded, then close. */
+	CHECK(one("GET /chunked HTTP/1.0\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == 200);
+	CHECK(!resp_has_name(&r, "transfer-encoding"));
+	CHECK_STR(r.body, "hello, world");
+	resp_free(&r);
+	/* HTTP/1.0 with keep-alive asked and a length: kept. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /head HTTP/1.0\r\nHost: " HOST_OK "\r\n"
+	    "Connection: keep-alive\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(resp_has(&r, "Connection: keep-alive"));
+	resp_free(&r);
+	cli_sends(&c, "GET /head HTTP/1.0\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(resp_has(&r, "Connection: close"));
+	CHECK(cli_eof(&c));
+	resp_free(&r);
+	cli_close(&c);
+}
+
+static void
+test_websocket(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	char		*big;
+	size_t		 n = 600 * 1024;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /ws HTTP/1.1\r\nHost: " HOST_OK "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+	    "\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	CHECK(resp_has(&r, "Upgrade: websocket"));
+	CHECK(resp_has(&r, "Connection: upgrade"));
+	resp_free(&r);
+	cli_sends(&c, "ping-123");
+	while (c.len < 8 && cli_fill(&c) > 0)
+		;
+	CHECK(c.len == 8 && memcmp(c.buf, "ping-123", 8) == 0);
+	cli_consume(&c, c.len);
+	/* More than the backpressure threshold, echoed back whole. */
+	big = malloc(n);
+	memset(big, 'w', n);
+	big[n - 1] = '!';
+	CHECK(cli_send(&c, big, n) == 0);
+	while (c.len < n && cli_fill(&c) > 0)
+		;
+	CHECK(c.len == n && memcmp(c.buf, big, n) == 0);
+	free(big);
+	cli_close(&c);
+}
+
+static void
+test_pages(void)
+{
+	struct resp	r;
+
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_UNKNOWN ".preview.localhost"
+	    "\r\n\r\n", "GET", &r) == 404);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	CHECK(resp_has(&r, "Cache-Control: no-store"));
+	CHECK(strstr(r.body, "No sandbox here") != NULL);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: nope.preview.localhost\r\n\r\n",
+	    "GET", &r) == 404);
+	CHECK(strstr(r.body, "No sandbox here") != NULL);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_ERR ".preview.localhost"
+	    "\r\n\r\n", "GET", &r) == 502);
+	CHECK(strstr(r.body, "The sandbox failed: &lt;exit 1&gt;") != NULL);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_STOPPED ".preview.localhost"
+	    "\r\n\r\n", "GET", &r) == 503);
+	CHECK(resp_has(&r, "Retry-After: 5"));
+	CHECK(resp_has(&r, "Cache-Control: no-store"));
+	resp_free(&r);
+}
+
+static void
+test_upstream_failures(void)
+{
+	struct cli	c;
+	struct resp	r;
+	char		req[256];
+
+	/* Nobody listens on that port. */
+	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %d-%s\r\n\r\n",
+	    dead_port, HOST_OK);
+	CHECK(one(req, "GET", &r) == 502);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	resp_free(&r);
+	/* Closed without a byte, and a malformed head: 502, conn kept. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /reset HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 502);
+	resp_free(&r);
+	cli_sends(&c, "GET /bad HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 502);
+	resp_free(&r);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	cli_close(&c);
+}
+
+static void
+test_static_route(void)
+{
+	struct resp	r;
+
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: app.test\r\n\r\n", "GET",
+	    &r) == 200);
+	CHECK_STR(r.body, "GET /echo\n");
+	resp_free(&r);
+	CHECK(one("POST /echo HTTP/1.1\r\nHost: sock.test\r\nContent-Length: "
+	    "3\r\n\r\nabc", "POST", &r) == 200);
+	CHECK_STR(r.body, "POST /echo\nabc");
+	resp_free(&r);
+}
+
+static void
+test_api(void)
+{
+	struct cli	c;
+	struct resp	r;
+	int		before;
+
+	CHECK(one("GET /v1/echo?a=1&b=2 HTTP/1.1\r\nHost: localhost\r\n"
+	    "User-Agent: t/1\r\n\r\n", "GET", &r) == 200);
+	CHECK_STR(r.body, "GET /v1/echo q=a=1&b=2 ua=t/1 peer=127.0.0.1: "
+	    "body=");
+	CHECK(resp_has(&r, "X-Api: 1"));
+	CHECK(resp_has(&r, "Content-Type: text/plain"));
+	resp_free(&r);
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "POST /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Content-Length: 4\r\n\r\ndata");
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "body=data") != NULL);
+	resp_free(&r);
+	cli_sends(&c, "POST /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "body=abcde") != NULL);
+	resp_free(&r);
+	cli_sends(&c, "GET /v1/deferred HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "GET /v1/deferred") == r.body);
+	resp_free(&r);
+	cli_sends(&c, "GET /v1/nothing HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 404 && strstr(r.body, "\"not_found\"") != NULL);
+	resp_free(&r);
+	cli_sends(&c, "DELETE /v1/nocontent HTTP/1.1\r\nHost: localhost\r\n"
+	    "\r\n");
+	CHECK(cli_recv(&c, "DELETE", &r) == 0);
+	CHECK(r.status == 204 && !resp_has_name(&r, "content-length"));
+	resp_free(&r);
+	/* Expect: 100-continue gets the go before the body is sent. */
+	cli_sends(&c, "PUT /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+	while (c.len < 25 && cli_fill(&c) > 0)
+		;
+	CHECK(c.len == 25 && memcmp(c.buf, "HTTP/1.1 100 Continue\r\n\r\n",
+	    25) == 0);
+	cli_consume(&c, c.len);
+	cli_sends(&c, "12345");
+	CHECK(cli_recv(&c, "PUT", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "body=12345") != NULL);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* HTTP/1.0 without Host is an API request; closed after. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /v1/echo HTTP/1.0\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && resp_has(&r, "Connection: close"));
+	CHECK(cli_eof(&c));
+	resp_free(&r);
+	cli_close(&c);
+
+	/* The client leaves before the answer: detached, no crash. */
+	before = ALOAD(&detached_replies);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /v1/slow HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	usleep(50 * 1000);
+	cli_close(&c);
+	usleep(400 * 1000);
+	CHECK(ALOAD(&detached_replies) == before + 1);
+	CHECK(one("GET /v1/echo HTTP/1.1\r\nHost: localhost\r\n\r\n", "GET",
+	    &r) == 200);
+	resp_free(&r);
+}
+
+static void
+test_limits(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	char		*huge, chunk[600];
+	int		 i;
+
+	/* Over the API limit by Content-Length: 413 before the body. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "PUT /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Content-Length: 2000\r\nExpect: 100-continue\r\n\r\n");
+	CHECK(cli_recv(&c, "PUT", &r) == 0);
+	CHECK(r.status == 413 && r.interim == 0);
+	CHECK(strstr(r.body, "\"payload_too_large\"") != NULL);
+	CHECK(resp_has(&r, "Content-Type: application/json"));
+	CHECK(resp_has(&r, "Connection: close"));
+	resp_free(&r);
+	cli_close(&c);
+	/* By chunked body: counted as it comes. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "POST /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n");
+	memset(chunk, 'c', sizeof chunk);
+	for (i = 0; i < 3; i++) {
+		cli_sends(&c, "200\r\n");
+		cli_send(&c, chunk, 512);
+		cli_sends(&c, "\r\n");
+	}
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 413 && strstr(r.body, "payload_too_large"));
+	resp_free(&r);
+	cli_close(&c);
+	/* At the limit is fine. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "POST /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Content-Length: 1024\r\n\r\n");
+	memset(chunk, 'c', sizeof chunk);
+	cli_send(&c, chunk, 512);
+	cli_send(&c, chunk, 512);
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* Garbage, missing Host, CL+TE, absolute-form: 400 and close. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "BLAH\x01 / HTTP/1.1\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 400 && resp_has(&r, "Connection: close"));
+	CHECK(cli_eof(&c));
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(one("GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n", "GET", &r) == 400);
+	CHECK(strstr(r.body, "Host") != NULL);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "GET",
+	    &r) == 400);
+	resp_free(&r);
+	CHECK(one("POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length:"
+	    " 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "POST",
+	    &r) == 400);
+	resp_free(&r);
+	CHECK(one("GET http://" HOST_OK "/echo HTTP/1.1\r\nHost: " HOST_OK
+	    "\r\n\r\n", "GET", &r) == 400);
+	resp_free(&r);
+	/* A malformed chunked body to a preview: 400. */
+	CHECK(one("POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-"
+	    "Encoding: chunked\r\n\r\nzz\r\n", "POST", &r) == 400);
+	resp_free(&r);
+
+	/* A head over 64 KiB: 431. */
+	huge = malloc(70000);
+	memset(huge, 'h', 70000);
+	memcpy(huge, "X-Big: ", 7);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET / HTTP/1.1\r\nHost: localhost\r\n");
+	cli_send(&c, huge, 70000);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 431);
+	resp_free(&r);
+	cli_close(&c);
+	free(huge);
+}
+
+static void
+test_pipelining(void)
+{
+	struct cli	c;
+	struct resp	r;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c,
+	    "GET /echo?1 HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n"
+	    "GET /v1/deferred?2 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+	    "POST /echo?3 HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: 2"
+	    "\r\n\r\nhi"
+	    "\r\n"	/* a stray empty line between requests is allowed */
+	    "GET /v1/echo?4 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+	    "HEAD /head HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n"
+	    "GET /echo?6 HTTP/1.1\r\nHost: " HOST_OK "\r\nConnection: close"
+	    "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "GET /echo?1\n");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "q=2") != NULL);
+	resp_free(&r);
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK_STR(r.body, "POST /echo?3\nhi");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "q=4") != NULL);
+	resp_free(&r);
+	CHECK(cli_recv(&c, "HEAD", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == 0);
+	resp_free(&r);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "GET /echo?6\n");
+	CHECK(resp_has(&r, "Connection: close"));
+	resp_free(&r);
+	CHECK(cli_eof(&c));
+	cli_close(&c);
+}
+
+/* Graceful shutdown: idle cut at once, in-flight answered, then done. */
+static void
+test_shutdown(void)
+{
+	struct cli	idle, busy, late;
+	struct resp	r;
+	int		i;
+
+	CHECK(cli_connect(&idle) == 0);
+	CHECK(cli_connect(&busy) == 0);
+	cli_sends(&busy, "GET /v1/slow HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	usleep(50 * 1000);
+	CHECK(write(ctl_pipe[1], "S", 1) == 1);
+	CHECK(cli_recv(&busy, "GET", &r) == 0);
+	CHECK(r.status == 200 && resp_has(&r, "Connection: close"));
+	resp_free(&r);
+	CHECK(cli_eof(&busy));
+	CHECK(cli_eof(&idle));
+	for (i = 0; i < 100 && !ALOAD(&shutdown_done); i++)
+		usleep(10 * 1000);
+	CHECK(ALOAD(&shutdown_done));
+	CHECK(cli_connect(&late) != 0);
+	cli_close(&idle);
+	cli_close(&busy);
+}
+
+/* The client thread: every test, then tell the loop to stop. */
+static void *
+client_main(void *arg)
+{
+	RUN(test_preview_get);
+	RUN(test_preview_post);
+	RUN(test_keepalive_pool);
+	RUN(test_forwarded_headers);
+	RUN(test_no_body_responses);
+	RUN(test_framings);
+	RUN(test_websocket);
+	RUN(test_pages);
+	RUN(test_upstream_failures);
+	RUN(test_static_route);
+	RUN(test_api);
+	RUN(test_limits);
+	RUN(test_pipelining);
+	RUN(test_shutdown);
+	if (write(ctl_pipe[1], "Q", 1) != 1)
+		abort();
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+/* edge_shutdown finished. */
+static void
+shutdown_done_cb(void *arg)
+{
+	AINC(&shutdown_done);
+}
+
+/* A command from the client thread. */
+static void
+ctl_cb(evutil_socket_t fd, short events, void *arg)
+{
+	char	c;
+
+	if (read(fd, &c, 1) != 1)
+		return;
+	if (c == 'S')
+		edge_shutdown(edge, 2000, shutdown_done_cb, NULL);
+	else
+		event_base_loopexit(base, NULL);
+}
+
+/* Bind a listener for the origin; returns it. */
+static struct evconnlistener *
+origin_listen(struct sockaddr *sa, socklen_t len)
+{
+	return evconnlistener_new_bind(base, origin_accept_cb, NULL,
+	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 64, sa, len);
+}
+
+/* A port nobody listens on. */
+static int
+free_port(void)
+{
+	struct sockaddr_in	sin;
+	socklen_t		len = sizeof sin;
+	int			fd, port;
+
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	bind(fd, (struct sockaddr *)&sin, sizeof sin);
+	getsockname(fd, (struct sockaddr *)&sin, &len);
+	port = ntohs(sin.sin_port);
+	close(fd);
+	return port;
+}
+
+int
+main(void)
+{
+	struct config		 cfg;
+	struct cfg_addr		 listen;
+	struct cfg_route	 routes[2];
+	struct control		 ctl;
+	struct sockaddr_in	 sin, *lsin;
+	struct sockaddr_un	 sun;
+	struct sockaddr_storage	 ss;
+	socklen_t		 len;
+	struct evconnlistener	*ol, *ul;
+	struct event		*ctl_ev;
+	pthread_t		 thread;
+	char			*cause = NULL;
+
+	alarm(120);
+	signal(SIGPIPE, SIG_IGN);
+	log_init(getenv("TEST_EDGE_DEBUG") != NULL ? LOG_LEVEL_DEBUG :
+	    LOG_LEVEL_WARN);
+	base = event_base_new();
+
+	/* The origin, on TCP and on a unix socket. */
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ol = origin_listen((struct sockaddr *)&sin, sizeof sin);
+	len = sizeof sin;
+	getsockname(evconnlistener_get_fd(ol), (struct sockaddr *)&sin, &len);
+	origin_port = ntohs(sin.sin_port);
+	dead_port = free_port();
+	snprintf(unix_path, sizeof unix_path, "/tmp/test_edge.%d.sock",
+	    (int)getpid());
+	unlink(unix_path);
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", unix_path);
+	ul = origin_listen((struct sockaddr *)&sun, sizeof sun);
+
+	/* The config edge reads: one listener on an ephemeral port. */
+	memset(&cfg, 0, sizeof cfg);
+	memset(&listen, 0, sizeof listen);
+	lsin = (struct sockaddr_in *)&listen.ss;
+	lsin->sin_family = AF_INET;
+	lsin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	listen.sslen = sizeof *lsin;
+	listen.text = "127.0.0.1:0";
+	cfg.listen = &listen;
+	cfg.nlisten = 1;
+	cfg.preview_domain = "preview.localhost";
+	memset(routes, 0, sizeof routes);
+	routes[0].name = "app";
+	routes[0].host = "app.test";
+	memcpy(&routes[0].ss, &sin, sizeof sin);
+	routes[0].sslen = sizeof sin;
+	routes[1].name = "sock";
+	routes[1].host = "sock.test";
+	routes[1].is_unix = 1;
+	routes[1].unix_path = unix_path;
+	cfg.routes = routes;
+	cfg.nroutes = 2;
+
+	edge = edge_new(base, &cfg, &ctl, &cause);
+	if (edge == NULL) {
+		fprintf(stderr, "edge_new: %s\n", cause);
+		return 1;
+	}
+	CHECK(edge_listener_addr(edge, 0, &ss, &len) == 0);
+	CHECK(edge_listener_addr(edge, 1, &ss, &len) == -1);
+	edge_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	CHECK(edge_port != 0);
+
+	if (pipe(ctl_pipe) != 0)
+		return 1;
+	ctl_ev = event_new(base, ctl_pipe[0], EV_READ | EV_PERSIST, ctl_cb,
+	    NULL);
+	event_add(ctl_ev, NULL);
+	pthread_create(&thread, NULL, client_main, NULL);
+	event_base_dispatch(base);
+	pthread_join(thread, NULL);
+
+	CHECK(ALOAD(&preview_opened) > 0);
+	CHECK(ALOAD(&preview_opened) == ALOAD(&preview_closed));
+	edge_free(edge);
+	/* Let the origin see its connections close, then tear down. */
+	event_base_loopexit(base, &(struct timeval){ 0, 100 * 1000 });
+	event_base_dispatch(base);
+	evconnlistener_free(ol);
+	evconnlistener_free(ul);
+	unlink(unix_path);
+	event_free(ctl_ev);
+	close(ctl_pipe[0]);
+	close(ctl_pipe[1]);
+	event_base_free(base);
+	return unit_finish();
+}
