@@ -4,7 +4,7 @@
 set -eu
 pkgs="build-essential autoconf automake libtool pkg-config
 libevent-dev libssl-dev libsqlite3-dev libnghttp2-dev libjson-c-dev
-docker.io busybox-static python3 curl ca-certificates mmdebstrap npm"
+docker.io busybox-static python3 curl ca-certificates mmdebstrap"
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind"
 missing=""
 for p in $pkgs; do

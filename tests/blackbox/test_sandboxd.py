@@ -347,6 +347,62 @@ def test_quota(t, d):
         d2.cleanup()
 
 
+BASE_IMAGE = "sandboxd/base:latest"
+
+
+def find_seed():
+    for p in (os.environ.get("SANDBOXD_SEED_DIR", ""),
+              os.path.join(os.environ.get("top_srcdir", "."), "base-image", "out", "templates", "vite-react"),
+              "/usr/share/sandboxd/templates/vite-react"):
+        if p and os.path.isdir(os.path.join(p, "node_modules")):
+            return os.path.abspath(p)
+    return None
+
+
+def test_base_image_starter_app(t):
+    """The default template under the daemon: the starter app answers at its
+    preview URL and its hot-reload WebSocket passes the proxy."""
+    seed = find_seed()
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0 or seed is None:
+        print("  skip: no %s image or starter seed (base-image/build.sh makes both)" % BASE_IMAGE)
+        return
+    d = Daemon(templates={"default": {
+        "image": BASE_IMAGE, "port": "3000", "seed_dir": seed, "memory": "1g",
+        "dev_command": "npm run dev -- --host 0.0.0.0 --port 3000"}})
+    try:
+        d.start()
+        t0 = time.time()
+        r = d.request("POST", "/v1/sandboxes", {})
+        if not t.check(r.status == 201, "create on the base image: %r" % r):
+            return
+        sid = r.json()["id"]
+        create_ms = (time.time() - t0) * 1000
+
+        def page():
+            try:
+                p = d.preview(sid, "/")
+                return p if p.status == 200 and b"Sandbox ready" in p.body else None
+            except OSError:
+                return None
+        p = wait_for(page, timeout=60, interval=0.1)
+        first_ms = (time.time() - t0) * 1000
+        t.check(p is not None, "the starter app answers at its preview URL")
+        print("  create %.0f ms; starter app's first answer %.0f ms after POST" % (create_ms, first_ms))
+        out = d.raw(("GET /?token=x HTTP/1.1\r\nHost: %s.preview.localhost:%d\r\n"
+                     "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: vite-hmr\r\n\r\n"
+                     % (sid, d.port)).encode(), timeout=3)
+        t.check(out.startswith(b"HTTP/1.1 101"), "the HMR WebSocket upgrade passes the proxy: %r" % out[:60])
+        r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["sh", "-c",
+                      "node --version && npm --version && pnpm --version && bun --version && "
+                      "python3 --version && git --version && opencode --version && claude --version"],
+                      "timeout_s": 120})
+        t.check(r.status == 200 and r.json()["exit_code"] == 0,
+                "every tool answers --version in the sandbox: %r" % r)
+    finally:
+        d.cleanup()
+
+
 def main():
     if not ensure_docker():
         print("docker is not available: skipping the black-box tests")
@@ -368,6 +424,7 @@ def main():
                 t.run(fn, d, sid)
         t.run(test_bad_image, d)
         t.run(test_quota, d)
+        t.run(test_base_image_starter_app)
     finally:
         if t.failed:
             print("---- daemon log (tail) ----\n" + d.logs())
