@@ -128,6 +128,13 @@ static void	exec_started_cb(struct control *, const char *, int,
 static void	exec_done_cb(int, const char *, size_t, const char *, void *);
 static void	healthz_cb(int, struct json_object *, const char *, void *);
 static int	running_count(struct control *);
+static int	op_target(struct control *, struct http_exchange *,
+		    const struct api_caller *, const char *,
+		    enum sandbox_state *);
+static int	refuse_full(struct control *, struct http_exchange *);
+static int	visible(struct control *, struct http_exchange *,
+		    const struct api_caller *, const char *);
+static void	reply_busy(struct http_exchange *);
 
 /*
  * Match path against a pattern segment by segment. Sets *id_bad when the
@@ -712,13 +719,8 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    ctl->cf->max_sandboxes);
 		goto out;
 	}
-	if (running_count(ctl) >= ctl->cf->max_running) {
-		http_exchange_reply_error(ex, 429, "quota_exceeded",
-		    "%d sandboxes are running, the most this server runs at "
-		    "once (max_running); stop one first",
-		    ctl->cf->max_running);
+	if (refuse_full(ctl, ex))
 		goto out;
-	}
 	if (store_sandbox_insert(ctl->store, &s) != 0) {
 		http_exchange_reply_error(ex, 500, "internal",
 		    "the store could not be written");
@@ -806,23 +808,60 @@ h_get(struct control *ctl, struct http_exchange *ex,
 	store_sandbox_clear(&s);
 }
 
-/* Answer 409 for a sandbox with an operation already in flight. */
+/*
+ * A sandbox the caller may act on now: visible to it and with no operation
+ * in flight. Sets *state; -1 after answering 404 or 409.
+ */
 static int
-refuse_busy(struct control *ctl, struct http_exchange *ex, const char *id)
+op_target(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const char *id, enum sandbox_state *state)
 {
 	struct store_sandbox	s;
 
-	if (!lifecycle_busy(ctl, id))
-		return (0);
-	if (store_sandbox_get(ctl->store, id, &s) == 0) {
+	if (load_sandbox(ctl, ex, caller, id, &s) == -1)
+		return (-1);
+	*state = s.state;
+	store_sandbox_clear(&s);
+	if (lifecycle_busy(ctl, id)) {
 		http_exchange_reply_error(ex, 409, "conflict",
 		    "sandbox is %s; try again when that is done",
-		    store_sandbox_state_name(s.state));
-		store_sandbox_clear(&s);
-	} else
-		http_exchange_reply_error(ex, 409, "conflict",
-		    "sandbox is busy; try again");
+		    store_sandbox_state_name(*state));
+		return (-1);
+	}
+	return (0);
+}
+
+/* 1 after answering 429 when max_running sandboxes run already. */
+static int
+refuse_full(struct control *ctl, struct http_exchange *ex)
+{
+	if (running_count(ctl) < ctl->cf->max_running)
+		return (0);
+	http_exchange_reply_error(ex, 429, "quota_exceeded",
+	    "%d sandboxes are running, the most this server runs at once "
+	    "(max_running); stop one first", ctl->cf->max_running);
 	return (1);
+}
+
+/* 0 if the caller may see this sandbox; -1 after answering 404. */
+static int
+visible(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const char *id)
+{
+	struct store_sandbox	s;
+
+	if (load_sandbox(ctl, ex, caller, id, &s) == -1)
+		return (-1);
+	store_sandbox_clear(&s);
+	return (0);
+}
+
+/* The answer when a lifecycle operation could not even begin. */
+static void
+reply_busy(struct http_exchange *ex)
+{
+	http_exchange_reply_error(ex, 409, "conflict",
+	    "sandbox is busy; try again");
 }
 
 /* DELETE /v1/sandboxes/{id} */
@@ -830,16 +869,12 @@ static void
 h_delete(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct store_sandbox	s;
+	enum sandbox_state	state;
 
-	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
-		return;
-	store_sandbox_clear(&s);
-	if (refuse_busy(ctl, ex, m->id))
+	if (op_target(ctl, ex, caller, m->id, &state) == -1)
 		return;
 	if (lifecycle_delete(ctl, m->id, lifecycle_reply_cb, ex) == -1)
-		http_exchange_reply_error(ex, 409, "conflict",
-		    "sandbox is busy; try again");
+		reply_busy(ex);
 }
 
 /* POST /v1/sandboxes/{id}/stop */
@@ -847,22 +882,14 @@ static void
 h_stop(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct store_sandbox	s;
 	enum sandbox_state	state;
 
-	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+	if (op_target(ctl, ex, caller, m->id, &state) == -1)
 		return;
-	state = s.state;
-	store_sandbox_clear(&s);
-	if (refuse_busy(ctl, ex, m->id))
-		return;
-	if (state == SANDBOX_STOPPED) {
+	if (state == SANDBOX_STOPPED)
 		reply_sandbox(ctl, ex, 200, m->id);
-		return;
-	}
-	if (lifecycle_stop(ctl, m->id, lifecycle_reply_cb, ex) == -1)
-		http_exchange_reply_error(ex, 409, "conflict",
-		    "sandbox is busy; try again");
+	else if (lifecycle_stop(ctl, m->id, lifecycle_reply_cb, ex) == -1)
+		reply_busy(ex);
 }
 
 /* POST /v1/sandboxes/{id}/start */
@@ -870,29 +897,15 @@ static void
 h_start(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct store_sandbox	s;
 	enum sandbox_state	state;
 
-	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+	if (op_target(ctl, ex, caller, m->id, &state) == -1)
 		return;
-	state = s.state;
-	store_sandbox_clear(&s);
-	if (refuse_busy(ctl, ex, m->id))
-		return;
-	if (state == SANDBOX_RUNNING) {
+	if (state == SANDBOX_RUNNING)
 		reply_sandbox(ctl, ex, 200, m->id);
-		return;
-	}
-	if (running_count(ctl) >= ctl->cf->max_running) {
-		http_exchange_reply_error(ex, 429, "quota_exceeded",
-		    "%d sandboxes are running, the most this server runs at "
-		    "once (max_running); stop one first",
-		    ctl->cf->max_running);
-		return;
-	}
-	if (lifecycle_start(ctl, m->id, lifecycle_reply_cb, ex) == -1)
-		http_exchange_reply_error(ex, 409, "conflict",
-		    "sandbox is busy; try again");
+	else if (!refuse_full(ctl, ex) &&
+	    lifecycle_start(ctl, m->id, lifecycle_reply_cb, ex) == -1)
+		reply_busy(ex);
 }
 
 /* The sandbox's workspace directory, as an O_PATH fd; -1 answered. */
@@ -992,13 +1005,11 @@ static void
 h_file_put(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct store_sandbox	 s;
 	char			*path;
 	int			 wsfd, error, created = 0;
 
-	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+	if (visible(ctl, ex, caller, m->id) == -1)
 		return;
-	store_sandbox_clear(&s);
 	if (file_path(ex, m, &path) == -1)
 		return;
 	if (*path == '\0') {
@@ -1026,15 +1037,13 @@ static void
 h_file_get(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct store_sandbox	 s;
 	struct evbuffer		*out;
 	char			*path, *listing = NULL;
 	off_t			 size = 0;
 	int			 wsfd, fd = -1, error;
 
-	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+	if (visible(ctl, ex, caller, m->id) == -1)
 		return;
-	store_sandbox_clear(&s);
 	if (file_path(ex, m, &path) == -1)
 		return;
 	if ((wsfd = open_workspace(ctl, ex, m->id)) == -1) {
@@ -1070,13 +1079,11 @@ static void
 h_file_delete(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct store_sandbox	 s;
 	char			*path;
 	int			 wsfd, error;
 
-	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+	if (visible(ctl, ex, caller, m->id) == -1)
 		return;
-	store_sandbox_clear(&s);
 	if (file_path(ex, m, &path) == -1)
 		return;
 	if (*path == '\0') {
@@ -1105,17 +1112,14 @@ h_exec(struct control *ctl, struct http_exchange *ex,
 {
 	static const char *const fields[] = { "cmd", "cwd", "env",
 	    "timeout_s" };
-	struct store_sandbox	 s;
 	struct json_object	*req, *v;
 	struct api_call		*call;
 	enum sandbox_state	 state;
 	int64_t			 timeout_s = 60;
 	size_t			 i, n;
 
-	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+	if (op_target(ctl, ex, caller, m->id, &state) == -1)
 		return;
-	state = s.state;
-	store_sandbox_clear(&s);
 	if (parse_body(ex, 0, &req) == -1)
 		return;
 	if (!only_fields(ex, req, fields, nitems(fields)))
@@ -1147,8 +1151,6 @@ h_exec(struct control *ctl, struct http_exchange *ex,
 		goto out;
 	if (get_int(ex, req, "timeout_s", 1, 3600, &timeout_s) == -1)
 		goto out;
-	if (refuse_busy(ctl, ex, m->id))
-		goto out;
 	if (state != SANDBOX_RUNNING && state != SANDBOX_STOPPED) {
 		http_exchange_reply_error(ex, 409, "conflict",
 		    "sandbox is %s", store_sandbox_state_name(state));
@@ -1165,17 +1167,12 @@ h_exec(struct control *ctl, struct http_exchange *ex,
 	store_sandbox_touch(ctl->store, m->id, time_now_ms());
 	if (state == SANDBOX_STOPPED) {
 		/* exec wakes a stopped sandbox. */
-		if (running_count(ctl) >= ctl->cf->max_running) {
-			http_exchange_reply_error(ex, 429, "quota_exceeded",
-			    "max_running sandboxes are running; cannot wake "
-			    "this one");
+		if (refuse_full(ctl, ex)) {
 			free(call->body);
 			free(call);
-			goto out;
-		}
-		if (lifecycle_start(ctl, m->id, exec_started_cb, call) == -1) {
-			http_exchange_reply_error(ex, 409, "conflict",
-			    "sandbox is busy; try again");
+		} else if (lifecycle_start(ctl, m->id, exec_started_cb,
+		    call) == -1) {
+			reply_busy(ex);
 			free(call->body);
 			free(call);
 		}
