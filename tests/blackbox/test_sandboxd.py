@@ -4,6 +4,7 @@ containers from a busybox image, real sockets. Prints "N passed, N failed".
 """
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -388,11 +389,32 @@ def test_base_image_starter_app(t):
         first_ms = (time.time() - t0) * 1000
         t.check(p is not None, "the starter app answers at its preview URL")
         print("  create %.0f ms; starter app's first answer %.0f ms after POST" % (create_ms, first_ms))
-        out = d.raw(("GET /?token=x HTTP/1.1\r\nHost: %s.preview.localhost:%d\r\n"
-                     "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: vite-hmr\r\n\r\n"
-                     % (sid, d.port)).encode(), timeout=3)
-        t.check(out.startswith(b"HTTP/1.1 101"), "the HMR WebSocket upgrade passes the proxy: %r" % out[:60])
+        # Hot reload: Vite's WebSocket through the proxy gets the update
+        # that an edit through the files API causes.
+        ws = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        try:
+            ws.sendall(("GET /?token=x HTTP/1.1\r\nHost: %s.preview.localhost:%d\r\n"
+                        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Protocol: vite-hmr\r\n\r\n" % (sid, d.port)).encode())
+            got = ws.recv(4096)
+            t.check(got.startswith(b"HTTP/1.1 101"), "the HMR WebSocket upgrade passes the proxy: %r" % got[:60])
+            # As a browser would: load the module, so Vite watches it.
+            t.check(d.preview(sid, "/src/App.jsx").status == 200, "the app's module loads")
+            app = d.request("GET", "/v1/sandboxes/%s/files/src/App.jsx" % sid)
+            t.check(app.status == 200, "the starter app was seeded into the workspace")
+            edited = app.body.replace(b"</h1>", b" (edited)</h1>", 1)
+            r = d.request("PUT", "/v1/sandboxes/%s/files/src/App.jsx" % sid, edited)
+            t.check(r.status == 204, "edit src/App.jsx: %r" % r)
+            deadline = time.time() + 15
+            while time.time() < deadline and b'"update"' not in got:
+                try:
+                    got += ws.recv(65536)
+                except socket.timeout:
+                    break
+            t.check(b'"update"' in got and b"App.jsx" in got, "hot reload sends the update through the proxy")
+        finally:
+            ws.close()
         r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["sh", "-c",
                       "node --version && npm --version && pnpm --version && bun --version && "
                       "python3 --version && git --version && opencode --version && claude --version"],
