@@ -23,6 +23,9 @@ SANDBOXD = os.environ.get("SANDBOXD", os.path.join(TOP_BUILD, "sandboxd"))
 # Under ASan the agentd in the build tree is dynamic; AGENTD points at a
 # static one then.
 AGENTD = os.environ.get("AGENTD", os.path.join(TOP_BUILD, "agentd", "agentd"))
+# e.g. "valgrind --error-exitcode=99 --leak-check=full": runs every daemon
+# under it; a non-zero exit at SIGTERM then fails test_restart.
+WRAPPER = os.environ.get("SANDBOXD_WRAPPER", "").split()
 TEST_IMAGE = "sandboxd-test-busybox:1"
 LABEL_INSTANCE = "io.sandboxd.instance"
 
@@ -125,10 +128,10 @@ class Daemon:
 
     def start(self, wait=True):
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([SANDBOXD, "serve", "-c", self.config],
+        self.proc = subprocess.Popen(WRAPPER + [SANDBOXD, "serve", "-c", self.config],
                                      stdout=self.log, stderr=self.log)
         if wait:
-            deadline = time.time() + 20
+            deadline = time.time() + (120 if WRAPPER else 20)
             while time.time() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError("sandboxd exited %d:\n%s" % (self.proc.returncode, self.logs()))
@@ -191,11 +194,14 @@ class Daemon:
         host = ("%d-%s" % (port, sid) if port else sid) + ".preview.localhost:%d" % self.port
         return self.request(method, path, body=body, key=None, host=host, headers=headers)
 
-    def raw(self, data, timeout=5):
-        """Send raw bytes, return whatever comes back before close/timeout."""
+    def raw(self, data, timeout=2, half_close=False):
+        """Send raw bytes, return whatever comes back before close/timeout.
+        half_close: shut our side after sending, as a client that is done."""
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         try:
             s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
             out = b""
             while True:
                 try:

@@ -245,6 +245,44 @@ def test_bad_input(t, d, sid):
     t.check(r.status == 200, "still healthy")
 
 
+def test_random_requests(t, d, sid):
+    """Mutated requests, API and preview, thrown at the live daemon: each gets
+    an answer or a close, and the daemon stays healthy. Bounded: 400
+    requests, a fixed seed, 1 s each at most."""
+    import random
+    rng = random.Random(1234)
+    seeds = [
+        b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Length: 15\r\n\r\n{\"labels\": {}}" % d.key().encode(),
+        b"GET /index.html HTTP/1.1\r\nHost: %s.preview.localhost\r\n\r\n" % sid.encode(),
+        b"PUT /v1/sandboxes/%s/files/a%%20b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" % (sid.encode(), d.key().encode()),
+        b"GET /v1/sandboxes?label=a:b&state=running HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer %s\r\n\r\n" % d.key().encode(),
+    ]
+    for i in range(400):
+        m = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            op, pos = rng.randrange(4), rng.randrange(len(m))
+            if op == 0:
+                m[pos] = rng.randrange(256)
+            elif op == 1:
+                del m[pos:pos + rng.randint(1, 8)]
+            elif op == 2:
+                m[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+            else:
+                m[pos:pos] = rng.choice([b"\r\n", b":", b" ", b"\x00", b"%", b"../", b"9" * 20])
+        try:
+            d.raw(bytes(m), timeout=1, half_close=True)
+        except OSError:
+            pass
+    t.check(d.proc.poll() is None, "the daemon survived 400 mutated requests")
+    r = d.request("GET", "/healthz", key=None)
+    t.check(r.status == 200, "and is healthy")
+    r = d.request("GET", "/v1/sandboxes/%s" % sid)
+    t.check(r.status == 200 and r.json()["state"] == "running", "and the sandbox is untouched")
+
+
 def test_tenants(t, d, sid):
     r = d.request("GET", "/v1/sandboxes/%s" % sid, key="globex")
     t.check(r.status == 404, "another tenant's sandbox is 404")
@@ -441,7 +479,7 @@ def main():
         sid = made[0] if made else None
         if sid:
             for fn in (test_container_hardening, test_exec, test_traversal, test_bad_input,
-                       test_tenants, test_stop_start, test_removed_behind_back, test_restart,
+                       test_random_requests, test_tenants, test_stop_start, test_removed_behind_back, test_restart,
                        test_delete):
                 t.run(fn, d, sid)
         t.run(test_bad_image, d)
