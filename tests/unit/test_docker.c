@@ -503,7 +503,8 @@ test_fake_events(void)
 	CHECK(strstr(f.lastreq, "GET /v1.41/events?since=1000.000000457&"
 	    "filters=%7B%22type%22%3A%5B%22container%22%5D%7D HTTP/1.1") !=
 	    NULL);
-	CHECK(time_mono_ms() - t0 >= 200);
+	/* libevent's coarse clock may fire a timer a few ms early. */
+	CHECK(time_mono_ms() - t0 >= 180);
 	fake_stop(&f);
 }
 
