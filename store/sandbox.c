@@ -12,7 +12,7 @@
 #include <sqlite3.h>
 
 #include "common/common.h"
-#include "store/store.h"
+#include "store/store_int.h"
 
 static int	store_sandbox_row(sqlite3_stmt *, struct store_sandbox *);
 static const char *store_visibility_name(enum sandbox_visibility);

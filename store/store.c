@@ -18,7 +18,7 @@
 #include <sqlite3.h>
 
 #include "common/common.h"
-#include "store/store.h"
+#include "store/store_int.h"
 
 struct store {
 	sqlite3		*db;

@@ -9,7 +9,7 @@
 #include <sqlite3.h>
 
 #include "common/common.h"
-#include "store/store.h"
+#include "store/store_int.h"
 
 /* Record a tenant if it is new; an existing one is left as it is. */
 int
