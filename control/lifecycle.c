@@ -33,6 +33,7 @@ struct lifecycle_op {
 	int			 retried;	/* name conflict retried once */
 	int			 fail_status;	/* rolling back a create */
 	char			*fail_msg;
+	int			 gone;		/* the sandbox no longer exists */
 };
 
 static struct lifecycle_op *op_new(struct control *, enum lifecycle_kind,
@@ -93,6 +94,8 @@ op_finish(struct lifecycle_op *op, int status, const char *message)
 	lifecycle_cb		 cb = op->cb;
 	void			*arg = op->arg;
 
+	int			 gone = op->gone;
+
 	if (rt != NULL && rt->op == op)
 		rt->op = NULL;
 	snprintf(id, sizeof id, "%s", op->id);
@@ -101,6 +104,8 @@ op_finish(struct lifecycle_op *op, int status, const char *message)
 	free(op);
 	if (cb != NULL)
 		cb(ctl, id, status, message, arg);
+	if (gone)
+		control_rt_drop(ctl, id);
 }
 
 /* Fail an operation: store the error on the sandbox where that helps. */
@@ -304,25 +309,24 @@ lifecycle_create(struct control *ctl, const struct store_sandbox *s,
 		return (0);
 	}
 	t = control_template(ctl, s->template_name);
-	if (t != NULL && t->seed_dir != NULL) {
-		char *const argv[] = { "/bin/sh", "-c",
-		    "cp -a \"$1\"/. \"$2\"/ && chown -R -P 1000:1000 \"$2\"",
-		    "seed", t->seed_dir, NULL, NULL };
-		char *argv2[nitems(argv)];
-
-		ws = control_sandbox_dir(ctl, "workspaces", s->id);
-		memcpy(argv2, argv, sizeof argv);
-		argv2[5] = ws;
-		/* A fresh workspace, before the sandbox runs: no races yet. */
-		if (control_spawn(ctl, argv2, seed_done_cb, op) == -1) {
-			free(ws);
-			op_fail(op, 500, "cannot copy the template's seed_dir");
-			return (0);
-		}
-		free(ws);
+	if (t == NULL || t->seed_dir == NULL) {
+		container_create(op);
 		return (0);
 	}
-	container_create(op);
+	/*
+	 * A fresh workspace, before the sandbox first runs: nothing in it can
+	 * race the copy. The paths go in as arguments, never into the script.
+	 */
+	ws = control_sandbox_dir(ctl, "workspaces", s->id);
+	{
+		char *const argv[] = { "/bin/sh", "-c",
+		    "cp -a \"$1\"/. \"$2\"/ && chown -R -P 1000:1000 \"$2\"",
+		    "seed", t->seed_dir, ws, NULL };
+
+		if (control_spawn(ctl, argv, seed_done_cb, op) == -1)
+			op_fail(op, 500, "cannot copy the template's seed_dir");
+	}
+	free(ws);
 	return (0);
 }
 
@@ -525,13 +529,11 @@ rollback_dirs_cb(int status, void *arg)
 	struct lifecycle_op	*op = arg;
 	struct control		*ctl = op->ctl;
 	char			*msg = xstrdup(op->fail_msg);
-	char			 id[ID_LEN + 1];
 
-	snprintf(id, sizeof id, "%s", op->id);
-	agent_forget(ctl->hub, id);
-	store_sandbox_delete(ctl->store, id);
+	agent_forget(ctl->hub, op->id);
+	store_sandbox_delete(ctl->store, op->id);
+	op->gone = 1;
 	op_finish(op, op->fail_status, msg);
-	control_rt_drop(ctl, id);
 	free(msg);
 }
 
@@ -673,12 +675,9 @@ delete_dirs_cb(int status, void *arg)
 		op_fail(op, 500, "cannot delete the sandbox from the store");
 		return;
 	}
-	char			 id[ID_LEN + 1];
-
-	snprintf(id, sizeof id, "%s", op->id);
-	log_info("sandbox deleted\tid=%s", id);
+	log_info("sandbox deleted\tid=%s", op->id);
+	op->gone = 1;
 	op_finish(op, 204, NULL);
-	control_rt_drop(ctl, id);
 }
 
 /* rm -rf the sandbox's host directories in a child (never follows links). */

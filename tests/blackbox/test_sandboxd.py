@@ -374,9 +374,12 @@ def test_bad_image(t, d):
 
 
 def test_quota(t, d):
+    mine = d.containers()
     d2 = Daemon(extra="max_sandboxes = 1")
     try:
         d2.start()
+        t.check(mine and d.containers() == mine,
+                "a second daemon on the same Docker leaves our containers alone")
         s = create(t, d2)
         r = d2.request("POST", "/v1/sandboxes", {})
         t.check(r.status == 429 and r.error_code() == "quota_exceeded", "max_sandboxes 429: %r" % r)
@@ -483,7 +486,13 @@ def main():
                        test_delete):
                 t.run(fn, d, sid)
         t.run(test_bad_image, d)
+        # A running sandbox of ours while another daemon starts beside it.
+        keep = create(t, d)
         t.run(test_quota, d)
+        if keep:
+            t.check(d.request("GET", "/v1/sandboxes/%s" % keep["id"]).json()["state"] == "running",
+                    "our sandbox still runs after the other daemon's reconcile")
+            d.request("DELETE", "/v1/sandboxes/%s" % keep["id"])
         t.run(test_base_image_starter_app)
     finally:
         if t.failed:
