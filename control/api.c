@@ -117,10 +117,9 @@ static void	lifecycle_reply_cb(struct control *, const char *, int,
 		    const char *, void *);
 static int	check_string_map(struct http_exchange *, const char *,
 		    struct json_object *, int, size_t, size_t);
-static int	open_workspace(struct control *, struct http_exchange *,
-		    const char *);
-static int	file_path(struct http_exchange *, const struct api_match *,
-		    char **);
+static int	file_request(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *, int,
+		    char **, int *);
 static void	reply_errno(struct http_exchange *, int, const char *);
 static void	exec_send(struct api_call *);
 static void	exec_started_cb(struct control *, const char *, int,
@@ -908,49 +907,59 @@ h_start(struct control *ctl, struct http_exchange *ex,
 		reply_busy(ex);
 }
 
-/* The sandbox's workspace directory, as an O_PATH fd; -1 answered. */
+/*
+ * The pieces every file route needs: a sandbox the caller may see, the
+ * decoded and checked path after /files/ (*path, malloc'd; "" for the
+ * workspace itself unless need_name), and the workspace as an O_PATH fd.
+ * Returns -1 after answering.
+ */
 static int
-open_workspace(struct control *ctl, struct http_exchange *ex, const char *id)
-{
-	char	*path;
-	int	 fd;
-
-	path = control_sandbox_dir(ctl, "workspaces", id);
-	fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	free(path);
-	if (fd == -1)
-		http_exchange_reply_error(ex, 404, "not_found",
-		    "the sandbox has no workspace");
-	return (fd);
-}
-
-/* The decoded, checked path after /files/; -1 answered. */
-static int
-file_path(struct http_exchange *ex, const struct api_match *m, char **out)
+file_request(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m,
+    int need_name, char **path, int *wsfd)
 {
 	const char	*why;
+	char		*dir;
 	size_t		 len;
 
-	if (m->rest == NULL) {
-		*out = xstrdup("");
-		return (0);
-	}
-	if (http_url_decode(m->rest, m->rest_len, out) == -1) {
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return (-1);
+	*path = NULL;
+	if (m->rest == NULL)
+		*path = xstrdup("");
+	else if (http_url_decode(m->rest, m->rest_len, path) == -1) {
 		http_exchange_reply_error(ex, 400, "bad_request",
 		    "the file path has a bad %%-escape or a NUL byte");
 		return (-1);
 	}
 	/* "files/src/" names the directory "src", as a user would mean. */
-	len = strlen(*out);
-	if (len > 1 && (*out)[len - 1] == '/' && (*out)[len - 2] != '/')
-		(*out)[len - 1] = '\0';
-	if (**out != '\0' && files_check_path(*out, &why) != 0) {
+	len = strlen(*path);
+	if (len > 1 && (*path)[len - 1] == '/' && (*path)[len - 2] != '/')
+		(*path)[len - 1] = '\0';
+	if (**path == '\0' && need_name) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "a file path is required after /files/");
+		goto fail;
+	}
+	if (**path != '\0' && files_check_path(*path, &why) != 0) {
 		http_exchange_reply_error(ex, 400, "bad_request",
 		    "file path refused: %s", why);
-		free(*out);
-		return (-1);
+		goto fail;
+	}
+	dir = control_sandbox_dir(ctl, "workspaces", m->id);
+	*wsfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	free(dir);
+	if (*wsfd == -1) {
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "the sandbox has no workspace");
+		goto fail;
 	}
 	return (0);
+
+fail:
+	free(*path);
+	*path = NULL;
+	return (-1);
 }
 
 /* Answer a files_* failure. */
@@ -1005,23 +1014,11 @@ static void
 h_file_put(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	char			*path;
-	int			 wsfd, error, created = 0;
+	char	*path;
+	int	 wsfd, error, created = 0;
 
-	if (visible(ctl, ex, caller, m->id) == -1)
+	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
 		return;
-	if (file_path(ex, m, &path) == -1)
-		return;
-	if (*path == '\0') {
-		http_exchange_reply_error(ex, 400, "bad_request",
-		    "a file path is required after /files/");
-		free(path);
-		return;
-	}
-	if ((wsfd = open_workspace(ctl, ex, m->id)) == -1) {
-		free(path);
-		return;
-	}
 	error = files_put(wsfd, path, ex->body, SANDBOX_UID, SANDBOX_GID,
 	    &created);
 	close(wsfd);
@@ -1032,24 +1029,18 @@ h_file_put(struct control *ctl, struct http_exchange *ex,
 	free(path);
 }
 
-/* GET /v1/sandboxes/{id}/files/{path} */
+/* GET /v1/sandboxes/{id}/files/{path}: a file's bytes or a listing. */
 static void
 h_file_get(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct evbuffer		*out;
-	char			*path, *listing = NULL;
-	off_t			 size = 0;
-	int			 wsfd, fd = -1, error;
+	struct evbuffer	*out;
+	char		*path, *listing = NULL;
+	off_t		 size = 0;
+	int		 wsfd, fd = -1, error;
 
-	if (visible(ctl, ex, caller, m->id) == -1)
+	if (file_request(ctl, ex, caller, m, 0, &path, &wsfd) == -1)
 		return;
-	if (file_path(ex, m, &path) == -1)
-		return;
-	if ((wsfd = open_workspace(ctl, ex, m->id)) == -1) {
-		free(path);
-		return;
-	}
 	error = files_get(wsfd, path, &fd, &size, &listing);
 	close(wsfd);
 	if (error != 0) {
@@ -1079,23 +1070,11 @@ static void
 h_file_delete(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	char			*path;
-	int			 wsfd, error;
+	char	*path;
+	int	 wsfd, error;
 
-	if (visible(ctl, ex, caller, m->id) == -1)
+	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
 		return;
-	if (file_path(ex, m, &path) == -1)
-		return;
-	if (*path == '\0') {
-		http_exchange_reply_error(ex, 400, "bad_request",
-		    "the workspace itself cannot be deleted");
-		free(path);
-		return;
-	}
-	if ((wsfd = open_workspace(ctl, ex, m->id)) == -1) {
-		free(path);
-		return;
-	}
 	error = files_delete(wsfd, path);
 	close(wsfd);
 	if (error != 0)

@@ -96,6 +96,11 @@ def test_create_files_preview(t, d):
     r = d.request("GET", "/v1/sandboxes/%s/files/" % sid)
     names = sorted(e["name"] for e in r.json().get("entries", [])) if r.status == 200 else []
     t.check(names == ["index.html", "src"], "listing: %r" % names)
+    r = d.request("GET", "/v1/sandboxes/%s/files/src/" % sid)
+    t.check(r.status == 200 and [e["name"] for e in r.json()["entries"]] == ["deep"],
+            "a trailing slash lists the directory: %r" % r)
+    r = d.request("DELETE", "/v1/sandboxes/%s/files/" % sid)
+    t.check(r.status == 400, "the workspace itself cannot be deleted: %r" % r)
     st = os.stat(os.path.join(d.data_dir, "workspaces", sid, "index.html"))
     t.check(st.st_uid == 1000, "files belong to the sandbox user")
 
