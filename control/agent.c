@@ -34,6 +34,7 @@
 #define AGENT_MAX_RESPONSE	(64 * 1024 * 1024)
 #define AGENT_DEFAULT_TIMEOUT	30000
 #define AGENT_ACCEPT_RETRY_MS	1000
+#define AGENT_MAX_IDLE		4	/* idle rendezvous connections kept */
 
 struct agent_sandbox;
 TAILQ_HEAD(agent_req_list, agent_req);
@@ -53,6 +54,7 @@ struct agent_req {
 	struct event		*timer;
 	struct bufferevent	*bev;		/* once sent */
 	int			 head_done;
+	size_t			 scanned;	/* head bytes already parsed */
 	int			 status;
 	enum http_body_kind	 kind;
 	uint64_t		 length;
@@ -73,6 +75,7 @@ struct agent_sandbox {
 	struct evconnlistener	*listener;
 	struct event		*retry;		/* accept backoff (EMFILE) */
 	TAILQ_HEAD(, agent_conn) idle;
+	int			 nidle;
 	struct agent_req_list	 pending;	/* waiting for a connection */
 	struct agent_req_list	 active;	/* sent, waiting for the answer */
 	int			 ready;		/* ready_cb told */
@@ -334,6 +337,7 @@ static void
 agent_conn_free(struct agent_conn *conn)
 {
 	TAILQ_REMOVE(&conn->sb->idle, conn, entry);
+	conn->sb->nidle--;
 	if (conn->bev != NULL)
 		bufferevent_free(conn->bev);
 	free(conn);
@@ -351,6 +355,17 @@ agent_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	struct bufferevent	*bev;
 	char			*id;
 
+	/*
+	 * agentd keeps one spare connection; anything in the sandbox can
+	 * connect too, so idle ones are capped or a sandbox could take every
+	 * file descriptor the daemon has.
+	 */
+	if (TAILQ_EMPTY(&sb->pending) && sb->nidle >= AGENT_MAX_IDLE) {
+		log_debug("agentd rendezvous: too many idle connections, "
+		    "closing one\tid=%s", sb->id);
+		evutil_closesocket(fd);
+		return;
+	}
 	bev = bufferevent_socket_new(hub->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		log_warnx("bufferevent_socket_new failed");
@@ -364,6 +379,7 @@ agent_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		conn->sb = sb;
 		conn->bev = bev;
 		TAILQ_INSERT_TAIL(&sb->idle, conn, entry);
+		sb->nidle++;
 		bufferevent_setcb(bev, agent_conn_read_cb, NULL,
 		    agent_conn_event_cb, conn);
 		bufferevent_enable(bev, EV_READ);
@@ -587,7 +603,13 @@ agent_req_parse(struct agent_req *req, int eof)
 		avail = evbuffer_get_length(in);
 		n = avail < HTTP_MAX_HEAD_SIZE ? avail : HTTP_MAX_HEAD_SIZE;
 		p = (char *)evbuffer_pullup(in, (ssize_t)n);
-		r = n == 0 ? -2 : http_parse_response(p, n, &head);
+		/* Parse again only when a new line ended: never O(n^2). */
+		if (n == 0 || memchr(p + req->scanned, '\n',
+		    n - req->scanned) == NULL)
+			r = -2;
+		else
+			r = http_parse_response(p, n, &head);
+		req->scanned = n;
 		if (r == -2 && n >= HTTP_MAX_HEAD_SIZE)
 			r = -1;
 		if (r == -1) {

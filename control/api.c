@@ -702,8 +702,16 @@ h_create(struct control *ctl, struct http_exchange *ex,
 			    "visibility must be \"public\" or \"private\"");
 			goto out;
 		}
-		s.visibility = strcmp(vis, "private") == 0 ?
-		    SANDBOX_PRIVATE : SANDBOX_PUBLIC;
+		/*
+		 * A private preview needs preview tokens, which this version
+		 * does not have: refusing beats storing a promise unkept.
+		 */
+		if (strcmp(vis, "private") == 0) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "visibility \"private\" needs preview tokens, "
+			    "which this version does not have yet");
+			goto out;
+		}
 	}
 
 	if (store_sandbox_count(ctl->store, -1, &total) != 0) {
@@ -898,9 +906,13 @@ h_start(struct control *ctl, struct http_exchange *ex,
 {
 	enum sandbox_state	state;
 
+	struct sandbox_rt	*rt;
+
 	if (op_target(ctl, ex, caller, m->id, &state) == -1)
 		return;
-	if (state == SANDBOX_RUNNING)
+	/* "running" without an address (Docker was away): start finds it. */
+	rt = control_rt(ctl, m->id, 0);
+	if (state == SANDBOX_RUNNING && rt != NULL && rt->has_ip)
 		reply_sandbox(ctl, ex, 200, m->id);
 	else if (!refuse_full(ctl, ex) &&
 	    lifecycle_start(ctl, m->id, lifecycle_reply_cb, ex) == -1)
@@ -1199,6 +1211,10 @@ exec_done_cb(int status, const char *body, size_t len, const char *errmsg,
 		http_exchange_reply_error(call->ex, 503, "unavailable",
 		    "the sandbox's agent did not answer: %s",
 		    errmsg != NULL ? errmsg : "?");
+	else if (status < 200 || status > 599)
+		/* The sandbox controls what its side says: never relay a 1xx. */
+		http_exchange_reply_error(call->ex, 500, "internal",
+		    "the sandbox's agent answered HTTP %d", status);
 	else
 		http_exchange_reply(call->ex, status, "application/json",
 		    body, len);

@@ -31,6 +31,9 @@ static void	network_made_cb(int, struct json_object *, const char *,
 		    void *);
 static void	reconciled_cb(struct control *, int);
 static void	event_cb(struct json_object *, void *);
+static void	control_sync(struct control *);
+static void	sync_failed(struct control *, const char *);
+static void	sync_retry_cb(evutil_socket_t, short, void *);
 
 /* Build control over an open store and a loaded config. */
 struct control *
@@ -78,6 +81,8 @@ control_new(struct event_base *base, const struct config *cf,
 	ctl->hub = agent_hub_new(base, NULL, ctl);
 	ctl->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, ctl);
 	event_add(ctl->sigchld, NULL);
+	ctl->sync_retry = evtimer_new(base, sync_retry_cb, ctl);
+	ctl->sync_backoff_ms = 1000;
 	return (ctl);
 
 fail:
@@ -143,12 +148,53 @@ load_generated_key(struct control *ctl, char **cause)
 int
 control_start(struct control *ctl, char **cause)
 {
+	control_sync(ctl);
+	return (0);
+}
+
+/*
+ * Bring Docker in line with the store: the network, then the reconciler.
+ * Runs at start, again each time Docker's event stream reconnects (events
+ * may have been missed), and is retried with backoff until it succeeds, so
+ * a Docker that is down at boot is caught up with when it comes back.
+ */
+static void
+control_sync(struct control *ctl)
+{
 	char	*path;
 
+	if (ctl->syncing) {
+		ctl->sync_again = 1;
+		return;
+	}
+	ctl->syncing = 1;
+	ctl->sync_again = 0;
+	evtimer_del(ctl->sync_retry);
 	xasprintf(&path, "/networks/%s", ctl->cf->network);
 	docker_request(ctl->docker, "GET", path, NULL, 0, network_cb, ctl);
 	free(path);
-	return (0);
+}
+
+/* A sync step failed: try the whole sync again later. */
+static void
+sync_failed(struct control *ctl, const char *why)
+{
+	struct timeval	tv;
+
+	ctl->syncing = 0;
+	log_warnx("cannot bring Docker in line with the store (%s); retrying"
+	    "\tretry_ms=%d", why, ctl->sync_backoff_ms);
+	tv.tv_sec = ctl->sync_backoff_ms / 1000;
+	tv.tv_usec = (ctl->sync_backoff_ms % 1000) * 1000;
+	evtimer_add(ctl->sync_retry, &tv);
+	ctl->sync_backoff_ms = ctl->sync_backoff_ms * 2 > 30000 ? 30000 :
+	    ctl->sync_backoff_ms * 2;
+}
+
+static void
+sync_retry_cb(evutil_socket_t fd, short events, void *arg)
+{
+	control_sync(arg);
 }
 
 /* Our network exists, or is made now. */
@@ -159,16 +205,13 @@ network_cb(int status, struct json_object *body, const char *errmsg,
 	struct control		*ctl = arg;
 	struct json_object	*req, *opts, *labels;
 
+	ctl->docker_ok = status != 0;
 	if (status == 200) {
-		ctl->docker_ok = 1;
 		reconcile_run(ctl, reconciled_cb);
 		return;
 	}
 	if (status != 404) {
-		log_warnx("Docker is not answering (%s); retrying at the next "
-		    "request", errmsg != NULL ? errmsg : "?");
-		/* Reconcile anyway: it will fail softly and log. */
-		reconcile_run(ctl, reconciled_cb);
+		sync_failed(ctl, errmsg != NULL ? errmsg : "Docker error");
 		return;
 	}
 	req = json_object_new_object();
@@ -198,54 +241,80 @@ network_made_cb(int status, struct json_object *body, const char *errmsg,
 {
 	struct control	*ctl = arg;
 
-	if (status == 201 || status == 409) {
-		ctl->docker_ok = 1;
-		log_info("network ready\tnetwork=%s", ctl->cf->network);
-	} else
-		log_warnx("cannot create network %s: %s", ctl->cf->network,
-		    errmsg != NULL ? errmsg : "?");
+	if (status != 201 && status != 409) {
+		sync_failed(ctl, errmsg != NULL ? errmsg : "Docker error");
+		return;
+	}
+	log_info("network ready\tnetwork=%s", ctl->cf->network);
 	reconcile_run(ctl, reconciled_cb);
 }
 
-/* The store and Docker agree: now follow Docker's events. */
+/* The reconciler is done: follow Docker's events from the first success. */
 static void
 reconciled_cb(struct control *ctl, int ok)
 {
 	struct json_object	*filters, *arr;
 	char			*label;
 
-	ctl->reconciled = 1;
-	filters = json_object_new_object();
-	arr = json_object_new_array();
-	json_object_array_add(arr, json_object_new_string("container"));
-	json_object_object_add(filters, "type", arr);
-	arr = json_object_new_array();
-	xasprintf(&label, "%s=%s", CONTROL_LABEL_INSTANCE, ctl->cf->instance);
-	json_object_array_add(arr, json_object_new_string(label));
-	json_object_object_add(filters, "label", arr);
-	docker_events_follow(ctl->docker, filters, event_cb, ctl);
-	json_object_put(filters);
-	free(label);
+	if (!ok) {
+		sync_failed(ctl, "the reconciler met errors");
+		return;
+	}
+	ctl->syncing = 0;
+	ctl->sync_backoff_ms = 1000;
+	if (!ctl->reconciled) {
+		ctl->reconciled = 1;
+		filters = json_object_new_object();
+		arr = json_object_new_array();
+		json_object_array_add(arr, json_object_new_string("container"));
+		json_object_object_add(filters, "type", arr);
+		arr = json_object_new_array();
+		xasprintf(&label, "%s=%s", CONTROL_LABEL_INSTANCE,
+		    ctl->cf->instance);
+		json_object_array_add(arr, json_object_new_string(label));
+		json_object_object_add(filters, "label", arr);
+		docker_events_follow(ctl->docker, filters, event_cb, ctl);
+		json_object_put(filters);
+		free(label);
+	}
+	if (ctl->sync_again)
+		control_sync(ctl);
 }
 
-/* One container event from Docker. */
+/* Strings from Docker's JSON, never NULL. */
+static const char *
+json_str(struct json_object *o, const char *key)
+{
+	struct json_object	*v;
+	const char		*s;
+
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    (s = json_object_get_string(v)) == NULL)
+		return ("");
+	return (s);
+}
+
+/* One container event from Docker, or NULL: the stream (re)connected. */
 static void
 event_cb(struct json_object *ev, void *arg)
 {
 	struct control		*ctl = arg;
-	struct json_object	*o, *attrs;
+	struct json_object	*actor, *attrs;
 	const char		*action;
 
-	if (!json_object_object_get_ex(ev, "Action", &o))
+	if (ev == NULL) {
+		/* Events may have been missed while no stream was up. */
+		control_sync(ctl);
 		return;
-	action = json_object_get_string(o);
+	}
+	action = json_str(ev, "Action");
 	if (strcmp(action, "die") != 0 && strcmp(action, "destroy") != 0)
 		return;
-	if (!json_object_object_get_ex(ev, "Actor", &o) ||
-	    !json_object_object_get_ex(o, "Attributes", &attrs) ||
-	    !json_object_object_get_ex(attrs, CONTROL_LABEL_SANDBOX, &o))
+	if (!json_object_object_get_ex(ev, "Actor", &actor) ||
+	    !json_object_object_get_ex(actor, "Attributes", &attrs))
 		return;
-	lifecycle_container_event(ctl, json_object_get_string(o), action);
+	lifecycle_container_event(ctl, json_str(attrs, CONTROL_LABEL_SANDBOX),
+	    json_str(actor, "ID"), action);
 }
 
 void
@@ -259,6 +328,8 @@ control_free(struct control *ctl)
 		return;
 	if (ctl->sigchld != NULL)
 		event_free(ctl->sigchld);
+	if (ctl->sync_retry != NULL)
+		event_free(ctl->sync_retry);
 	if (ctl->docker != NULL)
 		docker_free(ctl->docker);
 	if (ctl->hub != NULL)
@@ -404,8 +475,7 @@ control_container_ip(struct control *ctl, struct json_object *body,
 	if (!json_object_object_get_ex(body, "NetworkSettings", &o) ||
 	    !json_object_object_get_ex(o, "Networks", &o) ||
 	    !json_object_object_get_ex(o, ctl->cf->network, &o) ||
-	    !json_object_object_get_ex(o, "IPAddress", &o) ||
-	    inet_pton(AF_INET, json_object_get_string(o), ip) != 1)
+	    inet_pton(AF_INET, json_str(o, "IPAddress"), ip) != 1)
 		return (-1);
 	return (0);
 }

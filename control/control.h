@@ -41,7 +41,10 @@ struct docker;
  */
 typedef void (*docker_cb)(int status, struct json_object *body,
 	    const char *errmsg, void *arg);
-/* One event from GET /events (a JSON object, freed after the call). */
+/*
+ * One event from GET /events (a JSON object, freed after the call), or NULL
+ * each time the stream (re)connects: events may have been missed since.
+ */
 typedef void (*docker_event_cb)(struct json_object *event, void *arg);
 
 struct docker	*docker_new(struct event_base *, const char *socket_path);

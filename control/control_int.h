@@ -66,7 +66,11 @@ struct control {
 	struct event		*sigchld;
 
 	int			 docker_ok;	/* the last Docker call got an answer */
-	int			 reconciled;
+	int			 reconciled;	/* a reconcile has succeeded */
+	int			 syncing;	/* network + reconcile under way */
+	int			 sync_again;	/* another was asked for meanwhile */
+	int			 sync_backoff_ms;
+	struct event		*sync_retry;
 	uint64_t		 requests_total;
 	uint64_t		 requests_failed;
 };
@@ -109,7 +113,7 @@ int	 lifecycle_delete(struct control *, const char *id, lifecycle_cb,
 int	 lifecycle_busy(struct control *, const char *id);
 /* Docker told us a container of ours died or vanished. */
 void	 lifecycle_container_event(struct control *, const char *id,
-	    const char *action);
+	    const char *container_id, const char *action);
 /* The JSON body of POST /containers/create for this sandbox. */
 struct json_object *lifecycle_container_spec(struct control *,
 	    const struct store_sandbox *);

@@ -78,6 +78,7 @@ struct docker_events {
 	char			*filters;	/* %-encoded JSON */
 	struct docker_req	*req;		/* NULL while waiting to retry */
 	struct event		*retry;
+	struct event		*up;		/* tells the follower: (re)connected */
 	int			 backoff_ms;
 	json_tokener		*tok;
 	int64_t			 last_nano;	/* timeNano of the last event */
@@ -110,6 +111,7 @@ static void	docker_req_done(struct docker_req *, int, const char *);
 static struct json_object *docker_parse_json(struct evbuffer *);
 static void	docker_events_connect(struct docker *);
 static void	docker_events_retry_cb(evutil_socket_t, short, void *);
+static void	docker_events_up_cb(evutil_socket_t, short, void *);
 static void	docker_events_ended(struct docker *, const char *);
 static void	docker_events_feed(struct docker *, const char *, size_t);
 static void	docker_events_stop(struct docker *);
@@ -404,6 +406,8 @@ docker_req_head(struct docker_req *req)
 		evtimer_del(req->timer);
 		req->docker->events->up_ms = time_mono_ms();
 		log_info("docker events stream connected");
+		/* Told from its own event, not from inside this parser. */
+		event_active(req->docker->events->up, 0, 0);
 	}
 	return (1);
 }
@@ -658,6 +662,7 @@ docker_events_follow(struct docker *d, struct json_object *filters,
 		ev->filters = docker_url_encode(json_object_to_json_string_ext(
 		    filters, JSON_C_TO_STRING_PLAIN));
 	ev->retry = evtimer_new(d->base, docker_events_retry_cb, d);
+	ev->up = event_new(d->base, -1, 0, docker_events_up_cb, d);
 	ev->tok = json_tokener_new();
 	if (ev->retry == NULL || ev->tok == NULL)
 		fatalx("docker: out of memory");
@@ -706,6 +711,24 @@ docker_events_retry_cb(evutil_socket_t fd, short events, void *arg)
 	docker_events_connect(d);
 }
 
+/*
+ * The stream is (again) connected: the follower gets a NULL event, so it
+ * can catch up on whatever happened while no stream was up.
+ */
+static void
+docker_events_up_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct docker	*d = arg;
+
+	(void)fd;
+	(void)events;
+	d->in_event_cb = 1;
+	d->events->cb(NULL, d->events->arg);
+	d->in_event_cb = 0;
+	if (d->dead)
+		docker_free_now(d);
+}
+
 /* The stream broke or ended: log it and reconnect after the backoff. */
 static void
 docker_events_ended(struct docker *d, const char *why)
@@ -722,10 +745,11 @@ docker_events_ended(struct docker *d, const char *why)
 	    time_mono_ms() - ev->up_ms >= DOCKER_BACKOFF_MAX_MS)
 		ev->backoff_ms = DOCKER_BACKOFF_MIN_MS;
 	ev->up_ms = 0;
-	docker_req_free(ev->req);
-	ev->req = NULL;
+	/* Log first: why may point into the request freed next. */
 	log_warnx("docker events stream lost, reconnecting\terror=\"%s\" "
 	    "retry_ms=%d", why != NULL ? why : "unknown", ev->backoff_ms);
+	docker_req_free(ev->req);
+	ev->req = NULL;
 	tv.tv_sec = ev->backoff_ms / 1000;
 	tv.tv_usec = (ev->backoff_ms % 1000) * 1000;
 	evtimer_add(ev->retry, &tv);
@@ -787,6 +811,7 @@ docker_events_stop(struct docker *d)
 	if (ev->req != NULL)
 		docker_req_free(ev->req);
 	event_free(ev->retry);
+	event_free(ev->up);
 	json_tokener_free(ev->tok);
 	free(ev->filters);
 	free(ev);

@@ -511,13 +511,27 @@ create_rollback(struct lifecycle_op *op, int status, const char *msg)
 	    rollback_removed_cb, op);
 }
 
-/* The failed create's container is gone: remove its directories. */
+/*
+ * The failed create's container is gone: remove its directories. If it
+ * could not be removed, the row stays (in error) so that nothing runs that
+ * the store does not know; a delete or the reconciler finishes it.
+ */
 static void
 rollback_removed_cb(int status, struct json_object *body,
     const char *errmsg, void *arg)
 {
 	struct lifecycle_op	*op = arg;
+	char			*msg;
 
+	if (status != 204 && status != 404) {
+		xasprintf(&msg, "%s (and its container could not be removed: "
+		    "%s)", op->fail_msg, errmsg != NULL ? errmsg : "?");
+		store_sandbox_set_state(op->ctl->store, op->id, SANDBOX_ERROR,
+		    msg);
+		op_finish(op, op->fail_status, msg);
+		free(msg);
+		return;
+	}
 	if (remove_dirs(op->ctl, op->id, rollback_dirs_cb, op) == -1)
 		rollback_dirs_cb(0, op);
 }
@@ -607,6 +621,9 @@ stop_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 	struct sandbox_rt	*rt;
 
 	if (status != 204 && status != 304 && status != 404) {
+		/* Whatever runs now, previews must not reach it unchecked. */
+		if ((rt = control_rt(ctl, op->id, 0)) != NULL)
+			rt->has_ip = 0;
 		store_sandbox_set_state(ctl->store, op->id, SANDBOX_ERROR,
 		    errmsg);
 		op_fail(op, status == 0 ? 503 : 500,
@@ -720,7 +737,7 @@ lifecycle_busy(struct control *ctl, const char *id)
  */
 void
 lifecycle_container_event(struct control *ctl, const char *id,
-    const char *action)
+    const char *container_id, const char *action)
 {
 	struct store_sandbox	 s;
 	struct sandbox_rt	*rt;
@@ -729,6 +746,11 @@ lifecycle_container_event(struct control *ctl, const char *id,
 		return;		/* our own operation; it will set the state */
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
 		return;
+	/* A late event about a container this sandbox no longer uses. */
+	if (s.container_id == NULL || strcmp(s.container_id, container_id)) {
+		store_sandbox_clear(&s);
+		return;
+	}
 	if (strcmp(action, "destroy") == 0)
 		store_sandbox_set_container(ctl->store, id, NULL);
 	if ((strcmp(action, "die") == 0 || strcmp(action, "destroy") == 0) &&

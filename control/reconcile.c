@@ -134,6 +134,9 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 	int			 running;
 	char			 path[256], *run;
 
+	/* An operation in flight owns this sandbox; it sets the state. */
+	if (lifecycle_busy(ctl, s->id))
+		return;
 	if (json_object_object_get_ex(rc->containers, s->id, &c)) {
 		if (json_object_object_get_ex(c, "Id", &o))
 			cid = json_object_get_string(o);
@@ -251,7 +254,9 @@ inspect_cb(int status, struct json_object *body, const char *errmsg,
 	struct sandbox_rt	*rt;
 	struct in_addr		 ip;
 
-	if (status == 200 && control_container_ip(ctl, body, &ip) == 0) {
+	if (lifecycle_busy(ctl, ia->id)) {
+		/* Started, stopped or deleted meanwhile: leave it be. */
+	} else if (status == 200 && control_container_ip(ctl, body, &ip) == 0) {
 		rt = control_rt(ctl, ia->id, 1);
 		rt->ip = ip;
 		rt->has_ip = 1;

@@ -100,6 +100,7 @@ class Daemon:
         }
         self.extra = extra
         self.proc = None
+        self.log = None
         self.log_path = os.path.join(self.tmp, "sandboxd.log")
         self.write_config()
 

@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, Runner, SANDBOXD, docker, ensure_docker,  # noqa: E402
+from harness import (Daemon, Response, Runner, SANDBOXD, docker, ensure_docker,  # noqa: E402
                      ensure_test_image, wait_for)
 
 INDEX = b"<h1>hello from the sandbox</h1>\n"
@@ -214,7 +214,8 @@ def test_bad_input(t, d, sid):
         (b"{", "malformed JSON"), (b"[]", "array"), (b'{"template": 5}', "wrong type"),
         (b'{"bogus": 1}', "unknown field"), (b'{"memory_mb": -1}', "negative"),
         (b'{"memory_mb": 1.5}', "float for int"), (b'{"cpus": "1"}', "string for number"),
-        (b'{"visibility": "secret"}', "bad enum"), (b'{"template": "nope"}', "unknown template"),
+        (b'{"visibility": "secret"}', "bad enum"),
+        (b'{"visibility": "private"}', "private, until preview tokens exist"), (b'{"template": "nope"}', "unknown template"),
         (b'{"env": {"1BAD": "x"}}', "bad env key"), (b'{"labels": {"a": 1}}', "label not string"),
         (b'{} trailing', "trailing data"), (b'{"a":' * 100 + b'1' + b'}' * 100, "deep nesting"),
         (b'\xff\xfe', "not UTF-8"), (b'{"port": 70000}', "port out of range"),
@@ -378,6 +379,40 @@ def test_bad_image(t, d):
         d2.cleanup()
 
 
+def test_docker_down_at_start(t, d):
+    """The daemon starts while Docker is away, and catches up when it is
+    back: the running sandbox is found again and serves."""
+    d3 = Daemon()
+    sock = os.path.join(d3.tmp, "docker.sock")
+    os.symlink("/var/run/docker.sock", sock)
+    d3.extra = "docker_socket = %s" % sock
+    d3.write_config()
+    try:
+        d3.start()
+        s = create(t, d3)
+        if s is None:
+            return
+        d3.request("PUT", "/v1/sandboxes/%s/files/index.html" % s["id"], INDEX)
+        t.check(served(d3, s["id"]) is not None, "serves before the restart")
+        d3.stop()
+        os.unlink(sock)                     # Docker "goes away"
+        d3.start(wait=False)
+        def health():
+            try:
+                return d3.request("GET", "/healthz", key=None)
+            except OSError:
+                return None
+        r = wait_for(lambda: (health() or Response(0, {}, b"")).status == 503, timeout=10)
+        t.check(r, "healthz is 503 while Docker does not answer")
+        os.symlink("/var/run/docker.sock", sock)   # and comes back
+        r = wait_for(lambda: (health() or Response(0, {}, b"{}")).status == 200 and
+                     health().json().get("reconciled"), timeout=30)
+        t.check(r, "the daemon reconciles once Docker is back")
+        t.check(served(d3, s["id"]) is not None, "and the running sandbox serves again")
+    finally:
+        d3.cleanup()
+
+
 def test_quota(t, d):
     mine = d.containers()
     d2 = Daemon(extra="max_sandboxes = 1")
@@ -491,6 +526,7 @@ def main():
                        test_delete):
                 t.run(fn, d, sid)
         t.run(test_bad_image, d)
+        t.run(test_docker_down_at_start, d)
         # A running sandbox of ours while another daemon starts beside it.
         keep = create(t, d)
         t.run(test_quota, d)

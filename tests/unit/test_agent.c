@@ -9,7 +9,9 @@
 #endif
 
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -307,6 +309,44 @@ test_health(void)
 	CHECK(jstr(&r, "dev_command") != NULL &&
 	    strstr(jstr(&r, "dev_command"), "echo up") != NULL);
 	CHECK(jint(&r, "dev_restarts") >= 0);
+	result_clear(&r);
+}
+
+/*
+ * Anything in a sandbox can connect to the rendezvous socket: a flood of
+ * idle connections is cut at a few, and agentd still answers.
+ */
+static void
+test_connection_flood(void)
+{
+	struct sockaddr_un	 sun;
+	struct result		 r;
+	int			 fds[40], i, closed = 0;
+	char			 c;
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%.100s", sock);
+	for (i = 0; i < (int)nitems(fds); i++) {
+		fds[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(fds[i], (struct sockaddr *)&sun, sizeof sun) == -1)
+			fds[i] = -1;
+	}
+	/* Let the hub accept them all. */
+	memset(&r, 0, sizeof r);
+	wait_all(&r, 1, 300);
+	for (i = 0; i < (int)nitems(fds); i++) {
+		if (fds[i] == -1 || recv(fds[i], &c, 1, MSG_DONTWAIT) == 0)
+			closed++;
+	}
+	CHECK(closed >= (int)nitems(fds) - 4);
+	for (i = 0; i < (int)nitems(fds); i++) {
+		if (fds[i] != -1)
+			close(fds[i]);
+	}
+	wait_all(&r, 1, 200);
+	request("GET", "/health", NULL, 5000, &r);
+	CHECK(wait_all(&r, 1, 5000) == 0 && r.status == 200);
 	result_clear(&r);
 }
 
@@ -700,6 +740,7 @@ main(void)
 
 	RUN(test_ready);
 	RUN(test_health);
+	RUN(test_connection_flood);
 	RUN(test_exec);
 	RUN(test_exec_timeout);
 	RUN(test_exec_truncate);
