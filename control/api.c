@@ -53,11 +53,14 @@ struct api_match {
 typedef void (*api_handler)(struct control *, struct http_exchange *,
 	    const struct api_caller *, const struct api_match *);
 
+enum api_body { BODY_JSON, BODY_EXEC, BODY_FILE };
+
 struct api_route {
 	const char	*method;
 	const char	*pattern;	/* "{id}" one segment, "*" the rest */
 	enum api_auth	 auth;
 	api_handler	 handler;
+	enum api_body	 body;		/* which limit its body has */
 };
 
 static void	h_healthz(struct control *, struct http_exchange *,
@@ -86,23 +89,40 @@ static void	h_exec(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 
 static const struct api_route api_routes[] = {
-	{ "GET",    "/healthz",			AUTH_NONE,  h_healthz },
-	{ "GET",    "/metrics",			AUTH_ADMIN, h_metrics },
-	{ "POST",   "/v1/sandboxes",		AUTH_KEY,   h_create },
-	{ "GET",    "/v1/sandboxes",		AUTH_KEY,   h_list },
-	{ "GET",    "/v1/sandboxes/{id}",	AUTH_KEY,   h_get },
-	{ "DELETE", "/v1/sandboxes/{id}",	AUTH_KEY,   h_delete },
-	{ "POST",   "/v1/sandboxes/{id}/stop",	AUTH_KEY,   h_stop },
-	{ "POST",   "/v1/sandboxes/{id}/start",	AUTH_KEY,   h_start },
-	{ "PUT",    "/v1/sandboxes/{id}/files/*", AUTH_KEY, h_file_put },
-	{ "GET",    "/v1/sandboxes/{id}/files/*", AUTH_KEY, h_file_get },
-	{ "GET",    "/v1/sandboxes/{id}/files",	AUTH_KEY,   h_file_get },
-	{ "DELETE", "/v1/sandboxes/{id}/files/*", AUTH_KEY, h_file_delete },
-	{ "POST",   "/v1/sandboxes/{id}/exec",	AUTH_KEY,   h_exec },
+	{ "GET",    "/healthz",			  AUTH_NONE,  h_healthz,
+	  BODY_JSON },
+	{ "GET",    "/metrics",			  AUTH_ADMIN, h_metrics,
+	  BODY_JSON },
+	{ "POST",   "/v1/sandboxes",		  AUTH_KEY,   h_create,
+	  BODY_JSON },
+	{ "GET",    "/v1/sandboxes",		  AUTH_KEY,   h_list,
+	  BODY_JSON },
+	{ "GET",    "/v1/sandboxes/{id}",	  AUTH_KEY,   h_get,
+	  BODY_JSON },
+	{ "DELETE", "/v1/sandboxes/{id}",	  AUTH_KEY,   h_delete,
+	  BODY_JSON },
+	{ "POST",   "/v1/sandboxes/{id}/stop",	  AUTH_KEY,   h_stop,
+	  BODY_JSON },
+	{ "POST",   "/v1/sandboxes/{id}/start",	  AUTH_KEY,   h_start,
+	  BODY_JSON },
+	{ "PUT",    "/v1/sandboxes/{id}/files/*", AUTH_KEY,   h_file_put,
+	  BODY_FILE },
+	{ "GET",    "/v1/sandboxes/{id}/files/*", AUTH_KEY,   h_file_get,
+	  BODY_JSON },
+	{ "GET",    "/v1/sandboxes/{id}/files",	  AUTH_KEY,   h_file_get,
+	  BODY_JSON },
+	{ "DELETE", "/v1/sandboxes/{id}/files/*", AUTH_KEY,   h_file_delete,
+	  BODY_JSON },
+	{ "POST",   "/v1/sandboxes/{id}/exec",	  AUTH_KEY,   h_exec,
+	  BODY_EXEC },
 };
 
 static int	route_match(const char *, const char *, struct api_match *,
 		    int *);
+static const struct api_route *route_find(const char *, const char *,
+		    struct api_match *, int *, int *);
+static const struct cfg_api_key *key_find(struct control *,
+		    const struct http_exchange *);
 static const struct cfg_api_key *authenticate(struct control *,
 		    struct http_exchange *);
 static int	load_sandbox(struct control *, struct http_exchange *,
@@ -175,16 +195,72 @@ route_match(const char *pattern, const char *path, struct api_match *m,
 	return (*s == '\0' || (s[0] == '/' && s[1] == '\0'));
 }
 
-/* Largest request body this route accepts. */
-uint64_t
-control_api_max_body(struct control *ctl, const char *method,
-    const char *path)
+/* The route for method and path; *path_known if only the method is off. */
+static const struct api_route *
+route_find(const char *method, const char *path, struct api_match *m,
+    int *id_bad, int *path_known)
 {
-	if (strcmp(method, "PUT") == 0 && strstr(path, "/files/") != NULL)
+	size_t	i;
+	int	bad;
+
+	*path_known = 0;
+	for (i = 0; i < nitems(api_routes); i++) {
+		bad = 0;
+		if (!route_match(api_routes[i].pattern, path, m, &bad))
+			continue;
+		*path_known = 1;
+		if (strcmp(api_routes[i].method, method) != 0)
+			continue;
+		*id_bad = bad;
+		return (&api_routes[i]);
+	}
+	return (NULL);
+}
+
+/*
+ * How much body this request may send, judged from its head alone: the
+ * route's limit for a caller whose key is valid and who may see the
+ * sandbox it names; 0 when the answer will be an error whatever the body
+ * holds (no route, no valid key, a sandbox the caller cannot see), so that
+ * nobody gets a body buffered, or a 100 Continue, without a valid key.
+ */
+uint64_t
+control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
+{
+	const struct api_route		*r;
+	const struct cfg_api_key	*key;
+	struct store_sandbox		 s;
+	struct api_match		 m;
+	char				 id[ID_LEN + 1];
+	int				 id_bad = 0, known, visible_ok;
+
+	if ((r = route_find(ex->method, ex->path, &m, &id_bad, &known)) ==
+	    NULL || id_bad)
+		return (0);
+	if (r->auth != AUTH_NONE) {
+		if ((key = key_find(ctl, ex)) == NULL ||
+		    (r->auth == AUTH_ADMIN && !key->admin))
+			return (0);
+		if (m.id != NULL) {
+			memcpy(id, m.id, ID_LEN);
+			id[ID_LEN] = '\0';
+			if (store_sandbox_get(ctl->store, id, &s) != 0)
+				return (0);
+			visible_ok = key->admin ||
+			    strcmp(s.tenant, key->name) == 0;
+			store_sandbox_clear(&s);
+			if (!visible_ok)
+				return (0);
+		}
+	}
+	switch (r->body) {
+	case BODY_FILE:
 		return (ctl->cf->max_file_size);
-	if (strcmp(method, "POST") == 0 && strstr(path, "/exec") != NULL)
+	case BODY_EXEC:
 		return (API_EXEC_MAX_BODY);
-	return (API_JSON_MAX_BODY);
+	default:
+		return (API_JSON_MAX_BODY);
+	}
 }
 
 /* Handle one API request. */
@@ -192,26 +268,13 @@ void
 control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 {
 	const struct api_route	*r;
-	struct api_match	 m, found;
+	struct api_match	 m;
 	struct api_caller	 caller;
 	char			 idbuf[ID_LEN + 1];
-	size_t			 i;
-	int			 path_known = 0, id_bad = 0, bad;
+	int			 path_known, id_bad = 0;
 
 	ctl->requests_total++;
-	r = NULL;
-	for (i = 0; i < nitems(api_routes); i++) {
-		bad = 0;
-		if (!route_match(api_routes[i].pattern, ex->path, &m, &bad))
-			continue;
-		path_known = 1;
-		if (strcmp(api_routes[i].method, ex->method) != 0)
-			continue;
-		r = &api_routes[i];
-		found = m;
-		id_bad = bad;
-		break;
-	}
+	r = route_find(ex->method, ex->path, &m, &id_bad, &path_known);
 	if (r == NULL) {
 		if (path_known) {
 			http_exchange_reply_error(ex, 405, "method_not_allowed",
@@ -232,38 +295,35 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 			return;
 		}
 	}
-	if (found.id != NULL) {
+	if (m.id != NULL) {
 		if (id_bad) {
 			http_exchange_reply_error(ex, 400, "bad_request",
 			    "malformed sandbox id: ids are 26 lowercase "
 			    "characters (a ULID)");
 			return;
 		}
-		memcpy(idbuf, found.id, ID_LEN);
+		memcpy(idbuf, m.id, ID_LEN);
 		idbuf[ID_LEN] = '\0';
-		found.id = idbuf;
+		m.id = idbuf;
 	}
-	r->handler(ctl, ex, &caller, &found);
+	r->handler(ctl, ex, &caller, &m);
 }
 
 /*
  * The key in "Authorization: Bearer <secret>", compared in constant time
- * against every configured key (no early exit on a match either).
+ * against every configured key (no early exit on a match either); NULL if
+ * none matches.
  */
 static const struct cfg_api_key *
-authenticate(struct control *ctl, struct http_exchange *ex)
+key_find(struct control *ctl, const struct http_exchange *ex)
 {
 	const struct cfg_api_key	*found = NULL;
 	const char			*h, *secret;
 	size_t				 i;
 
 	h = http_exchange_header(ex, "authorization");
-	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
-		http_exchange_add_header(ex, "WWW-Authenticate", "Bearer");
-		http_exchange_reply_error(ex, 401, "unauthorized",
-		    "missing \"Authorization: Bearer <api key>\" header");
+	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
 		return (NULL);
-	}
 	secret = h + 7;
 	while (*secret == ' ')
 		secret++;
@@ -272,12 +332,25 @@ authenticate(struct control *ctl, struct http_exchange *ex)
 		    strlen(ctl->keys[i].secret)))
 			found = &ctl->keys[i];
 	}
-	if (found == NULL) {
-		http_exchange_add_header(ex, "WWW-Authenticate", "Bearer");
-		http_exchange_reply_error(ex, 401, "unauthorized",
-		    "the API key is not valid");
-	}
 	return (found);
+}
+
+/* The caller's key, or NULL after answering 401. */
+static const struct cfg_api_key *
+authenticate(struct control *ctl, struct http_exchange *ex)
+{
+	const struct cfg_api_key	*key;
+	const char			*h;
+
+	if ((key = key_find(ctl, ex)) != NULL)
+		return (key);
+	h = http_exchange_header(ex, "authorization");
+	http_exchange_add_header(ex, "WWW-Authenticate", "Bearer");
+	http_exchange_reply_error(ex, 401, "unauthorized",
+	    h == NULL || strncasecmp(h, "Bearer ", 7) != 0 ?
+	    "missing \"Authorization: Bearer <api key>\" header" :
+	    "the API key is not valid");
+	return (NULL);
 }
 
 /* Load a sandbox the caller may see; answers 404 otherwise. */

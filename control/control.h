@@ -193,9 +193,14 @@ void	control_preview_conn_opened(struct control *, const char *sandbox_id);
 void	control_preview_conn_closed(struct control *, const char *sandbox_id);
 
 /* control/api.c */
-/* Largest request body this API route accepts (413 above it). */
-uint64_t control_api_max_body(struct control *, const char *method,
-	    const char *path);
+/*
+ * How much body an API request may send, from its head alone (413 above
+ * it). 0: the answer is an error whatever the body holds (no route, no
+ * valid key, a sandbox the caller cannot see): read no body, send no
+ * 100 Continue, dispatch at once and close after the answer.
+ */
+uint64_t control_api_body_limit(struct control *,
+	    const struct http_exchange *);
 /* Handle one API request; answers through the exchange exactly once. */
 void	 control_api_dispatch(struct control *, struct http_exchange *);
 

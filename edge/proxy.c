@@ -9,6 +9,7 @@
 #endif
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include <netinet/in.h>
@@ -36,10 +37,12 @@ struct edge_hbuf {
 	int	 overflow;
 };
 
-static void	edge_upstream_read_cb(struct bufferevent *, void *);
+static void	edge_upstream_read_cb(evutil_socket_t, short, void *);
 static void	edge_upstream_write_cb(struct bufferevent *, void *);
 static void	edge_upstream_event_cb(struct bufferevent *, short, void *);
-static void	edge_pool_read_cb(struct bufferevent *, void *);
+static void	edge_upstream_fill(struct edge_conn *);
+static void	edge_upstream_closed(struct edge_upstream *);
+static void	edge_upstream_reading(struct edge_upstream *, int);
 static void	edge_pool_event_cb(struct bufferevent *, short, void *);
 static struct edge_upstream *edge_upstream_get(struct edge *,
 		    const struct sockaddr *, socklen_t);
@@ -48,6 +51,8 @@ static struct edge_upstream *edge_upstream_connect(struct edge *,
 static void	edge_upstream_free(struct edge_upstream *);
 static void	edge_proxy_attach(struct edge_conn *, struct edge_upstream *);
 static void	edge_proxy_response(struct edge_conn *);
+static void	edge_proxy_relay(struct edge_conn *);
+static void	edge_proxy_flush(struct edge_conn *);
 static int	edge_proxy_response_head(struct edge_conn *);
 static void	edge_proxy_response_body(struct edge_conn *);
 static void	edge_proxy_done(struct edge_conn *);
@@ -251,11 +256,12 @@ edge_proxy_attach(struct edge_conn *conn, struct edge_upstream *up)
 {
 	conn->up = up;
 	up->conn = conn;
-	bufferevent_setcb(up->bev, edge_upstream_read_cb,
-	    edge_upstream_write_cb, edge_upstream_event_cb, up);
+	bufferevent_setcb(up->bev, NULL, edge_upstream_write_cb,
+	    edge_upstream_event_cb, up);
 	/* Connected sockets are written by edge_flush; see there. */
-	bufferevent_enable(up->bev, up->connected ? EV_READ :
-	    EV_READ | EV_WRITE);
+	if (!up->connected)
+		bufferevent_enable(up->bev, EV_WRITE);
+	edge_upstream_reading(up, 1);
 	edge_conn_timer(conn, up->connected ? EDGE_RESPONSE_TIMEOUT_MS :
 	    EDGE_CONNECT_TIMEOUT_MS);
 }
@@ -335,7 +341,7 @@ edge_proxy_client_write(struct edge_conn *conn)
 {
 	if (conn->up_blocked && conn->up != NULL) {
 		conn->up_blocked = 0;
-		bufferevent_enable(conn->up->bev, EV_READ);
+		edge_upstream_reading(conn->up, 1);
 	}
 }
 
@@ -360,25 +366,170 @@ edge_upstream_write_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-/* Bytes from the upstream. */
+/*
+ * Read at most len bytes from fd onto buf: bytes, 0 at EOF, -1 (errno).
+ * With beyond, one more byte is asked for in the same call and dropped;
+ * *beyond tells whether the socket held more than len bytes.
+ */
+static ssize_t
+edge_read(int fd, struct evbuffer *buf, size_t len, int *beyond)
+{
+	struct evbuffer_iovec	 v[2];
+	struct iovec		 iov[3];
+	size_t			 left = len;
+	ssize_t			 n;
+	char			 extra;
+	int			 i, nv, niov;
+
+	if ((nv = evbuffer_reserve_space(buf, len, v, nitems(v))) <= 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	/* The reservation may be larger than asked: read no more than len. */
+	for (i = 0; i < nv && left > 0; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+		left -= iov[i].iov_len;
+	}
+	nv = niov = i;
+	if (beyond != NULL) {
+		iov[niov].iov_base = &extra;
+		iov[niov++].iov_len = 1;
+	}
+	if ((n = readv(fd, iov, niov)) <= 0) {
+		evbuffer_commit_space(buf, v, 0);
+		return n;
+	}
+	if (beyond != NULL) {
+		*beyond = (size_t)n > len;
+		if (*beyond)
+			n = len;
+	}
+	left = n;
+	for (i = 0; i < nv && left > 0; i++) {
+		v[i].iov_len = iov[i].iov_len < left ? iov[i].iov_len : left;
+		left -= v[i].iov_len;
+	}
+	evbuffer_commit_space(buf, v, i);
+	return n;
+}
+
+/* Turn reading the upstream on or off. */
 static void
-edge_upstream_read_cb(struct bufferevent *bev, void *arg)
+edge_upstream_reading(struct edge_upstream *up, int on)
+{
+	if (on && !up->reading)
+		event_add(up->rev, NULL);
+	else if (!on && up->reading)
+		event_del(up->rev);
+	up->reading = on;
+}
+
+/* The upstream socket is readable (or closed). */
+static void
+edge_upstream_read_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct edge_upstream	*up = arg;
 	struct edge_conn	*conn = up->conn;
 
-	if (conn == NULL)
+	if (conn == NULL) {
+		/* Idle in the pool: any byte or a close ends it. */
+		edge_upstream_free(up);
 		return;
-	conn->resp_any = conn->resp_any ||
-	    evbuffer_get_length(bufferevent_get_input(bev)) > 0;
-	edge_proxy_response(conn);
+	}
+	edge_upstream_fill(conn);
+	if (conn->up == up && up->eof)
+		edge_upstream_closed(up);
+}
+
+/*
+ * Read the upstream until its socket is drained (a short read), the
+ * response is complete, or the client's output is full, relaying as the
+ * bytes come, then write to the client once. Body bytes whose framing
+ * needs no look (a known length after the head, until-close, a tunnel)
+ * are read straight into the client's output; the rest goes through
+ * up->in. Sets up->eof on a close or an error.
+ */
+static void
+edge_upstream_fill(struct edge_conn *conn)
+{
+	struct edge_upstream	*up = conn->up;
+	struct evbuffer		*out = bufferevent_get_output(conn->bev);
+	struct evbuffer		*dst;
+	size_t			 want, grow = EDGE_READ_MIN;
+	ssize_t			 n;
+	int			 direct, length, last, beyond = 0;
+
+	for (;;) {
+		length = conn->state == EDGE_CONN_PROXY && conn->resp_head &&
+		    conn->resp_body == HTTP_BODY_LENGTH;
+		direct = evbuffer_get_length(up->in) == 0 &&
+		    (conn->state == EDGE_CONN_TUNNEL || length ||
+		    (conn->state == EDGE_CONN_PROXY && conn->resp_head &&
+		    conn->resp_body == HTTP_BODY_UNTIL_CLOSE));
+		dst = direct ? out : up->in;
+		if (direct && length)
+			want = conn->resp_left < EDGE_READ_MAX ?
+			    conn->resp_left : EDGE_READ_MAX;
+		else if (conn->coalesce == 1 &&
+		    conn->coalesce_want > evbuffer_get_length(up->in))
+			/* One more: a response that ends there had no more. */
+			want = conn->coalesce_want -
+			    evbuffer_get_length(up->in) + 1;
+		else
+			want = grow;
+		/*
+		 * The read that ends a body also checks for bytes past it: an
+		 * upstream sending those must not be pooled (edge_proxy_done).
+		 */
+		last = direct && length && want == conn->resp_left;
+		n = edge_read(bufferevent_getfd(up->bev), dst, want,
+		    last ? &beyond : NULL);
+		if (n <= 0) {
+			if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+				log_debug("upstream read\tpeer=%s error=\"%s\"",
+				    conn->peer, n == 0 ? "closed" :
+				    strerror(errno));
+				up->eof = 1;
+			}
+			break;
+		}
+		conn->resp_any = 1;
+		if (direct && length)
+			conn->resp_left -= n;
+		if (beyond)
+			up->junk = 1;
+		/* Coalescing: hold everything until the body's start is in. */
+		if (conn->coalesce != 1 ||
+		    evbuffer_get_length(up->in) >= conn->coalesce_want) {
+			edge_proxy_relay(conn);
+			if (conn->up != up)
+				break;	/* complete, failed or retried */
+		}
+		if ((size_t)n < want ||
+		    evbuffer_get_length(out) >= EDGE_BUFFER_HIGH)
+			break;
+		/* A full read: the next may be larger (next power of two). */
+		if (grow < EDGE_READ_MAX)
+			grow = 2 * grow + 64 < EDGE_READ_MAX ? 2 * grow + 64 :
+			    EDGE_READ_MAX;
+	}
+	edge_proxy_flush(conn);
+}
+
+/* Relay what the upstream sent and write it to the client. */
+static void
+edge_proxy_response(struct edge_conn *conn)
+{
+	edge_proxy_relay(conn);
+	edge_proxy_flush(conn);
 }
 
 /* Relay what the upstream sent: heads, body, or tunnel bytes. */
 static void
-edge_proxy_response(struct edge_conn *conn)
+edge_proxy_relay(struct edge_conn *conn)
 {
-	struct evbuffer	*in = bufferevent_get_input(conn->up->bev);
+	struct evbuffer	*in = conn->up->in;
 	struct evbuffer	*out = bufferevent_get_output(conn->bev);
 
 	if (conn->state == EDGE_CONN_TUNNEL)
@@ -389,12 +540,20 @@ edge_proxy_response(struct edge_conn *conn)
 		if (conn->state == EDGE_CONN_PROXY && conn->resp_head)
 			edge_proxy_response_body(conn);
 	}
+}
+
+/* Write the client's output now; stop reading the upstream while it is full. */
+static void
+edge_proxy_flush(struct edge_conn *conn)
+{
+	struct evbuffer	*out = bufferevent_get_output(conn->bev);
+
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
 	edge_flush(conn->bev);
 	if (conn->up != NULL &&
 	    evbuffer_get_length(out) > EDGE_BUFFER_HIGH) {
-		bufferevent_disable(conn->up->bev, EV_READ);
+		edge_upstream_reading(conn->up, 0);
 		conn->up_blocked = 1;
 	}
 }
@@ -408,11 +567,12 @@ static int
 edge_proxy_response_head(struct edge_conn *conn)
 {
 	struct edge			*edge = conn->edge;
-	struct evbuffer			*in = bufferevent_get_input(conn->up->bev);
+	struct evbuffer			*in = conn->up->in;
 	struct evbuffer			*out = bufferevent_get_output(conn->bev);
 	struct http_response_head	 rh;
 	const struct http_header	*hd, *connection;
 	struct edge_hbuf		 b;
+	struct evbuffer_iovec		 v;
 	const char			*p;
 	char				 line[64];
 	size_t				 len, i, want;
@@ -422,8 +582,17 @@ edge_proxy_response_head(struct edge_conn *conn)
 		return 1;
 	if (len > HTTP_MAX_HEAD_SIZE)
 		len = HTTP_MAX_HEAD_SIZE;
-	p = (const char *)evbuffer_pullup(in, len);
-	r = http_parse_response(p, len, &rh);
+	/*
+	 * The head is nearly always within the first chain: parse it there.
+	 * Pulling up len bytes would copy the start of the body as well.
+	 */
+	r = -2;
+	if (evbuffer_peek(in, -1, NULL, &v, 1) > 0 && v.iov_len < len)
+		r = http_parse_response(v.iov_base, v.iov_len, &rh);
+	if (r == -2) {
+		p = (const char *)evbuffer_pullup(in, len);
+		r = http_parse_response(p, len, &rh);
+	}
 	if (r == -2 && len < HTTP_MAX_HEAD_SIZE)
 		return 1;
 	if (r < 0) {
@@ -473,15 +642,13 @@ edge_proxy_response_head(struct edge_conn *conn)
 			want = r + (conn->resp_left < EDGE_COALESCE ?
 			    conn->resp_left : EDGE_COALESCE);
 			if (evbuffer_get_length(in) < want) {
+				/* edge_upstream_fill holds back until then. */
 				conn->coalesce = 1;
-				bufferevent_setwatermark(conn->up->bev, EV_READ,
-				    want, 0);
+				conn->coalesce_want = want;
 				edge_conn_timer(conn, EDGE_COALESCE_MS);
 				return 1;
 			}
 		}
-		if (conn->coalesce == 1)
-			bufferevent_setwatermark(conn->up->bev, EV_READ, 0, 0);
 		conn->coalesce = 2;
 		/* Without a framing the client can follow, it must close. */
 		conn->client_ka = conn->keepalive && conn->req_done &&
@@ -553,7 +720,7 @@ edge_proxy_dechunk_cb(void *arg, const char *data, size_t len)
 static void
 edge_proxy_response_body(struct edge_conn *conn)
 {
-	struct evbuffer		*in = bufferevent_get_input(conn->up->bev);
+	struct evbuffer		*in = conn->up->in;
 	struct evbuffer		*out = bufferevent_get_output(conn->bev);
 	struct evbuffer_iovec	 v[8];
 	size_t			 len, used;
@@ -613,18 +780,17 @@ edge_proxy_done(struct edge_conn *conn)
 	int	reuse;
 
 	reuse = conn->up_keepalive && conn->req_done &&
-	    evbuffer_get_length(bufferevent_get_input(conn->up->bev)) == 0;
+	    evbuffer_get_length(conn->up->in) == 0;
 	edge_proxy_release(conn, reuse);
 	edge_conn_finish(conn, conn->client_ka);
 }
 
-/* The upstream closed, reset or failed to connect. */
+/* Connected, or a write or the connect failed. */
 static void
 edge_upstream_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct edge_upstream	*up = arg;
 	struct edge_conn	*conn = up->conn;
-	struct edge_upstream	*fresh;
 
 	if (conn == NULL) {
 		edge_upstream_free(up);
@@ -635,21 +801,34 @@ edge_upstream_event_cb(struct bufferevent *bev, short what, void *arg)
 		edge_conn_timer(conn, EDGE_RESPONSE_TIMEOUT_MS);
 		return;
 	}
+	log_debug("upstream error\tpeer=%s error=\"%s\"", conn->peer,
+	    strerror(EVUTIL_SOCKET_ERROR()));
+	up->eof = 1;
+	edge_upstream_closed(up);
+}
+
+/*
+ * The upstream closed, reset or failed to connect (up->eof is set): end
+ * the tunnel or the response, retry once, or answer with an error.
+ */
+static void
+edge_upstream_closed(struct edge_upstream *up)
+{
+	struct edge_conn	*conn = up->conn;
+	struct evbuffer		*out = bufferevent_get_output(conn->bev);
+	struct edge_upstream	*fresh;
+
 	if (conn->state == EDGE_CONN_TUNNEL) {
 		edge_proxy_release(conn, 0);
 		edge_conn_finish(conn, 0);
 		return;
 	}
-	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
-		/* Bytes held back by the coalescing watermark go first. */
-		conn->resp_any = 1;
-		if (conn->coalesce == 1) {
-			conn->coalesce = 2;
-			bufferevent_setwatermark(bev, EV_READ, 0, 0);
-			edge_proxy_response(conn);
-			if (conn->up != up)
-				return;
-		}
+	if (conn->coalesce == 1) {
+		/* Bytes held back for coalescing go first. */
+		conn->coalesce = 2;
+		edge_proxy_response(conn);
+		if (conn->up != up)
+			return;
 	}
 	if (!conn->resp_any) {
 		/* A pooled connection the upstream closed as we reused it. */
@@ -675,16 +854,11 @@ edge_upstream_event_cb(struct bufferevent *bev, short what, void *arg)
 		    "connection in the middle of its response head.");
 		return;
 	}
-	if (conn->resp_body == HTTP_BODY_UNTIL_CLOSE) {
-		evbuffer_add_buffer(bufferevent_get_output(conn->bev),
-		    bufferevent_get_input(bev));
-		edge_proxy_release(conn, 0);
-		edge_conn_finish(conn, 0);
-		return;
-	}
-	/* Truncated body: flush what came, then close so the client sees it. */
-	evbuffer_add_buffer(bufferevent_get_output(conn->bev),
-	    bufferevent_get_input(bev));
+	/*
+	 * Until-close: this is the end. Otherwise the body is truncated:
+	 * flush what came, then close so the client sees it.
+	 */
+	evbuffer_add_buffer(out, up->in);
 	edge_proxy_release(conn, 0);
 	edge_conn_finish(conn, 0);
 }
@@ -698,7 +872,6 @@ edge_proxy_timeout(struct edge_conn *conn)
 	if (conn->coalesce == 1) {
 		/* The body is slow: send what there is. */
 		conn->coalesce = 2;
-		bufferevent_setwatermark(conn->up->bev, EV_READ, 0, 0);
 		edge_conn_timer(conn, EDGE_RESPONSE_TIMEOUT_MS);
 		edge_proxy_response(conn);
 		return;
@@ -786,13 +959,15 @@ edge_upstream_connect(struct edge *edge, const struct sockaddr *sa,
 		free(up);
 		return NULL;
 	}
-	bufferevent_set_max_single_read(up->bev, EDGE_IO_MAX);
 	bufferevent_set_max_single_write(up->bev, EDGE_IO_MAX);
-	if (bufferevent_socket_connect(up->bev, sa, salen) != 0) {
+	up->rev = event_new(edge->base, fd, EV_READ | EV_PERSIST,
+	    edge_upstream_read_cb, up);
+	up->in = evbuffer_new();
+	if (up->rev == NULL || up->in == NULL ||
+	    bufferevent_socket_connect(up->bev, sa, salen) != 0) {
 		log_debug("upstream connect failed: %s",
 		    strerror(EVUTIL_SOCKET_ERROR()));
-		bufferevent_free(up->bev);
-		free(up);
+		edge_upstream_free(up);
 		return NULL;
 	}
 	return up;
@@ -808,15 +983,12 @@ edge_upstream_free(struct edge_upstream *up)
 	}
 	if (up->conn != NULL)
 		up->conn->up = NULL;
+	if (up->rev != NULL)
+		event_free(up->rev);
+	if (up->in != NULL)
+		evbuffer_free(up->in);
 	bufferevent_free(up->bev);
 	free(up);
-}
-
-/* Any byte or close on an idle pooled connection ends it. */
-static void
-edge_pool_read_cb(struct bufferevent *bev, void *arg)
-{
-	edge_upstream_free(arg);
 }
 
 /* An idle pooled connection closed. */
@@ -847,7 +1019,8 @@ edge_proxy_release(struct edge_conn *conn, int reuse)
 		return;
 	conn->up = NULL;
 	up->conn = NULL;
-	if (!reuse || edge->shutting_down || !up->connected) {
+	if (!reuse || up->eof || up->junk || edge->shutting_down ||
+	    !up->connected) {
 		edge_upstream_free(up);
 		return;
 	}
@@ -869,12 +1042,11 @@ edge_proxy_release(struct edge_conn *conn, int reuse)
 	}
 	up->pool = pool;
 	up->idle_since = time_mono_ms();
-	bufferevent_setwatermark(up->bev, EV_READ, 0, 0);
 	TAILQ_INSERT_HEAD(&pool->idle, up, entry);
 	pool->nidle++;
-	bufferevent_setcb(up->bev, edge_pool_read_cb, NULL,
-	    edge_pool_event_cb, up);
-	bufferevent_enable(up->bev, EV_READ);
+	/* Any byte or close ends it: edge_upstream_read_cb sees no conn. */
+	bufferevent_setcb(up->bev, NULL, NULL, edge_pool_event_cb, up);
+	edge_upstream_reading(up, 1);
 }
 
 /* Close idle upstream connections past their time (all: every one). */

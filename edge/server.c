@@ -869,7 +869,7 @@ edge_api_start(struct edge_conn *conn, const struct http_request_head *h,
 	ex->started_ms = time_mono_ms();
 	conn->ex = ex;
 	conn->api_got = 0;
-	conn->api_limit = control_api_max_body(edge->ctl, ex->method, ex->path);
+	conn->api_limit = control_api_body_limit(edge->ctl, ex);
 
 	expect = http_header_find(h->headers, h->nheaders, "expect");
 	go_ahead = expect != NULL && !conn->req_done && conn->minor >= 1 &&
@@ -877,7 +877,18 @@ edge_api_start(struct edge_conn *conn, const struct http_request_head *h,
 	    strncasecmp(expect->value, "100-continue", 12) == 0;
 	evbuffer_drain(in, head_len);	/* h points into freed memory now */
 	conn->state = EDGE_CONN_API_BODY;
-	if (conn->req_body == HTTP_BODY_LENGTH &&
+	if (conn->api_limit == 0 && !conn->req_done) {
+		/*
+		 * The answer is an error whatever the body holds (no valid
+		 * key, say): read none of it, say no 100 Continue, answer
+		 * now and close after.
+		 */
+		conn->keepalive = 0;
+		conn->linger = 1;	/* the body may still be coming */
+		conn->req_body = HTTP_BODY_NONE;
+		conn->req_done = 1;
+		go_ahead = 0;
+	} else if (conn->req_body == HTTP_BODY_LENGTH &&
 	    conn->req_left > conn->api_limit) {
 		edge_conn_error(conn, 413, "The request body is too large "
 		    "for this route.", NULL);

@@ -240,8 +240,17 @@ def test_bad_input(t, d, sid):
         out = d.raw(raw)
         t.check(out[:12] in (b"HTTP/1.1 400", b"HTTP/1.1 431", b"HTTP/1.1 505", b"HTTP/1.1 413", b"")
                 and not out.startswith(b"HTTP/1.1 5"), "raw %r -> %r" % (raw[:30], out[:40]))
-    out = d.raw(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n")
+    out = d.raw(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Length: 999999999999\r\n\r\n" % d.key().encode())
     t.check(out.startswith(b"HTTP/1.1 413"), "huge Content-Length 413: %r" % out[:40])
+    # Without a valid key nothing is buffered: the answer comes from the head.
+    for key in (b"", b"Authorization: Bearer wrong-key-of-some-length-00000000\r\n"):
+        out = d.raw(b"PUT /v1/sandboxes/%s/files/big HTTP/1.1\r\nHost: x\r\n%s"
+                    b"Content-Length: 100000000\r\nExpect: 100-continue\r\n\r\n" % (sid.encode(), key))
+        t.check(out.startswith(b"HTTP/1.1 401"), "unauthenticated 100 MB PUT: 401 at once: %r" % out[:40])
+    out = d.raw(b"PUT /v1/sandboxes/%s/files/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Length: 100000000\r\n\r\n" % (sid.encode(), d.key("globex").encode()))
+    t.check(out.startswith(b"HTTP/1.1 404"), "another tenant's 100 MB PUT: 404 at once: %r" % out[:40])
     r = d.preview("00000000000000000000000000")
     t.check(r.status == 404, "preview of an unknown id 404")
     r = d.request("GET", "/", key=None, host="not-an-id.preview.localhost")

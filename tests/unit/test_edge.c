@@ -97,9 +97,11 @@ control_preview_conn_closed(struct control *ctl, const char *id)
 }
 
 uint64_t
-control_api_max_body(struct control *ctl, const char *method,
-    const char *path)
+control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 {
+	/* A route no valid caller could reach: no body is read for it. */
+	if (strcmp(ex->path, "/v1/denied") == 0)
+		return 0;
 	return 1024;
 }
 
@@ -195,6 +197,58 @@ origin_later_cb(evutil_socket_t fd, short events, void *arg)
 	bufferevent_write(oc->bev, "world", 5);
 }
 
+/* Byte i of the bodies /pat/ serves: no period a relay could hide in. */
+static char
+pattern_byte(size_t i)
+{
+	return (char)('!' + (i + i / 251) % 89);
+}
+
+/*
+ * /pat/<n>/<framing>: n pattern bytes with Content-Length ("len"), the
+ * same followed by 4 bytes too many ("junk"), in chunks of uneven sizes
+ * ("chunked"), or until close ("close").
+ */
+static void
+origin_pattern(struct origin_conn *oc, struct evbuffer *out)
+{
+	static const size_t	 sizes[] = { 1, 1000, 7001, 40000, 100003 };
+	char			*end, *body;
+	size_t			 n, i, k, off;
+
+	n = strtoul(oc->target + 5, &end, 10);
+	body = malloc(n + 1);
+	for (i = 0; i < n; i++)
+		body[i] = pattern_byte(i);
+	if (strcmp(end, "/len") == 0 || strcmp(end, "/junk") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nX-Origin-Conn: %d"
+		    "\r\nContent-Length: %zu\r\n\r\n", oc->serial, n);
+		evbuffer_add(out, body, n);
+		if (strcmp(end, "/junk") == 0) {
+			/* Bytes past the body, in the same write. */
+			evbuffer_add(out, "JUNK", 4);
+			bufferevent_set_max_single_write(oc->bev, n + 1024);
+		}
+	} else if (strcmp(end, "/chunked") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nX-Origin-Conn: %d"
+		    "\r\nTransfer-Encoding: chunked\r\n\r\n", oc->serial);
+		for (off = 0, i = 0; off < n; off += k, i++) {
+			k = sizes[i % nitems(sizes)];
+			if (k > n - off)
+				k = n - off;
+			evbuffer_add_printf(out, "%zx\r\n", k);
+			evbuffer_add(out, body + off, k);
+			evbuffer_add(out, "\r\n", 2);
+		}
+		evbuffer_add_printf(out, "0\r\n\r\n");
+	} else {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\n\r\n");
+		evbuffer_add(out, body, n);
+		oc->closing = 1;
+	}
+	free(body);
+}
+
 /* Write the answer to the request just read. */
 static void
 origin_respond(struct origin_conn *oc)
@@ -203,7 +257,14 @@ origin_respond(struct origin_conn *oc)
 	size_t		 len = evbuffer_get_length(oc->body);
 	char		*big;
 
-	if (strncmp(oc->target, "/echo", 5) == 0) {
+	if (strncmp(oc->target, "/pat/", 5) == 0) {
+		origin_pattern(oc, out);
+	} else if (strcmp(oc->target, "/bye") == 0) {
+		/* Keep-alive by the head, then closed all the same. */
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "3\r\n\r\nbye");
+		oc->closing = 1;
+	} else if (strncmp(oc->target, "/echo", 5) == 0) {
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nX-Origin-Conn: %d"
 		    "\r\nContent-Length: %zu\r\n\r\n%s %s\n", oc->serial,
 		    strlen(oc->method) + strlen(oc->target) + 2 + len,
@@ -941,6 +1002,134 @@ test_websocket(void)
 	cli_close(&c);
 }
 
+/* 1 if r's body is the first n bytes of the /pat/ pattern. */
+static int
+resp_is_pattern(const struct resp *r, size_t n)
+{
+	size_t	i;
+
+	if (r->status != 200 || r->bodylen != n)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (r->body[i] != pattern_byte(i))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Bodies larger than one read, in every framing: the relay reads the
+ * upstream itself, straight into the client's output where it can.
+ */
+static void
+test_large_bodies(void)
+{
+	static const size_t	 sizes[] = { 16256, 16320, 65536, 65537,
+				    300000, 3 * MIB + 7 };
+	struct cli		 c;
+	struct resp		 r;
+	char			 req[256], serial[32];
+	size_t			 i;
+	int			 ok;
+
+	/* Every size with a length, then chunked, on one connection. */
+	CHECK(cli_connect(&c) == 0);
+	serial[0] = '\0';
+	for (i = 0; i < nitems(sizes); i++) {
+		snprintf(req, sizeof req, "GET /pat/%zu/len HTTP/1.1\r\n"
+		    "Host: " HOST_OK "\r\n\r\n", sizes[i]);
+		cli_sends(&c, req);
+		CHECK(cli_recv(&c, "GET", &r) == 0);
+		CHECK(resp_is_pattern(&r, sizes[i]));
+		/* The upstream connection is kept after each. */
+		if (i == 0)
+			snprintf(serial, sizeof serial, "%s",
+			    resp_get(&r, "x-origin-conn"));
+		CHECK_STR(resp_get(&r, "x-origin-conn"), serial);
+		resp_free(&r);
+	}
+	for (i = 0; i < nitems(sizes); i++) {
+		snprintf(req, sizeof req, "GET /pat/%zu/chunked HTTP/1.1\r\n"
+		    "Host: " HOST_OK "\r\n\r\n", sizes[i]);
+		cli_sends(&c, req);
+		CHECK(cli_recv(&c, "GET", &r) == 0);
+		CHECK(resp_has(&r, "Transfer-Encoding: chunked"));
+		CHECK(resp_is_pattern(&r, sizes[i]));
+		CHECK_STR(resp_get(&r, "x-origin-conn"), serial);
+		resp_free(&r);
+	}
+
+	/* Backpressure: unread for a while, then all of it, in order. */
+	snprintf(req, sizeof req, "GET /pat/%d/len HTTP/1.1\r\nHost: "
+	    HOST_OK "\r\n\r\n", 8 * MIB);
+	cli_sends(&c, req);
+	usleep(300 * 1000);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(resp_is_pattern(&r, 8 * MIB));
+	CHECK_STR(resp_get(&r, "x-origin-conn"), serial);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* Until close, and an HTTP/1.0 client decoding a large chunked body. */
+	snprintf(req, sizeof req, "GET /pat/%d/close HTTP/1.1\r\nHost: "
+	    HOST_OK "\r\n\r\n", MIB + 3);
+	CHECK(one(req, "GET", &r) == 200);
+	CHECK(resp_is_pattern(&r, MIB + 3));
+	CHECK(resp_has(&r, "Connection: close"));
+	resp_free(&r);
+	snprintf(req, sizeof req, "GET /pat/%d/chunked HTTP/1.0\r\nHost: "
+	    HOST_OK "\r\n\r\n", MIB + 5);
+	CHECK(one(req, "GET", &r) == 200);
+	CHECK(!resp_has_name(&r, "transfer-encoding"));
+	CHECK(resp_is_pattern(&r, MIB + 5));
+	resp_free(&r);
+
+	/*
+	 * An upstream that closes a connection it offered to keep: the
+	 * pooled connection is dropped (or the request retried), never used
+	 * dead. The second request is pipelined to race the close.
+	 */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /bye HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n"
+	    "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	CHECK_STR(r.body, "bye");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	usleep(50 * 1000);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	ok = r.status == 200 && strcmp(r.body, "GET /echo\n") == 0;
+	CHECK(ok);
+	resp_free(&r);
+
+	/*
+	 * Bytes past a response's end, small and large (the large body is
+	 * read straight into the client's output): the upstream connection
+	 * is not pooled, so the pipelined request gets a fresh one.
+	 */
+	for (i = 0; i < 2; i++) {
+		snprintf(req, sizeof req, "GET /pat/%d/junk HTTP/1.1\r\n"
+		    "Host: " HOST_OK "\r\n\r\nGET /echo HTTP/1.1\r\nHost: "
+		    HOST_OK "\r\n\r\n", i == 0 ? 5 : 200000);
+		cli_sends(&c, req);
+		CHECK(cli_recv(&c, "GET", &r) == 0);
+		CHECK(resp_is_pattern(&r, i == 0 ? 5 : 200000));
+		snprintf(serial, sizeof serial, "%s",
+		    resp_get(&r, "x-origin-conn"));
+		resp_free(&r);
+		CHECK(cli_recv(&c, "GET", &r) == 0);
+		ok = r.status == 200 && strcmp(r.body, "GET /echo\n") == 0;
+		CHECK(ok);
+		CHECK(strcmp(resp_get(&r, "x-origin-conn"), serial) != 0);
+		resp_free(&r);
+	}
+	cli_close(&c);
+}
+
 static void
 test_pages(void)
 {
@@ -1072,6 +1261,18 @@ test_api(void)
 	CHECK(cli_recv(&c, "GET", &r) == 0);
 	CHECK(r.status == 200 && resp_has(&r, "Connection: close"));
 	CHECK(cli_eof(&c));
+	resp_free(&r);
+	cli_close(&c);
+
+	/*
+	 * A request the caller cannot make gets its answer without its body
+	 * being read or a 100 Continue: the 10 MB are never sent.
+	 */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "PUT /v1/denied HTTP/1.1\r\nHost: localhost\r\n"
+	    "Content-Length: 10000000\r\nExpect: 100-continue\r\n\r\n");
+	CHECK(cli_recv(&c, "PUT", &r) == 0);
+	CHECK(r.status == 404 && resp_has(&r, "Connection: close"));
 	resp_free(&r);
 	cli_close(&c);
 
@@ -1250,6 +1451,7 @@ client_main(void *arg)
 	RUN(test_no_body_responses);
 	RUN(test_framings);
 	RUN(test_websocket);
+	RUN(test_large_bodies);
 	RUN(test_pages);
 	RUN(test_upstream_failures);
 	RUN(test_static_route);
