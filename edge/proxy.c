@@ -42,6 +42,7 @@ static void	edge_upstream_write_cb(struct bufferevent *, void *);
 static void	edge_upstream_event_cb(struct bufferevent *, short, void *);
 static void	edge_upstream_fill(struct edge_conn *);
 static void	edge_upstream_closed(struct edge_upstream *);
+static int	edge_method_idempotent(const char *);
 static void	edge_upstream_reading(struct edge_upstream *, int);
 static void	edge_pool_event_cb(struct bufferevent *, short, void *);
 static struct edge_upstream *edge_upstream_get(struct edge *,
@@ -232,9 +233,14 @@ edge_proxy_start(struct edge_conn *conn, const struct http_request_head *h,
 		    "reached.");
 		return;
 	}
-	/* A pooled connection may have been closed by the upstream just now:
-	 * keep the head to send it once more on a fresh connection. */
-	if (up->reused && conn->req_body == HTTP_BODY_NONE) {
+	/*
+	 * A pooled connection may have been closed by the upstream just now:
+	 * keep the head to send it once more on a fresh connection. Only for
+	 * idempotent methods (RFC 9110 9.2.2), as nginx does: the upstream
+	 * may have acted on a POST before it closed.
+	 */
+	if (up->reused && conn->req_body == HTTP_BODY_NONE &&
+	    edge_method_idempotent(conn->method)) {
 		if (conn->head_copy_size < b.len) {
 			free(conn->head_copy);
 			conn->head_copy = xmalloc(b.len);
@@ -805,6 +811,21 @@ edge_upstream_event_cb(struct bufferevent *bev, short what, void *arg)
 	    strerror(EVUTIL_SOCKET_ERROR()));
 	up->eof = 1;
 	edge_upstream_closed(up);
+}
+
+/* 1 for methods a client may repeat without changing the outcome. */
+static int
+edge_method_idempotent(const char *method)
+{
+	static const char *const idempotent[] = { "GET", "HEAD", "OPTIONS",
+	    "TRACE", "PUT", "DELETE" };
+	size_t	i;
+
+	for (i = 0; i < nitems(idempotent); i++) {
+		if (strcmp(method, idempotent[i]) == 0)
+			return (1);
+	}
+	return (0);
 }
 
 /*

@@ -45,6 +45,7 @@ static struct edge		*edge;
 static int			 edge_port, origin_port, dead_port;
 static char			 unix_path[108];
 static int			 origin_accepts;	/* atomic */
+static int			 origin_dropped;	/* atomic */
 static int			 preview_opened, preview_closed; /* atomic */
 static int			 detached_replies;	/* atomic */
 static int			 shutdown_done;		/* atomic */
@@ -159,6 +160,7 @@ struct origin_conn {
 	int			 in_body;
 	int			 ws;
 	int			 closing;
+	int			 drop_next;	/* close on the next request, mute */
 	enum http_body_kind	 bk;
 	uint64_t		 left;
 	struct http_chunked	 ch;
@@ -257,7 +259,15 @@ origin_respond(struct origin_conn *oc)
 	size_t		 len = evbuffer_get_length(oc->body);
 	char		*big;
 
-	if (strncmp(oc->target, "/pat/", 5) == 0) {
+	if (oc->drop_next) {
+		/* As if it closed the idle connection just as it was reused. */
+		AINC(&origin_dropped);
+		oc->closing = 1;
+	} else if (strcmp(oc->target, "/drop-next") == 0) {
+		oc->drop_next = 1;
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "2\r\n\r\nok");
+	} else if (strncmp(oc->target, "/pat/", 5) == 0) {
 		origin_pattern(oc, out);
 	} else if (strcmp(oc->target, "/bye") == 0) {
 		/* Keep-alive by the head, then closed all the same. */
@@ -1030,7 +1040,7 @@ test_large_bodies(void)
 	struct resp		 r;
 	char			 req[256], serial[32];
 	size_t			 i;
-	int			 ok;
+	int			 ok, before;
 
 	/* Every size with a length, then chunked, on one connection. */
 	CHECK(cli_connect(&c) == 0);
@@ -1105,6 +1115,26 @@ test_large_bodies(void)
 	ok = r.status == 200 && strcmp(r.body, "GET /echo\n") == 0;
 	CHECK(ok);
 	resp_free(&r);
+
+	/*
+	 * A pooled connection that dies as it is reused: a GET is sent again
+	 * on a fresh connection, a POST is not (the upstream may have acted
+	 * on it), and gets a 502.
+	 */
+	for (i = 0; i < 2; i++) {
+		before = ALOAD(&origin_dropped);
+		CHECK(one("GET /drop-next HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+		    "GET", &r) == 200);
+		resp_free(&r);
+		if (i == 0)
+			CHECK(one("GET /echo HTTP/1.1\r\nHost: " HOST_OK
+			    "\r\n\r\n", "GET", &r) == 200);
+		else
+			CHECK(one("POST /echo HTTP/1.1\r\nHost: " HOST_OK
+			    "\r\n\r\n", "POST", &r) == 502);
+		resp_free(&r);
+		CHECK(ALOAD(&origin_dropped) == before + 1);
+	}
 
 	/*
 	 * Bytes past a response's end, small and large (the large body is
