@@ -179,6 +179,7 @@ void	edge_conn_error(struct edge_conn *, int status, const char *message,
 	    const char *extra_header);
 void	edge_conn_timer(struct edge_conn *, int64_t ms);
 void	edge_conn_read(struct edge_conn *);
+int	edge_body_take(struct edge_conn *, struct evbuffer *, http_data_cb);
 
 /* edge/proxy.c */
 void	edge_proxy_start(struct edge_conn *, const struct http_request_head *,

@@ -293,10 +293,6 @@ edge_proxy_client_read(struct edge_conn *conn)
 {
 	struct evbuffer		*in = bufferevent_get_input(conn->bev);
 	struct evbuffer		*out;
-	struct evbuffer_iovec	 v[8];
-	size_t			 len, used;
-	ssize_t			 r;
-	int			 i, n;
 
 	if (conn->up == NULL)
 		return;
@@ -306,33 +302,9 @@ edge_proxy_client_read(struct edge_conn *conn)
 	} else if (conn->state != EDGE_CONN_PROXY || conn->req_done) {
 		/* A pipelined request waits for this response to finish. */
 		return;
-	} else if (conn->req_body == HTTP_BODY_LENGTH) {
-		len = evbuffer_get_length(in);
-		if (len > conn->req_left)
-			len = conn->req_left;
-		evbuffer_remove_buffer(in, out, len);
-		conn->req_left -= len;
-		conn->req_done = conn->req_left == 0;
-	} else if (conn->req_body == HTTP_BODY_CHUNKED) {
-		/* Passed through verbatim; the scanner only finds the end. */
-		while (!conn->req_done && evbuffer_get_length(in) > 0) {
-			n = evbuffer_peek(in, -1, NULL, v, nitems(v));
-			if (n > (int)nitems(v))
-				n = nitems(v);
-			used = 0;
-			for (i = 0; i < n && !conn->req_chunked.done; i++) {
-				r = http_chunked_scan(&conn->req_chunked,
-				    v[i].iov_base, v[i].iov_len, NULL, NULL);
-				if (r < 0) {
-					edge_proxy_fail(conn, 400, "The "
-					    "chunked body is malformed.");
-					return;
-				}
-				used += r;
-			}
-			evbuffer_remove_buffer(in, out, used);
-			conn->req_done = conn->req_chunked.done;
-		}
+	} else if (edge_body_take(conn, out, NULL) == -1) {
+		edge_proxy_fail(conn, 400, "The chunked body is malformed.");
+		return;
 	}
 	edge_flush(conn->up->bev);
 	if (evbuffer_get_length(out) > EDGE_BUFFER_HIGH) {

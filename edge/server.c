@@ -915,50 +915,71 @@ edge_api_data_cb(void *arg, const char *data, size_t len)
 		evbuffer_add(conn->ex->body, data, len);
 }
 
-/* Read the API body as it arrives; dispatch when complete. */
-static void
-edge_api_body(struct edge_conn *conn)
+/*
+ * Take the request body bytes that have arrived. A Content-Length body
+ * moves into out. A chunked body is scanned to find its end and either
+ * moves into out verbatim (on_data NULL: proxying) or is decoded through
+ * on_data and dropped from the input (the API). Sets conn->req_done at the
+ * body's end; -1 for a malformed chunked body.
+ */
+int
+edge_body_take(struct edge_conn *conn, struct evbuffer *out,
+    http_data_cb on_data)
 {
 	struct evbuffer		*in = bufferevent_get_input(conn->bev);
 	struct evbuffer_iovec	 v[8];
-	struct http_exchange	*ex = conn->ex;
 	size_t			 len, used;
 	ssize_t			 r;
 	int			 i, n;
 
-	if (conn->req_body == HTTP_BODY_LENGTH && !conn->req_done) {
+	if (conn->req_done)
+		return 0;
+	if (conn->req_body == HTTP_BODY_LENGTH) {
 		len = evbuffer_get_length(in);
 		if (len > conn->req_left)
 			len = conn->req_left;
-		evbuffer_remove_buffer(in, ex->body, len);
+		evbuffer_remove_buffer(in, out, len);
 		conn->req_left -= len;
 		conn->req_done = conn->req_left == 0;
-	} else if (conn->req_body == HTTP_BODY_CHUNKED) {
-		while (!conn->req_done && evbuffer_get_length(in) > 0) {
-			n = evbuffer_peek(in, -1, NULL, v, nitems(v));
-			if (n > (int)nitems(v))
-				n = nitems(v);
-			used = 0;
-			for (i = 0; i < n && !conn->req_chunked.done; i++) {
-				r = http_chunked_scan(&conn->req_chunked,
-				    v[i].iov_base, v[i].iov_len,
-				    edge_api_data_cb, conn);
-				if (r < 0) {
-					edge_conn_error(conn, 400, "The "
-					    "chunked body is malformed.",
-					    NULL);
-					return;
-				}
-				used += r;
-			}
-			evbuffer_drain(in, used);
-			conn->req_done = conn->req_chunked.done;
-			if (conn->api_got > conn->api_limit) {
-				edge_conn_error(conn, 413, "The request body "
-				    "is too large for this route.", NULL);
-				return;
-			}
+		return 0;
+	}
+	while (conn->req_body == HTTP_BODY_CHUNKED && !conn->req_done &&
+	    evbuffer_get_length(in) > 0) {
+		n = evbuffer_peek(in, -1, NULL, v, nitems(v));
+		if (n > (int)nitems(v))
+			n = nitems(v);
+		used = 0;
+		for (i = 0; i < n && !conn->req_chunked.done; i++) {
+			r = http_chunked_scan(&conn->req_chunked,
+			    v[i].iov_base, v[i].iov_len, on_data, conn);
+			if (r < 0)
+				return -1;
+			used += r;
 		}
+		if (on_data != NULL)
+			evbuffer_drain(in, used);
+		else
+			evbuffer_remove_buffer(in, out, used);
+		conn->req_done = conn->req_chunked.done;
+	}
+	return 0;
+}
+
+/* Read the API body as it arrives; dispatch when complete. */
+static void
+edge_api_body(struct edge_conn *conn)
+{
+	struct http_exchange	*ex = conn->ex;
+
+	if (edge_body_take(conn, ex->body, edge_api_data_cb) == -1) {
+		edge_conn_error(conn, 400, "The chunked body is malformed.",
+		    NULL);
+		return;
+	}
+	if (conn->api_got > conn->api_limit) {
+		edge_conn_error(conn, 413, "The request body is too large "
+		    "for this route.", NULL);
+		return;
 	}
 	if (!conn->req_done) {
 		edge_conn_timer(conn, EDGE_BODY_TIMEOUT_MS);
