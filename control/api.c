@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1094,24 +1095,98 @@ reply_errno(struct http_exchange *ex, int error, const char *path)
 	}
 }
 
+/*
+ * A PUT or DELETE of a workspace file, run in a forked child: a 100 MiB
+ * write with its fsync, or the removal of a node_modules tree, must not
+ * stall every other tenant's traffic on the loop. The child's exit code
+ * carries the outcome: 0 done, 1 done and created, FILE_JOB_ERRNO + errno.
+ */
+#define FILE_JOB_ERRNO	2
+
+struct file_job {
+	struct http_exchange	*ex;
+	char			*path;
+	int			 wsfd;
+	int			 is_put;
+};
+
+static int
+file_job_run(void *arg)
+{
+	struct file_job	*job = arg;
+	int		 created = 0, error;
+
+	if (job->is_put)
+		error = files_put(job->wsfd, job->path, job->ex->body,
+		    SANDBOX_UID, SANDBOX_GID, &created);
+	else
+		error = files_delete(job->wsfd, job->path);
+	if (error != 0)
+		return (FILE_JOB_ERRNO + (error < 250 ? error : EIO));
+	return (created);
+}
+
+static void
+file_job_done(int status, void *arg)
+{
+	struct file_job	*job = arg;
+	int		 code;
+
+	code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	if (code == -1)
+		http_exchange_reply_error(job->ex, 500, "internal",
+		    "the file operation was cut short");
+	else if (code >= FILE_JOB_ERRNO)
+		reply_errno(job->ex, code - FILE_JOB_ERRNO, job->path);
+	else if (job->is_put)
+		http_exchange_reply(job->ex, code == 1 ? 201 : 204, NULL,
+		    NULL, 0);
+	else
+		http_exchange_reply(job->ex, 204, NULL, NULL, 0);
+	close(job->wsfd);
+	free(job->path);
+	free(job);
+}
+
+/* PUT and DELETE of /v1/sandboxes/{id}/files/{path}. */
+static void
+file_change(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m, int is_put)
+{
+	struct file_job	*job;
+	char		*path;
+	int		 wsfd;
+
+	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
+		return;
+	job = xcalloc(1, sizeof *job);
+	job->ex = ex;
+	job->path = path;
+	job->wsfd = wsfd;
+	job->is_put = is_put;
+	if (control_fork(ctl, file_job_run, job, file_job_done, job) == -1) {
+		http_exchange_reply_error(ex, 503, "unavailable",
+		    "the server cannot start the file operation now");
+		close(wsfd);
+		free(path);
+		free(job);
+	}
+}
+
 /* PUT /v1/sandboxes/{id}/files/{path} */
 static void
 h_file_put(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	char	*path;
-	int	 wsfd, error, created = 0;
+	file_change(ctl, ex, caller, m, 1);
+}
 
-	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
-		return;
-	error = files_put(wsfd, path, ex->body, SANDBOX_UID, SANDBOX_GID,
-	    &created);
-	close(wsfd);
-	if (error != 0)
-		reply_errno(ex, error, path);
-	else
-		http_exchange_reply(ex, created ? 201 : 204, NULL, NULL, 0);
-	free(path);
+/* DELETE /v1/sandboxes/{id}/files/{path} */
+static void
+h_file_delete(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	file_change(ctl, ex, caller, m, 0);
 }
 
 /* GET /v1/sandboxes/{id}/files/{path}: a file's bytes or a listing. */
@@ -1147,25 +1222,6 @@ h_file_get(struct control *ctl, struct http_exchange *ex,
 		}
 		evbuffer_free(out);
 	}
-	free(path);
-}
-
-/* DELETE /v1/sandboxes/{id}/files/{path} */
-static void
-h_file_delete(struct control *ctl, struct http_exchange *ex,
-    const struct api_caller *caller, const struct api_match *m)
-{
-	char	*path;
-	int	 wsfd, error;
-
-	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
-		return;
-	error = files_delete(wsfd, path);
-	close(wsfd);
-	if (error != 0)
-		reply_errno(ex, error, path);
-	else
-		http_exchange_reply(ex, 204, NULL, NULL, 0);
 	free(path);
 }
 

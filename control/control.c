@@ -26,6 +26,7 @@
 static unsigned	rt_hash(const char *);
 static int	load_generated_key(struct control *, char **);
 static void	sigchld_cb(evutil_socket_t, short, void *);
+static int	spawn_exec(void *);
 static void	network_cb(int, struct json_object *, const char *, void *);
 static void	network_made_cb(int, struct json_object *, const char *,
 		    void *);
@@ -409,31 +410,27 @@ control_template(struct control *ctl, const char *name)
 	return (config_template(ctl->cf, name));
 }
 
-/* Run argv in a child; cb gets its wait status from the SIGCHLD event. */
+/*
+ * Run fn(fnarg) in a forked child and _exit with what it returns; cb gets
+ * the child's wait status from the SIGCHLD event. The child touches
+ * nothing of the loop, the store or Docker: it does its one job and goes.
+ */
 int
-control_spawn(struct control *ctl, char *const argv[], control_child_cb cb,
-    void *arg)
+control_fork(struct control *ctl, int (*fn)(void *), void *fnarg,
+    control_child_cb cb, void *arg)
 {
 	struct control_child	*child;
+	sigset_t		 set;
 	pid_t			 pid;
-	int			 fd;
 
 	if ((pid = fork()) == -1) {
 		log_warn("fork");
 		return (-1);
 	}
 	if (pid == 0) {
-		sigset_t	set;
-
 		sigemptyset(&set);
 		sigprocmask(SIG_SETMASK, &set, NULL);
-		if ((fd = open("/dev/null", O_RDWR)) != -1) {
-			dup2(fd, STDIN_FILENO);
-			if (fd > STDERR_FILENO)
-				close(fd);
-		}
-		execv(argv[0], argv);
-		_exit(127);
+		_exit(fn(fnarg));
 	}
 	child = xcalloc(1, sizeof *child);
 	child->pid = pid;
@@ -441,6 +438,30 @@ control_spawn(struct control *ctl, char *const argv[], control_child_cb cb,
 	child->arg = arg;
 	LIST_INSERT_HEAD(&ctl->children, child, entry);
 	return (0);
+}
+
+/* In the child: stdin from /dev/null, then exec argv. */
+static int
+spawn_exec(void *arg)
+{
+	char *const	*argv = arg;
+	int		 fd;
+
+	if ((fd = open("/dev/null", O_RDWR)) != -1) {
+		dup2(fd, STDIN_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	execv(argv[0], argv);
+	return (127);
+}
+
+/* Run argv in a child; cb gets its wait status from the SIGCHLD event. */
+int
+control_spawn(struct control *ctl, char *const argv[], control_child_cb cb,
+    void *arg)
+{
+	return (control_fork(ctl, spawn_exec, (void *)argv, cb, arg));
 }
 
 /* Reap every child that has exited and tell whoever waits for it. */

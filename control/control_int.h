@@ -82,6 +82,9 @@ char	*control_sandbox_dir(struct control *, const char *which,
 	    const char *id);
 const struct cfg_template *control_template(struct control *,
 	    const char *name);
+/* Run fn(arg) in a forked child; cb gets its wait status. -1: no fork. */
+int	 control_fork(struct control *, int (*)(void *), void *,
+	    control_child_cb, void *);
 /* Run argv in a child; cb gets its wait status. -1 if fork failed. */
 int	 control_spawn(struct control *, char *const argv[],
 	    control_child_cb, void *);
