@@ -162,16 +162,17 @@ if [ -n "${APP_MS:-}" ]; then
 		const ws = new WebSocket("ws://127.0.0.1:3000/?token=" +
 		    process.argv[1], "vite-hmr");
 		ws.onmessage = (m) => fs.appendFileSync("/tmp/hmr.log", m.data + "\n");
-		setTimeout(() => process.exit(0), 20000);
+		setTimeout(() => process.exit(0), 60000);
 	' "$TOKEN"
-	for _ in $(seq 50); do
+	# Bounded waits (each docker exec takes ~0.1 s or more on a busy host).
+	for _ in $(seq 200); do
 		docker exec "$CID" grep -q connected /tmp/hmr.log 2>/dev/null &&
 		    break
 		sleep 0.1
 	done
 	printf '\n// edited by the smoke test\n' >>"$TMP/ws/src/App.jsx"
 	got=
-	for _ in $(seq 100); do
+	for _ in $(seq 200); do
 		got=$(docker exec "$CID" grep -o -m 1 -E '"type":"(update|full-reload)"' \
 		    /tmp/hmr.log 2>/dev/null) && break
 		sleep 0.1
