@@ -157,18 +157,29 @@ if [ -n "${APP_MS:-}" ]; then
 	# A real hot update: a WebSocket client (node's own) inside the
 	# sandbox, then an edit of src/App.jsx from outside, as an agent or
 	# the files API would make it.
-	docker exec -d "$CID" node -e '
-		const fs = require("fs");
-		const ws = new WebSocket("ws://127.0.0.1:3000/?token=" +
-		    process.argv[1], "vite-hmr");
-		ws.onmessage = (m) => fs.appendFileSync("/tmp/hmr.log", m.data + "\n");
-		setTimeout(() => process.exit(0), 60000);
-	' "$TOKEN"
-	# Bounded waits (each docker exec takes ~0.1 s or more on a busy host).
-	for _ in $(seq 200); do
-		docker exec "$CID" grep -q connected /tmp/hmr.log 2>/dev/null &&
-		    break
-		sleep 0.1
+	hmr_client() {
+		docker exec -d "$CID" node -e '
+			const fs = require("fs");
+			const ws = new WebSocket("ws://127.0.0.1:3000/?token=" +
+			    process.argv[1], "vite-hmr");
+			ws.onmessage = (m) =>
+			    fs.appendFileSync("/tmp/hmr.log", m.data + "\n");
+			ws.onerror = (e) => fs.appendFileSync("/tmp/hmr.err",
+			    String(e.message || e) + "\n");
+			setTimeout(() => process.exit(0), 60000);
+		' "$TOKEN"
+	}
+	# Bounded waits (each docker exec takes ~0.1 s or more on a busy
+	# host); a client that did not get in is started once more.
+	for attempt in 1 2; do
+		hmr_client
+		for _ in $(seq 100); do
+			docker exec "$CID" grep -q connected /tmp/hmr.log \
+			    2>/dev/null && break 2
+			sleep 0.1
+		done
+		echo "  note  HMR client not connected (attempt $attempt):" \
+		    "$(docker exec "$CID" cat /tmp/hmr.err 2>&1 | head -c 200)"
 	done
 	printf '\n// edited by the smoke test\n' >>"$TMP/ws/src/App.jsx"
 	got=
