@@ -15,16 +15,7 @@
 #include <string.h>
 
 #include "common/common.h"
-
-#define FUZZ_ASSERT(x) do {						\
-	if (!(x)) {							\
-		fprintf(stderr, "%s:%d: assertion failed: %s\n",	\
-		    __FILE__, __LINE__, #x);				\
-		abort();						\
-	}								\
-} while (0)
-
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+#include "tests/fuzz/fuzz.h"
 
 /* The outcome of one way of scanning. */
 struct fuzz_run {

@@ -16,36 +16,7 @@
 #include <string.h>
 
 #include "common/common.h"
-
-#define FUZZ_ASSERT(x) do {						\
-	if (!(x)) {							\
-		fprintf(stderr, "%s:%d: assertion failed: %s\n",	\
-		    __FILE__, __LINE__, #x);				\
-		abort();						\
-	}								\
-} while (0)
-
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-/* 1 if [p, p + n) lies inside [base, base + len). */
-static int
-fuzz_inside(const char *p, size_t n, const char *base, size_t len)
-{
-	return p >= base && n <= len && (size_t)(p - base) <= len - n;
-}
-
-/* 1 if no byte of s is CR, LF or NUL. */
-static int
-fuzz_clean(const char *s, size_t n)
-{
-	size_t	i;
-
-	for (i = 0; i < n; i++) {
-		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-			return 0;
-	}
-	return 1;
-}
+#include "tests/fuzz/fuzz.h"
 
 /* Check an accepted request head against the input it came from. */
 static void
