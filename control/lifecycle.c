@@ -300,7 +300,7 @@ lifecycle_create(struct control *ctl, const struct store_sandbox *s,
 {
 	const struct cfg_template	*t;
 	struct lifecycle_op		*op;
-	char				*ws;
+	char				*ws, owner[32];
 
 	if ((op = op_new(ctl, OP_CREATE, s->id, cb, arg)) == NULL)
 		return (-1);
@@ -318,10 +318,11 @@ lifecycle_create(struct control *ctl, const struct store_sandbox *s,
 	 * race the copy. The paths go in as arguments, never into the script.
 	 */
 	ws = control_sandbox_dir(ctl, "workspaces", s->id);
+	snprintf(owner, sizeof owner, "%d:%d", SANDBOX_UID, SANDBOX_GID);
 	{
 		char *const argv[] = { "/bin/sh", "-c",
-		    "cp -a \"$1\"/. \"$2\"/ && chown -R -P 1000:1000 \"$2\"",
-		    "seed", t->seed_dir, ws, NULL };
+		    "cp -a \"$1\"/. \"$2\"/ && chown -R -P \"$3\" \"$2\"",
+		    "seed", t->seed_dir, ws, owner, NULL };
 
 		if (control_spawn(ctl, argv, seed_done_cb, op) == -1)
 			op_fail(op, 500, "cannot copy the template's seed_dir");
