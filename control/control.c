@@ -583,15 +583,20 @@ control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
 	return (o);
 }
 
-/* Where a preview request for this sandbox goes. */
-void
-control_preview_lookup(struct control *ctl, const char *id, int port,
-    struct control_target *t)
+/*
+ * Where a preview request for this sandbox goes. (Interim: answers at
+ * once; hold-and-wake arrives with control/wake.c.)
+ */
+enum control_lookup
+control_target_lookup(struct control *ctl, const char *id, int port,
+    struct control_target *t, control_target_cb cb, void *arg,
+    struct control_wait **wait)
 {
 	struct store_sandbox	 s;
 	struct sandbox_rt	*rt;
 	struct sockaddr_in	*sin;
 
+	*wait = NULL;
 	memset(t, 0, sizeof *t);
 	snprintf(t->sandbox_id, sizeof t->sandbox_id, "%s", id);
 	rt = control_rt(ctl, id, 0);
@@ -600,7 +605,7 @@ control_preview_lookup(struct control *ctl, const char *id, int port,
 		if (rt->port == 0) {
 			if (store_sandbox_get(ctl->store, id, &s) != 0) {
 				t->kind = TARGET_UNKNOWN;
-				return;
+				return (CONTROL_LOOKUP_DONE);
 			}
 			rt->port = s.port;
 			store_sandbox_clear(&s);
@@ -612,13 +617,14 @@ control_preview_lookup(struct control *ctl, const char *id, int port,
 		sin->sin_addr = rt->ip;
 		sin->sin_port = htons(port);
 		t->addrlen = sizeof *sin;
+		t->generation = 1;
 		t->kind = TARGET_OK;
 		rt->last_active_ms = time_mono_ms();
-		return;
+		return (CONTROL_LOOKUP_DONE);
 	}
 	if (store_sandbox_get(ctl->store, id, &s) != 0) {
 		t->kind = TARGET_UNKNOWN;
-		return;
+		return (CONTROL_LOOKUP_DONE);
 	}
 	if (s.state == SANDBOX_ERROR) {
 		t->kind = TARGET_ERROR;
@@ -626,30 +632,35 @@ control_preview_lookup(struct control *ctl, const char *id, int port,
 	} else if (s.state == SANDBOX_DELETING) {
 		t->kind = TARGET_UNKNOWN;
 	} else {
-		t->kind = TARGET_NOT_RUNNING;
+		t->kind = TARGET_UNAVAILABLE;
 		t->message = "This sandbox is not running.";
+		t->retry_after_s = 5;
 	}
 	store_sandbox_clear(&s);
+	return (CONTROL_LOOKUP_DONE);
 }
 
 void
-control_preview_conn_opened(struct control *ctl, const char *id)
+control_wait_cancel(struct control_wait *w)
 {
-	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
-
-	if (rt != NULL) {
-		rt->conns++;
-		rt->last_active_ms = time_mono_ms();
-	}
 }
 
 void
-control_preview_conn_closed(struct control *ctl, const char *id)
+control_activity(struct control *ctl, const char *id,
+    enum control_activity what, int delta)
 {
 	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
 
-	if (rt != NULL && rt->conns > 0) {
-		rt->conns--;
-		rt->last_active_ms = time_mono_ms();
-	}
+	if (rt == NULL || what != ACTIVITY_CONN)
+		return;
+	if (delta > 0 || rt->conns > 0)
+		rt->conns += delta;
+	rt->last_active_ms = time_mono_ms();
+}
+
+void
+control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
+{
+	ctl->retire_cb = cb;
+	ctl->retire_arg = arg;
 }

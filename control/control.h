@@ -171,26 +171,83 @@ struct control	*control_new(struct event_base *, const struct config *,
 int		 control_start(struct control *, char **cause);
 void		 control_free(struct control *);
 
-/* Where a request for a preview host goes. */
+/*
+ * control/wake.c — where a preview request goes. The edge asks for a
+ * target per request; a running sandbox answers at once, a stopped or
+ * paused one is woken and the request is held until its port accepts.
+ */
 enum control_target_kind {
-	TARGET_OK,		/* addr is set: proxy there */
-	TARGET_UNKNOWN,		/* no such sandbox: 404 page */
+	TARGET_OK,		/* addr and generation are set: proxy there */
+	TARGET_UNKNOWN,		/* no such sandbox, or being deleted: 404 page */
 	TARGET_ERROR,		/* sandbox in error: 502 page */
-	TARGET_NOT_RUNNING,	/* stopped or starting: 503 for now */
+	TARGET_UNAVAILABLE,	/* cannot be served now: 503 page + Retry-After */
 };
 struct control_target {
 	enum control_target_kind kind;
 	struct sockaddr_storage	 addr;
 	socklen_t		 addrlen;
+	/*
+	 * Changes whenever the sandbox's container or address does (and
+	 * whenever it stops being routable). Upstream connections made for
+	 * one generation are never used for another.
+	 */
+	uint64_t		 generation;
 	char			 sandbox_id[ID_LEN + 1];
-	const char		*message;	/* for the error pages */
+	const char		*message;	/* static text for the pages */
+	int			 retry_after_s;	/* UNAVAILABLE: Retry-After */
 };
-/* port 0 means the template's port. */
-void	control_preview_lookup(struct control *, const char *sandbox_id,
-	    int port, struct control_target *);
-/* Live connection accounting for idleness. */
-void	control_preview_conn_opened(struct control *, const char *sandbox_id);
-void	control_preview_conn_closed(struct control *, const char *sandbox_id);
+
+/* A held lookup; owned by control, valid until its callback or cancel. */
+struct control_wait;
+/* The answer to a held lookup; t is valid during the call only. */
+typedef void (*control_target_cb)(const struct control_target *t,
+	    void *arg);
+enum control_lookup {
+	CONTROL_LOOKUP_DONE,	/* *t is filled in; cb will not be called */
+	CONTROL_LOOKUP_HELD,	/* waking: cb is called later, exactly once */
+};
+/*
+ * Where a preview request for sandbox id goes (port 0: the template's).
+ * A running sandbox, an unknown one, or one that cannot be woken now
+ * (max_running full with nothing idle, low memory, too many held
+ * requests) answers at once: CONTROL_LOOKUP_DONE with *t filled in, no
+ * allocation on the running path. A stopped or paused sandbox is woken
+ * (one start however many requests wait) and the lookup is held:
+ * CONTROL_LOOKUP_HELD, *wait set; cb(t, arg) is called exactly once from
+ * the event loop (never from inside this call) when the sandbox's port
+ * accepts (TARGET_OK), or when it cannot (failed start, wake_timeout:
+ * TARGET_UNAVAILABLE or TARGET_ERROR), unless control_wait_cancel(*wait)
+ * came first.
+ */
+enum control_lookup control_target_lookup(struct control *,
+	    const char *sandbox_id, int port, struct control_target *t,
+	    control_target_cb cb, void *arg, struct control_wait **wait);
+/* The client went away: drop a held lookup; its cb is never called. */
+void	control_wait_cancel(struct control_wait *);
+
+/*
+ * Live traffic, for idleness (control/runtime.c). A sandbox with a request
+ * in flight (an SSE stream is one) or an open tunnel (a WebSocket) is
+ * busy; open client connections are counted but an idle keep-alive one
+ * (a forgotten tab) keeps nothing awake. Every change is activity.
+ * Counts for unknown sandboxes are ignored; delta is +1 or -1.
+ */
+enum control_activity {
+	ACTIVITY_CONN,		/* a client connection bound to the sandbox */
+	ACTIVITY_REQUEST,	/* a request being proxied to it */
+	ACTIVITY_TUNNEL,	/* an upgraded (101) connection to it */
+};
+void	control_activity(struct control *, const char *sandbox_id,
+	    enum control_activity, int delta);
+/*
+ * Told, synchronously, when a sandbox's address stops being valid: it is
+ * being stopped, paused, deleted, or its container died. The edge closes
+ * every upstream connection (pooled or in use) to that sandbox; the
+ * requests on them end (and report their activity) before it returns.
+ * One callback; cb NULL removes it.
+ */
+typedef void (*control_retire_cb)(const char *sandbox_id, void *arg);
+void	control_set_retire_cb(struct control *, control_retire_cb, void *);
 
 /* control/api.c */
 /*

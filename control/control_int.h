@@ -71,6 +71,8 @@ struct control {
 	int			 sync_again;	/* another was asked for meanwhile */
 	int			 sync_backoff_ms;
 	struct event		*sync_retry;
+	control_retire_cb	 retire_cb;	/* the edge's, see control.h */
+	void			*retire_arg;
 	uint64_t		 requests_total;
 	uint64_t		 requests_failed;
 };

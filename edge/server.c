@@ -302,7 +302,8 @@ edge_conn_close(struct edge_conn *conn)
 	conn->state = EDGE_CONN_DEAD;
 	edge_proxy_release(conn, 0);
 	if (conn->preview_id[0] != '\0') {
-		control_preview_conn_closed(edge->ctl, conn->preview_id);
+		control_activity(edge->ctl, conn->preview_id, ACTIVITY_CONN,
+		    -1);
 		conn->preview_id[0] = '\0';
 	}
 	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
@@ -705,6 +706,7 @@ edge_conn_request(struct edge_conn *conn, const struct http_request_head *h,
 	const struct http_header	*host = NULL, *connection;
 	struct edge_host_match		 m;
 	struct control_target		 target;
+	struct control_wait		*wait;
 	struct sockaddr_storage		 ss;
 	socklen_t			 sslen;
 	const char			*why = NULL;
@@ -790,7 +792,8 @@ edge_conn_request(struct edge_conn *conn, const struct http_request_head *h,
 	}
 
 	memset(&target, 0, sizeof target);
-	control_preview_lookup(edge->ctl, m.sandbox_id, m.port, &target);
+	control_target_lookup(edge->ctl, m.sandbox_id, m.port, &target,
+	    NULL, NULL, &wait);
 	switch (target.kind) {
 	case TARGET_OK:
 		break;
@@ -803,7 +806,7 @@ edge_conn_request(struct edge_conn *conn, const struct http_request_head *h,
 		edge_conn_error(conn, 502, target.message != NULL ?
 		    target.message : "The sandbox is in error.", NULL);
 		return;
-	case TARGET_NOT_RUNNING:
+	case TARGET_UNAVAILABLE:
 		/*
 		 * Hold-and-wake goes here: park the request, ask control to
 		 * start the sandbox, and proxy once its port accepts (up to
@@ -818,10 +821,11 @@ edge_conn_request(struct edge_conn *conn, const struct http_request_head *h,
 	/* One open/closed pair per client connection and sandbox. */
 	if (strcmp(conn->preview_id, m.sandbox_id) != 0) {
 		if (conn->preview_id[0] != '\0')
-			control_preview_conn_closed(edge->ctl,
-			    conn->preview_id);
+			control_activity(edge->ctl, conn->preview_id,
+			    ACTIVITY_CONN, -1);
 		memcpy(conn->preview_id, m.sandbox_id, sizeof conn->preview_id);
-		control_preview_conn_opened(edge->ctl, conn->preview_id);
+		control_activity(edge->ctl, conn->preview_id, ACTIVITY_CONN,
+		    1);
 	}
 	edge_proxy_start(conn, h, head_len, (struct sockaddr *)&target.addr,
 	    target.addrlen);

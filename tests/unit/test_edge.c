@@ -61,12 +61,14 @@ struct control {
 	int	unused;
 };
 
-void
-control_preview_lookup(struct control *ctl, const char *id, int port,
-    struct control_target *t)
+enum control_lookup
+control_target_lookup(struct control *ctl, const char *id, int port,
+    struct control_target *t, control_target_cb cb, void *arg,
+    struct control_wait **wait)
 {
 	struct sockaddr_in	*sin = (struct sockaddr_in *)&t->addr;
 
+	*wait = NULL;
 	memset(t, 0, sizeof *t);
 	snprintf(t->sandbox_id, sizeof t->sandbox_id, "%s", id);
 	if (strcmp(id, ID_OK) == 0) {
@@ -75,26 +77,39 @@ control_preview_lookup(struct control *ctl, const char *id, int port,
 		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		sin->sin_port = htons(port == 0 ? origin_port : port);
 		t->addrlen = sizeof *sin;
+		t->generation = 1;
 	} else if (strcmp(id, ID_ERR) == 0) {
 		t->kind = TARGET_ERROR;
 		t->message = "The sandbox failed: <exit 1>";
 	} else if (strcmp(id, ID_STOPPED) == 0) {
-		t->kind = TARGET_NOT_RUNNING;
+		t->kind = TARGET_UNAVAILABLE;
 		t->message = "The sandbox is stopped.";
+		t->retry_after_s = 5;
 	} else
 		t->kind = TARGET_UNKNOWN;
+	return CONTROL_LOOKUP_DONE;
 }
 
 void
-control_preview_conn_opened(struct control *ctl, const char *id)
+control_wait_cancel(struct control_wait *w)
 {
-	AINC(&preview_opened);
 }
 
 void
-control_preview_conn_closed(struct control *ctl, const char *id)
+control_activity(struct control *ctl, const char *id,
+    enum control_activity what, int delta)
 {
-	AINC(&preview_closed);
+	if (what != ACTIVITY_CONN)
+		return;
+	if (delta > 0)
+		AINC(&preview_opened);
+	else
+		AINC(&preview_closed);
+}
+
+void
+control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
+{
 }
 
 uint64_t
