@@ -161,6 +161,7 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 		if (lifecycle_delete(ctl, s->id, op_cb, rc) == -1)
 			rc->pending--;
 		return;
+	case SANDBOX_PAUSED:
 	case SANDBOX_RUNNING:
 	case SANDBOX_STARTING:
 		if (running) {
