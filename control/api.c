@@ -156,6 +156,7 @@ static int	refuse_state(struct http_exchange *, enum sandbox_state);
 static int	visible(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *);
 static void	reply_busy(struct http_exchange *);
+static void	start_joined_cb(const struct control_target *, void *);
 
 /*
  * Match path against a pattern segment by segment. Sets *id_bad when the
@@ -1028,6 +1029,35 @@ h_stop(struct control *ctl, struct http_exchange *ex,
 		reply_busy(ex);
 }
 
+/* A start joined while under way is over: answer as a start would. */
+static void
+start_joined_cb(const struct control_target *t, void *arg)
+{
+	struct api_call		*call = arg;
+	struct http_exchange	*ex = call->ex;
+	struct control		*ctl = call->ctl;
+
+	free(call);
+	switch (t->kind) {
+	case TARGET_OK:
+		reply_sandbox(ctl, ex, 200, t->sandbox_id);
+		break;
+	case TARGET_UNKNOWN:
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "no sandbox %s", t->sandbox_id);
+		break;
+	case TARGET_ERROR:
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the sandbox failed to start and is in the error state");
+		break;
+	case TARGET_UNAVAILABLE:
+		http_exchange_reply_error(ex, 503, "unavailable", "%s",
+		    t->message != NULL ? t->message : "the sandbox did not "
+		    "start");
+		break;
+	}
+}
+
 /* POST /v1/sandboxes/{id}/start */
 static void
 h_start(struct control *ctl, struct http_exchange *ex,
@@ -1035,7 +1065,25 @@ h_start(struct control *ctl, struct http_exchange *ex,
 {
 	enum sandbox_state	 state;
 	struct sandbox_rt	*rt;
+	struct control_target	 t;
+	struct control_wait	*wait;
+	struct api_call		*call;
 
+	/*
+	 * A start already under way (a preview request or an exec woke it):
+	 * join it and answer when it is up, rather than 409.
+	 */
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	if ((rt = rt_find(ctl, m->id)) != NULL && lifecycle_waking(rt)) {
+		call = xcalloc(1, sizeof *call);
+		call->ctl = ctl;
+		call->ex = ex;
+		if (control_target_lookup(ctl, m->id, 0, &t, start_joined_cb,
+		    call, &wait) == CONTROL_LOOKUP_DONE)
+			start_joined_cb(&t, call);
+		return;
+	}
 	if (op_target(ctl, ex, caller, m->id, &state) == -1 ||
 	    refuse_state(ex, state))
 		return;

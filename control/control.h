@@ -177,8 +177,9 @@ void		 control_free(struct control *);
  * paused one is woken and the request is held until its port accepts.
  */
 enum control_target_kind {
-	TARGET_OK,		/* addr and generation are set: proxy there */
+	/* 0 is not routable: a target never filled in sends nowhere. */
 	TARGET_UNKNOWN,		/* no such sandbox, or being deleted: 404 page */
+	TARGET_OK,		/* addr and generation are set: proxy there */
 	TARGET_ERROR,		/* sandbox in error: 502 page */
 	TARGET_UNAVAILABLE,	/* cannot be served now: 503 page + Retry-After */
 };
@@ -217,7 +218,8 @@ enum control_lookup {
  * the event loop (never from inside this call) when the sandbox's port
  * accepts (TARGET_OK), or when it cannot (failed start, wake_timeout:
  * TARGET_UNAVAILABLE or TARGET_ERROR), unless control_wait_cancel(*wait)
- * came first.
+ * came first. With cb NULL nothing is held: a lookup that would be is
+ * answered TARGET_UNAVAILABLE (the sandbox is still woken).
  */
 enum control_lookup control_target_lookup(struct control *,
 	    const char *sandbox_id, int port, struct control_target *t,

@@ -240,6 +240,8 @@ int	 lifecycle_pause(struct control *, const char *id, lifecycle_cb,
 int	 lifecycle_unpause(struct control *, const char *id, lifecycle_cb,
 	    void *arg);
 int	 lifecycle_busy(struct control *, const char *id);
+/* 1 if the operation in flight brings it up (create, start, unpause). */
+int	 lifecycle_waking(const struct sandbox_rt *);
 /* Docker told us a container of ours died or vanished. */
 void	 lifecycle_container_event(struct control *, const char *id,
 	    const char *container_id, const char *action);

@@ -897,6 +897,14 @@ remove_dirs(struct control *ctl, const char *id, control_child_cb cb,
 	return (rv);
 }
 
+/* 1 if the operation in flight brings the sandbox up (create, start, unpause). */
+int
+lifecycle_waking(const struct sandbox_rt *rt)
+{
+	return (rt->op != NULL && (rt->op->kind == OP_CREATE ||
+	    rt->op->kind == OP_START || rt->op->kind == OP_UNPAUSE));
+}
+
 /* 1 if an operation is in flight for this sandbox. */
 int
 lifecycle_busy(struct control *ctl, const char *id)

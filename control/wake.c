@@ -121,6 +121,12 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 		return (CONTROL_LOOKUP_DONE);
 	}
 	/* Starting, stopping, probing, or just woken: hold the request. */
+	if (cb == NULL) {
+		t->kind = TARGET_UNAVAILABLE;
+		t->message = "The sandbox is starting; try again in a moment.";
+		t->retry_after_s = 1;
+		return (CONTROL_LOOKUP_DONE);
+	}
 	w = xcalloc(1, sizeof *w);
 	w->ctl = ctl;
 	w->rt = rt;
