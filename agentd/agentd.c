@@ -15,6 +15,9 @@
 
 #include <sys/socket.h>
 #include <sys/un.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -38,11 +41,20 @@
 #define AGENTD_READ_TIMEOUT_MS	30000
 #define AGENTD_STOP_GRACE_MS	3000
 #define AGENTD_KILL_WAIT_MS	500
+/*
+ * /wait-port tries the port again after 1 ms, doubling to 4 ms: a local
+ * connect costs microseconds, so readiness is seen within a few ms of
+ * the listen(2), without a daemon-side polling loop.
+ */
+#define AGENTD_PROBE_MIN_MS	1
+#define AGENTD_PROBE_MAX_MS	4
+#define AGENTD_PROBE_LIMIT_MS	600000
 
 enum conn_state {
 	CONN_IDLE,	/* the spare: waiting for a request */
 	CONN_READING,	/* request head and body arriving */
 	CONN_RUNNING,	/* an exec job is running for it */
+	CONN_PROBING,	/* /wait-port: trying the port until it accepts */
 	CONN_WRITING,	/* sending the answer, then close */
 	CONN_DEAD	/* closed; freed at the end of the loop turn */
 };
@@ -58,7 +70,14 @@ struct conn {
 	size_t		 body_len;
 	char		*method;
 	char		*path;
+	char		*query;		/* after '?', or NULL */
 	struct exec_job	*job;
+	/* /wait-port */
+	struct sockaddr_in probe_addr;
+	int		 probe_fd;	/* a connect in progress, or -1 */
+	int		 probe_backoff_ms;
+	int64_t		 probe_next_ms;	/* next connect, when probe_fd is -1 */
+	int64_t		 probe_deadline_ms;
 	char		*out;
 	size_t		 outlen;
 	size_t		 outoff;
@@ -68,7 +87,7 @@ struct conn {
 /* What a pollfd slot belongs to. */
 struct slot {
 	struct conn	*conn;
-	int		 pipe;		/* 1: one of conn->job's pipes */
+	int		 pipe;		/* 1: one of conn->job's pipes, 2: a probe */
 };
 
 struct agentd {
@@ -104,6 +123,10 @@ static void	agentd_error(struct conn *, int, const char *, const char *,
 		    ...) SBX_PRINTF(4, 5);
 static void	agentd_health(struct agentd *, struct conn *);
 static void	agentd_exec(struct agentd *, struct conn *);
+static void	agentd_wait_port(struct agentd *, struct conn *, int64_t);
+static int	agentd_probe_tick(struct conn *, int64_t);
+static void	agentd_probe_ready(struct conn *);
+static void	agentd_probe_close(struct conn *);
 static void	agentd_reap(struct agentd *, int64_t);
 static void	agentd_stop(struct agentd *, int64_t);
 static int	agentd_children(struct agentd *);
@@ -285,6 +308,7 @@ agentd_conn_close(struct agentd *ad, struct conn *c, int64_t now)
 		exec_free(c->job);
 		c->job = NULL;
 	}
+	agentd_probe_close(c);
 	close(c->fd);
 	c->fd = -1;
 	c->state = CONN_DEAD;
@@ -306,6 +330,7 @@ agentd_sweep(struct agentd *ad)
 		free(c->in);
 		free(c->method);
 		free(c->path);
+		free(c->query);
 		free(c->out);
 		free(c);
 	}
@@ -439,9 +464,154 @@ agentd_dispatch(struct agentd *ad, struct conn *c)
 			    "use POST for /exec");
 		else
 			agentd_exec(ad, c);
+	} else if (strcmp(c->path, "/wait-port") == 0) {
+		if (strcmp(c->method, "GET") != 0)
+			agentd_error(c, 405, "method_not_allowed",
+			    "use GET for /wait-port");
+		else
+			agentd_wait_port(ad, c, time_mono_ms());
 	} else
 		agentd_error(c, 404, "not_found", "no route %s %s", c->method,
 		    c->path);
+}
+
+/* The value of key in a query string "a=1&b=2", or NULL (malloc'd). */
+static char *
+agentd_query_get(const char *query, const char *key)
+{
+	size_t		 klen = strlen(key), n;
+	const char	*p = query;
+
+	while (p != NULL && *p != '\0') {
+		n = strcspn(p, "&");
+		if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=')
+			return xstrndup(p + klen + 1, n - klen - 1);
+		p += n;
+		if (*p == '&')
+			p++;
+	}
+	return NULL;
+}
+
+/*
+ * GET /wait-port?host=IP&port=N&timeout_ms=M: answer 200 once a TCP
+ * connect to IP:N succeeds (the dev server listens), 504 after M ms.
+ * The daemon holds requests for a waking sandbox until this answers.
+ */
+static void
+agentd_wait_port(struct agentd *ad, struct conn *c, int64_t now)
+{
+	char		*host, *port, *timeout;
+	const char	*err1 = NULL, *err2 = NULL;
+	long long	 p, t = 60000;
+
+	host = agentd_query_get(c->query, "host");
+	port = agentd_query_get(c->query, "port");
+	timeout = agentd_query_get(c->query, "timeout_ms");
+	memset(&c->probe_addr, 0, sizeof c->probe_addr);
+	c->probe_addr.sin_family = AF_INET;
+	p = port != NULL ? strtonum_x(port, 1, 65535, &err1) : 0;
+	if (timeout != NULL)
+		t = strtonum_x(timeout, 1, AGENTD_PROBE_LIMIT_MS, &err2);
+	if (host == NULL || inet_pton(AF_INET, host,
+	    &c->probe_addr.sin_addr) != 1 || port == NULL || err1 != NULL ||
+	    err2 != NULL) {
+		agentd_error(c, 400, "bad_request", "wait-port needs host "
+		    "(IPv4), port (1-65535) and an optional timeout_ms "
+		    "(1-%d)", AGENTD_PROBE_LIMIT_MS);
+	} else {
+		c->probe_addr.sin_port = htons((uint16_t)p);
+		c->probe_fd = -1;
+		c->probe_backoff_ms = AGENTD_PROBE_MIN_MS;
+		c->probe_next_ms = now;
+		c->probe_deadline_ms = now + t;
+		c->state = CONN_PROBING;
+		(void)ad;
+	}
+	free(host);
+	free(port);
+	free(timeout);
+}
+
+/* Close the probe's socket, if one is open. */
+static void
+agentd_probe_close(struct conn *c)
+{
+	if (c->state == CONN_PROBING && c->probe_fd != -1) {
+		close(c->probe_fd);
+		c->probe_fd = -1;
+	}
+}
+
+/* The port accepted. */
+static void
+agentd_probe_ready(struct conn *c)
+{
+	agentd_probe_close(c);
+	agentd_respond(c, 200, "{\"ready\":true}");
+}
+
+/* The last connect was refused: try again a little later. */
+static void
+agentd_probe_retry(struct conn *c, int64_t now)
+{
+	agentd_probe_close(c);
+	c->probe_next_ms = now + c->probe_backoff_ms;
+	c->probe_backoff_ms *= 2;
+	if (c->probe_backoff_ms > AGENTD_PROBE_MAX_MS)
+		c->probe_backoff_ms = AGENTD_PROBE_MAX_MS;
+}
+
+/*
+ * Advance a probe: give up at the deadline, or start the next connect.
+ * Returns the poll timeout it needs (-1: none).
+ */
+static int
+agentd_probe_tick(struct conn *c, int64_t now)
+{
+	int	fd;
+
+	if (now >= c->probe_deadline_ms) {
+		agentd_probe_close(c);
+		agentd_respond(c, 504, "{\"ready\":false}");
+		return -1;
+	}
+	if (c->probe_fd == -1 && now >= c->probe_next_ms) {
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (fd == -1)
+			agentd_probe_retry(c, now);
+		else if (connect(fd, (struct sockaddr *)&c->probe_addr,
+		    sizeof c->probe_addr) == 0) {
+			close(fd);
+			agentd_probe_ready(c);
+			return -1;
+		} else if (errno == EINPROGRESS)
+			c->probe_fd = fd;
+		else {
+			close(fd);
+			agentd_probe_retry(c, now);
+		}
+	}
+	if (c->probe_fd != -1)
+		return (int)(c->probe_deadline_ms - now);
+	return (int)((c->probe_next_ms < c->probe_deadline_ms ?
+	    c->probe_next_ms : c->probe_deadline_ms) - now);
+}
+
+/* The probe's connect finished: accepted, or refused. */
+static void
+agentd_probe_event(struct conn *c, int64_t now)
+{
+	socklen_t	len = sizeof(int);
+	int		err = 0;
+
+	if (getsockopt(c->probe_fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err == 0)
+		agentd_probe_ready(c);
+	else
+		agentd_probe_retry(c, now);
 }
 
 /* Read request bytes; dispatch once head and body are in. */
@@ -511,11 +681,14 @@ agentd_conn_read(struct agentd *ad, struct conn *c, int64_t now)
 		c->head_len = (size_t)r;
 		c->body_len = (size_t)length;
 		c->method = xstrndup(head.method, head.method_len);
-		/* The route is the path; a query string is ignored. */
+		/* The route is the path; the query goes to the handler. */
 		for (plen = 0; plen < head.target_len &&
 		    head.target[plen] != '?'; plen++)
 			;
 		c->path = xstrndup(head.target, plen);
+		if (plen < head.target_len)
+			c->query = xstrndup(head.target + plen + 1,
+			    head.target_len - plen - 1);
 	}
 	if (c->inlen - c->head_len < c->body_len) {
 		/* Make room for the whole body at once. */
@@ -756,6 +929,9 @@ main(int argc, char **argv)
 					free(json);
 				}
 			}
+			if (c->state == CONN_PROBING)
+				timeout = agentd_min_timeout(timeout,
+				    agentd_probe_tick(c, now));
 			if (c->state == CONN_READING) {
 				if (now - c->since_ms >= AGENTD_READ_TIMEOUT_MS)
 					agentd_error(c, 408, "bad_request",
@@ -772,6 +948,7 @@ main(int argc, char **argv)
 				pfd[npfd].events = POLLIN;
 				break;
 			case CONN_RUNNING:
+			case CONN_PROBING:
 				/* Only to notice the daemon giving up. */
 				pfd[npfd].events = POLLRDHUP;
 				break;
@@ -785,6 +962,13 @@ main(int argc, char **argv)
 			slots[npfd].conn = c;
 			slots[npfd].pipe = 0;
 			npfd++;
+			if (c->state == CONN_PROBING && c->probe_fd != -1) {
+				pfd[npfd].fd = c->probe_fd;
+				pfd[npfd].events = POLLOUT;
+				slots[npfd].conn = c;
+				slots[npfd].pipe = 2;
+				npfd++;
+			}
 			if (c->state != CONN_RUNNING)
 				continue;
 			nj = exec_pollfds(c->job, fds);
@@ -827,6 +1011,12 @@ main(int argc, char **argv)
 			c = slots[i].conn;
 			if (c->state == CONN_DEAD)
 				continue;
+			if (slots[i].pipe == 2) {
+				if (c->state == CONN_PROBING &&
+				    c->probe_fd == pfd[i].fd)
+					agentd_probe_event(c, now);
+				continue;
+			}
 			if (slots[i].pipe) {
 				if (c->job != NULL)
 					exec_read(c->job, pfd[i].fd);
@@ -837,6 +1027,7 @@ main(int argc, char **argv)
 			case CONN_READING:
 				agentd_conn_read(&ad, c, now);
 				break;
+			case CONN_PROBING:
 			case CONN_RUNNING:
 				if (pfd[i].revents & (POLLRDHUP | POLLHUP |
 				    POLLERR)) {

@@ -117,11 +117,19 @@ struct config {
 	char			*agentd_path;	/* host path of the static agentd */
 	char			*instance;	/* label value that marks our containers */
 	int64_t			 idle_timeout_ms;
+	int64_t			 pause_timeout_ms;	/* 0: never pause */
 	int64_t			 wake_timeout_ms;
 	int64_t			 shutdown_grace_ms;
 	int			 max_sandboxes;
 	int			 max_running;
 	uint64_t		 max_file_size;	/* PUT /files limit, bytes */
+	/*
+	 * Starts and wakes are refused below this much available host
+	 * memory: a size, or a percentage of the host's. At most one is
+	 * non-zero; both 0 means no floor.
+	 */
+	uint64_t		 min_free_memory_bytes;
+	int			 min_free_memory_pct;
 	enum log_level		 log_level;	/* lowest level logged */
 	struct cfg_api_key	*api_keys;
 	size_t			 napi_keys;

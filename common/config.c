@@ -57,9 +57,11 @@ static const char config_embedded[] =
 	"network = sandboxd\n"
 	"default_template = default\n"
 	"idle_timeout = 15m\n"
+	"pause_timeout = 0\n"
 	"wake_timeout = 60s\n"
 	"max_sandboxes = 500\n"
 	"max_running = 40\n"
+	"min_free_memory = 10%\n"
 	"\n"
 	"[template default]\n"
 	"image = sandboxd/base:latest\n"
@@ -98,7 +100,8 @@ enum cfg_type {
 	CFG_T_SECRET,		/* api key secret */
 	CFG_T_IMAGE,		/* docker image reference */
 	CFG_T_HOST,		/* route host pattern */
-	CFG_T_UPSTREAM		/* route upstream */
+	CFG_T_UPSTREAM,		/* route upstream */
+	CFG_T_MEMFLOOR		/* uint64_t bytes, or int percent at off_n */
 };
 
 /* One key of the file: where it may appear, its type, where it goes. */
@@ -107,7 +110,7 @@ struct cfg_keydef {
 	enum cfg_scope	 scope;
 	enum cfg_type	 type;
 	size_t		 off;		/* in struct config or the section */
-	size_t		 off_n;		/* CFG_T_LISTEN: the count */
+	size_t		 off_n;		/* LISTEN: the count; MEMFLOOR: the % */
 	long long	 min;
 	long long	 max;
 };
@@ -135,6 +138,8 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "instance", CFG_GLOBAL, CFG_T_NAME, G(instance), 0, 0, 0 },
 	{ "idle_timeout", CFG_GLOBAL, CFG_T_DURATION, G(idle_timeout_ms), 0,
 	  0, CFG_MAX_DURATION_MS },
+	{ "pause_timeout", CFG_GLOBAL, CFG_T_DURATION, G(pause_timeout_ms), 0,
+	  0, CFG_MAX_DURATION_MS },
 	/* Holding a request for 0 ms would fail every wake: at least 1 ms. */
 	{ "wake_timeout", CFG_GLOBAL, CFG_T_DURATION, G(wake_timeout_ms), 0,
 	  1, CFG_MAX_DURATION_MS },
@@ -145,6 +150,9 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "max_running", CFG_GLOBAL, CFG_T_INT, G(max_running), 0, 1, 100000 },
 	{ "max_file_size", CFG_GLOBAL, CFG_T_SIZE, G(max_file_size), 0,
 	  1, (long long)CFG_TIB },
+	/* min and max bound the percentage; a size is any that parses. */
+	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
+	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
 	{ "log_level", CFG_GLOBAL, CFG_T_LOGLEVEL, G(log_level), 0, 0, 0 },
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
@@ -199,10 +207,14 @@ static int	 cfg_dns_valid(const char *);
 static int	 cfg_addr_parse(const char *, struct sockaddr_storage *,
 		    socklen_t *, const char **);
 static void	 cfg_size_text(uint64_t, char *, size_t);
+static void	 cfg_duration_text(int64_t, char *, size_t);
 static void	*cfg_section_base(struct cfg_parse *);
 static void	 cfg_section_end(struct cfg_parse *);
 static void	 cfg_section_begin(struct cfg_parse *, char *);
 static void	 cfg_set(struct cfg_parse *, const char *, const char *);
+static void	 cfg_set_memfloor(struct cfg_parse *,
+		    const struct cfg_keydef *, const char *, const char *,
+		    char *);
 static void	 cfg_line(struct cfg_parse *, char *);
 static int	 cfg_value(struct cfg_parse *, const char *, char *, char **);
 static void	 cfg_defaults(struct config *);
@@ -536,6 +548,22 @@ cfg_size_text(uint64_t v, char *buf, size_t len)
 	snprintf(buf, len, "%llu", (unsigned long long)v);
 }
 
+/* A duration in the largest unit that divides it: "15m", "250ms", "0". */
+static void
+cfg_duration_text(int64_t ms, char *buf, size_t len)
+{
+	if (ms != 0 && ms % (3600 * 1000) == 0)
+		snprintf(buf, len, "%lldh", (long long)(ms / (3600 * 1000)));
+	else if (ms != 0 && ms % (60 * 1000) == 0)
+		snprintf(buf, len, "%lldm", (long long)(ms / (60 * 1000)));
+	else if (ms != 0 && ms % 1000 == 0)
+		snprintf(buf, len, "%llds", (long long)(ms / 1000));
+	else if (ms != 0)
+		snprintf(buf, len, "%lldms", (long long)ms);
+	else
+		snprintf(buf, len, "0");
+}
+
 /* The struct the current section's keys go into. */
 static void *
 cfg_section_base(struct cfg_parse *p)
@@ -701,6 +729,51 @@ ignore:
 	 * place; skip them, the header error already says what is wrong.
 	 */
 	p->scope = CFG_INVALID;
+}
+
+/*
+ * A memory floor: "10%" of host memory (a whole number from kd->min to
+ * kd->max, the '%' right after it) or a size ("512m", "2g"). Sets one of
+ * the two fields and zeroes the other.
+ */
+static void
+cfg_set_memfloor(struct cfg_parse *p, const struct cfg_keydef *kd,
+    const char *key, const char *value, char *base)
+{
+	const char	*errstr;
+	char		 digits[32];
+	uint64_t	 size;
+	long long	 pct;
+	size_t		 n;
+
+	n = strspn(value, "0123456789");
+	if (n > 0 && strcmp(value + n, "%") == 0) {
+		if (n >= sizeof digits) {
+			errstr = "too large";
+			pct = 0;
+		} else {
+			memcpy(digits, value, n);
+			digits[n] = '\0';
+			pct = strtonum_x(digits, kd->min, kd->max, &errstr);
+		}
+		if (errstr != NULL) {
+			cfg_error(p, p->line, key, "%s is out of range (%lld%% "
+			    "to %lld%% of host memory)", value, kd->min,
+			    kd->max);
+			return;
+		}
+		*(uint64_t *)(base + kd->off) = 0;
+		*(int *)(base + kd->off_n) = (int)pct;
+		return;
+	}
+	if (config_parse_size(value, &size) != 0) {
+		cfg_error(p, p->line, key, "bad value \"%s\" (a size with an "
+		    "optional k, m, g or t, or a percentage of host memory "
+		    "such as 10%%)", value);
+		return;
+	}
+	*(uint64_t *)(base + kd->off) = size;
+	*(int *)(base + kd->off_n) = 0;
 }
 
 /* Store one "key = value" in the current scope after checking it. */
@@ -955,6 +1028,9 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		}
 		r->upstream = xstrdup(value);
 		break;
+	case CFG_T_MEMFLOOR:
+		cfg_set_memfloor(p, kd, key, value, base);
+		break;
 	}
 }
 
@@ -1073,11 +1149,14 @@ cfg_defaults(struct config *conf)
 	conf->default_template = xstrdup("default");
 	conf->agentd_path = xstrdup(SBX_LIBEXECDIR "/agentd");
 	conf->idle_timeout_ms = 15 * 60 * 1000;
+	conf->pause_timeout_ms = 0;
 	conf->wake_timeout_ms = 60 * 1000;
 	conf->shutdown_grace_ms = 10 * 1000;
 	conf->max_sandboxes = 500;
 	conf->max_running = 40;
 	conf->max_file_size = 100 * CFG_MIB;
+	conf->min_free_memory_bytes = 0;
+	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;
 }
 
@@ -1125,6 +1204,7 @@ cfg_validate(struct cfg_parse *p)
 	struct config		*conf = p->conf;
 	struct cfg_template	*t;
 	const char		*d;
+	char			 pt[32], it[32];
 	uint64_t		 h;
 	int			 tl_line;
 
@@ -1159,6 +1239,20 @@ cfg_validate(struct cfg_parse *p)
 	if (conf->tls_key != NULL)
 		cfg_check_file(p, "tls_key", conf->tls_key,
 		    p->gseen[cfg_key_index("tls_key")]);
+
+	/*
+	 * A sandbox is paused on the way to being stopped; pausing it at or
+	 * after the stop would never happen. 0 on either side turns that
+	 * step off, so there is nothing to order.
+	 */
+	if (conf->pause_timeout_ms != 0 && conf->idle_timeout_ms != 0 &&
+	    conf->pause_timeout_ms >= conf->idle_timeout_ms) {
+		cfg_duration_text(conf->pause_timeout_ms, pt, sizeof pt);
+		cfg_duration_text(conf->idle_timeout_ms, it, sizeof it);
+		cfg_error(p, p->gseen[cfg_key_index("pause_timeout")],
+		    "pause_timeout", "%s must be less than idle_timeout (%s)",
+		    pt, it);
+	}
 
 	/* A file with no [template] gets the stock one. */
 	if (p->ntemplate_sections == 0) {

@@ -147,11 +147,12 @@ static void	exec_started_cb(struct control *, const char *, int,
 		    const char *, void *);
 static void	exec_done_cb(int, const char *, size_t, const char *, void *);
 static void	healthz_cb(int, struct json_object *, const char *, void *);
-static int	running_count(struct control *);
 static int	op_target(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    enum sandbox_state *);
-static int	refuse_full(struct control *, struct http_exchange *);
+static int	refuse_full(struct control *, struct http_exchange *,
+		    const char *);
+static int	refuse_state(struct http_exchange *, enum sandbox_state);
 static int	visible(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *);
 static void	reply_busy(struct http_exchange *);
@@ -476,7 +477,8 @@ lifecycle_reply_cb(struct control *ctl, const char *id, int status,
 	if (status >= 300) {
 		ctl->requests_failed++;
 		http_exchange_reply_error(ex, status, status == 503 ?
-		    "unavailable" : status == 404 ? "not_found" : "internal",
+		    "unavailable" : status == 404 ? "not_found" : status == 409 ?
+		    "conflict" : "internal",
 		    "%s", message != NULL ? message : "operation failed");
 		return;
 	}
@@ -530,21 +532,9 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 	    json_object_new_boolean(ctl->reconciled));
 	json_object_object_add(o, "sandboxes", json_object_new_int(total));
 	json_object_object_add(o, "running",
-	    json_object_new_int(running_count(ctl)));
+	    json_object_new_int(ctl->nactive));
 	reply_object(call->ex, 200, o);
 	free(call);
-}
-
-/* Sandboxes running or on their way there: what max_running counts. */
-static int
-running_count(struct control *ctl)
-{
-	int	running = 0, starting = 0, creating = 0;
-
-	store_sandbox_count(ctl->store, SANDBOX_RUNNING, &running);
-	store_sandbox_count(ctl->store, SANDBOX_STARTING, &starting);
-	store_sandbox_count(ctl->store, SANDBOX_CREATING, &creating);
-	return (running + starting + creating);
 }
 
 /* GET /metrics: Prometheus text format. */
@@ -557,7 +547,7 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 
 	evbuffer_add_printf(out, "# HELP sandboxd_sandboxes Sandboxes in the "
 	    "store by state.\n# TYPE sandboxd_sandboxes gauge\n");
-	for (state = SANDBOX_CREATING; state <= SANDBOX_ERROR; state++) {
+	for (state = 0; store_sandbox_state_name(state) != NULL; state++) {
 		n = 0;
 		store_sandbox_count(ctl->store, state, &n);
 		evbuffer_add_printf(out, "sandboxd_sandboxes{state=\"%s\"} %d\n",
@@ -569,6 +559,37 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    "# HELP sandboxd_docker_up 1 if the last Docker call answered.\n"
 	    "# TYPE sandboxd_docker_up gauge\nsandboxd_docker_up %d\n",
 	    (unsigned long long)ctl->requests_total, ctl->docker_ok);
+	evbuffer_add_printf(out,
+	    "# HELP sandboxd_sandboxes_active Sandboxes counted against "
+	    "max_running (creating, starting, running, paused).\n"
+	    "# TYPE sandboxd_sandboxes_active gauge\n"
+	    "sandboxd_sandboxes_active %d\n"
+	    "# HELP sandboxd_held_requests Preview requests held while their "
+	    "sandbox wakes.\n# TYPE sandboxd_held_requests gauge\n"
+	    "sandboxd_held_requests %d\n"
+	    "# HELP sandboxd_wakes_total Sandboxes started or unpaused for a "
+	    "waiting request.\n# TYPE sandboxd_wakes_total counter\n"
+	    "sandboxd_wakes_total %llu\n"
+	    "# HELP sandboxd_idle_pauses_total Sandboxes paused for idleness."
+	    "\n# TYPE sandboxd_idle_pauses_total counter\n"
+	    "sandboxd_idle_pauses_total %llu\n"
+	    "# HELP sandboxd_idle_stops_total Sandboxes stopped for idleness."
+	    "\n# TYPE sandboxd_idle_stops_total counter\n"
+	    "sandboxd_idle_stops_total %llu\n"
+	    "# HELP sandboxd_evictions_total Idle sandboxes stopped to make "
+	    "room (max_running, memory).\n"
+	    "# TYPE sandboxd_evictions_total counter\n"
+	    "sandboxd_evictions_total %llu\n"
+	    "# HELP sandboxd_start_refusals_total Starts and wakes refused "
+	    "(max_running with none idle, low memory, too many held).\n"
+	    "# TYPE sandboxd_start_refusals_total counter\n"
+	    "sandboxd_start_refusals_total %llu\n",
+	    ctl->nactive, ctl->nwaiters,
+	    (unsigned long long)ctl->wakes_total,
+	    (unsigned long long)ctl->idle_pauses_total,
+	    (unsigned long long)ctl->idle_stops_total,
+	    (unsigned long long)ctl->evictions_total,
+	    (unsigned long long)ctl->refusals_total);
 	http_exchange_reply_buffer(ex, 200, "text/plain; version=0.0.4", out);
 	evbuffer_free(out);
 }
@@ -685,11 +706,13 @@ h_create(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
 	static const char *const fields[] = { "template", "env", "labels",
-	    "memory_mb", "cpus", "idle_timeout_s", "port", "visibility" };
+	    "memory_mb", "cpus", "idle_timeout_s", "pause_timeout_s", "port",
+	    "visibility" };
 	const struct cfg_template	*t;
 	struct json_object		*req, *v;
 	struct store_sandbox		 s;
 	const char			*tname = ctl->cf->default_template;
+	const char			*why;
 	int64_t				 n;
 	int				 total = 0, rv;
 
@@ -724,6 +747,7 @@ h_create(struct control *ctl, struct http_exchange *ex,
 	s.memory_mb = (int)(t->memory / (1024 * 1024));
 	s.cpus = t->cpus;
 	s.idle_timeout_s = (int)(ctl->cf->idle_timeout_ms / 1000);
+	s.pause_timeout_s = (int)(ctl->cf->pause_timeout_ms / 1000);
 	s.env_json = "{}";
 	s.labels_json = "{}";
 	s.created_at = s.last_active_at = time_now_ms();
@@ -750,6 +774,18 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		goto out;
 	if (rv == 1)
 		s.idle_timeout_s = (int)n;
+	if ((rv = get_int(ex, req, "pause_timeout_s", 0, 30 * 86400,
+	    &n)) == -1)
+		goto out;
+	if (rv == 1)
+		s.pause_timeout_s = (int)n;
+	if (s.pause_timeout_s > 0 && s.idle_timeout_s > 0 &&
+	    s.pause_timeout_s >= s.idle_timeout_s) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "pause_timeout_s (%d) must be less than idle_timeout_s (%d)",
+		    s.pause_timeout_s, s.idle_timeout_s);
+		goto out;
+	}
 	if ((rv = get_int(ex, req, "port", 1, 65535, &n)) == -1)
 		goto out;
 	if (rv == 1)
@@ -800,8 +836,10 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    ctl->cf->max_sandboxes);
 		goto out;
 	}
-	if (refuse_full(ctl, ex))
+	if (reaper_admit(ctl, NULL, &why) == -1) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
 		goto out;
+	}
 	if (store_sandbox_insert(ctl->store, &s) != 0) {
 		http_exchange_reply_error(ex, 500, "internal",
 		    "the store could not be written");
@@ -912,15 +950,31 @@ op_target(struct control *ctl, struct http_exchange *ex,
 	return (0);
 }
 
-/* 1 after answering 429 when max_running sandboxes run already. */
+/*
+ * 1 after answering 429 when there is no room to start one more sandbox
+ * (max_running with none idle to stop, or low memory).
+ */
 static int
-refuse_full(struct control *ctl, struct http_exchange *ex)
+refuse_full(struct control *ctl, struct http_exchange *ex,
+    const char *id)
 {
-	if (running_count(ctl) < ctl->cf->max_running)
+	const char	*why;
+
+	if (reaper_admit(ctl, rt_find(ctl, id), &why) == 0)
 		return (0);
-	http_exchange_reply_error(ex, 429, "quota_exceeded",
-	    "%d sandboxes are running, the most this server runs at once "
-	    "(max_running); stop one first", ctl->cf->max_running);
+	http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
+	return (1);
+}
+
+/* 1 after answering 409 for a sandbox that cannot be started or stopped. */
+static int
+refuse_state(struct http_exchange *ex, enum sandbox_state state)
+{
+	if (state != SANDBOX_DELETING && state != SANDBOX_ERROR)
+		return (0);
+	http_exchange_reply_error(ex, 409, "conflict", "sandbox is %s%s",
+	    store_sandbox_state_name(state), state == SANDBOX_ERROR ?
+	    "; delete it and create a new one" : "");
 	return (1);
 }
 
@@ -965,7 +1019,8 @@ h_stop(struct control *ctl, struct http_exchange *ex,
 {
 	enum sandbox_state	state;
 
-	if (op_target(ctl, ex, caller, m->id, &state) == -1)
+	if (op_target(ctl, ex, caller, m->id, &state) == -1 ||
+	    refuse_state(ex, state))
 		return;
 	if (state == SANDBOX_STOPPED)
 		reply_sandbox(ctl, ex, 200, m->id);
@@ -978,17 +1033,20 @@ static void
 h_start(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	enum sandbox_state	state;
-
+	enum sandbox_state	 state;
 	struct sandbox_rt	*rt;
 
-	if (op_target(ctl, ex, caller, m->id, &state) == -1)
+	if (op_target(ctl, ex, caller, m->id, &state) == -1 ||
+	    refuse_state(ex, state))
 		return;
 	/* "running" without an address (Docker was away): start finds it. */
-	rt = control_rt(ctl, m->id, 0);
-	if (state == SANDBOX_RUNNING && rt != NULL && rt->has_ip)
+	rt = rt_find(ctl, m->id);
+	if (state == SANDBOX_RUNNING && rt != NULL && rt->generation != 0)
 		reply_sandbox(ctl, ex, 200, m->id);
-	else if (!refuse_full(ctl, ex) &&
+	else if (state == SANDBOX_PAUSED) {
+		if (lifecycle_unpause(ctl, m->id, lifecycle_reply_cb, ex) == -1)
+			reply_busy(ex);
+	} else if (!refuse_full(ctl, ex, m->id) &&
 	    lifecycle_start(ctl, m->id, lifecycle_reply_cb, ex) == -1)
 		reply_busy(ex);
 }
@@ -1271,7 +1329,8 @@ h_exec(struct control *ctl, struct http_exchange *ex,
 		goto out;
 	if (get_int(ex, req, "timeout_s", 1, 3600, &timeout_s) == -1)
 		goto out;
-	if (state != SANDBOX_RUNNING && state != SANDBOX_STOPPED) {
+	if (state != SANDBOX_RUNNING && state != SANDBOX_STOPPED &&
+	    state != SANDBOX_PAUSED) {
 		http_exchange_reply_error(ex, 409, "conflict",
 		    "sandbox is %s", store_sandbox_state_name(state));
 		goto out;
@@ -1285,9 +1344,19 @@ h_exec(struct control *ctl, struct http_exchange *ex,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	call->timeout_ms = (int)(timeout_s + 15) * 1000;
 	store_sandbox_touch(ctl->store, m->id, time_now_ms());
+	if (state == SANDBOX_PAUSED) {
+		/* exec thaws a paused sandbox. */
+		if (lifecycle_unpause(ctl, m->id, exec_started_cb,
+		    call) == -1) {
+			reply_busy(ex);
+			free(call->body);
+			free(call);
+		}
+		goto out;
+	}
 	if (state == SANDBOX_STOPPED) {
 		/* exec wakes a stopped sandbox. */
-		if (refuse_full(ctl, ex)) {
+		if (refuse_full(ctl, ex, m->id)) {
 			free(call->body);
 			free(call);
 		} else if (lifecycle_start(ctl, m->id, exec_started_cb,

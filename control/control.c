@@ -23,7 +23,6 @@
 
 #include "control/control_int.h"
 
-static unsigned	rt_hash(const char *);
 static int	load_generated_key(struct control *, char **);
 static void	sigchld_cb(evutil_socket_t, short, void *);
 static int	spawn_exec(void *);
@@ -321,9 +320,7 @@ event_cb(struct json_object *ev, void *arg)
 void
 control_free(struct control *ctl)
 {
-	struct sandbox_rt	*rt;
 	struct control_child	*child;
-	size_t			 i;
 
 	if (ctl == NULL)
 		return;
@@ -335,12 +332,7 @@ control_free(struct control *ctl)
 		docker_free(ctl->docker);
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
-	for (i = 0; i < RT_BUCKETS; i++) {
-		while ((rt = LIST_FIRST(&ctl->rts[i])) != NULL) {
-			LIST_REMOVE(rt, entry);
-			free(rt);
-		}
-	}
+	rt_free_all(ctl);
 	while ((child = LIST_FIRST(&ctl->children)) != NULL) {
 		LIST_REMOVE(child, entry);
 		free(child);
@@ -351,47 +343,6 @@ control_free(struct control *ctl)
 	free(ctl->run_dir);
 	free(ctl->tasks_dir);
 	free(ctl);
-}
-
-/* FNV-1a over the id: ids are random, any spread will do. */
-static unsigned
-rt_hash(const char *id)
-{
-	unsigned	h = 2166136261u;
-
-	for (; *id != '\0'; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return (h % RT_BUCKETS);
-}
-
-/* The in-memory view of a sandbox; made if create is set. */
-struct sandbox_rt *
-control_rt(struct control *ctl, const char *id, int create)
-{
-	struct sandbox_rt_list	*head = &ctl->rts[rt_hash(id)];
-	struct sandbox_rt	*rt;
-
-	LIST_FOREACH(rt, head, entry) {
-		if (strcmp(rt->id, id) == 0)
-			return (rt);
-	}
-	if (!create)
-		return (NULL);
-	rt = xcalloc(1, sizeof *rt);
-	snprintf(rt->id, sizeof rt->id, "%s", id);
-	LIST_INSERT_HEAD(head, rt, entry);
-	return (rt);
-}
-
-void
-control_rt_drop(struct control *ctl, const char *id)
-{
-	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
-
-	if (rt == NULL || rt->op != NULL)
-		return;
-	LIST_REMOVE(rt, entry);
-	free(rt);
 }
 
 /* data_dir/<which>/<id>, malloc'd. */
@@ -531,8 +482,10 @@ struct json_object *
 control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
 {
 	struct json_object	*o, *v;
+	struct sandbox_rt	*rt;
 	const char		*url = ctl->cf->public_url, *rest;
 	char			 ts[32], *preview;
+	int64_t			 active;
 
 	o = json_object_new_object();
 	json_object_object_add(o, "id", json_object_new_string(s->id));
@@ -568,6 +521,8 @@ control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
 	json_object_object_add(o, "cpus", json_object_new_double(s->cpus));
 	json_object_object_add(o, "idle_timeout_s",
 	    json_object_new_int(s->idle_timeout_s));
+	json_object_object_add(o, "pause_timeout_s",
+	    json_object_new_int(s->pause_timeout_s));
 	v = json_tokener_parse(s->env_json != NULL ? s->env_json : "{}");
 	json_object_object_add(o, "env", v != NULL ? v :
 	    json_object_new_object());
@@ -576,91 +531,13 @@ control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
 	    json_object_new_object());
 	time_format_rfc3339(s->created_at, ts, sizeof ts);
 	json_object_object_add(o, "created_at", json_object_new_string(ts));
-	time_format_rfc3339(s->last_active_at, ts, sizeof ts);
+	/* The runtime knows of traffic the store has not been told yet. */
+	active = s->last_active_at;
+	if ((rt = rt_find(ctl, s->id)) != NULL && rt->last_active_wall > active)
+		active = rt->last_active_wall;
+	time_format_rfc3339(active, ts, sizeof ts);
 	json_object_object_add(o, "last_active_at", json_object_new_string(ts));
 	json_object_object_add(o, "error", s->error != NULL ?
 	    json_object_new_string(s->error) : NULL);
 	return (o);
-}
-
-/*
- * Where a preview request for this sandbox goes. (Interim: answers at
- * once; hold-and-wake arrives with control/wake.c.)
- */
-enum control_lookup
-control_target_lookup(struct control *ctl, const char *id, int port,
-    struct control_target *t, control_target_cb cb, void *arg,
-    struct control_wait **wait)
-{
-	struct store_sandbox	 s;
-	struct sandbox_rt	*rt;
-	struct sockaddr_in	*sin;
-
-	*wait = NULL;
-	memset(t, 0, sizeof *t);
-	snprintf(t->sandbox_id, sizeof t->sandbox_id, "%s", id);
-	rt = control_rt(ctl, id, 0);
-	if (rt != NULL && rt->has_ip) {
-		/* The hot path: a running sandbox, no store lookup. */
-		if (rt->port == 0) {
-			if (store_sandbox_get(ctl->store, id, &s) != 0) {
-				t->kind = TARGET_UNKNOWN;
-				return (CONTROL_LOOKUP_DONE);
-			}
-			rt->port = s.port;
-			store_sandbox_clear(&s);
-		}
-		if (port == 0)
-			port = rt->port;
-		sin = (struct sockaddr_in *)&t->addr;
-		sin->sin_family = AF_INET;
-		sin->sin_addr = rt->ip;
-		sin->sin_port = htons(port);
-		t->addrlen = sizeof *sin;
-		t->generation = 1;
-		t->kind = TARGET_OK;
-		rt->last_active_ms = time_mono_ms();
-		return (CONTROL_LOOKUP_DONE);
-	}
-	if (store_sandbox_get(ctl->store, id, &s) != 0) {
-		t->kind = TARGET_UNKNOWN;
-		return (CONTROL_LOOKUP_DONE);
-	}
-	if (s.state == SANDBOX_ERROR) {
-		t->kind = TARGET_ERROR;
-		t->message = "This sandbox failed and is in the error state.";
-	} else if (s.state == SANDBOX_DELETING) {
-		t->kind = TARGET_UNKNOWN;
-	} else {
-		t->kind = TARGET_UNAVAILABLE;
-		t->message = "This sandbox is not running.";
-		t->retry_after_s = 5;
-	}
-	store_sandbox_clear(&s);
-	return (CONTROL_LOOKUP_DONE);
-}
-
-void
-control_wait_cancel(struct control_wait *w)
-{
-}
-
-void
-control_activity(struct control *ctl, const char *id,
-    enum control_activity what, int delta)
-{
-	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
-
-	if (rt == NULL || what != ACTIVITY_CONN)
-		return;
-	if (delta > 0 || rt->conns > 0)
-		rt->conns += delta;
-	rt->last_active_ms = time_mono_ms();
-}
-
-void
-control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
-{
-	ctl->retire_cb = cb;
-	ctl->retire_arg = arg;
 }

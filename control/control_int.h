@@ -18,18 +18,65 @@ struct json_object;
 #define SANDBOX_GID	1000
 #define RT_BUCKETS	1024
 
+/* A held preview lookup (control.h), on its sandbox's waiter list. */
+struct control_wait {
+	TAILQ_ENTRY(control_wait) entry;
+	struct control		*ctl;
+	struct sandbox_rt	*rt;
+	int			 port;		/* 0: the template's */
+	control_target_cb	 cb;
+	void			*arg;
+	struct event		*timer;		/* wake_timeout, or the answer */
+	int64_t			 deadline_ms;	/* monotonic */
+};
+TAILQ_HEAD(control_wait_list, control_wait);
+
 /*
- * What the daemon keeps in memory about a sandbox beside its store row:
- * where it answers and what is in flight. Made on demand, dropped on delete.
+ * Whether the template's port accepts yet, for the generation the sandbox
+ * runs with now. Requests are held until it is READY (or the probe gave
+ * up: then they go through and meet whatever the app does).
+ */
+enum rt_port {
+	RT_PORT_UNKNOWN,	/* not running, or no probe asked for yet */
+	RT_PORT_PROBING,	/* agentd is waiting for the port to accept */
+	RT_PORT_READY,		/* accepted, or probe ended: route requests */
+};
+
+/*
+ * The one owner of a sandbox's runtime facts (control/runtime.c): its
+ * state as the store has it, the operation in flight, its address and
+ * generation, live traffic and the requests held for it. Only runtime.c
+ * writes state, address and generation, through rt_set_state and
+ * rt_set_running; every other file reads them or asks.
  */
 struct sandbox_rt {
+	struct control		*ctl;
 	char			 id[ID_LEN + 1];
-	struct in_addr		 ip;		/* on the network, if has_ip */
-	int			 has_ip;
-	int			 port;		/* the template's, cached */
-	int			 conns;		/* live preview connections */
+	char			*tenant;
+	enum sandbox_state	 state;		/* mirrors the store row */
+	struct lifecycle_op	*op;		/* in flight; refines state */
+	struct in_addr		 ip;		/* while RUNNING or PAUSED */
+	uint64_t		 generation;	/* 0 when not routable */
+	enum rt_port		 port_state;
+	int			 port;		/* the template's */
+	int64_t			 idle_timeout_ms;	/* 0: never */
+	int64_t			 pause_timeout_ms;	/* 0: never */
+
+	/* live traffic (control_activity) and the hooks for tasks */
+	int			 conns;
+	int			 requests;
+	int			 tunnels;
+	int			 holds;		/* tasks, terminals */
 	int64_t			 last_active_ms;	/* monotonic */
-	struct lifecycle_op	*op;		/* the operation in flight */
+	int64_t			 last_active_wall;	/* ms since epoch */
+	int64_t			 stored_active_wall;	/* last written */
+	struct event		*idle_ev;	/* reaper.c */
+
+	struct control_wait_list waiters;
+	int			 nwaiters;
+	const char		*why;		/* static: why the last wake failed */
+	int			 recheck;	/* a Docker event came mid-op */
+	uint64_t		 op_seq;	/* ctl->op_seq at its last op */
 	LIST_ENTRY(sandbox_rt)	 entry;
 };
 LIST_HEAD(sandbox_rt_list, sandbox_rt);
@@ -71,6 +118,15 @@ struct control {
 	int			 sync_again;	/* another was asked for meanwhile */
 	int			 sync_backoff_ms;
 	struct event		*sync_retry;
+	uint64_t		 next_generation;
+	uint64_t		 op_seq;	/* bumped as each op begins and ends */
+	int			 nactive;	/* creating, starting, running, paused */
+	int			 nwaiters;	/* held lookups, all sandboxes */
+	uint64_t		 wakes_total;
+	uint64_t		 evictions_total;
+	uint64_t		 refusals_total;
+	uint64_t		 idle_stops_total;
+	uint64_t		 idle_pauses_total;
 	control_retire_cb	 retire_cb;	/* the edge's, see control.h */
 	void			*retire_arg;
 	uint64_t		 requests_total;
@@ -78,8 +134,6 @@ struct control {
 };
 
 /* control/control.c */
-struct sandbox_rt *control_rt(struct control *, const char *id, int create);
-void	 control_rt_drop(struct control *, const char *id);
 char	*control_sandbox_dir(struct control *, const char *which,
 	    const char *id);
 const struct cfg_template *control_template(struct control *,
@@ -99,6 +153,67 @@ int	 control_container_ip(struct control *, struct json_object *,
 /* %-encode everything but unreserved characters (malloc'd). */
 char	*control_url_encode(const char *);
 
+/* control/runtime.c */
+/* The sandbox's runtime, loaded from its store row if need be; NULL if
+ * the store has no such sandbox. */
+struct sandbox_rt *rt_get(struct control *, const char *id);
+/* The runtime if it is in memory already, else NULL. */
+struct sandbox_rt *rt_find(struct control *, const char *id);
+/* The runtime for a row just inserted (create). */
+struct sandbox_rt *rt_add(struct control *, const struct store_sandbox *);
+/* Forget a deleted sandbox: held requests get UNKNOWN. */
+void	 rt_drop(struct control *, struct sandbox_rt *);
+void	 rt_free_all(struct control *);
+/*
+ * Move a sandbox to a state, store first: 0, or -1 if the transition
+ * table forbids it (logged, nothing changed) or the store failed.
+ * Leaving RUNNING retires its address (the edge drops its upstreams).
+ */
+int	 rt_set_state(struct control *, struct sandbox_rt *,
+	    enum sandbox_state, const char *error);
+/* RUNNING at this address, with a new generation. port_ready: skip the
+ * probe (a container found running at boot). */
+int	 rt_set_running(struct control *, struct sandbox_rt *,
+	    struct in_addr, int port_ready);
+/* A container the reconciler found up (paused or not): take it as is. */
+int	 rt_adopt(struct control *, struct sandbox_rt *, struct in_addr,
+	    int paused);
+/* Stop routing to the sandbox now (before a stop, pause or delete). */
+void	 rt_retire(struct control *, struct sandbox_rt *);
+/* 1 if anything keeps the sandbox awake now. */
+int	 rt_busy(const struct sandbox_rt *);
+/* Note activity now (monotonic and wall clock). */
+void	 rt_touch(struct sandbox_rt *);
+/* Write last_active_at to the store if it moved. */
+void	 rt_store_activity(struct control *, struct sandbox_rt *);
+/* A lifecycle operation on it began or ended (lifecycle.c calls these). */
+void	 rt_op_begin(struct control *, struct sandbox_rt *,
+	    struct lifecycle_op *);
+void	 rt_op_end(struct control *, struct sandbox_rt *, int failed);
+/* Count against max_running: creating, starting, running or paused. */
+int	 rt_state_active(enum sandbox_state);
+
+/* control/wake.c */
+/*
+ * Give every held request of the sandbox its answer (from the loop), or
+ * wake it again for them; rewake 0 after a failed wake.
+ */
+void	 wake_release(struct control *, struct sandbox_rt *, int rewake);
+/* The sandbox runs with a new generation: wait for its port. */
+void	 wake_probe(struct control *, struct sandbox_rt *);
+
+/* control/reaper.c */
+/*
+ * Room to start or wake one more sandbox (not rt itself): below
+ * max_running, or after stopping the one idle the longest; and enough
+ * free memory. 0, or -1 with *why (static text) when refused.
+ */
+int	 reaper_admit(struct control *, struct sandbox_rt *, const char **why);
+/* (Re)arm the idle timer for the sandbox's state. */
+void	 reaper_arm(struct control *, struct sandbox_rt *);
+/* Host memory available to start sandboxes, bytes; -1 if unknown. */
+int64_t	 reaper_mem_available(int64_t *total);
+
 /* control/lifecycle.c */
 /*
  * Lifecycle operations. Each runs asynchronously, serialised per sandbox
@@ -115,10 +230,18 @@ int	 lifecycle_stop(struct control *, const char *id, lifecycle_cb,
 	    void *arg);
 int	 lifecycle_delete(struct control *, const char *id, lifecycle_cb,
 	    void *arg);
+/* Freeze a running sandbox (docker pause); its memory stays. */
+int	 lifecycle_pause(struct control *, const char *id, lifecycle_cb,
+	    void *arg);
+/* Unfreeze a paused sandbox. */
+int	 lifecycle_unpause(struct control *, const char *id, lifecycle_cb,
+	    void *arg);
 int	 lifecycle_busy(struct control *, const char *id);
 /* Docker told us a container of ours died or vanished. */
 void	 lifecycle_container_event(struct control *, const char *id,
 	    const char *container_id, const char *action);
+/* Ask Docker what the container is now; the sandbox follows. */
+void	 lifecycle_recheck(struct control *, struct sandbox_rt *);
 /* The JSON body of POST /containers/create for this sandbox. */
 struct json_object *lifecycle_container_spec(struct control *,
 	    const struct store_sandbox *);

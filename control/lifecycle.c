@@ -20,7 +20,14 @@
 
 #include "control/control_int.h"
 
-enum lifecycle_kind { OP_CREATE, OP_START, OP_STOP, OP_DELETE };
+enum lifecycle_kind { OP_CREATE, OP_START, OP_STOP, OP_DELETE, OP_PAUSE,
+	OP_UNPAUSE };
+
+/* What a recheck carries to its answer: the runtime may be gone by then. */
+struct recheck {
+	struct control	*ctl;
+	char		 id[ID_LEN + 1];
+};
 
 struct lifecycle_op {
 	struct control		*ctl;
@@ -63,16 +70,25 @@ static void	delete_dirs_cb(int, void *);
 static int	remove_dirs(struct control *, const char *, control_child_cb,
 		    void *);
 static void	rollback_dirs_cb(int, void *);
+static void	stop_container(struct lifecycle_op *);
+static void	pause_cb(int, struct json_object *, const char *, void *);
+static void	unpause_cb(int, struct json_object *, const char *, void *);
+static void	recheck_cb(int, struct json_object *, const char *, void *);
+static int	op_state(struct lifecycle_op *, enum sandbox_state,
+		    const char *);
 
-/* Begin an operation on a sandbox, or NULL if one is in flight. */
+/*
+ * Begin an operation on a sandbox, or NULL if one is in flight or the
+ * sandbox is gone.
+ */
 static struct lifecycle_op *
 op_new(struct control *ctl, enum lifecycle_kind kind, const char *id,
     lifecycle_cb cb, void *arg)
 {
-	struct sandbox_rt	*rt = control_rt(ctl, id, 1);
+	struct sandbox_rt	*rt = rt_get(ctl, id);
 	struct lifecycle_op	*op;
 
-	if (rt->op != NULL)
+	if (rt == NULL || rt->op != NULL)
 		return (NULL);
 	op = xcalloc(1, sizeof *op);
 	op->ctl = ctl;
@@ -80,7 +96,7 @@ op_new(struct control *ctl, enum lifecycle_kind kind, const char *id,
 	snprintf(op->id, sizeof op->id, "%s", id);
 	op->cb = cb;
 	op->arg = arg;
-	rt->op = op;
+	rt_op_begin(ctl, rt, op);
 	return (op);
 }
 
@@ -89,23 +105,26 @@ static void
 op_finish(struct lifecycle_op *op, int status, const char *message)
 {
 	struct control		*ctl = op->ctl;
-	struct sandbox_rt	*rt = control_rt(ctl, op->id, 0);
+	struct sandbox_rt	*rt = rt_find(ctl, op->id);
 	char			 id[ID_LEN + 1];
 	lifecycle_cb		 cb = op->cb;
 	void			*arg = op->arg;
-
 	int			 gone = op->gone;
 
-	if (rt != NULL && rt->op == op)
-		rt->op = NULL;
 	snprintf(id, sizeof id, "%s", op->id);
 	free(op->container_id);
 	free(op->fail_msg);
 	free(op);
+	if (rt != NULL && gone)
+		rt_drop(ctl, rt);
+	else if (rt != NULL) {
+		/* Docker said something while we were busy: look again. */
+		if (rt->recheck)
+			lifecycle_recheck(ctl, rt);
+		rt_op_end(ctl, rt, status >= 300);
+	}
 	if (cb != NULL)
 		cb(ctl, id, status, message, arg);
-	if (gone)
-		control_rt_drop(ctl, id);
 }
 
 /* Fail an operation: store the error on the sandbox where that helps. */
@@ -125,9 +144,8 @@ op_fail(struct lifecycle_op *op, int status, const char *fmt, ...)
 		free(msg);
 		return;
 	}
-	if (op->kind == OP_START)
-		store_sandbox_set_state(op->ctl->store, op->id, SANDBOX_ERROR,
-		    msg);
+	if (op->kind == OP_START || op->kind == OP_UNPAUSE)
+		op_state(op, SANDBOX_ERROR, msg);
 	op_finish(op, status, msg);
 	free(msg);
 }
@@ -466,16 +484,11 @@ container_inspect_cb(int status, struct json_object *body,
 		    errmsg != NULL ? errmsg : "");
 		return;
 	}
-	rt = control_rt(ctl, op->id, 1);
-	rt->ip = ip;
-	rt->has_ip = 1;
-	rt->last_active_ms = time_mono_ms();
-	if (store_sandbox_set_state(ctl->store, op->id, SANDBOX_RUNNING,
-	    NULL) != 0) {
+	if ((rt = rt_find(ctl, op->id)) == NULL ||
+	    rt_set_running(ctl, rt, ip, 0) != 0) {
 		op_fail(op, 500, "cannot record the new state");
 		return;
 	}
-	store_sandbox_touch(ctl->store, op->id, time_now_ms());
 	log_info("sandbox running\tid=%s ip=%s", op->id, inet_ntoa(ip));
 	op_finish(op, op->kind == OP_CREATE ? 201 : 200, NULL);
 }
@@ -527,8 +540,7 @@ rollback_removed_cb(int status, struct json_object *body,
 	if (status != 204 && status != 404) {
 		xasprintf(&msg, "%s (and its container could not be removed: "
 		    "%s)", op->fail_msg, errmsg != NULL ? errmsg : "?");
-		store_sandbox_set_state(op->ctl->store, op->id, SANDBOX_ERROR,
-		    msg);
+		op_state(op, SANDBOX_ERROR, msg);
 		op_finish(op, op->fail_status, msg);
 		free(msg);
 		return;
@@ -552,7 +564,22 @@ rollback_dirs_cb(int status, void *arg)
 	free(msg);
 }
 
-/* Start a stopped (or failed) sandbox, recreating its container if gone. */
+/* Move the op's sandbox to a state (through the runtime's table). */
+static int
+op_state(struct lifecycle_op *op, enum sandbox_state state,
+    const char *error)
+{
+	struct sandbox_rt	*rt = rt_find(op->ctl, op->id);
+
+	if (rt == NULL)
+		return (-1);
+	return (rt_set_state(op->ctl, rt, state, error));
+}
+
+/*
+ * Start a stopped sandbox (or one the reconciler found without its
+ * container), recreating its container if it is gone.
+ */
 int
 lifecycle_start(struct control *ctl, const char *id, lifecycle_cb cb,
     void *arg)
@@ -566,7 +593,12 @@ lifecycle_start(struct control *ctl, const char *id, lifecycle_cb cb,
 		store_sandbox_clear(&s);
 		return (-1);
 	}
-	store_sandbox_set_state(ctl->store, id, SANDBOX_STARTING, NULL);
+	if (op_state(op, SANDBOX_STARTING, NULL) != 0) {
+		store_sandbox_clear(&s);
+		op_finish(op, 409, "the sandbox cannot be started from its "
+		    "state");
+		return (0);
+	}
 	if (ensure_dirs(ctl, id) == -1) {
 		store_sandbox_clear(&s);
 		op_fail(op, 500, "cannot make the sandbox's directories");
@@ -584,7 +616,7 @@ lifecycle_start(struct control *ctl, const char *id, lifecycle_cb cb,
 	return (0);
 }
 
-/* Stop a running sandbox; its files stay. */
+/* Stop a running or paused sandbox; its files stay. */
 int
 lifecycle_stop(struct control *ctl, const char *id, lifecycle_cb cb,
     void *arg)
@@ -592,6 +624,7 @@ lifecycle_stop(struct control *ctl, const char *id, lifecycle_cb cb,
 	struct lifecycle_op	*op;
 	struct store_sandbox	 s;
 	char			 path[256];
+	int			 paused;
 
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
 		return (-1);
@@ -599,18 +632,45 @@ lifecycle_stop(struct control *ctl, const char *id, lifecycle_cb cb,
 		store_sandbox_clear(&s);
 		return (-1);
 	}
-	store_sandbox_set_state(ctl->store, id, SANDBOX_STOPPING, NULL);
-	if (s.container_id == NULL) {
-		store_sandbox_clear(&s);
+	paused = s.state == SANDBOX_PAUSED;
+	if (s.container_id != NULL)
+		op->container_id = xstrdup(s.container_id);
+	store_sandbox_clear(&s);
+	/* From here no request is routed there (rt_set_state retires it). */
+	if (op_state(op, SANDBOX_STOPPING, NULL) != 0) {
+		op_finish(op, 409, "the sandbox cannot be stopped from its "
+		    "state");
+		return (0);
+	}
+	if (op->container_id == NULL) {
 		stop_cb(404, NULL, NULL, op);
 		return (0);
 	}
-	/* agentd ends its children on SIGTERM within a few seconds. */
-	snprintf(path, sizeof path, "/containers/%s/stop?t=5",
-	    s.container_id);
-	store_sandbox_clear(&s);
-	docker_request(ctl->docker, "POST", path, NULL, 30000, stop_cb, op);
+	if (paused) {
+		/*
+		 * A frozen container cannot take its SIGTERM: docker stop
+		 * would wait out its timeout and kill. Thaw it first (~20 ms).
+		 */
+		snprintf(path, sizeof path, "/containers/%s/unpause",
+		    op->container_id);
+		docker_request(ctl->docker, "POST", path, NULL, 10000,
+		    unpause_cb, op);
+		return (0);
+	}
+	stop_container(op);
 	return (0);
+}
+
+/* POST /containers/{id}/stop: agentd ends its children on SIGTERM. */
+static void
+stop_container(struct lifecycle_op *op)
+{
+	char	path[256];
+
+	snprintf(path, sizeof path, "/containers/%s/stop?t=5",
+	    op->container_id);
+	docker_request(op->ctl->docker, "POST", path, NULL, 30000, stop_cb,
+	    op);
 }
 
 /* The container stopped (or was not there): the sandbox is stopped. */
@@ -619,24 +679,135 @@ stop_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 {
 	struct lifecycle_op	*op = arg;
 	struct control		*ctl = op->ctl;
-	struct sandbox_rt	*rt;
 
 	if (status != 204 && status != 304 && status != 404) {
-		/* Whatever runs now, previews must not reach it unchecked. */
-		if ((rt = control_rt(ctl, op->id, 0)) != NULL)
-			rt->has_ip = 0;
-		store_sandbox_set_state(ctl->store, op->id, SANDBOX_ERROR,
-		    errmsg);
+		op_state(op, SANDBOX_ERROR, errmsg);
 		op_fail(op, status == 0 ? 503 : 500,
 		    "Docker could not stop the container: %s",
 		    errmsg != NULL ? errmsg : "?");
 		return;
 	}
-	if ((rt = control_rt(ctl, op->id, 0)) != NULL)
-		rt->has_ip = 0;
 	agent_reset(ctl->hub, op->id);
-	store_sandbox_set_state(ctl->store, op->id, SANDBOX_STOPPED, NULL);
+	if (op_state(op, SANDBOX_STOPPED, NULL) != 0) {
+		op_fail(op, 500, "cannot record the new state");
+		return;
+	}
 	log_info("sandbox stopped\tid=%s", op->id);
+	op_finish(op, 200, NULL);
+}
+
+/*
+ * Freeze a running sandbox: its memory stays, its CPU is free, and a
+ * request thaws it in a few tens of milliseconds.
+ */
+int
+lifecycle_pause(struct control *ctl, const char *id, lifecycle_cb cb,
+    void *arg)
+{
+	struct lifecycle_op	*op;
+	struct sandbox_rt	*rt;
+	struct store_sandbox	 s;
+	char			 path[256];
+
+	if (store_sandbox_get(ctl->store, id, &s) != 0)
+		return (-1);
+	if (s.state != SANDBOX_RUNNING || s.container_id == NULL ||
+	    (op = op_new(ctl, OP_PAUSE, id, cb, arg)) == NULL) {
+		store_sandbox_clear(&s);
+		return (-1);
+	}
+	op->container_id = xstrdup(s.container_id);
+	store_sandbox_clear(&s);
+	/* Nothing may reach a frozen container: stop routing first. */
+	if ((rt = rt_find(ctl, id)) != NULL)
+		rt_retire(ctl, rt);
+	snprintf(path, sizeof path, "/containers/%s/pause", op->container_id);
+	docker_request(ctl->docker, "POST", path, NULL, 10000, pause_cb, op);
+	return (0);
+}
+
+/* Frozen (or it was not running after all). */
+static void
+pause_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	struct sandbox_rt	*rt;
+
+	if (status != 204) {
+		/* Still running as far as we know: route to it again. */
+		log_warnx("cannot pause sandbox: %s\tid=%s status=%d",
+		    errmsg != NULL ? errmsg : "?", op->id, status);
+		if ((rt = rt_find(op->ctl, op->id)) != NULL &&
+		    rt->state == SANDBOX_RUNNING)
+			rt->recheck = 1;
+		op_finish(op, status == 0 ? 503 : 500, "cannot pause");
+		return;
+	}
+	if (op_state(op, SANDBOX_PAUSED, NULL) != 0) {
+		op_finish(op, 500, "cannot record the new state");
+		return;
+	}
+	log_info("sandbox paused\tid=%s", op->id);
+	op_finish(op, 200, NULL);
+}
+
+/* Thaw a paused sandbox. */
+int
+lifecycle_unpause(struct control *ctl, const char *id, lifecycle_cb cb,
+    void *arg)
+{
+	struct lifecycle_op	*op;
+	struct store_sandbox	 s;
+	char			 path[256];
+
+	if (store_sandbox_get(ctl->store, id, &s) != 0)
+		return (-1);
+	if (s.state != SANDBOX_PAUSED || s.container_id == NULL ||
+	    (op = op_new(ctl, OP_UNPAUSE, id, cb, arg)) == NULL) {
+		store_sandbox_clear(&s);
+		return (-1);
+	}
+	op->container_id = xstrdup(s.container_id);
+	store_sandbox_clear(&s);
+	snprintf(path, sizeof path, "/containers/%s/unpause",
+	    op->container_id);
+	docker_request(ctl->docker, "POST", path, NULL, 10000, unpause_cb, op);
+	return (0);
+}
+
+/* Thawed: running again (same address, a new generation), or go on to stop. */
+static void
+unpause_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct lifecycle_op	*op = arg;
+	struct sandbox_rt	*rt = rt_find(op->ctl, op->id);
+
+	if (op->kind == OP_STOP) {
+		/* Whatever the thaw did, the stop goes on (and kills). */
+		stop_container(op);
+		return;
+	}
+	if (status == 404 || status == 409) {
+		/* Gone or not paused after all: the recheck tells which. */
+		if (rt != NULL)
+			rt->recheck = 1;
+		op_finish(op, 503, "the container was not paused");
+		return;
+	}
+	if (status != 204) {
+		op_fail(op, status == 0 ? 503 : 500, "Docker could not unpause "
+		    "the container: %s", errmsg != NULL ? errmsg : "?");
+		return;
+	}
+	/* The port accepted before the pause and still does. */
+	if (rt == NULL || rt_set_running(op->ctl, rt, rt->ip,
+	    rt->port_state == RT_PORT_READY) != 0) {
+		op_fail(op, 500, "cannot record the new state");
+		return;
+	}
+	log_info("sandbox unpaused\tid=%s", op->id);
 	op_finish(op, 200, NULL);
 }
 
@@ -650,7 +821,10 @@ lifecycle_delete(struct control *ctl, const char *id, lifecycle_cb cb,
 
 	if ((op = op_new(ctl, OP_DELETE, id, cb, arg)) == NULL)
 		return (-1);
-	store_sandbox_set_state(ctl->store, id, SANDBOX_DELETING, NULL);
+	if (op_state(op, SANDBOX_DELETING, NULL) != 0) {
+		op_finish(op, 500, "cannot record the new state");
+		return (0);
+	}
 	/* By name: works even if the store never learnt the container id. */
 	snprintf(path, sizeof path, "/containers/%s-%s?force=true",
 	    ctl->cf->instance, id);
@@ -727,14 +901,15 @@ remove_dirs(struct control *ctl, const char *id, control_child_cb cb,
 int
 lifecycle_busy(struct control *ctl, const char *id)
 {
-	struct sandbox_rt	*rt = control_rt(ctl, id, 0);
+	struct sandbox_rt	*rt = rt_find(ctl, id);
 
 	return (rt != NULL && rt->op != NULL);
 }
 
 /*
- * Docker says a container of ours died or was destroyed outside any
- * operation of ours: the store follows.
+ * Docker says a container of ours died or was destroyed. Outside any
+ * operation of ours the sandbox follows at once; during one, it is looked
+ * at again when the operation ends (lifecycle_recheck), never dropped.
  */
 void
 lifecycle_container_event(struct control *ctl, const char *id,
@@ -743,8 +918,10 @@ lifecycle_container_event(struct control *ctl, const char *id,
 	struct store_sandbox	 s;
 	struct sandbox_rt	*rt;
 
-	if (lifecycle_busy(ctl, id))
-		return;		/* our own operation; it will set the state */
+	if ((rt = rt_find(ctl, id)) != NULL && rt->op != NULL) {
+		rt->recheck = 1;
+		return;
+	}
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
 		return;
 	/* A late event about a container this sandbox no longer uses. */
@@ -754,15 +931,87 @@ lifecycle_container_event(struct control *ctl, const char *id,
 	}
 	if (strcmp(action, "destroy") == 0)
 		store_sandbox_set_container(ctl->store, id, NULL);
-	if ((strcmp(action, "die") == 0 || strcmp(action, "destroy") == 0) &&
-	    (s.state == SANDBOX_RUNNING || s.state == SANDBOX_STARTING)) {
+	if ((rt = rt_get(ctl, id)) != NULL &&
+	    (s.state == SANDBOX_RUNNING || s.state == SANDBOX_PAUSED ||
+	    s.state == SANDBOX_STARTING)) {
 		log_info("container %s outside sandboxd; sandbox marked "
 		    "stopped\tid=%s", strcmp(action, "die") == 0 ? "died" :
 		    "was removed", id);
-		store_sandbox_set_state(ctl->store, id, SANDBOX_STOPPED, NULL);
-		if ((rt = control_rt(ctl, id, 0)) != NULL)
-			rt->has_ip = 0;
 		agent_reset(ctl->hub, id);
+		rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
 	}
 	store_sandbox_clear(&s);
+}
+
+/*
+ * An event came while an operation was in flight: ask Docker what the
+ * container is now and let the sandbox follow.
+ */
+void
+lifecycle_recheck(struct control *ctl, struct sandbox_rt *rt)
+{
+	struct store_sandbox	 s;
+	struct recheck		*rc;
+	char			 path[256];
+
+	rt->recheck = 0;
+	if (store_sandbox_get(ctl->store, rt->id, &s) != 0)
+		return;
+	if (s.container_id == NULL || (s.state != SANDBOX_RUNNING &&
+	    s.state != SANDBOX_PAUSED)) {
+		store_sandbox_clear(&s);
+		return;
+	}
+	snprintf(path, sizeof path, "/containers/%s/json", s.container_id);
+	store_sandbox_clear(&s);
+	rc = xcalloc(1, sizeof *rc);
+	rc->ctl = ctl;
+	snprintf(rc->id, sizeof rc->id, "%s", rt->id);
+	docker_request(ctl->docker, "GET", path, NULL, 0, recheck_cb, rc);
+}
+
+/* What the container is now, after an event we could not act on. */
+static void
+recheck_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct recheck		*rc = arg;
+	struct control		*ctl = rc->ctl;
+	const char		*id = rc->id;
+	struct sandbox_rt	*rt;
+	struct json_object	*st, *o;
+	int			 running = 0, paused = 0;
+
+	/* The runtime may be gone by now, or busy again. */
+	if ((rt = rt_find(ctl, id)) == NULL || rt->op != NULL) {
+		free(rc);
+		return;
+	}
+	if (status == 200 && json_object_object_get_ex(body, "State", &st)) {
+		if (json_object_object_get_ex(st, "Running", &o))
+			running = json_object_get_boolean(o);
+		if (json_object_object_get_ex(st, "Paused", &o))
+			paused = json_object_get_boolean(o);
+	}
+	if (status == 0) {
+		free(rc);
+		return;		/* Docker away: the reconcile on return sees it */
+	}
+	if (!running && (rt->state == SANDBOX_RUNNING ||
+	    rt->state == SANDBOX_PAUSED)) {
+		log_info("container is not running after all; sandbox marked "
+		    "stopped\tid=%s", id);
+		if (status == 404)
+			store_sandbox_set_container(ctl->store, id, NULL);
+		agent_reset(ctl->hub, id);
+		rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
+	} else if (running && !paused && rt->state == SANDBOX_RUNNING &&
+	    rt->generation == 0) {
+		/* A pause that failed: the address is still good. */
+		rt_set_running(ctl, rt, rt->ip, rt->port_state ==
+		    RT_PORT_READY);
+	} else if (running && paused && rt->state == SANDBOX_RUNNING) {
+		rt_set_state(ctl, rt, SANDBOX_PAUSED, NULL);
+	}
+	free(rc);
 }

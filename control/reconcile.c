@@ -21,6 +21,7 @@ struct reconcile {
 	void			(*done)(struct control *, int);
 	int			 pending;	/* async steps not yet back */
 	int			 ok;
+	uint64_t		 seq;		/* ctl->op_seq at the listing */
 	struct json_object	*containers;	/* sandbox id -> container */
 };
 
@@ -36,6 +37,7 @@ static void	inspect_cb(int, struct json_object *, const char *, void *);
 struct inspect_arg {
 	struct reconcile	*rc;
 	char			 id[ID_LEN + 1];
+	int			 paused;	/* the container is frozen */
 };
 
 /* Make Docker match the store; done is called once at the end. */
@@ -52,6 +54,8 @@ reconcile_run(struct control *ctl, void (*done)(struct control *, int))
 	rc->done = done;
 	rc->ok = 1;
 	rc->pending = 1;
+	/* Operations that begin or end after this own their sandboxes. */
+	rc->seq = ctl->op_seq;
 
 	filters = json_object_new_object();
 	arr = json_object_new_array();
@@ -130,12 +134,18 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 	struct control		*ctl = rc->ctl;
 	struct json_object	*c = NULL, *o;
 	struct inspect_arg	*ia;
+	struct sandbox_rt	*rt;
 	const char		*cid = NULL, *cstate = "";
-	int			 running;
+	int			 running, paused;
 	char			 path[256], *run;
 
-	/* An operation in flight owns this sandbox; it sets the state. */
-	if (lifecycle_busy(ctl, s->id))
+	/*
+	 * An operation in flight owns this sandbox, and one that began or
+	 * ended since the listing knows better than the listing does (a
+	 * create that finished meanwhile must not be undone).
+	 */
+	if ((rt = rt_get(ctl, s->id)) == NULL || rt->op != NULL ||
+	    rt->op_seq > rc->seq)
 		return;
 	if (json_object_object_get_ex(rc->containers, s->id, &c)) {
 		if (json_object_object_get_ex(c, "Id", &o))
@@ -143,7 +153,8 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 		if (json_object_object_get_ex(c, "State", &o))
 			cstate = json_object_get_string(o);
 	}
-	running = strcmp(cstate, "running") == 0;
+	paused = strcmp(cstate, "paused") == 0;
+	running = strcmp(cstate, "running") == 0 || paused;
 
 	/* The store follows what Docker really has. */
 	if (cid == NULL && s->container_id != NULL)
@@ -163,6 +174,7 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 		return;
 	case SANDBOX_RUNNING:
 	case SANDBOX_STARTING:
+	case SANDBOX_PAUSED:
 		if (running) {
 			/* Still up: listen for its agentd, learn its IP. */
 			run = control_sandbox_dir(ctl, "run", s->id);
@@ -170,11 +182,19 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 			free(run);
 			ia = xcalloc(1, sizeof *ia);
 			ia->rc = rc;
+			ia->paused = paused;
 			snprintf(ia->id, sizeof ia->id, "%s", s->id);
 			snprintf(path, sizeof path, "/containers/%s/json", cid);
 			rc->pending++;
 			docker_request(ctl->docker, "GET", path, NULL, 0,
 			    inspect_cb, ia);
+			return;
+		}
+		if (s->state == SANDBOX_PAUSED) {
+			/* Its memory is gone: as if it had been idle-stopped. */
+			log_info("reconcile: paused sandbox's container is not "
+			    "running; marked stopped\tid=%s", s->id);
+			rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
 			return;
 		}
 		log_info("reconcile: %s container, starting it\tid=%s",
@@ -194,8 +214,7 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 			return;
 		}
 		if (s->state == SANDBOX_STOPPING)
-			store_sandbox_set_state(ctl->store, s->id,
-			    SANDBOX_STOPPED, NULL);
+			rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
 		return;
 	case SANDBOX_ERROR:
 		return;
@@ -250,21 +269,18 @@ inspect_cb(int status, struct json_object *body, const char *errmsg,
     void *arg)
 {
 	struct inspect_arg	*ia = arg;
-	struct control		*ctl = ia->rc->ctl;
-	struct sandbox_rt	*rt;
+	struct reconcile	*rc = ia->rc;
+	struct control		*ctl = rc->ctl;
+	struct sandbox_rt	*rt = rt_find(ctl, ia->id);
 	struct in_addr		 ip;
 
-	if (lifecycle_busy(ctl, ia->id)) {
+	if (rt == NULL || rt->op != NULL || rt->op_seq > rc->seq) {
 		/* Started, stopped or deleted meanwhile: leave it be. */
 	} else if (status == 200 && control_container_ip(ctl, body, &ip) == 0) {
-		rt = control_rt(ctl, ia->id, 1);
-		rt->ip = ip;
-		rt->has_ip = 1;
-		rt->last_active_ms = time_mono_ms();
-		store_sandbox_set_state(ctl->store, ia->id, SANDBOX_RUNNING,
-		    NULL);
-		log_info("reconcile: running\tid=%s ip=%s", ia->id,
-		    inet_ntoa(ip));
+		/* It was up before: its port accepted then, no probe. */
+		rt_adopt(ctl, rt, ip, ia->paused);
+		log_info("reconcile: %s\tid=%s ip=%s", ia->paused ? "paused" :
+		    "running", ia->id, inet_ntoa(ip));
 	} else {
 		log_warnx("reconcile: cannot find the address of a running "
 		    "container: %s\tid=%s", errmsg != NULL ? errmsg : "?",

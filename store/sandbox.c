@@ -59,13 +59,14 @@ store_sandbox_insert(struct store *s, const struct store_sandbox *sb)
 	sqlite3_bind_int(stmt, 7, sb->memory_mb);
 	sqlite3_bind_double(stmt, 8, sb->cpus);
 	sqlite3_bind_int(stmt, 9, sb->idle_timeout_s);
-	store_bind_text(stmt, 10, sb->env_json != NULL ? sb->env_json : "{}");
-	store_bind_text(stmt, 11,
+	sqlite3_bind_int(stmt, 10, sb->pause_timeout_s);
+	store_bind_text(stmt, 11, sb->env_json != NULL ? sb->env_json : "{}");
+	store_bind_text(stmt, 12,
 	    sb->labels_json != NULL ? sb->labels_json : "{}");
-	store_bind_text(stmt, 12, sb->container_id);
-	store_bind_text(stmt, 13, sb->error);
-	sqlite3_bind_int64(stmt, 14, sb->created_at);
-	sqlite3_bind_int64(stmt, 15, sb->last_active_at);
+	store_bind_text(stmt, 13, sb->container_id);
+	store_bind_text(stmt, 14, sb->error);
+	sqlite3_bind_int64(stmt, 15, sb->created_at);
+	sqlite3_bind_int64(stmt, 16, sb->last_active_at);
 
 	rc = sqlite3_step(stmt);
 	if (rc != SQLITE_DONE)
@@ -101,12 +102,13 @@ store_sandbox_row(sqlite3_stmt *stmt, struct store_sandbox *out)
 	out->memory_mb = sqlite3_column_int(stmt, 6);
 	out->cpus = sqlite3_column_double(stmt, 7);
 	out->idle_timeout_s = sqlite3_column_int(stmt, 8);
-	out->env_json = store_column_strdup(stmt, 9);
-	out->labels_json = store_column_strdup(stmt, 10);
-	out->container_id = store_column_strdup(stmt, 11);
-	out->error = store_column_strdup(stmt, 12);
-	out->created_at = sqlite3_column_int64(stmt, 13);
-	out->last_active_at = sqlite3_column_int64(stmt, 14);
+	out->pause_timeout_s = sqlite3_column_int(stmt, 9);
+	out->env_json = store_column_strdup(stmt, 10);
+	out->labels_json = store_column_strdup(stmt, 11);
+	out->container_id = store_column_strdup(stmt, 12);
+	out->error = store_column_strdup(stmt, 13);
+	out->created_at = sqlite3_column_int64(stmt, 14);
+	out->last_active_at = sqlite3_column_int64(stmt, 15);
 
 	/* Callers may rely on these being set, as the header promises. */
 	if (out->tenant == NULL)

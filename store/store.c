@@ -27,7 +27,9 @@ struct store {
 };
 
 static int	store_pragmas(struct store *, char **);
+static int	store_foreign_keys(struct store *, int, char **);
 static int	store_migrate(struct store *, char **);
+static int	store_migrate_fk_check(struct store *, int, char **);
 static int	store_prepare(struct store *, char **);
 static int	store_read_user_version(sqlite3 *, int *);
 
@@ -80,14 +82,61 @@ static const char *store_migrations[] = {
 	"  finished_at INTEGER NOT NULL DEFAULT 0"
 	");"
 	"CREATE INDEX tasks_sandbox_id ON tasks (sandbox_id, created_at, id);",
+
+	/*
+	 * 2: state 'paused' and pause_timeout_s. A CHECK constraint cannot
+	 * be altered, so the table is rebuilt as lang_altertable.html
+	 * ("Making Other Kinds Of Table Schema Changes") says: new table,
+	 * copy, drop, rename the new one to the old name, indexes again.
+	 * store_migrate runs this with foreign_keys off, or the DROP would
+	 * cascade into tasks, and checks the foreign keys before COMMIT.
+	 * Never rename the old table away first: that would rewrite
+	 * tasks.sandbox_id to reference the renamed table. The column
+	 * lists are spelled out, not STORE_SANDBOX_COLUMNS: this script
+	 * must not change when the current columns do.
+	 */
+	"CREATE TABLE sandboxes_new ("
+	"  id              TEXT PRIMARY KEY NOT NULL"
+	"                    CHECK (length(id) BETWEEN 1 AND 26),"
+	"  tenant          TEXT NOT NULL,"
+	"  template        TEXT NOT NULL,"
+	"  state           TEXT NOT NULL CHECK (state IN ('creating', 'running',"
+	"                    'paused', 'stopping', 'stopped', 'starting',"
+	"                    'deleting', 'error')),"
+	"  port            INTEGER NOT NULL CHECK (port BETWEEN 0 AND 65535),"
+	"  visibility      TEXT NOT NULL"
+	"                    CHECK (visibility IN ('public', 'private')),"
+	"  memory_mb       INTEGER NOT NULL CHECK (memory_mb >= 0),"
+	"  cpus            REAL NOT NULL CHECK (cpus >= 0),"
+	"  idle_timeout_s  INTEGER NOT NULL CHECK (idle_timeout_s >= 0),"
+	"  pause_timeout_s INTEGER NOT NULL DEFAULT 0"
+	"                    CHECK (pause_timeout_s >= 0),"
+	"  env_json        TEXT NOT NULL DEFAULT '{}',"
+	"  labels_json     TEXT NOT NULL DEFAULT '{}',"
+	"  container_id    TEXT,"
+	"  error           TEXT,"
+	"  created_at      INTEGER NOT NULL,"
+	"  last_active_at  INTEGER NOT NULL"
+	");"
+	"INSERT INTO sandboxes_new (id, tenant, template, state, port,"
+	"  visibility, memory_mb, cpus, idle_timeout_s, env_json, labels_json,"
+	"  container_id, error, created_at, last_active_at)"
+	"  SELECT id, tenant, template, state, port, visibility, memory_mb,"
+	"  cpus, idle_timeout_s, env_json, labels_json, container_id, error,"
+	"  created_at, last_active_at FROM sandboxes;"
+	"DROP TABLE sandboxes;"
+	"ALTER TABLE sandboxes_new RENAME TO sandboxes;"
+	"CREATE INDEX sandboxes_tenant ON sandboxes (tenant, created_at, id);"
+	"CREATE INDEX sandboxes_state ON sandboxes (state);"
+	"CREATE INDEX sandboxes_created ON sandboxes (created_at, id);",
 };
 _Static_assert(nitems(store_migrations) == STORE_SCHEMA_VERSION,
     "STORE_SCHEMA_VERSION must equal the number of migrations");
 
 #define STORE_SANDBOX_COLUMNS						\
 	"id, tenant, template, state, port, visibility, memory_mb, cpus, "	\
-	"idle_timeout_s, env_json, labels_json, container_id, error, "	\
-	"created_at, last_active_at"
+	"idle_timeout_s, pause_timeout_s, env_json, labels_json, "	\
+	"container_id, error, created_at, last_active_at"
 #define STORE_TASK_COLUMNS						\
 	"id, sandbox_id, agent, spec_json, state, exit_code, created_at, "	\
 	"started_at, finished_at"
@@ -102,7 +151,8 @@ static const char *store_sql[STORE_NSTMTS] = {
 
 	[STORE_STMT_SANDBOX_INSERT] =
 	    "INSERT INTO sandboxes (" STORE_SANDBOX_COLUMNS ") VALUES "
-	    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+	    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+	    "?16)",
 	[STORE_STMT_SANDBOX_GET] =
 	    "SELECT " STORE_SANDBOX_COLUMNS " FROM sandboxes WHERE id = ?1",
 	[STORE_STMT_SANDBOX_LIST_ALL] =
@@ -157,7 +207,10 @@ static const char *store_sandbox_state_names[] = {
 	[SANDBOX_STARTING] = "starting",
 	[SANDBOX_DELETING] = "deleting",
 	[SANDBOX_ERROR] = "error",
+	[SANDBOX_PAUSED] = "paused",
 };
+_Static_assert(nitems(store_sandbox_state_names) == SANDBOX_PAUSED + 1,
+    "every sandbox state needs a name");
 
 static const char *store_task_state_names[] = {
 	[TASK_QUEUED] = "queued",
@@ -208,6 +261,8 @@ store_open(const char *path, char **cause)
 		goto fail;
 	if (store_migrate(s, cause) != 0)
 		goto fail;
+	if (store_foreign_keys(s, 1, cause) != 0)
+		goto fail;
 	if (store_prepare(s, cause) != 0)
 		goto fail;
 	return (s);
@@ -246,9 +301,12 @@ store_pragmas(struct store *s, char **cause)
 	sqlite3_finalize(stmt);
 	stmt = NULL;
 
-	/* NORMAL is durable enough in WAL mode: a crash loses no commit. */
-	if (sqlite3_exec(s->db, "PRAGMA synchronous=NORMAL;"
-	    "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {
+	/*
+	 * NORMAL is durable enough in WAL mode: a crash loses no commit.
+	 * foreign_keys comes on after the migrations (store_foreign_keys).
+	 */
+	if (sqlite3_exec(s->db, "PRAGMA synchronous=NORMAL", NULL, NULL,
+	    NULL) != SQLITE_OK) {
 		xasprintf(cause, "%s: %s", s->path, sqlite3_errmsg(s->db));
 		goto fail;
 	}
@@ -257,6 +315,35 @@ store_pragmas(struct store *s, char **cause)
 fail:
 	sqlite3_finalize(stmt);
 	return (-1);
+}
+
+/*
+ * Turn foreign key enforcement on or off and read it back: the pragma is a
+ * silent no-op inside a transaction, and a build without foreign keys
+ * ignores it, so only the value read back proves it.
+ */
+static int
+store_foreign_keys(struct store *s, int on, char **cause)
+{
+	sqlite3_stmt	*stmt;
+	int		 got = -1;
+
+	if (sqlite3_exec(s->db, on ? "PRAGMA foreign_keys=ON" :
+	    "PRAGMA foreign_keys=OFF", NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(s->db, "PRAGMA foreign_keys", -1, &stmt,
+	    NULL) != SQLITE_OK) {
+		xasprintf(cause, "%s: %s", s->path, sqlite3_errmsg(s->db));
+		return (-1);
+	}
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		got = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	if (got != on) {
+		xasprintf(cause, "%s: cannot turn foreign keys %s", s->path,
+		    on ? "on" : "off");
+		return (-1);
+	}
+	return (0);
 }
 
 /* Read PRAGMA user_version on a connection; 0 on success. */
@@ -279,7 +366,9 @@ store_read_user_version(sqlite3 *db, int *out)
 /*
  * Apply each missing migration in its own transaction. The version is read
  * inside the transaction so two processes opening a fresh file at once do
- * not both apply the same script.
+ * not both apply the same script. Foreign keys are off meanwhile, as
+ * SQLite's table rebuild procedure needs (a DROP TABLE with them on deletes
+ * the rows first and cascades), and are checked before each COMMIT instead.
  */
 static int
 store_migrate(struct store *s, char **cause)
@@ -287,6 +376,9 @@ store_migrate(struct store *s, char **cause)
 	char	 sql[64];
 	int	 version;
 
+	/* Outside any transaction: inside one the pragma does nothing. */
+	if (store_foreign_keys(s, 0, cause) != 0)
+		return (-1);
 	for (;;) {
 		if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL,
 		    NULL) != SQLITE_OK)
@@ -314,6 +406,8 @@ store_migrate(struct store *s, char **cause)
 			    s->path, version + 1, sqlite3_errmsg(s->db));
 			goto fail;
 		}
+		if (store_migrate_fk_check(s, version + 1, cause) != 0)
+			goto fail;
 		/* PRAGMA takes no parameters; the number is our own. */
 		snprintf(sql, sizeof sql, "PRAGMA user_version = %d",
 		    version + 1);
@@ -333,6 +427,36 @@ fail:
 	if (!sqlite3_get_autocommit(s->db))
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return (-1);
+}
+
+/*
+ * After a migration, inside its transaction: every foreign key must still
+ * find its parent row (PRAGMA foreign_key_check lists those that do not).
+ */
+static int
+store_migrate_fk_check(struct store *s, int version, char **cause)
+{
+	sqlite3_stmt	*stmt;
+	int		 rc;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA foreign_key_check", -1, &stmt,
+	    NULL) != SQLITE_OK) {
+		xasprintf(cause, "%s: migration to version %d: %s", s->path,
+		    version, sqlite3_errmsg(s->db));
+		return (-1);
+	}
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		xasprintf(cause, "%s: migration to version %d: row %lld of %s "
+		    "references a missing row of %s", s->path, version,
+		    (long long)sqlite3_column_int64(stmt, 1),
+		    (const char *)sqlite3_column_text(stmt, 0),
+		    (const char *)sqlite3_column_text(stmt, 2));
+	else if (rc != SQLITE_DONE)
+		xasprintf(cause, "%s: migration to version %d: %s", s->path,
+		    version, sqlite3_errmsg(s->db));
+	sqlite3_finalize(stmt);
+	return (rc == SQLITE_DONE ? 0 : -1);
 }
 
 /* Prepare every statement once; they live until store_close. */

@@ -17,7 +17,7 @@
 #define STORE_NOTFOUND	1
 #define STORE_ID_LEN	26
 /* The schema version this binary migrates to (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION	1
+#define STORE_SCHEMA_VERSION	2
 
 struct store;
 
@@ -29,6 +29,8 @@ enum sandbox_state {
 	SANDBOX_STARTING,
 	SANDBOX_DELETING,
 	SANDBOX_ERROR,
+	/* Frozen with docker pause. Appended so the values above keep theirs. */
+	SANDBOX_PAUSED,
 };
 
 enum sandbox_visibility { SANDBOX_PUBLIC, SANDBOX_PRIVATE };
@@ -44,6 +46,7 @@ struct store_sandbox {
 	int			 memory_mb;
 	double			 cpus;
 	int			 idle_timeout_s;
+	int			 pause_timeout_s;	/* 0: never pause */
 	char			*env_json;	/* JSON object text, "{}" if none */
 	char			*labels_json;	/* JSON object text, "{}" if none */
 	char			*container_id;	/* Docker's id, NULL if none */

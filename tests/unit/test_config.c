@@ -135,11 +135,14 @@ test_embedded_default(void)
 	CHECK(strlen(c->instance) == 16);
 	CHECK(strspn(c->instance + 4, "0123456789abcdef") == 12);
 	CHECK(c->idle_timeout_ms == 15 * 60 * 1000);
+	CHECK(c->pause_timeout_ms == 0);
 	CHECK(c->wake_timeout_ms == 60 * 1000);
 	CHECK(c->shutdown_grace_ms == 10 * 1000);
 	CHECK(c->max_sandboxes == 500);
 	CHECK(c->max_running == 40);
 	CHECK(c->max_file_size == 100ULL * 1024 * 1024);
+	CHECK(c->min_free_memory_pct == 10);
+	CHECK(c->min_free_memory_bytes == 0);
 	CHECK(c->log_level == LOG_LEVEL_INFO);
 	CHECK(c->napi_keys == 0);
 	CHECK(c->nroutes == 0);
@@ -163,6 +166,9 @@ test_embedded_default(void)
 	/* An empty file means the same as the embedded default. */
 	c = parse_ok("");
 	if (c != NULL) {
+		CHECK(c->pause_timeout_ms == 0);
+		CHECK(c->min_free_memory_pct == 10);
+		CHECK(c->min_free_memory_bytes == 0);
 		CHECK(c->nlisten == 1);
 		CHECK_STR(c->listen[0].text, "127.0.0.1:8080");
 		CHECK(c->ntemplates == 1);
@@ -199,6 +205,8 @@ test_every_key(void)
 	    "agentd_path = /opt/sbx/agentd\n"
 	    "instance = prod-1\n"
 	    "idle_timeout = 0\n"
+	    "pause_timeout = 5m\n"
+	    "min_free_memory = 2g\n"
 	    "wake_timeout = 250ms\n"
 	    "shutdown_grace = 2m\n"
 	    "max_sandboxes = 1000000\n"
@@ -253,6 +261,10 @@ test_every_key(void)
 	CHECK_STR(c->agentd_path, "/opt/sbx/agentd");
 	CHECK_STR(c->instance, "prod-1");
 	CHECK(c->idle_timeout_ms == 0);
+	/* idle_timeout 0 never stops, so any pause_timeout comes first. */
+	CHECK(c->pause_timeout_ms == 5 * 60 * 1000);
+	CHECK(c->min_free_memory_bytes == 2ULL << 30);
+	CHECK(c->min_free_memory_pct == 0);
 	CHECK(c->wake_timeout_ms == 250);
 	CHECK(c->shutdown_grace_ms == 120000);
 	CHECK(c->max_sandboxes == 1000000);
@@ -625,6 +637,137 @@ test_global_values(void)
 	if (c != NULL)
 		CHECK(c->log_level == LOG_LEVEL_WARN);
 	config_free(c);
+}
+
+/* pause_timeout: a duration, 0 by default, below a non-zero idle_timeout. */
+static void
+test_pause_timeout(void)
+{
+	struct config	*c;
+	char		*e;
+
+	c = parse_ok("pause_timeout = 5m\n");
+	if (c != NULL) {
+		CHECK(c->pause_timeout_ms == 5 * 60 * 1000);
+		CHECK(c->idle_timeout_ms == 15 * 60 * 1000);
+	}
+	config_free(c);
+	c = parse_ok("idle_timeout = 1h\npause_timeout = 59m\n");
+	if (c != NULL)
+		CHECK(c->pause_timeout_ms == 59 * 60 * 1000);
+	config_free(c);
+	c = parse_ok("pause_timeout = 250ms\nidle_timeout = 1s\n");
+	if (c != NULL)
+		CHECK(c->pause_timeout_ms == 250);
+	config_free(c);
+	/* 0 on either side: nothing to order. */
+	config_free(parse_ok("pause_timeout = 0\nidle_timeout = 1s\n"));
+	config_free(parse_ok("idle_timeout = 0\npause_timeout = 2h\n"));
+
+	/* Against the default idle_timeout, and against one set later. */
+	e = parse_err("pause_timeout = 15m\n");
+	CHECK(has(e, "t.conf:1: pause_timeout: 15m must be less than "
+	    "idle_timeout (15m)\n"));
+	CHECK(count_lines(e) == 1);
+	free(e);
+	e = parse_err("max_running = 3\npause_timeout = 90s\n"
+	    "idle_timeout = 1m\n");
+	CHECK(has(e, "t.conf:2: pause_timeout: 90s must be less than "
+	    "idle_timeout (1m)\n"));
+	free(e);
+	e = parse_err("idle_timeout = 1000ms\npause_timeout = 1s\n");
+	CHECK(has(e, "t.conf:2: pause_timeout: 1s must be less than "
+	    "idle_timeout (1s)\n"));
+	free(e);
+
+	e = parse_err("pause_timeout = 5x\n");
+	CHECK(has(e, "t.conf:1: pause_timeout: bad duration \"5x\""));
+	free(e);
+	e = parse_err("pause_timeout = -1\n");
+	CHECK(has(e, "t.conf:1: pause_timeout: bad duration \"-1\""));
+	free(e);
+	e = parse_err("pause_timeout = 1m\npause_timeout = 2m\n");
+	CHECK(has(e, "t.conf:2: pause_timeout: set twice (first on line 1)"));
+	free(e);
+	e = parse_err("[template default]\nimage = x\npause_timeout = 1m\n");
+	CHECK(has(e, "t.conf:3: pause_timeout: global key in [template "
+	    "default] section"));
+	free(e);
+}
+
+/* min_free_memory: a size or a whole percentage 0-90; 10% by default. */
+static void
+test_min_free_memory(void)
+{
+	static const struct {
+		const char	*value;
+		uint64_t	 bytes;
+		int		 pct;
+	} good[] = {
+		{ "512m", 512ULL << 20, 0 },
+		{ "2g", 2ULL << 30, 0 },
+		{ "2G", 2ULL << 30, 0 },
+		{ "65536k", 64ULL << 20, 0 },
+		{ "1048576", 1ULL << 20, 0 },
+		{ "10%", 0, 10 },
+		{ "1%", 0, 1 },
+		{ "90%", 0, 90 },
+		{ "0%", 0, 0 },		/* no floor */
+		{ "0", 0, 0 },		/* no floor */
+		{ "\"25%\"", 0, 25 },
+	};
+	static const char *bad[] = {
+		"-1", "10 %", "abc", "%", "10%%", "%10", "1.5g", "10 m",
+		"5%m", "10p", "-5%", "+5%", "0x10", "99999999999999999999999",
+	};
+	struct config	*c;
+	char		*e, *text, *want;
+	size_t		 i;
+
+	for (i = 0; i < nitems(good); i++) {
+		xasprintf(&text, "min_free_memory = %s\n", good[i].value);
+		c = parse_ok(text);
+		if (c != NULL) {
+			CHECK(c->min_free_memory_bytes == good[i].bytes);
+			CHECK(c->min_free_memory_pct == good[i].pct);
+			if (c->min_free_memory_bytes != good[i].bytes ||
+			    c->min_free_memory_pct != good[i].pct)
+				fprintf(stderr, "  for %s\n", good[i].value);
+		}
+		config_free(c);
+		free(text);
+	}
+
+	for (i = 0; i < nitems(bad); i++) {
+		xasprintf(&text, "max_running = 3\nmin_free_memory = %s\n",
+		    bad[i]);
+		xasprintf(&want, "t.conf:2: min_free_memory: bad value \"%s\" "
+		    "(a size with an optional k, m, g or t, or a percentage of "
+		    "host memory such as 10%%)\n", bad[i]);
+		e = parse_err(text);
+		CHECK(has(e, want));
+		free(e);
+		free(want);
+		free(text);
+	}
+
+	e = parse_err("min_free_memory = 110%\n");
+	CHECK(has(e, "t.conf:1: min_free_memory: 110% is out of range (0% to "
+	    "90% of host memory)\n"));
+	free(e);
+	e = parse_err("min_free_memory = 91%\n");
+	CHECK(has(e, "t.conf:1: min_free_memory: 91% is out of range"));
+	free(e);
+	e = parse_err("min_free_memory = 99999999999999999999999999999999%\n");
+	CHECK(has(e, "t.conf:1: min_free_memory: "
+	    "99999999999999999999999999999999% is out of range"));
+	free(e);
+	e = parse_err("min_free_memory = 1g\nmin_free_memory = 5%\n");
+	CHECK(has(e, "t.conf:2: min_free_memory: set twice (first on line 1)"));
+	free(e);
+	e = parse_err("min_free_memory =\n");
+	CHECK(has(e, "t.conf:1: min_free_memory: missing value"));
+	free(e);
 }
 
 /* default_template and the built-in template. */
@@ -1041,6 +1184,9 @@ test_load(void)
 		    "quoted secrets may hold # and spaces, 32+ chars");
 		CHECK(c->api_keys[1].admin == 1);
 		CHECK(c->routes[1].is_unix == 1);
+		CHECK(c->pause_timeout_ms == 0);
+		CHECK(c->min_free_memory_pct == 10);
+		CHECK(c->min_free_memory_bytes == 0);
 	}
 	config_free(c);
 	free(e);
@@ -1245,6 +1391,8 @@ main(void)
 	RUN(test_sections);
 	RUN(test_duplicates);
 	RUN(test_global_values);
+	RUN(test_pause_timeout);
+	RUN(test_min_free_memory);
 	RUN(test_default_template);
 	RUN(test_section_values);
 	RUN(test_collects_all);

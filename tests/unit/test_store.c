@@ -124,7 +124,7 @@ out:
 	return (rc);
 }
 
-/* Opening creates a 0600 file at schema version 1 and nothing else. */
+/* Opening creates a 0600 file at the current schema version. */
 static void
 test_open_create(void)
 {
@@ -141,7 +141,7 @@ test_open_create(void)
 	}
 	CHECK(stat(tpath("create.db"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
 	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
-	CHECK(STORE_SCHEMA_VERSION == 1);
+	CHECK(STORE_SCHEMA_VERSION == 2);
 	CHECK(store_ping(s) == 0);
 	store_close(s);
 
@@ -212,7 +212,7 @@ test_reopen(void)
 		free(cause);
 		return;
 	}
-	CHECK(store_schema_version(s) == 1);
+	CHECK(store_schema_version(s) == 2);
 	CHECK(store_sandbox_get(s, sb.id, &got) == 0);
 	CHECK_STR(got.tenant, "alice");
 	CHECK(store_tenant_exists(s, "alice") == 1);
@@ -243,6 +243,7 @@ test_sandbox_crud(void)
 	make_sandbox(&sb, 2, "alice", 3000);
 	sb.visibility = SANDBOX_PUBLIC;
 	sb.state = SANDBOX_RUNNING;
+	sb.pause_timeout_s = 300;
 	sb.container_id = "c0ffee";
 	sb.error = "earlier failure";
 	sb.labels_json = "{\"team\":\"x\"}";
@@ -262,6 +263,7 @@ test_sandbox_crud(void)
 	CHECK(got.memory_mb == 1024);
 	CHECK(got.cpus == 1.5);
 	CHECK(got.idle_timeout_s == 900);
+	CHECK(got.pause_timeout_s == 300);
 	CHECK_STR(got.env_json, "{\"A\":\"1\"}");
 	CHECK_STR(got.labels_json, "{\"team\":\"x\"}");
 	CHECK_STR(got.container_id, "c0ffee");
@@ -277,7 +279,17 @@ test_sandbox_crud(void)
 	CHECK(got.container_id == NULL);
 	CHECK(got.error == NULL);
 	CHECK(got.visibility == SANDBOX_PRIVATE);
+	CHECK(got.pause_timeout_s == 0);
 	store_sandbox_clear(&got);
+
+	/* paused: written, read back and counted like any state. */
+	CHECK(store_sandbox_set_state(s, sb.id, SANDBOX_PAUSED, NULL) == 0);
+	CHECK(store_sandbox_get(s, sb.id, &got) == 0);
+	CHECK(got.state == SANDBOX_PAUSED);
+	store_sandbox_clear(&got);
+	CHECK(store_sandbox_count(s, SANDBOX_PAUSED, &count) == 0 &&
+	    count == 1);
+	CHECK(store_sandbox_set_state(s, sb.id, SANDBOX_CREATING, NULL) == 0);
 
 	/* All, oldest first, ties by id. */
 	CHECK(store_sandbox_list(s, NULL, &list, &n) == 0);
@@ -391,6 +403,9 @@ test_sandbox_bad_insert(void)
 	CHECK(store_sandbox_insert(s, &sb) == -1);
 	make_sandbox(&sb, 3, "alice", 3);
 	sb.port = 70000;			/* CHECK */
+	CHECK(store_sandbox_insert(s, &sb) == -1);
+	make_sandbox(&sb, 3, "alice", 3);
+	sb.pause_timeout_s = -1;		/* CHECK */
 	CHECK(store_sandbox_insert(s, &sb) == -1);
 	make_sandbox(&sb, 3, "alice", 3);
 	sb.state = (enum sandbox_state)99;
@@ -652,7 +667,300 @@ test_backup(void)
 	store_close(s);
 }
 
-/* A database from a newer binary is refused and left untouched. */
+/* State names both ways; paused kept its place at the end. */
+static void
+test_state_names(void)
+{
+	enum sandbox_state	st;
+
+	CHECK(SANDBOX_ERROR == 6 && SANDBOX_PAUSED == 7);
+	CHECK_STR(store_sandbox_state_name(SANDBOX_PAUSED), "paused");
+	CHECK_STR(store_sandbox_state_name(SANDBOX_RUNNING), "running");
+	CHECK(store_sandbox_state_name((enum sandbox_state)8) == NULL);
+	CHECK(store_sandbox_state_parse("paused", &st) == 0 &&
+	    st == SANDBOX_PAUSED);
+	CHECK(store_sandbox_state_parse("error", &st) == 0 &&
+	    st == SANDBOX_ERROR);
+	CHECK(store_sandbox_state_parse("Paused", &st) == -1);
+	CHECK(store_sandbox_state_parse(NULL, &st) == -1);
+}
+
+/*
+ * The version 1 schema exactly as it shipped (store.c, migration 1), kept
+ * here so the test builds a real v1 file without the store's help.
+ */
+static const char v1_schema[] =
+	"CREATE TABLE tenants ("
+	"  name        TEXT PRIMARY KEY NOT NULL CHECK (length(name) > 0),"
+	"  created_at  INTEGER NOT NULL"
+	");"
+	"CREATE TABLE sandboxes ("
+	"  id             TEXT PRIMARY KEY NOT NULL"
+	"                   CHECK (length(id) BETWEEN 1 AND 26),"
+	"  tenant         TEXT NOT NULL,"
+	"  template       TEXT NOT NULL,"
+	"  state          TEXT NOT NULL CHECK (state IN ('creating', 'running',"
+	"                   'stopping', 'stopped', 'starting', 'deleting',"
+	"                   'error')),"
+	"  port           INTEGER NOT NULL CHECK (port BETWEEN 0 AND 65535),"
+	"  visibility     TEXT NOT NULL"
+	"                   CHECK (visibility IN ('public', 'private')),"
+	"  memory_mb      INTEGER NOT NULL CHECK (memory_mb >= 0),"
+	"  cpus           REAL NOT NULL CHECK (cpus >= 0),"
+	"  idle_timeout_s INTEGER NOT NULL CHECK (idle_timeout_s >= 0),"
+	"  env_json       TEXT NOT NULL DEFAULT '{}',"
+	"  labels_json    TEXT NOT NULL DEFAULT '{}',"
+	"  container_id   TEXT,"
+	"  error          TEXT,"
+	"  created_at     INTEGER NOT NULL,"
+	"  last_active_at INTEGER NOT NULL"
+	");"
+	"CREATE INDEX sandboxes_tenant ON sandboxes (tenant, created_at, id);"
+	"CREATE INDEX sandboxes_state ON sandboxes (state);"
+	"CREATE INDEX sandboxes_created ON sandboxes (created_at, id);"
+	"CREATE TABLE tasks ("
+	"  id          TEXT PRIMARY KEY NOT NULL"
+	"                CHECK (length(id) BETWEEN 1 AND 26),"
+	"  sandbox_id  TEXT NOT NULL"
+	"                REFERENCES sandboxes (id) ON DELETE CASCADE,"
+	"  agent       TEXT NOT NULL,"
+	"  spec_json   TEXT NOT NULL DEFAULT '{}',"
+	"  state       TEXT NOT NULL CHECK (state IN ('queued', 'running',"
+	"                'succeeded', 'failed', 'cancelled')),"
+	"  exit_code   INTEGER NOT NULL DEFAULT -1,"
+	"  created_at  INTEGER NOT NULL,"
+	"  started_at  INTEGER NOT NULL DEFAULT 0,"
+	"  finished_at INTEGER NOT NULL DEFAULT 0"
+	");"
+	"CREATE INDEX tasks_sandbox_id ON tasks (sandbox_id, created_at, id);"
+	"PRAGMA user_version = 1;";
+
+/*
+ * Make a v1 file at path with the given rows (SQL run with the raw API, so
+ * foreign keys are as the caller sets them). 0 on success.
+ */
+static int
+make_v1(const char *path, const char *fk_pragma, const char *rows)
+{
+	sqlite3	*db;
+	char	*err = NULL;
+	int	 rc;
+
+	unlink(path);
+	if (sqlite3_open(path, &db) != SQLITE_OK) {
+		sqlite3_close(db);
+		return (-1);
+	}
+	rc = sqlite3_exec(db, fk_pragma, NULL, NULL, &err);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, v1_schema, NULL, NULL, &err);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, rows, NULL, NULL, &err);
+	if (rc != SQLITE_OK)
+		fprintf(stderr, "make_v1 %s: %s\n", path, err);
+	sqlite3_free(err);
+	sqlite3_close(db);
+	return (rc == SQLITE_OK ? 0 : -1);
+}
+
+/* Run one SQL statement on a file with the raw API; the sqlite3 result. */
+static int
+raw_exec(const char *path, const char *sql)
+{
+	sqlite3	*db;
+	int	 rc;
+
+	if (sqlite3_open(path, &db) != SQLITE_OK) {
+		sqlite3_close(db);
+		return (SQLITE_ERROR);
+	}
+	rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return (rc);
+}
+
+/* The first column of the first row of a query, as text ("" if none). */
+static void
+raw_query(const char *path, const char *sql, char *out, size_t len)
+{
+	sqlite3		*db;
+	sqlite3_stmt	*stmt;
+
+	out[0] = '\0';
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) ==
+	    SQLITE_OK && sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) ==
+	    SQLITE_OK) {
+		if (sqlite3_step(stmt) == SQLITE_ROW &&
+		    sqlite3_column_text(stmt, 0) != NULL)
+			snprintf(out, len, "%s", sqlite3_column_text(stmt, 0));
+		sqlite3_finalize(stmt);
+	}
+	sqlite3_close(db);
+}
+
+#define V1_ROWS								\
+	"INSERT INTO sandboxes VALUES ('00000000000000000000000001',"	\
+	"  'alice', 'default', 'running', 3000, 'public', 512, 0.5, 600,"	\
+	"  '{\"A\":\"1\"}', '{\"k\":\"v\"}', 'c0ffee', NULL, 1000, 2000);"	\
+	"INSERT INTO sandboxes VALUES ('00000000000000000000000002',"	\
+	"  'bob', 'py', 'stopped', 8000, 'private', 256, 1, 0, '{}', '{}',"	\
+	"  NULL, 'oom', 1500, 1500);"					\
+	"INSERT INTO tasks (id, sandbox_id, agent, spec_json, state,"	\
+	"  exit_code, created_at, started_at, finished_at) VALUES"	\
+	"  ('00000000000000000000000101', '00000000000000000000000001',"	\
+	"  'command', '{\"cmd\":[\"ls\"]}', 'succeeded', 0, 3000, 3100,"	\
+	"  3200);"
+
+/*
+ * A real v1 file with sandboxes and a task migrates to v2: every row and
+ * field kept, 'paused' and pause_timeout_s accepted, the tasks foreign key
+ * still pointing at sandboxes and still cascading.
+ */
+static void
+test_migrate_v1(void)
+{
+	const char		*path = tpath("v1.db");
+	struct store		*s;
+	struct store_sandbox	 got, *list;
+	struct store_task	 t;
+	char			*cause, id1[STORE_ID_LEN + 1], buf[512];
+	char			 id2[STORE_ID_LEN + 1], tid[STORE_ID_LEN + 1];
+	size_t			 n;
+	int			 count;
+
+	make_id(id1, 1);
+	make_id(id2, 2);
+	make_id(tid, 101);
+	CHECK(make_v1(path, "PRAGMA foreign_keys=ON", V1_ROWS) == 0);
+	/* The premise: v1 refuses 'paused'. */
+	CHECK(raw_exec(path, "UPDATE sandboxes SET state = 'paused'") ==
+	    SQLITE_CONSTRAINT);
+
+	s = store_open(path, &cause);
+	CHECK(s != NULL);
+	if (s == NULL) {
+		fprintf(stderr, "  cause: %s\n", cause);
+		free(cause);
+		return;
+	}
+	CHECK(store_schema_version(s) == 2);
+
+	/* Every row and field as v1 had it; the new column defaults to 0. */
+	CHECK(store_sandbox_get(s, id1, &got) == 0);
+	CHECK_STR(got.tenant, "alice");
+	CHECK_STR(got.template_name, "default");
+	CHECK(got.state == SANDBOX_RUNNING);
+	CHECK(got.port == 3000);
+	CHECK(got.visibility == SANDBOX_PUBLIC);
+	CHECK(got.memory_mb == 512);
+	CHECK(got.cpus == 0.5);
+	CHECK(got.idle_timeout_s == 600);
+	CHECK(got.pause_timeout_s == 0);
+	CHECK_STR(got.env_json, "{\"A\":\"1\"}");
+	CHECK_STR(got.labels_json, "{\"k\":\"v\"}");
+	CHECK_STR(got.container_id, "c0ffee");
+	CHECK(got.error == NULL);
+	CHECK(got.created_at == 1000 && got.last_active_at == 2000);
+	store_sandbox_clear(&got);
+	CHECK(store_sandbox_get(s, id2, &got) == 0);
+	CHECK(got.state == SANDBOX_STOPPED);
+	CHECK_STR(got.error, "oom");
+	store_sandbox_clear(&got);
+	CHECK(store_sandbox_list(s, NULL, &list, &n) == 0 && n == 2);
+	store_sandbox_list_free(list, n);
+	CHECK(store_task_get(s, tid, &t) == 0);
+	CHECK_STR(t.sandbox_id, id1);
+	CHECK(t.state == TASK_SUCCEEDED && t.finished_at == 3200);
+	store_task_clear(&t);
+
+	/* The new state and column are accepted. */
+	CHECK(store_sandbox_set_state(s, id1, SANDBOX_PAUSED, NULL) == 0);
+	CHECK(store_sandbox_get(s, id1, &got) == 0);
+	CHECK(got.state == SANDBOX_PAUSED);
+	store_sandbox_clear(&got);
+	CHECK(store_sandbox_count(s, SANDBOX_PAUSED, &count) == 0 &&
+	    count == 1);
+
+	/* Foreign keys are on again: no task for a missing sandbox. */
+	memset(&t, 0, sizeof t);
+	make_id(t.id, 102);
+	make_id(t.sandbox_id, 77);
+	t.agent = "command";
+	t.spec_json = "{}";
+	t.state = TASK_QUEUED;
+	CHECK(store_task_insert(s, &t) == STORE_NOTFOUND);
+	store_close(s);
+
+	/*
+	 * The schema text: tasks still references sandboxes (not a renamed
+	 * table), no sandboxes_new is left, the three indexes are back.
+	 */
+	raw_query(path, "SELECT sql FROM sqlite_master WHERE name = 'tasks'",
+	    buf, sizeof buf);
+	CHECK(strstr(buf, "REFERENCES sandboxes (id) ON DELETE CASCADE") !=
+	    NULL);
+	raw_query(path, "SELECT count(*) FROM sqlite_master WHERE "
+	    "sql LIKE '%sandboxes_new%' OR name LIKE '%_new'", buf, sizeof buf);
+	CHECK_STR(buf, "0");
+	raw_query(path, "SELECT group_concat(name, ',') FROM (SELECT name "
+	    "FROM sqlite_master WHERE type = 'index' AND tbl_name = "
+	    "'sandboxes' AND sql IS NOT NULL ORDER BY name)", buf, sizeof buf);
+	CHECK_STR(buf, "sandboxes_created,sandboxes_state,sandboxes_tenant");
+	raw_query(path, "SELECT count(*) FROM pragma_foreign_key_check", buf,
+	    sizeof buf);
+	CHECK_STR(buf, "0");
+
+	/* Reopened at v2: nothing runs again; the cascade still works. */
+	s = store_open(path, &cause);
+	CHECK(s != NULL);
+	if (s == NULL) {
+		free(cause);
+		return;
+	}
+	CHECK(store_schema_version(s) == 2);
+	CHECK(store_sandbox_delete(s, id1) == 0);
+	CHECK(store_task_get(s, tid, &t) == STORE_NOTFOUND);
+	store_task_clear(&t);
+	CHECK(store_sandbox_count(s, -1, &count) == 0 && count == 1);
+	store_close(s);
+	raw_query(path, "SELECT count(*) FROM tasks", buf, sizeof buf);
+	CHECK_STR(buf, "0");
+}
+
+/*
+ * A v1 file whose task points at no sandbox (written with foreign keys
+ * off) fails the check before COMMIT: the open is refused and the file
+ * stays at v1 with its rows.
+ */
+static void
+test_migrate_v1_orphan(void)
+{
+	const char	*path = tpath("v1orphan.db");
+	struct store	*s;
+	char		*cause = NULL, buf[64];
+
+	CHECK(make_v1(path, "PRAGMA foreign_keys=OFF", V1_ROWS
+	    "DELETE FROM sandboxes WHERE id = '00000000000000000000000001';")
+	    == 0);
+	s = store_open(path, &cause);
+	CHECK(s == NULL);
+	CHECK(cause != NULL && strstr(cause, "migration to version 2") != NULL
+	    && strstr(cause, "tasks") != NULL);
+	if (cause != NULL)
+		fprintf(stderr, "  cause: %s\n", cause);
+	free(cause);
+	store_close(s);
+	CHECK(raw_pragma(path, "user_version", buf, sizeof buf) == 0);
+	CHECK_STR(buf, "1");
+	raw_query(path, "SELECT count(*) FROM sandboxes", buf, sizeof buf);
+	CHECK_STR(buf, "1");
+	raw_query(path, "SELECT count(*) FROM tasks", buf, sizeof buf);
+	CHECK_STR(buf, "1");
+	raw_query(path, "SELECT count(*) FROM sqlite_master WHERE "
+	    "name = 'sandboxes_new'", buf, sizeof buf);
+	CHECK_STR(buf, "0");
+}
+
 static void
 test_too_new(void)
 {
@@ -892,6 +1200,9 @@ main(int argc, char **argv)
 	RUN(test_tasks);
 	RUN(test_tenants);
 	RUN(test_backup);
+	RUN(test_state_names);
+	RUN(test_migrate_v1);
+	RUN(test_migrate_v1_orphan);
 	RUN(test_too_new);
 	RUN(test_corrupt);
 	RUN(test_throughput);
