@@ -785,7 +785,14 @@ def with_daemon(t, extra, what, tests):
             print("FAIL %s: the daemon did not start, skipped %s" % (what, ", ".join(f.__name__ for f in tests)))
             return
         for fn in tests:
+            if d.proc is not None and d.proc.poll() is not None:
+                t.current = fn.__name__
+                t.check(False, "the daemon [%s] exited (%d) before this test; not run" % (what, d.proc.returncode))
+                continue
             t.run(fn, d, ctx)
+        if d.proc is not None and d.proc.poll() is not None:
+            t.check(False, "the daemon [%s] exited with %d (a negative number is a signal)"
+                    % (what, d.proc.returncode))
     except Exception as e:
         t.check(False, "%s: %r" % (what, e))
     finally:
