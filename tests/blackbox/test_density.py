@@ -469,6 +469,21 @@ def test_api_idle_timeout_field(t, d, ctx):
     d.request("DELETE", "/v1/sandboxes/%s" % sid)
 
 
+def test_api_pause_timeout_field(t, d, ctx):
+    r = d.request("POST", "/v1/sandboxes", {"pause_timeout_s": 30, "idle_timeout_s": 10})
+    t.check(r.status == 400 and r.error_code() == "bad_request",
+            "pause_timeout_s not below idle_timeout_s: 400 %r" % r)
+    sid = new_app(t, d, body={"pause_timeout_s": 1})
+    if sid is None:
+        return
+    t.check(get_sbx(d, sid).get("pause_timeout_s") == 1, "pause_timeout_s is kept")
+    preview(d, sid, timeout=10)
+    ok = wait_state(d, sid, "paused", 8)
+    t.check(ok and dpaused(d, sid), "pause_timeout_s = 1 pauses it (daemon default: no pause): %r"
+            % state(d, sid))
+    d.request("DELETE", "/v1/sandboxes/%s" % sid)
+
+
 def test_conflict_states(t, d, ctx):
     """Start/stop on a deleting or error sandbox: 409."""
     sid = new_app(t, d)
@@ -811,7 +826,8 @@ def main():
     with_daemon(t, "wake_timeout = 20s", "wake", [
         test_wake_held, test_concurrent_start_once, test_warming_page, test_held_websocket,
         test_client_disconnects_while_held, test_keepalive_after_delete, test_docker_kill,
-        test_wake_removed_container, test_api_idle_timeout_field, test_conflict_states])
+        test_wake_removed_container, test_api_idle_timeout_field, test_api_pause_timeout_field,
+        test_conflict_states])
     t.run(test_wake_timeout)
     with_daemon(t, "idle_timeout = 3s\nwake_timeout = 20s", "idle_timeout = 3s", [
         test_idle_stop, test_websocket_keeps_awake, test_stream_keeps_awake])
