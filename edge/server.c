@@ -792,8 +792,14 @@ edge_conn_request(struct edge_conn *conn, const struct http_request_head *h,
 	}
 
 	memset(&target, 0, sizeof target);
-	control_target_lookup(edge->ctl, m.sandbox_id, m.port, &target,
-	    NULL, NULL, &wait);
+	if (control_target_lookup(edge->ctl, m.sandbox_id, m.port, &target,
+	    NULL, NULL, &wait) == CONTROL_LOOKUP_HELD) {
+		/* Interim, until the edge holds requests: come back soon. */
+		control_wait_cancel(wait);
+		target.kind = TARGET_UNAVAILABLE;
+		target.message = "The sandbox is starting.";
+		target.retry_after_s = 1;
+	}
 	switch (target.kind) {
 	case TARGET_OK:
 		break;

@@ -320,10 +320,12 @@ def test_stop_start(t, d, sid):
     t.check(r.status == 201, "files work while stopped")
     r = d.request("POST", "/v1/sandboxes/%s/stop" % sid)
     t.check(r.status == 200 and r.json()["state"] == "stopped", "stop is idempotent")
-    # Hold-and-wake (test_density.py has the rest): the app answers.
     r = d.preview(sid, "/stopped.txt")
     t.check(r.status == 200 and r.body == b"written while stopped",
-            "a preview request wakes a stopped sandbox: %r" % r)
+            "a preview request wakes a stopped sandbox and is answered by the app: %r" % r)
+    t.check(d.request("GET", "/v1/sandboxes/%s" % sid).json()["state"] == "running", "running after the wake")
+    r = d.request("POST", "/v1/sandboxes/%s/stop" % sid)
+    t.check(r.status == 200 and r.json()["state"] == "stopped", "stopped again")
     r = d.request("POST", "/v1/sandboxes/%s/start" % sid)
     t.check(r.status == 200 and r.json()["state"] == "running", "start: %r" % r)
     t.check(served(d, sid) is not None, "files kept across stop/start")
