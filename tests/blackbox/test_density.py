@@ -314,6 +314,28 @@ def test_warming_page(t, d, ctx):
         t.check("x-sandboxd-waking" not in r.headers, "no warming header on the app's answer")
 
 
+def test_api_start_during_wake(t, d, ctx):
+    """An API start while a preview request is waking the sandbox joins that
+    wake (200, running) rather than failing because a start is in flight."""
+    sid = ctx.get("slow")
+    if sid is None:
+        print("  skip: no slow sandbox from test_warming_page")
+        return
+    api_stop(t, d, sid)
+    got = []
+    th = threading.Thread(target=lambda: got.append(preview(d, sid, timeout=20)[0]))
+    th.start()
+    if not t.check(wait_for(lambda: state(d, sid) == "starting", timeout=3, interval=0.02),
+                   "the preview request is waking it: %r" % state(d, sid)):
+        th.join(25)
+        return
+    r = d.request("POST", "/v1/sandboxes/%s/start" % sid, timeout=30)
+    t.check(r.status == 200 and r.json()["state"] == "running",
+            "POST /start during a wake answers 200 running: %r" % r)
+    th.join(25)
+    t.check(got and got[0] is not None and got[0].status == 200, "and the held request is answered: %r" % got)
+
+
 def test_wake_timeout(t):
     d = daemon("wake_timeout = 3s")
     try:
@@ -824,7 +846,7 @@ def main():
     t = Runner()
     t0 = time.time()
     with_daemon(t, "wake_timeout = 20s", "wake", [
-        test_wake_held, test_concurrent_start_once, test_warming_page, test_held_websocket,
+        test_wake_held, test_concurrent_start_once, test_warming_page, test_api_start_during_wake, test_held_websocket,
         test_client_disconnects_while_held, test_keepalive_after_delete, test_docker_kill,
         test_wake_removed_container, test_api_idle_timeout_field, test_api_pause_timeout_field,
         test_conflict_states])
