@@ -182,6 +182,8 @@ int	 rt_adopt(struct control *, struct sandbox_rt *, struct in_addr,
 void	 rt_retire(struct control *, struct sandbox_rt *);
 /* 1 if anything keeps the sandbox awake now. */
 int	 rt_busy(const struct sandbox_rt *);
+/* A task or terminal keeps it awake: +1 as it begins, -1 as it ends. */
+void	 rt_hold(struct control *, const char *id, int delta);
 /* Note activity now (monotonic and wall clock). */
 void	 rt_touch(struct sandbox_rt *);
 /* Write last_active_at to the store if it moved. */

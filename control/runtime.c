@@ -359,6 +359,22 @@ control_activity(struct control *ctl, const char *id,
 	rt_touch(rt);
 }
 
+/*
+ * A task or an open terminal keeps the sandbox awake while held (+1 when
+ * it begins, -1 when it ends): the hook the agent tasks use.
+ */
+void
+rt_hold(struct control *ctl, const char *id, int delta)
+{
+	struct sandbox_rt	*rt = rt_find(ctl, id);
+
+	if (rt == NULL)
+		return;
+	if (delta > 0 || rt->holds > 0)
+		rt->holds += delta;
+	rt_touch(rt);
+}
+
 void
 control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
 {
