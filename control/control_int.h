@@ -75,6 +75,7 @@ struct sandbox_rt {
 	struct control_wait_list waiters;
 	int			 nwaiters;
 	const char		*why;		/* static: why the last wake failed */
+	int64_t			 wake_started_ms;	/* a wake under way, or 0 */
 	int			 recheck;	/* a Docker event came mid-op */
 	uint64_t		 op_seq;	/* ctl->op_seq at its last op */
 	LIST_ENTRY(sandbox_rt)	 entry;

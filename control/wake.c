@@ -14,6 +14,7 @@
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,7 @@ wake_start(struct control *ctl, struct sandbox_rt *rt, const char **why)
 		return (-1);
 	ctl->wakes_total++;
 	rt->why = NULL;
+	rt->wake_started_ms = time_mono_ms();
 	log_info("waking sandbox for a request\tid=%s from=%s", rt->id,
 	    store_sandbox_state_name(rt->state));
 	if (rt->state == SANDBOX_PAUSED)
@@ -183,9 +185,20 @@ static void
 wake_started_cb(struct control *ctl, const char *id, int status,
     const char *message, void *arg)
 {
-	if (status >= 300)
+	struct sandbox_rt	*rt;
+
+	if (status >= 300) {
 		log_warnx("wake failed: %s\tid=%s", message != NULL ?
 		    message : "?", id);
+		return;
+	}
+	/* An unpause needs no probe: the port accepted before. */
+	if ((rt = rt_find(ctl, id)) != NULL && rt->wake_started_ms != 0 &&
+	    rt->port_state == RT_PORT_READY) {
+		log_info("sandbox woke\tid=%s ms=%" PRId64, id,
+		    time_mono_ms() - rt->wake_started_ms);
+		rt->wake_started_ms = 0;
+	}
 }
 
 /*
@@ -310,7 +323,11 @@ wake_probe_cb(int status, const char *body, size_t len, const char *errmsg,
 
 	if (rt != NULL && rt->generation == p->generation &&
 	    rt->port_state == RT_PORT_PROBING) {
-		if (status == 200)
+		if (status == 200 && rt->wake_started_ms != 0)
+			log_info("sandbox woke: its port accepts\tid=%s port=%d "
+			    "ms=%" PRId64, rt->id, rt->port,
+			    time_mono_ms() - rt->wake_started_ms);
+		else if (status == 200)
 			log_debug("sandbox port accepts\tid=%s port=%d",
 			    rt->id, rt->port);
 		else
@@ -318,6 +335,7 @@ wake_probe_cb(int status, const char *body, size_t len, const char *errmsg,
 			    "anyway\tid=%s port=%d status=%d%s%s", rt->id,
 			    rt->port, status, errmsg != NULL ? " error=" : "",
 			    errmsg != NULL ? errmsg : "");
+		rt->wake_started_ms = 0;
 		/* Either way requests go through now: the app answers or not. */
 		rt->port_state = RT_PORT_READY;
 		if (rt->nwaiters > 0)
