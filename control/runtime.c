@@ -238,6 +238,8 @@ rt_set_running(struct control *ctl, struct sandbox_rt *rt,
 {
 	if (rt_set_state(ctl, rt, SANDBOX_RUNNING, NULL) != 0)
 		return (-1);
+	/* Routable already (found again elsewhere): the old address goes. */
+	rt_retire(ctl, rt);
 	rt->ip = ip;
 	rt->generation = ++ctl->next_generation;
 	rt_touch(rt);

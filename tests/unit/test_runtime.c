@@ -667,6 +667,31 @@ test_generation_retire(void)
 	env_teardown();
 }
 
+/*
+ * A running sandbox found again at another address (a reconcile after the
+ * event stream came back): the old address is retired before the new
+ * generation is handed out.
+ */
+static void
+test_readopt_new_address(void)
+{
+	struct sandbox_rt	*rt;
+	char			 id[ID_LEN + 1];
+	uint64_t		 g1;
+
+	env_setup("");
+	rt = sandbox_running(id);
+	g1 = rt->generation;
+	CHECK(rt_adopt(env.ctl, rt, ip_of(TEST_IP), 0) == 0);
+	CHECK(rt->generation == g1);
+	CHECK(env.retires == 0);
+	CHECK(rt_adopt(env.ctl, rt, ip_of("10.9.8.99"), 0) == 0);
+	CHECK(rt->generation > g1);
+	CHECK(rt->ip.s_addr == ip_of("10.9.8.99").s_addr);
+	CHECK(env.retires == 1);
+	env_teardown();
+}
+
 /* control_activity and busy. */
 static void
 test_activity(void)
@@ -1121,6 +1146,7 @@ main(void)
 
 	RUN(test_transitions);
 	RUN(test_generation_retire);
+	RUN(test_readopt_new_address);
 	RUN(test_activity);
 	RUN(test_admit);
 	RUN(test_admit_memory);
