@@ -243,12 +243,14 @@ rt_set_running(struct control *ctl, struct sandbox_rt *rt,
 	rt->ip = ip;
 	rt->generation = ++ctl->next_generation;
 	rt_touch(rt);
+	/*
+	 * A probe still in flight was for the old generation (paused while
+	 * probing): its answer is dropped, so this generation needs its own.
+	 */
 	if (port_ready)
 		rt->port_state = RT_PORT_READY;
-	else if (rt->port_state != RT_PORT_PROBING) {
-		rt->port_state = RT_PORT_UNKNOWN;
+	else
 		wake_probe(ctl, rt);
-	}
 	return (0);
 }
 

@@ -989,6 +989,50 @@ test_lookup_unpause(void)
 	env_teardown();
 }
 
+/*
+ * A sandbox paused while its port was still being probed (with held
+ * requests, or none): thawed, it must be probed again, or the old probe's
+ * answer (for the old generation) is dropped and it stays "probing".
+ */
+static void
+test_reprobe_after_pause(void)
+{
+	struct control_target	 t;
+	struct control_wait	*w;
+	struct sandbox_rt	*rt;
+	struct answer		 ans;
+	struct fagent		*fa, *fb;
+	char			 id[ID_LEN + 1];
+
+	env_setup("wake_timeout = 3s\n");
+	memset(&ans, 0, sizeof ans);
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	CHECK(lifecycle_start(env.ctl, id, NULL, NULL) == 0);
+	fa = fagent_dial(id);
+	CHECK(run_until(&fa->got, 1, 2000) == 0);
+	CHECK(rt->port_state == RT_PORT_PROBING);
+	CHECK(lifecycle_pause(env.ctl, id, NULL, NULL) == 0);
+	run_until(&dock.pauses, 1, 2000);
+	run_for(30);
+	CHECK(rt->state == SANDBOX_PAUSED);
+	CHECK(control_target_lookup(env.ctl, id, 0, &t, answer_cb, &ans,
+	    &w) == CONTROL_LOOKUP_HELD);
+	fb = fagent_dial(id);
+	run_until(&dock.unpauses, 1, 2000);
+	run_for(50);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	/* The first probe answers, for the generation before the pause. */
+	fagent_answer(fa, 200);
+	run_for(50);
+	CHECK(fb->got);
+	CHECK(fagent_probes() == 2);
+	fagent_answer(fb, 200);
+	CHECK(run_until(&ans.calls, 1, 2000) == 0);
+	CHECK(ans.t.kind == TARGET_OK);
+	CHECK(rt->port_state == RT_PORT_READY);
+	env_teardown();
+}
+
 /* The idle timer: pause, then stop; a busy sandbox is left alone. */
 static void
 test_reaper_idle(void)
@@ -1153,6 +1197,7 @@ main(void)
 	RUN(test_lookup_at_once);
 	RUN(test_lookup_wake);
 	RUN(test_lookup_unpause);
+	RUN(test_reprobe_after_pause);
 	RUN(test_reaper_idle);
 	RUN(test_lookup_timeout);
 	RUN(test_lookup_caps);
