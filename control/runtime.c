@@ -286,11 +286,16 @@ rt_retire(struct control *ctl, struct sandbox_rt *rt)
 		ctl->retire_cb(rt->id, ctl->retire_arg);
 }
 
-/* 1 if a request, a tunnel, a task or a terminal keeps it awake. */
+/*
+ * 1 if a request, a tunnel, a task or a terminal keeps it awake, or a
+ * request held until its port accepts (the app may boot for longer than
+ * pause_timeout).
+ */
 int
 rt_busy(const struct sandbox_rt *rt)
 {
-	return (rt->requests > 0 || rt->tunnels > 0 || rt->holds > 0);
+	return (rt->requests > 0 || rt->tunnels > 0 || rt->holds > 0 ||
+	    rt->nwaiters > 0);
 }
 
 /* Activity now. */

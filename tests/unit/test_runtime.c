@@ -1033,6 +1033,42 @@ test_reprobe_after_pause(void)
 	env_teardown();
 }
 
+/* The reaper never pauses or stops a sandbox with requests held for it. */
+static void
+test_reaper_spares_held(void)
+{
+	struct control_target	 t;
+	struct control_wait	*w;
+	struct sandbox_rt	*rt;
+	struct answer		 ans;
+	struct fagent		*fa;
+	char			 id[ID_LEN + 1];
+
+	env_setup("wake_timeout = 3s\n");
+	memset(&ans, 0, sizeof ans);
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	rt->pause_timeout_ms = 100;
+	CHECK(control_target_lookup(env.ctl, id, 0, &t, answer_cb, &ans,
+	    &w) == CONTROL_LOOKUP_HELD);
+	fa = fagent_dial(id);
+	CHECK(run_until(&fa->got, 1, 2000) == 0);
+	CHECK(rt->port_state == RT_PORT_PROBING);
+	/* The app takes its time to listen; the request waits for it. */
+	run_for(400);
+	CHECK(env.ctl->idle_pauses_total == 0);
+	CHECK(dock.pauses == 0);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	fagent_answer(fa, 200);
+	CHECK(run_until(&ans.calls, 1, 2000) == 0);
+	CHECK(ans.t.kind == TARGET_OK);
+	/* Answered and idle: now it may pause. */
+	run_until(&dock.pauses, 1, 2000);
+	run_for(30);
+	CHECK(rt->state == SANDBOX_PAUSED);
+	CHECK(env.ctl->idle_pauses_total == 1);
+	env_teardown();
+}
+
 /* The idle timer: pause, then stop; a busy sandbox is left alone. */
 static void
 test_reaper_idle(void)
@@ -1198,6 +1234,7 @@ main(void)
 	RUN(test_lookup_wake);
 	RUN(test_lookup_unpause);
 	RUN(test_reprobe_after_pause);
+	RUN(test_reaper_spares_held);
 	RUN(test_reaper_idle);
 	RUN(test_lookup_timeout);
 	RUN(test_lookup_caps);
