@@ -81,6 +81,7 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	struct sandbox_rt	*rt;
 	struct control_wait	*w;
 	const char		*why = NULL;
+	int			 woke = 0;
 
 	*wait = NULL;
 	memset(t, 0, sizeof *t);
@@ -113,11 +114,14 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	}
 	/* Stopped or paused, nothing under way: wake it (if there is room). */
 	if (rt->op == NULL && (rt->state == SANDBOX_STOPPED ||
-	    rt->state == SANDBOX_PAUSED) && wake_start(ctl, rt, &why) == -1) {
-		t->kind = TARGET_UNAVAILABLE;
-		t->message = why;
-		t->retry_after_s = WAKE_RETRY_AFTER_S;
-		return (CONTROL_LOOKUP_DONE);
+	    rt->state == SANDBOX_PAUSED)) {
+		if (wake_start(ctl, rt, &why) == -1) {
+			t->kind = TARGET_UNAVAILABLE;
+			t->message = why;
+			t->retry_after_s = WAKE_RETRY_AFTER_S;
+			return (CONTROL_LOOKUP_DONE);
+		}
+		woke = 1;
 	}
 	/* Starting, stopping, probing, or just woken: hold the request. */
 	w = xcalloc(1, sizeof *w);
@@ -132,6 +136,12 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	TAILQ_INSERT_TAIL(&rt->waiters, w, entry);
 	rt->nwaiters++;
 	ctl->nwaiters++;
+	/*
+	 * The wake's operation already ended (it failed before returning):
+	 * nothing will release this one, so it gets its answer from the loop.
+	 */
+	if (woke && rt->op == NULL)
+		event_active(w->timer, EV_READ, 0);
 	*wait = w;
 	return (CONTROL_LOOKUP_HELD);
 }

@@ -1098,6 +1098,41 @@ test_reaper_idle(void)
 	env_teardown();
 }
 
+/* A wake that fails before lifecycle_start returns answers from the loop. */
+static void
+test_lookup_wake_fails_at_once(void)
+{
+	struct control_target	 t;
+	struct control_wait	*w;
+	struct sandbox_rt	*rt;
+	struct answer		 ans;
+	char			 id[ID_LEN + 1], *path;
+	int			 fd;
+
+	env_setup("wake_timeout = 3s\n");
+	memset(&ans, 0, sizeof ans);
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	/* A file where its rendezvous directory goes: the start fails. */
+	xasprintf(&path, "%s/data%d/run/%s", tmp, ntest, id);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	if (control_target_lookup(env.ctl, id, 0, &t, answer_cb, &ans, &w) ==
+	    CONTROL_LOOKUP_DONE) {
+		/* Acceptable too: answered at once, not held. */
+		CHECK(t.kind == TARGET_ERROR || t.kind == TARGET_UNAVAILABLE);
+	} else {
+		CHECK(ans.calls == 0);
+		CHECK(run_until(&ans.calls, 1, 1000) == 0);
+		CHECK(ans.calls == 1);
+		CHECK(ans.t.kind == TARGET_ERROR);
+	}
+	CHECK(rt->state == SANDBOX_ERROR);
+	CHECK(env.ctl->nwaiters == 0);
+	unlink(path);
+	free(path);
+	env_teardown();
+}
+
 /* wake_timeout: held requests get 503 when the start takes too long. */
 static void
 test_lookup_timeout(void)
@@ -1236,6 +1271,7 @@ main(void)
 	RUN(test_reprobe_after_pause);
 	RUN(test_reaper_spares_held);
 	RUN(test_reaper_idle);
+	RUN(test_lookup_wake_fails_at_once);
 	RUN(test_lookup_timeout);
 	RUN(test_lookup_caps);
 	RUN(test_lookup_dropped);
