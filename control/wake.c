@@ -26,6 +26,7 @@
 #define WAKE_MAX_WAITERS_SANDBOX 256	/* held requests per sandbox */
 #define WAKE_MAX_WAITERS	 4096	/* held requests in all */
 #define WAKE_RETRY_AFTER_S	 5
+#define WAKE_PROBE_MAX_MS	 600000	/* the most agentd's /wait-port takes */
 
 static int	wake_start(struct control *, struct sandbox_rt *,
 		    const char **);
@@ -302,8 +303,10 @@ wake_probe(struct control *ctl, struct sandbox_rt *rt)
 	snprintf(p->id, sizeof p->id, "%s", rt->id);
 	p->generation = rt->generation;
 	inet_ntop(AF_INET, &rt->ip, ip, sizeof ip);
-	timeout_ms = ctl->cf->wake_timeout_ms > 0 ?
-	    (int)ctl->cf->wake_timeout_ms : 60000;
+	/* agentd refuses a longer wait (400), which would end the hold. */
+	timeout_ms = ctl->cf->wake_timeout_ms <= 0 ? 60000 :
+	    ctl->cf->wake_timeout_ms > WAKE_PROBE_MAX_MS ? WAKE_PROBE_MAX_MS :
+	    (int)ctl->cf->wake_timeout_ms;
 	snprintf(path, sizeof path, "/wait-port?host=%s&port=%d&timeout_ms=%d",
 	    ip, rt->port, timeout_ms);
 	agent_request(ctl->hub, rt->id, "GET", path, NULL, 0, timeout_ms,

@@ -1166,6 +1166,26 @@ test_lookup_timeout(void)
 	env_teardown();
 }
 
+/* The probe asks agentd for no longer than agentd accepts (10 minutes). */
+static void
+test_probe_timeout_clamped(void)
+{
+	struct fagent	*fa;
+	const char	*p;
+	char		 id[ID_LEN + 1];
+
+	env_setup("wake_timeout = 20m\n");
+	sandbox_add(SANDBOX_STOPPED, id);
+	CHECK(lifecycle_start(env.ctl, id, NULL, NULL) == 0);
+	fa = fagent_dial(id);
+	CHECK(run_until(&fa->got, 1, 2000) == 0);
+	p = strstr(fa->path, "timeout_ms=");
+	CHECK(p != NULL && atoll(p + 11) >= 1 && atoll(p + 11) <= 600000);
+	fagent_answer(fa, 200);
+	run_for(50);
+	env_teardown();
+}
+
 /* Caps on held requests, per sandbox and in all. */
 static void
 test_lookup_caps(void)
@@ -1273,6 +1293,7 @@ main(void)
 	RUN(test_reaper_idle);
 	RUN(test_lookup_wake_fails_at_once);
 	RUN(test_lookup_timeout);
+	RUN(test_probe_timeout_clamped);
 	RUN(test_lookup_caps);
 	RUN(test_lookup_dropped);
 
