@@ -1098,6 +1098,25 @@ test_reaper_idle(void)
 	env_teardown();
 }
 
+/* A pause that cannot even begin does not spin the idle timer. */
+static void
+test_reaper_no_spin(void)
+{
+	struct sandbox_rt	*rt;
+	char			 id[ID_LEN + 1];
+
+	env_setup("");
+	rt = sandbox_running(id);
+	/* No container recorded: lifecycle_pause refuses at once. */
+	store_sandbox_set_container(env.store, id, NULL);
+	rt->pause_timeout_ms = 50;
+	reaper_arm(env.ctl, rt);
+	run_for(300);
+	CHECK(env.ctl->idle_pauses_total <= 8);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	env_teardown();
+}
+
 /* A wake that fails before lifecycle_start returns answers from the loop. */
 static void
 test_lookup_wake_fails_at_once(void)
@@ -1291,6 +1310,7 @@ main(void)
 	RUN(test_reprobe_after_pause);
 	RUN(test_reaper_spares_held);
 	RUN(test_reaper_idle);
+	RUN(test_reaper_no_spin);
 	RUN(test_lookup_wake_fails_at_once);
 	RUN(test_lookup_timeout);
 	RUN(test_probe_timeout_clamped);
