@@ -213,7 +213,12 @@ reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char **why)
 		    "and cannot start another sandbox now; try again later.";
 		return (-1);
 	}
-	if (ctl->nactive < ctl->cf->max_running)
+	/*
+	 * rt counted already (started again while "running" without an
+	 * address, as after Docker was away) takes no more room.
+	 */
+	if (ctl->nactive < ctl->cf->max_running ||
+	    (rt != NULL && rt_state_active(rt->state)))
 		return (0);
 	if ((victim = reaper_victim(ctl, rt, 0)) != NULL &&
 	    reaper_evict(ctl, victim, "max_running") == 0)

@@ -768,10 +768,14 @@ test_admit(void)
 	CHECK(env.ctl->evictions_total == 0);
 	CHECK(a->state == SANDBOX_RUNNING && b->state == SANDBOX_RUNNING &&
 	    c->state == SANDBOX_RUNNING);
-	/* Never the requester itself, however idle. */
+	/*
+	 * Never the requester itself, however idle (one counted already
+	 * is let through as it is).
+	 */
 	c->last_active_ms -= 100000;
-	CHECK(reaper_admit(env.ctl, c, &why) == -1);
+	CHECK(reaper_admit(env.ctl, c, &why) == 0);
 	CHECK(env.ctl->evictions_total == 0);
+	CHECK(c->state == SANDBOX_RUNNING);
 	b->op = NULL;
 	c->nwaiters = 0;
 	control_activity(env.ctl, ida, ACTIVITY_REQUEST, -1);
@@ -801,6 +805,26 @@ test_admit(void)
 	run_for(100);
 	CHECK(p->state == SANDBOX_STOPPED);
 	CHECK(dock.unpauses == 1);	/* a paused one is thawed to stop */
+	env_teardown();
+}
+
+/* Starting a sandbox already counted never evicts another one. */
+static void
+test_admit_counted(void)
+{
+	struct sandbox_rt	*a, *b;
+	const char		*why = NULL;
+
+	env_setup("max_running = 2\nmin_free_memory = 0\n");
+	a = sandbox_running(NULL);
+	a->last_active_ms -= 100000;
+	/* Running in the store, no address known (Docker was away). */
+	b = sandbox_add(SANDBOX_RUNNING, NULL);
+	CHECK(b->generation == 0);
+	CHECK(env.ctl->nactive == 2);
+	CHECK(reaper_admit(env.ctl, b, &why) == 0);
+	CHECK(env.ctl->evictions_total == 0);
+	CHECK(a->state == SANDBOX_RUNNING);
 	env_teardown();
 }
 
@@ -1303,6 +1327,7 @@ main(void)
 	RUN(test_readopt_new_address);
 	RUN(test_activity);
 	RUN(test_admit);
+	RUN(test_admit_counted);
 	RUN(test_admit_memory);
 	RUN(test_lookup_at_once);
 	RUN(test_lookup_wake);
