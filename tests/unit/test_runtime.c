@@ -57,6 +57,8 @@ struct fdock {
 	int			 start_status;	/* 204 */
 	int			 hold_stop;	/* 1: keep stop requests */
 	int			 hold_start;
+	int			 hold_list;	/* 1: keep GET /containers/json */
+	int			 lists;
 	struct held		 held[FAKE_MAX_HELD];
 	int			 nheld;
 };
@@ -141,6 +143,11 @@ fdock_read_cb(struct bufferevent *bev, void *arg)
 	} else if (strcmp(method, "DELETE") == 0) {
 		dock.deletes++;
 		status = 204;
+	} else if (strstr(path, "/containers/json") != NULL) {
+		dock.lists++;
+		status = 200;
+		hold = dock.hold_list;
+		snprintf(body, sizeof body, "[]");
 	} else if (strstr(path, "/containers/create") != NULL) {
 		dock.creates++;
 		status = 201;
@@ -1306,6 +1313,56 @@ test_lookup_dropped(void)
 	env_teardown();
 }
 
+/* The reconciler leaves alone a create that finished after its listing. */
+static int	reconciled_n, reconciled_ok;
+
+static void
+reconciled_cb(struct control *ctl, int ok)
+{
+	reconciled_n++;
+	reconciled_ok = ok;
+}
+
+static void
+test_reconcile_keeps_fresh_create(void)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	char			 id[ID_LEN + 1];
+	uint64_t		 g;
+
+	env_setup("");
+	reconciled_n = 0;
+	dock.hold_list = 1;
+	reconcile_run(env.ctl, reconciled_cb);
+	CHECK(run_until(&dock.lists, 1, 2000) == 0);
+	/* Docker has listed no container; now a create runs to its end. */
+	rt = sandbox_add(SANDBOX_CREATING, id);
+	store_sandbox_set_container(env.store, id, NULL);
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(lifecycle_create(env.ctl, &s, NULL, NULL) == 0);
+	store_sandbox_clear(&s);
+	CHECK(run_until(&dock.inspects, 1, 2000) == 0);
+	run_for(20);
+	CHECK(rt->state == SANDBOX_RUNNING && rt->op == NULL);
+	g = rt->generation;
+	CHECK(dock.creates == 1 && dock.starts == 1);
+	/* The stale listing arrives: the new sandbox must not be touched. */
+	fdock_release();
+	CHECK(run_until(&reconciled_n, 1, 2000) == 0);
+	run_for(50);
+	CHECK(reconciled_ok == 1);
+	CHECK(rt_find(env.ctl, id) == rt);
+	CHECK(rt->state == SANDBOX_RUNNING && rt->generation == g);
+	CHECK(stored_state(id) == SANDBOX_RUNNING);
+	CHECK(dock.creates == 1 && dock.starts == 1 && dock.deletes == 0 &&
+	    dock.stops == 0);
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(s.container_id != NULL && strcmp(s.container_id, "cnew") == 0);
+	store_sandbox_clear(&s);
+	env_teardown();
+}
+
 int
 main(void)
 {
@@ -1341,6 +1398,7 @@ main(void)
 	RUN(test_probe_timeout_clamped);
 	RUN(test_lookup_caps);
 	RUN(test_lookup_dropped);
+	RUN(test_reconcile_keeps_fresh_create);
 
 	event_free(tick);
 	event_base_free(base);
