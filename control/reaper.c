@@ -28,6 +28,7 @@ static void	reaper_stopped_cb(struct control *, const char *, int,
 static struct sandbox_rt *reaper_victim(struct control *,
 		    struct sandbox_rt *, int paused_only);
 static int64_t	reaper_read_u64(const char *, const char *);
+static void	reaper_later(struct sandbox_rt *);
 
 /* The idle period that matters now for this sandbox, 0 for none. */
 static int64_t
@@ -89,16 +90,36 @@ reaper_idle_cb(evutil_socket_t fd, short events, void *arg)
 	    rt->pause_timeout_ms && rt->pause_timeout_ms > 0) {
 		log_info("pausing idle sandbox\tid=%s idle_ms=%" PRId64, id,
 		    idle);
-		ctl->idle_pauses_total++;
 		if (lifecycle_pause(ctl, id, reaper_stopped_cb, NULL) == -1)
-			reaper_arm(ctl, rt);
+			reaper_later(rt);
+		else
+			ctl->idle_pauses_total++;
 		return;
 	}
 	log_info("stopping idle sandbox\tid=%s idle_ms=%" PRId64 " state=%s",
 	    id, idle, store_sandbox_state_name(rt->state));
-	ctl->idle_stops_total++;
 	if (lifecycle_stop(ctl, id, reaper_stopped_cb, NULL) == -1)
-		reaper_arm(ctl, rt);
+		reaper_later(rt);
+	else
+		ctl->idle_stops_total++;
+}
+
+/*
+ * An idle pause or stop could not begin: try again a full period from
+ * now. reaper_arm would fire at once (the sandbox is idle long enough)
+ * and spin the loop for as long as the cause lasts.
+ */
+static void
+reaper_later(struct sandbox_rt *rt)
+{
+	struct timeval	tv;
+	int64_t		period = reaper_period(rt);
+
+	if (period == 0 || rt->idle_ev == NULL)
+		return;
+	tv.tv_sec = period / 1000;
+	tv.tv_usec = (period % 1000) * 1000;
+	evtimer_add(rt->idle_ev, &tv);
 }
 
 /* An idle pause, idle stop or eviction is over. */
@@ -192,7 +213,12 @@ reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char **why)
 		    "and cannot start another sandbox now; try again later.";
 		return (-1);
 	}
-	if (ctl->nactive < ctl->cf->max_running)
+	/*
+	 * rt counted already (started again while "running" without an
+	 * address, as after Docker was away) takes no more room.
+	 */
+	if (ctl->nactive < ctl->cf->max_running ||
+	    (rt != NULL && rt_state_active(rt->state)))
 		return (0);
 	if ((victim = reaper_victim(ctl, rt, 0)) != NULL &&
 	    reaper_evict(ctl, victim, "max_running") == 0)

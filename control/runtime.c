@@ -238,15 +238,19 @@ rt_set_running(struct control *ctl, struct sandbox_rt *rt,
 {
 	if (rt_set_state(ctl, rt, SANDBOX_RUNNING, NULL) != 0)
 		return (-1);
+	/* Routable already (found again elsewhere): the old address goes. */
+	rt_retire(ctl, rt);
 	rt->ip = ip;
 	rt->generation = ++ctl->next_generation;
 	rt_touch(rt);
+	/*
+	 * A probe still in flight was for the old generation (paused while
+	 * probing): its answer is dropped, so this generation needs its own.
+	 */
 	if (port_ready)
 		rt->port_state = RT_PORT_READY;
-	else if (rt->port_state != RT_PORT_PROBING) {
-		rt->port_state = RT_PORT_UNKNOWN;
+	else
 		wake_probe(ctl, rt);
-	}
 	return (0);
 }
 
@@ -282,11 +286,16 @@ rt_retire(struct control *ctl, struct sandbox_rt *rt)
 		ctl->retire_cb(rt->id, ctl->retire_arg);
 }
 
-/* 1 if a request, a tunnel, a task or a terminal keeps it awake. */
+/*
+ * 1 if a request, a tunnel, a task or a terminal keeps it awake, or a
+ * request held until its port accepts (the app may boot for longer than
+ * pause_timeout).
+ */
 int
 rt_busy(const struct sandbox_rt *rt)
 {
-	return (rt->requests > 0 || rt->tunnels > 0 || rt->holds > 0);
+	return (rt->requests > 0 || rt->tunnels > 0 || rt->holds > 0 ||
+	    rt->nwaiters > 0);
 }
 
 /* Activity now. */

@@ -27,6 +27,7 @@
 #define WAKE_MAX_WAITERS_SANDBOX 256	/* held requests per sandbox */
 #define WAKE_MAX_WAITERS	 4096	/* held requests in all */
 #define WAKE_RETRY_AFTER_S	 5
+#define WAKE_PROBE_MAX_MS	 600000	/* the most agentd's /wait-port takes */
 
 static int	wake_start(struct control *, struct sandbox_rt *,
 		    const char **);
@@ -82,6 +83,7 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	struct sandbox_rt	*rt;
 	struct control_wait	*w;
 	const char		*why = NULL;
+	int			 woke = 0;
 
 	*wait = NULL;
 	memset(t, 0, sizeof *t);
@@ -114,11 +116,14 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	}
 	/* Stopped or paused, nothing under way: wake it (if there is room). */
 	if (rt->op == NULL && (rt->state == SANDBOX_STOPPED ||
-	    rt->state == SANDBOX_PAUSED) && wake_start(ctl, rt, &why) == -1) {
-		t->kind = TARGET_UNAVAILABLE;
-		t->message = why;
-		t->retry_after_s = WAKE_RETRY_AFTER_S;
-		return (CONTROL_LOOKUP_DONE);
+	    rt->state == SANDBOX_PAUSED)) {
+		if (wake_start(ctl, rt, &why) == -1) {
+			t->kind = TARGET_UNAVAILABLE;
+			t->message = why;
+			t->retry_after_s = WAKE_RETRY_AFTER_S;
+			return (CONTROL_LOOKUP_DONE);
+		}
+		woke = 1;
 	}
 	/* Starting, stopping, probing, or just woken: hold the request. */
 	if (cb == NULL) {
@@ -139,6 +144,12 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	TAILQ_INSERT_TAIL(&rt->waiters, w, entry);
 	rt->nwaiters++;
 	ctl->nwaiters++;
+	/*
+	 * The wake's operation already ended (it failed before returning):
+	 * nothing will release this one, so it gets its answer from the loop.
+	 */
+	if (woke && rt->op == NULL)
+		event_active(w->timer, EV_READ, 0);
 	*wait = w;
 	return (CONTROL_LOOKUP_HELD);
 }
@@ -311,8 +322,10 @@ wake_probe(struct control *ctl, struct sandbox_rt *rt)
 	snprintf(p->id, sizeof p->id, "%s", rt->id);
 	p->generation = rt->generation;
 	inet_ntop(AF_INET, &rt->ip, ip, sizeof ip);
-	timeout_ms = ctl->cf->wake_timeout_ms > 0 ?
-	    (int)ctl->cf->wake_timeout_ms : 60000;
+	/* agentd refuses a longer wait (400), which would end the hold. */
+	timeout_ms = ctl->cf->wake_timeout_ms <= 0 ? 60000 :
+	    ctl->cf->wake_timeout_ms > WAKE_PROBE_MAX_MS ? WAKE_PROBE_MAX_MS :
+	    (int)ctl->cf->wake_timeout_ms;
 	snprintf(path, sizeof path, "/wait-port?host=%s&port=%d&timeout_ms=%d",
 	    ip, rt->port, timeout_ms);
 	agent_request(ctl->hub, rt->id, "GET", path, NULL, 0, timeout_ms,

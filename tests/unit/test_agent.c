@@ -14,6 +14,10 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -277,6 +281,16 @@ wait_exit(pid_t pid, int max_ms, int *status)
 	}
 }
 
+/* Run the loop for ms milliseconds. */
+static void
+run_settle(int ms)
+{
+	int64_t	deadline = time_mono_ms() + ms;
+
+	while (time_mono_ms() < deadline)
+		event_base_loop(base, EVLOOP_ONCE);
+}
+
 static void
 test_ready(void)
 {
@@ -310,6 +324,134 @@ test_health(void)
 	    strstr(jstr(&r, "dev_command"), "echo up") != NULL);
 	CHECK(jint(&r, "dev_restarts") >= 0);
 	result_clear(&r);
+}
+
+/* agentd's open descriptors, -1 if unknown. */
+static int
+count_fds(pid_t pid)
+{
+	char		 path[64];
+	DIR		*d;
+	struct dirent	*de;
+	int		 n = 0;
+
+	snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* agentd's CPU time so far (user + system), in clock ticks; -1 if unknown. */
+static long
+cpu_ticks(pid_t pid)
+{
+	char		 path[64], buf[1024], *p;
+	unsigned long	 ut, st;
+	FILE		*f;
+
+	snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	p = fgets(buf, sizeof buf, f);
+	fclose(f);
+	if (p == NULL || (p = strrchr(buf, ')')) == NULL ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+	    &ut, &st) != 2)
+		return -1;
+	return (long)(ut + st);
+}
+
+/* A loopback TCP port: listening (fd returned), or closed (-1 returned). */
+static int
+tcp_port(int listening, int *port)
+{
+	struct sockaddr_in	sin;
+	socklen_t		len = sizeof sin;
+	int			fd;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd == -1 || bind(fd, (struct sockaddr *)&sin, sizeof sin) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) == -1 ||
+	    (listening && listen(fd, 4) == -1)) {
+		perror("tcp_port");
+		exit(1);
+	}
+	*port = ntohs(sin.sin_port);
+	if (listening)
+		return fd;
+	close(fd);
+	return -1;
+}
+
+/*
+ * GET /wait-port: 200 once the port accepts, 504 at its timeout, 400 for
+ * a bad query; no socket left behind, however it ends, and no busy loop.
+ */
+static void
+test_wait_port(void)
+{
+	struct result	r;
+	char		path[128];
+	int		lfd, port, fds;
+	long		ticks;
+
+	fds = count_fds(agentd_pid);
+	CHECK(fds > 0);
+
+	lfd = tcp_port(1, &port);
+	snprintf(path, sizeof path, "/wait-port?host=127.0.0.1&port=%d"
+	    "&timeout_ms=3000", port);
+	request("GET", path, NULL, 5000, &r);
+	CHECK(wait_all(&r, 1, 5000) == 0);
+	CHECK(r.status == 200 && jbool(&r, "ready") == 1);
+	CHECK(r.ms < 1000);
+	result_clear(&r);
+	close(lfd);
+
+	/* Refused for 1 s: 504 at the deadline, and little CPU meanwhile. */
+	tcp_port(0, &port);
+	snprintf(path, sizeof path, "/wait-port?host=127.0.0.1&port=%d"
+	    "&timeout_ms=1000", port);
+	ticks = cpu_ticks(agentd_pid);
+	request("GET", path, NULL, 5000, &r);
+	CHECK(wait_all(&r, 1, 5000) == 0);
+	CHECK(r.status == 504 && jbool(&r, "ready") == 0);
+	CHECK(r.ms >= 950 && r.ms < 3000);
+	if (ticks >= 0)
+		CHECK(cpu_ticks(agentd_pid) - ticks < sysconf(_SC_CLK_TCK) / 2);
+	result_clear(&r);
+
+	/* The daemon gives up first: agentd drops the probe. */
+	snprintf(path, sizeof path, "/wait-port?host=127.0.0.1&port=%d"
+	    "&timeout_ms=60000", port);
+	request("GET", path, NULL, 300, &r);
+	CHECK(wait_all(&r, 1, 3000) == 0);
+	CHECK(r.status == 0);
+	result_clear(&r);
+
+	request("GET", "/wait-port?host=localhost&port=1", NULL, 5000, &r);
+	CHECK(wait_all(&r, 1, 5000) == 0);
+	CHECK(r.status == 400);
+	result_clear(&r);
+	request("GET", "/wait-port?host=127.0.0.1&port=1&timeout_ms=600001",
+	    NULL, 5000, &r);
+	CHECK(wait_all(&r, 1, 5000) == 0);
+	CHECK(r.status == 400);
+	result_clear(&r);
+	request("POST", "/wait-port?host=127.0.0.1&port=1", NULL, 5000, &r);
+	CHECK(wait_all(&r, 1, 5000) == 0);
+	CHECK(r.status == 405);
+	result_clear(&r);
+
+	/* Every probe socket is closed again (spares may come and go). */
+	run_settle(300);
+	CHECK(count_fds(agentd_pid) <= fds + 1);
 }
 
 /*
@@ -740,6 +882,7 @@ main(void)
 
 	RUN(test_ready);
 	RUN(test_health);
+	RUN(test_wait_port);
 	RUN(test_connection_flood);
 	RUN(test_exec);
 	RUN(test_exec_timeout);
