@@ -144,7 +144,15 @@ op_fail(struct lifecycle_op *op, int status, const char *fmt, ...)
 		free(msg);
 		return;
 	}
-	if (op->kind == OP_START || op->kind == OP_UNPAUSE)
+	/*
+	 * Docker itself away (503) breaks nothing of the sandbox's: a start
+	 * goes back to stopped, a thaw stays paused, and the next request
+	 * tries again. Anything else Docker refused is the sandbox's error.
+	 */
+	if (op->kind == OP_START)
+		op_state(op, status == 503 ? SANDBOX_STOPPED : SANDBOX_ERROR,
+		    status == 503 ? NULL : msg);
+	else if (op->kind == OP_UNPAUSE && status != 503)
 		op_state(op, SANDBOX_ERROR, msg);
 	op_finish(op, status, msg);
 	free(msg);
@@ -681,7 +689,13 @@ stop_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 	struct control		*ctl = op->ctl;
 
 	if (status != 204 && status != 304 && status != 404) {
-		op_state(op, SANDBOX_ERROR, errmsg);
+		/*
+		 * Docker away: the container may still run. It stays
+		 * stopping (and unroutable); the reconcile that runs when
+		 * Docker is back finishes the stop.
+		 */
+		if (status != 0)
+			op_state(op, SANDBOX_ERROR, errmsg);
 		op_fail(op, status == 0 ? 503 : 500,
 		    "Docker could not stop the container: %s",
 		    errmsg != NULL ? errmsg : "?");
