@@ -306,7 +306,6 @@ edge_req_target(struct edge_req *req, const struct http_request_head *h,
 	extra[1].name_len = 17;
 	extra[1].value = "1";
 	extra[1].value_len = 1;
-	edge_proxy_release(req, 0);
 	edge_page_error(req, 503, t->message != NULL ? t->message :
 	    "The sandbox is not running.", extra, nitems(extra));
 }
