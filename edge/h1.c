@@ -417,10 +417,15 @@ edge_h1_end(struct edge_req *req)
 	edge_conn_next(conn, conn->keep && !req->close);
 }
 
-/* A response that cannot be completed: cut the connection. */
+/*
+ * A response that cannot be completed: cut the connection, after writing
+ * what the socket takes now (the part that came), without waiting.
+ */
 static void
 edge_h1_abort(struct edge_req *req)
 {
+	if (req->conn->state != EDGE_CONN_DEAD)
+		edge_flush(req->conn->bev);
 	edge_conn_close(req->conn);
 }
 

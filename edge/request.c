@@ -490,8 +490,11 @@ edge_req_error(struct edge_req *req, int status, const char *message)
 }
 
 /*
- * Move the request's activity count to act: the -1 of the old kind, then
- * the +1 of the new one. Only requests to a sandbox count.
+ * Move the request's activity count to act: the +1 of the new kind, then
+ * the -1 of the old one. Only requests to a sandbox count. Control may
+ * end the request from inside either call (a retirement), which moves it
+ * to EDGE_ACT_NONE in a nested call: req->activity is set first and the
+ * +1 made before anything else, so that nested -1 always has its +1.
  */
 void
 edge_req_activity(struct edge_req *req, enum edge_req_activity act)
@@ -517,8 +520,8 @@ edge_req_activity(struct edge_req *req, enum edge_req_activity act)
 	req->activity = act;
 	if (act == EDGE_ACT_NONE)
 		req->activity_id[0] = '\0';
-	if (old != EDGE_ACT_NONE)
-		control_activity(ctl, id, kinds[old], -1);
 	if (act != EDGE_ACT_NONE)
 		control_activity(ctl, id, kinds[act], 1);
+	if (old != EDGE_ACT_NONE)
+		control_activity(ctl, id, kinds[old], -1);
 }

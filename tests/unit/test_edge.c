@@ -68,6 +68,14 @@ static int			 gen_now = 1;		/* atomic */
 static int			 act_plus[3], act_minus[3], act_negative;
 static control_retire_cb	 retire_cb;
 static void			*retire_arg;
+/*
+ * Retire ID_GEN from inside control_activity, once (atomic): on its
+ * REQUEST +1, its TUNNEL +1, or its REQUEST -1, as control may.
+ */
+enum { REENTER_NONE, REENTER_REQUEST_UP, REENTER_TUNNEL_UP,
+    REENTER_REQUEST_DOWN };
+static int			 reenter;
+static int			 reentered;
 
 #define ALOAD(p)	__atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define AINC(p)		__atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
@@ -207,6 +215,20 @@ control_activity(struct control *ctl, const char *id,
 {
 	size_t	i;
 
+	if (retire_cb != NULL && strcmp(id, ID_GEN) == 0 &&
+	    ((ALOAD(&reenter) == REENTER_REQUEST_UP &&
+	    what == ACTIVITY_REQUEST && delta > 0) ||
+	    (ALOAD(&reenter) == REENTER_TUNNEL_UP &&
+	    what == ACTIVITY_TUNNEL && delta > 0) ||
+	    (ALOAD(&reenter) == REENTER_REQUEST_DOWN &&
+	    what == ACTIVITY_REQUEST && delta < 0))) {
+		ASTORE(&reenter, REENTER_NONE);
+		AINC(&reentered);
+		/* Counted first: the nested calls count too. */
+		control_activity(ctl, id, what, delta);
+		retire_cb(id, retire_arg);
+		return;
+	}
 	if (delta > 0) {
 		AINC(&act_plus[what]);
 		if (what == ACTIVITY_CONN)
@@ -921,6 +943,12 @@ check_activity_balanced(void)
 		if (!ok)
 			usleep(10 * 1000);
 	}
+	if (!ok)
+		fprintf(stderr, "activity: request +%d -%d, tunnel +%d -%d\n",
+		    ALOAD(&act_plus[ACTIVITY_REQUEST]),
+		    ALOAD(&act_minus[ACTIVITY_REQUEST]),
+		    ALOAD(&act_plus[ACTIVITY_TUNNEL]),
+		    ALOAD(&act_minus[ACTIVITY_TUNNEL]));
 	CHECK(ok);
 	CHECK(ALOAD(&act_negative) == 0);
 }
@@ -1978,6 +2006,52 @@ test_retire(void)
 	check_activity_balanced();
 }
 
+/*
+ * Control retiring a sandbox from inside the activity report of one of
+ * its requests: the request being started, turning into a tunnel, or
+ * just finished (its upstream connection just pooled, the read that
+ * ended it still up the stack).
+ */
+static void
+test_retire_reentrant(void)
+{
+	struct cli	c;
+	struct resp	r;
+	char		s1[32], s2[32];
+	int		n = ALOAD(&reentered);
+
+	ASTORE(&reenter, REENTER_REQUEST_UP);
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: " HOST_GEN "\r\n\r\n", "GET",
+	    &r) == 502);
+	resp_free(&r);
+	CHECK(ALOAD(&reentered) == n + 1);
+	check_activity_balanced();
+
+	ASTORE(&reenter, REENTER_TUNNEL_UP);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /ws HTTP/1.1\r\nHost: " HOST_GEN "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	resp_free(&r);
+	CHECK(cli_eof(&c));
+	cli_close(&c);
+	CHECK(ALOAD(&reentered) == n + 2);
+	check_activity_balanced();
+
+	CHECK(cli_connect(&c) == 0);
+	CHECK(cli_serial(&c, HOST_GEN, s1, sizeof s1) == 200);
+	ASTORE(&reenter, REENTER_REQUEST_DOWN);
+	CHECK(cli_serial(&c, HOST_GEN, s2, sizeof s2) == 200);
+	CHECK_STR(s2, s1);
+	CHECK(ALOAD(&reentered) == n + 3);
+	/* The connection pooled after it was closed by the retirement. */
+	CHECK(cli_serial(&c, HOST_GEN, s2, sizeof s2) == 200);
+	CHECK(strcmp(s2, s1) != 0);
+	cli_close(&c);
+	check_activity_balanced();
+}
+
 /* Every way a proxied request ends gives back its count. */
 static void
 test_activity(void)
@@ -2094,6 +2168,7 @@ client_main(void *arg)
 	RUN(test_held_pipelined);
 	RUN(test_generation);
 	RUN(test_retire);
+	RUN(test_retire_reentrant);
 	RUN(test_activity);
 	RUN(test_shutdown);
 	loop_do("Q");
