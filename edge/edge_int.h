@@ -326,6 +326,7 @@ void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *);
 void	edge_flush(struct bufferevent *);
 /* Close now; freed by the reaper, so callers may still read conn->state. */
 void	edge_conn_close(struct edge_conn *);
+/* Free a closed connection and its request (the reaper only). */
 void	edge_conn_free(struct edge_conn *);
 /* The response is out: the next request (keep), or flush and close. */
 void	edge_conn_next(struct edge_conn *, int keep);
@@ -359,9 +360,11 @@ void	edge_h1_drained(struct edge_conn *);
 void	edge_h1_timeout(struct edge_conn *);
 
 /* edge/request.c */
+/* A request object for conn, answering through ops; never NULL. */
 struct edge_req	*edge_req_new(struct edge_conn *, const struct edge_req_ops *);
 /* Make a finished request ready to carry the next one. */
 void	edge_req_reset(struct edge_req *);
+/* Free it (the reaper, with its connection); ends it first if needed. */
 void	edge_req_free(struct edge_req *);
 /*
  * Route a parsed request (method, version, keep-alive and body framing
@@ -386,11 +389,15 @@ void	edge_req_gone(struct edge_req *);
 void	edge_req_error(struct edge_req *, int status, const char *message);
 /* Arm (ms >= 0) or clear (ms < 0) the request's timer. */
 void	edge_req_timer(struct edge_req *, int64_t ms);
+/* Count the request as act from now on (see enum edge_req_activity). */
 void	edge_req_activity(struct edge_req *, enum edge_req_activity);
 
 /* edge/api.c */
+/* Build the exchange from h, check the body limit, read or dispatch. */
 void	edge_api_start(struct edge_req *, const struct http_request_head *);
+/* Read on; dispatch to control once the body is complete. */
 void	edge_api_body(struct edge_req *);
+/* The request ends unanswered: detach (dispatched) or free the exchange. */
 void	edge_api_gone(struct edge_req *);
 
 /* edge/page.c */
@@ -407,13 +414,17 @@ void	edge_page_warming(struct edge_req *);
 /* Forward the request (head h) to the key's address. */
 void	edge_proxy_start(struct edge_req *, const struct http_request_head *,
 	    const struct edge_up_key *);
+/* Client bytes arrived: body or tunnel data to send upstream. */
 void	edge_proxy_client_read(struct edge_req *);
+/* The client drained our output: read the upstream again. */
 void	edge_proxy_client_write(struct edge_req *);
+/* The request's timer in EDGE_REQ_PROXY: connect, head, coalescing. */
 void	edge_proxy_timeout(struct edge_req *);
 /* Detach the upstream: into the pool when reuse allows, else closed. */
 void	edge_proxy_release(struct edge_req *, int reuse);
 /* The sandbox's address is no longer valid: end this request's use of it. */
 void	edge_proxy_retire(struct edge_req *);
+/* Close pooled connections idle too long (all: every one). */
 void	edge_pool_sweep(struct edge *, int all);
 /* Close every pooled connection to this sandbox. */
 void	edge_pool_retire(struct edge *, const char *sandbox_id);

@@ -30,6 +30,18 @@
 #include "edge/edge.h"
 #include "edge/edge_int.h"
 
+static int	edge_name_is(const struct http_header *, const char *,
+		    size_t);
+static int	edge_named_by_connection(const struct http_header *, size_t,
+		    const struct http_header *);
+static int	edge_hop_by_hop(const struct http_header *, size_t,
+		    const struct http_header *, int, int);
+static void	edge_proxy_request_head(struct edge_req *,
+		    const struct http_request_head *, struct edge_hbuf *);
+static int	edge_proxy_framing(struct edge_req *,
+		    const struct http_response_head *,
+		    const struct http_header *);
+static ssize_t	edge_read(int, struct evbuffer *, size_t, int *);
 static void	edge_upstream_read_cb(evutil_socket_t, short, void *);
 static void	edge_upstream_write_cb(struct bufferevent *, void *);
 static void	edge_upstream_event_cb(struct bufferevent *, short, void *);
