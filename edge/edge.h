@@ -33,14 +33,19 @@ struct edge_host_match {
 void	edge_route_match(const struct config *, const char *host, size_t len,
 	    struct edge_host_match *);
 
-/* edge/server.c */
-/* Bind every listen/tls_listen address; NULL with *cause on failure. */
+/* edge/edge.c */
+/*
+ * Bind every listen/tls_listen address and register for control's
+ * retirements; NULL with *cause on failure.
+ */
 struct edge	*edge_new(struct event_base *, const struct config *,
 		    struct control *, char **cause);
 /* Stop accepting; give in-flight requests grace_ms, then cut them. */
 void		 edge_shutdown(struct edge *, int64_t grace_ms,
 		    void (*done)(void *), void *arg);
 void		 edge_free(struct edge *);
+
+/* edge/listen.c */
 /*
  * The address listener i (in config order) is bound to, with the real port
  * when the config said 0; -1 if there is no such listener.

@@ -1,6 +1,19 @@
 /*
- * edge/ internals shared by server.c (listeners, client connections, the API
- * exchange) and proxy.c (upstream connections, the pool, forwarding).
+ * edge/ internals. The layers, bottom up:
+ *
+ *   listen.c   listeners and accept back-off
+ *   conn.c     a client connection: socket, timers, keep-alive, linger
+ *   h1.c       HTTP/1.1 on a conn: heads in, requests out, responses framed
+ *   request.c  a request, protocol-blind: routing, held lookups, activity
+ *   api.c      a request answered by the control API
+ *   proxy.c    a request forwarded to an upstream; the pool; tunnels
+ *   page.c     the pages edge answers with itself
+ *   edge.c     the edge object: setup, the reaper, shutdown, retirement
+ *
+ * Nothing above request.c touches a client socket: the proxy, the API and
+ * the pages write a response through the request's output operations
+ * (struct edge_req_ops), which h1.c implements now and an HTTP/2 stream
+ * will next.
  */
 #ifndef SBX_EDGE_INT_H
 #define SBX_EDGE_INT_H
@@ -19,6 +32,7 @@
 struct bufferevent;
 struct evconnlistener;
 struct event;
+struct evbuffer;
 
 #define EDGE_HEAD_TIMEOUT_MS	 30000	/* a started head must complete */
 #define EDGE_IDLE_TIMEOUT_MS	 75000	/* keep-alive between requests */
@@ -27,6 +41,8 @@ struct event;
 #define EDGE_RESPONSE_TIMEOUT_MS 60000	/* upstream response head */
 #define EDGE_WRITE_TIMEOUT_S	 60	/* client takes none of our output */
 #define EDGE_LINGER_MS		 2000	/* drain a client we refused */
+#define EDGE_WARMING_MS		 2000	/* a held navigation gets the page */
+#define EDGE_HOLD_SLACK_MS	 30000	/* past wake_timeout: control is lost */
 #define EDGE_POOL_MAX_IDLE	 1024	/* idle connections per upstream */
 #define EDGE_POOL_IDLE_MS	 30000
 #define EDGE_POOL_SWEEP_MS	 5000
@@ -44,73 +60,194 @@ struct event;
 #define EDGE_COALESCE		 (64 * 1024)	/* first response write, at most */
 #define EDGE_COALESCE_MS	 20	/* longest wait to fill it */
 
+struct edge_req;
+struct edge_upstream;
+
 /*
  * A client connection is always in exactly one of these states; the
  * TLS handshake and HTTP/2 sessions will come in as states of their own.
  */
 enum edge_conn_state {
 	EDGE_CONN_HEAD,		/* waiting for or reading a request head */
-	EDGE_CONN_API_BODY,	/* reading an API request body */
-	EDGE_CONN_API_WAIT,	/* dispatched to control, no answer yet */
-	EDGE_CONN_PROXY,	/* forwarding one request and its response */
-	EDGE_CONN_TUNNEL,	/* after 101: bytes both ways */
+	EDGE_CONN_REQUEST,	/* carrying a request: see conn->req */
 	EDGE_CONN_CLOSING,	/* flushing the last response, then close */
 	EDGE_CONN_LINGER,	/* write side shut, draining what the client sends */
 	EDGE_CONN_DEAD		/* closed, freed by the reaper */
 };
-
-struct edge_upstream;
 
 struct edge_conn {
 	struct edge		*edge;
 	TAILQ_ENTRY(edge_conn)	 entry;
 	enum edge_conn_state	 state;
 	struct bufferevent	*bev;
-	struct event		*timer;
+	struct event		*timer;		/* head, idle, linger */
+	struct event		*closed_ev;	/* EV_CLOSED while held */
 	char			 peer[64];	/* "ip:port" */
 	char			 peer_ip[48];
+	int			 draining;	/* close after this response */
+	int			 linger;	/* unread client bytes at close */
+	/* Bound for ACTIVITY_CONN; "" when not. */
+	char			 sandbox_id[ID_LEN + 1];
+
+	/* HTTP/1.1 (h1.c) */
+	struct edge_req		*req;		/* one at a time, recycled */
 	size_t			 scanned;	/* head bytes searched so far */
 	int			 started;	/* bytes of this head arrived */
-	int			 draining;	/* close after this response */
+	size_t			 head_len;	/* head still at the input's start */
+	int			 keep;		/* this response keeps the conn */
+};
 
-	/* the current request */
+/*
+ * A response head as a request hands it to its protocol. The headers are
+ * end-to-end ones, framing headers (Content-Length, Transfer-Encoding)
+ * included as an HTTP/1.1 message would carry them; body and length say
+ * how the body bytes that follow are framed.
+ */
+struct edge_resp_head {
+	int				 status;
+	const char			*reason;	/* NULL: the standard text */
+	size_t				 reason_len;
+	const struct http_header	*headers;
+	size_t				 nheaders;
+	enum http_body_kind		 body;
+	/* Set by the protocol: pass a chunked body decoded, not as is. */
+	int				 dechunk;
+};
+
+/*
+ * How a request reaches its client (h1.c for HTTP/1.1). Every function is
+ * called only while the request is the protocol's current one.
+ */
+struct edge_req_ops {
+	/*
+	 * Queue a response head (1xx, 101 or final); the bytes queued, 0 if
+	 * the protocol dropped it (a 1xx to an HTTP/1.0 client).
+	 */
+	size_t		 (*head)(struct edge_req *, struct edge_resp_head *);
+	/* Where body bytes go, framed as the head said (read into directly). */
+	struct evbuffer	*(*body)(struct edge_req *);
+	/* Write what is queued now; 1 if the client is over the high mark. */
+	int		 (*flush)(struct edge_req *);
+	/* The response is complete (req->close: the connection ends too). */
+	void		 (*end)(struct edge_req *);
+	/* The response cannot be completed: cut it off now. */
+	void		 (*abort)(struct edge_req *);
+	/*
+	 * Move the request body bytes that have arrived into dst, as framed
+	 * (on_data NULL) or decoded through on_data; a tunnel's bytes as
+	 * they come. Sets req->body_done at the body's end; -1 if malformed.
+	 */
+	int		 (*recv)(struct edge_req *, struct evbuffer *dst,
+			    http_data_cb on_data);
+	/* Stop (1) or resume (0) reading the client: backpressure. */
+	void		 (*pause)(struct edge_req *, int);
+	/* Held: stop reading, but notice the client leaving (1); resume (0). */
+	void		 (*hold)(struct edge_req *, int);
+	/* The head's pointers are no longer needed (idempotent). */
+	void		 (*head_done)(struct edge_req *);
+	/* Tell the client to send its body (100 Continue). */
+	void		 (*go_ahead)(struct edge_req *);
+};
+
+/* A request's life; exactly one at a time. */
+enum edge_req_state {
+	EDGE_REQ_ROUTING,	/* head parsed, being routed (synchronous) */
+	EDGE_REQ_HELD,		/* waiting for a held target lookup */
+	EDGE_REQ_API_BODY,	/* reading an API request body */
+	EDGE_REQ_API_WAIT,	/* dispatched to control, no answer yet */
+	EDGE_REQ_PROXY,		/* forwarding to an upstream and back */
+	EDGE_REQ_TUNNEL,	/* after 101: bytes both ways */
+	EDGE_REQ_DONE		/* answered or abandoned */
+};
+
+/* How much of the response went to the client. */
+enum edge_out_state {
+	EDGE_OUT_NONE,		/* nothing: an error page can still be sent */
+	EDGE_OUT_INTERIM,	/* 1xx only */
+	EDGE_OUT_FINAL		/* the final head (and maybe body) */
+};
+
+/* What the proxy has of the upstream's response. */
+enum edge_resp_state {
+	EDGE_RESP_WAIT,		/* no byte yet: a retry is still possible */
+	EDGE_RESP_HEAD,		/* reading a head (after 1xx: the next) */
+	EDGE_RESP_COALESCE,	/* final head in, waiting for the body's start */
+	EDGE_RESP_BODY		/* final head sent, relaying the body */
+};
+
+/*
+ * What a request counts for in control_activity: a proxied request is
+ * ACTIVITY_REQUEST from its start until its response ends or it fails;
+ * at a 101 that count ends and ACTIVITY_TUNNEL starts, until the tunnel
+ * closes. edge_req_activity keeps every +1 matched by one -1.
+ */
+enum edge_req_activity {
+	EDGE_ACT_NONE,
+	EDGE_ACT_REQUEST,
+	EDGE_ACT_TUNNEL
+};
+
+/* Which upstream connections may serve a request: the pool's key. */
+struct edge_up_key {
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	char			 sandbox_id[ID_LEN + 1];	/* "": a route */
+	uint64_t		 generation;
+};
+
+/* One request, owned by the connection that carries it. */
+struct edge_req {
+	struct edge		*edge;
+	struct edge_conn	*conn;
+	const struct edge_req_ops *ops;
+	enum edge_req_state	 state;
+	enum edge_out_state	 out;
+	struct event		*timer;		/* the state's deadline */
+
+	/* the request as it came */
 	char			 method[32];
-	int			 minor;		/* client's HTTP/1.x */
-	int			 keepalive;	/* client allows keep-alive */
-	enum edge_host_kind	 kind;
-	enum http_body_kind	 req_body;
-	uint64_t		 req_left;
-	struct http_chunked	 req_chunked;
-	int			 req_done;
+	int			 minor;		/* HTTP/1.x */
+	int			 keepalive;	/* the client allows keep-alive */
+	int			 close;		/* the connection ends after it */
+	int			 browser;	/* GET accepting text/html */
+	struct edge_host_match	 host;
+	int			 json_errors;	/* API host: JSON error bodies */
+	enum http_body_kind	 body;
+	uint64_t		 body_left;
+	struct http_chunked	 body_chunked;
+	int			 body_done;
+
+	/* held: the lookup's handle, and the head kept until it answers */
+	struct control_wait	*wait;
+	struct http_request_head *kept;
+	char			*kept_buf;
+
+	/* answered by the API (api.c) */
+	struct http_exchange	*ex;
 	uint64_t		 api_limit;
 	uint64_t		 api_got;
-	struct http_exchange	*ex;
 
-	/* proxying (proxy.c) */
+	/* proxied (proxy.c) */
 	struct edge_upstream	*up;
-	struct sockaddr_storage	 up_ss;
-	socklen_t		 up_sslen;
-	int			 upgrade;	/* request asked for Upgrade */
-	int			 resp_head;	/* final response head seen */
-	int			 resp_any;	/* any response byte seen */
-	int			 resp_sent;	/* some went to the client */
-	int			 coalesce;	/* 0, 1 waiting for the body, 2 done */
+	struct edge_up_key	 key;
+	int			 upgrade;	/* asked for Upgrade */
+	enum edge_resp_state	 resp;
 	size_t			 coalesce_want;	/* upstream bytes to wait for */
 	enum http_body_kind	 resp_body;
 	uint64_t		 resp_left;
 	struct http_chunked	 resp_chunked;
-	int			 dechunk;	/* HTTP/1.0 client: strip chunking */
+	int			 dechunk;	/* strip chunking for the client */
 	int			 up_keepalive;	/* upstream may be pooled after */
-	int			 client_ka;	/* client kept after this response */
-	int			 linger;	/* unread client bytes at close */
-	int			 json_errors;	/* API host: JSON error bodies */
 	int			 client_blocked; /* client read off: upstream full */
 	int			 up_blocked;	/* upstream read off: client full */
 	int			 retried;
 	char			*head_copy;	/* request head, to retry once */
 	size_t			 head_copy_len;
 	size_t			 head_copy_size;
-	char			 preview_id[ID_LEN + 1]; /* "" when not bound */
+
+	/* idleness accounting */
+	enum edge_req_activity	 activity;
+	char			 activity_id[ID_LEN + 1];
 };
 
 struct edge_pool;
@@ -129,19 +266,19 @@ struct edge_upstream {
 	int			 reading;	/* rev is added */
 	int			 eof;		/* read saw close or error */
 	int			 junk;		/* sent bytes past a response */
-	struct edge_conn	*conn;		/* when in use */
+	struct edge_req		*req;		/* when in use */
 	struct edge_pool	*pool;		/* when idle */
-	TAILQ_ENTRY(edge_upstream) entry;
+	TAILQ_ENTRY(edge_upstream) entry;	/* pool, or the dead list */
 	int			 connected;
 	int			 reused;	/* came from the pool */
 	int64_t			 idle_since;
 };
+TAILQ_HEAD(edge_upstream_q, edge_upstream);
 
 struct edge_pool {
 	TAILQ_ENTRY(edge_pool)	 entry;
-	struct sockaddr_storage	 ss;
-	socklen_t		 sslen;
-	TAILQ_HEAD(edge_upstream_q, edge_upstream) idle;	/* most recently used first */
+	struct edge_up_key	 key;
+	struct edge_upstream_q	 idle;	/* most recently used first */
 	unsigned int		 nidle;
 };
 
@@ -163,6 +300,7 @@ struct edge {
 	struct event		*grace_ev;	/* end of shutdown grace */
 	TAILQ_HEAD(, edge_conn)	 conns;
 	TAILQ_HEAD(, edge_conn)	 dead;
+	struct edge_upstream_q	 dead_ups;	/* closed, freed by the reaper */
 	TAILQ_HEAD(, edge_pool)	 pools;
 	int			 shutting_down;
 	void			(*done)(void *);
@@ -171,24 +309,126 @@ struct edge {
 	size_t			 scratch_size;
 };
 
-/* edge/server.c */
+/* edge/edge.c */
+/* Have the reaper run later in this loop turn. */
+void	edge_reap_soon(struct edge *);
+
+/* edge/listen.c */
+/* Bind every listen address of the config; -1 with *cause on failure. */
+int	edge_listen(struct edge *, char **cause);
+/* Stop accepting; free_all also releases the listeners' memory. */
+void	edge_listen_close(struct edge *, int free_all);
+
+/* edge/conn.c */
+/* Take a new client socket; closes fd on failure. */
+void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *);
+/* Write what is queued on bev now, in this loop turn. */
 void	edge_flush(struct bufferevent *);
+/* Close now; freed by the reaper, so callers may still read conn->state. */
 void	edge_conn_close(struct edge_conn *);
-void	edge_conn_finish(struct edge_conn *, int keepalive);
-void	edge_conn_error(struct edge_conn *, int status, const char *message,
-	    const char *extra_header);
+/* Free a closed connection and its request (the reaper only). */
+void	edge_conn_free(struct edge_conn *);
+/* The response is out: the next request (keep), or flush and close. */
+void	edge_conn_next(struct edge_conn *, int keep);
+/* Arm (ms >= 0) or clear (ms < 0) the connection's timer. */
 void	edge_conn_timer(struct edge_conn *, int64_t ms);
-void	edge_conn_read(struct edge_conn *);
-int	edge_body_take(struct edge_conn *, struct evbuffer *, http_data_cb);
+/* Count the connection for this sandbox (ACTIVITY_CONN), once. */
+void	edge_conn_bind(struct edge_conn *, const char *sandbox_id);
+/* Stop reading but notice the client leaving (1), or resume (0). */
+void	edge_conn_hold(struct edge_conn *, int on);
+
+/* edge/h1.c */
+/* Builds a head in the edge's scratch buffer. */
+struct edge_hbuf {
+	char	*p;
+	size_t	 len;
+	size_t	 size;
+	char	*scratch;	/* p, unless the head outgrew it */
+};
+/* Start a head in the scratch buffer; edge_hbuf_done after use. */
+void	edge_hbuf_init(struct edge_hbuf *, struct edge *);
+/* Append; past the scratch buffer the head moves to the heap. */
+void	edge_hbuf_add(struct edge_hbuf *, const char *, size_t);
+void	edge_hbuf_str(struct edge_hbuf *, const char *);
+void	edge_hbuf_header(struct edge_hbuf *, const struct http_header *);
+void	edge_hbuf_done(struct edge_hbuf *);
+/* Bytes from the client, per the connection's state. */
+void	edge_h1_read(struct edge_conn *);
+/* The client took all our output. */
+void	edge_h1_drained(struct edge_conn *);
+/* The connection's timer in EDGE_CONN_HEAD. */
+void	edge_h1_timeout(struct edge_conn *);
+
+/* edge/request.c */
+/* A request object for conn, answering through ops; never NULL. */
+struct edge_req	*edge_req_new(struct edge_conn *, const struct edge_req_ops *);
+/* Make a finished request ready to carry the next one. */
+void	edge_req_reset(struct edge_req *);
+/* Free it (the reaper, with its connection); ends it first if needed. */
+void	edge_req_free(struct edge_req *);
+/*
+ * Route a parsed request (method, version, keep-alive and body framing
+ * already set by the protocol); h is valid until ops->head_done. why: the
+ * protocol refuses it (400) with this reason.
+ */
+void	edge_req_start(struct edge_req *, const struct http_request_head *,
+	    const char *why);
+/* Client bytes arrived for this request (a body, tunnel data). */
+void	edge_req_client_data(struct edge_req *);
+/* The client took all our output. */
+void	edge_req_drained(struct edge_req *);
+/* Send a response head through the request's protocol. */
+void	edge_req_head(struct edge_req *, struct edge_resp_head *);
+/* The response is complete: the request is done. */
+void	edge_req_end(struct edge_req *);
+/* The response cannot be completed: the request is done, cut off. */
+void	edge_req_abort(struct edge_req *);
+/* The client went away: drop whatever the request waits for. */
+void	edge_req_gone(struct edge_req *);
+/* Answer with an error page (or JSON on API hosts), or cut if too late. */
+void	edge_req_error(struct edge_req *, int status, const char *message);
+/* Arm (ms >= 0) or clear (ms < 0) the request's timer. */
+void	edge_req_timer(struct edge_req *, int64_t ms);
+/* Count the request as act from now on (see enum edge_req_activity). */
+void	edge_req_activity(struct edge_req *, enum edge_req_activity);
+
+/* edge/api.c */
+/* Build the exchange from h, check the body limit, read or dispatch. */
+void	edge_api_start(struct edge_req *, const struct http_request_head *);
+/* Read on; dispatch to control once the body is complete. */
+void	edge_api_body(struct edge_req *);
+/* The request ends unanswered: detach (dispatched) or free the exchange. */
+void	edge_api_gone(struct edge_req *);
+
+/* edge/page.c */
+/*
+ * A small styled page (JSON on API hosts), with nextra more headers;
+ * ends the request.
+ */
+void	edge_page_error(struct edge_req *, int status, const char *message,
+	    const struct http_header *extra, size_t nextra);
+/* "Starting your app…": 503, polls the same URL, reloads when it answers. */
+void	edge_page_warming(struct edge_req *);
 
 /* edge/proxy.c */
-void	edge_proxy_start(struct edge_conn *, const struct http_request_head *,
-	    size_t head_len, const struct sockaddr *, socklen_t);
-void	edge_proxy_client_read(struct edge_conn *);
-void	edge_proxy_client_write(struct edge_conn *);
-void	edge_proxy_timeout(struct edge_conn *);
-void	edge_proxy_release(struct edge_conn *, int reuse);
+/* Forward the request (head h) to the key's address. */
+void	edge_proxy_start(struct edge_req *, const struct http_request_head *,
+	    const struct edge_up_key *);
+/* Client bytes arrived: body or tunnel data to send upstream. */
+void	edge_proxy_client_read(struct edge_req *);
+/* The client drained our output: read the upstream again. */
+void	edge_proxy_client_write(struct edge_req *);
+/* The request's timer in EDGE_REQ_PROXY: connect, head, coalescing. */
+void	edge_proxy_timeout(struct edge_req *);
+/* Detach the upstream: into the pool when reuse allows, else closed. */
+void	edge_proxy_release(struct edge_req *, int reuse);
+/* The sandbox's address is no longer valid: end this request's use of it. */
+void	edge_proxy_retire(struct edge_req *);
+/* Close pooled connections idle too long (all: every one). */
 void	edge_pool_sweep(struct edge *, int all);
-void	edge_pool_free(struct edge *);
+/* Close every pooled connection to this sandbox. */
+void	edge_pool_retire(struct edge *, const char *sandbox_id);
+/* Free the upstreams closed since the last reaper run. */
+void	edge_upstream_reap(struct edge *);
 
 #endif /* SBX_EDGE_INT_H */

@@ -1,8 +1,9 @@
 /*
- * The reverse proxy: forwards one request at a time from a client
- * connection to an upstream (a [route] or a sandbox), streams both bodies
- * with backpressure, tunnels upgraded connections, and keeps a pool of idle
- * keep-alive upstream connections per address.
+ * The reverse proxy: forwards a request to an upstream (a [route] or a
+ * sandbox), streams both bodies with backpressure, tunnels upgraded
+ * connections, and keeps a pool of idle keep-alive upstream connections
+ * per (address, sandbox, generation). The response goes out through the
+ * request's output, whatever protocol carries it.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -29,65 +30,46 @@
 #include "edge/edge.h"
 #include "edge/edge_int.h"
 
-/* Builds a head in the edge's scratch buffer. */
-struct edge_hbuf {
-	char	*p;
-	size_t	 len;
-	size_t	 size;
-	int	 overflow;
-};
-
+static int	edge_name_is(const struct http_header *, const char *,
+		    size_t);
+static int	edge_named_by_connection(const struct http_header *, size_t,
+		    const struct http_header *);
+static int	edge_hop_by_hop(const struct http_header *, size_t,
+		    const struct http_header *, int, int);
+static void	edge_proxy_request_head(struct edge_req *,
+		    const struct http_request_head *, struct edge_hbuf *);
+static int	edge_proxy_framing(struct edge_req *,
+		    const struct http_response_head *,
+		    const struct http_header *);
+static ssize_t	edge_read(int, struct evbuffer *, size_t, int *);
 static void	edge_upstream_read_cb(evutil_socket_t, short, void *);
 static void	edge_upstream_write_cb(struct bufferevent *, void *);
 static void	edge_upstream_event_cb(struct bufferevent *, short, void *);
-static void	edge_upstream_fill(struct edge_conn *);
+static void	edge_upstream_fill(struct edge_req *);
 static void	edge_upstream_closed(struct edge_upstream *);
 static int	edge_method_idempotent(const char *);
 static void	edge_upstream_reading(struct edge_upstream *, int);
 static void	edge_pool_event_cb(struct bufferevent *, short, void *);
 static struct edge_upstream *edge_upstream_get(struct edge *,
-		    const struct sockaddr *, socklen_t);
+		    const struct edge_up_key *);
 static struct edge_upstream *edge_upstream_connect(struct edge *,
-		    const struct sockaddr *, socklen_t);
-static void	edge_upstream_free(struct edge_upstream *);
-static void	edge_proxy_attach(struct edge_conn *, struct edge_upstream *);
-static void	edge_proxy_response(struct edge_conn *);
-static void	edge_proxy_relay(struct edge_conn *);
-static void	edge_proxy_flush(struct edge_conn *);
-static int	edge_proxy_response_head(struct edge_conn *);
-static void	edge_proxy_response_body(struct edge_conn *);
-static void	edge_proxy_done(struct edge_conn *);
-static void	edge_proxy_fail(struct edge_conn *, int, const char *);
+		    const struct edge_up_key *);
+static void	edge_upstream_close(struct edge_upstream *);
+static void	edge_pool_drop(struct edge *, struct edge_pool *);
+static int	edge_addr_eq(const struct sockaddr_storage *, socklen_t,
+		    const struct sockaddr_storage *, socklen_t);
+static int	edge_key_eq(const struct edge_up_key *,
+		    const struct edge_up_key *);
+static void	edge_proxy_attach(struct edge_req *, struct edge_upstream *);
+static void	edge_proxy_response(struct edge_req *);
+static void	edge_proxy_relay(struct edge_req *);
+static void	edge_proxy_flush(struct edge_req *);
+static int	edge_proxy_response_head(struct edge_req *);
+static void	edge_proxy_response_body(struct edge_req *);
+static void	edge_proxy_tunnel(struct edge_req *);
+static void	edge_proxy_done(struct edge_req *);
+static void	edge_proxy_fail(struct edge_req *, int, const char *);
 static void	edge_proxy_dechunk_cb(void *, const char *, size_t);
-
-/* Append len bytes. */
-static void
-edge_hbuf_add(struct edge_hbuf *b, const char *s, size_t len)
-{
-	if (b->overflow || len > b->size - b->len) {
-		b->overflow = 1;
-		return;
-	}
-	memcpy(b->p + b->len, s, len);
-	b->len += len;
-}
-
-/* Append a NUL-terminated string. */
-static void
-edge_hbuf_str(struct edge_hbuf *b, const char *s)
-{
-	edge_hbuf_add(b, s, strlen(s));
-}
-
-/* Append "Name: value\r\n". */
-static void
-edge_hbuf_header(struct edge_hbuf *b, const struct http_header *h)
-{
-	edge_hbuf_add(b, h->name, h->name_len);
-	edge_hbuf_add(b, ": ", 2);
-	edge_hbuf_add(b, h->value, h->value_len);
-	edge_hbuf_add(b, "\r\n", 2);
-}
 
 /* 1 if the header's name is s (lowercase). */
 static int
@@ -146,34 +128,22 @@ edge_hop_by_hop(const struct http_header *hdrs, size_t n,
 	return edge_named_by_connection(hdrs, n, h);
 }
 
-/* Start forwarding a request whose head is at the client input's start. */
-void
-edge_proxy_start(struct edge_conn *conn, const struct http_request_head *h,
-    size_t head_len, const struct sockaddr *sa, socklen_t salen)
+/* The request head for the upstream, in b. */
+static void
+edge_proxy_request_head(struct edge_req *req, const struct http_request_head *h,
+    struct edge_hbuf *b)
 {
-	struct edge			*edge = conn->edge;
-	struct edge_hbuf		 b;
-	const struct http_header	*hd, *host = NULL, *upg;
-	const struct http_header	*connection;
-	struct edge_upstream		*up;
+	const struct http_header	*hd, *host = NULL, *connection;
 	size_t				 i, nxff = 0;
 
 	connection = http_header_find(h->headers, h->nheaders, "connection");
-	upg = http_header_find(h->headers, h->nheaders, "upgrade");
-	conn->upgrade = upg != NULL && connection != NULL &&
-	    http_header_has_token(connection, "upgrade");
-
-	b.p = edge->scratch;
-	b.size = edge->scratch_size;
-	b.len = 0;
-	b.overflow = 0;
-	edge_hbuf_add(&b, h->method, h->method_len);
-	edge_hbuf_add(&b, " ", 1);
-	edge_hbuf_add(&b, h->target, h->target_len);
-	edge_hbuf_add(&b, " HTTP/1.1\r\n", 11);
+	edge_hbuf_add(b, h->method, h->method_len);
+	edge_hbuf_add(b, " ", 1);
+	edge_hbuf_add(b, h->target, h->target_len);
+	edge_hbuf_add(b, " HTTP/1.1\r\n", 11);
 	for (i = 0; i < h->nheaders; i++) {
 		hd = &h->headers[i];
-		if (edge_hop_by_hop(h->headers, h->nheaders, hd, conn->upgrade,
+		if (edge_hop_by_hop(h->headers, h->nheaders, hd, req->upgrade,
 		    connection != NULL))
 			continue;
 		/* The X-Forwarded-* are ours to set; X-F-For is appended to. */
@@ -189,49 +159,66 @@ edge_proxy_start(struct edge_conn *conn, const struct http_request_head *h,
 		}
 		if (host == NULL && edge_name_is(hd, "host", 4))
 			host = hd;
-		edge_hbuf_header(&b, hd);
+		edge_hbuf_header(b, hd);
 	}
-	edge_hbuf_str(&b, "X-Forwarded-For: ");
+	edge_hbuf_str(b, "X-Forwarded-For: ");
 	for (i = 0; nxff > 0 && i < h->nheaders; i++) {
 		hd = &h->headers[i];
 		if (edge_name_is(hd, "x-forwarded-for", 15)) {
-			edge_hbuf_add(&b, hd->value, hd->value_len);
-			edge_hbuf_add(&b, ", ", 2);
+			edge_hbuf_add(b, hd->value, hd->value_len);
+			edge_hbuf_add(b, ", ", 2);
 		}
 	}
-	edge_hbuf_str(&b, conn->peer_ip);
-	edge_hbuf_str(&b, "\r\nX-Forwarded-Proto: http\r\n");
+	edge_hbuf_str(b, req->conn->peer_ip);
+	edge_hbuf_str(b, "\r\nX-Forwarded-Proto: http\r\n");
 	if (host != NULL) {
-		edge_hbuf_str(&b, "X-Forwarded-Host: ");
-		edge_hbuf_add(&b, host->value, host->value_len);
-		edge_hbuf_add(&b, "\r\n", 2);
+		edge_hbuf_str(b, "X-Forwarded-Host: ");
+		edge_hbuf_add(b, host->value, host->value_len);
+		edge_hbuf_add(b, "\r\n", 2);
 	}
-	if (conn->upgrade)
-		edge_hbuf_str(&b, "Connection: upgrade\r\n");
-	edge_hbuf_add(&b, "\r\n", 2);
-	evbuffer_drain(bufferevent_get_input(conn->bev), head_len);
-	if (b.overflow) {
-		edge_conn_error(conn, 431, "The request head is too large.",
-		    NULL);
-		return;
-	}
+	if (req->upgrade)
+		edge_hbuf_str(b, "Connection: upgrade\r\n");
+	edge_hbuf_add(b, "\r\n", 2);
+}
 
-	conn->state = EDGE_CONN_PROXY;
-	conn->resp_head = 0;
-	conn->resp_any = 0;
-	conn->resp_sent = 0;
-	conn->coalesce = 0;
-	conn->retried = 0;
-	conn->dechunk = 0;
-	conn->client_blocked = 0;
-	conn->up_blocked = 0;
-	memcpy(&conn->up_ss, sa, salen);
-	conn->up_sslen = salen;
+/*
+ * Start forwarding a request to key's address. The request counts as
+ * ACTIVITY_REQUEST from here until its response ends or it fails.
+ */
+void
+edge_proxy_start(struct edge_req *req, const struct http_request_head *h,
+    const struct edge_up_key *key)
+{
+	struct edge			*edge = req->edge;
+	struct edge_hbuf		 b;
+	const struct http_header	*connection, *upg;
+	struct edge_upstream		*up;
 
-	if ((up = edge_upstream_get(edge, sa, salen)) == NULL) {
-		edge_proxy_fail(conn, 502, "The upstream could not be "
+	connection = http_header_find(h->headers, h->nheaders, "connection");
+	upg = http_header_find(h->headers, h->nheaders, "upgrade");
+	req->upgrade = upg != NULL && connection != NULL &&
+	    http_header_has_token(connection, "upgrade");
+	edge_hbuf_init(&b, edge);
+	edge_proxy_request_head(req, h, &b);
+	req->ops->head_done(req);	/* h may point into freed memory now */
+
+	if (key != &req->key)
+		memcpy(&req->key, key, sizeof req->key);
+	req->state = EDGE_REQ_PROXY;
+	req->resp = EDGE_RESP_WAIT;
+	req->retried = 0;
+	req->dechunk = 0;
+	req->client_blocked = 0;
+	req->up_blocked = 0;
+	edge_req_activity(req, EDGE_ACT_REQUEST);
+	/* Control may have retired the sandbox from inside that call. */
+	if (req->state != EDGE_REQ_PROXY)
+		goto out;
+
+	if ((up = edge_upstream_get(edge, &req->key)) == NULL) {
+		edge_proxy_fail(req, 502, "The upstream could not be "
 		    "reached.");
-		return;
+		goto out;
 	}
 	/*
 	 * A pooled connection may have been closed by the upstream just now:
@@ -239,87 +226,82 @@ edge_proxy_start(struct edge_conn *conn, const struct http_request_head *h,
 	 * idempotent methods (RFC 9110 9.2.2), as nginx does: the upstream
 	 * may have acted on a POST before it closed.
 	 */
-	if (up->reused && conn->req_body == HTTP_BODY_NONE &&
-	    edge_method_idempotent(conn->method)) {
-		if (conn->head_copy_size < b.len) {
-			free(conn->head_copy);
-			conn->head_copy = xmalloc(b.len);
-			conn->head_copy_size = b.len;
+	if (up->reused && req->body == HTTP_BODY_NONE &&
+	    edge_method_idempotent(req->method)) {
+		if (req->head_copy_size < b.len) {
+			free(req->head_copy);
+			req->head_copy = xmalloc(b.len);
+			req->head_copy_size = b.len;
 		}
-		memcpy(conn->head_copy, b.p, b.len);
-		conn->head_copy_len = b.len;
+		memcpy(req->head_copy, b.p, b.len);
+		req->head_copy_len = b.len;
 	} else
-		conn->head_copy_len = 0;
+		req->head_copy_len = 0;
 	bufferevent_write(up->bev, b.p, b.len);
-	edge_proxy_attach(conn, up);
+	edge_proxy_attach(req, up);
 	edge_flush(up->bev);
-	edge_proxy_client_read(conn);
+	edge_proxy_client_read(req);
+out:
+	edge_hbuf_done(&b);
 }
 
-/* Tie an upstream connection to the client connection. */
+/* Tie an upstream connection to the request. */
 static void
-edge_proxy_attach(struct edge_conn *conn, struct edge_upstream *up)
+edge_proxy_attach(struct edge_req *req, struct edge_upstream *up)
 {
-	conn->up = up;
-	up->conn = conn;
+	req->up = up;
+	up->req = req;
 	bufferevent_setcb(up->bev, NULL, edge_upstream_write_cb,
 	    edge_upstream_event_cb, up);
 	/* Connected sockets are written by edge_flush; see there. */
 	if (!up->connected)
 		bufferevent_enable(up->bev, EV_WRITE);
 	edge_upstream_reading(up, 1);
-	edge_conn_timer(conn, up->connected ? EDGE_RESPONSE_TIMEOUT_MS :
+	edge_req_timer(req, up->connected ? EDGE_RESPONSE_TIMEOUT_MS :
 	    EDGE_CONNECT_TIMEOUT_MS);
 }
 
 /* Answer with an error page instead of the upstream's response. */
 static void
-edge_proxy_fail(struct edge_conn *conn, int status, const char *message)
+edge_proxy_fail(struct edge_req *req, int status, const char *message)
 {
 	log_debug("proxy error\tstatus=%d peer=%s msg=\"%s\"", status,
-	    conn->peer, message);
-	edge_proxy_release(conn, 0);
-	if (conn->resp_sent) {
-		/* Part of a response went out already: cut the connection. */
-		edge_conn_close(conn);
-		return;
-	}
-	edge_conn_error(conn, status, message, NULL);
+	    req->conn->peer, message);
+	edge_proxy_release(req, 0);
+	/* Once part of a response went out this cuts the connection. */
+	edge_req_error(req, status, message);
 }
 
-/* Client bytes: the request body, tunnel data, or pipelined requests. */
+/* Client bytes: the request body or tunnel data. */
 void
-edge_proxy_client_read(struct edge_conn *conn)
+edge_proxy_client_read(struct edge_req *req)
 {
-	struct evbuffer		*in = bufferevent_get_input(conn->bev);
 	struct evbuffer		*out;
 
-	if (conn->up == NULL)
+	if (req->up == NULL)
 		return;
-	out = bufferevent_get_output(conn->up->bev);
-	if (conn->state == EDGE_CONN_TUNNEL) {
-		evbuffer_add_buffer(out, in);
-	} else if (conn->state != EDGE_CONN_PROXY || conn->req_done) {
-		/* A pipelined request waits for this response to finish. */
+	/* A pipelined request waits for this response to finish. */
+	if (req->state == EDGE_REQ_PROXY && req->body_done)
 		return;
-	} else if (edge_body_take(conn, out, NULL) == -1) {
-		edge_proxy_fail(conn, 400, "The chunked body is malformed.");
+	out = bufferevent_get_output(req->up->bev);
+	if (req->ops->recv(req, out, NULL) == -1) {
+		edge_proxy_fail(req, 400, "The chunked body is malformed.");
 		return;
 	}
-	edge_flush(conn->up->bev);
+	edge_flush(req->up->bev);
 	if (evbuffer_get_length(out) > EDGE_BUFFER_HIGH) {
-		bufferevent_disable(conn->bev, EV_READ);
-		conn->client_blocked = 1;
+		req->ops->pause(req, 1);
+		req->client_blocked = 1;
 	}
 }
 
 /* The client took our output: resume reading the upstream. */
 void
-edge_proxy_client_write(struct edge_conn *conn)
+edge_proxy_client_write(struct edge_req *req)
 {
-	if (conn->up_blocked && conn->up != NULL) {
-		conn->up_blocked = 0;
-		edge_upstream_reading(conn->up, 1);
+	if (req->up_blocked && req->up != NULL) {
+		req->up_blocked = 0;
+		edge_upstream_reading(req->up, 1);
 	}
 }
 
@@ -328,7 +310,7 @@ static void
 edge_upstream_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct edge_upstream	*up = arg;
-	struct edge_conn	*conn = up->conn;
+	struct edge_req		*req = up->req;
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
@@ -338,9 +320,9 @@ edge_upstream_write_cb(struct bufferevent *bev, void *arg)
 	 */
 	up->connected = 1;
 	bufferevent_disable(bev, EV_WRITE);
-	if (conn != NULL && conn->client_blocked) {
-		conn->client_blocked = 0;
-		bufferevent_enable(conn->bev, EV_READ);
+	if (req != NULL && req->client_blocked) {
+		req->client_blocked = 0;
+		req->ops->pause(req, 0);
 	}
 }
 
@@ -408,15 +390,16 @@ static void
 edge_upstream_read_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct edge_upstream	*up = arg;
-	struct edge_conn	*conn = up->conn;
+	struct edge_req		*req = up->req;
 
-	if (conn == NULL) {
+	if (req == NULL) {
 		/* Idle in the pool: any byte or a close ends it. */
-		edge_upstream_free(up);
+		edge_upstream_close(up);
 		return;
 	}
-	edge_upstream_fill(conn);
-	if (conn->up == up && up->eof)
+	edge_upstream_fill(req);
+	/* up stays allocated until the reaper, even if closed meanwhile. */
+	if (req->up == up && up->eof)
 		edge_upstream_closed(up);
 }
 
@@ -425,34 +408,34 @@ edge_upstream_read_cb(evutil_socket_t fd, short events, void *arg)
  * response is complete, or the client's output is full, relaying as the
  * bytes come, then write to the client once. Body bytes whose framing
  * needs no look (a known length after the head, until-close, a tunnel)
- * are read straight into the client's output; the rest goes through
+ * are read straight into the request's output; the rest goes through
  * up->in. Sets up->eof on a close or an error.
  */
 static void
-edge_upstream_fill(struct edge_conn *conn)
+edge_upstream_fill(struct edge_req *req)
 {
-	struct edge_upstream	*up = conn->up;
-	struct evbuffer		*out = bufferevent_get_output(conn->bev);
+	struct edge_upstream	*up = req->up;
+	struct evbuffer		*out = req->ops->body(req);
 	struct evbuffer		*dst;
 	size_t			 want, grow = EDGE_READ_MIN;
 	ssize_t			 n;
-	int			 direct, length, last, beyond = 0;
+	int			 direct, length, body, last, beyond = 0;
 
 	for (;;) {
-		length = conn->state == EDGE_CONN_PROXY && conn->resp_head &&
-		    conn->resp_body == HTTP_BODY_LENGTH;
+		body = req->state == EDGE_REQ_PROXY &&
+		    req->resp == EDGE_RESP_BODY;
+		length = body && req->resp_body == HTTP_BODY_LENGTH;
 		direct = evbuffer_get_length(up->in) == 0 &&
-		    (conn->state == EDGE_CONN_TUNNEL || length ||
-		    (conn->state == EDGE_CONN_PROXY && conn->resp_head &&
-		    conn->resp_body == HTTP_BODY_UNTIL_CLOSE));
+		    (req->state == EDGE_REQ_TUNNEL || length ||
+		    (body && req->resp_body == HTTP_BODY_UNTIL_CLOSE));
 		dst = direct ? out : up->in;
 		if (direct && length)
-			want = conn->resp_left < EDGE_READ_MAX ?
-			    conn->resp_left : EDGE_READ_MAX;
-		else if (conn->coalesce == 1 &&
-		    conn->coalesce_want > evbuffer_get_length(up->in))
+			want = req->resp_left < EDGE_READ_MAX ?
+			    req->resp_left : EDGE_READ_MAX;
+		else if (req->resp == EDGE_RESP_COALESCE &&
+		    req->coalesce_want > evbuffer_get_length(up->in))
 			/* One more: a response that ends there had no more. */
-			want = conn->coalesce_want -
+			want = req->coalesce_want -
 			    evbuffer_get_length(up->in) + 1;
 		else
 			want = grow;
@@ -460,28 +443,29 @@ edge_upstream_fill(struct edge_conn *conn)
 		 * The read that ends a body also checks for bytes past it: an
 		 * upstream sending those must not be pooled (edge_proxy_done).
 		 */
-		last = direct && length && want == conn->resp_left;
+		last = direct && length && want == req->resp_left;
 		n = edge_read(bufferevent_getfd(up->bev), dst, want,
 		    last ? &beyond : NULL);
 		if (n <= 0) {
 			if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 				log_debug("upstream read\tpeer=%s error=\"%s\"",
-				    conn->peer, n == 0 ? "closed" :
+				    req->conn->peer, n == 0 ? "closed" :
 				    strerror(errno));
 				up->eof = 1;
 			}
 			break;
 		}
-		conn->resp_any = 1;
+		if (req->resp == EDGE_RESP_WAIT)
+			req->resp = EDGE_RESP_HEAD;
 		if (direct && length)
-			conn->resp_left -= n;
+			req->resp_left -= n;
 		if (beyond)
 			up->junk = 1;
 		/* Coalescing: hold everything until the body's start is in. */
-		if (conn->coalesce != 1 ||
-		    evbuffer_get_length(up->in) >= conn->coalesce_want) {
-			edge_proxy_relay(conn);
-			if (conn->up != up)
+		if (req->resp != EDGE_RESP_COALESCE ||
+		    evbuffer_get_length(up->in) >= req->coalesce_want) {
+			edge_proxy_relay(req);
+			if (req->up != up)
 				break;	/* complete, failed or retried */
 		}
 		if ((size_t)n < want ||
@@ -492,68 +476,86 @@ edge_upstream_fill(struct edge_conn *conn)
 			grow = 2 * grow + 64 < EDGE_READ_MAX ? 2 * grow + 64 :
 			    EDGE_READ_MAX;
 	}
-	edge_proxy_flush(conn);
+	edge_proxy_flush(req);
 }
 
 /* Relay what the upstream sent and write it to the client. */
 static void
-edge_proxy_response(struct edge_conn *conn)
+edge_proxy_response(struct edge_req *req)
 {
-	edge_proxy_relay(conn);
-	edge_proxy_flush(conn);
+	edge_proxy_relay(req);
+	edge_proxy_flush(req);
 }
 
 /* Relay what the upstream sent: heads, body, or tunnel bytes. */
 static void
-edge_proxy_relay(struct edge_conn *conn)
+edge_proxy_relay(struct edge_req *req)
 {
-	struct evbuffer	*in = conn->up->in;
-	struct evbuffer	*out = bufferevent_get_output(conn->bev);
-
-	if (conn->state == EDGE_CONN_TUNNEL)
-		evbuffer_add_buffer(out, in);
-	else {
-		while (!conn->resp_head && edge_proxy_response_head(conn) == 0)
-			;
-		if (conn->state == EDGE_CONN_PROXY && conn->resp_head)
-			edge_proxy_response_body(conn);
+	if (req->state == EDGE_REQ_TUNNEL) {
+		evbuffer_add_buffer(req->ops->body(req), req->up->in);
+		return;
 	}
+	while (req->state == EDGE_REQ_PROXY && req->resp != EDGE_RESP_BODY &&
+	    edge_proxy_response_head(req) == 0)
+		;
+	if (req->state == EDGE_REQ_PROXY && req->resp == EDGE_RESP_BODY)
+		edge_proxy_response_body(req);
 }
 
 /* Write the client's output now; stop reading the upstream while it is full. */
 static void
-edge_proxy_flush(struct edge_conn *conn)
+edge_proxy_flush(struct edge_req *req)
 {
-	struct evbuffer	*out = bufferevent_get_output(conn->bev);
-
-	if (conn->state == EDGE_CONN_DEAD)
-		return;
-	edge_flush(conn->bev);
-	if (conn->up != NULL &&
-	    evbuffer_get_length(out) > EDGE_BUFFER_HIGH) {
-		edge_upstream_reading(conn->up, 0);
-		conn->up_blocked = 1;
+	if (req->ops->flush(req) && req->up != NULL) {
+		edge_upstream_reading(req->up, 0);
+		req->up_blocked = 1;
 	}
+}
+
+/*
+ * The response's framing and whether the upstream connection may be
+ * reused after it, from a final head; -1 (and the request failed) if the
+ * framing is invalid.
+ */
+static int
+edge_proxy_framing(struct edge_req *req, const struct http_response_head *rh,
+    const struct http_header *connection)
+{
+	if (http_response_body(rh, req->method, &req->resp_body,
+	    &req->resp_left) != 0) {
+		edge_proxy_fail(req, 502, "The upstream response framing is "
+		    "invalid.");
+		return -1;
+	}
+	if (req->resp_body == HTTP_BODY_CHUNKED)
+		http_chunked_init(&req->resp_chunked);
+	if (rh->minor_version >= 1)
+		req->up_keepalive = connection == NULL ||
+		    !http_header_has_token(connection, "close");
+	else
+		req->up_keepalive = connection != NULL &&
+		    http_header_has_token(connection, "keep-alive");
+	if (req->resp_body == HTTP_BODY_UNTIL_CLOSE)
+		req->up_keepalive = 0;
+	return 0;
 }
 
 /*
  * Parse and forward one response head. 0 when a head was handled (look
  * for the next if it was 1xx), 1 when more bytes are needed or the
- * connection moved on (error, tunnel).
+ * request moved on (error, tunnel).
  */
 static int
-edge_proxy_response_head(struct edge_conn *conn)
+edge_proxy_response_head(struct edge_req *req)
 {
-	struct edge			*edge = conn->edge;
-	struct evbuffer			*in = conn->up->in;
-	struct evbuffer			*out = bufferevent_get_output(conn->bev);
+	struct evbuffer			*in = req->up->in;
 	struct http_response_head	 rh;
-	const struct http_header	*hd, *connection;
-	struct edge_hbuf		 b;
+	const struct http_header	*connection;
+	struct http_header		 hdrs[HTTP_MAX_HEADERS];
+	struct edge_resp_head		 er;
 	struct evbuffer_iovec		 v;
 	const char			*p;
-	char				 line[64];
-	size_t				 len, i, want;
+	size_t				 len, i, n, want;
 	int				 r, upgrade, informational;
 
 	if ((len = evbuffer_get_length(in)) == 0)
@@ -574,193 +576,164 @@ edge_proxy_response_head(struct edge_conn *conn)
 	if (r == -2 && len < HTTP_MAX_HEAD_SIZE)
 		return 1;
 	if (r < 0) {
-		edge_proxy_fail(conn, 502, "The upstream sent a malformed "
+		edge_proxy_fail(req, 502, "The upstream sent a malformed "
 		    "response.");
 		return 1;
 	}
 	upgrade = rh.status == 101;
-	informational = rh.status >= 100 && rh.status < 200;
-	if (upgrade && !conn->upgrade) {
-		edge_proxy_fail(conn, 502, "The upstream switched protocols "
+	informational = rh.status >= 100 && rh.status < 200 && !upgrade;
+	if (upgrade && !req->upgrade) {
+		edge_proxy_fail(req, 502, "The upstream switched protocols "
 		    "unasked.");
 		return 1;
 	}
-	if (informational && !upgrade && conn->minor == 0) {
-		/* HTTP/1.0 clients know no interim responses. */
-		evbuffer_drain(in, r);
-		return 0;
-	}
 
 	connection = http_header_find(rh.headers, rh.nheaders, "connection");
-	if (!informational) {
-		if (http_response_body(&rh, conn->method, &conn->resp_body,
-		    &conn->resp_left) != 0) {
-			edge_proxy_fail(conn, 502, "The upstream response "
-			    "framing is invalid.");
+	if (!informational && !upgrade) {
+		if (edge_proxy_framing(req, &rh, connection) != 0)
 			return 1;
-		}
-		if (conn->resp_body == HTTP_BODY_CHUNKED)
-			http_chunked_init(&conn->resp_chunked);
-		conn->dechunk = conn->minor == 0 &&
-		    conn->resp_body == HTTP_BODY_CHUNKED;
-		if (rh.minor_version >= 1)
-			conn->up_keepalive = connection == NULL ||
-			    !http_header_has_token(connection, "close");
-		else
-			conn->up_keepalive = connection != NULL &&
-			    http_header_has_token(connection, "keep-alive");
-		if (conn->resp_body == HTTP_BODY_UNTIL_CLOSE)
-			conn->up_keepalive = 0;
 		/*
 		 * Wait (briefly) for the head and the first EDGE_COALESCE
 		 * bytes of the body to go out in one write: the client then
 		 * wakes once, not once per segment the upstream sent.
 		 */
-		if (conn->resp_body == HTTP_BODY_LENGTH && conn->coalesce == 0) {
-			want = r + (conn->resp_left < EDGE_COALESCE ?
-			    conn->resp_left : EDGE_COALESCE);
+		if (req->resp_body == HTTP_BODY_LENGTH &&
+		    req->resp != EDGE_RESP_COALESCE) {
+			want = r + (req->resp_left < EDGE_COALESCE ?
+			    req->resp_left : EDGE_COALESCE);
 			if (evbuffer_get_length(in) < want) {
 				/* edge_upstream_fill holds back until then. */
-				conn->coalesce = 1;
-				conn->coalesce_want = want;
-				edge_conn_timer(conn, EDGE_COALESCE_MS);
+				req->resp = EDGE_RESP_COALESCE;
+				req->coalesce_want = want;
+				edge_req_timer(req, EDGE_COALESCE_MS);
 				return 1;
 			}
 		}
-		conn->coalesce = 2;
-		/* Without a framing the client can follow, it must close. */
-		conn->client_ka = conn->keepalive && conn->req_done &&
-		    !conn->draining && !edge->shutting_down &&
-		    conn->resp_body != HTTP_BODY_UNTIL_CLOSE && !conn->dechunk;
 	}
 
-	b.p = edge->scratch;
-	b.size = edge->scratch_size;
-	b.len = 0;
-	b.overflow = 0;
-	snprintf(line, sizeof line, "HTTP/1.1 %d ", rh.status);
-	edge_hbuf_str(&b, line);
-	edge_hbuf_add(&b, rh.reason, rh.reason_len);
-	edge_hbuf_add(&b, "\r\n", 2);
-	for (i = 0; i < rh.nheaders; i++) {
-		hd = &rh.headers[i];
-		if (edge_hop_by_hop(rh.headers, rh.nheaders, hd, upgrade,
-		    connection != NULL))
-			continue;
-		if (conn->dechunk && edge_name_is(hd, "transfer-encoding", 17))
-			continue;
-		edge_hbuf_header(&b, hd);
+	/* The end-to-end headers, as pointers into in: sent before drain. */
+	for (i = n = 0; i < rh.nheaders; i++) {
+		if (!edge_hop_by_hop(rh.headers, rh.nheaders, &rh.headers[i],
+		    upgrade, connection != NULL))
+			hdrs[n++] = rh.headers[i];
 	}
-	if (upgrade)
-		edge_hbuf_str(&b, "Connection: upgrade\r\n");
-	else if (!informational && !conn->client_ka)
-		edge_hbuf_str(&b, "Connection: close\r\n");
-	else if (!informational && conn->minor == 0)
-		edge_hbuf_str(&b, "Connection: keep-alive\r\n");
-	edge_hbuf_add(&b, "\r\n", 2);
+	memset(&er, 0, sizeof er);
+	er.status = rh.status;
+	er.reason = rh.reason;
+	er.reason_len = rh.reason_len;
+	er.headers = hdrs;
+	er.nheaders = n;
+	er.body = informational || upgrade ? HTTP_BODY_NONE : req->resp_body;
+	edge_req_head(req, &er);
 	evbuffer_drain(in, r);
-	if (b.overflow) {
-		edge_proxy_fail(conn, 502, "The upstream response head is "
-		    "too large.");
-		return 1;
-	}
-	evbuffer_add(out, b.p, b.len);
-	conn->resp_sent = 1;
-
 	if (upgrade) {
-		/* From here on: bytes both ways until either side closes. */
-		conn->state = EDGE_CONN_TUNNEL;
-		conn->resp_head = 1;
-		conn->up_keepalive = 0;
-		conn->req_done = 1;
-		edge_conn_timer(conn, -1);
-		evbuffer_add_buffer(out, in);
-		edge_proxy_client_read(conn);
+		edge_proxy_tunnel(req);
 		return 1;
 	}
-	if (informational)
+	if (informational) {
+		req->resp = EDGE_RESP_HEAD;
 		return 0;
-	conn->resp_head = 1;
-	edge_conn_timer(conn, -1);
+	}
+	req->dechunk = er.dechunk;
+	req->resp = EDGE_RESP_BODY;
+	edge_req_timer(req, -1);
 	return 0;
 }
 
-/* A decoded chunk for an HTTP/1.0 client. */
+/*
+ * After a 101: bytes both ways until either side closes. The request's
+ * ACTIVITY_REQUEST ends here and its ACTIVITY_TUNNEL starts.
+ */
+static void
+edge_proxy_tunnel(struct edge_req *req)
+{
+	req->state = EDGE_REQ_TUNNEL;
+	req->resp = EDGE_RESP_BODY;
+	req->up_keepalive = 0;
+	req->body_done = 1;
+	edge_req_timer(req, -1);
+	evbuffer_add_buffer(req->ops->body(req), req->up->in);
+	edge_proxy_client_read(req);
+	/* Last: control may retire the sandbox from inside it. */
+	edge_req_activity(req, EDGE_ACT_TUNNEL);
+}
+
+/* A decoded chunk for a client that takes no chunked coding. */
 static void
 edge_proxy_dechunk_cb(void *arg, const char *data, size_t len)
 {
-	struct edge_conn	*conn = arg;
+	struct edge_req	*req = arg;
 
-	evbuffer_add(bufferevent_get_output(conn->bev), data, len);
+	evbuffer_add(req->ops->body(req), data, len);
 }
 
 /* Forward response body bytes per the response's framing. */
 static void
-edge_proxy_response_body(struct edge_conn *conn)
+edge_proxy_response_body(struct edge_req *req)
 {
-	struct evbuffer		*in = conn->up->in;
-	struct evbuffer		*out = bufferevent_get_output(conn->bev);
+	struct evbuffer		*in = req->up->in;
+	struct evbuffer		*out = req->ops->body(req);
 	struct evbuffer_iovec	 v[8];
 	size_t			 len, used;
 	ssize_t			 r;
 	int			 i, n, done = 0;
 
-	switch (conn->resp_body) {
+	switch (req->resp_body) {
 	case HTTP_BODY_NONE:
 		done = 1;
 		break;
 	case HTTP_BODY_LENGTH:
 		len = evbuffer_get_length(in);
-		if (len > conn->resp_left)
-			len = conn->resp_left;
+		if (len > req->resp_left)
+			len = req->resp_left;
 		evbuffer_remove_buffer(in, out, len);
-		conn->resp_left -= len;
-		done = conn->resp_left == 0;
+		req->resp_left -= len;
+		done = req->resp_left == 0;
 		break;
 	case HTTP_BODY_CHUNKED:
-		while (!conn->resp_chunked.done && evbuffer_get_length(in) > 0) {
+		while (!req->resp_chunked.done && evbuffer_get_length(in) > 0) {
 			n = evbuffer_peek(in, -1, NULL, v, nitems(v));
 			if (n > (int)nitems(v))
 				n = nitems(v);
 			used = 0;
-			for (i = 0; i < n && !conn->resp_chunked.done; i++) {
-				r = http_chunked_scan(&conn->resp_chunked,
+			for (i = 0; i < n && !req->resp_chunked.done; i++) {
+				r = http_chunked_scan(&req->resp_chunked,
 				    v[i].iov_base, v[i].iov_len,
-				    conn->dechunk ? edge_proxy_dechunk_cb :
-				    NULL, conn);
+				    req->dechunk ? edge_proxy_dechunk_cb :
+				    NULL, req);
 				if (r < 0) {
-					edge_proxy_fail(conn, 502, "The "
+					edge_proxy_fail(req, 502, "The "
 					    "upstream sent a malformed "
 					    "chunked body.");
 					return;
 				}
 				used += r;
 			}
-			if (conn->dechunk)
+			if (req->dechunk)
 				evbuffer_drain(in, used);
 			else
 				evbuffer_remove_buffer(in, out, used);
 		}
-		done = conn->resp_chunked.done;
+		done = req->resp_chunked.done;
 		break;
 	case HTTP_BODY_UNTIL_CLOSE:
 		evbuffer_add_buffer(out, in);
 		break;
 	}
 	if (done)
-		edge_proxy_done(conn);
+		edge_proxy_done(req);
 }
 
-/* The response is complete: pool the upstream, go on with the client. */
+/* The response is complete: pool the upstream, end the request. */
 static void
-edge_proxy_done(struct edge_conn *conn)
+edge_proxy_done(struct edge_req *req)
 {
 	int	reuse;
 
-	reuse = conn->up_keepalive && conn->req_done &&
-	    evbuffer_get_length(conn->up->in) == 0;
-	edge_proxy_release(conn, reuse);
-	edge_conn_finish(conn, conn->client_ka);
+	reuse = req->up_keepalive && req->body_done &&
+	    evbuffer_get_length(req->up->in) == 0;
+	edge_proxy_release(req, reuse);
+	edge_req_end(req);
 }
 
 /* Connected, or a write or the connect failed. */
@@ -768,18 +741,18 @@ static void
 edge_upstream_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct edge_upstream	*up = arg;
-	struct edge_conn	*conn = up->conn;
+	struct edge_req		*req = up->req;
 
-	if (conn == NULL) {
-		edge_upstream_free(up);
+	if (req == NULL) {
+		edge_upstream_close(up);
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {
 		up->connected = 1;
-		edge_conn_timer(conn, EDGE_RESPONSE_TIMEOUT_MS);
+		edge_req_timer(req, EDGE_RESPONSE_TIMEOUT_MS);
 		return;
 	}
-	log_debug("upstream error\tpeer=%s error=\"%s\"", conn->peer,
+	log_debug("upstream error\tpeer=%s error=\"%s\"", req->conn->peer,
 	    strerror(EVUTIL_SOCKET_ERROR()));
 	up->eof = 1;
 	edge_upstream_closed(up);
@@ -795,9 +768,9 @@ edge_method_idempotent(const char *method)
 
 	for (i = 0; i < nitems(idempotent); i++) {
 		if (strcmp(method, idempotent[i]) == 0)
-			return (1);
+			return 1;
 	}
-	return (0);
+	return 0;
 }
 
 /*
@@ -807,88 +780,109 @@ edge_method_idempotent(const char *method)
 static void
 edge_upstream_closed(struct edge_upstream *up)
 {
-	struct edge_conn	*conn = up->conn;
-	struct evbuffer		*out = bufferevent_get_output(conn->bev);
+	struct edge_req		*req = up->req;
 	struct edge_upstream	*fresh;
+	int			 connected = up->connected;
 
-	if (conn->state == EDGE_CONN_TUNNEL) {
-		edge_proxy_release(conn, 0);
-		edge_conn_finish(conn, 0);
+	if (req->state == EDGE_REQ_TUNNEL) {
+		edge_proxy_release(req, 0);
+		req->close = 1;
+		edge_req_end(req);
 		return;
 	}
-	if (conn->coalesce == 1) {
+	if (req->resp == EDGE_RESP_COALESCE) {
 		/* Bytes held back for coalescing go first. */
-		conn->coalesce = 2;
-		edge_proxy_response(conn);
-		if (conn->up != up)
+		req->coalesce_want = 0;
+		edge_proxy_response(req);
+		if (req->up != up)
 			return;
 	}
-	if (!conn->resp_any) {
+	if (req->resp == EDGE_RESP_WAIT) {
 		/* A pooled connection the upstream closed as we reused it. */
-		if (up->reused && !conn->retried && conn->head_copy_len > 0) {
-			conn->retried = 1;
-			edge_proxy_release(conn, 0);
-			fresh = edge_upstream_connect(conn->edge,
-			    (struct sockaddr *)&conn->up_ss, conn->up_sslen);
+		if (up->reused && !req->retried && req->head_copy_len > 0) {
+			req->retried = 1;
+			edge_proxy_release(req, 0);
+			fresh = edge_upstream_connect(req->edge, &req->key);
 			if (fresh != NULL) {
-				bufferevent_write(fresh->bev, conn->head_copy,
-				    conn->head_copy_len);
-				edge_proxy_attach(conn, fresh);
+				bufferevent_write(fresh->bev, req->head_copy,
+				    req->head_copy_len);
+				edge_proxy_attach(req, fresh);
 				return;
 			}
 		}
-		edge_proxy_fail(conn, 502, up->connected ? "The upstream "
-		    "closed the connection without answering." :
-		    "The upstream refused the connection.");
+		edge_proxy_fail(req, 502, connected ? "The upstream closed "
+		    "the connection without answering." : "The upstream "
+		    "refused the connection.");
 		return;
 	}
-	if (!conn->resp_head) {
-		edge_proxy_fail(conn, 502, "The upstream closed the "
+	if (req->resp != EDGE_RESP_BODY) {
+		edge_proxy_fail(req, 502, "The upstream closed the "
 		    "connection in the middle of its response head.");
 		return;
 	}
 	/*
 	 * Until-close: this is the end. Otherwise the body is truncated:
-	 * flush what came, then close so the client sees it.
+	 * what came goes out, then the client is cut off so it sees that.
 	 */
-	evbuffer_add_buffer(out, up->in);
-	edge_proxy_release(conn, 0);
-	edge_conn_finish(conn, 0);
+	evbuffer_add_buffer(req->ops->body(req), up->in);
+	edge_proxy_release(req, 0);
+	if (req->resp_body == HTTP_BODY_UNTIL_CLOSE) {
+		req->close = 1;
+		edge_req_end(req);
+	} else
+		edge_req_abort(req);
 }
 
-/* The connect or response-head deadline passed. */
+/* The connect, response-head or coalescing deadline passed. */
 void
-edge_proxy_timeout(struct edge_conn *conn)
+edge_proxy_timeout(struct edge_req *req)
 {
-	if (conn->up == NULL || conn->resp_head)
+	if (req->up == NULL || req->resp == EDGE_RESP_BODY)
 		return;
-	if (conn->coalesce == 1) {
+	if (req->resp == EDGE_RESP_COALESCE) {
 		/* The body is slow: send what there is. */
-		conn->coalesce = 2;
-		edge_conn_timer(conn, EDGE_RESPONSE_TIMEOUT_MS);
-		edge_proxy_response(conn);
+		req->coalesce_want = 0;
+		edge_req_timer(req, EDGE_RESPONSE_TIMEOUT_MS);
+		edge_proxy_response(req);
 		return;
 	}
-	if (!conn->up->connected)
-		edge_proxy_fail(conn, 502, "The upstream did not accept the "
+	if (!req->up->connected)
+		edge_proxy_fail(req, 502, "The upstream did not accept the "
 		    "connection in time.");
 	else
-		edge_proxy_fail(conn, 504, "The upstream did not answer in "
+		edge_proxy_fail(req, 504, "The upstream did not answer in "
 		    "time.");
+}
+
+/*
+ * The request's sandbox was retired while it used it: without a response
+ * byte sent the client gets a page, else (or for a tunnel) it is cut off.
+ */
+void
+edge_proxy_retire(struct edge_req *req)
+{
+	log_debug("retired in use\tpeer=%s sandbox=%s", req->conn->peer,
+	    req->key.sandbox_id);
+	edge_proxy_release(req, 0);
+	if (req->state == EDGE_REQ_TUNNEL || req->out != EDGE_OUT_NONE) {
+		edge_req_abort(req);
+		return;
+	}
+	edge_req_error(req, 502, "The sandbox stopped before it answered.");
 }
 
 /* Compare two upstream addresses by family, address and port or path. */
 static int
 edge_addr_eq(const struct sockaddr_storage *a, socklen_t alen,
-    const struct sockaddr *b, socklen_t blen)
+    const struct sockaddr_storage *b, socklen_t blen)
 {
 	const struct sockaddr_in	*a4 = (const void *)a, *b4 = (const void *)b;
 	const struct sockaddr_in6	*a6 = (const void *)a, *b6 = (const void *)b;
 	const struct sockaddr_un	*au = (const void *)a, *bu = (const void *)b;
 
-	if (a->ss_family != b->sa_family)
+	if (a->ss_family != b->ss_family)
 		return 0;
-	switch (b->sa_family) {
+	switch (b->ss_family) {
 	case AF_INET:
 		return a4->sin_port == b4->sin_port &&
 		    a4->sin_addr.s_addr == b4->sin_addr.s_addr;
@@ -905,16 +899,33 @@ edge_addr_eq(const struct sockaddr_storage *a, socklen_t alen,
 	}
 }
 
-/* An idle pooled connection, or a new one being connected. */
-static struct edge_upstream *
-edge_upstream_get(struct edge *edge, const struct sockaddr *sa,
-    socklen_t salen)
+/* 1 if a connection made for key a may serve key b. */
+static int
+edge_key_eq(const struct edge_up_key *a, const struct edge_up_key *b)
 {
-	struct edge_pool	*pool;
+	return a->generation == b->generation &&
+	    strcmp(a->sandbox_id, b->sandbox_id) == 0 &&
+	    edge_addr_eq(&a->ss, a->sslen, &b->ss, b->sslen);
+}
+
+/*
+ * An idle pooled connection for key, or a new one being connected. Pools
+ * of an older generation of the same sandbox are of no more use: dropped.
+ */
+static struct edge_upstream *
+edge_upstream_get(struct edge *edge, const struct edge_up_key *key)
+{
+	struct edge_pool	*pool, *next;
 	struct edge_upstream	*up;
 
-	TAILQ_FOREACH(pool, &edge->pools, entry) {
-		if (!edge_addr_eq(&pool->ss, pool->sslen, sa, salen))
+	TAILQ_FOREACH_SAFE(pool, &edge->pools, entry, next) {
+		if (key->sandbox_id[0] != '\0' &&
+		    pool->key.generation != key->generation &&
+		    strcmp(pool->key.sandbox_id, key->sandbox_id) == 0) {
+			edge_pool_drop(edge, pool);
+			continue;
+		}
+		if (!edge_key_eq(&pool->key, key))
 			continue;
 		if ((up = TAILQ_FIRST(&pool->idle)) == NULL)
 			break;
@@ -924,14 +935,14 @@ edge_upstream_get(struct edge *edge, const struct sockaddr *sa,
 		up->reused = 1;
 		return up;
 	}
-	return edge_upstream_connect(edge, sa, salen);
+	return edge_upstream_connect(edge, key);
 }
 
 /* Open a new upstream connection (non-blocking connect). */
 static struct edge_upstream *
-edge_upstream_connect(struct edge *edge, const struct sockaddr *sa,
-    socklen_t salen)
+edge_upstream_connect(struct edge *edge, const struct edge_up_key *key)
 {
+	const struct sockaddr	*sa = (const struct sockaddr *)&key->ss;
 	struct edge_upstream	*up;
 	int			 fd, one = 1;
 
@@ -957,89 +968,125 @@ edge_upstream_connect(struct edge *edge, const struct sockaddr *sa,
 	    edge_upstream_read_cb, up);
 	up->in = evbuffer_new();
 	if (up->rev == NULL || up->in == NULL ||
-	    bufferevent_socket_connect(up->bev, sa, salen) != 0) {
+	    bufferevent_socket_connect(up->bev, sa, key->sslen) != 0) {
 		log_debug("upstream connect failed: %s",
 		    strerror(EVUTIL_SOCKET_ERROR()));
-		edge_upstream_free(up);
+		edge_upstream_close(up);
 		return NULL;
 	}
 	return up;
 }
 
-/* Close an upstream connection, wherever it is. */
+/*
+ * Close an upstream connection, wherever it is. Its memory waits for the
+ * reaper: callers up the stack may still compare or read it.
+ */
 static void
-edge_upstream_free(struct edge_upstream *up)
+edge_upstream_close(struct edge_upstream *up)
 {
+	struct edge	*edge = up->edge;
+
+	if (up->bev == NULL)
+		return;		/* closed already */
 	if (up->pool != NULL) {
 		TAILQ_REMOVE(&up->pool->idle, up, entry);
 		up->pool->nidle--;
+		up->pool = NULL;
 	}
-	if (up->conn != NULL)
-		up->conn->up = NULL;
+	if (up->req != NULL)
+		up->req->up = NULL;
+	up->req = NULL;
 	if (up->rev != NULL)
 		event_free(up->rev);
+	up->rev = NULL;
+	up->reading = 0;
 	if (up->in != NULL)
 		evbuffer_free(up->in);
+	up->in = NULL;
 	bufferevent_free(up->bev);
-	free(up);
+	up->bev = NULL;
+	up->eof = 1;
+	TAILQ_INSERT_TAIL(&edge->dead_ups, up, entry);
+	edge_reap_soon(edge);
+}
+
+/* Free the upstream connections closed since the last reaper run. */
+void
+edge_upstream_reap(struct edge *edge)
+{
+	struct edge_upstream	*up;
+
+	while ((up = TAILQ_FIRST(&edge->dead_ups)) != NULL) {
+		TAILQ_REMOVE(&edge->dead_ups, up, entry);
+		free(up);
+	}
 }
 
 /* An idle pooled connection closed. */
 static void
 edge_pool_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-	edge_upstream_free(arg);
+	edge_upstream_close(arg);
 }
 
 /*
- * Detach the client's upstream connection: into the pool when reuse is
+ * Detach the request's upstream connection: into the pool when reuse is
  * allowed and there is room, else closed.
  */
 void
-edge_proxy_release(struct edge_conn *conn, int reuse)
+edge_proxy_release(struct edge_req *req, int reuse)
 {
-	struct edge		*edge = conn->edge;
-	struct edge_upstream	*up = conn->up;
+	struct edge		*edge = req->edge;
+	struct edge_upstream	*up = req->up;
 	struct edge_pool	*pool;
 
-	if (conn->client_blocked) {
-		conn->client_blocked = 0;
-		if (conn->state != EDGE_CONN_DEAD)
-			bufferevent_enable(conn->bev, EV_READ);
+	if (req->client_blocked) {
+		req->client_blocked = 0;
+		req->ops->pause(req, 0);
 	}
-	conn->up_blocked = 0;
+	req->up_blocked = 0;
 	if (up == NULL)
 		return;
-	conn->up = NULL;
-	up->conn = NULL;
+	req->up = NULL;
+	up->req = NULL;
 	if (!reuse || up->eof || up->junk || edge->shutting_down ||
 	    !up->connected) {
-		edge_upstream_free(up);
+		edge_upstream_close(up);
 		return;
 	}
 	TAILQ_FOREACH(pool, &edge->pools, entry) {
-		if (edge_addr_eq(&pool->ss, pool->sslen,
-		    (struct sockaddr *)&conn->up_ss, conn->up_sslen))
+		if (edge_key_eq(&pool->key, &req->key))
 			break;
 	}
 	if (pool == NULL) {
 		pool = xcalloc(1, sizeof *pool);
-		memcpy(&pool->ss, &conn->up_ss, conn->up_sslen);
-		pool->sslen = conn->up_sslen;
+		memcpy(&pool->key, &req->key, sizeof pool->key);
 		TAILQ_INIT(&pool->idle);
 		TAILQ_INSERT_HEAD(&edge->pools, pool, entry);
 	}
 	if (pool->nidle >= EDGE_POOL_MAX_IDLE) {
-		edge_upstream_free(up);
+		edge_upstream_close(up);
 		return;
 	}
 	up->pool = pool;
 	up->idle_since = time_mono_ms();
 	TAILQ_INSERT_HEAD(&pool->idle, up, entry);
 	pool->nidle++;
-	/* Any byte or close ends it: edge_upstream_read_cb sees no conn. */
+	/* Any byte or close ends it: edge_upstream_read_cb sees no req. */
 	bufferevent_setcb(up->bev, NULL, NULL, edge_pool_event_cb, up);
 	edge_upstream_reading(up, 1);
+}
+
+/* Close every idle connection of a pool and free it. */
+static void
+edge_pool_drop(struct edge *edge, struct edge_pool *pool)
+{
+	struct edge_upstream	*up;
+
+	while ((up = TAILQ_FIRST(&pool->idle)) != NULL)
+		edge_upstream_close(up);
+	TAILQ_REMOVE(&edge->pools, pool, entry);
+	free(pool);
 }
 
 /* Close idle upstream connections past their time (all: every one). */
@@ -1057,7 +1104,7 @@ edge_pool_sweep(struct edge *edge, int all)
 			prev = TAILQ_PREV(up, edge_upstream_q, entry);
 			if (!all && now - up->idle_since < EDGE_POOL_IDLE_MS)
 				break;
-			edge_upstream_free(up);
+			edge_upstream_close(up);
 		}
 		if (pool->nidle == 0) {
 			TAILQ_REMOVE(&edge->pools, pool, entry);
@@ -1066,9 +1113,14 @@ edge_pool_sweep(struct edge *edge, int all)
 	}
 }
 
-/* Free every pool and idle connection. */
+/* Close every pooled connection to this sandbox, whatever generation. */
 void
-edge_pool_free(struct edge *edge)
+edge_pool_retire(struct edge *edge, const char *sandbox_id)
 {
-	edge_pool_sweep(edge, 1);
+	struct edge_pool	*pool, *next;
+
+	TAILQ_FOREACH_SAFE(pool, &edge->pools, entry, next) {
+		if (strcmp(pool->key.sandbox_id, sandbox_id) == 0)
+			edge_pool_drop(edge, pool);
+	}
 }

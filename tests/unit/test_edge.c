@@ -9,6 +9,7 @@
 #include "config.h"
 #endif
 
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -17,6 +18,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,7 +39,14 @@
 #define ID_ERR		"01jd3k5x8q2w7e9r4t6y1v3h5n"
 #define ID_STOPPED	"01jd3k5x8q2w7e9r4t6y1v3h5p"
 #define ID_UNKNOWN	"01jd3k5x8q2w7e9r4t6y1v3h5q"
+#define ID_HELD		"01jd3k5x8q2w7e9r4t6y1v3h5r"	/* woken after 300 ms */
+#define ID_NEVER	"01jd3k5x8q2w7e9r4t6y1v3h5s"	/* held, never answered */
+#define ID_WAKEFAIL	"01jd3k5x8q2w7e9r4t6y1v3h5t"	/* held, then fails */
+#define ID_GEN		"01jd3k5x8q2w7e9r4t6y1v3h5v"	/* generation: gen_now */
 #define HOST_OK		ID_OK ".preview.localhost"
+#define HOST_HELD	ID_HELD ".preview.localhost"
+#define HOST_NEVER	ID_NEVER ".preview.localhost"
+#define HOST_GEN	ID_GEN ".preview.localhost"
 #define MIB		(1024 * 1024)
 
 static struct event_base	*base;
@@ -49,10 +58,28 @@ static int			 origin_dropped;	/* atomic */
 static int			 preview_opened, preview_closed; /* atomic */
 static int			 detached_replies;	/* atomic */
 static int			 shutdown_done;		/* atomic */
+static int			 origin_closed;		/* atomic: by the proxy */
 static int			 ctl_pipe[2];	/* client thread -> loop */
+/* The stand-in's held lookups (atomic counters, list on the loop only). */
+static int			 waits_made, waits_answered, waits_cancelled;
+static int			 bad_cancels, waits_live;
+static int			 gen_now = 1;		/* atomic */
+/* Activity reports by kind: +1s and -1s; a count below 0 anywhere. */
+static int			 act_plus[3], act_minus[3], act_negative;
+static control_retire_cb	 retire_cb;
+static void			*retire_arg;
+/*
+ * Retire ID_GEN from inside control_activity, once (atomic): on its
+ * REQUEST +1, its TUNNEL +1, or its REQUEST -1, as control may.
+ */
+enum { REENTER_NONE, REENTER_REQUEST_UP, REENTER_TUNNEL_UP,
+    REENTER_REQUEST_DOWN };
+static int			 reenter;
+static int			 reentered;
 
 #define ALOAD(p)	__atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define AINC(p)		__atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
+#define ASTORE(p, v)	__atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 
 /* ------------------------------------------------------------------ */
 /* Stand-in control */
@@ -61,24 +88,94 @@ struct control {
 	int	unused;
 };
 
+/* A held lookup, answered by its timer (or never: ev NULL). */
+struct control_wait {
+	TAILQ_ENTRY(control_wait) entry;
+	control_target_cb	 cb;
+	void			*arg;
+	char			 id[ID_LEN + 1];
+	int			 port;
+	struct event		*ev;
+};
+static TAILQ_HEAD(, control_wait) waits = TAILQ_HEAD_INITIALIZER(waits);
+
+/* Live activity counts per sandbox and kind, to catch a -1 too many. */
+static struct {
+	char	id[ID_LEN + 1];
+	int	n[3];
+} act_live[16];
+
+/* Fill t for a sandbox that runs: the origin (port 0) or another port. */
+static void
+stand_running(const char *id, int port, struct control_target *t)
+{
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&t->addr;
+
+	t->kind = TARGET_OK;
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin->sin_port = htons(port == 0 ? origin_port : port);
+	t->addrlen = sizeof *sin;
+	t->generation = strcmp(id, ID_GEN) == 0 ? (uint64_t)ALOAD(&gen_now) :
+	    1;
+}
+
+/* A held lookup's answer is due. */
+static void
+wait_answer_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct control_wait	*w = arg;
+	struct control_target	 t;
+
+	memset(&t, 0, sizeof t);
+	snprintf(t.sandbox_id, sizeof t.sandbox_id, "%s", w->id);
+	if (strcmp(w->id, ID_WAKEFAIL) == 0) {
+		t.kind = TARGET_UNAVAILABLE;
+		t.message = "The sandbox failed to start.";
+		t.retry_after_s = 7;
+	} else
+		stand_running(w->id, w->port, &t);
+	TAILQ_REMOVE(&waits, w, entry);
+	event_free(w->ev);
+	__atomic_sub_fetch(&waits_live, 1, __ATOMIC_SEQ_CST);
+	AINC(&waits_answered);
+	w->cb(&t, w->arg);
+	free(w);
+}
+
 enum control_lookup
 control_target_lookup(struct control *ctl, const char *id, int port,
     struct control_target *t, control_target_cb cb, void *arg,
     struct control_wait **wait)
 {
-	struct sockaddr_in	*sin = (struct sockaddr_in *)&t->addr;
+	struct control_wait	*w;
+	struct timeval		 tv = { 0, 300 * 1000 };
 
 	*wait = NULL;
 	memset(t, 0, sizeof *t);
 	snprintf(t->sandbox_id, sizeof t->sandbox_id, "%s", id);
-	if (strcmp(id, ID_OK) == 0) {
-		t->kind = TARGET_OK;
-		sin->sin_family = AF_INET;
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		sin->sin_port = htons(port == 0 ? origin_port : port);
-		t->addrlen = sizeof *sin;
-		t->generation = 1;
-	} else if (strcmp(id, ID_ERR) == 0) {
+	if (strcmp(id, ID_HELD) == 0 || strcmp(id, ID_NEVER) == 0 ||
+	    strcmp(id, ID_WAKEFAIL) == 0) {
+		w = calloc(1, sizeof *w);
+		w->cb = cb;
+		w->arg = arg;
+		w->port = port;
+		snprintf(w->id, sizeof w->id, "%s", id);
+		if (strcmp(id, ID_NEVER) != 0) {
+			if (strcmp(id, ID_WAKEFAIL) == 0)
+				tv.tv_usec = 100 * 1000;
+			w->ev = evtimer_new(base, wait_answer_cb, w);
+			evtimer_add(w->ev, &tv);
+		}
+		TAILQ_INSERT_TAIL(&waits, w, entry);
+		AINC(&waits_made);
+		AINC(&waits_live);
+		*wait = w;
+		return CONTROL_LOOKUP_HELD;
+	}
+	if (strcmp(id, ID_OK) == 0 || strcmp(id, ID_GEN) == 0)
+		stand_running(id, port, t);
+	else if (strcmp(id, ID_ERR) == 0) {
 		t->kind = TARGET_ERROR;
 		t->message = "The sandbox failed: <exit 1>";
 	} else if (strcmp(id, ID_STOPPED) == 0) {
@@ -93,23 +190,72 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 void
 control_wait_cancel(struct control_wait *w)
 {
+	struct control_wait	*x;
+
+	TAILQ_FOREACH(x, &waits, entry) {
+		if (x == w)
+			break;
+	}
+	if (x == NULL) {
+		/* Twice, after its answer, or never made: a bug. */
+		AINC(&bad_cancels);
+		return;
+	}
+	TAILQ_REMOVE(&waits, w, entry);
+	if (w->ev != NULL)
+		event_free(w->ev);
+	free(w);
+	__atomic_sub_fetch(&waits_live, 1, __ATOMIC_SEQ_CST);
+	AINC(&waits_cancelled);
 }
 
 void
 control_activity(struct control *ctl, const char *id,
     enum control_activity what, int delta)
 {
-	if (what != ACTIVITY_CONN)
+	size_t	i;
+
+	if (retire_cb != NULL && strcmp(id, ID_GEN) == 0 &&
+	    ((ALOAD(&reenter) == REENTER_REQUEST_UP &&
+	    what == ACTIVITY_REQUEST && delta > 0) ||
+	    (ALOAD(&reenter) == REENTER_TUNNEL_UP &&
+	    what == ACTIVITY_TUNNEL && delta > 0) ||
+	    (ALOAD(&reenter) == REENTER_REQUEST_DOWN &&
+	    what == ACTIVITY_REQUEST && delta < 0))) {
+		ASTORE(&reenter, REENTER_NONE);
+		AINC(&reentered);
+		/* Counted first: the nested calls count too. */
+		control_activity(ctl, id, what, delta);
+		retire_cb(id, retire_arg);
 		return;
-	if (delta > 0)
-		AINC(&preview_opened);
-	else
-		AINC(&preview_closed);
+	}
+	if (delta > 0) {
+		AINC(&act_plus[what]);
+		if (what == ACTIVITY_CONN)
+			AINC(&preview_opened);
+	} else {
+		AINC(&act_minus[what]);
+		if (what == ACTIVITY_CONN)
+			AINC(&preview_closed);
+	}
+	for (i = 0; i < nitems(act_live); i++) {
+		if (strcmp(act_live[i].id, id) == 0 ||
+		    act_live[i].id[0] == '\0')
+			break;
+	}
+	if (i == nitems(act_live))
+		return;
+	snprintf(act_live[i].id, sizeof act_live[i].id, "%s", id);
+	act_live[i].n[what] += delta;
+	if (act_live[i].n[what] < 0)
+		AINC(&act_negative);
 }
 
 void
 control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
 {
+	retire_cb = cb;
+	retire_arg = arg;
 }
 
 uint64_t
@@ -184,6 +330,8 @@ struct origin_conn {
 	char			 target[256];
 	char			*head;
 	int			 keepalive;
+	struct event		*later;		/* a delayed write */
+	char			 later_data[256];
 };
 
 /* Decoded request body bytes. */
@@ -199,19 +347,33 @@ origin_data_cb(void *arg, const char *p, size_t len)
 static void
 origin_conn_free(struct origin_conn *oc)
 {
+	if (oc->later != NULL)
+		event_free(oc->later);
 	bufferevent_free(oc->bev);
 	evbuffer_free(oc->body);
 	free(oc->head);
 	free(oc);
 }
 
-/* The rest of /slowbody, 200 ms later. */
+/* A delayed write is due. */
 static void
 origin_later_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct origin_conn	*oc = arg;
 
-	bufferevent_write(oc->bev, "world", 5);
+	bufferevent_write(oc->bev, oc->later_data, strlen(oc->later_data));
+}
+
+/* Write data ms from now (on this connection, cancelled if it closes). */
+static void
+origin_later(struct origin_conn *oc, int ms, const char *data)
+{
+	struct timeval	tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if (oc->later == NULL)
+		oc->later = evtimer_new(base, origin_later_cb, oc);
+	snprintf(oc->later_data, sizeof oc->later_data, "%s", data);
+	evtimer_add(oc->later, &tv);
 }
 
 /* Byte i of the bodies /pat/ serves: no period a relay could hide in. */
@@ -340,8 +502,15 @@ origin_respond(struct origin_conn *oc)
 	} else if (strcmp(oc->target, "/slowbody") == 0) {
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
 		    "10\r\n\r\nhello");
-		event_base_once(base, -1, EV_TIMEOUT, origin_later_cb, oc,
-		    &(struct timeval){ 0, 200 * 1000 });
+		origin_later(oc, 200, "world");
+	} else if (strcmp(oc->target, "/halfbody") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "10\r\n\r\nhello");
+		origin_later(oc, 1500, "world");
+	} else if (strcmp(oc->target, "/delay") == 0) {
+		/* Nothing at all for 500 ms. */
+		origin_later(oc, 500, "HTTP/1.1 200 OK\r\nContent-Length: "
+		    "7\r\n\r\ndelayed");
 	} else if (strcmp(oc->target, "/trunc") == 0) {
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
 		    "10\r\n\r\nhello");
@@ -452,6 +621,7 @@ origin_write_cb(struct bufferevent *bev, void *arg)
 static void
 origin_event_cb(struct bufferevent *bev, short what, void *arg)
 {
+	AINC(&origin_closed);
 	origin_conn_free(arg);
 }
 
@@ -727,6 +897,71 @@ one(const char *req, const char *method, struct resp *r)
 	rv = cli_recv(&c, method, r);
 	cli_close(&c);
 	return rv == 0 ? r->status : -1;
+}
+
+/* Monotonic milliseconds. */
+static int64_t
+now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Ask the loop thread to do something (see ctl_cb). */
+static void
+loop_do(const char *cmd)
+{
+	if (write(ctl_pipe[1], cmd, strlen(cmd)) != (ssize_t)strlen(cmd))
+		abort();
+}
+
+/* 1 if nothing arrives on c within ms (and the connection stays open). */
+static int
+cli_quiet(struct cli *c, int ms)
+{
+	struct pollfd	pfd = { c->fd, POLLIN, 0 };
+
+	return c->len == 0 && poll(&pfd, 1, ms) == 0;
+}
+
+/*
+ * Every ACTIVITY_REQUEST and ACTIVITY_TUNNEL +1 has had its -1 (waiting
+ * up to 2 s for the loop to see closes), and no count went below zero.
+ */
+static void
+check_activity_balanced(void)
+{
+	int	i, ok = 0;
+
+	for (i = 0; i < 200 && !ok; i++) {
+		ok = ALOAD(&act_plus[ACTIVITY_REQUEST]) ==
+		    ALOAD(&act_minus[ACTIVITY_REQUEST]) &&
+		    ALOAD(&act_plus[ACTIVITY_TUNNEL]) ==
+		    ALOAD(&act_minus[ACTIVITY_TUNNEL]);
+		if (!ok)
+			usleep(10 * 1000);
+	}
+	if (!ok)
+		fprintf(stderr, "activity: request +%d -%d, tunnel +%d -%d\n",
+		    ALOAD(&act_plus[ACTIVITY_REQUEST]),
+		    ALOAD(&act_minus[ACTIVITY_REQUEST]),
+		    ALOAD(&act_plus[ACTIVITY_TUNNEL]),
+		    ALOAD(&act_minus[ACTIVITY_TUNNEL]));
+	CHECK(ok);
+	CHECK(ALOAD(&act_negative) == 0);
+}
+
+/* Wait up to 1 s for *p to reach want. */
+static int
+wait_for(int *p, int want)
+{
+	int	i;
+
+	for (i = 0; i < 100 && ALOAD(p) < want; i++)
+		usleep(10 * 1000);
+	return ALOAD(p) == want;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1459,30 +1694,453 @@ test_pipelining(void)
 	cli_close(&c);
 }
 
+
+/* A held lookup answered later is proxied as if it had answered at once. */
+static void
+test_held(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	char		*big, hdr[256];
+	size_t		 i;
+	int64_t		 t0;
+	int		 made = ALOAD(&waits_made);
+	int		 answered = ALOAD(&waits_answered);
+	int		 requests = ALOAD(&act_plus[ACTIVITY_REQUEST]);
+
+	t0 = now_ms();
+	CHECK(one("GET /echo?held HTTP/1.1\r\nHost: " HOST_HELD "\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK_STR(r.body, "GET /echo?held\n");
+	CHECK(now_ms() - t0 >= 250);
+	resp_free(&r);
+	CHECK(ALOAD(&waits_made) == made + 1);
+	CHECK(ALOAD(&waits_answered) == answered + 1);
+	/* Counted as a request once it is proxied, not while held. */
+	CHECK(ALOAD(&act_plus[ACTIVITY_REQUEST]) == requests + 1);
+
+	/* A navigation answered within 2 s gets the app, not the page. */
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: " HOST_HELD "\r\nAccept: "
+	    "text/html,application/xhtml+xml,*/*;q=0.8\r\n\r\n", "GET",
+	    &r) == 200);
+	CHECK(!resp_has_name(&r, "x-sandboxd-waking"));
+	CHECK_STR(r.body, "GET /echo\n");
+	resp_free(&r);
+
+	/* A body sent while held waits in the socket, then goes whole. */
+	big = malloc(MIB);
+	for (i = 0; i < MIB; i++)
+		big[i] = 'a' + i % 23;
+	CHECK(cli_connect(&c) == 0);
+	snprintf(hdr, sizeof hdr, "PUT /echo HTTP/1.1\r\nHost: " HOST_HELD
+	    "\r\nContent-Length: %d\r\n\r\n", MIB);
+	cli_sends(&c, hdr);
+	CHECK(cli_send(&c, big, MIB) == 0);
+	CHECK(cli_recv(&c, "PUT", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == strlen("PUT /echo\n") + MIB);
+	CHECK(r.bodylen > 10 && memcmp(r.body + 10, big, MIB) == 0);
+	resp_free(&r);
+	/* The same connection goes on, to a running sandbox this time. */
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	cli_close(&c);
+	free(big);
+
+	/* Held, then control cannot wake it: its 503 and Retry-After. */
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_WAKEFAIL ".preview.localhost"
+	    "\r\n\r\n", "GET", &r) == 503);
+	CHECK(resp_has(&r, "Retry-After: 7"));
+	CHECK(resp_has(&r, "X-Sandboxd-Waking: 1"));
+	CHECK(resp_has(&r, "Cache-Control: no-store"));
+	CHECK(strstr(r.body, "The sandbox failed to start.") != NULL);
+	resp_free(&r);
+	CHECK(ALOAD(&bad_cancels) == 0);
+	check_activity_balanced();
+}
+
+/* The client leaves while held: one cancel, and no answer after it. */
+static void
+test_held_cancel(void)
+{
+	struct cli	c;
+	int		cancelled = ALOAD(&waits_cancelled);
+	int		answered = ALOAD(&waits_answered);
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_HELD "\r\n\r\n");
+	usleep(100 * 1000);
+	cli_close(&c);
+	/* Past the 300 ms at which it would have been answered. */
+	usleep(400 * 1000);
+	CHECK(ALOAD(&waits_cancelled) == cancelled + 1);
+	CHECK(ALOAD(&waits_answered) == answered);
+
+	/*
+	 * Never answered, not a navigation (curl's Accept): no warming page
+	 * after 2 s, it just waits; leaving is what ends it.
+	 */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET / HTTP/1.1\r\nHost: " HOST_NEVER "\r\nAccept: "
+	    "*/*\r\nUser-Agent: curl/7.88.1\r\n\r\n");
+	CHECK(cli_quiet(&c, 2600));
+	cli_close(&c);
+	CHECK(wait_for(&waits_cancelled, cancelled + 2));
+	CHECK(ALOAD(&waits_answered) == answered);
+	CHECK(ALOAD(&bad_cancels) == 0);
+	CHECK(ALOAD(&waits_live) == 0);
+	check_activity_balanced();
+}
+
+/* A navigation still held after 2 s gets the warming page. */
+static void
+test_warming(void)
+{
+	struct cli	c;
+	struct resp	r;
+	int64_t		t0, dt;
+	int		cancelled = ALOAD(&waits_cancelled);
+
+	CHECK(cli_connect(&c) == 0);
+	t0 = now_ms();
+	cli_sends(&c, "GET /app?x=1 HTTP/1.1\r\nHost: " HOST_NEVER "\r\n"
+	    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,"
+	    "*/*;q=0.8\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	dt = now_ms() - t0;
+	CHECK(r.status == 503);
+	CHECK(dt >= 1900 && dt < 4000);
+	CHECK(resp_has(&r, "X-Sandboxd-Waking: 1"));
+	CHECK(resp_has(&r, "Retry-After: 2"));
+	CHECK(resp_has(&r, "Cache-Control: no-store"));
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	CHECK(strstr(r.body, "Starting your app") != NULL);
+	CHECK(strstr(r.body, "<noscript><meta http-equiv=\"refresh\" "
+	    "content=\"2\"></noscript>") != NULL);
+	/* The script polls without text/html, reloads on a real answer. */
+	CHECK(strstr(r.body, "fetch(location.href") != NULL);
+	CHECK(strstr(r.body, "cache:\"no-store\"") != NULL);
+	CHECK(strstr(r.body, "\"Accept\":\"*/*\"") != NULL);
+	CHECK(strstr(r.body, "X-Sandboxd-Waking") != NULL);
+	CHECK(strstr(r.body, "location.reload()") != NULL);
+	CHECK(strstr(r.body, "setTimeout(poll,1000)") != NULL);
+	CHECK(strstr(r.body, "@keyframes") != NULL);
+	resp_free(&r);
+	CHECK(ALOAD(&waits_cancelled) == cancelled + 1);
+	/* The connection is kept for the next request. */
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(ALOAD(&bad_cancels) == 0);
+}
+
+/* A WebSocket upgrade is held like any request, then tunnels. */
+static void
+test_held_websocket(void)
+{
+	struct cli	c;
+	struct resp	r;
+	int		tunnels = ALOAD(&act_plus[ACTIVITY_TUNNEL]);
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /ws HTTP/1.1\r\nHost: " HOST_HELD "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+	    "\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	CHECK(resp_has(&r, "Upgrade: websocket"));
+	resp_free(&r);
+	cli_sends(&c, "held-ws");
+	while (c.len < 7 && cli_fill(&c) > 0)
+		;
+	CHECK(c.len == 7 && memcmp(c.buf, "held-ws", 7) == 0);
+	CHECK(ALOAD(&act_plus[ACTIVITY_TUNNEL]) == tunnels + 1);
+	CHECK(ALOAD(&act_minus[ACTIVITY_TUNNEL]) ==
+	    ALOAD(&act_plus[ACTIVITY_TUNNEL]) - 1);
+	cli_close(&c);
+	check_activity_balanced();
+}
+
+/* Requests pipelined behind a held one wait, and come back in order. */
+static void
+test_held_pipelined(void)
+{
+	struct cli	c;
+	struct resp	r;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c,
+	    "GET /echo?1 HTTP/1.1\r\nHost: " HOST_HELD "\r\n\r\n"
+	    "GET /echo?2 HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n"
+	    "POST /echo?3 HTTP/1.1\r\nHost: " HOST_HELD "\r\nContent-Length: "
+	    "2\r\n\r\nhi"
+	    "GET /v1/echo?4 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "GET /echo?1\n");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "GET /echo?2\n");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK_STR(r.body, "POST /echo?3\nhi");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "q=4") != NULL);
+	resp_free(&r);
+	cli_close(&c);
+	check_activity_balanced();
+}
+
+/* One request on c; the X-Origin-Conn it was served on, into serial. */
+static int
+cli_serial(struct cli *c, const char *host, char *serial, size_t len)
+{
+	struct resp	r;
+	char		req[256];
+	int		status;
+
+	snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host);
+	cli_sends(c, req);
+	if (cli_recv(c, "GET", &r) != 0)
+		return -1;
+	status = r.status;
+	snprintf(serial, len, "%s", resp_get(&r, "x-origin-conn"));
+	resp_free(&r);
+	return status;
+}
+
+/* The pool never hands a connection made for generation N to N+1. */
+static void
+test_generation(void)
+{
+	struct cli	c;
+	char		s1[32], s2[32], s3[32];
+	int		accepts, closed;
+
+	ASTORE(&gen_now, 5);
+	CHECK(cli_connect(&c) == 0);
+	CHECK(cli_serial(&c, HOST_GEN, s1, sizeof s1) == 200);
+	accepts = ALOAD(&origin_accepts);
+	CHECK(cli_serial(&c, HOST_GEN, s2, sizeof s2) == 200);
+	CHECK_STR(s2, s1);	/* same generation: pooled */
+	closed = ALOAD(&origin_closed);
+	ASTORE(&gen_now, 6);
+	CHECK(cli_serial(&c, HOST_GEN, s3, sizeof s3) == 200);
+	CHECK(strcmp(s3, s1) != 0);
+	CHECK(ALOAD(&origin_accepts) == accepts + 1);
+	/* The old generation's idle connection is of no more use: closed. */
+	CHECK(wait_for(&origin_closed, closed + 1));
+	CHECK(cli_serial(&c, HOST_GEN, s2, sizeof s2) == 200);
+	CHECK_STR(s2, s3);
+	/* Another sandbox at the same address does not share the pool. */
+	CHECK(cli_serial(&c, HOST_HELD, s2, sizeof s2) == 200);
+	CHECK(strcmp(s2, s3) != 0);
+	cli_close(&c);
+	check_activity_balanced();
+}
+
+/*
+ * Retiring a sandbox closes its pooled and in-use upstream connections
+ * (a page if no byte went out, else the client is cut), and nothing of
+ * another sandbox.
+ */
+static void
+test_retire(void)
+{
+	struct cli	keep, other, ws, wait, half;
+	struct resp	r;
+	char		s_ok[32], s_gen[32], s[32];
+	int		accepts;
+
+	/* A pooled connection for each of two sandboxes. */
+	CHECK(cli_connect(&keep) == 0);
+	CHECK(cli_serial(&keep, HOST_OK, s_ok, sizeof s_ok) == 200);
+	CHECK(cli_connect(&other) == 0);
+	CHECK(cli_serial(&other, HOST_GEN, s_gen, sizeof s_gen) == 200);
+	/* A tunnel, a request with no answer yet, one half answered. */
+	CHECK(cli_connect(&ws) == 0);
+	cli_sends(&ws, "GET /ws HTTP/1.1\r\nHost: " HOST_OK "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\n\r\n");
+	CHECK(cli_recv(&ws, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	resp_free(&r);
+	CHECK(cli_connect(&wait) == 0);
+	cli_sends(&wait, "GET /delay HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_connect(&half) == 0);
+	cli_sends(&half, "GET /halfbody HTTP/1.1\r\nHost: " HOST_OK
+	    "\r\n\r\n");
+	while (half.len < 5 && cli_fill(&half) > 0)
+		;
+	CHECK(half.len > 5 && memcmp(half.buf + half.len - 5, "hello", 5) ==
+	    0);
+	usleep(50 * 1000);
+
+	loop_do("Ro");
+	CHECK(cli_recv(&wait, "GET", &r) == 0);
+	CHECK(r.status == 502);
+	CHECK(strstr(r.body, "stopped") != NULL);
+	resp_free(&r);
+	cli_consume(&half, half.len);
+	CHECK(cli_eof(&half));
+	CHECK(cli_eof(&ws));
+	cli_close(&ws);
+	cli_close(&wait);
+	cli_close(&half);
+
+	/* The client connection stays; its next request gets a fresh one. */
+	accepts = ALOAD(&origin_accepts);
+	CHECK(cli_serial(&keep, HOST_OK, s, sizeof s) == 200);
+	CHECK(strcmp(s, s_ok) != 0);
+	CHECK(ALOAD(&origin_accepts) == accepts + 1);
+	/* The other sandbox's pooled connection was left alone. */
+	CHECK(cli_serial(&other, HOST_GEN, s, sizeof s) == 200);
+	CHECK_STR(s, s_gen);
+	cli_close(&keep);
+	cli_close(&other);
+	/* Retiring a sandbox nothing uses is harmless. */
+	loop_do("Rn");
+	check_activity_balanced();
+}
+
+/*
+ * Control retiring a sandbox from inside the activity report of one of
+ * its requests: the request being started, turning into a tunnel, or
+ * just finished (its upstream connection just pooled, the read that
+ * ended it still up the stack).
+ */
+static void
+test_retire_reentrant(void)
+{
+	struct cli	c;
+	struct resp	r;
+	char		s1[32], s2[32];
+	int		n = ALOAD(&reentered);
+
+	ASTORE(&reenter, REENTER_REQUEST_UP);
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: " HOST_GEN "\r\n\r\n", "GET",
+	    &r) == 502);
+	resp_free(&r);
+	CHECK(ALOAD(&reentered) == n + 1);
+	check_activity_balanced();
+
+	ASTORE(&reenter, REENTER_TUNNEL_UP);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /ws HTTP/1.1\r\nHost: " HOST_GEN "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	resp_free(&r);
+	CHECK(cli_eof(&c));
+	cli_close(&c);
+	CHECK(ALOAD(&reentered) == n + 2);
+	check_activity_balanced();
+
+	CHECK(cli_connect(&c) == 0);
+	CHECK(cli_serial(&c, HOST_GEN, s1, sizeof s1) == 200);
+	ASTORE(&reenter, REENTER_REQUEST_DOWN);
+	CHECK(cli_serial(&c, HOST_GEN, s2, sizeof s2) == 200);
+	CHECK_STR(s2, s1);
+	CHECK(ALOAD(&reentered) == n + 3);
+	/* The connection pooled after it was closed by the retirement. */
+	CHECK(cli_serial(&c, HOST_GEN, s2, sizeof s2) == 200);
+	CHECK(strcmp(s2, s1) != 0);
+	cli_close(&c);
+	check_activity_balanced();
+}
+
+/* Every way a proxied request ends gives back its count. */
+static void
+test_activity(void)
+{
+	struct cli	c;
+	struct resp	r;
+	char		req[256];
+	int		requests = ALOAD(&act_plus[ACTIVITY_REQUEST]);
+
+	/* Upstream failures: refused, reset, malformed, truncated. */
+	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %d-%s\r\n\r\n",
+	    dead_port, HOST_OK);
+	CHECK(one(req, "GET", &r) == 502);
+	resp_free(&r);
+	CHECK(one("GET /reset HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == 502);
+	resp_free(&r);
+	CHECK(one("GET /bad HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == 502);
+	resp_free(&r);
+	CHECK(one("GET /trunc HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == -1);
+	resp_free(&r);
+	/* Until close: the upstream's close ends it. */
+	CHECK(one("GET /close HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == 200);
+	resp_free(&r);
+	/* The client leaves before any answer, and in the middle of one. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /delay HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	usleep(100 * 1000);
+	cli_close(&c);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /halfbody HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	while (c.len < 5 && cli_fill(&c) > 0)
+		;
+	cli_close(&c);
+	/* A malformed request body after the head went upstream. */
+	CHECK(one("POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-"
+	    "Encoding: chunked\r\n\r\nzz\r\n", "POST", &r) == 400);
+	resp_free(&r);
+	check_activity_balanced();
+	CHECK(ALOAD(&act_plus[ACTIVITY_REQUEST]) == requests + 8);
+	/* Routes are no sandbox: not counted. */
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: app.test\r\n\r\n", "GET",
+	    &r) == 200);
+	resp_free(&r);
+	CHECK(ALOAD(&act_plus[ACTIVITY_REQUEST]) == requests + 8);
+}
+
 /* Graceful shutdown: idle cut at once, in-flight answered, then done. */
 static void
 test_shutdown(void)
 {
-	struct cli	idle, busy, late;
+	struct cli	idle, busy, late, ws, held;
 	struct resp	r;
-	int		i;
+	int		i, cancelled = ALOAD(&waits_cancelled);
 
 	CHECK(cli_connect(&idle) == 0);
 	CHECK(cli_connect(&busy) == 0);
+	/* A tunnel and a held request are cut when the grace ends. */
+	CHECK(cli_connect(&ws) == 0);
+	cli_sends(&ws, "GET /ws HTTP/1.1\r\nHost: " HOST_OK "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\n\r\n");
+	CHECK(cli_recv(&ws, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	resp_free(&r);
+	CHECK(cli_connect(&held) == 0);
+	cli_sends(&held, "GET / HTTP/1.1\r\nHost: " HOST_NEVER "\r\n\r\n");
 	cli_sends(&busy, "GET /v1/slow HTTP/1.1\r\nHost: localhost\r\n\r\n");
 	usleep(50 * 1000);
-	CHECK(write(ctl_pipe[1], "S", 1) == 1);
+	loop_do("S");
 	CHECK(cli_recv(&busy, "GET", &r) == 0);
 	CHECK(r.status == 200 && resp_has(&r, "Connection: close"));
 	resp_free(&r);
 	CHECK(cli_eof(&busy));
 	CHECK(cli_eof(&idle));
-	for (i = 0; i < 100 && !ALOAD(&shutdown_done); i++)
+	CHECK(cli_eof(&ws));
+	CHECK(cli_eof(&held));
+	for (i = 0; i < 300 && !ALOAD(&shutdown_done); i++)
 		usleep(10 * 1000);
 	CHECK(ALOAD(&shutdown_done));
+	CHECK(ALOAD(&waits_cancelled) == cancelled + 1);
 	CHECK(cli_connect(&late) != 0);
 	cli_close(&idle);
 	cli_close(&busy);
+	cli_close(&ws);
+	cli_close(&held);
+	check_activity_balanced();
 }
 
 /* The client thread: every test, then tell the loop to stop. */
@@ -1503,9 +2161,17 @@ client_main(void *arg)
 	RUN(test_api);
 	RUN(test_limits);
 	RUN(test_pipelining);
+	RUN(test_held);
+	RUN(test_held_cancel);
+	RUN(test_warming);
+	RUN(test_held_websocket);
+	RUN(test_held_pipelined);
+	RUN(test_generation);
+	RUN(test_retire);
+	RUN(test_retire_reentrant);
+	RUN(test_activity);
 	RUN(test_shutdown);
-	if (write(ctl_pipe[1], "Q", 1) != 1)
-		abort();
+	loop_do("Q");
 	return NULL;
 }
 
@@ -1522,14 +2188,25 @@ shutdown_done_cb(void *arg)
 static void
 ctl_cb(evutil_socket_t fd, short events, void *arg)
 {
-	char	c;
+	char	c, which;
 
 	if (read(fd, &c, 1) != 1)
 		return;
-	if (c == 'S')
+	switch (c) {
+	case 'S':
 		edge_shutdown(edge, 2000, shutdown_done_cb, NULL);
-	else
+		break;
+	case 'R':
+		/* Retire: o (ID_OK), g (ID_GEN), n (a sandbox nothing uses). */
+		if (read(fd, &which, 1) != 1 || retire_cb == NULL)
+			abort();
+		retire_cb(which == 'o' ? ID_OK : which == 'g' ? ID_GEN :
+		    ID_UNKNOWN, retire_arg);
+		break;
+	default:
 		event_base_loopexit(base, NULL);
+		break;
+	}
 }
 
 /* Bind a listener for the origin; returns it. */
@@ -1642,7 +2319,15 @@ main(void)
 
 	CHECK(ALOAD(&preview_opened) > 0);
 	CHECK(ALOAD(&preview_opened) == ALOAD(&preview_closed));
+	CHECK(act_plus[ACTIVITY_REQUEST] > 0 && act_plus[ACTIVITY_TUNNEL] > 0);
+	CHECK(act_plus[ACTIVITY_REQUEST] == act_minus[ACTIVITY_REQUEST]);
+	CHECK(act_plus[ACTIVITY_TUNNEL] == act_minus[ACTIVITY_TUNNEL]);
+	CHECK(act_negative == 0);
+	CHECK(waits_live == 0 && TAILQ_EMPTY(&waits));
+	CHECK(bad_cancels == 0);
+	CHECK(retire_cb != NULL);
 	edge_free(edge);
+	CHECK(retire_cb == NULL);
 	/* Let the origin see its connections close, then tear down. */
 	event_base_loopexit(base, &(struct timeval){ 0, 100 * 1000 });
 	event_base_dispatch(base);

@@ -1,0 +1,217 @@
+/*
+ * A request for the control API: an http_exchange built from the head,
+ * the body read within the limit control sets, dispatched to control, and
+ * its answer written back through the request.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "edge/edge.h"
+#include "edge/edge_int.h"
+
+static void	edge_api_data_cb(void *, const char *, size_t);
+static void	edge_api_send(void *, struct http_exchange *);
+static int	edge_api_skip_header(const char *);
+static struct http_exchange *edge_api_exchange(struct edge_req *,
+		    const struct http_request_head *);
+
+static const struct http_exchange_transport edge_transport = {
+	edge_api_send
+};
+
+/* The exchange for a head: method, path, query, headers, peer. */
+static struct http_exchange *
+edge_api_exchange(struct edge_req *req, const struct http_request_head *h)
+{
+	struct http_exchange	*ex;
+	const char		*q;
+	size_t			 i, j, plen;
+
+	q = memchr(h->target, '?', h->target_len);
+	plen = q != NULL ? (size_t)(q - h->target) : h->target_len;
+
+	ex = http_exchange_new();
+	ex->method = xstrdup(req->method);
+	ex->path = xstrndup(h->target, plen);
+	if (q != NULL)
+		ex->query = xstrndup(q + 1, h->target_len - plen - 1);
+	ex->hdr_names = xcalloc(h->nheaders + 1, sizeof *ex->hdr_names);
+	ex->hdr_values = xcalloc(h->nheaders + 1, sizeof *ex->hdr_values);
+	for (i = 0; i < h->nheaders; i++) {
+		ex->hdr_names[i] = xstrndup(h->headers[i].name,
+		    h->headers[i].name_len);
+		for (j = 0; ex->hdr_names[i][j] != '\0'; j++) {
+			if (ex->hdr_names[i][j] >= 'A' &&
+			    ex->hdr_names[i][j] <= 'Z')
+				ex->hdr_names[i][j] += 'a' - 'A';
+		}
+		ex->hdr_values[i] = xstrndup(h->headers[i].value,
+		    h->headers[i].value_len);
+	}
+	ex->nhdrs = h->nheaders;
+	if (ex->body == NULL)
+		ex->body = evbuffer_new();
+	snprintf(ex->peer, sizeof ex->peer, "%s", req->conn->peer);
+	ex->is_tls = 0;
+	ex->started_ms = time_mono_ms();
+	return ex;
+}
+
+/* Start an API request: check the body size, build the exchange. */
+void
+edge_api_start(struct edge_req *req, const struct http_request_head *h)
+{
+	const struct http_header	*expect;
+	int				 go_ahead;
+
+	req->ex = edge_api_exchange(req, h);
+	req->api_got = 0;
+	req->api_limit = control_api_body_limit(req->edge->ctl, req->ex);
+	expect = http_header_find(h->headers, h->nheaders, "expect");
+	go_ahead = expect != NULL && !req->body_done &&
+	    expect->value_len == 12 &&
+	    strncasecmp(expect->value, "100-continue", 12) == 0;
+	req->ops->head_done(req);	/* h points into freed memory now */
+	req->state = EDGE_REQ_API_BODY;
+	if (req->api_limit == 0 && !req->body_done) {
+		/*
+		 * The answer is an error whatever the body holds (no valid
+		 * key, say): read none of it, say no 100 Continue, answer
+		 * now. The unread body closes the connection after.
+		 */
+		req->close = 1;
+		req->state = EDGE_REQ_API_WAIT;
+		req->ex->transport = &edge_transport;
+		req->ex->conn = req;
+		control_api_dispatch(req->edge->ctl, req->ex);
+		return;
+	}
+	if (req->body == HTTP_BODY_LENGTH && req->body_left > req->api_limit) {
+		edge_req_error(req, 413, "The request body is too large "
+		    "for this route.");
+		return;
+	}
+	/* The client waits for our go before it sends the body. */
+	if (go_ahead)
+		req->ops->go_ahead(req);
+	edge_api_body(req);
+}
+
+/* A decoded chunk of an API body. */
+static void
+edge_api_data_cb(void *arg, const char *data, size_t len)
+{
+	struct edge_req	*req = arg;
+
+	req->api_got += len;
+	/* Past the limit the bytes are only counted, not kept. */
+	if (req->api_got <= req->api_limit)
+		evbuffer_add(req->ex->body, data, len);
+}
+
+/* Read the API body as it arrives; dispatch when complete. */
+void
+edge_api_body(struct edge_req *req)
+{
+	struct http_exchange	*ex = req->ex;
+
+	if (req->ops->recv(req, ex->body, edge_api_data_cb) == -1) {
+		edge_req_error(req, 400, "The chunked body is malformed.");
+		return;
+	}
+	if (req->api_got > req->api_limit) {
+		edge_req_error(req, 413, "The request body is too large "
+		    "for this route.");
+		return;
+	}
+	if (!req->body_done) {
+		edge_req_timer(req, EDGE_BODY_TIMEOUT_MS);
+		return;
+	}
+	edge_req_timer(req, -1);
+	req->state = EDGE_REQ_API_WAIT;
+	ex->transport = &edge_transport;
+	ex->conn = req;
+	control_api_dispatch(req->edge->ctl, ex);
+}
+
+/*
+ * The request ends before control answered (the client left): a
+ * dispatched exchange is detached, control's reply then dropped; one
+ * never dispatched is still ours.
+ */
+void
+edge_api_gone(struct edge_req *req)
+{
+	if (req->ex == NULL)
+		return;
+	if (req->state == EDGE_REQ_API_WAIT)
+		http_exchange_detach(req->ex);
+	else
+		http_exchange_free(req->ex);
+	req->ex = NULL;
+}
+
+/* 1 if an API response header is ours to write, not the handler's. */
+static int
+edge_api_skip_header(const char *name)
+{
+	return strcasecmp(name, "content-length") == 0 ||
+	    strcasecmp(name, "connection") == 0 ||
+	    strcasecmp(name, "transfer-encoding") == 0 ||
+	    strcasecmp(name, "keep-alive") == 0;
+}
+
+/* control answered: write the response and go on. */
+static void
+edge_api_send(void *arg, struct http_exchange *ex)
+{
+	struct edge_req		*req = arg;
+	struct edge_resp_head	 rh;
+	struct http_header	*hdrs;
+	char			 clen[32];
+	size_t			 i, n = 0, len;
+	int			 nobody;
+
+	req->ex = NULL;
+	ex->conn = NULL;
+	len = ex->resp_body != NULL ? evbuffer_get_length(ex->resp_body) : 0;
+	nobody = ex->status == 204 || ex->status == 304 ||
+	    (ex->status >= 100 && ex->status < 200);
+
+	hdrs = xcalloc(ex->nresp_hdrs + 1, sizeof *hdrs);
+	if (!nobody) {
+		snprintf(clen, sizeof clen, "%zu", len);
+		hdrs[n].name = "Content-Length";
+		hdrs[n].name_len = 14;
+		hdrs[n].value = clen;
+		hdrs[n++].value_len = strlen(clen);
+	}
+	for (i = 0; i < ex->nresp_hdrs; i++) {
+		if (edge_api_skip_header(ex->resp_hdr_names[i]))
+			continue;
+		hdrs[n].name = ex->resp_hdr_names[i];
+		hdrs[n].name_len = strlen(ex->resp_hdr_names[i]);
+		hdrs[n].value = ex->resp_hdr_values[i];
+		hdrs[n++].value_len = strlen(ex->resp_hdr_values[i]);
+	}
+	memset(&rh, 0, sizeof rh);
+	rh.status = ex->status;
+	rh.headers = hdrs;
+	rh.nheaders = n;
+	rh.body = nobody ? HTTP_BODY_NONE : HTTP_BODY_LENGTH;
+	edge_req_head(req, &rh);
+	free(hdrs);
+	if (!nobody && len > 0 && strcmp(req->method, "HEAD") != 0)
+		evbuffer_add_buffer(req->ops->body(req), ex->resp_body);
+	http_exchange_free(ex);
+	edge_req_end(req);
+}
