@@ -196,6 +196,13 @@ struct control_target {
 	char			 sandbox_id[ID_LEN + 1];
 	const char		*message;	/* static text for the pages */
 	int			 retry_after_s;	/* UNAVAILABLE: Retry-After */
+	/*
+	 * UNAVAILABLE: 1 while the sandbox is still on its way up (a held
+	 * request ran out of wake_timeout, too many are held): a warming
+	 * page keeps waiting. 0 when it was refused (no room, low memory,
+	 * a failed start): the page shows why.
+	 */
+	int			 waking;
 };
 
 /* A held lookup; owned by control, valid until its callback or cancel. */

@@ -112,6 +112,7 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 		t->message = "Too many requests are waiting for this app to "
 		    "start; try again in a moment.";
 		t->retry_after_s = WAKE_RETRY_AFTER_S;
+		t->waking = 1;
 		return (CONTROL_LOOKUP_DONE);
 	}
 	/* Stopped or paused, nothing under way: wake it (if there is room). */
@@ -130,6 +131,7 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 		t->kind = TARGET_UNAVAILABLE;
 		t->message = "The sandbox is starting; try again in a moment.";
 		t->retry_after_s = 1;
+		t->waking = 1;
 		return (CONTROL_LOOKUP_DONE);
 	}
 	w = xcalloc(1, sizeof *w);
@@ -263,6 +265,7 @@ wake_waiter_cb(evutil_socket_t fd, short events, void *arg)
 		t.message = "The app did not start in time (wake_timeout); "
 		    "try again in a moment.";
 		t.retry_after_s = WAKE_RETRY_AFTER_S;
+		t.waking = 1;
 	} else if (wake_decide(w, &t) == -1) {
 		/* Still waiting (running it removed the timeout): re-arm. */
 		wake_waiter_arm(w);

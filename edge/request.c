@@ -301,13 +301,16 @@ edge_req_target(struct edge_req *req, const struct http_request_head *h,
 	extra[0].name_len = 11;
 	extra[0].value = retry;
 	extra[0].value_len = strlen(retry);
-	/* The warming page's poll keeps waiting on this one. */
+	/*
+	 * The warming page's poll keeps waiting on this one; a refusal
+	 * (no room, a failed start) makes it reload and show why.
+	 */
 	extra[1].name = "X-Sandboxd-Waking";
 	extra[1].name_len = 17;
 	extra[1].value = "1";
 	extra[1].value_len = 1;
 	edge_page_error(req, 503, t->message != NULL ? t->message :
-	    "The sandbox is not running.", extra, nitems(extra));
+	    "The sandbox is not running.", extra, t->waking ? 2 : 1);
 }
 
 /* Copy a head the request must outlive its input buffer by (held). */
