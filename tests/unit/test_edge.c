@@ -1794,6 +1794,58 @@ test_held_cancel(void)
 	check_activity_balanced();
 }
 
+/* CPU time this process used, in ms (the loop thread's is most of it). */
+static int64_t
+cpu_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A client that resets its connection while held (an error, not a FIN:
+ * epoll reports EPOLLERR, which libevent gives to no EV_CLOSED-only
+ * event) gives up its place at once, and the loop does not spin.
+ */
+static void
+test_held_reset(void)
+{
+	struct cli	c;
+	struct linger	lg = { 1, 0 };
+	int		cancelled = ALOAD(&waits_cancelled);
+	int64_t		cpu;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET / HTTP/1.1\r\nHost: " HOST_NEVER "\r\nAccept: "
+	    "*/*\r\n\r\n");
+	usleep(100 * 1000);
+	CHECK(ALOAD(&waits_live) == 1);
+	setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	cpu = cpu_ms();
+	cli_close(&c);
+	CHECK(wait_for(&waits_cancelled, cancelled + 1));
+	usleep(300 * 1000);
+	CHECK(cpu_ms() - cpu < 250);
+	CHECK(ALOAD(&waits_live) == 0);
+
+	/* The same with a body already in the socket behind the head. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "POST / HTTP/1.1\r\nHost: " HOST_NEVER "\r\n"
+	    "Content-Length: 5\r\n\r\nhello");
+	usleep(100 * 1000);
+	CHECK(ALOAD(&waits_live) == 1);
+	setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	cpu = cpu_ms();
+	cli_close(&c);
+	CHECK(wait_for(&waits_cancelled, cancelled + 2));
+	usleep(300 * 1000);
+	CHECK(cpu_ms() - cpu < 250);
+	CHECK(ALOAD(&waits_live) == 0);
+	CHECK(ALOAD(&bad_cancels) == 0);
+}
+
 /* A navigation still held after 2 s gets the warming page. */
 static void
 test_warming(void)
@@ -2164,6 +2216,7 @@ client_main(void *arg)
 	RUN(test_pipelining);
 	RUN(test_held);
 	RUN(test_held_cancel);
+	RUN(test_held_reset);
 	RUN(test_warming);
 	RUN(test_held_websocket);
 	RUN(test_held_pipelined);
