@@ -50,6 +50,7 @@ control_new(struct event_base *base, const struct config *cf,
 	for (i = 0; i < RT_BUCKETS; i++)
 		LIST_INIT(&ctl->rts[i]);
 	LIST_INIT(&ctl->children);
+	LIST_INIT(&ctl->probes);
 
 	xasprintf(&ctl->workspaces_dir, "%s/workspaces", cf->data_dir);
 	xasprintf(&ctl->homes_dir, "%s/homes", cf->data_dir);
@@ -332,6 +333,7 @@ control_free(struct control *ctl)
 		docker_free(ctl->docker);
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
+	wake_free_all(ctl);
 	rt_free_all(ctl);
 	while ((child = LIST_FIRST(&ctl->children)) != NULL) {
 		LIST_REMOVE(child, entry);

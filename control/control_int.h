@@ -111,6 +111,7 @@ struct control {
 
 	struct sandbox_rt_list	 rts[RT_BUCKETS];
 	struct control_child_list children;
+	LIST_HEAD(, wake_probe)	 probes;	/* port probes in flight */
 	struct event		*sigchld;
 
 	int			 docker_ok;	/* the last Docker call got an answer */
@@ -204,6 +205,8 @@ int	 rt_state_active(enum sandbox_state);
 void	 wake_release(struct control *, struct sandbox_rt *, int rewake);
 /* The sandbox runs with a new generation: wait for its port. */
 void	 wake_probe(struct control *, struct sandbox_rt *);
+/* At exit, after agent_hub_free (which calls no callback): the probes. */
+void	 wake_free_all(struct control *);
 
 /* control/reaper.c */
 /*

@@ -41,6 +41,7 @@ static void	wake_probe_cb(int, const char *, size_t, const char *,
 		    void *);
 
 struct wake_probe {
+	LIST_ENTRY(wake_probe) entry;	/* ctl->probes */
 	struct control	*ctl;
 	char		 id[ID_LEN + 1];
 	uint64_t	 generation;
@@ -324,6 +325,7 @@ wake_probe(struct control *ctl, struct sandbox_rt *rt)
 	p->ctl = ctl;
 	snprintf(p->id, sizeof p->id, "%s", rt->id);
 	p->generation = rt->generation;
+	LIST_INSERT_HEAD(&ctl->probes, p, entry);
 	inet_ntop(AF_INET, &rt->ip, ip, sizeof ip);
 	/* agentd refuses a longer wait (400), which would end the hold. */
 	timeout_ms = ctl->cf->wake_timeout_ms <= 0 ? 60000 :
@@ -363,5 +365,18 @@ wake_probe_cb(int status, const char *body, size_t len, const char *errmsg,
 		if (rt->nwaiters > 0)
 			wake_release(p->ctl, rt, 1);
 	}
+	LIST_REMOVE(p, entry);
 	free(p);
+}
+
+/* At exit: the probes agent_hub_free dropped without their callback. */
+void
+wake_free_all(struct control *ctl)
+{
+	struct wake_probe	*p;
+
+	while ((p = LIST_FIRST(&ctl->probes)) != NULL) {
+		LIST_REMOVE(p, entry);
+		free(p);
+	}
 }

@@ -184,22 +184,43 @@ edge_conn_hold(struct edge_conn *conn, int on)
 	}
 	if (!(event_base_get_features(edge->base) & EV_FEATURE_EARLY_CLOSE))
 		return;
+	/*
+	 * EV_READ too: a reset comes as EPOLLERR, which libevent reports as
+	 * EV_READ|EV_WRITE only, never to an EV_CLOSED-only event, and the
+	 * level-triggered fd would spin the loop until the hold ended.
+	 */
 	if (conn->closed_ev == NULL)
 		conn->closed_ev = event_new(edge->base,
-		    bufferevent_getfd(conn->bev), EV_CLOSED | EV_PERSIST,
-		    edge_conn_closed_cb, conn);
+		    bufferevent_getfd(conn->bev), EV_CLOSED | EV_READ |
+		    EV_PERSIST, edge_conn_closed_cb, conn);
 	if (conn->closed_ev == NULL)
 		return;
 	bufferevent_disable(conn->bev, EV_READ);
 	event_add(conn->closed_ev, NULL);
 }
 
-/* The client closed while its request was held. */
+/*
+ * The client closed while its request was held, or (EV_READ alone) it
+ * sent more bytes or its socket failed. Bytes are read into the input as
+ * where EV_CLOSED is missing (the read watermark bounds them; the
+ * bufferevent sees EOF and errors): leaving them in the socket would have
+ * this level-triggered event fire for them again and again.
+ */
 static void
 edge_conn_closed_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct edge_conn	*conn = arg;
+	char			 c;
+	ssize_t			 n;
 
+	if (!(events & EV_CLOSED)) {
+		n = recv(fd, &c, 1, MSG_PEEK);
+		if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR))) {
+			event_del(conn->closed_ev);
+			bufferevent_enable(conn->bev, EV_READ);
+			return;
+		}
+	}
 	log_debug("client closed while held\tpeer=%s", conn->peer);
 	edge_conn_close(conn);
 }

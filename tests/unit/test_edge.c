@@ -43,10 +43,12 @@
 #define ID_NEVER	"01jd3k5x8q2w7e9r4t6y1v3h5s"	/* held, never answered */
 #define ID_WAKEFAIL	"01jd3k5x8q2w7e9r4t6y1v3h5t"	/* held, then fails */
 #define ID_GEN		"01jd3k5x8q2w7e9r4t6y1v3h5v"	/* generation: gen_now */
+#define ID_EVICT	"01jd3k5x8q2w7e9r4t6y1v3h5w"	/* held; evicts ID_OK */
 #define HOST_OK		ID_OK ".preview.localhost"
 #define HOST_HELD	ID_HELD ".preview.localhost"
 #define HOST_NEVER	ID_NEVER ".preview.localhost"
 #define HOST_GEN	ID_GEN ".preview.localhost"
+#define HOST_EVICT	ID_EVICT ".preview.localhost"
 #define MIB		(1024 * 1024)
 
 static struct event_base	*base;
@@ -154,8 +156,14 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	*wait = NULL;
 	memset(t, 0, sizeof *t);
 	snprintf(t->sandbox_id, sizeof t->sandbox_id, "%s", id);
+	/*
+	 * Waking it takes room: control stops the sandbox idle the longest,
+	 * and retires it from inside this call.
+	 */
+	if (strcmp(id, ID_EVICT) == 0 && retire_cb != NULL)
+		retire_cb(ID_OK, retire_arg);
 	if (strcmp(id, ID_HELD) == 0 || strcmp(id, ID_NEVER) == 0 ||
-	    strcmp(id, ID_WAKEFAIL) == 0) {
+	    strcmp(id, ID_WAKEFAIL) == 0 || strcmp(id, ID_EVICT) == 0) {
 		w = calloc(1, sizeof *w);
 		w->cb = cb;
 		w->arg = arg;
@@ -1794,6 +1802,58 @@ test_held_cancel(void)
 	check_activity_balanced();
 }
 
+/* CPU time this process used, in ms (the loop thread's is most of it). */
+static int64_t
+cpu_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A client that resets its connection while held (an error, not a FIN:
+ * epoll reports EPOLLERR, which libevent gives to no EV_CLOSED-only
+ * event) gives up its place at once, and the loop does not spin.
+ */
+static void
+test_held_reset(void)
+{
+	struct cli	c;
+	struct linger	lg = { 1, 0 };
+	int		cancelled = ALOAD(&waits_cancelled);
+	int64_t		cpu;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET / HTTP/1.1\r\nHost: " HOST_NEVER "\r\nAccept: "
+	    "*/*\r\n\r\n");
+	usleep(100 * 1000);
+	CHECK(ALOAD(&waits_live) == 1);
+	setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	cpu = cpu_ms();
+	cli_close(&c);
+	CHECK(wait_for(&waits_cancelled, cancelled + 1));
+	usleep(300 * 1000);
+	CHECK(cpu_ms() - cpu < 250);
+	CHECK(ALOAD(&waits_live) == 0);
+
+	/* The same with a body already in the socket behind the head. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "POST / HTTP/1.1\r\nHost: " HOST_NEVER "\r\n"
+	    "Content-Length: 5\r\n\r\nhello");
+	usleep(100 * 1000);
+	CHECK(ALOAD(&waits_live) == 1);
+	setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	cpu = cpu_ms();
+	cli_close(&c);
+	CHECK(wait_for(&waits_cancelled, cancelled + 2));
+	usleep(300 * 1000);
+	CHECK(cpu_ms() - cpu < 250);
+	CHECK(ALOAD(&waits_live) == 0);
+	CHECK(ALOAD(&bad_cancels) == 0);
+}
+
 /* A navigation still held after 2 s gets the warming page. */
 static void
 test_warming(void)
@@ -2053,6 +2113,52 @@ test_retire_reentrant(void)
 	check_activity_balanced();
 }
 
+/*
+ * Control retiring another sandbox from inside a lookup (it evicts one to
+ * make room for the wake): that sandbox's requests, tunnels and pooled
+ * connections end, the held request goes on.
+ */
+static void
+test_retire_in_lookup(void)
+{
+	struct cli	keep, wait, ws, c;
+	struct resp	r;
+	char		s_ok[32], s[32];
+
+	CHECK(cli_connect(&keep) == 0);
+	CHECK(cli_serial(&keep, HOST_OK, s_ok, sizeof s_ok) == 200);
+	CHECK(cli_connect(&ws) == 0);
+	cli_sends(&ws, "GET /ws HTTP/1.1\r\nHost: " HOST_OK "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\n\r\n");
+	CHECK(cli_recv(&ws, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	resp_free(&r);
+	CHECK(cli_connect(&wait) == 0);
+	cli_sends(&wait, "GET /delay HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	usleep(50 * 1000);
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /echo?evict HTTP/1.1\r\nHost: " HOST_EVICT
+	    "\r\n\r\n");
+	CHECK(cli_recv(&wait, "GET", &r) == 0);
+	CHECK(r.status == 502);
+	resp_free(&r);
+	CHECK(cli_eof(&ws));
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	CHECK_STR(r.body, "GET /echo?evict\n");
+	resp_free(&r);
+	/* The evicted sandbox's pooled connection is not used again. */
+	CHECK(cli_serial(&keep, HOST_OK, s, sizeof s) == 200);
+	CHECK(strcmp(s, s_ok) != 0);
+	cli_close(&c);
+	cli_close(&ws);
+	cli_close(&wait);
+	cli_close(&keep);
+	CHECK(ALOAD(&bad_cancels) == 0);
+	check_activity_balanced();
+}
+
 /* Every way a proxied request ends gives back its count. */
 static void
 test_activity(void)
@@ -2164,12 +2270,14 @@ client_main(void *arg)
 	RUN(test_pipelining);
 	RUN(test_held);
 	RUN(test_held_cancel);
+	RUN(test_held_reset);
 	RUN(test_warming);
 	RUN(test_held_websocket);
 	RUN(test_held_pipelined);
 	RUN(test_generation);
 	RUN(test_retire);
 	RUN(test_retire_reentrant);
+	RUN(test_retire_in_lookup);
 	RUN(test_activity);
 	RUN(test_shutdown);
 	loop_do("Q");
