@@ -59,6 +59,7 @@ struct sandbox_rt {
 	uint64_t		 generation;	/* 0 when not routable */
 	enum rt_port		 port_state;
 	int			 port;		/* the template's */
+	int64_t			 memory_bytes;	/* its ceiling (memory_mb) */
 	int64_t			 idle_timeout_ms;	/* 0: never */
 	int64_t			 pause_timeout_ms;	/* 0: never */
 
@@ -76,6 +77,13 @@ struct sandbox_rt {
 	int			 nwaiters;
 	const char		*why;		/* static: why the last wake failed */
 	int64_t			 wake_started_ms;	/* a wake under way, or 0 */
+	/*
+	 * Booting: from a start until a moment after its port accepts, the
+	 * sandbox's memory ceiling counts as used (what it will take is not
+	 * visible to MemAvailable yet). 0: not reserving; INT64_MAX: until
+	 * the port accepts.
+	 */
+	int64_t			 reserve_until_ms;
 	int			 recheck;	/* a Docker event came mid-op */
 	uint64_t		 op_seq;	/* ctl->op_seq at its last op */
 	LIST_ENTRY(sandbox_rt)	 entry;
@@ -186,6 +194,12 @@ void	 rt_retire(struct control *, struct sandbox_rt *);
 int	 rt_busy(const struct sandbox_rt *);
 /* A task or terminal keeps it awake: +1 as it begins, -1 as it ends. */
 void	 rt_hold(struct control *, const char *id, int delta);
+/* Count its memory ceiling as used until it has booted (reaper.c). */
+void	 rt_reserve(struct sandbox_rt *);
+/* Its port accepts: the reservation ends shortly (the app settles). */
+void	 rt_reserve_settle(struct sandbox_rt *);
+/* Memory reserved by sandboxes still booting, bytes. */
+int64_t	 rt_reserved(struct control *);
 /* Note activity now (monotonic and wall clock). */
 void	 rt_touch(struct sandbox_rt *);
 /* Write last_active_at to the store if it moved. */

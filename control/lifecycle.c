@@ -326,10 +326,13 @@ lifecycle_create(struct control *ctl, const struct store_sandbox *s,
 {
 	const struct cfg_template	*t;
 	struct lifecycle_op		*op;
+	struct sandbox_rt		*rt;
 	char				*ws, owner[32];
 
 	if ((op = op_new(ctl, OP_CREATE, s->id, cb, arg)) == NULL)
 		return (-1);
+	if ((rt = rt_find(ctl, s->id)) != NULL)
+		rt_reserve(rt);
 	if (ensure_dirs(ctl, s->id) == -1) {
 		op_fail(op, 500, "cannot make the sandbox's directories");
 		return (0);
@@ -593,6 +596,7 @@ lifecycle_start(struct control *ctl, const char *id, lifecycle_cb cb,
     void *arg)
 {
 	struct lifecycle_op	*op;
+	struct sandbox_rt	*rt;
 	struct store_sandbox	 s;
 
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
@@ -601,6 +605,8 @@ lifecycle_start(struct control *ctl, const char *id, lifecycle_cb cb,
 		store_sandbox_clear(&s);
 		return (-1);
 	}
+	if ((rt = rt_find(ctl, id)) != NULL)
+		rt_reserve(rt);
 	if (op_state(op, SANDBOX_STARTING, NULL) != 0) {
 		store_sandbox_clear(&s);
 		op_finish(op, 409, "the sandbox cannot be started from its "

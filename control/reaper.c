@@ -196,16 +196,19 @@ int
 reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char **why)
 {
 	struct sandbox_rt	*victim;
-	int64_t			 total = 0, avail, floor;
+	int64_t			 total = 0, avail, floor, reserved = 0;
 
 	avail = reaper_mem_available(&total);
 	floor = reaper_floor(ctl->cf, total);
-	if (avail >= 0 && floor > 0 && avail < floor) {
+	/* Sandboxes still booting will take more than they have yet. */
+	if (avail >= 0 && floor > 0)
+		reserved = rt_reserved(ctl);
+	if (avail >= 0 && floor > 0 && avail - reserved < floor) {
 		ctl->refusals_total++;
 		log_warnx("refusing to start a sandbox: memory is low\tid=%s "
-		    "available_mb=%" PRId64 " floor_mb=%" PRId64,
-		    rt != NULL ? rt->id : "(new)",
-		    avail >> 20, floor >> 20);
+		    "available_mb=%" PRId64 " booting_mb=%" PRId64
+		    " floor_mb=%" PRId64, rt != NULL ? rt->id : "(new)",
+		    avail >> 20, reserved >> 20, floor >> 20);
 		/* Make room for the next try: paused ones hold memory idle. */
 		if ((victim = reaper_victim(ctl, rt, 1)) != NULL)
 			reaper_evict(ctl, victim, "memory");

@@ -19,6 +19,9 @@
 
 #include "control/control_int.h"
 
+/* How long after its port accepts a new sandbox's memory stays reserved. */
+#define RT_RESERVE_SETTLE_MS	3000
+
 static unsigned	rt_hash(const char *);
 static struct sandbox_rt *rt_new(struct control *, const char *);
 static void	rt_load(struct sandbox_rt *, const struct store_sandbox *,
@@ -100,6 +103,7 @@ rt_load(struct sandbox_rt *rt, const struct store_sandbox *s,
 	rt->tenant = xstrdup(s->tenant);
 	rt->state = s->state;
 	rt->port = s->port;
+	rt->memory_bytes = (int64_t)s->memory_mb * 1024 * 1024;
 	rt->idle_timeout_ms = (int64_t)s->idle_timeout_s * 1000;
 	rt->pause_timeout_ms = (int64_t)s->pause_timeout_s * 1000;
 	rt->last_active_wall = rt->stored_active_wall = s->last_active_at;
@@ -218,6 +222,8 @@ rt_set_state(struct control *ctl, struct sandbox_rt *rt,
 		rt_retire(ctl, rt);
 	if (to != SANDBOX_RUNNING && to != SANDBOX_PAUSED)
 		rt->port_state = RT_PORT_UNKNOWN;
+	if (!rt_state_active(to))
+		rt->reserve_until_ms = 0;
 	if (to != from) {
 		log_debug("sandbox state\tid=%s from=%s to=%s", rt->id,
 		    store_sandbox_state_name(from),
@@ -296,6 +302,46 @@ rt_busy(const struct sandbox_rt *rt)
 {
 	return (rt->requests > 0 || rt->tunnels > 0 || rt->holds > 0 ||
 	    rt->nwaiters > 0);
+}
+
+/*
+ * A start begins: until the app has booted, count the sandbox's memory
+ * ceiling as used, so that a burst of starts cannot all pass the
+ * min_free_memory check before any of them has taken its memory.
+ */
+void
+rt_reserve(struct sandbox_rt *rt)
+{
+	rt->reserve_until_ms = INT64_MAX;
+}
+
+/* The app's port accepts: it has taken most of its memory by now. */
+void
+rt_reserve_settle(struct sandbox_rt *rt)
+{
+	if (rt->reserve_until_ms != 0)
+		rt->reserve_until_ms = time_mono_ms() + RT_RESERVE_SETTLE_MS;
+}
+
+/* What booting sandboxes may still take: their ceilings, summed. */
+int64_t
+rt_reserved(struct control *ctl)
+{
+	struct sandbox_rt	*rt;
+	int64_t			 now = time_mono_ms(), sum = 0;
+	size_t			 i;
+
+	for (i = 0; i < RT_BUCKETS; i++) {
+		LIST_FOREACH(rt, &ctl->rts[i], entry) {
+			if (rt->reserve_until_ms == 0)
+				continue;
+			if (rt->reserve_until_ms <= now)
+				rt->reserve_until_ms = 0;
+			else
+				sum += rt->memory_bytes;
+		}
+	}
+	return (sum);
 }
 
 /* Activity now. */

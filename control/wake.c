@@ -362,6 +362,7 @@ wake_probe_cb(int status, const char *body, size_t len, const char *errmsg,
 		rt->wake_started_ms = 0;
 		/* Either way requests go through now: the app answers or not. */
 		rt->port_state = RT_PORT_READY;
+		rt_reserve_settle(rt);
 		if (rt->nwaiters > 0)
 			wake_release(p->ctl, rt, 1);
 	}

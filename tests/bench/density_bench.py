@@ -5,6 +5,8 @@ and how many sandboxes of an image this host runs with their apps up.
     tests/bench/density_bench.py [--running 40] [--store 1000]
     tests/bench/density_bench.py --image sandboxd/base:latest --running 40
         [--seed /usr/share/sandboxd/templates/vite-react]
+    tests/bench/density_bench.py --image sandboxd/base:latest --running 200 \
+        --until-refused --store 0      # fill the host until min_free_memory refuses
 
 Starts a daemon of its own (free loopback port, own data_dir and labels,
 like the black-box tests). Creates --running sandboxes through the API and
@@ -99,12 +101,14 @@ def main():
     ap.add_argument("--image", default=None, help="e.g. sandboxd/base:latest (default: busybox test image)")
     ap.add_argument("--seed", default="/usr/share/sandboxd/templates/vite-react")
     ap.add_argument("--ready-timeout", type=int, default=600)
+    ap.add_argument("--until-refused", action="store_true",
+                    help="create up to --running, stopping at the first 429 (min_free_memory)")
     args = ap.parse_args()
     if not ensure_docker():
         sys.exit("docker is not available")
     ensure_test_image()
     d = Daemon(extra="max_running = %d\nmax_sandboxes = %d\nidle_timeout = 1h\nwake_timeout = 300s"
-               % (args.running + 10, args.store + 10))
+               % (args.running + 10, max(args.store, args.running) + 10))
     if args.image:
         if docker("image", "inspect", args.image, check=False).returncode != 0:
             print("SKIP: image %s is not present (base-image/build.sh builds it)" % args.image)
@@ -122,6 +126,9 @@ def main():
         t0 = time.time()
         for _ in range(args.running):
             r = d.request("POST", "/v1/sandboxes", {})
+            if r.status == 429 and args.until_refused:
+                print("create %d refused: %s" % (len(ids) + 1, r.json()["error"]["message"]))
+                break
             if r.status != 201:
                 sys.exit("create failed: %r" % r)
             ids.append(r.json()["id"])

@@ -359,6 +359,11 @@ def main():
     try:
         d.start()
         proxy, bad, call, conn, fb = bench_wake(args, d, 3000, path, body)
+        if bad:
+            # Why the app did not answer: the daemon's own account.
+            for line in open(d.log_path, errors="replace"):
+                if "proxy error" in line or "upstream" in line or "woke" in line:
+                    print("  log: " + line.rstrip()[:300])
     finally:
         d.cleanup()
     what = "Vite starter (%s), stopped -> first 200" % args.image if vite else \
