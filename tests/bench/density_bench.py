@@ -124,11 +124,20 @@ def main():
         print("daemon RSS at start: %d kB" % proc_status(d.proc.pid, "VmRSS"))
         ids = []
         t0 = time.time()
-        for _ in range(args.running):
+        refused = 0
+        while len(ids) < args.running:
             r = d.request("POST", "/v1/sandboxes", {})
             if r.status == 429 and args.until_refused:
-                print("create %d refused: %s" % (len(ids) + 1, r.json()["error"]["message"]))
-                break
+                # Booting sandboxes reserve memory until they settle: try
+                # again a little later; three refusals in a row end it.
+                refused += 1
+                print("create %d refused (%d in a row): %s" % (len(ids) + 1, refused,
+                                                               r.json()["error"]["message"]))
+                if refused == 3:
+                    break
+                time.sleep(8)
+                continue
+            refused = 0
             if r.status != 201:
                 sys.exit("create failed: %r" % r)
             ids.append(r.json()["id"])
