@@ -223,12 +223,23 @@ class Daemon:
         return [c for c in docker(*args).stdout.split() if c]
 
     def cleanup(self):
+        # SIGTERM first: a daemon must exit 0 (under ASan that includes
+        # LeakSanitizer's check at exit); a non-zero exit fails the run.
+        if self.proc is not None:
+            rc = self.stop(signal.SIGTERM, timeout=30)
+            if rc not in (0, None):
+                EXIT_PROBLEMS.append("daemon %s exited %r at cleanup:\n%s"
+                                     % (self.instance, rc, self.logs()[-3000:]))
         self.stop(signal.SIGKILL)
         ids = self.containers()
         if ids:
             docker("rm", "-f", *ids, check=False)
         docker("network", "rm", self.network, check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# Daemons that did not exit cleanly at cleanup; Runner.finish fails on them.
+EXIT_PROBLEMS = []
 
 
 class Runner:
@@ -258,6 +269,10 @@ class Runner:
         print("%s %s (%.1fs)" % (status, fn.__name__, time.time() - t0), flush=True)
 
     def finish(self):
+        for what in EXIT_PROBLEMS:
+            self.failed += 1
+            print("  FAIL cleanup: %s" % what, flush=True)
+        del EXIT_PROBLEMS[:]
         print("%d passed, %d failed" % (self.passed, self.failed))
         return 0 if self.failed == 0 else 1
 
