@@ -59,6 +59,7 @@ struct sandbox_rt {
 	uint64_t		 generation;	/* 0 when not routable */
 	enum rt_port		 port_state;
 	int			 port;		/* the template's */
+	int			 dev_command;	/* the template runs one */
 	int64_t			 memory_bytes;	/* its ceiling (memory_mb) */
 	int64_t			 idle_timeout_ms;	/* 0: never */
 	int64_t			 pause_timeout_ms;	/* 0: never */

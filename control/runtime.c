@@ -25,7 +25,7 @@
 static unsigned	rt_hash(const char *);
 static struct sandbox_rt *rt_new(struct control *, const char *);
 static void	rt_load(struct sandbox_rt *, const struct store_sandbox *,
-		    const struct config *);
+		    struct control *);
 
 /*
  * What may follow what. A row is created in CREATING and leaves the table
@@ -97,12 +97,16 @@ rt_new(struct control *ctl, const char *id)
 /* The facts a runtime takes from its row. */
 static void
 rt_load(struct sandbox_rt *rt, const struct store_sandbox *s,
-    const struct config *cf)
+    struct control *ctl)
 {
+	const struct cfg_template	*t = control_template(ctl,
+					    s->template_name);
+
 	free(rt->tenant);
 	rt->tenant = xstrdup(s->tenant);
 	rt->state = s->state;
 	rt->port = s->port;
+	rt->dev_command = t != NULL && t->dev_command != NULL;
 	rt->memory_bytes = (int64_t)s->memory_mb * 1024 * 1024;
 	rt->idle_timeout_ms = (int64_t)s->idle_timeout_s * 1000;
 	rt->pause_timeout_ms = (int64_t)s->pause_timeout_s * 1000;
@@ -123,7 +127,7 @@ rt_get(struct control *ctl, const char *id)
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
 		return (NULL);
 	rt = rt_new(ctl, id);
-	rt_load(rt, &s, ctl->cf);
+	rt_load(rt, &s, ctl);
 	store_sandbox_clear(&s);
 	if (rt_state_active(rt->state))
 		ctl->nactive++;
@@ -138,7 +142,7 @@ rt_add(struct control *ctl, const struct store_sandbox *s)
 
 	if ((rt = rt_find(ctl, s->id)) == NULL) {
 		rt = rt_new(ctl, s->id);
-		rt_load(rt, s, ctl->cf);
+		rt_load(rt, s, ctl);
 		if (rt_state_active(rt->state))
 			ctl->nactive++;
 	}
@@ -253,8 +257,14 @@ rt_set_running(struct control *ctl, struct sandbox_rt *rt,
 	 * A probe still in flight was for the old generation (paused while
 	 * probing): its answer is dropped, so this generation needs its own.
 	 */
-	if (port_ready)
+	/*
+	 * Without a dev_command nothing listens by itself after a start
+	 * (agentd is the entrypoint): there is nothing to wait for.
+	 */
+	if (port_ready || !rt->dev_command) {
 		rt->port_state = RT_PORT_READY;
+		rt_reserve_settle(rt);
+	}
 	else
 		wake_probe(ctl, rt);
 	return (0);

@@ -424,6 +424,10 @@ env_setup(const char *extra)
 	    "admin = yes\n"
 	    "[template t]\n"
 	    "image = busybox\n"
+	    "port = 3000\n"
+	    "dev_command = httpd -f -p 3000\n"
+	    "[template nodev]\n"
+	    "image = busybox\n"
 	    "port = 3000\n",
 	    tmp, ntest, tmp, extra,
 	    strstr(extra, "min_free_memory") == NULL ?
@@ -1038,6 +1042,39 @@ test_lookup_wake(void)
 	env_teardown();
 }
 
+/* Without a dev_command nothing listens by itself: no probe, no hold. */
+static void
+test_no_dev_command(void)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	struct control_target	 t;
+	struct control_wait	*w;
+
+	env_setup("");
+	memset(&s, 0, sizeof s);
+	id_new(s.id);
+	s.tenant = "test";
+	s.template_name = "nodev";
+	s.state = SANDBOX_STOPPED;
+	s.port = 3000;
+	s.memory_mb = 64;
+	s.cpus = 1;
+	s.env_json = "{}";
+	s.labels_json = "{}";
+	s.created_at = s.last_active_at = time_now_ms();
+	CHECK(store_sandbox_insert(env.store, &s) == 0);
+	CHECK((rt = rt_get(env.ctl, s.id)) != NULL);
+	CHECK(rt->dev_command == 0);
+	rt_set_state(env.ctl, rt, SANDBOX_STARTING, NULL);
+	CHECK(rt_set_running(env.ctl, rt, ip_of(TEST_IP), 0) == 0);
+	CHECK(rt->port_state == RT_PORT_READY);
+	CHECK(fagent_probes() == 0);
+	CHECK(control_target_lookup(env.ctl, s.id, 0, &t, answer_cb, NULL,
+	    &w) == CONTROL_LOOKUP_DONE && t.kind == TARGET_OK);
+	env_teardown();
+}
+
 /* A paused sandbox is thawed, not started. */
 static void
 test_lookup_unpause(void)
@@ -1465,6 +1502,7 @@ main(void)
 	RUN(test_lookup_at_once);
 	RUN(test_lookup_wake);
 	RUN(test_lookup_unpause);
+	RUN(test_no_dev_command);
 	RUN(test_reprobe_after_pause);
 	RUN(test_reaper_spares_held);
 	RUN(test_reaper_idle);
