@@ -157,21 +157,28 @@ if [ -n "${APP_MS:-}" ]; then
 	# A real hot update: a WebSocket client (node's own) inside the
 	# sandbox, then an edit of src/App.jsx from outside, as an agent or
 	# the files API would make it.
+	# Its own output goes to /tmp/hmr.out, its socket's life to
+	# /tmp/hmr.err, so that a client that does not get in says why.
+	HMR_JS='
+		const fs = require("fs");
+		const note = (s) => fs.appendFileSync("/tmp/hmr.err", s + "\n");
+		note("started");
+		const ws = new WebSocket("ws://127.0.0.1:3000/?token=" +
+		    process.argv[1], "vite-hmr");
+		ws.onopen = () => note("open");
+		ws.onmessage = (m) =>
+		    fs.appendFileSync("/tmp/hmr.log", m.data + "\n");
+		ws.onerror = (e) => note("error " + String(e.message || e));
+		ws.onclose = (e) => note("close " + e.code);
+		setTimeout(() => process.exit(0), 60000);
+	'
 	hmr_client() {
-		docker exec -d "$CID" node -e '
-			const fs = require("fs");
-			const ws = new WebSocket("ws://127.0.0.1:3000/?token=" +
-			    process.argv[1], "vite-hmr");
-			ws.onmessage = (m) =>
-			    fs.appendFileSync("/tmp/hmr.log", m.data + "\n");
-			ws.onerror = (e) => fs.appendFileSync("/tmp/hmr.err",
-			    String(e.message || e) + "\n");
-			setTimeout(() => process.exit(0), 60000);
-		' "$TOKEN"
+		docker exec -d "$CID" sh -c \
+		    'exec node -e "$0" "$1" >>/tmp/hmr.out 2>&1' "$HMR_JS" "$TOKEN"
 	}
 	# Bounded waits (each docker exec takes ~0.1 s or more on a busy
-	# host); a client that did not get in is started once more.
-	for attempt in 1 2; do
+	# host); a client that did not get in is started again.
+	for attempt in 1 2 3; do
 		hmr_client
 		for _ in $(seq 100); do
 			docker exec "$CID" grep -q connected /tmp/hmr.log \
@@ -179,7 +186,8 @@ if [ -n "${APP_MS:-}" ]; then
 			sleep 0.1
 		done
 		echo "  note  HMR client not connected (attempt $attempt):" \
-		    "$(docker exec "$CID" cat /tmp/hmr.err 2>&1 | head -c 200)"
+		    "$(docker exec "$CID" sh -c 'cat /tmp/hmr.err /tmp/hmr.out' \
+		    2>&1 | tr '\n' ' ' | head -c 300)"
 	done
 	printf '\n// edited by the smoke test\n' >>"$TMP/ws/src/App.jsx"
 	got=
