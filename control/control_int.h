@@ -170,8 +170,6 @@ char	*control_url_encode(const char *);
 struct sandbox_rt *rt_get(struct control *, const char *id);
 /* The runtime if it is in memory already, else NULL. */
 struct sandbox_rt *rt_find(struct control *, const char *id);
-/* The runtime for a row just inserted (create). */
-struct sandbox_rt *rt_add(struct control *, const struct store_sandbox *);
 /* Forget a deleted sandbox: held requests get UNKNOWN. */
 void	 rt_drop(struct control *, struct sandbox_rt *);
 void	 rt_free_all(struct control *);

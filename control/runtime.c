@@ -134,21 +134,6 @@ rt_get(struct control *ctl, const char *id)
 	return (rt);
 }
 
-/* The runtime of a row just inserted. */
-struct sandbox_rt *
-rt_add(struct control *ctl, const struct store_sandbox *s)
-{
-	struct sandbox_rt	*rt;
-
-	if ((rt = rt_find(ctl, s->id)) == NULL) {
-		rt = rt_new(ctl, s->id);
-		rt_load(rt, s, ctl);
-		if (rt_state_active(rt->state))
-			ctl->nactive++;
-	}
-	return (rt);
-}
-
 /* Forget a sandbox whose row is gone; held requests learn it is gone. */
 void
 rt_drop(struct control *ctl, struct sandbox_rt *rt)
