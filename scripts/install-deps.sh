@@ -3,9 +3,10 @@
 # Idempotent: packages already there are left alone.
 set -eu
 pkgs="build-essential autoconf automake libtool pkg-config
-libevent-dev libssl-dev libsqlite3-dev libnghttp2-dev libjson-c-dev
+libevent-dev libssl-dev libsqlite3-dev libnghttp2-dev libjson-c-dev libwslay-dev
 docker.io busybox-static python3 curl ca-certificates mmdebstrap"
-[ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind"
+[ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
+    nghttp2-client python3-h2 python3-websockets testssl.sh slowhttptest openssl"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
