@@ -77,6 +77,11 @@ struct cfg_api_key {
 	char	*name;		/* the tenant */
 	char	*secret;
 	int	 admin;
+	/* The tenant's ceilings; 0: the global one (counts) or the default. */
+	int	 max_sandboxes;
+	int	 max_running;
+	int	 max_memory_mb;	/* the most one sandbox may ask for */
+	double	 max_cpus;
 };
 
 struct cfg_template {

@@ -157,6 +157,12 @@ static const struct cfg_keydef cfg_keys[] = {
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
 	{ "admin", CFG_API_KEY, CFG_T_BOOL, K(admin), 0, 0, 0 },
+	{ "max_sandboxes", CFG_API_KEY, CFG_T_INT, K(max_sandboxes), 0,
+	  1, 1000000 },
+	{ "max_running", CFG_API_KEY, CFG_T_INT, K(max_running), 0, 1, 100000 },
+	{ "max_memory_mb", CFG_API_KEY, CFG_T_INT, K(max_memory_mb), 0,
+	  16, 1024 * 1024 },
+	{ "max_cpus", CFG_API_KEY, CFG_T_CPUS, K(max_cpus), 0, 0, 0 },
 
 	{ "image", CFG_TEMPLATE, CFG_T_IMAGE, T(image), 0, 0, 0 },
 	{ "port", CFG_TEMPLATE, CFG_T_INT, T(port), 0, 1, 65535 },
@@ -793,12 +799,17 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 	double			 d;
 	int			*seen;
 
+	/* A name may exist in several scopes: the section's own comes first. */
 	for (i = 0; i < CFG_NKEYS; i++) {
-		if (strcmp(cfg_keys[i].name, key) == 0) {
+		if (strcmp(cfg_keys[i].name, key) != 0)
+			continue;
+		if (kd == NULL || cfg_keys[i].scope == p->scope)
 			kd = &cfg_keys[i];
+		if (kd->scope == p->scope)
 			break;
-		}
 	}
+	if (kd != NULL)
+		i = (size_t)(kd - cfg_keys);
 	if (kd == NULL) {
 		cfg_error(p, p->line, key, "unknown key");
 		return;

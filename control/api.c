@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@
 #define API_JSON_MAX_DEPTH	16
 #define API_MAX_ENV		256
 #define API_MAX_LABELS		64
+/* A key without ceilings of its own: up to this times the template's. */
+#define API_TENANT_FACTOR	4
 
 /* Who is calling: the key that matched. */
 struct api_caller {
@@ -150,6 +153,9 @@ static void	healthz_cb(int, struct json_object *, const char *, void *);
 static int	op_target(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    enum sandbox_state *);
+static int	refuse_ceilings(struct control *, struct http_exchange *,
+		    const struct cfg_api_key *, const struct cfg_template *,
+		    const struct store_sandbox *);
 static int	refuse_full(struct control *, struct http_exchange *,
 		    const char *);
 static int	refuse_state(struct http_exchange *, enum sandbox_state);
@@ -701,6 +707,64 @@ only_fields(struct http_exchange *ex, struct json_object *o,
 	return (1);
 }
 
+/*
+ * 1 after answering for a sandbox beyond what the caller's key allows:
+ * memory and CPUs past its max_memory_mb and max_cpus (400: asking less
+ * works at once), or as many sandboxes as its max_sandboxes (429). A key
+ * without its own ceilings may ask for up to API_TENANT_FACTOR times the
+ * template's memory and CPUs; an admin key for anything up to the CPUs
+ * the host has.
+ */
+static int
+refuse_ceilings(struct control *ctl, struct http_exchange *ex,
+    const struct cfg_api_key *key, const struct cfg_template *t,
+    const struct store_sandbox *s)
+{
+	int64_t	max_mb = key->max_memory_mb;
+	double	max_cpus = key->max_cpus;
+	long	ncpu;
+	int	n;
+
+	if (max_mb == 0 && !key->admin)
+		max_mb = (int64_t)(t->memory / (1024 * 1024)) *
+		    API_TENANT_FACTOR;
+	if (max_cpus == 0 && !key->admin)
+		max_cpus = t->cpus * API_TENANT_FACTOR;
+	if (max_mb > 0 && s->memory_mb > max_mb) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "memory_mb %d is more than this API key may ask for "
+		    "(%" PRId64 ")", s->memory_mb, max_mb);
+		return (1);
+	}
+	/* Docker refuses more than the host has, as a 500 of its own. */
+	if ((ncpu = sysconf(_SC_NPROCESSORS_ONLN)) > 0 && s->cpus > ncpu) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cpus %g is more than this server has (%ld)", s->cpus,
+		    ncpu);
+		return (1);
+	}
+	if (max_cpus > 0 && s->cpus > max_cpus + 1e-9) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cpus %g is more than this API key may ask for (%g)",
+		    s->cpus, max_cpus);
+		return (1);
+	}
+	if (key->max_sandboxes == 0)
+		return (0);
+	if (store_sandbox_count_tenant(ctl->store, s->tenant, &n) != 0) {
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the store could not be read");
+		return (1);
+	}
+	if (n >= key->max_sandboxes) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "this API key holds its maximum of %d sandboxes "
+		    "(max_sandboxes); delete one first", key->max_sandboxes);
+		return (1);
+	}
+	return (0);
+}
+
 /* POST /v1/sandboxes */
 static void
 h_create(struct control *ctl, struct http_exchange *ex,
@@ -830,6 +894,8 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    "the store could not be read");
 		goto out;
 	}
+	if (refuse_ceilings(ctl, ex, caller->key, t, &s))
+		goto out;
 	if (total >= ctl->cf->max_sandboxes) {
 		http_exchange_reply_error(ex, 429, "quota_exceeded",
 		    "this server holds its maximum of %d sandboxes "
@@ -837,7 +903,7 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    ctl->cf->max_sandboxes);
 		goto out;
 	}
-	if (reaper_admit(ctl, NULL, &why) == -1) {
+	if (reaper_admit(ctl, NULL, s.tenant, &why) == -1) {
 		http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
 		goto out;
 	}
@@ -961,7 +1027,7 @@ refuse_full(struct control *ctl, struct http_exchange *ex,
 {
 	const char	*why;
 
-	if (reaper_admit(ctl, rt_find(ctl, id), &why) == 0)
+	if (reaper_admit(ctl, rt_get(ctl, id), NULL, &why) == 0)
 		return (0);
 	http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
 	return (1);

@@ -363,6 +363,19 @@ control_template(struct control *ctl, const char *name)
 	return (config_template(ctl->cf, name));
 }
 
+/* The [api_key] section of a tenant, NULL if it has none any more. */
+const struct cfg_api_key *
+control_tenant_key(struct control *ctl, const char *tenant)
+{
+	size_t	i;
+
+	for (i = 0; tenant != NULL && i < ctl->cf->napi_keys; i++) {
+		if (strcmp(ctl->cf->api_keys[i].name, tenant) == 0)
+			return (&ctl->cf->api_keys[i]);
+	}
+	return (NULL);
+}
+
 /*
  * Run fn(fnarg) in a forked child and _exit with what it returns; cb gets
  * the child's wait status from the SIGCHLD event. The child touches

@@ -149,6 +149,9 @@ char	*control_sandbox_dir(struct control *, const char *which,
 	    const char *id);
 const struct cfg_template *control_template(struct control *,
 	    const char *name);
+/* The [api_key] section of a tenant, NULL if it has none any more. */
+const struct cfg_api_key *control_tenant_key(struct control *,
+	    const char *tenant);
 /* Run fn(arg) in a forked child; cb gets its wait status. -1: no fork. */
 int	 control_fork(struct control *, int (*)(void *), void *,
 	    control_child_cb, void *);
@@ -223,11 +226,13 @@ void	 wake_free_all(struct control *);
 
 /* control/reaper.c */
 /*
- * Room to start or wake one more sandbox (not rt itself): below
- * max_running, or after stopping the one idle the longest; and enough
- * free memory. 0, or -1 with *why (static text) when refused.
+ * Room to start or wake one more sandbox (rt, or a new one of tenant when
+ * rt is NULL): below the tenant's max_running and the global one, or after
+ * stopping the one idle the longest (the tenant's own for its ceiling);
+ * and enough free memory. 0, or -1 with *why (static text) when refused.
  */
-int	 reaper_admit(struct control *, struct sandbox_rt *, const char **why);
+int	 reaper_admit(struct control *, struct sandbox_rt *, const char *tenant,
+	    const char **why);
 /* (Re)arm the idle timer for the sandbox's state. */
 void	 reaper_arm(struct control *, struct sandbox_rt *);
 /* Host memory available to start sandboxes, bytes; -1 if unknown. */

@@ -182,7 +182,7 @@ wake_start(struct control *ctl, struct sandbox_rt *rt, const char **why)
 	int	rv;
 
 	/* A paused sandbox counts toward max_running already. */
-	if (rt->state == SANDBOX_STOPPED && reaper_admit(ctl, rt, why) == -1)
+	if (rt->state == SANDBOX_STOPPED && reaper_admit(ctl, rt, NULL, why) == -1)
 		return (-1);
 	ctl->wakes_total++;
 	rt->why = NULL;

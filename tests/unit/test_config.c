@@ -888,6 +888,36 @@ test_section_values(void)
 	e = parse_err(KEY "admin = TRUE\n");
 	CHECK(has(e, "t.conf:3: admin: \"TRUE\" is not true or false"));
 	free(e);
+
+	/* A tenant's ceilings share names with global keys, not values. */
+	c = parse_ok("max_running = 7\nmax_sandboxes = 70\n" KEY
+	    "max_sandboxes = 5\nmax_running = 2\nmax_memory_mb = 4096\n"
+	    "max_cpus = 1.5\n");
+	if (c != NULL) {
+		CHECK(c->max_running == 7 && c->max_sandboxes == 70);
+		CHECK(c->api_keys[0].max_sandboxes == 5);
+		CHECK(c->api_keys[0].max_running == 2);
+		CHECK(c->api_keys[0].max_memory_mb == 4096);
+		CHECK(c->api_keys[0].max_cpus == 1.5);
+	}
+	config_free(c);
+	c = parse_ok(KEY);
+	if (c != NULL)
+		CHECK(c->api_keys[0].max_running == 0 &&
+		    c->api_keys[0].max_memory_mb == 0 &&
+		    c->api_keys[0].max_cpus == 0);
+	config_free(c);
+	e = parse_err(KEY "max_running = 0\nmax_memory_mb = 8\n"
+	    "max_cpus = -1\nmax_running = 3\n");
+	CHECK(has(e, "t.conf:3: max_running: \"0\" is too small"));
+	CHECK(has(e, "t.conf:4: max_memory_mb: \"8\" is too small"));
+	CHECK(has(e, "t.conf:5: max_cpus: \"-1\" is not a number"));
+	CHECK(has(e, "t.conf:6: max_running: set twice (first on line 3)"));
+	free(e);
+	e = parse_err("[template t]\nimage = x\nmax_cpus = 2\n");
+	CHECK(has(e, "t.conf:3: max_cpus: not a key of [template] sections "
+	    "(it belongs in [api_key])"));
+	free(e);
 #undef KEY
 	e = parse_err("[api_key k]\nsecret = 0123456789abcdef0123456789abcde\n");
 	CHECK(has(e, "t.conf:2: secret: too short (at least 32 characters)"));
