@@ -73,6 +73,21 @@ struct cfg_addr {
 	socklen_t		 sslen;
 };
 
+/* What sandboxes may reach (control/egress.c, docs/network.md). */
+enum cfg_egress {
+	CFG_EGRESS_PUBLIC_ONLY,	/* the default: the internet, no private ranges */
+	CFG_EGRESS_OPEN,	/* anything but the host and other sandboxes */
+	CFG_EGRESS_NONE,	/* nothing but egress_allow (no DNS either) */
+};
+
+/* One egress_allow entry: a network in CIDR form, host bits clear. */
+struct cfg_cidr {
+	int		 family;	/* AF_INET or AF_INET6 */
+	unsigned char	 addr[16];	/* network byte order; 4 used for v4 */
+	int		 prefix;	/* 0-32 or 0-128 */
+	char		 text[64];	/* canonical: "10.0.0.0/8", "fd00::/8" */
+};
+
 struct cfg_api_key {
 	char	*name;		/* the tenant */
 	char	*secret;
@@ -136,6 +151,9 @@ struct config {
 	uint64_t		 min_free_memory_bytes;
 	int			 min_free_memory_pct;
 	enum log_level		 log_level;	/* lowest level logged */
+	enum cfg_egress		 egress;
+	struct cfg_cidr		*egress_allow;	/* allowed whatever egress says */
+	size_t			 negress_allow;
 	struct cfg_api_key	*api_keys;
 	size_t			 napi_keys;
 	struct cfg_template	*templates;
@@ -161,6 +179,14 @@ const struct cfg_template *config_template(const struct config *, const char *);
 int64_t		 config_parse_duration(const char *);
 /* Parse "1g", "512m", "64k", "1024" to bytes; returns 0 on success. */
 int		 config_parse_size(const char *, uint64_t *);
+/*
+ * Parse "10.0.0.0/8", "203.0.113.7" (a /32), "fd00::/8", "::1" (a /128).
+ * Host bits must be clear. 0, or -1 with *errstr (static text) set.
+ */
+int		 config_parse_cidr(const char *, struct cfg_cidr *,
+		     const char **errstr);
+/* "public-only", "open" or "none". */
+const char	*config_egress_name(enum cfg_egress);
 /* Parse "host:port", "[v6]:port" into ss; returns 0 on success. */
 int		 config_parse_addr(const char *, struct sockaddr_storage *,
 		     socklen_t *);

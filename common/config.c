@@ -62,6 +62,7 @@ static const char config_embedded[] =
 	"max_sandboxes = 500\n"
 	"max_running = 40\n"
 	"min_free_memory = 10%\n"
+	"egress = public-only\n"
 	"\n"
 	"[template default]\n"
 	"image = sandboxd/base:latest\n"
@@ -101,7 +102,9 @@ enum cfg_type {
 	CFG_T_IMAGE,		/* docker image reference */
 	CFG_T_HOST,		/* route host pattern */
 	CFG_T_UPSTREAM,		/* route upstream */
-	CFG_T_MEMFLOOR		/* uint64_t bytes, or int percent at off_n */
+	CFG_T_MEMFLOOR,		/* uint64_t bytes, or int percent at off_n */
+	CFG_T_EGRESS,		/* enum cfg_egress */
+	CFG_T_CIDRS		/* struct cfg_cidr array, count at off_n */
 };
 
 /* One key of the file: where it may appear, its type, where it goes. */
@@ -154,6 +157,9 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
 	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
 	{ "log_level", CFG_GLOBAL, CFG_T_LOGLEVEL, G(log_level), 0, 0, 0 },
+	{ "egress", CFG_GLOBAL, CFG_T_EGRESS, G(egress), 0, 0, 0 },
+	{ "egress_allow", CFG_GLOBAL, CFG_T_CIDRS, G(egress_allow),
+	  G(negress_allow), 0, 0 },
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
 	{ "admin", CFG_API_KEY, CFG_T_BOOL, K(admin), 0, 0, 0 },
@@ -219,6 +225,9 @@ static void	 cfg_section_end(struct cfg_parse *);
 static void	 cfg_section_begin(struct cfg_parse *, char *);
 static void	 cfg_set(struct cfg_parse *, const char *, const char *);
 static void	 cfg_set_memfloor(struct cfg_parse *,
+		    const struct cfg_keydef *, const char *, const char *,
+		    char *);
+static void	 cfg_set_cidrs(struct cfg_parse *,
 		    const struct cfg_keydef *, const char *, const char *,
 		    char *);
 static void	 cfg_line(struct cfg_parse *, char *);
@@ -830,7 +839,8 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		return;
 	}
 	seen = p->scope == CFG_GLOBAL ? p->gseen : p->sseen;
-	if (seen[i] != 0 && kd->type != CFG_T_LISTEN) {
+	if (seen[i] != 0 && kd->type != CFG_T_LISTEN &&
+	    kd->type != CFG_T_CIDRS) {
 		cfg_error(p, p->line, key, "set twice (first on line %d)",
 		    seen[i]);
 		return;
@@ -1042,7 +1052,131 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 	case CFG_T_MEMFLOOR:
 		cfg_set_memfloor(p, kd, key, value, base);
 		break;
+	case CFG_T_EGRESS:
+		if (strcmp(value, "public-only") == 0)
+			conf->egress = CFG_EGRESS_PUBLIC_ONLY;
+		else if (strcmp(value, "open") == 0)
+			conf->egress = CFG_EGRESS_OPEN;
+		else if (strcmp(value, "none") == 0)
+			conf->egress = CFG_EGRESS_NONE;
+		else
+			cfg_error(p, p->line, key, "\"%s\" is not open, "
+			    "public-only or none", value);
+		break;
+	case CFG_T_CIDRS:
+		cfg_set_cidrs(p, kd, key, value, base);
+		break;
 	}
+}
+
+/* A list of networks, separated by commas and/or spaces. */
+static void
+cfg_set_cidrs(struct cfg_parse *p, const struct cfg_keydef *kd,
+    const char *key, const char *value, char *base)
+{
+	struct cfg_cidr	**list = (struct cfg_cidr **)(base + kd->off), c;
+	size_t		 *np = (size_t *)(base + kd->off_n), i;
+	char		 *copy, *word, *rest;
+	const char	 *errstr;
+
+	copy = xstrdup(value);
+	for (rest = copy; (word = strsep(&rest, ", \t")) != NULL;) {
+		if (*word == '\0')
+			continue;
+		if (config_parse_cidr(word, &c, &errstr) != 0) {
+			cfg_error(p, p->line, key, "bad network \"%s\": %s",
+			    word, errstr);
+			continue;
+		}
+		for (i = 0; i < *np; i++) {
+			if (strcmp((*list)[i].text, c.text) == 0)
+				break;
+		}
+		if (i < *np) {
+			cfg_error(p, p->line, key, "%s listed twice", c.text);
+			continue;
+		}
+		*list = xreallocarray(*list, *np + 1, sizeof **list);
+		(*list)[(*np)++] = c;
+	}
+	free(copy);
+}
+
+int
+config_parse_cidr(const char *s, struct cfg_cidr *c, const char **errstr)
+{
+	char		 host[INET6_ADDRSTRLEN + 1], text[INET6_ADDRSTRLEN];
+	const char	*slash, *err;
+	size_t		 len, nbytes, i;
+	long long	 prefix;
+	int		 max;
+
+	memset(c, 0, sizeof *c);
+	slash = strchr(s, '/');
+	len = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	if (len == 0 || len >= sizeof host) {
+		*errstr = "expected an address or address/prefix";
+		return (-1);
+	}
+	memcpy(host, s, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, c->addr) == 1) {
+		c->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, c->addr) == 1) {
+		c->family = AF_INET6;
+		max = 128;
+	} else {
+		*errstr = "not an IPv4 or IPv6 address";
+		return (-1);
+	}
+	if (slash == NULL)
+		prefix = max;
+	else {
+		/* Digits only: strtonum would take "+8" or " 8". */
+		if (slash[1] == '\0' || strspn(slash + 1, "0123456789") !=
+		    strlen(slash + 1) || strlen(slash + 1) > 3) {
+			*errstr = "the prefix length must be a number";
+			return (-1);
+		}
+		prefix = strtonum_x(slash + 1, 0, max, &err);
+		if (err != NULL) {
+			*errstr = c->family == AF_INET ? "the prefix length "
+			    "must be 0-32" : "the prefix length must be 0-128";
+			return (-1);
+		}
+	}
+	c->prefix = (int)prefix;
+	nbytes = c->family == AF_INET ? 4 : 16;
+	for (i = 0; i < nbytes; i++) {
+		int	keep = c->prefix - (int)i * 8;
+		unsigned char mask = keep >= 8 ? 0xff : keep <= 0 ? 0 :
+		    (unsigned char)(0xff << (8 - keep));
+
+		if ((c->addr[i] & ~mask) != 0) {
+			*errstr = "host bits are set after the prefix (write "
+			    "the network address, e.g. 10.0.0.0/8)";
+			return (-1);
+		}
+	}
+	inet_ntop(c->family, c->addr, text, sizeof text);
+	snprintf(c->text, sizeof c->text, "%s/%d", text, c->prefix);
+	*errstr = NULL;
+	return (0);
+}
+
+const char *
+config_egress_name(enum cfg_egress e)
+{
+	switch (e) {
+	case CFG_EGRESS_OPEN:
+		return ("open");
+	case CFG_EGRESS_NONE:
+		return ("none");
+	case CFG_EGRESS_PUBLIC_ONLY:
+		break;
+	}
+	return ("public-only");
 }
 
 /*
@@ -1169,6 +1303,7 @@ cfg_defaults(struct config *conf)
 	conf->min_free_memory_bytes = 0;
 	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;
+	conf->egress = CFG_EGRESS_PUBLIC_ONLY;
 }
 
 /* Check that a file named by key exists and is readable. */
@@ -1443,6 +1578,7 @@ config_free(struct config *conf)
 	free(conf->default_template);
 	free(conf->agentd_path);
 	free(conf->instance);
+	free(conf->egress_allow);
 	for (i = 0; i < conf->napi_keys; i++) {
 		free(conf->api_keys[i].name);
 		if (conf->api_keys[i].secret != NULL) {

@@ -540,6 +540,7 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 	json_object_object_add(o, "sandboxes", json_object_new_int(total));
 	json_object_object_add(o, "running",
 	    json_object_new_int(ctl->nactive));
+	json_object_object_add(o, "egress", egress_json(ctl));
 	reply_object(call->ex, 200, o);
 	free(call);
 }
@@ -901,6 +902,10 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    "this server holds its maximum of %d sandboxes "
 		    "(max_sandboxes); delete one first",
 		    ctl->cf->max_sandboxes);
+		goto out;
+	}
+	if (egress_admit(ctl, &why) == -1) {
+		http_exchange_reply_error(ex, 503, "unavailable", "%s", why);
 		goto out;
 	}
 	if (reaper_admit(ctl, NULL, s.tenant, &why) == -1) {

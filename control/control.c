@@ -29,6 +29,7 @@ static int	spawn_exec(void *);
 static void	network_cb(int, struct json_object *, const char *, void *);
 static void	network_made_cb(int, struct json_object *, const char *,
 		    void *);
+static void	egress_ready_cb(struct control *);
 static void	reconciled_cb(struct control *, int);
 static void	event_cb(struct json_object *, void *);
 static void	control_sync(struct control *);
@@ -80,6 +81,7 @@ control_new(struct event_base *base, const struct config *cf,
 
 	ctl->docker = docker_new(base, cf->docker_socket);
 	ctl->hub = agent_hub_new(base, NULL, ctl);
+	egress_init(ctl);
 	ctl->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, ctl);
 	event_add(ctl->sigchld, NULL);
 	ctl->sync_retry = evtimer_new(base, sync_retry_cb, ctl);
@@ -205,10 +207,13 @@ network_cb(int status, struct json_object *body, const char *errmsg,
 {
 	struct control		*ctl = arg;
 	struct json_object	*req, *opts, *labels;
+	char			 bridge[64];
 
 	ctl->docker_ok = status != 0;
 	if (status == 200) {
-		reconcile_run(ctl, reconciled_cb);
+		/* The network rules first: no sandbox starts without them. */
+		egress_apply(ctl, egress_bridge_name(body, bridge,
+		    sizeof bridge) == 0 ? bridge : NULL, egress_ready_cb);
 		return;
 	}
 	if (status != 404) {
@@ -241,12 +246,23 @@ network_made_cb(int status, struct json_object *body, const char *errmsg,
     void *arg)
 {
 	struct control	*ctl = arg;
+	char		*path;
 
 	if (status != 201 && status != 409) {
 		sync_failed(ctl, errmsg != NULL ? errmsg : "Docker error");
 		return;
 	}
 	log_info("network ready\tnetwork=%s", ctl->cf->network);
+	/* Inspect it for its bridge's name, then on as if it had been there. */
+	xasprintf(&path, "/networks/%s", ctl->cf->network);
+	docker_request(ctl->docker, "GET", path, NULL, 0, network_cb, ctl);
+	free(path);
+}
+
+/* The rules are in force (or failed, and no sandbox will start): reconcile. */
+static void
+egress_ready_cb(struct control *ctl)
+{
 	reconcile_run(ctl, reconciled_cb);
 }
 
@@ -333,6 +349,7 @@ control_free(struct control *ctl)
 		docker_free(ctl->docker);
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
+	egress_free(ctl);
 	wake_free_all(ctl);
 	rt_free_all(ctl);
 	while ((child = LIST_FIRST(&ctl->children)) != NULL) {

@@ -107,6 +107,7 @@ struct control {
 	struct store		*store;
 	struct docker		*docker;
 	struct agent_hub	*hub;
+	struct egress		*egress;	/* egress.c */
 
 	char			*workspaces_dir;	/* data_dir/workspaces */
 	char			*homes_dir;		/* data_dir/homes */
@@ -271,6 +272,28 @@ void	 lifecycle_recheck(struct control *, struct sandbox_rt *);
 /* The JSON body of POST /containers/create for this sandbox. */
 struct json_object *lifecycle_container_spec(struct control *,
 	    const struct store_sandbox *);
+
+/* control/egress.c */
+struct egress;
+/* Set up ctl->egress (finds nft); nothing is loaded yet. */
+void	 egress_init(struct control *);
+/*
+ * Load the rules for this bridge (NULL: unknown, the rules fail), off the
+ * loop; done (may be NULL) is called once it is in force or has failed.
+ */
+void	 egress_apply(struct control *, const char *bridge,
+	    void (*done)(struct control *));
+/* 0 if sandboxes may start; -1 and *why (static) while not enforced. */
+int	 egress_admit(struct control *, const char **why);
+/* {"mode","enforced","table","bridge","error"} for /healthz. */
+struct json_object *egress_json(struct control *);
+/* At exit: delete the table (blocks, bounded) and free the state. */
+void	 egress_free(struct control *);
+/* The bridge interface of a network, from Docker's inspect answer. */
+int	 egress_bridge_name(struct json_object *, char *, size_t);
+/* The ruleset text for one bridge (malloc'd); dns: the resolvers. */
+char	*egress_ruleset(const struct config *, const char *table,
+	    const char *bridge, const struct cfg_cidr *dns, size_t ndns);
 
 /* control/reconcile.c */
 /* Make Docker match the store; done is called once at the end. */

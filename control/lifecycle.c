@@ -442,8 +442,14 @@ container_create_cb(int status, struct json_object *body,
 static void
 container_start(struct lifecycle_op *op)
 {
-	char	path[256];
+	const char	*why;
+	char		 path[256];
 
+	/* Never a sandbox on the network without the rules (503: try later). */
+	if (egress_admit(op->ctl, &why) == -1) {
+		op_fail(op, 503, "%s", why);
+		return;
+	}
 	snprintf(path, sizeof path, "/containers/%s/start", op->container_id);
 	docker_request(op->ctl->docker, "POST", path, NULL, 0,
 	    container_start_cb, op);
