@@ -250,6 +250,10 @@ class Daemon:
         if ids:
             docker("rm", "-f", *ids, check=False)
         docker("network", "rm", self.network, check=False)
+        # A daemon killed before its SIGTERM leaves its egress table.
+        if shutil.which("nft"):
+            subprocess.run(["nft", "delete", "table", "inet", "sandboxd_" + self.instance],
+                           capture_output=True, check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
