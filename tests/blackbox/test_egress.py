@@ -172,9 +172,11 @@ def cip(d, sid):
 
 def probe(d, sid, host, port, word, path="/"):
     """1 if an HTTP request from inside the sandbox (busybox nc: its wget
-    crashes in this static build) gets the answer holding word."""
+    crashes in this static build) gets the answer holding word. stdin
+    stays open a moment: the daemon takes a half-closed request as a client
+    gone and does not answer it."""
     r = docker("exec", cname(d, sid), "sh", "-c",
-               "printf 'GET %s HTTP/1.0\\r\\nHost: %s:%d\\r\\n\\r\\n' | nc -w 3 %s %d" % (path, host, port, host, port),
+               "(printf 'GET %s HTTP/1.0\\r\\nHost: %s:%d\\r\\n\\r\\n'; sleep 1) | nc -w 3 %s %d" % (path, host, port, host, port),
                check=False)
     return word in r.stdout
 

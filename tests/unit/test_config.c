@@ -1407,6 +1407,80 @@ test_util(void)
 	free(path);
 }
 
+/* egress and egress_allow: the modes, CIDRs v4/v6, every refusal. */
+static void
+test_egress(void)
+{
+	struct config	*c;
+	struct cfg_cidr	 cidr;
+	const char	*err;
+	char		*e;
+
+	c = parse_ok("");
+	CHECK(c->egress == CFG_EGRESS_PUBLIC_ONLY);
+	CHECK(c->negress_allow == 0);
+	CHECK_STR(config_egress_name(c->egress), "public-only");
+	config_free(c);
+	c = parse_ok("egress = open\n");
+	CHECK(c->egress == CFG_EGRESS_OPEN);
+	config_free(c);
+	c = parse_ok("egress = none\n");
+	CHECK(c->egress == CFG_EGRESS_NONE);
+	CHECK_STR(config_egress_name(c->egress), "none");
+	config_free(c);
+
+	c = parse_ok("egress_allow = 203.0.113.7, 10.0.0.0/8 fd00::/8\n"
+	    "egress_allow = 2001:db8::1\tFE80::/10,0.0.0.0/0\n");
+	CHECK(c->negress_allow == 6);
+	CHECK_STR(c->egress_allow[0].text, "203.0.113.7/32");
+	CHECK(c->egress_allow[0].family == AF_INET);
+	CHECK_STR(c->egress_allow[1].text, "10.0.0.0/8");
+	CHECK_STR(c->egress_allow[2].text, "fd00::/8");
+	CHECK(c->egress_allow[2].family == AF_INET6);
+	CHECK_STR(c->egress_allow[3].text, "2001:db8::1/128");
+	CHECK_STR(c->egress_allow[4].text, "fe80::/10");
+	CHECK_STR(c->egress_allow[5].text, "0.0.0.0/0");
+	config_free(c);
+
+	e = parse_err("egress = closed\n");
+	CHECK(has(e, "t.conf:1: egress: \"closed\" is not open, public-only "
+	    "or none"));
+	free(e);
+	e = parse_err("egress = open\negress = none\n");
+	CHECK(has(e, "t.conf:2: egress: set twice"));
+	free(e);
+	e = parse_err("\negress_allow = 10.0.0.1/8\n");
+	CHECK(has(e, "t.conf:2: egress_allow: bad network \"10.0.0.1/8\": "
+	    "host bits are set"));
+	free(e);
+	e = parse_err("egress_allow = 10.0.0.0/33, ::/129, 1.2.3.4/, "
+	    "1.2.3.4/+8, 1.2.3.4/ 8, host.example, /8, 1.2.3.4/0008\n");
+	CHECK(has(e, "\"10.0.0.0/33\": the prefix length must be 0-32"));
+	CHECK(has(e, "\"::/129\": the prefix length must be 0-128"));
+	CHECK(has(e, "\"1.2.3.4/\": the prefix length must be a number"));
+	CHECK(has(e, "\"1.2.3.4/+8\": the prefix length must be a number"));
+	CHECK(has(e, "\"1.2.3.4/\": the prefix"));
+	CHECK(has(e, "\"host.example\": not an IPv4 or IPv6 address"));
+	CHECK(has(e, "\"/8\": expected an address"));
+	CHECK(has(e, "\"1.2.3.4/0008\": the prefix length must be a number"));
+	free(e);
+	e = parse_err("egress_allow = 10.0.0.0/8\negress_allow = 10.0.0.0/8\n");
+	CHECK(has(e, "t.conf:2: egress_allow: 10.0.0.0/8 listed twice"));
+	free(e);
+	e = parse_err("[template x]\nimage = a\negress = open\n");
+	CHECK(has(e, "egress: global key in [template x] section"));
+	free(e);
+
+	CHECK(config_parse_cidr("192.168.1.0/24", &cidr, &err) == 0);
+	CHECK(cidr.prefix == 24 && cidr.addr[2] == 1 && err == NULL);
+	CHECK(config_parse_cidr("192.168.1.128/25", &cidr, &err) == 0);
+	CHECK(config_parse_cidr("192.168.1.64/25", &cidr, &err) == -1);
+	CHECK(config_parse_cidr("fd00::1/127", &cidr, &err) == -1);
+	CHECK(config_parse_cidr("fd00::2/127", &cidr, &err) == 0);
+	CHECK(config_parse_cidr("1.2.3.4%eth0", &cidr, &err) == -1);
+	CHECK(config_parse_cidr("", &cidr, &err) == -1);
+}
+
 int
 main(void)
 {
@@ -1430,6 +1504,7 @@ main(void)
 	RUN(test_sizes);
 	RUN(test_addrs);
 	RUN(test_instance);
+	RUN(test_egress);
 	RUN(test_garbage);
 	RUN(test_load);
 	RUN(test_exchange);
