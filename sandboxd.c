@@ -189,7 +189,8 @@ cmd_serve(int argc, char **argv)
 	    "address, the API,\nthe store under data_dir and the reconciler. "
 	    "Logs go to stderr.\nSIGTERM/SIGINT: stop accepting, finish "
 	    "in-flight requests within shutdown_grace,\nleave sandboxes "
-	    "running, exit 0. SIGHUP: reload TLS certificates.\n";
+	    "running, remove the egress rules (nft table\ninet "
+	    "sandboxd_<instance>), exit 0. SIGHUP: reload TLS certificates.\n";
 	struct daemon	 d;
 	struct event	*sigs[4];
 	const char	*path;

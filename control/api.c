@@ -565,8 +565,13 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    "requests handled.\n# TYPE sandboxd_api_requests_total counter\n"
 	    "sandboxd_api_requests_total %llu\n"
 	    "# HELP sandboxd_docker_up 1 if the last Docker call answered.\n"
-	    "# TYPE sandboxd_docker_up gauge\nsandboxd_docker_up %d\n",
-	    (unsigned long long)ctl->requests_total, ctl->docker_ok);
+	    "# TYPE sandboxd_docker_up gauge\nsandboxd_docker_up %d\n"
+	    "# HELP sandboxd_egress_enforced 1 if the network rules for "
+	    "sandboxes are in force.\n"
+	    "# TYPE sandboxd_egress_enforced gauge\n"
+	    "sandboxd_egress_enforced %d\n",
+	    (unsigned long long)ctl->requests_total, ctl->docker_ok,
+	    egress_enforced(ctl));
 	evbuffer_add_printf(out,
 	    "# HELP sandboxd_sandboxes_active Sandboxes counted against "
 	    "max_running (creating, starting, running, paused).\n"

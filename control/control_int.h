@@ -285,6 +285,8 @@ void	 egress_apply(struct control *, const char *bridge,
 	    void (*done)(struct control *));
 /* 0 if sandboxes may start; -1 and *why (static) while not enforced. */
 int	 egress_admit(struct control *, const char **why);
+/* 1 while the rules are in force. */
+int	 egress_enforced(struct control *);
 /* {"mode","enforced","table","bridge","error"} for /healthz. */
 struct json_object *egress_json(struct control *);
 /* At exit: delete the table (blocks, bounded) and free the state. */

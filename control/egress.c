@@ -589,6 +589,13 @@ egress_admit(struct control *ctl, const char **why)
 	return (-1);
 }
 
+/* 1 while the rules are in force (the metric). */
+int
+egress_enforced(struct control *ctl)
+{
+	return (ctl->egress->state == EGRESS_ON);
+}
+
 /* For /healthz: the mode and whether the rules are in force. */
 struct json_object *
 egress_json(struct control *ctl)

@@ -785,8 +785,12 @@ lifecycle_unpause(struct control *ctl, const char *id, lifecycle_cb cb,
 {
 	struct lifecycle_op	*op;
 	struct store_sandbox	 s;
+	const char		*why;
 	char			 path[256];
 
+	/* Its traffic resumes: not without the network rules. */
+	if (egress_admit(ctl, &why) == -1)
+		return (-1);
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
 		return (-1);
 	if (s.state != SANDBOX_PAUSED || s.container_id == NULL ||

@@ -265,6 +265,8 @@ def test_public_only(t, st):
             "healthz says the rules are in force: %r" % h.get("egress"))
     text = nft_table(d)
     t.check(text is not None and "sandbox to sandbox" in text, "table inet %s is loaded" % table(d))
+    t.check(b"sandboxd_egress_enforced 1" in d.request("GET", "/metrics", key="root").body,
+            "/metrics says the rules are in force")
     for name in ("s1", "s2"):
         r = d.request("POST", "/v1/sandboxes", {})
         if not t.check(r.status == 201, "create answers 201: %r" % r):
@@ -413,6 +415,8 @@ def test_nft_fails(t, st):
         t.check(eg.get("enforced") is False and "exited 1" in (eg.get("error") or ""),
                 "healthz says the rules are not enforced, and why: %r" % eg)
         t.check("EGRESS RULES ARE NOT ENFORCED" in d.logs(), "the log says so loudly")
+        t.check(b"sandboxd_egress_enforced 0" in d.request("GET", "/metrics", key="root").body,
+                "/metrics says they are not")
         r = d.request("POST", "/v1/sandboxes", {})
         t.check(r.status == 503 and r.error_code() == "unavailable", "a create is refused with 503: %r" % r)
         r = d.request("POST", "/v1/sandboxes/%s/stop" % st.s2, {})
