@@ -81,7 +81,7 @@ static void	 egress_checked_cb(int, void *);
 static void	 egress_arm(struct egress *);
 static void	 egress_fail(struct egress *, const char *, ...)
 		    SBX_PRINTF(2, 3);
-static int	 egress_resolvers(struct cfg_cidr **, size_t *);
+static void	 egress_resolvers(struct cfg_cidr **, size_t *);
 static void	 egress_set(FILE *, const char *, int,
 		    const struct cfg_cidr *, size_t);
 static int	 egress_has(const struct cfg_cidr *, size_t, int);
@@ -298,7 +298,7 @@ egress_ruleset(const struct config *cf, const char *table, const char *bridge,
  * back to public resolvers then), so do we. The queries leave from the
  * container's own address, so they meet these rules.
  */
-static int
+static void
 egress_resolvers(struct cfg_cidr **out, size_t *n)
 {
 	static const char	*files[] = { "/etc/resolv.conf",
@@ -336,7 +336,6 @@ egress_resolvers(struct cfg_cidr **out, size_t *n)
 		}
 		fclose(f);
 	}
-	return (0);
 }
 
 /* In the child: the input on stdin (a memfd), nothing else open, exec. */
@@ -374,7 +373,10 @@ egress_exec(void *arg)
 	return (127);
 }
 
-/* Run nft with these arguments after "-f -" or as given; -1: no fork. */
+/*
+ * Run `nft -f -` with input on its stdin, or with input NULL a quiet
+ * `nft list table inet T` (is the table there?). -1: no fork.
+ */
 static int
 egress_spawn(struct control *ctl, const char *input, control_child_cb cb,
     void *arg, int quiet)
@@ -463,6 +465,9 @@ egress_load(struct egress *eg)
 		    "network %s", ctl->cf->network);
 		goto out;
 	}
+	/* Installed since the last try? */
+	if (eg->nft == NULL)
+		eg->nft = egress_find_nft();
 	if (eg->nft == NULL) {
 		egress_fail(eg, "nft (the nftables tool) is not installed: "
 		    "apt-get install nftables");
@@ -482,6 +487,7 @@ egress_load(struct egress *eg)
 	eg->loading = 1;
 	return;
 out:
+	egress_arm(eg);		/* try again later */
 	done = eg->done;
 	eg->done = NULL;
 	if (done != NULL)
