@@ -258,6 +258,24 @@ void	control_activity(struct control *, const char *sandbox_id,
 typedef void (*control_retire_cb)(const char *sandbox_id, void *arg);
 void	control_set_retire_cb(struct control *, control_retire_cb, void *);
 
+/*
+ * control/preview.c — private previews. Asked before control_target_lookup
+ * so that a request without a valid token never wakes a sandbox.
+ */
+#define PREVIEW_TOKEN_PARAM	"sandboxd_token"	/* query and cookie */
+#define PREVIEW_TTL_DEFAULT	3600			/* seconds */
+#define PREVIEW_TTL_MIN		60
+#define PREVIEW_TTL_MAX		(30 * 86400)
+/* 1 if the sandbox is private (needs a token); 0 if public or unknown. */
+int	control_preview_private(struct control *, const char *sandbox_id);
+/*
+ * 0 if tok[0..len) is a valid, unexpired preview token for this sandbox
+ * (HMAC checked in constant time), with *expires its expiry in Unix
+ * seconds; -1 otherwise (why is logged at debug, never shown).
+ */
+int	control_preview_verify(struct control *, const char *sandbox_id,
+	    const char *tok, size_t len, int64_t *expires);
+
 /* control/api.c */
 /*
  * How much body an API request may send, from its head alone (413 above
