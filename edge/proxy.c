@@ -38,6 +38,8 @@ static int	edge_hop_by_hop(const struct http_header *, size_t,
 		    const struct http_header *, int, int);
 static void	edge_proxy_request_head(struct edge_req *,
 		    const struct http_request_head *, struct edge_hbuf *);
+static void	edge_proxy_cookie(struct edge_hbuf *,
+		    const struct http_header *);
 static int	edge_proxy_framing(struct edge_req *,
 		    const struct http_response_head *,
 		    const struct http_header *);
@@ -128,6 +130,30 @@ edge_hop_by_hop(const struct http_header *hdrs, size_t n,
 	return edge_named_by_connection(hdrs, n, h);
 }
 
+/*
+ * A private preview's Cookie header without the preview token: the app
+ * never sees it. Dropped whole when nothing else is left.
+ */
+static void
+edge_proxy_cookie(struct edge_hbuf *b, const struct http_header *hd)
+{
+	struct http_header	 out = *hd;
+	char			 stack[1024], *buf;
+	size_t			 len;
+
+	buf = hd->value_len <= sizeof stack ? stack : xmalloc(hd->value_len);
+	if (http_cookie_remove(hd->value, hd->value_len, PREVIEW_TOKEN_PARAM,
+	    sizeof PREVIEW_TOKEN_PARAM - 1, buf, &len) == 0)
+		edge_hbuf_header(b, hd);
+	else if (len > 0) {
+		out.value = buf;
+		out.value_len = len;
+		edge_hbuf_header(b, &out);
+	}
+	if (buf != stack)
+		free(buf);
+}
+
 /* The request head for the upstream, in b. */
 static void
 edge_proxy_request_head(struct edge_req *req, const struct http_request_head *h,
@@ -159,6 +185,10 @@ edge_proxy_request_head(struct edge_req *req, const struct http_request_head *h,
 		}
 		if (host == NULL && edge_name_is(hd, "host", 4))
 			host = hd;
+		if (req->strip_token && edge_name_is(hd, "cookie", 6)) {
+			edge_proxy_cookie(b, hd);
+			continue;
+		}
 		edge_hbuf_header(b, hd);
 	}
 	edge_hbuf_str(b, "X-Forwarded-For: ");
@@ -555,6 +585,7 @@ edge_proxy_response_head(struct edge_req *req)
 	struct edge_resp_head		 er;
 	struct evbuffer_iovec		 v;
 	const char			*p;
+	char				*cookies = NULL;
 	size_t				 len, i, n, want;
 	int				 r, upgrade, informational;
 
@@ -617,6 +648,9 @@ edge_proxy_response_head(struct edge_req *req)
 		    upgrade, connection != NULL))
 			hdrs[n++] = rh.headers[i];
 	}
+	/* A sandbox's cookies are host-only: no Domain (not for routes). */
+	if (req->key.sandbox_id[0] != '\0')
+		edge_preview_set_cookies(hdrs, n, (size_t)r, &cookies);
 	memset(&er, 0, sizeof er);
 	er.status = rh.status;
 	er.reason = rh.reason;
@@ -625,6 +659,7 @@ edge_proxy_response_head(struct edge_req *req)
 	er.nheaders = n;
 	er.body = informational || upgrade ? HTTP_BODY_NONE : req->resp_body;
 	edge_req_head(req, &er);
+	free(cookies);
 	evbuffer_drain(in, r);
 	if (upgrade) {
 		edge_proxy_tunnel(req);
