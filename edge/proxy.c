@@ -246,7 +246,7 @@ edge_proxy_start(struct edge_req *req, const struct http_request_head *h,
 		goto out;
 
 	if ((up = edge_upstream_get(edge, &req->key)) == NULL) {
-		edge_proxy_fail(req, 502, "The upstream could not be "
+		edge_proxy_fail(req, 502, "The app could not be "
 		    "reached.");
 		goto out;
 	}
@@ -553,7 +553,7 @@ edge_proxy_framing(struct edge_req *req, const struct http_response_head *rh,
 {
 	if (http_response_body(rh, req->method, &req->resp_body,
 	    &req->resp_left) != 0) {
-		edge_proxy_fail(req, 502, "The upstream response framing is "
+		edge_proxy_fail(req, 502, "The app's response framing is "
 		    "invalid.");
 		return -1;
 	}
@@ -607,14 +607,14 @@ edge_proxy_response_head(struct edge_req *req)
 	if (r == -2 && len < HTTP_MAX_HEAD_SIZE)
 		return 1;
 	if (r < 0) {
-		edge_proxy_fail(req, 502, "The upstream sent a malformed "
+		edge_proxy_fail(req, 502, "The app sent a malformed "
 		    "response.");
 		return 1;
 	}
 	upgrade = rh.status == 101;
 	informational = rh.status >= 100 && rh.status < 200 && !upgrade;
 	if (upgrade && !req->upgrade) {
-		edge_proxy_fail(req, 502, "The upstream switched protocols "
+		edge_proxy_fail(req, 502, "The app switched protocols "
 		    "unasked.");
 		return 1;
 	}
@@ -845,13 +845,13 @@ edge_upstream_closed(struct edge_upstream *up)
 				return;
 			}
 		}
-		edge_proxy_fail(req, 502, connected ? "The upstream closed "
-		    "the connection without answering." : "The upstream "
-		    "refused the connection.");
+		edge_proxy_fail(req, 502, connected ? "The app closed "
+		    "the connection without answering." : "Nothing listens "
+		    "on this port of the sandbox (yet).");
 		return;
 	}
 	if (req->resp != EDGE_RESP_BODY) {
-		edge_proxy_fail(req, 502, "The upstream closed the "
+		edge_proxy_fail(req, 502, "The app closed the "
 		    "connection in the middle of its response head.");
 		return;
 	}
@@ -882,10 +882,10 @@ edge_proxy_timeout(struct edge_req *req)
 		return;
 	}
 	if (!req->up->connected)
-		edge_proxy_fail(req, 502, "The upstream did not accept the "
+		edge_proxy_fail(req, 502, "The app did not accept the "
 		    "connection in time.");
 	else
-		edge_proxy_fail(req, 504, "The upstream did not answer in "
+		edge_proxy_fail(req, 504, "The app did not answer in "
 		    "time.");
 }
 
