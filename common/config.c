@@ -229,6 +229,7 @@ static void	 cfg_defaults(struct config *);
 static void	 cfg_template_defaults(struct cfg_template *, const char *);
 static void	 cfg_validate(struct cfg_parse *);
 static size_t	 cfg_key_index(const char *);
+static void	 cfg_check_secret(struct cfg_parse *, const char *, int);
 static void	 cfg_check_file(struct cfg_parse *, const char *,
 		    const char *, int);
 static struct config *cfg_parse_buf(const char *, const char *, size_t,
@@ -1271,6 +1272,30 @@ cfg_check_file(struct cfg_parse *p, const char *key, const char *path,
 		    "chmod 600 it", path);
 }
 
+/*
+ * The preview secret, if it exists already (the daemon makes it at its
+ * first start): what control/preview.c refuses at startup, told early.
+ */
+static void
+cfg_check_secret(struct cfg_parse *p, const char *path, int line)
+{
+	struct stat	sb;
+
+	if (lstat(path, &sb) == -1)
+		return;
+	if (!S_ISREG(sb.st_mode))
+		cfg_error(p, line, "preview_secret_file", "%s: not a regular "
+		    "file", path);
+	else if ((sb.st_mode & 077) != 0)
+		cfg_error(p, line, "preview_secret_file", "%s may be read or "
+		    "written by group or others (mode %04o); chmod 600 it",
+		    path, (unsigned int)(sb.st_mode & 07777));
+	else if (sb.st_size != TOKEN_KEY_LEN)
+		cfg_error(p, line, "preview_secret_file", "%s holds %lld "
+		    "bytes, not %d", path, (long long)sb.st_size,
+		    TOKEN_KEY_LEN);
+}
+
 /* Index of a key in cfg_keys, for its seen-line. */
 static size_t
 cfg_key_index(const char *name)
@@ -1344,6 +1369,8 @@ cfg_validate(struct cfg_parse *p)
 	if (conf->preview_secret_file == NULL)
 		xasprintf(&conf->preview_secret_file, "%s/preview-secret",
 		    strcmp(conf->data_dir, "/") == 0 ? "" : conf->data_dir);
+	cfg_check_secret(p, conf->preview_secret_file,
+	    p->gseen[cfg_key_index("preview_secret_file")]);
 
 	/* A file with no [template] gets the stock one. */
 	if (p->ntemplate_sections == 0) {

@@ -44,7 +44,8 @@ cookie_trim(const char *s, size_t *start, size_t *end)
  * Drop every Domain attribute of a Set-Cookie value. Returns 0 when it has
  * none (out untouched: the caller passes the header as it came), or 1 with
  * the rewritten value in out[0..*outlen): each ";...Domain=..." span
- * removed from its ';' to the next, every other byte as it was.
+ * removed from its ';' to the next, every other byte as it was. With out
+ * NULL it only tells (1: there is one to strip). out may be in.
  */
 int
 http_setcookie_strip_domain(const char *in, size_t len, char *out,
@@ -68,6 +69,8 @@ http_setcookie_strip_domain(const char *in, size_t len, char *out,
 			ne = semi - in;
 		cookie_trim(in, &ns, &ne);
 		if (ne - ns == 6 && strncasecmp(in + ns, "domain", 6) == 0) {
+			if (out == NULL)
+				return (1);
 			/* Copy what was kept since the last drop. */
 			memmove(out + o, in + kept, s - kept);
 			o += s - kept;

@@ -883,6 +883,43 @@ test_preview_secret_file(void)
 	CHECK(has(e, "t.conf:1: preview_secret_file: must be an absolute "
 	    "path"));
 	free(e);
+
+	/* A secret that exists already is checked as the daemon will. */
+	{
+		char	dir[] = "/tmp/sbx-cfgsecret.XXXXXX", path[128];
+		char	text[256];
+		int	fd;
+
+		if (mkdtemp(dir) == NULL) {
+			CHECK(0);
+			return;
+		}
+		snprintf(path, sizeof path, "%s/s", dir);
+		snprintf(text, sizeof text, "preview_secret_file = %s\n", path);
+		config_free(parse_ok(text));	/* not made yet: fine */
+		fd = open(path, O_WRONLY | O_CREAT, 0600);
+		CHECK(fd != -1 && write(fd, "0123456789abcdef0123456789abcdef",
+		    32) == 32);
+		close(fd);
+		config_free(parse_ok(text));
+		chmod(path, 0604);
+		e = parse_err(text);
+		CHECK(has(e, "t.conf:1: preview_secret_file: ") &&
+		    has(e, "chmod 600 it"));
+		free(e);
+		chmod(path, 0600);
+		CHECK(truncate(path, 31) == 0);
+		e = parse_err(text);
+		CHECK(has(e, "holds 31 bytes, not 32"));
+		free(e);
+		unlink(path);
+		CHECK(mkdir(path, 0700) == 0);
+		e = parse_err(text);
+		CHECK(has(e, "not a regular file"));
+		free(e);
+		rmdir(path);
+		rmdir(dir);
+	}
 }
 
 static void
