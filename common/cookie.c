@@ -125,8 +125,9 @@ http_cookie_next(const char *in, size_t len, size_t *pos, const char *name,
 /*
  * Remove every cookie named name (case-sensitive, as cookie names are)
  * from a Cookie header value. Returns how many were removed; when any
- * were, out[0..*outlen) holds the others in their order, joined by "; "
- * (*outlen 0: none are left, drop the header).
+ * were, out[0..*outlen) holds the others in their order, each with the
+ * spacing it had after its ';' (*outlen 0: none are left, drop the
+ * header).
  */
 int
 http_cookie_remove(const char *in, size_t len, const char *name,
@@ -157,13 +158,18 @@ http_cookie_remove(const char *in, size_t len, const char *name,
 					continue;
 				}
 			}
-			if (pass == 1) {
-				if (o > 0) {
-					out[o++] = ';';
-					out[o++] = ' ';
-				}
-				memmove(out + o, in + ns, ne - ns);
-				o += ne - ns;
+			/*
+			 * The first kept pair trimmed, each next one after a
+			 * ';' with its own leading space: each had a ';'
+			 * before it, so the result never outgrows the input.
+			 */
+			if (pass == 1 && o == 0) {
+				memmove(out, in + ns, ne - ns);
+				o = ne - ns;
+			} else if (pass == 1) {
+				out[o++] = ';';
+				memmove(out + o, in + s, ne - s);
+				o += ne - s;
 			}
 		}
 		if (removed == 0)

@@ -281,6 +281,11 @@ test_cookie_header(void)
 	CHECK_STR(uncookie("sandboxd_tokens=1; sandboxd_token=2", 1),
 	    "sandboxd_tokens=1");
 	CHECK_STR(uncookie("flag; sandboxd_token=2", 1), "flag");
+	/* Never longer than it was (found by fuzz_cookie). */
+	CHECK_STR(uncookie("a;b;c;d;e;f;g;sandboxd_token=m", 1),
+	    "a;b;c;d;e;f;g");
+	CHECK_STR(uncookie("a=1;  b=2 ;sandboxd_token=3;c=4", 1),
+	    "a=1;  b=2;c=4");
 
 	in = "a=1; sandboxd_token= T1 ;b=2;sandboxd_token=T2";
 	pos = 0;
