@@ -178,7 +178,8 @@ void		 control_free(struct control *);
  */
 enum control_target_kind {
 	/* 0 is not routable: a target never filled in sends nowhere. */
-	TARGET_UNKNOWN,		/* no such sandbox, or being deleted: 404 page */
+	TARGET_UNKNOWN,		/* no such sandbox, being deleted, or a port
+				   not in the template's ports: 404 page */
 	TARGET_OK,		/* addr and generation are set: proxy there */
 	TARGET_ERROR,		/* sandbox in error: 502 page */
 	TARGET_UNAVAILABLE,	/* cannot be served now: 503 page + Retry-After */
@@ -216,6 +217,8 @@ enum control_lookup {
 };
 /*
  * Where a preview request for sandbox id goes (port 0: the template's).
+ * A port other than the sandbox's own that the template's ports do not
+ * list is TARGET_UNKNOWN (with a message) before anything is woken.
  * A running sandbox, an unknown one, or one that cannot be woken now
  * (max_running full with nothing idle, low memory, too many held
  * requests) answers at once: CONTROL_LOOKUP_DONE with *t filled in, no
