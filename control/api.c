@@ -91,6 +91,8 @@ static void	h_file_delete(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_exec(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static void	h_preview_token(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
 
 static const struct api_route api_routes[] = {
 	{ "GET",    "/healthz",			  AUTH_NONE,  h_healthz,
@@ -119,6 +121,8 @@ static const struct api_route api_routes[] = {
 	  BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/exec",	  AUTH_KEY,   h_exec,
 	  BODY_EXEC },
+	{ "POST",   "/v1/sandboxes/{id}/preview-token", AUTH_KEY,
+	  h_preview_token, BODY_JSON },
 };
 
 static int	route_match(const char *, const char *, struct api_match *,
@@ -883,16 +887,9 @@ h_create(struct control *ctl, struct http_exchange *ex,
 			    "visibility must be \"public\" or \"private\"");
 			goto out;
 		}
-		/*
-		 * A private preview needs preview tokens, which this version
-		 * does not have: refusing beats storing a promise unkept.
-		 */
-		if (strcmp(vis, "private") == 0) {
-			http_exchange_reply_error(ex, 400, "bad_request",
-			    "visibility \"private\" needs preview tokens, "
-			    "which this version does not have yet");
-			goto out;
-		}
+		/* Private: the preview answers only with a preview token. */
+		if (strcmp(vis, "private") == 0)
+			s.visibility = SANDBOX_PRIVATE;
 	}
 
 	if (store_sandbox_count(ctl->store, -1, &total) != 0) {
@@ -1087,6 +1084,65 @@ h_delete(struct control *ctl, struct http_exchange *ex,
 		return;
 	if (lifecycle_delete(ctl, m->id, lifecycle_reply_cb, ex) == -1)
 		reply_busy(ex);
+}
+
+/*
+ * POST /v1/sandboxes/{id}/preview-token {"ttl_s": 3600}: a token that
+ * opens the sandbox's preview until it expires, and the URL that carries
+ * it (for a public sandbox, which needs none, the plain preview URL: a
+ * token in the query would reach the app).
+ */
+static void
+h_preview_token(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	static const char *const	 fields[] = { "ttl_s" };
+	struct json_object		*req = NULL, *o, *sb, *v;
+	struct store_sandbox		 s;
+	char				 tok[TOKEN_MAX_LEN + 1], ts[40], *url;
+	const char			*preview;
+	int64_t				 ttl = PREVIEW_TTL_DEFAULT, n, expires;
+	int				 rv;
+
+	if (parse_body(ex, 1, &req) == -1)
+		return;
+	if (req != NULL && !only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+	if (req != NULL && (rv = get_int(ex, req, "ttl_s", PREVIEW_TTL_MIN,
+	    PREVIEW_TTL_MAX, &n)) != 0) {
+		if (rv == -1)
+			goto out;
+		ttl = n;
+	}
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		goto out;
+	if (preview_token_make(ctl, s.id, ttl, tok, sizeof tok,
+	    &expires) == -1) {
+		store_sandbox_clear(&s);
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the token could not be made");
+		goto out;
+	}
+	sb = control_sandbox_json(ctl, &s);
+	preview = json_object_object_get_ex(sb, "preview_url", &v) ?
+	    json_object_get_string(v) : "";
+	if (s.visibility == SANDBOX_PRIVATE)
+		xasprintf(&url, "%s?" PREVIEW_TOKEN_PARAM "=%s", preview, tok);
+	else
+		url = xstrdup(preview);
+	time_format_rfc3339(expires * 1000, ts, sizeof ts);
+	o = json_object_new_object();
+	json_object_object_add(o, "token", json_object_new_string(tok));
+	json_object_object_add(o, "url", json_object_new_string(url));
+	json_object_object_add(o, "expires_at", json_object_new_string(ts));
+	log_info("preview token made\tid=%s tenant=%s ttl_s=%lld", s.id,
+	    caller->key->name, (long long)ttl);
+	free(url);
+	json_object_put(sb);
+	store_sandbox_clear(&s);
+	reply_object(ex, 200, o);
+out:
+	json_object_put(req);
 }
 
 /* POST /v1/sandboxes/{id}/stop */

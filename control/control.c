@@ -66,6 +66,9 @@ control_new(struct event_base *base, const struct config *cf,
 		goto fail;
 	}
 
+	if (preview_key_load(ctl, cause) == -1)
+		goto fail;
+
 	if (cf->napi_keys > 0) {
 		ctl->keys = cf->api_keys;
 		ctl->nkeys = cf->napi_keys;

@@ -60,6 +60,8 @@ struct sandbox_rt {
 	enum rt_port		 port_state;
 	int			 port;		/* the template's */
 	int			 dev_command;	/* the template runs one */
+	int			 private;	/* visibility private: tokens only */
+	const struct cfg_template *tmpl;	/* NULL: gone from the config */
 	int64_t			 memory_bytes;	/* its ceiling (memory_mb) */
 	int64_t			 idle_timeout_ms;	/* 0: never */
 	int64_t			 pause_timeout_ms;	/* 0: never */
@@ -118,6 +120,7 @@ struct control {
 	struct cfg_api_key	*keys;
 	size_t			 nkeys;
 	struct cfg_api_key	 generated_key;
+	uint8_t			 preview_key[TOKEN_KEY_LEN];	/* signs tokens */
 
 	struct sandbox_rt_list	 rts[RT_BUCKETS];
 	struct control_child_list children;
@@ -272,6 +275,13 @@ void	 lifecycle_recheck(struct control *, struct sandbox_rt *);
 /* The JSON body of POST /containers/create for this sandbox. */
 struct json_object *lifecycle_container_spec(struct control *,
 	    const struct store_sandbox *);
+
+/* control/preview.c */
+/* Load (or make, at first start) preview_secret_file. */
+int	 preview_key_load(struct control *, char **cause);
+/* A token for id valid ttl_s seconds; *expires in Unix seconds. */
+int	 preview_token_make(struct control *, const char *id, int64_t ttl_s,
+	    char *out, size_t size, int64_t *expires);
 
 /* control/egress.c */
 struct egress;

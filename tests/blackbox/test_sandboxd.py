@@ -216,7 +216,7 @@ def test_bad_input(t, d, sid):
         (b'{"bogus": 1}', "unknown field"), (b'{"memory_mb": -1}', "negative"),
         (b'{"memory_mb": 1.5}', "float for int"), (b'{"cpus": "1"}', "string for number"),
         (b'{"visibility": "secret"}', "bad enum"),
-        (b'{"visibility": "private"}', "private, until preview tokens exist"), (b'{"template": "nope"}', "unknown template"),
+        (b'{"visibility": 1}', "visibility not a string"), (b'{"template": "nope"}', "unknown template"),
         (b'{"env": {"1BAD": "x"}}', "bad env key"), (b'{"labels": {"a": 1}}', "label not string"),
         (b'{} trailing', "trailing data"), (b'{"a":' * 100 + b'1' + b'}' * 100, "deep nesting"),
         (b'\xff\xfe', "not UTF-8"), (b'{"port": 70000}', "port out of range"),
