@@ -194,6 +194,7 @@ cmd_serve(int argc, char **argv)
 	struct event	*sigs[4];
 	const char	*path;
 	char		*dbpath, *cause = NULL;
+	int64_t		 wd_ms;
 	int		 rv, i, signums[] = { SIGTERM, SIGINT, SIGHUP };
 
 	if ((rv = parse_c(argc, argv, help, &path)) != -1)
@@ -204,6 +205,7 @@ cmd_serve(int argc, char **argv)
 	}
 	memset(&d, 0, sizeof d);
 	log_init(LOG_LEVEL_INFO);
+	notify_init();
 	if ((d.cf = load_config(path, 0)) == NULL)
 		return (EXIT_USAGE);
 	log_init(d.cf->log_level);
@@ -253,12 +255,24 @@ cmd_serve(int argc, char **argv)
 	log_info("sandboxd %s serving\tconfig=\"%s\" data_dir=%s "
 	    "preview_domain=%s instance=%s", PACKAGE_VERSION, d.cf->path,
 	    d.cf->data_dir, d.cf->preview_domain, d.cf->instance);
+	/*
+	 * Ready once the store is open and the listeners accept: the API
+	 * answers without Docker (healthz says 503), and the reconciler
+	 * catches up when Docker comes; STATUS= tells which it is.
+	 */
+	if ((wd_ms = notify_watchdog_start(d.base)) > 0)
+		log_info("watchdog: pinging the service manager\tevery_ms=%lld",
+		    (long long)wd_ms);
+	notify_status("serving; waiting for Docker (first reconcile)");
+	notify_ready();
 	event_base_dispatch(d.base);
 	for (i = 0; i < (int)nitems(signums); i++)
 		event_free(sigs[i]);
 	log_info("sandboxd stopped; sandboxes keep running");
 	rv = 0;
 out:
+	if (rv != 0 && cause != NULL)
+		notify_status("failed to start: %s", cause);
 	free(cause);
 	if (d.edge != NULL)
 		edge_free(d.edge);
@@ -266,6 +280,7 @@ out:
 		control_free(d.ctl);
 	if (d.store != NULL)
 		store_close(d.store);
+	notify_free();
 	if (d.base != NULL)
 		event_base_free(d.base);
 	config_free(d.cf);
@@ -279,7 +294,9 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 	struct daemon	*d = arg;
 
 	if (sig == SIGHUP) {
+		notify_reloading();
 		log_info("SIGHUP: nothing to reload yet (no TLS listener)");
+		notify_ready();
 		return;
 	}
 	if (d->stopping) {
@@ -288,6 +305,9 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		return;
 	}
 	d->stopping = 1;
+	notify_stopping();
+	notify_status("stopping: finishing requests (grace %lld ms)",
+	    (long long)d->cf->shutdown_grace_ms);
 	log_info("stopping: no new connections, finishing requests\t"
 	    "grace_ms=%lld", (long long)d->cf->shutdown_grace_ms);
 	edge_shutdown(d->edge, d->cf->shutdown_grace_ms, shutdown_done_cb, d);

@@ -185,6 +185,8 @@ sync_failed(struct control *ctl, const char *why)
 	ctl->syncing = 0;
 	log_warnx("cannot bring Docker in line with the store (%s); retrying"
 	    "\tretry_ms=%d", why, ctl->sync_backoff_ms);
+	notify_status("serving without Docker (%s); retrying in %d ms", why,
+	    ctl->sync_backoff_ms);
 	tv.tv_sec = ctl->sync_backoff_ms / 1000;
 	tv.tv_usec = (ctl->sync_backoff_ms % 1000) * 1000;
 	evtimer_add(ctl->sync_retry, &tv);
@@ -256,6 +258,7 @@ reconciled_cb(struct control *ctl, int ok)
 {
 	struct json_object	*filters, *arr;
 	char			*label;
+	int			 total = 0;
 
 	if (!ok) {
 		sync_failed(ctl, "the reconciler met errors");
@@ -263,6 +266,9 @@ reconciled_cb(struct control *ctl, int ok)
 	}
 	ctl->syncing = 0;
 	ctl->sync_backoff_ms = 1000;
+	store_sandbox_count(ctl->store, -1, &total);
+	notify_status("serving; Docker reconciled; %d sandboxes, %d active",
+	    total, ctl->nactive);
 	if (!ctl->reconciled) {
 		ctl->reconciled = 1;
 		filters = json_object_new_object();
