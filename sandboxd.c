@@ -22,9 +22,8 @@
 #include "store/store.h"
 #include "control/control.h"
 #include "edge/edge.h"
-
-#define EXIT_RUNTIME	1
-#define EXIT_USAGE	2
+#include "admin/admin.h"
+#include "sandboxd.h"
 
 struct daemon {
 	struct event_base	*base;
@@ -32,6 +31,7 @@ struct daemon {
 	struct store		*store;
 	struct control		*ctl;
 	struct edge		*edge;
+	struct admin		*admin;
 	int			 stopping;
 };
 
@@ -40,7 +40,6 @@ static int	cmd_check_config(int, char **);
 static int	cmd_version(int, char **);
 static int	cmd_backup(int, char **);
 static int	usage(FILE *, int);
-static struct config *load_config(const char *, int);
 static void	find_agentd(struct config *);
 static void	signal_cb(evutil_socket_t, short, void *);
 static void	shutdown_done_cb(void *);
@@ -58,6 +57,10 @@ static const struct {
 	{ "version", cmd_version, "", "print the version" },
 	{ "backup", cmd_backup, "-c FILE DEST",
 	  "consistent online copy of the SQLite store to DEST" },
+	{ "status", cmd_status, "[-c FILE]",
+	  "version, uptime, listeners, Docker, sandboxes by state" },
+	{ "key", cmd_key, "VERB TENANT",
+	  "create|list|revoke API keys kept hashed in the store" },
 };
 
 static int
@@ -100,7 +103,7 @@ main(int argc, char **argv)
 }
 
 /* Parse "-c FILE" and "--help" for a subcommand; *path NULL if absent. */
-static int
+int
 parse_c(int argc, char **argv, const char *help, const char **path)
 {
 	static const struct option longopts[] = {
@@ -132,7 +135,7 @@ parse_c(int argc, char **argv, const char *help, const char **path)
  * Load the config: -c FILE, else the default path if it exists, else the
  * embedded default. Prints every error and returns NULL on failure.
  */
-static struct config *
+struct config *
 load_config(const char *path, int quiet)
 {
 	struct config	*cf;
@@ -248,6 +251,13 @@ cmd_serve(int argc, char **argv)
 		rv = EXIT_RUNTIME;
 		goto out;
 	}
+	/* Only "sandboxd status" needs it: the daemon serves without. */
+	if ((d.admin = admin_new(d.base, d.cf, d.ctl, d.edge, &cause)) ==
+	    NULL) {
+		log_warnx("%s; sandboxd status reads the store only", cause);
+		free(cause);
+		cause = NULL;
+	}
 	for (i = 0; i < (int)nitems(signums); i++) {
 		sigs[i] = evsignal_new(d.base, signums[i], signal_cb, &d);
 		event_add(sigs[i], NULL);
@@ -274,6 +284,7 @@ out:
 	if (rv != 0 && cause != NULL)
 		notify_status("failed to start: %s", cause);
 	free(cause);
+	admin_free(d.admin);
 	if (d.edge != NULL)
 		edge_free(d.edge);
 	if (d.ctl != NULL)

@@ -35,6 +35,8 @@ void	log_warn(const char *, ...) SBX_PRINTF(1, 2);	/* adds strerror(errno) */
 void	log_warnx(const char *, ...) SBX_PRINTF(1, 2);
 void	fatal(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
 void	fatalx(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
+/* The last warning lines (at most 8), oldest first; static storage. */
+size_t	log_recent(const char **lines, size_t max);
 
 /* common/util.c */
 /* Allocation wrappers: abort via fatalx on out-of-memory, never return NULL. */
@@ -99,7 +101,8 @@ struct cfg_addr {
 
 struct cfg_api_key {
 	char	*name;		/* the tenant */
-	char	*secret;
+	char	*secret;	/* NULL when the config gives secret_hash */
+	char	*secret_hash;	/* SHA-256 of the secret, 64 lowercase hex */
 	int	 admin;
 	/* The tenant's ceilings; 0: the global one (counts) or the default. */
 	int	 max_sandboxes;

@@ -51,6 +51,7 @@ control_new(struct event_base *base, const struct config *cf,
 		LIST_INIT(&ctl->rts[i]);
 	LIST_INIT(&ctl->children);
 	LIST_INIT(&ctl->probes);
+	LIST_INIT(&ctl->status_reqs);
 
 	xasprintf(&ctl->workspaces_dir, "%s/workspaces", cf->data_dir);
 	xasprintf(&ctl->homes_dir, "%s/homes", cf->data_dir);
@@ -337,6 +338,8 @@ control_free(struct control *ctl)
 		event_free(ctl->sync_retry);
 	if (ctl->docker != NULL)
 		docker_free(ctl->docker);
+	/* Their Docker requests are cancelled with the client. */
+	control_status_free_all(ctl);
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
 	wake_free_all(ctl);
