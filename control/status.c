@@ -113,6 +113,10 @@ status_json(struct control *ctl)
 	int			 state, count, total = 0;
 
 	o = json_object_new_object();
+	json_object_object_add(o, "store", json_object_new_string(
+	    store_ping(ctl->store) == 0 ? "ok" : "does not answer"));
+	json_object_object_add(o, "schema_version",
+	    json_object_new_int(store_schema_version(ctl->store)));
 	json_object_object_add(o, "reconciled",
 	    json_object_new_boolean(ctl->reconciled));
 	st = json_object_new_object();
