@@ -186,8 +186,12 @@ sync_failed(struct control *ctl, const char *why)
 	ctl->syncing = 0;
 	log_warnx("cannot bring Docker in line with the store (%s); retrying"
 	    "\tretry_ms=%d", why, ctl->sync_backoff_ms);
-	notify_status("serving without Docker (%s); retrying in %d ms", why,
-	    ctl->sync_backoff_ms);
+	if (!ctl->docker_ok)
+		notify_status("serving without Docker (%s); retrying in %d ms",
+		    why, ctl->sync_backoff_ms);
+	else
+		notify_status("serving; Docker not yet in line with the store "
+		    "(%s); retrying in %d ms", why, ctl->sync_backoff_ms);
 	tv.tv_sec = ctl->sync_backoff_ms / 1000;
 	tv.tv_usec = (ctl->sync_backoff_ms % 1000) * 1000;
 	evtimer_add(ctl->sync_retry, &tv);
