@@ -281,8 +281,9 @@ cmd_serve(int argc, char **argv)
 	log_info("sandboxd stopped; sandboxes keep running");
 	rv = 0;
 out:
-	if (rv != 0 && cause != NULL)
-		notify_status("failed to start: %s", cause);
+	if (rv != 0)
+		notify_status("failed to start: %s", cause != NULL ? cause :
+		    "see the log");
 	free(cause);
 	admin_free(d.admin);
 	if (d.edge != NULL)
