@@ -507,15 +507,16 @@ SYSCALLS_FILTERED = ("setrlimit,setpriority,sched_setaffinity,sched_setscheduler
 
 def test_unit_restrictions(t):
     """The daemon under the unit's CapabilityBoundingSet and NoNewPrivileges
-    (setpriv), traced for the system calls the unit's filter refuses: a
-    seeded create (cp -a, chown -R), files, a preview, exec, delete all work,
-    and none of those calls is made; the only sockets are the address
-    families the unit allows."""
+    (setpriv), with the file system read-only but its data_dir (the unit's
+    ProtectSystem=strict and ReadWritePaths=, in a mount namespace), traced
+    for the system calls the unit's filter refuses: a seeded create (cp -a,
+    chown -R), files, a preview, exec, delete all work, and none of those
+    calls is made; the only sockets are the address families the unit
+    allows."""
     if not shutil.which("setpriv") or not shutil.which("strace"):
         print("  skip  test_unit_restrictions: setpriv or strace missing")
         return
     tmp = tempfile.mkdtemp(prefix="sbxunit-")
-    trace = os.path.join(tmp, "strace.out")
     seed = os.path.join(tmp, "seed")
     os.makedirs(os.path.join(seed, "sub"))
     with open(os.path.join(seed, "index.html"), "w") as f:
@@ -526,10 +527,17 @@ def test_unit_restrictions(t):
                        "dev_command": "httpd -f -p 3000 -h /workspace", "seed_dir": seed,
                        "memory": "64m", "cpus": "0.5", "pids_limit": "64"}}
     saved = harness.WRAPPER
-    harness.WRAPPER = ["setpriv", "--bounding-set", "-all," + UNIT_CAPS, "--inh-caps", "-all",
+    d = Daemon(templates=tpl)
+    trace = os.path.join(d.tmp, "strace.out")	# where it may write
+    ro = []
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0:
+        ro = ["unshare", "-m", "--propagation", "private",
+              os.path.join(TOP_SRC, "tests", "blackbox", "readonly-root.sh"), d.tmp]
+    else:
+        print("  skip  read-only root: cannot unshare a mount namespace here")
+    harness.WRAPPER = ro + ["setpriv", "--bounding-set", "-all," + UNIT_CAPS, "--inh-caps", "-all",
                        "--no-new-privs", "strace", "-f", "-qq", "-o", trace,
                        "-e", "trace=" + SYSCALLS_FILTERED] + saved
-    d = Daemon(templates=tpl)
     sid = None
     try:
         # LeakSanitizer cannot run under ptrace: leaks are checked by the
@@ -545,6 +553,11 @@ def test_unit_restrictions(t):
         t.check(bnd == (1 << 0) | (1 << 1) | (1 << 3) | (1 << 10) | (1 << 12),
                 "bounding set is the unit's (chown, dac_override, fowner, net_bind_service, net_admin): %x" % bnd)
         t.check("NoNewPrivs:\t1" in st, "no_new_privs is set")
+        if ro and pids:
+            mounts = open("/proc/%s/mounts" % pids[0]).read().splitlines()
+            root = [m for m in mounts if m.split()[1] == "/"]
+            t.check(root and " ro," in root[-1] + ",", "the daemon's / is read-only: %r" % root[-1:])
+            t.check(any(m.split()[1] == d.tmp and " rw," in m for m in mounts), "its data_dir is writable")
         r = d.request("POST", "/v1/sandboxes", {})
         t.check(r.status == 201, "create under the unit's capabilities: %r" % r)
         sid = r.json()["id"] if r.status == 201 else None
