@@ -35,6 +35,8 @@ void	log_warn(const char *, ...) SBX_PRINTF(1, 2);	/* adds strerror(errno) */
 void	log_warnx(const char *, ...) SBX_PRINTF(1, 2);
 void	fatal(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
 void	fatalx(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
+/* The last warning lines (at most 8), oldest first; static storage. */
+size_t	log_recent(const char **lines, size_t max);
 
 /* common/util.c */
 /* Allocation wrappers: abort via fatalx on out-of-memory, never return NULL. */
@@ -58,6 +60,30 @@ int	 timingsafe_eq(const void *, size_t, const void *, size_t);
 void	 random_bytes(void *, size_t);
 /* mkdir -p with the given mode for each created component; -1 on error. */
 int	 mkdir_p(const char *, mode_t);
+
+/* common/notify.c — sd_notify(3) by hand: a datagram to $NOTIFY_SOCKET */
+struct event_base;
+/* Read (and unset) NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID; call first. */
+void	 notify_init(void);
+/* READY=1, RELOADING=1, STOPPING=1; nothing without NOTIFY_SOCKET. */
+void	 notify_ready(void);
+void	 notify_reloading(void);
+void	 notify_stopping(void);
+/* STATUS=<one line>, shown by systemctl status. */
+void	 notify_status(const char *, ...) SBX_PRINTF(1, 2);
+/*
+ * WATCHDOG=1 from a timer on base every half WATCHDOG_USEC; returns that
+ * period in ms, or 0 when the manager asked for no watchdog.
+ */
+int64_t	 notify_watchdog_start(struct event_base *);
+/* Free the timer and the socket; before event_base_free. */
+void	 notify_free(void);
+
+/* common/digest.c */
+#define DIGEST_SHA256_HEX	64
+/* SHA-256 of data as lowercase hex, NUL-terminated in out[65]. */
+void	 digest_sha256_hex(const void *, size_t,
+	    char out[DIGEST_SHA256_HEX + 1]);
 
 /* common/id.c */
 #define ID_LEN 26
@@ -90,7 +116,8 @@ struct cfg_cidr {
 
 struct cfg_api_key {
 	char	*name;		/* the tenant */
-	char	*secret;
+	char	*secret;	/* NULL when the config gives secret_hash */
+	char	*secret_hash;	/* SHA-256 of the secret, 64 lowercase hex */
 	int	 admin;
 	/* The tenant's ceilings; 0: the global one (counts) or the default. */
 	int	 max_sandboxes;

@@ -100,6 +100,7 @@ enum cfg_type {
 	CFG_T_BOOL,		/* int 0/1 */
 	CFG_T_LOGLEVEL,		/* enum log_level */
 	CFG_T_SECRET,		/* api key secret */
+	CFG_T_SECRET_HASH,	/* "sha256:<64 hex>", kept as the hex */
 	CFG_T_IMAGE,		/* docker image reference */
 	CFG_T_HOST,		/* route host pattern */
 	CFG_T_UPSTREAM,		/* route upstream */
@@ -166,6 +167,8 @@ static const struct cfg_keydef cfg_keys[] = {
 	  G(negress_allow), 0, 0 },
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
+	{ "secret_hash", CFG_API_KEY, CFG_T_SECRET_HASH, K(secret_hash), 0,
+	  0, 0 },
 	{ "admin", CFG_API_KEY, CFG_T_BOOL, K(admin), 0, 0, 0 },
 	{ "max_sandboxes", CFG_API_KEY, CFG_T_INT, K(max_sandboxes), 0,
 	  1, 1000000 },
@@ -636,9 +639,30 @@ cfg_section_end(struct cfg_parse *p)
 		break;
 	case CFG_API_KEY:
 		k = &conf->api_keys[p->sidx];
+		if (p->sseen[cfg_key_index("secret")] != 0 &&
+		    p->sseen[cfg_key_index("secret_hash")] != 0) {
+			cfg_error(p, p->sseen[cfg_key_index("secret_hash")],
+			    "secret_hash", "[api_key %s] has both secret and "
+			    "secret_hash (one of them)", k->name);
+			break;
+		}
+		if (p->sseen[cfg_key_index("secret_hash")] != 0) {
+			for (i = 0; i < p->sidx && k->secret_hash != NULL; i++) {
+				if (conf->api_keys[i].secret_hash != NULL &&
+				    strcmp(conf->api_keys[i].secret_hash,
+				    k->secret_hash) == 0)
+					cfg_error(p, p->sseen[cfg_key_index(
+					    "secret_hash")], "secret_hash",
+					    "[api_key %s] has the same "
+					    "secret_hash as [api_key %s]",
+					    k->name, conf->api_keys[i].name);
+			}
+			break;
+		}
 		if (p->sseen[cfg_key_index("secret")] == 0) {
 			cfg_error(p, p->sline, "secret",
-			    "missing in [api_key %s] (required)", k->name);
+			    "missing in [api_key %s] (required, or "
+			    "secret_hash)", k->name);
 			break;
 		}
 		for (i = 0; i < p->sidx && k->secret != NULL; i++) {
@@ -1104,6 +1128,22 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		}
 		free(*sp);
 		*sp = xstrdup(value);
+		break;
+	case CFG_T_SECRET_HASH:
+		/* What "sandboxd key create" prints: sha256:<64 hex>. */
+		if (strncmp(value, "sha256:", 7) != 0 ||
+		    strlen(value + 7) != DIGEST_SHA256_HEX ||
+		    strspn(value + 7, "0123456789abcdefABCDEF") !=
+		    DIGEST_SHA256_HEX) {
+			cfg_error(p, p->line, key, "expected sha256: and 64 "
+			    "hex digits (what \"sandboxd key create\" "
+			    "prints)");
+			return;
+		}
+		free(*sp);
+		*sp = xstrdup(value + 7);
+		for (c = *sp; *c != '\0'; c++)
+			*c = (char)tolower((unsigned char)*c);
 		break;
 	case CFG_T_IMAGE:
 		if (value[0] == '\0' || strpbrk(value, " \t") != NULL) {
@@ -1705,6 +1745,7 @@ config_free(struct config *conf)
 			    strlen(conf->api_keys[i].secret));
 			free(conf->api_keys[i].secret);
 		}
+		free(conf->api_keys[i].secret_hash);
 	}
 	free(conf->api_keys);
 	for (i = 0; i < conf->ntemplates; i++) {

@@ -31,9 +31,15 @@
 /* A key without ceilings of its own: up to this times the template's. */
 #define API_TENANT_FACTOR	4
 
-/* Who is calling: the key that matched. */
+/*
+ * Who is calling: the key that matched. A config key points into the
+ * config; a store key (control/keys.c) into stored, which lives as long as
+ * the request's dispatch does.
+ */
 struct api_caller {
 	const struct cfg_api_key *key;
+	struct cfg_api_key	 stored;
+	char			 tenant[128];
 };
 
 /* One request being answered, alive across asynchronous steps. */
@@ -129,10 +135,10 @@ static int	route_match(const char *, const char *, struct api_match *,
 		    int *);
 static const struct api_route *route_find(const char *, const char *,
 		    struct api_match *, int *, int *);
-static const struct cfg_api_key *key_find(struct control *,
-		    const struct http_exchange *);
-static const struct cfg_api_key *authenticate(struct control *,
-		    struct http_exchange *);
+static int	key_find(struct control *, const struct http_exchange *,
+		    struct api_caller *);
+static int	authenticate(struct control *, struct http_exchange *,
+		    struct api_caller *);
 static int	load_sandbox(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    struct store_sandbox *);
@@ -242,6 +248,7 @@ control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 {
 	const struct api_route		*r;
 	const struct cfg_api_key	*key;
+	struct api_caller		 caller;
 	struct store_sandbox		 s;
 	struct api_match		 m;
 	char				 id[ID_LEN + 1];
@@ -251,8 +258,10 @@ control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 	    NULL || id_bad)
 		return (0);
 	if (r->auth != AUTH_NONE) {
-		if ((key = key_find(ctl, ex)) == NULL ||
-		    (r->auth == AUTH_ADMIN && !key->admin))
+		if (key_find(ctl, ex, &caller) == -1)
+			return (0);
+		key = caller.key;
+		if (r->auth == AUTH_ADMIN && !key->admin)
 			return (0);
 		if (m.id != NULL) {
 			memcpy(id, m.id, ID_LEN);
@@ -300,7 +309,7 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 	}
 	caller.key = NULL;
 	if (r->auth != AUTH_NONE) {
-		if ((caller.key = authenticate(ctl, ex)) == NULL)
+		if (authenticate(ctl, ex, &caller) == -1)
 			return;
 		if (r->auth == AUTH_ADMIN && !caller.key->admin) {
 			http_exchange_reply_error(ex, 401, "unauthorized",
@@ -323,47 +332,60 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 }
 
 /*
- * The key in "Authorization: Bearer <secret>", compared in constant time
- * against every configured key (no early exit on a match either); NULL if
- * none matches.
+ * The key in "Authorization: Bearer <secret>" into caller->key: compared
+ * in constant time against every configured key, its secret or the
+ * SHA-256 of it (no early exit on a match either), then looked up in the
+ * store (control/keys.c). 0 on a match, -1 if none.
  */
-static const struct cfg_api_key *
-key_find(struct control *ctl, const struct http_exchange *ex)
+static int
+key_find(struct control *ctl, const struct http_exchange *ex,
+    struct api_caller *caller)
 {
-	const struct cfg_api_key	*found = NULL;
+	const struct cfg_api_key	*k, *found = NULL;
 	const char			*h, *secret;
-	size_t				 i;
+	char				 hash[DIGEST_SHA256_HEX + 1];
+	size_t				 i, len;
 
+	caller->key = NULL;
 	h = http_exchange_header(ex, "authorization");
 	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-		return (NULL);
+		return (-1);
 	secret = h + 7;
 	while (*secret == ' ')
 		secret++;
+	len = strlen(secret);
+	digest_sha256_hex(secret, len, hash);
 	for (i = 0; i < ctl->nkeys; i++) {
-		if (timingsafe_eq(secret, strlen(secret), ctl->keys[i].secret,
-		    strlen(ctl->keys[i].secret)))
-			found = &ctl->keys[i];
+		k = &ctl->keys[i];
+		if (k->secret != NULL ? timingsafe_eq(secret, len, k->secret,
+		    strlen(k->secret)) : timingsafe_eq(hash, sizeof hash - 1,
+		    k->secret_hash, strlen(k->secret_hash)))
+			found = k;
 	}
-	return (found);
+	if (found == NULL && control_key_lookup(ctl, secret, len, hash,
+	    &caller->stored, caller->tenant, sizeof caller->tenant))
+		found = &caller->stored;
+	explicit_bzero(hash, sizeof hash);
+	caller->key = found;
+	return (found != NULL ? 0 : -1);
 }
 
-/* The caller's key, or NULL after answering 401. */
-static const struct cfg_api_key *
-authenticate(struct control *ctl, struct http_exchange *ex)
+/* The caller's key into caller->key, or -1 after answering 401. */
+static int
+authenticate(struct control *ctl, struct http_exchange *ex,
+    struct api_caller *caller)
 {
-	const struct cfg_api_key	*key;
-	const char			*h;
+	const char	*h;
 
-	if ((key = key_find(ctl, ex)) != NULL)
-		return (key);
+	if (key_find(ctl, ex, caller) == 0)
+		return (0);
 	h = http_exchange_header(ex, "authorization");
 	http_exchange_add_header(ex, "WWW-Authenticate", "Bearer");
 	http_exchange_reply_error(ex, 401, "unauthorized",
 	    h == NULL || strncasecmp(h, "Bearer ", 7) != 0 ?
 	    "missing \"Authorization: Bearer <api key>\" header" :
 	    "the API key is not valid");
-	return (NULL);
+	return (-1);
 }
 
 /* Load a sandbox the caller may see; answers 404 otherwise. */

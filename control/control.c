@@ -52,6 +52,7 @@ control_new(struct event_base *base, const struct config *cf,
 		LIST_INIT(&ctl->rts[i]);
 	LIST_INIT(&ctl->children);
 	LIST_INIT(&ctl->probes);
+	LIST_INIT(&ctl->status_reqs);
 
 	xasprintf(&ctl->workspaces_dir, "%s/workspaces", cf->data_dir);
 	xasprintf(&ctl->homes_dir, "%s/homes", cf->data_dir);
@@ -190,6 +191,12 @@ sync_failed(struct control *ctl, const char *why)
 	ctl->syncing = 0;
 	log_warnx("cannot bring Docker in line with the store (%s); retrying"
 	    "\tretry_ms=%d", why, ctl->sync_backoff_ms);
+	if (!ctl->docker_ok)
+		notify_status("serving without Docker (%s); retrying in %d ms",
+		    why, ctl->sync_backoff_ms);
+	else
+		notify_status("serving; Docker not yet in line with the store "
+		    "(%s); retrying in %d ms", why, ctl->sync_backoff_ms);
 	tv.tv_sec = ctl->sync_backoff_ms / 1000;
 	tv.tv_usec = (ctl->sync_backoff_ms % 1000) * 1000;
 	evtimer_add(ctl->sync_retry, &tv);
@@ -275,6 +282,7 @@ reconciled_cb(struct control *ctl, int ok)
 {
 	struct json_object	*filters, *arr;
 	char			*label;
+	int			 total = 0;
 
 	if (!ok) {
 		sync_failed(ctl, "the reconciler met errors");
@@ -282,6 +290,9 @@ reconciled_cb(struct control *ctl, int ok)
 	}
 	ctl->syncing = 0;
 	ctl->sync_backoff_ms = 1000;
+	store_sandbox_count(ctl->store, -1, &total);
+	notify_status("serving; Docker reconciled; %d sandboxes, %d active",
+	    total, ctl->nactive);
 	if (!ctl->reconciled) {
 		ctl->reconciled = 1;
 		filters = json_object_new_object();
@@ -350,6 +361,8 @@ control_free(struct control *ctl)
 		event_free(ctl->sync_retry);
 	if (ctl->docker != NULL)
 		docker_free(ctl->docker);
+	/* Their Docker requests are cancelled with the client. */
+	control_status_free_all(ctl);
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
 	egress_free(ctl);

@@ -158,6 +158,33 @@ int	files_get(int wsfd, const char *path, int *fd, off_t *size,
 /* Remove a file, a symlink (not its target) or a directory tree. */
 int	files_delete(int wsfd, const char *path);
 
+/* control/keys.c — API keys kept (hashed) in the store */
+/*
+ * Make a key for tenant ("sbx_<id>_<random>") and store its SHA-256.
+ * Returns the secret (malloc'd; show it once, then free it) and fills
+ * *row (free with store_apikey_clear); NULL with *cause on failure.
+ */
+char	*control_key_create(struct store *, const char *tenant,
+	    struct store_apikey *row, char **cause);
+/* 1 if secret has a store key's form; its key id is copied to id. */
+int	 control_key_id(const char *secret, size_t len, char id[ID_LEN + 1]);
+
+/* control/status.c — what "sandboxd status" shows of control */
+struct control;
+struct control_status_req;
+/* The status object (the callee owns it: json_object_put when done). */
+typedef void (*control_status_cb)(struct json_object *, void *arg);
+/*
+ * Ask for the status: the reconciler, sandboxes by state, held requests,
+ * counters, sandboxes in error, and Docker's reachability and version
+ * (asked now, 3 s at most). cb is called once from the event loop, unless
+ * control_status_cancel is called first (the request is then freed when
+ * Docker answers, or by control_free).
+ */
+struct control_status_req *control_status(struct control *,
+	    control_status_cb, void *);
+void	 control_status_cancel(struct control_status_req *);
+
 /* control/control.c — what main and edge see */
 struct control;
 

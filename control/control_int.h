@@ -146,6 +146,7 @@ struct control {
 	void			*retire_arg;
 	uint64_t		 requests_total;
 	uint64_t		 requests_failed;
+	LIST_HEAD(, control_status_req) status_reqs;	/* status.c */
 };
 
 /* control/control.c */
@@ -170,6 +171,19 @@ int	 control_container_ip(struct control *, struct json_object *,
 	    struct in_addr *);
 /* %-encode everything but unreserved characters (malloc'd). */
 char	*control_url_encode(const char *);
+
+/* control/status.c */
+/* Free the status requests still waiting for Docker. */
+void	 control_status_free_all(struct control *);
+
+/* control/keys.c */
+/*
+ * 1 if secret (whose SHA-256 hex is hash) is a live store key; *k gets
+ * its tenant's policy, k->name pointing into tenant[tenantlen].
+ */
+int	 control_key_lookup(struct control *, const char *secret, size_t len,
+	    const char *hash, struct cfg_api_key *k, char *tenant,
+	    size_t tenantlen);
 
 /* control/runtime.c */
 /* The sandbox's runtime, loaded from its store row if need be; NULL if

@@ -1332,13 +1332,16 @@ test_load(void)
 		fprintf(stderr, "%s", e != NULL ? e : "(no errors?)\n");
 	CHECK(c != NULL);
 	if (c != NULL) {
-		CHECK(c->napi_keys == 2);
+		CHECK(c->napi_keys == 3);
 		CHECK(c->ntemplates == 2);
 		CHECK(c->nroutes == 2);
 		CHECK(config_template(c, c->default_template) != NULL);
 		CHECK_STR(c->api_keys[1].secret,
 		    "quoted secrets may hold # and spaces, 32+ chars");
 		CHECK(c->api_keys[1].admin == 1);
+		CHECK(c->napi_keys == 3 && c->api_keys[2].secret == NULL &&
+		    c->api_keys[2].secret_hash != NULL &&
+		    strlen(c->api_keys[2].secret_hash) == 64);
 		CHECK(c->routes[1].is_unix == 1);
 		CHECK(c->pause_timeout_ms == 0);
 		CHECK(c->min_free_memory_pct == 10);
@@ -1347,6 +1350,53 @@ test_load(void)
 	config_free(c);
 	free(e);
 	free(path);
+}
+
+/* secret_hash: sha256: and 64 hex digits, kept lowercase without prefix. */
+static void
+test_secret_hash(void)
+{
+	struct config	*c;
+	char		*e;
+
+	c = parse_ok("[api_key a]\nsecret_hash = sha256:"
+	    "ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789\n"
+	    "admin = true\n");
+	if (c != NULL) {
+		CHECK(c->api_keys[0].secret == NULL);
+		CHECK_STR(c->api_keys[0].secret_hash, "abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789");
+		CHECK(c->api_keys[0].admin == 1);
+	}
+	config_free(c);
+	e = parse_err("[api_key a]\nsecret_hash = sha256:abc\n");
+	CHECK(has(e, "t.conf:2: secret_hash: expected sha256: and 64 hex"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret_hash = "
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
+	CHECK(has(e, "t.conf:2: secret_hash:"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret_hash = sha256:"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg\n");
+	CHECK(has(e, "t.conf:2: secret_hash:"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret = 0123456789abcdef0123456789abcdef\n"
+	    "secret_hash = sha256:"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
+	CHECK(has(e, "t.conf:3: secret_hash: [api_key a] has both secret and "
+	    "secret_hash"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret_hash = sha256:"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+	    "[api_key b]\nsecret_hash = sha256:"
+	    "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef\n");
+	CHECK(has(e, "t.conf:4: secret_hash: [api_key b] has the same "
+	    "secret_hash as [api_key a]"));
+	free(e);
+	e = parse_err("[api_key a]\nadmin = true\n");
+	CHECK(has(e, "t.conf:1: secret: missing in [api_key a] (required, or "
+	    "secret_hash)"));
+	free(e);
 }
 
 /* Transport stand-in: records what was sent, then frees like edge does. */
@@ -1627,6 +1677,7 @@ main(void)
 	RUN(test_section_values);
 	RUN(test_ports);
 	RUN(test_preview_secret_file);
+	RUN(test_secret_hash);
 	RUN(test_collects_all);
 	RUN(test_durations);
 	RUN(test_sizes);
