@@ -400,6 +400,11 @@ def test_backup_under_load(t):
                 c.execute("INSERT INTO tenants (name, created_at) VALUES (?, 0)", ("load-%06d" % written[0],))
                 c.commit()
                 written[0] += 1
+                # A breath between commits: a writer in a tight loop takes
+                # the lock straight back and starves the daemon's own
+                # writes past their busy timeout, which no real second
+                # writer (sandboxd key) does.
+                time.sleep(0.002)
             c.close()
 
         threads = [threading.Thread(target=creator) for _ in range(2)] + [threading.Thread(target=writer)]
