@@ -279,7 +279,8 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 	struct daemon	*d = arg;
 
 	if (sig == SIGHUP) {
-		log_info("SIGHUP: nothing to reload yet (no TLS listener)");
+		log_info("SIGHUP: reloading TLS certificates");
+		edge_tls_reload(d->edge);
 		return;
 	}
 	if (d->stopping) {
@@ -310,6 +311,7 @@ cmd_check_config(int argc, char **argv)
 	    "FILE:LINE: KEY: message\nand exit 2.\n";
 	struct config	*cf;
 	const char	*path;
+	char		*cause = NULL;
 	int		 rv;
 
 	if ((rv = parse_c(argc, argv, help, &path)) != -1)
@@ -321,6 +323,13 @@ cmd_check_config(int argc, char **argv)
 	log_init(LOG_LEVEL_WARN);
 	if ((cf = load_config(path, 1)) == NULL)
 		return (EXIT_USAGE);
+	/* The certificates too: a key that does not match is an error. */
+	if (edge_tls_check(cf, &cause) != 0) {
+		fprintf(stderr, "%s\n", cause);
+		free(cause);
+		config_free(cf);
+		return (EXIT_USAGE);
+	}
 	printf("%s: ok\n", cf->path);
 	config_free(cf);
 	return (0);
