@@ -396,6 +396,7 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	SSL_CTX		*ctx;
 	char		*err, *why = NULL;
 	long		 opts;
+	int		 e;
 
 	ERR_clear_error();
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -411,13 +412,19 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	 * Every suite offered is strong, so the client's order wins (it
 	 * knows whether it has AES instructions).
 	 */
-	opts = SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
+	opts = SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_IGNORE_UNEXPECTED_EOF;
 	SSL_CTX_set_options(ctx, opts);
 	SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
 	    SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
-	/* libevent retries a write with a moved buffer; idle conns are light. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	/*
+	 * libevent retries a blocked write from wherever its output chain
+	 * is then (moving), and counts an SSL_write as all or nothing: no
+	 * SSL_MODE_ENABLE_PARTIAL_WRITE, under which it would skip the rest
+	 * of a partly written chain. Idle connections free their buffers.
+	 */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	    SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_cipher_list(ctx, EDGE_TLS_CIPHERS) != 1 ||
 	    SSL_CTX_set_ciphersuites(ctx, EDGE_TLS_SUITES) != 1 ||
 	    SSL_CTX_set1_groups_list(ctx, EDGE_TLS_GROUPS) != 1) {
@@ -445,6 +452,12 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, pair->key, SSL_FILETYPE_PEM) !=
 	    1) {
+		e = ERR_GET_REASON(ERR_peek_last_error());
+		if (e == X509_R_KEY_VALUES_MISMATCH ||
+		    e == X509_R_KEY_TYPE_MISMATCH) {
+			ERR_clear_error();
+			goto mismatch;
+		}
 		err = edge_tls_errors();
 		xasprintf(cause, "%s:%d: tls_key: %s: %s", cfg->path,
 		    pair->key_line, pair->key, err);
@@ -453,6 +466,7 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		ERR_clear_error();
+mismatch:
 		xasprintf(cause, "%s:%d: tls_key: %s does not match tls_cert %s "
 		    "(line %d)", cfg->path, pair->key_line, pair->key,
 		    pair->cert, pair->cert_line);
