@@ -296,7 +296,7 @@ def test_redirect_https(t, tls, ctx):
     out = d.raw(b"GET /x HTTP/1.0\r\n\r\n")
     t.check(out.startswith(b"HTTP/1.1 400"), "no Host to redirect to: 400: %r" % out[:40])
     # curl follows the redirect to the TLS listener and gets the answer.
-    r = sh("curl", "-sS", "-L", "--max-time", "20", "--cacert", tls.ca,
+    r = sh("curl", "-sS", "-L", "--location-trusted", "--max-time", "20", "--cacert", tls.ca,
            "--resolve", "%s:%d:127.0.0.1" % (API_HOST, d.port),
            "--resolve", "%s:%d:127.0.0.1" % (API_HOST, tls.port),
            "-H", "Authorization: Bearer " + d.key(), "-w", "\n%{http_code} %{scheme}",
