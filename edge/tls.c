@@ -117,6 +117,7 @@ static int	edge_tls_ocsp_load(struct edge_tls_cert *, const char *,
 static char	*edge_tls_errors(void);
 static void	edge_tls_rotate(struct edge_tls *);
 static void	edge_tls_rotate_cb(evutil_socket_t, short, void *);
+static int	edge_tls_hello_cb(SSL *, int *, void *);
 static int	edge_tls_sni_cb(SSL *, int *, void *);
 static int	edge_tls_alpn_cb(SSL *, const unsigned char **,
 		    unsigned char *, const unsigned char *, unsigned int,
@@ -409,14 +410,15 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	/*
-	 * Every suite offered is strong, so the client's order wins (it
-	 * knows whether it has AES instructions).
+	 * Our cipher order for TLS 1.2 (ECDSA/RSA GCM first); for TLS 1.3,
+	 * where every suite is strong, the client's (it knows whether it
+	 * has AES instructions): edge_tls_hello_cb picks per connection.
 	 */
 	opts = SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_IGNORE_UNEXPECTED_EOF;
+	    SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE;
 	SSL_CTX_set_options(ctx, opts);
-	SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
-	    SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
+	SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
+	SSL_CTX_set_client_hello_cb(ctx, edge_tls_hello_cb, NULL);
 	/*
 	 * libevent retries a blocked write from wherever its output chain
 	 * is then (moving), and counts an SSL_write as all or nothing: no
@@ -716,6 +718,29 @@ edge_tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 	if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
 		return -1;
 	return k == &tls->keys[0] ? 1 : 2;
+}
+
+/*
+ * Before the version and cipher are chosen: a client offering TLS 1.3
+ * will get it (it is our highest), and then its own suite order wins;
+ * for TLS 1.2 ours does.
+ */
+static int
+edge_tls_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+	const unsigned char	*p;
+	size_t			 len, i;
+
+	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions,
+	    &p, &len) != 1 || len < 1 || (size_t)p[0] + 1 > len)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	for (i = 1; i + 1 < (size_t)p[0] + 1; i += 2) {
+		if (p[i] == 0x03 && p[i + 1] == 0x04) {
+			SSL_clear_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+			break;
+		}
+	}
+	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 /*
