@@ -279,7 +279,7 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 	struct daemon	*d = arg;
 
 	if (sig == SIGHUP) {
-		log_info("SIGHUP: reloading TLS certificates");
+		log_info("SIGHUP: reloading");
 		edge_tls_reload(d->edge);
 		return;
 	}

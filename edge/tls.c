@@ -206,8 +206,10 @@ edge_tls_reload(struct edge *edge)
 	struct edge_tls_set	*set;
 	char			*cause = NULL;
 
-	if (tls == NULL)
+	if (tls == NULL) {
+		log_info("no tls_listen: no certificates to reload");
 		return 0;
+	}
 	if ((set = edge_tls_set_load(tls, edge->cfg, &cause)) == NULL) {
 		log_warnx("TLS reload failed, keeping the certificates in "
 		    "use: %s", cause);
