@@ -48,7 +48,12 @@ edge_new(struct event_base *base, const struct config *cfg,
 	edge->sweep_ev = event_new(base, -1, EV_PERSIST, edge_sweep_cb, edge);
 	edge->grace_ev = evtimer_new(base, edge_grace_cb, edge);
 	evtimer_add(edge->sweep_ev, &tv);
-	if (cfg->ntls_listen > 0)
+	/* Where redirect_https sends plain clients. */
+	if (cfg->ntls_listen > 0 &&
+	    cfg->tls_listen[0].ss.ss_family == AF_INET6)
+		edge->tls_port = ntohs(((const struct sockaddr_in6 *)
+		    &cfg->tls_listen[0].ss)->sin6_port);
+	else if (cfg->ntls_listen > 0)
 		edge->tls_port = ntohs(((const struct sockaddr_in *)
 		    &cfg->tls_listen[0].ss)->sin_port);
 	if (edge_tls_init(edge, cause) != 0)

@@ -83,11 +83,10 @@ struct edge_tls_ticket_key {
 /* One tls_cert/tls_key pair loaded. */
 struct edge_tls_cert {
 	SSL_CTX		*ctx;
-	char		**names;	/* SAN DNS names (else the CN), lowercase */
+	char		**names;	/* SAN DNS names, else the CN */
 	size_t		 nnames;
 	unsigned char	*ocsp;		/* DER OCSP response, or NULL */
 	size_t		 ocsp_len;
-	const char	*file;		/* the config's tls_cert */
 };
 
 /* The contexts of one load. */
@@ -362,7 +361,6 @@ edge_tls_set_load(struct edge_tls *tls, const struct config *cfg,
 	for (i = 0; i < cfg->ntls; i++) {
 		/* Counted even if it fails: the unref below frees it all. */
 		c = &set->certs[set->ncerts++];
-		c->file = cfg->tls[i].cert;
 		c->ctx = edge_tls_ctx_new(tls, set, c, cfg, &cfg->tls[i],
 		    &why);
 		if (c->ctx == NULL) {
@@ -471,8 +469,8 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		ERR_clear_error();
 mismatch:
-		xasprintf(cause, "%s:%d: tls_key: %s does not match tls_cert %s "
-		    "(line %d)", cfg->path, pair->key_line, pair->key,
+		xasprintf(cause, "%s:%d: tls_key: %s does not match tls_cert "
+		    "%s (line %d)", cfg->path, pair->key_line, pair->key,
 		    pair->cert, pair->cert_line);
 		goto fail_cause;
 	}

@@ -365,6 +365,21 @@ def test_handshake_failures(t, tls, ctx):
     t.check(r.stdout.endswith("200 1.1 HTTPS"), "still serving after a bad handshake")
     log = tls.d.logs()
     t.check("TLS handshake failed" in log, "a failed handshake is logged (debug)")
+    # A client that connects and says nothing is cut at the handshake
+    # timeout (10 s), while another is served meanwhile.
+    s = socket.create_connection(("127.0.0.1", tls.port), timeout=20)
+    t0 = time.time()
+    r = tls.curl(API_HOST, "/healthz")
+    t.check(r.stdout.endswith("200 1.1 HTTPS"), "served while another client stalls its handshake")
+    try:
+        data = s.recv(100)
+    except OSError:
+        data = b""
+    took = time.time() - t0
+    s.close()
+    t.check(data == b"" and 8 < took < 15, "a silent client is closed after ~10 s: %r after %.1f s"
+            % (data[:20], took))
+    t.check("TLS handshake timeout" in tls.d.logs(), "the timeout is logged (debug)")
 
 
 def swap_cert(pem_src, key_src, pem_dst, key_dst):
