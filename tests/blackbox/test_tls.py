@@ -276,6 +276,13 @@ def test_preview_over_tls(t, tls, ctx):
     t.check("X-Forwarded-Proto: https" in r.stdout, "X-Forwarded-Proto: https seen by the app: %r" % r.stdout)
     t.check("forged" not in r.stdout, "the client's X-Forwarded-Proto is replaced")
     t.check("X-Forwarded-For: 127.0.0.1" in r.stdout, "X-Forwarded-For set over TLS")
+    # Hold-and-wake over TLS: the stopped sandbox is woken by the request,
+    # which is held (not read) meanwhile and then answered.
+    st, _, _ = tls.request("POST", "/v1/sandboxes/%s/stop" % sid)
+    t.check(st == 200, "stop over TLS: %r" % st)
+    r = tls.curl(host, "/woken", "--max-time", "40")
+    t.check(r.stdout.endswith("200 1.1 HTTPS") and "GET /woken HTTP/1.1" in r.stdout,
+            "a held request over TLS wakes the sandbox and is answered: %r %r" % (r.stdout[-200:], r.stderr[-200:]))
     # The same app over plain HTTP says http (redirect_https spares nothing
     # here: use a [route]-free check through the plain listener's /healthz
     # only; previews on plain are redirected, tested below).
