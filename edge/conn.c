@@ -8,8 +8,8 @@
  * starts in EDGE_CONN_HANDSHAKE; once the handshake is done it goes on as
  * a plain one would, reading and writing cleartext through the same
  * bufferevent. Only the places that touch the socket itself differ:
- * edge_flush, the lingering close (close_notify before the FIN) and the
- * close (close_notify).
+ * edge_flush (the bufferevent writes, EV_WRITE always on), the lingering
+ * close (close_notify before the FIN) and the close (close_notify).
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -141,9 +141,12 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	bufferevent_set_timeouts(conn->bev, NULL, &wtv);
 	/*
 	 * EV_WRITE (on by default) only while edge_flush leaves bytes
-	 * behind: the write callback turns it off again.
+	 * behind: the write callback turns it off again. A TLS bufferevent
+	 * keeps it on: only it can write (SSL_write), and it watches the
+	 * socket only while its output holds bytes.
 	 */
-	bufferevent_disable(conn->bev, EV_WRITE);
+	if (!tls)
+		bufferevent_disable(conn->bev, EV_WRITE);
 	bufferevent_enable(conn->bev, EV_READ);
 	/* A new connection gets the head timeout for its first request. */
 	edge_conn_timer(conn, tls ? EDGE_HANDSHAKE_TIMEOUT_MS :
@@ -183,17 +186,10 @@ edge_flush(struct bufferevent *bev)
 {
 	struct evbuffer	*out = bufferevent_get_output(bev);
 
+	/* TLS bufferevents always have EV_WRITE on: they write themselves. */
 	if (evbuffer_get_length(out) == 0 ||
 	    (bufferevent_get_enabled(bev) & EV_WRITE))
 		return;
-	/*
-	 * TLS bytes go through SSL_write, which only the bufferevent does:
-	 * it writes once the socket is writable (the next loop turn).
-	 */
-	if (bufferevent_openssl_get_ssl(bev) != NULL) {
-		bufferevent_enable(bev, EV_WRITE);
-		return;
-	}
 	/* The bufferevent keeps its output's start frozen; its own write
 	 * callback thaws it around the write exactly like this. */
 	evbuffer_unfreeze(out, 1);
@@ -432,8 +428,9 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
-	/* Drained: back to writing directly (edge_flush). */
-	bufferevent_disable(bev, EV_WRITE);
+	/* Drained: back to writing directly (edge_flush); TLS: see accept. */
+	if (!conn->tls)
+		bufferevent_disable(bev, EV_WRITE);
 	switch (conn->state) {
 	case EDGE_CONN_CLOSING:
 		edge_conn_shut(conn);

@@ -169,6 +169,13 @@ class TLS:
                                "-servername", sni, *args], input=stdin, capture_output=True, text=True)
 
 
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --- the tests --------------------------------------------------------------
 
 def test_api_over_tls(t, tls, ctx):
@@ -187,9 +194,17 @@ def test_api_over_tls(t, tls, ctx):
     c = tls.conn()
     try:
         codes = [tls.request("GET", "/healthz", key=None, conn=c)[0] for _ in range(5)]
+        # Idle TLS keep-alive connections cost no CPU (no event spinning).
+        c2 = tls.conn()
+        c2.sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")     # a head, unfinished
+        cpu0 = cpu_seconds(tls.d.proc.pid)
+        time.sleep(2)
+        cpu = cpu_seconds(tls.d.proc.pid) - cpu0
+        c2.close()
     finally:
         c.close()
     t.check(codes == [200] * 5, "5 requests on one TLS connection: %r" % codes)
+    t.check(cpu < 0.3, "idle and half-sent TLS connections: %.2f CPU seconds in 2 s" % cpu)
 
 
 def test_sni(t, tls, ctx):
