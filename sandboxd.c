@@ -306,7 +306,8 @@ static int
 cmd_check_config(int argc, char **argv)
 {
 	static const char help[] = "usage: sandboxd check-config [-c FILE]\n\n"
-	    "Validate a config file (default " CONFIG_DEFAULT_PATH ").\n"
+	    "Validate a config file (default " CONFIG_DEFAULT_PATH "), and load "
+	    "every\ntls_cert/tls_key pair in it as the daemon would.\n"
 	    "Exit 0 if it is valid; otherwise print every error as "
 	    "FILE:LINE: KEY: message\nand exit 2.\n";
 	struct config	*cf;
