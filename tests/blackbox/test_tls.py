@@ -315,8 +315,15 @@ def test_redirect_https(t, tls, ctx):
     r = d.request("GET", "/a/b?c", key=None, host="%s.preview.localhost:%d" % (sid, d.port))
     t.check(r.status == 308 and r.headers.get("location") == "https://%s.preview.localhost:%d/a/b?c"
             % (sid, tls.port), "plain preview -> 308: %r" % r.headers.get("location"))
+    r = d.request("GET", "/x", key=None, host="[::1]:%d" % d.port)
+    t.check(r.status == 308 and r.headers.get("location") == "https://[::1]:%d/x" % tls.port,
+            "an IPv6 Host keeps its brackets: %r" % r.headers.get("location"))
+    r = d.request("HEAD", "/x", key=None, host="%s:%d" % (API_HOST, d.port))
+    t.check(r.status == 308 and r.body == b"", "HEAD: 308 without a body")
     r = d.request("GET", "/healthz", key=None)
     t.check(r.status == 200 and "reconciled" in r.json(), "/healthz stays served on plain")
+    r = d.request("GET", "/healthz", key=None, host="%s:%d" % (API_HOST, d.port))
+    t.check(r.status == 200, "/healthz on any API host stays plain")
     out = d.raw(b"GET /x HTTP/1.0\r\n\r\n")
     t.check(out.startswith(b"HTTP/1.1 400"), "no Host to redirect to: 400: %r" % out[:40])
     # curl follows the redirect to the TLS listener and gets the answer.
