@@ -410,12 +410,14 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	/*
-	 * Our cipher order for TLS 1.2 (ECDSA/RSA GCM first); for TLS 1.3,
-	 * where every suite is strong, the client's (it knows whether it
-	 * has AES instructions): edge_tls_hello_cb picks per connection.
+	 * Our cipher order for TLS 1.2 (GCM first, but ChaCha20 for a
+	 * client that puts it first: it lacks AES instructions); for TLS
+	 * 1.3, where every suite is strong, the client's order:
+	 * edge_tls_hello_cb picks per connection.
 	 */
 	opts = SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE;
+	    SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_PRIORITIZE_CHACHA;
 	SSL_CTX_set_options(ctx, opts);
 	SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
 	SSL_CTX_set_client_hello_cb(ctx, edge_tls_hello_cb, NULL);

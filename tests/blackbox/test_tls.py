@@ -240,6 +240,19 @@ def test_protocols(t, tls, ctx):
     r = tls.s_client("-tls1_2", "-cipher", "AES128-SHA:DHE-RSA-AES128-SHA:ECDHE-RSA-AES128-SHA")
     t.check(r.returncode != 0, "TLS 1.2 CBC/non-ECDHE ciphers refused")
     t.check("Compression: NONE" in tls.s_client("-tls1_2").stdout, "no compression")
+    # Cipher order: the server's for TLS 1.2 (ChaCha20 if the client puts
+    # it first), the client's for TLS 1.3.
+    for args, want in ((("-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"),
+                        "ECDHE-ECDSA-AES128-GCM-SHA256"),
+                       (("-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"),
+                        "ECDHE-ECDSA-CHACHA20-POLY1305"),
+                       (("-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"),
+                        "TLS_AES_256_GCM_SHA384"),
+                       (("-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+                        "TLS_CHACHA20_POLY1305_SHA256")):
+        r = tls.s_client(*args)
+        got = [ln.split("Cipher is ", 1)[1].strip() for ln in r.stdout.splitlines() if ln.startswith("New, TLS")]
+        t.check(got == [want], "%s: %s chosen, got %r" % (" ".join(args), want, got))
     # Renegotiation: "R" asks for it; the server refuses.
     r = tls.s_client("-tls1_2", stdin="R\n")
     t.check("Secure Renegotiation IS supported" in r.stdout or "Secure Renegotiation IS NOT" in r.stdout,
