@@ -77,12 +77,26 @@ struct cfg_api_key {
 	char	*name;		/* the tenant */
 	char	*secret;
 	int	 admin;
+	/* The tenant's ceilings; 0: the global one (counts) or the default. */
+	int	 max_sandboxes;
+	int	 max_running;
+	int	 max_memory_mb;	/* the most one sandbox may ask for */
+	double	 max_cpus;
+};
+
+/* A range of ports, both ends included. */
+struct cfg_port_range {
+	int		 lo;
+	int		 hi;
 };
 
 struct cfg_template {
 	char		*name;
 	char		*image;
 	int		 port;
+	/* What <port>-<id> may reach, besides port; nports 0: 1024-65535. */
+	struct cfg_port_range *ports;
+	size_t		 nports;
 	char		*dev_command;	/* NULL: none */
 	char		*seed_dir;	/* NULL: none */
 	uint64_t	 memory;	/* bytes */
@@ -124,6 +138,7 @@ struct config {
 	char			*tls_key;	/* tls[0].key, or NULL */
 	int			 redirect_https;	/* plain listeners send 308 */
 	char			*data_dir;
+	char			*preview_secret_file;	/* default data_dir/preview-secret */
 	char			*preview_domain;
 	char			*public_url;	/* no trailing slash */
 	char			*docker_socket;
@@ -167,6 +182,8 @@ struct config	*config_load(const char *path, char **errors);
 struct config	*config_parse(const char *name, const char *text, char **errors);
 void		 config_free(struct config *);
 const struct cfg_template *config_template(const struct config *, const char *);
+/* 1 if <port>-<id> may reach port under t (NULL: the default ports). */
+int		 config_port_allowed(const struct cfg_template *, int port);
 /* Parse "15m", "60s", "250ms", "2h", "0" to milliseconds; -1 on error. */
 int64_t		 config_parse_duration(const char *);
 /* Parse "1g", "512m", "64k", "1024" to bytes; returns 0 on success. */
@@ -282,6 +299,35 @@ ssize_t	 http_chunked_scan(struct http_chunked *, const char *buf, size_t len,
 int	 http_url_decode(const char *in, size_t len, char **out);
 /* Reason phrase for a status code, "Unknown" for codes we do not send. */
 const char *http_status_text(int);
+
+/* common/cookie.c — Set-Cookie, Cookie and query rewriting (previews) */
+/*
+ * Each reads in[0..len) and writes to out (room for len bytes) only when
+ * something changes; see cookie.c. Set-Cookie minus its Domain
+ * attributes: 1 and out[0..*outlen), or 0 if it has none.
+ */
+int	 http_setcookie_strip_domain(const char *in, size_t len, char *out,
+	    size_t *outlen);
+/* The next cookie called name from *pos: 1 and its value, or 0. */
+int	 http_cookie_next(const char *in, size_t len, size_t *pos,
+	    const char *name, size_t nlen, const char **val, size_t *vlen);
+/* A Cookie value without the cookies called name: how many went. */
+int	 http_cookie_remove(const char *in, size_t len, const char *name,
+	    size_t nlen, char *out, size_t *outlen);
+/* A request target without the query parameters called name. */
+int	 http_query_remove(const char *in, size_t len, const char *name,
+	    size_t nlen, char *out, size_t *outlen, const char **val,
+	    size_t *vlen);
+
+/* common/token.c — preview tokens "v1.<id>.<expiry>.<mac>" */
+#define TOKEN_MAX_LEN		128
+#define TOKEN_KEY_LEN		32	/* bytes in preview_secret_file */
+size_t	 token_make(const uint8_t *key, size_t keylen, const char *id,
+	    int64_t expires, char *out, size_t size);
+int	 token_parse(const char *tok, size_t len, char *id, int64_t *expires);
+int	 token_verify(const uint8_t *key, size_t keylen, const char *tok,
+	    size_t len, const char *id, int64_t now, int64_t *expires,
+	    const char **why);
 
 /* common/exchange.c — one API request from edge, answered by control */
 struct evbuffer;

@@ -36,6 +36,7 @@
 #define CFG_MAX_LINE		8192
 #define CFG_MAX_FILE		(16 * 1024 * 1024)
 #define CFG_MAX_ERRORS		1000
+#define CFG_MAX_PORT_RANGES	256
 #define CFG_MAX_DURATION_MS	(30LL * 24 * 3600 * 1000)
 #define CFG_KIB			1024ULL
 #define CFG_MIB			(1024ULL * 1024)
@@ -102,7 +103,8 @@ enum cfg_type {
 	CFG_T_IMAGE,		/* docker image reference */
 	CFG_T_HOST,		/* route host pattern */
 	CFG_T_UPSTREAM,		/* route upstream */
-	CFG_T_MEMFLOOR		/* uint64_t bytes, or int percent at off_n */
+	CFG_T_MEMFLOOR,		/* uint64_t bytes, or int percent at off_n */
+	CFG_T_PORTS		/* struct cfg_port_range list, count at off_n */
 };
 
 /* One key of the file: where it may appear, its type, where it goes. */
@@ -130,6 +132,8 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "redirect_https", CFG_GLOBAL, CFG_T_BOOL, G(redirect_https), 0, 0,
 	  0 },
 	{ "data_dir", CFG_GLOBAL, CFG_T_PATH, G(data_dir), 0, 0, 0 },
+	{ "preview_secret_file", CFG_GLOBAL, CFG_T_PATH,
+	  G(preview_secret_file), 0, 0, 0 },
 	{ "preview_domain", CFG_GLOBAL, CFG_T_DOMAIN, G(preview_domain), 0,
 	  0, 0 },
 	{ "public_url", CFG_GLOBAL, CFG_T_URL, G(public_url), 0, 0, 0 },
@@ -160,6 +164,12 @@ static const struct cfg_keydef cfg_keys[] = {
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
 	{ "admin", CFG_API_KEY, CFG_T_BOOL, K(admin), 0, 0, 0 },
+	{ "max_sandboxes", CFG_API_KEY, CFG_T_INT, K(max_sandboxes), 0,
+	  1, 1000000 },
+	{ "max_running", CFG_API_KEY, CFG_T_INT, K(max_running), 0, 1, 100000 },
+	{ "max_memory_mb", CFG_API_KEY, CFG_T_INT, K(max_memory_mb), 0,
+	  16, 1024 * 1024 },
+	{ "max_cpus", CFG_API_KEY, CFG_T_CPUS, K(max_cpus), 0, 0, 0 },
 
 	{ "image", CFG_TEMPLATE, CFG_T_IMAGE, T(image), 0, 0, 0 },
 	{ "port", CFG_TEMPLATE, CFG_T_INT, T(port), 0, 1, 65535 },
@@ -170,6 +180,7 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "cpus", CFG_TEMPLATE, CFG_T_CPUS, T(cpus), 0, 0, 0 },
 	{ "pids_limit", CFG_TEMPLATE, CFG_T_INT, T(pids_limit), 0,
 	  16, 4194304 },
+	{ "ports", CFG_TEMPLATE, CFG_T_PORTS, T(ports), T(nports), 1, 65535 },
 
 	{ "host", CFG_ROUTE, CFG_T_HOST, R(host), 0, 0, 0 },
 	{ "upstream", CFG_ROUTE, CFG_T_UPSTREAM, R(upstream), 0, 0, 0 },
@@ -223,12 +234,16 @@ static void	 cfg_validate_tls(struct cfg_parse *);
 static void	 cfg_set_memfloor(struct cfg_parse *,
 		    const struct cfg_keydef *, const char *, const char *,
 		    char *);
+static void	 cfg_set_ports(struct cfg_parse *,
+		    const struct cfg_keydef *, const char *, const char *,
+		    char *);
 static void	 cfg_line(struct cfg_parse *, char *);
 static int	 cfg_value(struct cfg_parse *, const char *, char *, char **);
 static void	 cfg_defaults(struct config *);
 static void	 cfg_template_defaults(struct cfg_template *, const char *);
 static void	 cfg_validate(struct cfg_parse *);
 static size_t	 cfg_key_index(const char *);
+static void	 cfg_check_secret(struct cfg_parse *, const char *, int);
 static void	 cfg_check_file(struct cfg_parse *, const char *,
 		    const char *, int);
 static struct config *cfg_parse_buf(const char *, const char *, size_t,
@@ -784,6 +799,82 @@ cfg_set_memfloor(struct cfg_parse *p, const struct cfg_keydef *kd,
 	*(int *)(base + kd->off_n) = 0;
 }
 
+/*
+ * A port list: "3000, 5173, 8000-8100". Items are ports or LOW-HIGH
+ * ranges within kd->min..kd->max, separated by commas; nothing is kept
+ * unless the whole list is valid.
+ */
+static void
+cfg_set_ports(struct cfg_parse *p, const struct cfg_keydef *kd,
+    const char *key, const char *value, char *base)
+{
+	struct cfg_port_range	**rp = (struct cfg_port_range **)(base +
+				    kd->off);
+	size_t			*np = (size_t *)(base + kd->off_n);
+	struct cfg_port_range	*r = NULL;
+	const char		*errstr, *s = value, *e, *dash;
+	char			 item[32], *lo, *hi;
+	size_t			 n = 0, len;
+	long long		 a, b;
+
+	for (;;) {
+		e = strchr(s, ',');
+		len = e != NULL ? (size_t)(e - s) : strlen(s);
+		while (len > 0 && (*s == ' ' || *s == '\t')) {
+			s++;
+			len--;
+		}
+		while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+			len--;
+		if (len == 0 || len >= sizeof item) {
+			cfg_error(p, p->line, key, "bad port list \"%s\" "
+			    "(ports and LOW-HIGH ranges separated by commas)",
+			    value);
+			goto fail;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		lo = hi = item;
+		if ((dash = strchr(item, '-')) != NULL) {
+			item[dash - item] = '\0';
+			hi = item + (dash - item) + 1;
+		}
+		a = strtonum_x(lo, kd->min, kd->max, &errstr);
+		b = errstr == NULL ? strtonum_x(hi, kd->min, kd->max, &errstr) :
+		    0;
+		if (errstr != NULL || strspn(lo, "0123456789") != strlen(lo) ||
+		    strspn(hi, "0123456789") != strlen(hi)) {
+			cfg_error(p, p->line, key, "bad port \"%.*s\" in the "
+			    "list (a port %lld to %lld, or LOW-HIGH)",
+			    (int)len, s, kd->min, kd->max);
+			goto fail;
+		}
+		if (a > b) {
+			cfg_error(p, p->line, key, "range %lld-%lld is "
+			    "backwards (LOW-HIGH)", a, b);
+			goto fail;
+		}
+		if (n == CFG_MAX_PORT_RANGES) {
+			cfg_error(p, p->line, key, "more than %d ports and "
+			    "ranges", CFG_MAX_PORT_RANGES);
+			goto fail;
+		}
+		r = xreallocarray(r, n + 1, sizeof *r);
+		r[n].lo = (int)a;
+		r[n].hi = (int)b;
+		n++;
+		if (e == NULL)
+			break;
+		s = e + 1;
+	}
+	free(*rp);
+	*rp = r;
+	*np = n;
+	return;
+fail:
+	free(r);
+}
+
 /* Store one "key = value" in the current scope after checking it. */
 static void
 cfg_set(struct cfg_parse *p, const char *key, const char *value)
@@ -801,12 +892,17 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 	double			 d;
 	int			*seen;
 
+	/* A name may exist in several scopes: the section's own comes first. */
 	for (i = 0; i < CFG_NKEYS; i++) {
-		if (strcmp(cfg_keys[i].name, key) == 0) {
+		if (strcmp(cfg_keys[i].name, key) != 0)
+			continue;
+		if (kd == NULL || cfg_keys[i].scope == p->scope)
 			kd = &cfg_keys[i];
+		if (kd->scope == p->scope)
 			break;
-		}
 	}
+	if (kd != NULL)
+		i = (size_t)(kd - cfg_keys);
 	if (kd == NULL) {
 		cfg_error(p, p->line, key, "unknown key");
 		return;
@@ -1042,6 +1138,9 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		break;
 	case CFG_T_MEMFLOOR:
 		cfg_set_memfloor(p, kd, key, value, base);
+		break;
+	case CFG_T_PORTS:
+		cfg_set_ports(p, kd, key, value, base);
 		break;
 	}
 }
@@ -1287,6 +1386,30 @@ cfg_validate_tls(struct cfg_parse *p)
 		    "redirect_https", "needs a tls_listen to redirect to");
 }
 
+/*
+ * The preview secret, if it exists already (the daemon makes it at its
+ * first start): what control/preview.c refuses at startup, told early.
+ */
+static void
+cfg_check_secret(struct cfg_parse *p, const char *path, int line)
+{
+	struct stat	sb;
+
+	if (lstat(path, &sb) == -1)
+		return;
+	if (!S_ISREG(sb.st_mode))
+		cfg_error(p, line, "preview_secret_file", "%s: not a regular "
+		    "file", path);
+	else if ((sb.st_mode & 077) != 0)
+		cfg_error(p, line, "preview_secret_file", "%s may be read or "
+		    "written by group or others (mode %04o); chmod 600 it",
+		    path, (unsigned int)(sb.st_mode & 07777));
+	else if (sb.st_size != TOKEN_KEY_LEN)
+		cfg_error(p, line, "preview_secret_file", "%s holds %lld "
+		    "bytes, not %d", path, (long long)sb.st_size,
+		    TOKEN_KEY_LEN);
+}
+
 /* Index of a key in cfg_keys, for its seen-line. */
 static size_t
 cfg_key_index(const char *name)
@@ -1341,6 +1464,12 @@ cfg_validate(struct cfg_parse *p)
 		    "pause_timeout", "%s must be less than idle_timeout (%s)",
 		    pt, it);
 	}
+
+	if (conf->preview_secret_file == NULL)
+		xasprintf(&conf->preview_secret_file, "%s/preview-secret",
+		    strcmp(conf->data_dir, "/") == 0 ? "" : conf->data_dir);
+	cfg_check_secret(p, conf->preview_secret_file,
+	    p->gseen[cfg_key_index("preview_secret_file")]);
 
 	/* A file with no [template] gets the stock one. */
 	if (p->ntemplate_sections == 0) {
@@ -1516,6 +1645,7 @@ config_free(struct config *conf)
 	}
 	free(conf->tls);
 	free(conf->data_dir);
+	free(conf->preview_secret_file);
 	free(conf->preview_domain);
 	free(conf->public_url);
 	free(conf->docker_socket);
@@ -1537,6 +1667,7 @@ config_free(struct config *conf)
 		free(conf->templates[i].image);
 		free(conf->templates[i].dev_command);
 		free(conf->templates[i].seed_dir);
+		free(conf->templates[i].ports);
 	}
 	free(conf->templates);
 	for (i = 0; i < conf->nroutes; i++) {
@@ -1547,6 +1678,26 @@ config_free(struct config *conf)
 	}
 	free(conf->routes);
 	free(conf);
+}
+
+/*
+ * 1 if <port>-<id> may reach port: the template's own port, or one of
+ * its ports (1024-65535 when it lists none).
+ */
+int
+config_port_allowed(const struct cfg_template *t, int port)
+{
+	size_t	i;
+
+	if (t != NULL && port == t->port)
+		return 1;
+	if (t == NULL || t->nports == 0)
+		return port >= 1024 && port <= 65535;
+	for (i = 0; i < t->nports; i++) {
+		if (port >= t->ports[i].lo && port <= t->ports[i].hi)
+			return 1;
+	}
+	return 0;
 }
 
 /* The template with this name, or NULL. */

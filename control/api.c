@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@
 #define API_JSON_MAX_DEPTH	16
 #define API_MAX_ENV		256
 #define API_MAX_LABELS		64
+/* A key without ceilings of its own: up to this times the template's. */
+#define API_TENANT_FACTOR	4
 
 /* Who is calling: the key that matched. */
 struct api_caller {
@@ -88,6 +91,8 @@ static void	h_file_delete(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_exec(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static void	h_preview_token(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
 
 static const struct api_route api_routes[] = {
 	{ "GET",    "/healthz",			  AUTH_NONE,  h_healthz,
@@ -116,6 +121,8 @@ static const struct api_route api_routes[] = {
 	  BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/exec",	  AUTH_KEY,   h_exec,
 	  BODY_EXEC },
+	{ "POST",   "/v1/sandboxes/{id}/preview-token", AUTH_KEY,
+	  h_preview_token, BODY_JSON },
 };
 
 static int	route_match(const char *, const char *, struct api_match *,
@@ -150,6 +157,9 @@ static void	healthz_cb(int, struct json_object *, const char *, void *);
 static int	op_target(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    enum sandbox_state *);
+static int	refuse_ceilings(struct control *, struct http_exchange *,
+		    const struct cfg_api_key *, const struct cfg_template *,
+		    const struct store_sandbox *);
 static int	refuse_full(struct control *, struct http_exchange *,
 		    const char *);
 static int	refuse_state(struct http_exchange *, enum sandbox_state);
@@ -701,6 +711,64 @@ only_fields(struct http_exchange *ex, struct json_object *o,
 	return (1);
 }
 
+/*
+ * 1 after answering for a sandbox beyond what the caller's key allows:
+ * memory and CPUs past its max_memory_mb and max_cpus (400: asking less
+ * works at once), or as many sandboxes as its max_sandboxes (429). A key
+ * without its own ceilings may ask for up to API_TENANT_FACTOR times the
+ * template's memory and CPUs; an admin key for anything up to the CPUs
+ * the host has.
+ */
+static int
+refuse_ceilings(struct control *ctl, struct http_exchange *ex,
+    const struct cfg_api_key *key, const struct cfg_template *t,
+    const struct store_sandbox *s)
+{
+	int64_t	max_mb = key->max_memory_mb;
+	double	max_cpus = key->max_cpus;
+	long	ncpu;
+	int	n;
+
+	if (max_mb == 0 && !key->admin)
+		max_mb = (int64_t)(t->memory / (1024 * 1024)) *
+		    API_TENANT_FACTOR;
+	if (max_cpus == 0 && !key->admin)
+		max_cpus = t->cpus * API_TENANT_FACTOR;
+	if (max_mb > 0 && s->memory_mb > max_mb) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "memory_mb %d is more than this API key may ask for "
+		    "(%" PRId64 ")", s->memory_mb, max_mb);
+		return (1);
+	}
+	/* Docker refuses more than the host has, as a 500 of its own. */
+	if ((ncpu = sysconf(_SC_NPROCESSORS_ONLN)) > 0 && s->cpus > ncpu) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cpus %g is more than this server has (%ld)", s->cpus,
+		    ncpu);
+		return (1);
+	}
+	if (max_cpus > 0 && s->cpus > max_cpus + 1e-9) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cpus %g is more than this API key may ask for (%g)",
+		    s->cpus, max_cpus);
+		return (1);
+	}
+	if (key->max_sandboxes == 0)
+		return (0);
+	if (store_sandbox_count_tenant(ctl->store, s->tenant, &n) != 0) {
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the store could not be read");
+		return (1);
+	}
+	if (n >= key->max_sandboxes) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "this API key holds its maximum of %d sandboxes "
+		    "(max_sandboxes); delete one first", key->max_sandboxes);
+		return (1);
+	}
+	return (0);
+}
+
 /* POST /v1/sandboxes */
 static void
 h_create(struct control *ctl, struct http_exchange *ex,
@@ -813,16 +881,9 @@ h_create(struct control *ctl, struct http_exchange *ex,
 			    "visibility must be \"public\" or \"private\"");
 			goto out;
 		}
-		/*
-		 * A private preview needs preview tokens, which this version
-		 * does not have: refusing beats storing a promise unkept.
-		 */
-		if (strcmp(vis, "private") == 0) {
-			http_exchange_reply_error(ex, 400, "bad_request",
-			    "visibility \"private\" needs preview tokens, "
-			    "which this version does not have yet");
-			goto out;
-		}
+		/* Private: the preview answers only with a preview token. */
+		if (strcmp(vis, "private") == 0)
+			s.visibility = SANDBOX_PRIVATE;
 	}
 
 	if (store_sandbox_count(ctl->store, -1, &total) != 0) {
@@ -830,6 +891,8 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    "the store could not be read");
 		goto out;
 	}
+	if (refuse_ceilings(ctl, ex, caller->key, t, &s))
+		goto out;
 	if (total >= ctl->cf->max_sandboxes) {
 		http_exchange_reply_error(ex, 429, "quota_exceeded",
 		    "this server holds its maximum of %d sandboxes "
@@ -837,7 +900,7 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    ctl->cf->max_sandboxes);
 		goto out;
 	}
-	if (reaper_admit(ctl, NULL, &why) == -1) {
+	if (reaper_admit(ctl, NULL, s.tenant, &why) == -1) {
 		http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
 		goto out;
 	}
@@ -961,7 +1024,7 @@ refuse_full(struct control *ctl, struct http_exchange *ex,
 {
 	const char	*why;
 
-	if (reaper_admit(ctl, rt_find(ctl, id), &why) == 0)
+	if (reaper_admit(ctl, rt_get(ctl, id), NULL, &why) == 0)
 		return (0);
 	http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
 	return (1);
@@ -1011,6 +1074,65 @@ h_delete(struct control *ctl, struct http_exchange *ex,
 		return;
 	if (lifecycle_delete(ctl, m->id, lifecycle_reply_cb, ex) == -1)
 		reply_busy(ex);
+}
+
+/*
+ * POST /v1/sandboxes/{id}/preview-token {"ttl_s": 3600}: a token that
+ * opens the sandbox's preview until it expires, and the URL that carries
+ * it (for a public sandbox, which needs none, the plain preview URL: a
+ * token in the query would reach the app).
+ */
+static void
+h_preview_token(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	static const char *const	 fields[] = { "ttl_s" };
+	struct json_object		*req = NULL, *o, *sb, *v;
+	struct store_sandbox		 s;
+	char				 tok[TOKEN_MAX_LEN + 1], ts[40], *url;
+	const char			*preview;
+	int64_t				 ttl = PREVIEW_TTL_DEFAULT, n, expires;
+	int				 rv;
+
+	if (parse_body(ex, 1, &req) == -1)
+		return;
+	if (req != NULL && !only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+	if (req != NULL && (rv = get_int(ex, req, "ttl_s", PREVIEW_TTL_MIN,
+	    PREVIEW_TTL_MAX, &n)) != 0) {
+		if (rv == -1)
+			goto out;
+		ttl = n;
+	}
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		goto out;
+	if (preview_token_make(ctl, s.id, ttl, tok, sizeof tok,
+	    &expires) == -1) {
+		store_sandbox_clear(&s);
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the token could not be made");
+		goto out;
+	}
+	sb = control_sandbox_json(ctl, &s);
+	preview = json_object_object_get_ex(sb, "preview_url", &v) ?
+	    json_object_get_string(v) : "";
+	if (s.visibility == SANDBOX_PRIVATE)
+		xasprintf(&url, "%s?" PREVIEW_TOKEN_PARAM "=%s", preview, tok);
+	else
+		url = xstrdup(preview);
+	time_format_rfc3339(expires * 1000, ts, sizeof ts);
+	o = json_object_new_object();
+	json_object_object_add(o, "token", json_object_new_string(tok));
+	json_object_object_add(o, "url", json_object_new_string(url));
+	json_object_object_add(o, "expires_at", json_object_new_string(ts));
+	log_info("preview token made\tid=%s tenant=%s ttl_s=%lld", s.id,
+	    caller->key->name, (long long)ttl);
+	free(url);
+	json_object_put(sb);
+	store_sandbox_clear(&s);
+	reply_object(ex, 200, o);
+out:
+	json_object_put(req);
 }
 
 /* POST /v1/sandboxes/{id}/stop */

@@ -65,6 +65,9 @@ control_new(struct event_base *base, const struct config *cf,
 		goto fail;
 	}
 
+	if (preview_key_load(ctl, cause) == -1)
+		goto fail;
+
 	if (cf->napi_keys > 0) {
 		ctl->keys = cf->api_keys;
 		ctl->nkeys = cf->napi_keys;
@@ -361,6 +364,19 @@ const struct cfg_template *
 control_template(struct control *ctl, const char *name)
 {
 	return (config_template(ctl->cf, name));
+}
+
+/* The [api_key] section of a tenant, NULL if it has none any more. */
+const struct cfg_api_key *
+control_tenant_key(struct control *ctl, const char *tenant)
+{
+	size_t	i;
+
+	for (i = 0; tenant != NULL && i < ctl->cf->napi_keys; i++) {
+		if (strcmp(ctl->cf->api_keys[i].name, tenant) == 0)
+			return (&ctl->cf->api_keys[i]);
+	}
+	return (NULL);
 }
 
 /*

@@ -178,7 +178,8 @@ void		 control_free(struct control *);
  */
 enum control_target_kind {
 	/* 0 is not routable: a target never filled in sends nowhere. */
-	TARGET_UNKNOWN,		/* no such sandbox, or being deleted: 404 page */
+	TARGET_UNKNOWN,		/* no such sandbox, being deleted, or a port
+				   not in the template's ports: 404 page */
 	TARGET_OK,		/* addr and generation are set: proxy there */
 	TARGET_ERROR,		/* sandbox in error: 502 page */
 	TARGET_UNAVAILABLE,	/* cannot be served now: 503 page + Retry-After */
@@ -216,6 +217,8 @@ enum control_lookup {
 };
 /*
  * Where a preview request for sandbox id goes (port 0: the template's).
+ * A port other than the sandbox's own that the template's ports do not
+ * list is TARGET_UNKNOWN (with a message) before anything is woken.
  * A running sandbox, an unknown one, or one that cannot be woken now
  * (max_running full with nothing idle, low memory, too many held
  * requests) answers at once: CONTROL_LOOKUP_DONE with *t filled in, no
@@ -257,6 +260,24 @@ void	control_activity(struct control *, const char *sandbox_id,
  */
 typedef void (*control_retire_cb)(const char *sandbox_id, void *arg);
 void	control_set_retire_cb(struct control *, control_retire_cb, void *);
+
+/*
+ * control/preview.c — private previews. Asked before control_target_lookup
+ * so that a request without a valid token never wakes a sandbox.
+ */
+#define PREVIEW_TOKEN_PARAM	"sandboxd_token"	/* query and cookie */
+#define PREVIEW_TTL_DEFAULT	3600			/* seconds */
+#define PREVIEW_TTL_MIN		60
+#define PREVIEW_TTL_MAX		(30 * 86400)
+/* 1 if the sandbox is private (needs a token); 0 if public or unknown. */
+int	control_preview_private(struct control *, const char *sandbox_id);
+/*
+ * 0 if tok[0..len) is a valid, unexpired preview token for this sandbox
+ * (HMAC checked in constant time), with *expires its expiry in Unix
+ * seconds; -1 otherwise (why is logged at debug, never shown).
+ */
+int	control_preview_verify(struct control *, const char *sandbox_id,
+	    const char *tok, size_t len, int64_t *expires);
 
 /* control/api.c */
 /*

@@ -60,6 +60,8 @@ struct sandbox_rt {
 	enum rt_port		 port_state;
 	int			 port;		/* the template's */
 	int			 dev_command;	/* the template runs one */
+	int			 private;	/* visibility private: tokens only */
+	const struct cfg_template *tmpl;	/* NULL: gone from the config */
 	int64_t			 memory_bytes;	/* its ceiling (memory_mb) */
 	int64_t			 idle_timeout_ms;	/* 0: never */
 	int64_t			 pause_timeout_ms;	/* 0: never */
@@ -117,6 +119,7 @@ struct control {
 	struct cfg_api_key	*keys;
 	size_t			 nkeys;
 	struct cfg_api_key	 generated_key;
+	uint8_t			 preview_key[TOKEN_KEY_LEN];	/* signs tokens */
 
 	struct sandbox_rt_list	 rts[RT_BUCKETS];
 	struct control_child_list children;
@@ -149,6 +152,9 @@ char	*control_sandbox_dir(struct control *, const char *which,
 	    const char *id);
 const struct cfg_template *control_template(struct control *,
 	    const char *name);
+/* The [api_key] section of a tenant, NULL if it has none any more. */
+const struct cfg_api_key *control_tenant_key(struct control *,
+	    const char *tenant);
 /* Run fn(arg) in a forked child; cb gets its wait status. -1: no fork. */
 int	 control_fork(struct control *, int (*)(void *), void *,
 	    control_child_cb, void *);
@@ -223,11 +229,13 @@ void	 wake_free_all(struct control *);
 
 /* control/reaper.c */
 /*
- * Room to start or wake one more sandbox (not rt itself): below
- * max_running, or after stopping the one idle the longest; and enough
- * free memory. 0, or -1 with *why (static text) when refused.
+ * Room to start or wake one more sandbox (rt, or a new one of tenant when
+ * rt is NULL): below the tenant's max_running and the global one, or after
+ * stopping the one idle the longest (the tenant's own for its ceiling);
+ * and enough free memory. 0, or -1 with *why (static text) when refused.
  */
-int	 reaper_admit(struct control *, struct sandbox_rt *, const char **why);
+int	 reaper_admit(struct control *, struct sandbox_rt *, const char *tenant,
+	    const char **why);
 /* (Re)arm the idle timer for the sandbox's state. */
 void	 reaper_arm(struct control *, struct sandbox_rt *);
 /* Host memory available to start sandboxes, bytes; -1 if unknown. */
@@ -266,6 +274,13 @@ void	 lifecycle_recheck(struct control *, struct sandbox_rt *);
 /* The JSON body of POST /containers/create for this sandbox. */
 struct json_object *lifecycle_container_spec(struct control *,
 	    const struct store_sandbox *);
+
+/* control/preview.c */
+/* Load (or make, at first start) preview_secret_file. */
+int	 preview_key_load(struct control *, char **cause);
+/* A token for id valid ttl_s seconds; *expires in Unix seconds. */
+int	 preview_token_make(struct control *, const char *id, int64_t ttl_s,
+	    char *out, size_t size, int64_t *expires);
 
 /* control/reconcile.c */
 /* Make Docker match the store; done is called once at the end. */

@@ -8,6 +8,7 @@
  *   api.c      a request answered by the control API
  *   proxy.c    a request forwarded to an upstream; the pool; tunnels
  *   page.c     the pages edge answers with itself
+ *   preview.c  private previews (tokens, cookies) and Set-Cookie hygiene
  *   edge.c     the edge object: setup, the reaper, shutdown, retirement
  *
  * Nothing above request.c touches a client socket: the proxy, the API and
@@ -234,8 +235,15 @@ struct edge_req {
 	int			 keepalive;	/* the client allows keep-alive */
 	int			 close;		/* the connection ends after it */
 	int			 browser;	/* GET accepting text/html */
+	/*
+	 * The request came over TLS: the transport sets it when it makes
+	 * the request (0 on plain listeners); edge_req_reset keeps it.
+	 */
+	int			 https;
 	struct edge_host_match	 host;
-	int			 json_errors;	/* API host: JSON error bodies */
+	/* JSON error bodies: API hosts, and clients that ask for JSON. */
+	int			 json_errors;
+	int			 strip_token;	/* private: drop the token cookie */
 	enum http_body_kind	 body;
 	uint64_t		 body_left;
 	struct http_chunked	 body_chunked;
@@ -453,6 +461,20 @@ void	edge_page_error(struct edge_req *, int status, const char *message,
 	    const struct http_header *extra, size_t nextra);
 /* "Starting your app…": 503, polls the same URL, reloads when it answers. */
 void	edge_page_warming(struct edge_req *);
+/* A 3xx with a small body; extra holds Location (and whatever else). */
+void	edge_page_redirect(struct edge_req *, int status,
+	    const struct http_header *extra, size_t nextra);
+
+/* edge/preview.c */
+/*
+ * A preview request to a private sandbox: 0 to go on (public, or a
+ * valid token cookie), -1 when answered (token redirect, 401). Before
+ * any lookup: an unauthorized request never wakes a sandbox.
+ */
+int	edge_preview_auth(struct edge_req *, const struct http_request_head *);
+/* Strip Domain from the Set-Cookie headers; free *buf after sending. */
+void	edge_preview_set_cookies(struct http_header *, size_t n, size_t room,
+	    char **buf);
 /* 308 to the same URL on the TLS listener (redirect_https); ends it. */
 void	edge_page_https(struct edge_req *, const struct http_request_head *);
 

@@ -171,6 +171,8 @@ static const char *store_sql[STORE_NSTMTS] = {
 	[STORE_STMT_SANDBOX_COUNT_ALL] = "SELECT count(*) FROM sandboxes",
 	[STORE_STMT_SANDBOX_COUNT_STATE] =
 	    "SELECT count(*) FROM sandboxes WHERE state = ?1",
+	[STORE_STMT_SANDBOX_COUNT_TENANT] =
+	    "SELECT count(*) FROM sandboxes WHERE tenant = ?1",
 
 	/* ON CONFLICT, not OR IGNORE: that would also swallow CHECK failures. */
 	[STORE_STMT_TENANT_ENSURE] =

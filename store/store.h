@@ -117,6 +117,8 @@ int	store_sandbox_touch(struct store *, const char *id, int64_t now_ms);
 int	store_sandbox_delete(struct store *, const char *id);
 /* Count all rows, or rows in one state (state < 0: all). */
 int	store_sandbox_count(struct store *, int state, int *out);
+/* Count one tenant's rows. */
+int	store_sandbox_count_tenant(struct store *, const char *tenant, int *out);
 
 /* store/tenant.c */
 /* Record a tenant (from an [api_key] section) if new. */

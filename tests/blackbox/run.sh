@@ -1,15 +1,16 @@
 #!/bin/sh
 # make check entry for the black-box scenarios (real dockerd, real containers):
 # test_sandboxd.py (the API, files, lifecycle), test_density.py (wake,
-# idleness, pause, eviction) and test_tls.py (TLS termination, SNI, reload,
-# redirect_https, testssl). Each prints "N passed, N failed"; the last line
-# here is their sum. Exit 77 (skip) only if all skip, else 1 if any fails.
+# idleness, pause, eviction), test_private.py (private previews, cookie
+# and port hygiene, error pages) and test_tls.py (TLS termination, SNI,
+# reload, redirect_https, testssl). Each prints "N passed, N failed"; the
+# last line here is their sum. Exit 77 (skip) only if all skip, else 1 if
+# any fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_density.py test_tls.py"
-ntests=3
+tests="test_sandboxd.py test_density.py test_private.py test_tls.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1
@@ -28,6 +29,6 @@ for t in $tests; do
 		total_f=$((total_f + 1))
 	fi
 done
-[ $skipped -eq $ntests ] && exit 77
+[ $skipped -eq $(echo $tests | wc -w) ] && exit 77
 echo "$total_p passed, $total_f failed"
 exit $status

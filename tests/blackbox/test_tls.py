@@ -316,6 +316,34 @@ def test_preview_over_tls(t, tls, ctx):
     # only; previews on plain are redirected, tested below).
 
 
+def test_private_over_tls(t, tls, ctx):
+    """A private preview's token cookie is Secure over TLS (and host-only)."""
+    st, _, body = tls.request("POST", "/v1/sandboxes", {"visibility": "private"})
+    if not t.check(st == 201, "create a private sandbox over TLS: %r %r" % (st, body[:200])):
+        return
+    sid = json.loads(body)["id"]
+    tls.request("PUT", "/v1/sandboxes/%s/files/echo.sh" % sid, body=ECHO_SH)
+    st, _, body = tls.request("POST", "/v1/sandboxes/%s/preview-token" % sid, {})
+    if not t.check(st == 200, "preview-token over TLS: %r %r" % (st, body[:200])):
+        return
+    tok = json.loads(body)["token"]
+    host = "%s.preview.localhost" % sid
+    st, h, _ = tls.request("GET", "/x?sandboxd_token=%s" % tok, host=host, key=None)
+    sc = h.get("set-cookie", "")
+    attrs = [a.strip().lower() for a in sc.split(";")[1:]]
+    t.check(st == 302 and h.get("location") == "/x", "the token redirects over TLS: %r %r" % (st, h.get("location")))
+    t.check("secure" in attrs and "httponly" in attrs, "the cookie is Secure over TLS: %r" % sc)
+    t.check(not any(a.startswith("domain") for a in attrs), "host-only: %r" % sc)
+    cookie = sc.split(";", 1)[0]
+
+    def probe():
+        st, _, b = tls.request("GET", "/y", host=host, key=None, headers={"Cookie": cookie})
+        return (st, b) if st == 200 else None
+    got = wait_for(probe, timeout=20, interval=0.3)
+    t.check(got is not None and b"X-Forwarded-Proto: https" in got[1] and tok.encode() not in got[1],
+            "the cookie lets the request through over TLS; the app never sees the token: %r" % (got,))
+
+
 def test_redirect_https(t, tls, ctx):
     d = tls.d
     r = d.request("GET", "/v1/sandboxes?x=1&y=2", host="%s:%d" % (API_HOST, d.port))
@@ -568,7 +596,7 @@ def main():
         d.start()
         tls = TLS(d, tport, pki.ca)
         for fn in (test_api_over_tls, test_sni, test_protocols, test_ocsp, test_preview_over_tls,
-                   test_redirect_https, test_websocket, test_handshake_failures, test_check_config,
+                   test_private_over_tls, test_redirect_https, test_websocket, test_handshake_failures, test_check_config,
                    test_reload, test_testssl):
             if only and fn.__name__ not in only:
                 continue

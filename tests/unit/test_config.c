@@ -849,13 +849,140 @@ test_default_template(void)
 }
 
 /* Template and route values. */
+#define TPL "[template default]\nimage = x\n"
+
+static void
+test_ports(void)
+{
+	struct config	*c;
+	char		*e;
+
+	/* Default: 1024-65535, and the template's own port always. */
+	c = parse_ok(TPL "port = 80\n");
+	if (c != NULL) {
+		CHECK(c->templates[0].nports == 0);
+		CHECK(config_port_allowed(&c->templates[0], 80));
+		CHECK(!config_port_allowed(&c->templates[0], 81));
+		CHECK(!config_port_allowed(&c->templates[0], 1023));
+		CHECK(config_port_allowed(&c->templates[0], 1024));
+		CHECK(config_port_allowed(&c->templates[0], 65535));
+	}
+	config_free(c);
+	CHECK(config_port_allowed(NULL, 5173) && !config_port_allowed(NULL, 22));
+	c = parse_ok(TPL "ports = 3000, 5173,8000-8100 ,\t9000-9000\n");
+	if (c != NULL) {
+		CHECK(c->templates[0].nports == 4);
+		CHECK(config_port_allowed(&c->templates[0], 3000));
+		CHECK(config_port_allowed(&c->templates[0], 5173));
+		CHECK(config_port_allowed(&c->templates[0], 8000));
+		CHECK(config_port_allowed(&c->templates[0], 8050));
+		CHECK(config_port_allowed(&c->templates[0], 8100));
+		CHECK(config_port_allowed(&c->templates[0], 9000));
+		CHECK(!config_port_allowed(&c->templates[0], 8101));
+		CHECK(!config_port_allowed(&c->templates[0], 5174));
+		CHECK(!config_port_allowed(&c->templates[0], 1024));
+	}
+	config_free(c);
+	c = parse_ok(TPL "port = 4000\nports = 22\n");
+	if (c != NULL) {
+		CHECK(config_port_allowed(&c->templates[0], 22));
+		CHECK(config_port_allowed(&c->templates[0], 4000));
+		CHECK(!config_port_allowed(&c->templates[0], 3000));
+	}
+	config_free(c);
+	e = parse_err(TPL "ports = 3000, x\n");
+	CHECK(has(e, "t.conf:3: ports: bad port \"x\" in the list"));
+	free(e);
+	e = parse_err(TPL "ports = 0\n");
+	CHECK(has(e, "t.conf:3: ports: bad port \"0\""));
+	free(e);
+	e = parse_err(TPL "ports = 65536\n");
+	CHECK(has(e, "t.conf:3: ports: bad port"));
+	free(e);
+	e = parse_err(TPL "ports = 9000-8000\n");
+	CHECK(has(e, "t.conf:3: ports: range 9000-8000 is backwards"));
+	free(e);
+	e = parse_err(TPL "ports = 3000,,4000\n");
+	CHECK(has(e, "t.conf:3: ports: bad port list"));
+	free(e);
+	e = parse_err(TPL "ports =\n");
+	CHECK(e != NULL);
+	free(e);
+	free(parse_err(TPL "ports = 1-2-3\n"));
+	free(parse_err(TPL "ports = -5\n"));
+	free(parse_err(TPL "ports = +5\n"));
+	free(parse_err(TPL "ports = 3000 4000\n"));
+	e = parse_err(TPL "ports = 3000\nports = 4000\n");
+	CHECK(has(e, "t.conf:4: ports: set twice"));
+	free(e);
+	e = parse_err("ports = 3000\n");
+	CHECK(has(e, "t.conf:1: ports:"));
+	free(e);
+}
+
+static void
+test_preview_secret_file(void)
+{
+	struct config	*c;
+	char		*e;
+
+	c = parse_ok("data_dir = /srv/sbx/\n");
+	if (c != NULL)
+		CHECK_STR(c->preview_secret_file, "/srv/sbx/preview-secret");
+	config_free(c);
+	c = parse_ok("preview_secret_file = /etc/sandboxd/preview.key\n");
+	if (c != NULL)
+		CHECK_STR(c->preview_secret_file, "/etc/sandboxd/preview.key");
+	config_free(c);
+	e = parse_err("preview_secret_file = key\n");
+	CHECK(has(e, "t.conf:1: preview_secret_file: must be an absolute "
+	    "path"));
+	free(e);
+
+	/* A secret that exists already is checked as the daemon will. */
+	{
+		char	dir[] = "/tmp/sbx-cfgsecret.XXXXXX", path[128];
+		char	text[256];
+		int	fd;
+
+		if (mkdtemp(dir) == NULL) {
+			CHECK(0);
+			return;
+		}
+		snprintf(path, sizeof path, "%s/s", dir);
+		snprintf(text, sizeof text, "preview_secret_file = %s\n", path);
+		config_free(parse_ok(text));	/* not made yet: fine */
+		fd = open(path, O_WRONLY | O_CREAT, 0600);
+		CHECK(fd != -1 && write(fd, "0123456789abcdef0123456789abcdef",
+		    32) == 32);
+		close(fd);
+		config_free(parse_ok(text));
+		chmod(path, 0604);
+		e = parse_err(text);
+		CHECK(has(e, "t.conf:1: preview_secret_file: ") &&
+		    has(e, "chmod 600 it"));
+		free(e);
+		chmod(path, 0600);
+		CHECK(truncate(path, 31) == 0);
+		e = parse_err(text);
+		CHECK(has(e, "holds 31 bytes, not 32"));
+		free(e);
+		unlink(path);
+		CHECK(mkdir(path, 0700) == 0);
+		e = parse_err(text);
+		CHECK(has(e, "not a regular file"));
+		free(e);
+		rmdir(path);
+		rmdir(dir);
+	}
+}
+
 static void
 test_section_values(void)
 {
 	struct config	*c;
 	char		*e;
 
-#define TPL "[template default]\nimage = x\n"
 	e = parse_err(TPL "port = 0\n");
 	CHECK(has(e, "t.conf:3: port: \"0\" is too small"));
 	free(e);
@@ -896,7 +1023,6 @@ test_section_values(void)
 	CHECK(has(e, "t.conf:2: image: must be a Docker image reference"));
 	free(e);
 	free(parse_err("[template default]\nimage = \"a b\"\n"));
-#undef TPL
 
 #define ROUTE "[route r]\n"
 	e = parse_err(ROUTE "host = a.*.com\nupstream = 1.2.3.4:5\n");
@@ -942,6 +1068,36 @@ test_section_values(void)
 	config_free(c);
 	e = parse_err(KEY "admin = TRUE\n");
 	CHECK(has(e, "t.conf:3: admin: \"TRUE\" is not true or false"));
+	free(e);
+
+	/* A tenant's ceilings share names with global keys, not values. */
+	c = parse_ok("max_running = 7\nmax_sandboxes = 70\n" KEY
+	    "max_sandboxes = 5\nmax_running = 2\nmax_memory_mb = 4096\n"
+	    "max_cpus = 1.5\n");
+	if (c != NULL) {
+		CHECK(c->max_running == 7 && c->max_sandboxes == 70);
+		CHECK(c->api_keys[0].max_sandboxes == 5);
+		CHECK(c->api_keys[0].max_running == 2);
+		CHECK(c->api_keys[0].max_memory_mb == 4096);
+		CHECK(c->api_keys[0].max_cpus == 1.5);
+	}
+	config_free(c);
+	c = parse_ok(KEY);
+	if (c != NULL)
+		CHECK(c->api_keys[0].max_running == 0 &&
+		    c->api_keys[0].max_memory_mb == 0 &&
+		    c->api_keys[0].max_cpus == 0);
+	config_free(c);
+	e = parse_err(KEY "max_running = 0\nmax_memory_mb = 8\n"
+	    "max_cpus = -1\nmax_running = 3\n");
+	CHECK(has(e, "t.conf:3: max_running: \"0\" is too small"));
+	CHECK(has(e, "t.conf:4: max_memory_mb: \"8\" is too small"));
+	CHECK(has(e, "t.conf:5: max_cpus: \"-1\" is not a number"));
+	CHECK(has(e, "t.conf:6: max_running: set twice (first on line 3)"));
+	free(e);
+	e = parse_err("[template t]\nimage = x\nmax_cpus = 2\n");
+	CHECK(has(e, "t.conf:3: max_cpus: not a key of [template] sections "
+	    "(it belongs in [api_key])"));
 	free(e);
 #undef KEY
 	e = parse_err("[api_key k]\nsecret = 0123456789abcdef0123456789abcde\n");
@@ -1450,6 +1606,8 @@ main(void)
 	RUN(test_min_free_memory);
 	RUN(test_default_template);
 	RUN(test_section_values);
+	RUN(test_ports);
+	RUN(test_preview_secret_file);
 	RUN(test_collects_all);
 	RUN(test_durations);
 	RUN(test_sizes);

@@ -44,6 +44,9 @@
 #define ID_WAKEFAIL	"01jd3k5x8q2w7e9r4t6y1v3h5t"	/* held, then fails */
 #define ID_GEN		"01jd3k5x8q2w7e9r4t6y1v3h5v"	/* generation: gen_now */
 #define ID_EVICT	"01jd3k5x8q2w7e9r4t6y1v3h5w"	/* held; evicts ID_OK */
+#define ID_PRIVATE	"01jd3k5x8q2w7e9r4t6y1v3h5x"	/* private, running */
+#define ID_PRIVHELD	"01jd3k5x8q2w7e9r4t6y1v3h5y"	/* private, stopped */
+#define HOST_PRIVATE	ID_PRIVATE ".preview.localhost"
 #define HOST_OK		ID_OK ".preview.localhost"
 #define HOST_HELD	ID_HELD ".preview.localhost"
 #define HOST_NEVER	ID_NEVER ".preview.localhost"
@@ -69,6 +72,10 @@ static int			 gen_now = 1;		/* atomic */
 /* Activity reports by kind: +1s and -1s; a count below 0 anywhere. */
 static int			 act_plus[3], act_minus[3], act_negative;
 static control_retire_cb	 retire_cb;
+/* The stand-in's preview secret; lookups of ID_PRIVHELD (atomic). */
+static const uint8_t		 test_key[TOKEN_KEY_LEN] =
+				    "0123456789abcdef0123456789abcde";
+static int			 private_lookups;
 static void			*retire_arg;
 /*
  * Retire ID_GEN from inside control_activity, once (atomic): on its
@@ -181,7 +188,10 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 		*wait = w;
 		return CONTROL_LOOKUP_HELD;
 	}
-	if (strcmp(id, ID_OK) == 0 || strcmp(id, ID_GEN) == 0)
+	if (strcmp(id, ID_PRIVHELD) == 0)
+		AINC(&private_lookups);
+	if (strcmp(id, ID_OK) == 0 || strcmp(id, ID_GEN) == 0 ||
+	    strcmp(id, ID_PRIVATE) == 0)
 		stand_running(id, port, t);
 	else if (strcmp(id, ID_ERR) == 0) {
 		t->kind = TARGET_ERROR;
@@ -193,6 +203,23 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	} else
 		t->kind = TARGET_UNKNOWN;
 	return CONTROL_LOOKUP_DONE;
+}
+
+
+int
+control_preview_private(struct control *ctl, const char *id)
+{
+	return strcmp(id, ID_PRIVATE) == 0 || strcmp(id, ID_PRIVHELD) == 0;
+}
+
+int
+control_preview_verify(struct control *ctl, const char *id, const char *tok,
+    size_t len, int64_t *expires)
+{
+	const char	*why;
+
+	return token_verify(test_key, sizeof test_key, tok, len, id,
+	    time_now_ms() / 1000, expires, &why);
 }
 
 void
@@ -468,6 +495,14 @@ origin_respond(struct origin_conn *oc)
 	} else if (strcmp(oc->target, "/headers") == 0) {
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
 		    "%zu\r\n\r\n%s", strlen(oc->head), oc->head);
+	} else if (strcmp(oc->target, "/setcookie") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\n"
+		    "Set-Cookie: a=1; Domain=preview.localhost; Path=/\r\n"
+		    "set-cookie: b=2;path=/x;  DOMAIN =.preview.localhost ;"
+		    "HttpOnly\r\n"
+		    "Set-Cookie: c=3; Path=/; Secure\r\n"
+		    "Set-Cookie: Domain=d; Max-Age=5;domain\r\n"
+		    "Content-Length: 2\r\n\r\nok");
 	} else if (strcmp(oc->target, "/head") == 0) {
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
 		    "5\r\n\r\n%s", strcmp(oc->method, "HEAD") == 0 ? "" :
@@ -1445,6 +1480,132 @@ test_pages(void)
 	resp_free(&r);
 }
 
+/* A token for id that expires at exp (Unix seconds), in a static buffer. */
+static const char *
+test_token(const char *id, int64_t exp)
+{
+	static char	tok[TOKEN_MAX_LEN + 1];
+
+	CHECK(token_make(test_key, sizeof test_key, id, exp, tok,
+	    sizeof tok) > 0);
+	return tok;
+}
+
+static void
+test_private(void)
+{
+	struct resp	 r;
+	char		 req[1024], tok[TOKEN_MAX_LEN + 1], cookie[256];
+	const char	*v;
+	int64_t		 now = time_now_ms() / 1000;
+
+	snprintf(tok, sizeof tok, "%s", test_token(ID_PRIVATE, now + 600));
+
+	/* No token: the 401 page, or JSON when asked for. */
+	CHECK(one("GET / HTTP/1.1\r\nHost: " HOST_PRIVATE "\r\n\r\n", "GET",
+	    &r) == 401);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	CHECK(strstr(r.body, "This preview is private") != NULL);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: " HOST_PRIVATE "\r\nAccept: "
+	    "application/json\r\n\r\n", "GET", &r) == 401);
+	CHECK(resp_has(&r, "Content-Type: application/json"));
+	CHECK(strstr(r.body, "{\"error\":{\"code\":\"unauthorized\","
+	    "\"message\":") == r.body);
+	resp_free(&r);
+
+	/* The token in the query: redirect without it, and the cookie. */
+	snprintf(req, sizeof req, "GET /echo?a=1&sandboxd_token=%s&b=2 "
+	    "HTTP/1.1\r\nHost: " HOST_PRIVATE "\r\n\r\n", tok);
+	CHECK(one(req, "GET", &r) == 302);
+	CHECK_STR(resp_get(&r, "Location"), "/echo?a=1&b=2");
+	v = resp_get(&r, "Set-Cookie");
+	snprintf(cookie, sizeof cookie, "sandboxd_token=%s; Path=/; Max-Age=",
+	    tok);
+	CHECK(strncmp(v, cookie, strlen(cookie)) == 0);
+	CHECK(strstr(v, "; HttpOnly; SameSite=Lax") != NULL);
+	CHECK(strcasestr(v, "domain") == NULL);
+	CHECK(strstr(v, "Secure") == NULL);
+	CHECK(atoi(v + strlen(cookie)) > 590 && atoi(v + strlen(cookie)) <= 600);
+	resp_free(&r);
+	/* Alone in the query: no '?' is left; a POST is sent on as a GET. */
+	snprintf(req, sizeof req, "POST /p?sandboxd_token=%s HTTP/1.1\r\n"
+	    "Host: " HOST_PRIVATE "\r\nContent-Length: 0\r\n\r\n", tok);
+	CHECK(one(req, "POST", &r) == 303);
+	CHECK_STR(resp_get(&r, "Location"), "/p");
+	resp_free(&r);
+
+	/* The cookie opens it; the app sees neither it nor the token. */
+	snprintf(req, sizeof req, "GET /headers HTTP/1.1\r\nHost: "
+	    HOST_PRIVATE "\r\nCookie: x=1; sandboxd_token=%s; y=2\r\n\r\n",
+	    tok);
+	CHECK(one(req, "GET", &r) == 200);
+	CHECK(strstr(r.body, "\r\nCookie: x=1; y=2\r\n") != NULL);
+	CHECK(strstr(r.body, "sandboxd_token") == NULL);
+	resp_free(&r);
+	snprintf(req, sizeof req, "GET /headers HTTP/1.1\r\nHost: "
+	    HOST_PRIVATE "\r\nCookie: sandboxd_token=%s\r\n\r\n", tok);
+	CHECK(one(req, "GET", &r) == 200);
+	CHECK(strcasestr(r.body, "\r\nCookie:") == NULL);
+	resp_free(&r);
+
+	/* Another sandbox's token, an expired one, an altered one: 401. */
+	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: " HOST_PRIVATE
+	    "\r\nCookie: sandboxd_token=%s\r\n\r\n",
+	    test_token(ID_PRIVHELD, now + 600));
+	CHECK(one(req, "GET", &r) == 401);
+	resp_free(&r);
+	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: " HOST_PRIVATE
+	    "\r\nCookie: sandboxd_token=%s\r\n\r\n",
+	    test_token(ID_PRIVATE, now - 1));
+	CHECK(one(req, "GET", &r) == 401);
+	resp_free(&r);
+	tok[strlen(tok) - 2] ^= 1;
+	snprintf(req, sizeof req, "GET /?sandboxd_token=%s HTTP/1.1\r\n"
+	    "Host: " HOST_PRIVATE "\r\n\r\n", tok);
+	CHECK(one(req, "GET", &r) == 401);
+	CHECK(!resp_has_name(&r, "set-cookie"));
+	resp_free(&r);
+
+	/* A stopped private sandbox is not even looked up without a token. */
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_PRIVHELD ".preview.localhost"
+	    "\r\n\r\n", "GET", &r) == 401);
+	resp_free(&r);
+	CHECK(ALOAD(&private_lookups) == 0);
+
+	/* Any preview host answers JSON errors to a JSON client. */
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_UNKNOWN ".preview.localhost"
+	    "\r\nAccept: application/json\r\n\r\n", "GET", &r) == 404);
+	CHECK(strstr(r.body, "\"code\":\"not_found\"") != NULL);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_UNKNOWN ".preview.localhost"
+	    "\r\nAccept: text/html,application/json\r\n\r\n", "GET",
+	    &r) == 404);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	resp_free(&r);
+}
+
+static void
+test_set_cookie(void)
+{
+	struct resp	r;
+
+	CHECK(one("GET /setcookie HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK(resp_has(&r, "Set-Cookie: a=1; Path=/"));
+	CHECK(resp_has(&r, "set-cookie: b=2;path=/x;HttpOnly"));
+	CHECK(resp_has(&r, "Set-Cookie: c=3; Path=/; Secure"));
+	CHECK(resp_has(&r, "Set-Cookie: Domain=d; Max-Age=5"));
+	CHECK(strcasestr(r.head, "preview.localhost") == NULL);
+	resp_free(&r);
+	/* A [route] is the operator's own app: its cookies pass as sent. */
+	CHECK(one("GET /setcookie HTTP/1.1\r\nHost: app.test\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK(resp_has(&r, "Set-Cookie: a=1; Domain=preview.localhost; "
+	    "Path=/"));
+	resp_free(&r);
+}
+
 static void
 test_upstream_failures(void)
 {
@@ -2256,6 +2417,8 @@ client_main(void *arg)
 {
 	RUN(test_preview_get);
 	RUN(test_preview_post);
+	RUN(test_private);
+	RUN(test_set_cookie);
 	RUN(test_keepalive_pool);
 	RUN(test_forwarded_headers);
 	RUN(test_no_body_responses);
