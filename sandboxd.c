@@ -308,7 +308,8 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 
 	if (sig == SIGHUP) {
 		notify_reloading();
-		log_info("SIGHUP: nothing to reload yet (no TLS listener)");
+		log_info("SIGHUP: reloading");
+		edge_tls_reload(d->edge);
 		notify_ready();
 		return;
 	}
@@ -338,11 +339,13 @@ static int
 cmd_check_config(int argc, char **argv)
 {
 	static const char help[] = "usage: sandboxd check-config [-c FILE]\n\n"
-	    "Validate a config file (default " CONFIG_DEFAULT_PATH ").\n"
+	    "Validate a config file (default " CONFIG_DEFAULT_PATH "), and load "
+	    "every\ntls_cert/tls_key pair in it as the daemon would.\n"
 	    "Exit 0 if it is valid; otherwise print every error as "
 	    "FILE:LINE: KEY: message\nand exit 2.\n";
 	struct config	*cf;
 	const char	*path;
+	char		*cause = NULL;
 	int		 rv;
 
 	if ((rv = parse_c(argc, argv, help, &path)) != -1)
@@ -354,6 +357,13 @@ cmd_check_config(int argc, char **argv)
 	log_init(LOG_LEVEL_WARN);
 	if ((cf = load_config(path, 1)) == NULL)
 		return (EXIT_USAGE);
+	/* The certificates too: a key that does not match is an error. */
+	if (edge_tls_check(cf, &cause) != 0) {
+		fprintf(stderr, "%s\n", cause);
+		free(cause);
+		config_free(cf);
+		return (EXIT_USAGE);
+	}
 	printf("%s: ok\n", cf->path);
 	config_free(cf);
 	return (0);

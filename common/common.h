@@ -156,14 +156,29 @@ struct cfg_route {
 	socklen_t sslen;
 };
 
+/*
+ * A certificate chain and its key: the n-th tls_cert pairs with the n-th
+ * tls_key. The lines say where they were set, for errors found later
+ * (a key that does not match its certificate is found by edge/tls.c).
+ */
+struct cfg_tls {
+	char	*cert;
+	char	*key;
+	int	 cert_line;
+	int	 key_line;
+};
+
 struct config {
 	char			*path;		/* file it came from; "(embedded default)" */
 	struct cfg_addr		*listen;
 	size_t			 nlisten;
 	struct cfg_addr		*tls_listen;
 	size_t			 ntls_listen;
-	char			*tls_cert;
-	char			*tls_key;
+	struct cfg_tls		*tls;		/* in file order; [0] is the default */
+	size_t			 ntls;
+	char			*tls_cert;	/* tls[0].cert, or NULL */
+	char			*tls_key;	/* tls[0].key, or NULL */
+	int			 redirect_https;	/* plain listeners send 308 */
 	char			*data_dir;
 	char			*preview_secret_file;	/* default data_dir/preview-secret */
 	char			*preview_domain;

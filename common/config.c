@@ -89,6 +89,7 @@ static const char *cfg_scope_names[] = {
 enum cfg_type {
 	CFG_T_LISTEN,		/* repeatable address list */
 	CFG_T_PATH,		/* absolute path */
+	CFG_T_TLSFILE,		/* repeatable absolute path, into conf->tls */
 	CFG_T_STRING,		/* any text; "" means none */
 	CFG_T_NAME,		/* [A-Za-z0-9_.-]{1,64} */
 	CFG_T_DOMAIN,		/* DNS name */
@@ -130,8 +131,10 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "listen", CFG_GLOBAL, CFG_T_LISTEN, G(listen), G(nlisten), 0, 0 },
 	{ "tls_listen", CFG_GLOBAL, CFG_T_LISTEN, G(tls_listen),
 	  G(ntls_listen), 0, 0 },
-	{ "tls_cert", CFG_GLOBAL, CFG_T_PATH, G(tls_cert), 0, 0, 0 },
-	{ "tls_key", CFG_GLOBAL, CFG_T_PATH, G(tls_key), 0, 0, 0 },
+	{ "tls_cert", CFG_GLOBAL, CFG_T_TLSFILE, 0, 0, 0, 0 },
+	{ "tls_key", CFG_GLOBAL, CFG_T_TLSFILE, 0, 0, 0, 0 },
+	{ "redirect_https", CFG_GLOBAL, CFG_T_BOOL, G(redirect_https), 0, 0,
+	  0 },
 	{ "data_dir", CFG_GLOBAL, CFG_T_PATH, G(data_dir), 0, 0, 0 },
 	{ "preview_secret_file", CFG_GLOBAL, CFG_T_PATH,
 	  G(preview_secret_file), 0, 0, 0 },
@@ -215,6 +218,8 @@ struct cfg_parse {
 	int		 gseen[CFG_NKEYS];	/* line each global key was set */
 	int		 sseen[CFG_NKEYS];	/* same, current section */
 	int		 ntemplate_sections;
+	size_t		 ncert;		/* tls_cert lines so far */
+	size_t		 nkey;		/* tls_key lines so far */
 };
 
 static void	 cfg_error(struct cfg_parse *, int, const char *,
@@ -232,6 +237,9 @@ static void	*cfg_section_base(struct cfg_parse *);
 static void	 cfg_section_end(struct cfg_parse *);
 static void	 cfg_section_begin(struct cfg_parse *, char *);
 static void	 cfg_set(struct cfg_parse *, const char *, const char *);
+static void	 cfg_set_tls(struct cfg_parse *, const char *,
+		    const char *);
+static void	 cfg_validate_tls(struct cfg_parse *);
 static void	 cfg_set_memfloor(struct cfg_parse *,
 		    const struct cfg_keydef *, const char *, const char *,
 		    char *);
@@ -949,7 +957,7 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 	}
 	seen = p->scope == CFG_GLOBAL ? p->gseen : p->sseen;
 	if (seen[i] != 0 && kd->type != CFG_T_LISTEN &&
-	    kd->type != CFG_T_CIDRS) {
+	    kd->type != CFG_T_CIDRS && kd->type != CFG_T_TLSFILE) {
 		cfg_error(p, p->line, key, "set twice (first on line %d)",
 		    seen[i]);
 		return;
@@ -992,6 +1000,9 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		len = strlen(*sp);
 		while (len > 1 && (*sp)[len - 1] == '/')
 			(*sp)[--len] = '\0';
+		break;
+	case CFG_T_TLSFILE:
+		cfg_set_tls(p, key, value);
 		break;
 	case CFG_T_STRING:
 		free(*sp);
@@ -1459,6 +1470,97 @@ cfg_check_file(struct cfg_parse *p, const char *key, const char *path,
 }
 
 /*
+ * tls_cert or tls_key: the n-th of each make pair n, so several pairs can
+ * be listed as cert, key, cert, key (or all certs, then all keys).
+ */
+static void
+cfg_set_tls(struct cfg_parse *p, const char *key, const char *value)
+{
+	struct config	*conf = p->conf;
+	struct cfg_tls	*t;
+	size_t		 n, len;
+	int		 is_cert = strcmp(key, "tls_cert") == 0;
+	char		*path;
+
+	if (value[0] != '/') {
+		cfg_error(p, p->line, key, "must be an absolute path");
+		return;
+	}
+	n = is_cert ? p->ncert++ : p->nkey++;
+	if (n >= conf->ntls) {
+		conf->tls = xreallocarray(conf->tls, n + 1, sizeof *conf->tls);
+		memset(&conf->tls[conf->ntls], 0,
+		    (n + 1 - conf->ntls) * sizeof *conf->tls);
+		conf->ntls = n + 1;
+	}
+	t = &conf->tls[n];
+	path = xstrdup(value);
+	len = strlen(path);
+	while (len > 1 && path[len - 1] == '/')
+		path[--len] = '\0';
+	if (is_cert) {
+		t->cert = path;
+		t->cert_line = p->line;
+	} else {
+		t->key = path;
+		t->key_line = p->line;
+	}
+}
+
+/*
+ * TLS keys: every tls_cert has its tls_key, the files are there, a TLS
+ * listener has a pair, and redirect_https has a TLS listener to send to.
+ */
+static void
+cfg_validate_tls(struct cfg_parse *p)
+{
+	struct config	*conf = p->conf;
+	struct cfg_tls	*t;
+	size_t		 i, j;
+	int		 tl_line;
+
+	tl_line = p->gseen[cfg_key_index("tls_listen")];
+	if (conf->ntls_listen > 0 || tl_line != 0) {
+		if (p->ncert == 0)
+			cfg_error(p, tl_line, "tls_cert", "required with "
+			    "tls_listen");
+		if (p->nkey == 0)
+			cfg_error(p, tl_line, "tls_key", "required with "
+			    "tls_listen");
+	}
+	for (i = 0; i < conf->ntls; i++) {
+		t = &conf->tls[i];
+		if (t->cert != NULL && t->key == NULL &&
+		    (p->nkey != 0 || tl_line == 0))
+			cfg_error(p, t->cert_line, "tls_cert", "%s has no "
+			    "tls_key to pair with (certificate %zu, %zu keys)",
+			    t->cert, i + 1, p->nkey);
+		if (t->key != NULL && t->cert == NULL)
+			cfg_error(p, t->key_line, "tls_key", "%s has no "
+			    "tls_cert to pair with (key %zu, %zu "
+			    "certificates)", t->key, i + 1, p->ncert);
+		for (j = 0; j < i && t->cert != NULL; j++) {
+			if (conf->tls[j].cert != NULL &&
+			    strcmp(conf->tls[j].cert, t->cert) == 0)
+				cfg_error(p, t->cert_line, "tls_cert", "%s "
+				    "listed twice (first on line %d)", t->cert,
+				    conf->tls[j].cert_line);
+		}
+		if (t->cert != NULL)
+			cfg_check_file(p, "tls_cert", t->cert, t->cert_line);
+		if (t->key != NULL)
+			cfg_check_file(p, "tls_key", t->key, t->key_line);
+	}
+	if (conf->ntls > 0) {
+		conf->tls_cert = conf->tls[0].cert;
+		conf->tls_key = conf->tls[0].key;
+	}
+	if (conf->redirect_https && conf->ntls_listen == 0)
+		cfg_error(p, p->gseen[cfg_key_index("redirect_https")],
+		    "redirect_https", "needs a tls_listen to redirect to");
+}
+
+/*
  * The preview secret, if it exists already (the daemon makes it at its
  * first start): what control/preview.c refuses at startup, told early.
  */
@@ -1504,7 +1606,6 @@ cfg_validate(struct cfg_parse *p)
 	const char		*d;
 	char			 pt[32], it[32];
 	uint64_t		 h;
-	int			 tl_line;
 
 	/* The default listener only when the file names none at all. */
 	if (conf->nlisten == 0 && conf->ntls_listen == 0 &&
@@ -1522,21 +1623,7 @@ cfg_validate(struct cfg_parse *p)
 		    p->gseen[cfg_key_index("tls_listen")], "listen",
 		    "no usable listen or tls_listen address");
 
-	tl_line = p->gseen[cfg_key_index("tls_listen")];
-	if (conf->ntls_listen > 0 || tl_line != 0) {
-		if (conf->tls_cert == NULL)
-			cfg_error(p, tl_line, "tls_cert", "required with "
-			    "tls_listen");
-		if (conf->tls_key == NULL)
-			cfg_error(p, tl_line, "tls_key", "required with "
-			    "tls_listen");
-	}
-	if (conf->tls_cert != NULL)
-		cfg_check_file(p, "tls_cert", conf->tls_cert,
-		    p->gseen[cfg_key_index("tls_cert")]);
-	if (conf->tls_key != NULL)
-		cfg_check_file(p, "tls_key", conf->tls_key,
-		    p->gseen[cfg_key_index("tls_key")]);
+	cfg_validate_tls(p);
 
 	/*
 	 * A sandbox is paused on the way to being stopped; pausing it at or
@@ -1726,8 +1813,11 @@ config_free(struct config *conf)
 	for (i = 0; i < conf->ntls_listen; i++)
 		free(conf->tls_listen[i].text);
 	free(conf->tls_listen);
-	free(conf->tls_cert);
-	free(conf->tls_key);
+	for (i = 0; i < conf->ntls; i++) {
+		free(conf->tls[i].cert);
+		free(conf->tls[i].key);
+	}
+	free(conf->tls);
 	free(conf->data_dir);
 	free(conf->preview_secret_file);
 	free(conf->preview_domain);

@@ -31,10 +31,12 @@
 #endif
 
 struct bufferevent;
+struct ssl_st;
 struct evconnlistener;
 struct event;
 struct evbuffer;
 
+#define EDGE_HANDSHAKE_TIMEOUT_MS 10000	/* a TLS handshake must complete */
 #define EDGE_HEAD_TIMEOUT_MS	 30000	/* a started head must complete */
 #define EDGE_IDLE_TIMEOUT_MS	 75000	/* keep-alive between requests */
 #define EDGE_BODY_TIMEOUT_MS	 30000	/* no API body byte for this long */
@@ -65,10 +67,29 @@ struct edge_req;
 struct edge_upstream;
 
 /*
- * A client connection is always in exactly one of these states; the
- * TLS handshake and HTTP/2 sessions will come in as states of their own.
+ * HTTP/2 over TLS: 1 once edge/h2.c is in. ALPN then offers "h2" before
+ * "http/1.1" (tls.c) and a connection that chose it goes to
+ * edge_h2_start (conn.c, edge_conn_established). Nothing else changes.
+ */
+#ifndef EDGE_TLS_H2
+#define EDGE_TLS_H2	0
+#endif
+
+/* What ALPN chose on a TLS connection (edge_tls_alpn). */
+enum edge_alpn {
+	EDGE_ALPN_NONE,		/* plain, or the client offered no ALPN */
+	EDGE_ALPN_HTTP11,
+	EDGE_ALPN_H2
+};
+
+struct edge_tls_set;
+
+/*
+ * A client connection is always in exactly one of these states; HTTP/2
+ * sessions will come in as a state of their own.
  */
 enum edge_conn_state {
+	EDGE_CONN_HANDSHAKE,	/* TLS: the handshake is under way */
 	EDGE_CONN_HEAD,		/* waiting for or reading a request head */
 	EDGE_CONN_REQUEST,	/* carrying a request: see conn->req */
 	EDGE_CONN_CLOSING,	/* flushing the last response, then close */
@@ -87,6 +108,9 @@ struct edge_conn {
 	char			 peer_ip[48];
 	int			 draining;	/* close after this response */
 	int			 linger;	/* unread client bytes at close */
+	/* TLS: the scheme is https; bev is an OpenSSL bufferevent. */
+	int			 tls;
+	struct edge_tls_set	*tls_set;	/* its SNI contexts (tls.c) */
 	/* Bound for ACTIVITY_CONN; "" when not. */
 	char			 sandbox_id[ID_LEN + 1];
 
@@ -292,6 +316,7 @@ struct edge_pool {
 
 struct edge_listener {
 	struct evconnlistener	*lev;
+	int			 tls;		/* a tls_listen address */
 	struct sockaddr_storage	 ss;
 	socklen_t		 sslen;
 };
@@ -315,6 +340,8 @@ struct edge {
 	void			*done_arg;
 	char			*scratch;	/* builds rewritten heads */
 	size_t			 scratch_size;
+	struct edge_tls		*tls;		/* NULL: no tls_listen */
+	int			 tls_port;	/* the first tls_listen's port */
 };
 
 /* edge/edge.c */
@@ -327,9 +354,26 @@ int	edge_listen(struct edge *, char **cause);
 /* Stop accepting; free_all also releases the listeners' memory. */
 void	edge_listen_close(struct edge *, int free_all);
 
+/* edge/tls.c */
+struct edge_tls;
+/* Load the pairs if there is a TLS listener; -1 with *cause. */
+int	edge_tls_init(struct edge *, char **cause);
+void	edge_tls_free(struct edge *);
+/* An SSL on the current set, *setp holding it; NULL on failure. */
+struct ssl_st *edge_tls_ssl_new(struct edge *, struct edge_tls_set **setp);
+/* Drop the connection's set (idempotent). */
+void	edge_tls_conn_done(struct edge_tls_set **setp);
+/* What ALPN chose on an established TLS bufferevent. */
+enum edge_alpn edge_tls_alpn(struct bufferevent *);
+/* Send close_notify once, if the session is sound. */
+void	edge_tls_close_notify(struct bufferevent *);
+/* The handshake's error text, for the debug log. */
+const char *edge_tls_error(struct bufferevent *);
+
 /* edge/conn.c */
-/* Take a new client socket; closes fd on failure. */
-void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *);
+/* Take a new client socket (tls: from a tls_listen); closes fd on failure. */
+void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *,
+	    int tls);
 /* Write what is queued on bev now, in this loop turn. */
 void	edge_flush(struct bufferevent *);
 /* Close now; freed by the reaper, so callers may still read conn->state. */
@@ -431,6 +475,8 @@ int	edge_preview_auth(struct edge_req *, const struct http_request_head *);
 /* Strip Domain from the Set-Cookie headers; free *buf after sending. */
 void	edge_preview_set_cookies(struct http_header *, size_t n, size_t room,
 	    char **buf);
+/* 308 to the same URL on the TLS listener (redirect_https); ends it. */
+void	edge_page_https(struct edge_req *, const struct http_request_head *);
 
 /* edge/proxy.c */
 /* Forward the request (head h) to the key's address. */

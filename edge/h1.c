@@ -161,9 +161,10 @@ edge_h1_timeout(struct edge_conn *conn)
 static struct edge_req *
 edge_h1_req(struct edge_conn *conn)
 {
-	if (conn->req == NULL)
+	if (conn->req == NULL) {
 		conn->req = edge_req_new(conn, &edge_h1_ops);
-	else
+		conn->req->https = conn->tls;
+	} else
 		edge_req_reset(conn->req);
 	conn->state = EDGE_CONN_REQUEST;
 	edge_conn_timer(conn, -1);

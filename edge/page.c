@@ -264,3 +264,42 @@ edge_page_redirect(struct edge_req *req, int status,
 	    nextra);
 	evbuffer_free(body);
 }
+
+/*
+ * redirect_https: 308 to the same host (without its port), on the TLS
+ * listener's port unless it is 443, with the same path and query. 308
+ * keeps the method and body, so an API POST is repeated over TLS.
+ */
+void
+edge_page_https(struct edge_req *req, const struct http_request_head *h)
+{
+	const struct http_header	*host;
+	struct http_header		 loc = { "Location", 8, NULL, 0 };
+	struct evbuffer			*url;
+	const char			*end;
+	size_t				 len;
+
+	host = http_header_find(h->headers, h->nheaders, "host");
+	if (host == NULL || host->value_len == 0) {
+		edge_req_error(req, 400, "This server is reached over HTTPS; "
+		    "the request names no host to redirect to.");
+		return;
+	}
+	len = host->value_len;
+	if (host->value[0] == '[') {
+		end = memchr(host->value, ']', len);
+		if (end != NULL)
+			len = end - host->value + 1;
+	} else if ((end = memchr(host->value, ':', len)) != NULL)
+		len = end - host->value;
+	url = evbuffer_new();
+	evbuffer_add(url, "https://", 8);
+	evbuffer_add(url, host->value, len);
+	if (req->edge->tls_port != 443)
+		evbuffer_add_printf(url, ":%d", req->edge->tls_port);
+	evbuffer_add(url, h->target, h->target_len);
+	loc.value_len = evbuffer_get_length(url);
+	loc.value = (const char *)evbuffer_pullup(url, -1);
+	edge_page_redirect(req, 308, &loc, 1);
+	evbuffer_free(url);
+}

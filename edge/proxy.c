@@ -200,7 +200,8 @@ edge_proxy_request_head(struct edge_req *req, const struct http_request_head *h,
 		}
 	}
 	edge_hbuf_str(b, req->conn->peer_ip);
-	edge_hbuf_str(b, "\r\nX-Forwarded-Proto: http\r\n");
+	edge_hbuf_str(b, req->conn->tls ? "\r\nX-Forwarded-Proto: https\r\n" :
+	    "\r\nX-Forwarded-Proto: http\r\n");
 	if (host != NULL) {
 		edge_hbuf_str(b, "X-Forwarded-Host: ");
 		edge_hbuf_add(b, host->value, host->value_len);

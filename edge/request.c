@@ -36,6 +36,8 @@ static void	edge_req_settle(struct edge_req *);
 static void	edge_req_held_timeout(struct edge_req *);
 static int	edge_req_is_browser(const struct http_request_head *);
 static int	edge_req_wants_json(const struct http_header *);
+static int	edge_req_to_https(struct edge_req *,
+		    const struct http_request_head *);
 static int	edge_route_addr(const struct cfg_route *,
 		    struct sockaddr_storage *, socklen_t *);
 
@@ -133,6 +135,23 @@ edge_req_is_browser(const struct http_request_head *h)
 }
 
 /*
+ * redirect_https: API and preview requests on a plain listener go to
+ * HTTPS. /healthz stays plain for probes; [route] hosts are the
+ * operator's (an ACME http-01 responder may live there).
+ */
+static int
+edge_req_to_https(struct edge_req *req, const struct http_request_head *h)
+{
+	if (req->host.kind == EDGE_HOST_ROUTE)
+		return 0;
+	if (req->host.kind == EDGE_HOST_API && h->target_len >= 8 &&
+	    memcmp(h->target, "/healthz", 8) == 0 &&
+	    (h->target_len == 8 || h->target[8] == '?'))
+		return 0;
+	return 1;
+}
+
+/*
  * 1 if the client asks for JSON: its Accept names application/json and
  * not text/html (a browser's navigation names both, or html only). Error
  * answers then carry the API's JSON error body instead of a page.
@@ -212,6 +231,11 @@ edge_req_start(struct edge_req *req, const struct http_request_head *h,
 	if (why != NULL) {
 		req->close = 1;
 		edge_req_error(req, 400, why);
+		return;
+	}
+	if (!req->conn->tls && req->edge->cfg->redirect_https &&
+	    edge_req_to_https(req, h)) {
+		edge_page_https(req, h);
 		return;
 	}
 

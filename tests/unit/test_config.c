@@ -521,7 +521,7 @@ static void
 test_global_values(void)
 {
 	struct config	*c;
-	char		*e;
+	char		*e, *text, *cert, *key, *cert2, *key2;
 
 	e = parse_err("listen = localhost:8080\n");
 	CHECK(has(e, "t.conf:1: listen: bad address \"localhost:8080\": not "
@@ -555,6 +555,61 @@ test_global_values(void)
 	e = parse_err("tls_cert = /\n");
 	CHECK(has(e, "t.conf:1: tls_cert: /: not a regular file"));
 	free(e);
+
+	/* tls_cert/tls_key pairs: the n-th of each pair up, unpaired is wrong. */
+	cert = write_file("c1.pem", "c\n", 2, 0644);
+	key = write_file("k1.pem", "k\n", 2, 0600);
+	cert2 = write_file("c2.pem", "c\n", 2, 0644);
+	key2 = write_file("k2.pem", "k\n", 2, 0600);
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_cert = %s\ntls_key = %s\ntls_key = %s\n"
+	    "redirect_https = yes\n", cert, cert2, key, key2);
+	c = parse_ok(text);
+	free(text);
+	if (c != NULL) {
+		CHECK(c->ntls == 2);
+		CHECK_STR(c->tls[0].cert, cert);
+		CHECK_STR(c->tls[0].key, key);
+		CHECK_STR(c->tls[1].cert, cert2);
+		CHECK_STR(c->tls[1].key, key2);
+		CHECK(c->tls[1].cert_line == 3 && c->tls[1].key_line == 5);
+		CHECK(c->tls_cert == c->tls[0].cert);
+		CHECK(c->redirect_https == 1);
+		config_free(c);
+	}
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_key = %s\ntls_cert = %s\n", cert, key, cert2);
+	e = parse_err(text);
+	free(text);
+	CHECK(has(e, "t.conf:4: tls_cert: "));
+	CHECK(has(e, "has no tls_key to pair with (certificate 2, 1 keys)"));
+	free(e);
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_key = %s\ntls_key = %s\n", cert, key, key2);
+	e = parse_err(text);
+	free(text);
+	CHECK(has(e, "t.conf:4: tls_key: "));
+	CHECK(has(e, "has no tls_cert to pair with (key 2, 1 certificates)"));
+	free(e);
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_key = %s\ntls_cert = %s\ntls_key = %s\n", cert, key, cert,
+	    key2);
+	e = parse_err(text);
+	free(text);
+	CHECK(has(e, "t.conf:4: tls_cert: "));
+	CHECK(has(e, "listed twice (first on line 2)"));
+	free(e);
+	e = parse_err("redirect_https = true\n");
+	CHECK(has(e, "t.conf:1: redirect_https: needs a tls_listen"));
+	free(e);
+	e = parse_err("redirect_https = maybe\n");
+	CHECK(has(e, "t.conf:1: redirect_https: \"maybe\" is not true or "
+	    "false"));
+	free(e);
+	free(cert);
+	free(key);
+	free(cert2);
+	free(key2);
 
 	e = parse_err("data_dir = var/lib\n");
 	CHECK(has(e, "t.conf:1: data_dir: must be an absolute path"));
