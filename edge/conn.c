@@ -1,7 +1,7 @@
 /*
  * A client connection: its socket and bufferevent, its timer, keep-alive
  * between requests, lingering close and teardown. What the bytes mean is
- * the protocol's business (h1.c); the connection only says when they come
+ * the protocol's business (h1.c, h2.c); the connection only says when they come
  * and when its output drained.
  */
 #ifdef HAVE_CONFIG_H
@@ -154,6 +154,10 @@ edge_conn_bind(struct edge_conn *conn, const char *sandbox_id)
 {
 	char	old[ID_LEN + 1];
 
+	if (conn->h2 != NULL) {
+		edge_h2_bind(conn, sandbox_id);
+		return;
+	}
 	if (strcmp(conn->sandbox_id, sandbox_id) == 0)
 		return;
 	memcpy(old, conn->sandbox_id, sizeof old);
@@ -250,6 +254,7 @@ edge_conn_close(struct edge_conn *conn)
 	edge_reap_soon(edge);
 	if (conn->req != NULL)
 		edge_req_gone(conn->req);
+	edge_h2_close(conn);
 	if (conn->sandbox_id[0] != '\0') {
 		memcpy(id, conn->sandbox_id, sizeof id);
 		conn->sandbox_id[0] = '\0';
@@ -263,6 +268,7 @@ edge_conn_free(struct edge_conn *conn)
 {
 	if (conn->req != NULL)
 		edge_req_free(conn->req);
+	edge_h2_free(conn);
 	bufferevent_free(conn->bev);
 	event_free(conn->timer);
 	if (conn->closed_ev != NULL)
@@ -334,6 +340,9 @@ edge_conn_read_cb(struct bufferevent *bev, void *arg)
 	case EDGE_CONN_REQUEST:
 		edge_h1_read(conn);
 		break;
+	case EDGE_CONN_H2:
+		edge_h2_read(conn);
+		break;
 	case EDGE_CONN_LINGER:
 		evbuffer_drain(in, evbuffer_get_length(in));
 		break;
@@ -361,6 +370,9 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 	case EDGE_CONN_HEAD:
 	case EDGE_CONN_REQUEST:
 		edge_h1_drained(conn);
+		break;
+	case EDGE_CONN_H2:
+		edge_h2_drained(conn);
 		break;
 	case EDGE_CONN_LINGER:
 	case EDGE_CONN_DEAD:
@@ -390,6 +402,8 @@ edge_conn_timer_cb(evutil_socket_t fd, short events, void *arg)
 
 	if (conn->state == EDGE_CONN_HEAD)
 		edge_h1_timeout(conn);
+	else if (conn->state == EDGE_CONN_H2)
+		edge_h2_timeout(conn);
 	else
 		edge_conn_close(conn);
 }
