@@ -847,7 +847,7 @@ edge_h2_header_cb(nghttp2_session *session, const nghttp2_frame *frame,
 		return 0;
 	}
 	/* Room for host, transfer-encoding and the WebSocket headers. */
-	if (hd->nf + 5 >= HTTP_MAX_HEADERS) {
+	if (hd->nf + 6 >= HTTP_MAX_HEADERS) {
 		hd->too_big = 1;
 		return 0;
 	}
