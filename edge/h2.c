@@ -105,6 +105,7 @@ struct edge_h2_stream {
 	int			 deferred;	/* data source said DEFERRED */
 	int			 want_drained;	/* tell the request in run */
 	int			 want_abort;	/* cut the request in run */
+	struct event		*stall_ev;	/* full, and the client takes none */
 
 	/* extended CONNECT (RFC 8441) */
 	int			 websocket;
@@ -135,6 +136,8 @@ struct edge_h2 {
 };
 
 static void	edge_h2_run_cb(evutil_socket_t, short, void *);
+static void	edge_h2_stall_cb(evutil_socket_t, short, void *);
+static void	edge_h2_stall(struct edge_h2_stream *, int);
 static void	edge_h2_schedule(struct edge_h2 *);
 static void	edge_h2_run(struct edge_h2 *);
 static void	edge_h2_fail(struct edge_h2 *, const char *);
@@ -532,6 +535,8 @@ edge_h2_run(struct edge_h2 *h2)
 	if (!nghttp2_session_want_read(h2->session) &&
 	    !nghttp2_session_want_write(h2->session)) {
 		log_debug("h2 done\tpeer=%s", conn->peer);
+		/* Frames the client sends meanwhile must not reset our GOAWAY. */
+		conn->linger = 1;
 		edge_conn_next(conn, 0);
 		return;
 	}
@@ -617,6 +622,8 @@ edge_h2_stream_free(struct edge_h2_stream *s)
 		free(s->head->buf);
 		free(s->head);
 	}
+	if (s->stall_ev != NULL)
+		event_free(s->stall_ev);
 	if (s->in != NULL)
 		evbuffer_free(s->in);
 	if (s->out != NULL)
@@ -635,6 +642,42 @@ edge_h2_stream_of(struct edge_req *req)
 	if (s == NULL || s->state == EDGE_H2S_CLOSED || s->h2->dead)
 		return NULL;
 	return s;
+}
+
+/*
+ * A stream whose output is full waits for its client's window. A client
+ * that takes none of it for EDGE_WRITE_TIMEOUT_S loses the stream, as an
+ * HTTP/1.1 client taking none of our output loses its connection: it
+ * must not pin an upstream connection forever.
+ */
+static void
+edge_h2_stall(struct edge_h2_stream *s, int on)
+{
+	struct timeval	tv = { EDGE_WRITE_TIMEOUT_S, 0 };
+
+	if (!on) {
+		if (s->stall_ev != NULL)
+			evtimer_del(s->stall_ev);
+		return;
+	}
+	if (s->stall_ev == NULL)
+		s->stall_ev = evtimer_new(s->h2->conn->edge->base,
+		    edge_h2_stall_cb, s);
+	evtimer_add(s->stall_ev, &tv);
+}
+
+static void
+edge_h2_stall_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct edge_h2_stream	*s = arg;
+
+	if (s->state == EDGE_H2S_CLOSED || s->h2->dead || s->req == NULL ||
+	    s->req->state == EDGE_REQ_DONE)
+		return;
+	log_debug("h2 stream stalled\tpeer=%s stream=%d", s->h2->conn->peer,
+	    s->id);
+	edge_req_abort(s->req);
+	edge_h2_run(s->h2);
 }
 
 /* The request took n bytes of the stream's input: reopen its window. */
@@ -688,8 +731,12 @@ edge_h2_send_data_cb(nghttp2_session *session, nghttp2_frame *frame,
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	if (frame->data.padlen > 1)
 		evbuffer_add(out, zeros, frame->data.padlen - 1);
-	if (evbuffer_get_length(s->out) < EDGE_H2_LOW)
+	if (evbuffer_get_length(s->out) < EDGE_H2_LOW) {
 		s->want_drained = 1;
+		edge_h2_stall(s, 0);
+	} else if (s->stall_ev != NULL &&
+	    evtimer_pending(s->stall_ev, NULL))
+		edge_h2_stall(s, 1);	/* it moves: a new deadline */
 	return 0;
 }
 
@@ -1373,7 +1420,11 @@ edge_h2_flush_op(struct edge_req *req)
 		nghttp2_session_resume_data(s->h2->session, s->id);
 	}
 	edge_h2_schedule(s->h2);
-	return evbuffer_get_length(s->out) >= EDGE_BUFFER_HIGH;
+	if (evbuffer_get_length(s->out) < EDGE_BUFFER_HIGH)
+		return 0;
+	if (s->stall_ev == NULL || !evtimer_pending(s->stall_ev, NULL))
+		edge_h2_stall(s, 1);
+	return 1;
 }
 
 /* The response is complete: END_STREAM once its bytes are out. */
