@@ -1,8 +1,8 @@
 /*
  * A client connection: its socket and bufferevent, its timer, keep-alive
  * between requests, lingering close and teardown. What the bytes mean is
- * the protocol's business (h1.c, h2.c); the connection only says when they come
- * and when its output drained.
+ * the protocol's business (h1.c, h2.c); the connection only says when they
+ * come and when its output drained.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
