@@ -998,6 +998,7 @@ struct h2c {
 	int			 eof;
 	const char		*upload;	/* the next request's body */
 	size_t			 upload_len;
+	const char		*accept;	/* the next request's Accept */
 };
 
 static struct h2c_stream *
@@ -1124,8 +1125,9 @@ static int
 h2c_request(struct h2c *h, const char *host, const char *path,
     const char *body)
 {
-	nghttp2_nv		 nv[4];
+	nghttp2_nv		 nv[5];
 	nghttp2_data_provider	 dp;
+	size_t			 nnv = 4;
 	const char		*method = body != NULL ? "POST" : "GET";
 	int32_t			 id;
 
@@ -1140,10 +1142,15 @@ h2c_request(struct h2c *h, const char *host, const char *path,
 	H2C_NV(1, ":path", path);
 	H2C_NV(2, ":scheme", "http");
 	H2C_NV(3, ":authority", host);
+	if (h->accept != NULL) {
+		H2C_NV(4, "accept", h->accept);
+		nnv = 5;
+	}
+	h->accept = NULL;
 	h->upload = body;
 	h->upload_len = body != NULL ? strlen(body) : 0;
 	dp.read_callback = h2c_upload_cb;
-	id = nghttp2_submit_request(h->s, NULL, nv, 4,
+	id = nghttp2_submit_request(h->s, NULL, nv, nnv,
 	    body != NULL ? &dp : NULL, NULL);
 	if (id < 0 || h->nst == H2C_STREAMS)
 		return -1;
@@ -1236,12 +1243,18 @@ test_h2_held(void)
 	nghttp2_session_send(h.s);
 	CHECK(wait_for(&waits_cancelled, cancelled + 1));
 	CHECK(ALOAD(&waits_live) == 0);
+	/* A held navigation gets the warming page after 2 s. */
+	h.accept = "text/html,*/*";
+	b = h2c_request(&h, HOST_NEVER, "/", NULL);
+	CHECK(h2c_wait(&h, b, 3500) == 503);
+	CHECK(strstr(h.st[b].body, "<script>") != NULL);
+	CHECK(wait_for(&waits_cancelled, cancelled + 2));
 	/* A held stream whose connection goes. */
 	b = h2c_request(&h, HOST_NEVER, "/echo", NULL);
 	h2c_pump(&h, 100);
 	CHECK(ALOAD(&waits_live) == 1);
 	h2c_close(&h);
-	CHECK(wait_for(&waits_cancelled, cancelled + 2));
+	CHECK(wait_for(&waits_cancelled, cancelled + 3));
 	CHECK(ALOAD(&bad_cancels) == 0);
 	check_activity_balanced();
 }
