@@ -1,8 +1,8 @@
 /*
  * A client connection: its socket and bufferevent, its timer, keep-alive
  * between requests, lingering close and teardown. What the bytes mean is
- * the protocol's business (h1.c); the connection only says when they come
- * and when its output drained.
+ * the protocol's business (h1.c, h2.c); the connection only says when they
+ * come and when its output drained.
  *
  * On a TLS listener the bufferevent is an OpenSSL one and the connection
  * starts in EDGE_CONN_HANDSHAKE; once the handshake is done it goes on as
@@ -163,13 +163,10 @@ edge_conn_established(struct edge_conn *conn)
 {
 	conn->state = EDGE_CONN_HEAD;
 	edge_conn_timer(conn, EDGE_HEAD_TIMEOUT_MS);
-#if EDGE_TLS_H2
-	/* The dispatch point for HTTP/2: edge/h2.c takes the connection. */
 	if (edge_tls_alpn(conn->bev) == EDGE_ALPN_H2) {
 		edge_h2_start(conn);
 		return;
 	}
-#endif
 	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
 		edge_h1_read(conn);
 }
@@ -223,6 +220,10 @@ edge_conn_bind(struct edge_conn *conn, const char *sandbox_id)
 {
 	char	old[ID_LEN + 1];
 
+	if (conn->h2 != NULL) {
+		edge_h2_bind(conn, sandbox_id);
+		return;
+	}
 	if (strcmp(conn->sandbox_id, sandbox_id) == 0)
 		return;
 	memcpy(old, conn->sandbox_id, sizeof old);
@@ -321,6 +322,7 @@ edge_conn_close(struct edge_conn *conn)
 	edge_reap_soon(edge);
 	if (conn->req != NULL)
 		edge_req_gone(conn->req);
+	edge_h2_close(conn);
 	if (conn->sandbox_id[0] != '\0') {
 		memcpy(id, conn->sandbox_id, sizeof id);
 		conn->sandbox_id[0] = '\0';
@@ -334,6 +336,7 @@ edge_conn_free(struct edge_conn *conn)
 {
 	if (conn->req != NULL)
 		edge_req_free(conn->req);
+	edge_h2_free(conn);
 	bufferevent_free(conn->bev);
 	edge_tls_conn_done(&conn->tls_set);
 	event_free(conn->timer);
@@ -409,6 +412,9 @@ edge_conn_read_cb(struct bufferevent *bev, void *arg)
 	case EDGE_CONN_REQUEST:
 		edge_h1_read(conn);
 		break;
+	case EDGE_CONN_H2:
+		edge_h2_read(conn);
+		break;
 	case EDGE_CONN_LINGER:
 		evbuffer_drain(in, evbuffer_get_length(in));
 		break;
@@ -438,6 +444,9 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 	case EDGE_CONN_HEAD:
 	case EDGE_CONN_REQUEST:
 		edge_h1_drained(conn);
+		break;
+	case EDGE_CONN_H2:
+		edge_h2_drained(conn);
 		break;
 	case EDGE_CONN_HANDSHAKE:
 	case EDGE_CONN_LINGER:
@@ -487,6 +496,8 @@ edge_conn_timer_cb(evutil_socket_t fd, short events, void *arg)
 
 	if (conn->state == EDGE_CONN_HEAD)
 		edge_h1_timeout(conn);
+	else if (conn->state == EDGE_CONN_H2)
+		edge_h2_timeout(conn);
 	else {
 		if (conn->state == EDGE_CONN_HANDSHAKE)
 			log_debug("TLS handshake timeout\tpeer=%s", conn->peer);

@@ -112,6 +112,12 @@ edge_retire_find(struct edge *edge, const char *sandbox_id)
 	struct edge_req		*req;
 
 	TAILQ_FOREACH(conn, &edge->conns, entry) {
+		if (conn->state == EDGE_CONN_H2) {
+			if ((req = edge_h2_retire_find(conn, sandbox_id)) !=
+			    NULL)
+				return req;
+			continue;
+		}
 		req = conn->req;
 		if (conn->state != EDGE_CONN_REQUEST || req == NULL)
 			continue;
@@ -170,9 +176,14 @@ edge_shutdown(struct edge *edge, int64_t grace_ms,
 	edge_listen_close(edge, 0);
 	edge_pool_sweep(edge, 1);
 
-	/* Idle connections go now; busy ones close after their response. */
+	/*
+	 * Idle connections go now; busy ones close after their response;
+	 * HTTP/2 ones get GOAWAY and close once their streams are done.
+	 */
 	TAILQ_FOREACH_SAFE(conn, &edge->conns, entry, next) {
 		conn->draining = 1;
+		if (conn->state == EDGE_CONN_H2)
+			edge_h2_shutdown(conn);
 		if ((conn->state == EDGE_CONN_HEAD && !conn->started &&
 		    evbuffer_get_length(bufferevent_get_input(conn->bev)) ==
 		    0) || conn->state == EDGE_CONN_HANDSHAKE)

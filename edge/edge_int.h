@@ -4,6 +4,7 @@
  *   listen.c   listeners and accept back-off
  *   conn.c     a client connection: socket, timers, keep-alive, linger
  *   h1.c       HTTP/1.1 on a conn: heads in, requests out, responses framed
+ *   h2.c       HTTP/2 on a conn (nghttp2): each stream a request
  *   request.c  a request, protocol-blind: routing, held lookups, activity
  *   api.c      a request answered by the control API
  *   proxy.c    a request forwarded to an upstream; the pool; tunnels
@@ -13,8 +14,8 @@
  *
  * Nothing above request.c touches a client socket: the proxy, the API and
  * the pages write a response through the request's output operations
- * (struct edge_req_ops), which h1.c implements now and an HTTP/2 stream
- * will next.
+ * (struct edge_req_ops), which h1.c implements for HTTP/1.1 and h2.c for
+ * each HTTP/2 stream.
  */
 #ifndef SBX_EDGE_INT_H
 #define SBX_EDGE_INT_H
@@ -62,18 +63,21 @@ struct evbuffer;
 #define EDGE_READ_MAX		 (128 * 1024 - 64)
 #define EDGE_COALESCE		 (64 * 1024)	/* first response write, at most */
 #define EDGE_COALESCE_MS	 20	/* longest wait to fill it */
+/* HTTP/2 (h2.c; docs/http2.md) */
+#define EDGE_H2_MAX_STREAMS	 128	/* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define EDGE_H2_MAX_HEADER_LIST	 (64 * 1024)	/* else 431 */
+#define EDGE_H2_WINDOW		 (256 * 1024)	/* per stream: input bound */
+#define EDGE_H2_CONN_WINDOW	 (1024 * 1024)
+#define EDGE_H2_MAX_CONTINUATIONS 16	/* per header block */
+#define EDGE_H2_MAX_BLOCK	 (128 * 1024)	/* header block bytes */
+#define EDGE_H2_RESET_WINDOW_MS	 10000	/* rapid reset: this long, */
+#define EDGE_H2_RESET_MAX	 200	/* at most this many resets */
+#define EDGE_H2_MAX_BOUND	 16	/* sandboxes counted per connection */
 
 struct edge_req;
 struct edge_upstream;
-
-/*
- * HTTP/2 over TLS: 1 once edge/h2.c is in. ALPN then offers "h2" before
- * "http/1.1" (tls.c) and a connection that chose it goes to
- * edge_h2_start (conn.c, edge_conn_established). Nothing else changes.
- */
-#ifndef EDGE_TLS_H2
-#define EDGE_TLS_H2	0
-#endif
+struct edge_h2;
+struct edge_h2_stream;
 
 /* What ALPN chose on a TLS connection (edge_tls_alpn). */
 enum edge_alpn {
@@ -85,13 +89,13 @@ enum edge_alpn {
 struct edge_tls_set;
 
 /*
- * A client connection is always in exactly one of these states; HTTP/2
- * sessions will come in as a state of their own.
+ * A client connection is always in exactly one of these states.
  */
 enum edge_conn_state {
 	EDGE_CONN_HANDSHAKE,	/* TLS: the handshake is under way */
 	EDGE_CONN_HEAD,		/* waiting for or reading a request head */
 	EDGE_CONN_REQUEST,	/* carrying a request: see conn->req */
+	EDGE_CONN_H2,		/* an HTTP/2 session: see conn->h2 */
 	EDGE_CONN_CLOSING,	/* flushing the last response, then close */
 	EDGE_CONN_LINGER,	/* write side shut, draining what the client sends */
 	EDGE_CONN_DEAD		/* closed, freed by the reaper */
@@ -120,6 +124,9 @@ struct edge_conn {
 	int			 started;	/* bytes of this head arrived */
 	size_t			 head_len;	/* head still at the input's start */
 	int			 keep;		/* this response keeps the conn */
+
+	/* HTTP/2 (h2.c): the session and its streams */
+	struct edge_h2		*h2;
 };
 
 /*
@@ -280,6 +287,9 @@ struct edge_req {
 	/* idleness accounting */
 	enum edge_req_activity	 activity;
 	char			 activity_id[ID_LEN + 1];
+
+	/* HTTP/2: the stream carrying it (h2.c), NULL on HTTP/1.1 */
+	struct edge_h2_stream	*h2s;
 };
 
 struct edge_pool;
@@ -410,6 +420,31 @@ void	edge_h1_read(struct edge_conn *);
 void	edge_h1_drained(struct edge_conn *);
 /* The connection's timer in EDGE_CONN_HEAD. */
 void	edge_h1_timeout(struct edge_conn *);
+
+/* edge/h2.c */
+/* 1 if p[0..len) starts like the h2 preface; *complete: all 24 bytes. */
+int	edge_h2_preface(const char *, size_t, int *complete);
+/*
+ * Take over a connection for HTTP/2 (state EDGE_CONN_H2): its input,
+ * read through conn->bev only (plain or TLS alike), starts with the
+ * client preface: h2c prior knowledge (h1.c hands it over), or TLS with
+ * ALPN "h2" (call it once the handshake is done).
+ */
+void	edge_h2_start(struct edge_conn *);
+/* Bytes from the client; the client took all our output; conn->timer. */
+void	edge_h2_read(struct edge_conn *);
+void	edge_h2_drained(struct edge_conn *);
+void	edge_h2_timeout(struct edge_conn *);
+/* GOAWAY(NO_ERROR): open streams finish, then the connection closes. */
+void	edge_h2_shutdown(struct edge_conn *);
+/* edge_conn_bind for h2: ACTIVITY_CONN once per (connection, sandbox). */
+void	edge_h2_bind(struct edge_conn *, const char *sandbox_id);
+/* A stream's request in PROXY or TUNNEL to this sandbox, or NULL. */
+struct edge_req	*edge_h2_retire_find(struct edge_conn *, const char *);
+/* The connection closed: every stream's request is gone (conn.c). */
+void	edge_h2_close(struct edge_conn *);
+/* Free the session and its streams (edge_conn_free). */
+void	edge_h2_free(struct edge_conn *);
 
 /* edge/request.c */
 /* A request object for conn, answering through ops; never NULL. */

@@ -62,15 +62,8 @@
 	"TLS_CHACHA20_POLY1305_SHA256"
 #define EDGE_TLS_GROUPS		"X25519:P-256:P-384"
 
-/*
- * What ALPN offers, most preferred first, in wire form. HTTP/2 joins the
- * list when EDGE_TLS_H2 (edge_int.h) is turned on.
- */
-#if EDGE_TLS_H2
+/* What ALPN offers, most preferred first, in wire form. */
 static const unsigned char edge_tls_alpn_list[] = "\x02h2\x08http/1.1";
-#else
-static const unsigned char edge_tls_alpn_list[] = "\x08http/1.1";
-#endif
 
 /* A session ticket key: encrypts and authenticates the ticket. */
 struct edge_tls_ticket_key {

@@ -69,9 +69,10 @@ fuzz() {
 	    >configure.out 2>&1) || { cat build-fuzz/configure.out; return 1; }
 	make -C build-fuzz -j"$jobs" tests/fuzz/fuzz_http_request \
 	    tests/fuzz/fuzz_http_response tests/fuzz/fuzz_http_chunked \
-	    tests/fuzz/fuzz_config tests/fuzz/replay_http_request \
-	    tests/fuzz/replay_http_response tests/fuzz/replay_http_chunked \
-	    tests/fuzz/replay_config >build-fuzz/build.out 2>&1 ||
+	    tests/fuzz/fuzz_config tests/fuzz/fuzz_h2 \
+	    tests/fuzz/replay_http_request tests/fuzz/replay_http_response \
+	    tests/fuzz/replay_http_chunked tests/fuzz/replay_config \
+	    tests/fuzz/replay_h2 >build-fuzz/build.out 2>&1 ||
 	    { tail -50 build-fuzz/build.out; return 1; }
 	echo "==> build-fuzz: each target for ${FUZZ_SECONDS:-10} s"
 	top_srcdir=$top top_builddir=$top/build-fuzz \

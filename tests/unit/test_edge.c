@@ -32,6 +32,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "edge/edge.h"
 #include "tests/unit/unit.h"
 
@@ -1005,6 +1007,315 @@ wait_for(int *p, int want)
 	for (i = 0; i < 100 && ALOAD(p) < want; i++)
 		usleep(10 * 1000);
 	return ALOAD(p) == want;
+}
+
+/* ------------------------------------------------------------------ */
+/* An HTTP/2 client: nghttp2's client session over a blocking socket */
+
+#define H2C_STREAMS	8
+
+struct h2c_stream {
+	int32_t	 id;
+	int	 status;
+	char	 body[8192];
+	size_t	 len;
+	int	 closed;
+	uint32_t error;
+};
+
+struct h2c {
+	struct cli		 c;
+	nghttp2_session		*s;
+	struct h2c_stream	 st[H2C_STREAMS];
+	int			 nst;
+	int			 goaway;
+	uint32_t		 goaway_error;
+	int			 eof;
+	const char		*upload;	/* the next request's body */
+	size_t			 upload_len;
+	const char		*accept;	/* the next request's Accept */
+};
+
+static struct h2c_stream *
+h2c_find(struct h2c *h, int32_t id)
+{
+	int	i;
+
+	for (i = 0; i < h->nst; i++) {
+		if (h->st[i].id == id)
+			return &h->st[i];
+	}
+	return NULL;
+}
+
+static ssize_t
+h2c_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
+    void *arg)
+{
+	struct h2c	*h = arg;
+
+	return cli_send(&h->c, data, len) == 0 ? (ssize_t)len :
+	    NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+static int
+h2c_header_cb(nghttp2_session *s, const nghttp2_frame *frame,
+    const uint8_t *name, size_t namelen, const uint8_t *value,
+    size_t valuelen, uint8_t flags, void *arg)
+{
+	struct h2c_stream	*st = h2c_find(arg, frame->hd.stream_id);
+
+	if (st != NULL && namelen == 7 && memcmp(name, ":status", 7) == 0)
+		st->status = atoi((const char *)value);
+	return 0;
+}
+
+static int
+h2c_data_cb(nghttp2_session *s, uint8_t flags, int32_t id,
+    const uint8_t *data, size_t len, void *arg)
+{
+	struct h2c_stream	*st = h2c_find(arg, id);
+
+	if (st != NULL && st->len + len < sizeof st->body) {
+		memcpy(st->body + st->len, data, len);
+		st->len += len;
+		st->body[st->len] = '\0';
+	}
+	return 0;
+}
+
+static int
+h2c_close_cb(nghttp2_session *s, int32_t id, uint32_t error, void *arg)
+{
+	struct h2c_stream	*st = h2c_find(arg, id);
+
+	if (st != NULL) {
+		st->closed = 1;
+		st->error = error;
+	}
+	return 0;
+}
+
+static int
+h2c_frame_cb(nghttp2_session *s, const nghttp2_frame *frame, void *arg)
+{
+	struct h2c	*h = arg;
+
+	if (frame->hd.type == NGHTTP2_GOAWAY) {
+		h->goaway = 1;
+		h->goaway_error = frame->goaway.error_code;
+	}
+	return 0;
+}
+
+/* A request body from h->upload, all at once. */
+static ssize_t
+h2c_upload_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+    uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+	struct h2c	*h = arg;
+	size_t		 n = h->upload_len < len ? h->upload_len : len;
+
+	memcpy(buf, h->upload, n);
+	h->upload += n;
+	h->upload_len -= n;
+	if (h->upload_len == 0)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return n;
+}
+
+/* Connect and send the preface (prior knowledge) and our SETTINGS. */
+static int
+h2c_open(struct h2c *h)
+{
+	nghttp2_session_callbacks	*cbs;
+
+	memset(h, 0, sizeof *h);
+	if (cli_connect(&h->c) != 0)
+		return -1;
+	nghttp2_session_callbacks_new(&cbs);
+	nghttp2_session_callbacks_set_send_callback(cbs, h2c_send_cb);
+	nghttp2_session_callbacks_set_on_header_callback(cbs, h2c_header_cb);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+	    h2c_data_cb);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
+	    h2c_close_cb);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
+	    h2c_frame_cb);
+	nghttp2_session_client_new(&h->s, cbs, h);
+	nghttp2_session_callbacks_del(cbs);
+	nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, NULL, 0);
+	return nghttp2_session_send(h->s) == 0 ? 0 : -1;
+}
+
+static void
+h2c_close(struct h2c *h)
+{
+	nghttp2_session_del(h->s);
+	cli_close(&h->c);
+}
+
+/* Open a stream: GET, or POST with body when not NULL; its index. */
+static int
+h2c_request(struct h2c *h, const char *host, const char *path,
+    const char *body)
+{
+	nghttp2_nv		 nv[5];
+	nghttp2_data_provider	 dp;
+	size_t			 nnv = 4;
+	const char		*method = body != NULL ? "POST" : "GET";
+	int32_t			 id;
+
+#define H2C_NV(i, n, v) do {						\
+	nv[i].name = (uint8_t *)(n);					\
+	nv[i].namelen = strlen(n);					\
+	nv[i].value = (uint8_t *)(v);					\
+	nv[i].valuelen = strlen(v);					\
+	nv[i].flags = NGHTTP2_NV_FLAG_NONE;				\
+} while (0)
+	H2C_NV(0, ":method", method);
+	H2C_NV(1, ":path", path);
+	H2C_NV(2, ":scheme", "http");
+	H2C_NV(3, ":authority", host);
+	if (h->accept != NULL) {
+		H2C_NV(4, "accept", h->accept);
+		nnv = 5;
+	}
+	h->accept = NULL;
+	h->upload = body;
+	h->upload_len = body != NULL ? strlen(body) : 0;
+	dp.read_callback = h2c_upload_cb;
+	id = nghttp2_submit_request(h->s, NULL, nv, nnv,
+	    body != NULL ? &dp : NULL, NULL);
+	if (id < 0 || h->nst == H2C_STREAMS)
+		return -1;
+	h->st[h->nst].id = id;
+	nghttp2_session_send(h->s);
+	return h->nst++;
+}
+
+/* Read and handle what arrives within ms; 0, or -1 at EOF. */
+static int
+h2c_pump(struct h2c *h, int ms)
+{
+	struct pollfd	pfd = { h->c.fd, POLLIN, 0 };
+	char		buf[16384];
+	ssize_t		n;
+
+	if (h->eof || poll(&pfd, 1, ms) <= 0)
+		return h->eof ? -1 : 0;
+	if ((n = recv(h->c.fd, buf, sizeof buf, 0)) <= 0) {
+		h->eof = 1;
+		return -1;
+	}
+	if (nghttp2_session_mem_recv(h->s, (uint8_t *)buf, n) < 0)
+		return -1;
+	nghttp2_session_send(h->s);
+	return 0;
+}
+
+/* Pump until stream i closed (or ms passed); its status. */
+static int
+h2c_wait(struct h2c *h, int i, int ms)
+{
+	int	t;
+
+	for (t = 0; t < ms && !h->st[i].closed; t += 10) {
+		if (h2c_pump(h, 10) == -1)
+			break;
+	}
+	return h->st[i].closed ? h->st[i].status : -1;
+}
+
+/* HTTP/2 streams as requests: previews, routes, the API, bodies. */
+static void
+test_h2(void)
+{
+	struct h2c	h;
+	int		a, b, c, opened = ALOAD(&preview_opened);
+
+	CHECK(h2c_open(&h) == 0);
+	a = h2c_request(&h, HOST_OK, "/echo?x=1", NULL);
+	b = h2c_request(&h, "app.test", "/echo?y=2", NULL);
+	c = h2c_request(&h, HOST_OK, "/echo", "hello h2");
+	CHECK(h2c_wait(&h, a, 3000) == 200);
+	CHECK_STR(h.st[a].body, "GET /echo?x=1\n");
+	CHECK(h2c_wait(&h, b, 3000) == 200);
+	CHECK_STR(h.st[b].body, "GET /echo?y=2\n");
+	CHECK(h2c_wait(&h, c, 3000) == 200);
+	CHECK_STR(h.st[c].body, "POST /echo\nhello h2");
+	a = h2c_request(&h, ID_UNKNOWN ".preview.localhost", "/", NULL);
+	CHECK(h2c_wait(&h, a, 3000) == 404);
+	a = h2c_request(&h, "127.0.0.1", "/v1/echo", "x");
+	CHECK(h2c_wait(&h, a, 3000) == 200);
+	CHECK(strncmp(h.st[a].body, "POST /v1/echo", 13) == 0);
+	/* Two streams to one sandbox: the connection counts once for it. */
+	CHECK(ALOAD(&preview_opened) == opened + 1);
+	h2c_close(&h);
+	CHECK(wait_for(&preview_closed, ALOAD(&preview_opened)));
+	check_activity_balanced();
+}
+
+/* Held streams: woken, cancelled by RST_STREAM, beside a running one. */
+static void
+test_h2_held(void)
+{
+	struct h2c	h;
+	int		a, b, cancelled = ALOAD(&waits_cancelled);
+
+	CHECK(h2c_open(&h) == 0);
+	a = h2c_request(&h, HOST_HELD, "/echo", NULL);
+	b = h2c_request(&h, HOST_NEVER, "/echo", NULL);
+	/* Neither holds up a stream to a running sandbox. */
+	CHECK(h2c_wait(&h, h2c_request(&h, HOST_OK, "/echo", NULL), 1000) ==
+	    200);
+	CHECK(!h.st[a].closed);
+	CHECK(h2c_wait(&h, a, 3000) == 200);
+	CHECK_STR(h.st[a].body, "GET /echo\n");
+	CHECK(!h.st[b].closed && ALOAD(&waits_live) == 1);
+	nghttp2_submit_rst_stream(h.s, NGHTTP2_FLAG_NONE, h.st[b].id,
+	    NGHTTP2_CANCEL);
+	nghttp2_session_send(h.s);
+	CHECK(wait_for(&waits_cancelled, cancelled + 1));
+	CHECK(ALOAD(&waits_live) == 0);
+	/* A held navigation gets the warming page after 2 s. */
+	h.accept = "text/html,*/*";
+	b = h2c_request(&h, HOST_NEVER, "/", NULL);
+	CHECK(h2c_wait(&h, b, 3500) == 503);
+	CHECK(strstr(h.st[b].body, "<script>") != NULL);
+	CHECK(wait_for(&waits_cancelled, cancelled + 2));
+	/* A held stream whose connection goes. */
+	b = h2c_request(&h, HOST_NEVER, "/echo", NULL);
+	h2c_pump(&h, 100);
+	CHECK(ALOAD(&waits_live) == 1);
+	h2c_close(&h);
+	CHECK(wait_for(&waits_cancelled, cancelled + 3));
+	CHECK(ALOAD(&bad_cancels) == 0);
+	check_activity_balanced();
+}
+
+/* Garbage after the preface ends the session with a GOAWAY. */
+static void
+test_h2_garbage(void)
+{
+	struct h2c	h;
+	int		i;
+
+	CHECK(h2c_open(&h) == 0);
+	cli_sends(&h.c, "\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00");
+	cli_sends(&h.c, "this is not a frame at all, not at all......");
+	for (i = 0; i < 100 && !h.eof; i++)
+		h2c_pump(&h, 20);
+	CHECK(h.goaway && h.eof);
+	h2c_close(&h);
+	/* HTTP/1.1 is untouched, with a 'P' method too. */
+	{
+		struct resp	r;
+
+		CHECK(one("PUT /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+		    "Content-Length: 0\r\n\r\n", "PUT", &r) == 200);
+		resp_free(&r);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -2442,6 +2753,9 @@ client_main(void *arg)
 	RUN(test_retire_reentrant);
 	RUN(test_retire_in_lookup);
 	RUN(test_activity);
+	RUN(test_h2);
+	RUN(test_h2_held);
+	RUN(test_h2_garbage);
 	RUN(test_shutdown);
 	loop_do("Q");
 	return NULL;
