@@ -132,6 +132,7 @@ static void	 task_emit(struct task *, struct json_object *, int);
 static void	 task_emit_raw(struct task *, const char *, size_t);
 static void	 task_truncate(struct task *);
 static int	 task_min(int, int);
+static struct json_object *task_cost(double);
 static struct json_object *task_event_new(const char *);
 static void	 task_checkpoint_cb(struct json_object *, void *);
 static void	 task_changed_cb(struct json_object *, void *);
@@ -974,8 +975,7 @@ task_changed_cb(struct json_object *res, void *arg)
 	sum = NULL;
 	if (t->have_summary) {
 		sum = json_object_new_object();
-		json_object_object_add(sum, "cost_usd",
-		    json_object_new_double(t->cost));
+		json_object_object_add(sum, "cost_usd", task_cost(t->cost));
 		json_object_object_add(sum, "turns",
 		    json_object_new_int(t->turns));
 		json_object_object_add(sum, "result", t->result == NULL ? NULL :
@@ -1042,6 +1042,16 @@ task_tick(int64_t now_ms)
 		timeout = task_min(timeout, (int)(t->reaped_ms +
 		    TASK_PIPE_GRACE_MS - now_ms));
 	return timeout;
+}
+
+/* A cost as the CLI would print it, not 0.0030000000000000001. */
+static struct json_object *
+task_cost(double cost)
+{
+	char	buf[64];
+
+	snprintf(buf, sizeof buf, "%.10g", cost);
+	return json_object_new_double_s(cost, buf);
 }
 
 /* The smaller of two poll timeouts, where -1 is infinite. */
@@ -1153,8 +1163,7 @@ task_json(struct task *t)
 	    json_object_get(t->changed));
 	if (ended && t->have_summary) {
 		sum = json_object_new_object();
-		json_object_object_add(sum, "cost_usd",
-		    json_object_new_double(t->cost));
+		json_object_object_add(sum, "cost_usd", task_cost(t->cost));
 		json_object_object_add(sum, "turns",
 		    json_object_new_int(t->turns));
 		json_object_object_add(sum, "result", t->result == NULL ? NULL :
