@@ -39,7 +39,8 @@ valgrind_units() {
 	mkdir -p build-test/tests/valgrind
 	rc=0
 	for t in test_config test_http test_id test_store test_files \
-	    test_route test_docker test_agent test_edge test_runtime; do
+	    test_route test_docker test_agent test_agentd_tasks test_edge \
+	    test_runtime; do
 		log=build-test/tests/valgrind/$t.log
 		HTTP_BENCH_ITERS=1000 top_srcdir=$top \
 		    top_builddir=$top/build-test valgrind -q \
