@@ -1697,6 +1697,8 @@ main(int argc, char **argv)
 			agentd_conn_close(&ad, c, now);
 	}
 	agentd_sweep(&ad);
+	task_free_all();
+	supervisor_free(&ad.sv);
 	free(pfd);
 	free(slots);
 	log_info("agentd exiting");

@@ -102,6 +102,8 @@ int	supervisor_reaped(struct supervisor *, pid_t, int status,
 	    int64_t now_ms);
 /* Stop restarting and send sig to the dev server's process group. */
 void	supervisor_stop(struct supervisor *, int sig);
+/* Free the ring and close the pipes (at exit). */
+void	supervisor_free(struct supervisor *);
 /* POST /dev/restart; -1 without a dev command. */
 int	supervisor_restart(struct supervisor *, int64_t now_ms);
 /* Read its output (out_fd ready) into the ring and onto stderr. */
@@ -266,6 +268,8 @@ int	task_tick(int64_t now_ms);
 void	task_kill(int sig);
 /* 1 while the task's process has not been reaped. */
 int	task_children(void);
+/* Free every task (at exit; the event files stay). */
+void	task_free_all(void);
 
 /* agentd/pty.c — a terminal session */
 struct pty_session;

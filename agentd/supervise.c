@@ -325,6 +325,17 @@ supervisor_stop(struct supervisor *sv, int sig)
 		kill(sv->pid, sig);
 }
 
+void
+supervisor_free(struct supervisor *sv)
+{
+	supervisor_probe_close(sv);
+	if (sv->out_fd != -1)
+		close(sv->out_fd);
+	sv->out_fd = -1;
+	free(sv->ring);
+	sv->ring = NULL;
+}
+
 /* Its output: into the ring and onto our stderr (the container log). */
 void
 supervisor_read(struct supervisor *sv)

@@ -1241,6 +1241,20 @@ task_free(struct task *t)
 	free(t);
 }
 
+void
+task_free_all(void)
+{
+	struct task	*t;
+
+	while ((t = task_list) != NULL) {
+		task_list = t->next;
+		task_free(t);
+	}
+	task_current = NULL;
+	free(task_dir);
+	task_dir = NULL;
+}
+
 /* The revert is done: answer. */
 static void
 task_revert_cb(struct json_object *res, void *arg)

@@ -79,6 +79,7 @@ static struct json_object *last_event(const char *);
 static int	 wait_task(const char *, const char *, int);
 static int	 free_port(void);
 static int	 run(const char *);
+static int	 log_has(struct agent *, const char *);
 static long	 term_pid(struct buf *);
 
 /* Start agentd; stand-ins first on PATH, stderr to a log file. */
@@ -130,13 +131,26 @@ agent_start(struct agent *a, const char *name, const char *dev,
 	return 0;
 }
 
+/* SIGTERM: agentd must exit 0, with no sanitizer report in its log. */
 static void
 agent_stop(struct agent *a)
 {
+	int	status = -1;
+
 	if (a->pid > 0) {
 		kill(a->pid, SIGTERM);
-		waitpid(a->pid, NULL, 0);
+		waitpid(a->pid, &status, 0);
 		a->pid = 0;
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		CHECK(log_has(a, "Sanitizer") == 0);
+		CHECK(log_has(a, "runtime error") == 0);
+		if (status != 0 || log_has(a, "Sanitizer") != 0) {
+			char cmd[400];
+
+			snprintf(cmd, sizeof cmd, "tail -40 %s >&2", a->log);
+			if (system(cmd) != 0)
+				fprintf(stderr, "no log %s\n", a->log);
+		}
 	}
 	if (a->lfd != -1)
 		close(a->lfd);
