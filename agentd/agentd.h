@@ -271,6 +271,21 @@ int	task_children(void);
 /* Free every task (at exit; the event files stay). */
 void	task_free_all(void);
 
+/* agentd/frame.c — the terminal's frames */
+#define PTY_FRAME_DATA		0
+#define PTY_FRAME_RESIZE	1
+#define PTY_FRAME_EXIT		2
+#define PTY_FRAME_MAX		(1024 * 1024)	/* payload bytes */
+#define PTY_FRAME_PARTIAL	(-2)
+/*
+ * One daemon-to-agentd frame from buf[0..len): the bytes it takes,
+ * PTY_FRAME_PARTIAL if more are needed, -1 for a frame that can never be
+ * valid (unknown type, resize not 4 bytes, payload over PTY_FRAME_MAX).
+ * *payload points into buf.
+ */
+ssize_t	pty_frame_parse(const char *buf, size_t len, int *type,
+	    const char **payload, size_t *plen);
+
 /* agentd/pty.c — a terminal session */
 struct pty_session;
 /* Open a PTY and start the shell; NULL with *cause. */

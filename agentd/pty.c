@@ -29,11 +29,7 @@
 #include "agentd/agentd.h"
 
 #define PTY_HIGH		(256 * 1024)
-#define PTY_MAX_FRAME		(1024 * 1024)
 #define PTY_EXIT_GRACE_MS	500
-#define PTY_FRAME_DATA		0
-#define PTY_FRAME_RESIZE	1
-#define PTY_FRAME_EXIT		2
 
 extern char **environ;
 
@@ -193,9 +189,11 @@ pty_sock_read(struct pty_session *ps, int sock)
 {
 	char			 buf[65536];
 	const unsigned char	*p;
+	const char		*payload;
 	struct winsize		 ws;
-	ssize_t			 n;
-	size_t			 avail, len;
+	ssize_t			 n, r;
+	size_t			 len;
+	int			 type;
 
 	n = read(sock, buf, sizeof buf);
 	if (n == -1)
@@ -204,32 +202,28 @@ pty_sock_read(struct pty_session *ps, int sock)
 		return -1;
 	pty_append(&ps->in, buf, (size_t)n);
 	for (;;) {
-		avail = ps->in.len - ps->in.off;
-		if (avail < 5)
+		r = pty_frame_parse(ps->in.buf + ps->in.off,
+		    ps->in.len - ps->in.off, &type, &payload, &len);
+		if (r == PTY_FRAME_PARTIAL)
 			break;
-		p = (const unsigned char *)ps->in.buf + ps->in.off;
-		len = ((size_t)p[1] << 24) | ((size_t)p[2] << 16) |
-		    ((size_t)p[3] << 8) | p[4];
-		if (len > PTY_MAX_FRAME || p[0] > PTY_FRAME_RESIZE ||
-		    (p[0] == PTY_FRAME_RESIZE && len != 4)) {
-			log_warnx("terminal: bad frame type=%d len=%zu", p[0],
-			    len);
+		if (r < 0) {
+			log_warnx("terminal: bad frame type=%d",
+			    (unsigned char)ps->in.buf[ps->in.off]);
 			return -1;
 		}
-		if (avail < 5 + len)
-			break;
-		if (p[0] == PTY_FRAME_DATA) {
-			if (ps->master != -1)
-				pty_append(&ps->to_pty, p + 5, len);
+		p = (const unsigned char *)payload;
+		if (type == PTY_FRAME_DATA) {
+			if (ps->master != -1 && len > 0)
+				pty_append(&ps->to_pty, payload, len);
 		} else {
 			memset(&ws, 0, sizeof ws);
-			ws.ws_col = (unsigned short)((p[5] << 8) | p[6]);
-			ws.ws_row = (unsigned short)((p[7] << 8) | p[8]);
+			ws.ws_col = (unsigned short)((p[0] << 8) | p[1]);
+			ws.ws_row = (unsigned short)((p[2] << 8) | p[3]);
 			if (ps->master != -1 && ws.ws_col > 0 &&
 			    ws.ws_row > 0)
 				ioctl(ps->master, TIOCSWINSZ, &ws);
 		}
-		ps->in.off += 5 + len;
+		ps->in.off += (size_t)r;
 	}
 	if (ps->in.off == ps->in.len)
 		ps->in.off = ps->in.len = 0;
