@@ -870,7 +870,13 @@ agentd_terminal(struct agentd *ad, struct conn *c)
 	ad->nterminals++;
 	pty_queue_raw(c->pty, head, sizeof head - 1);
 	c->state = CONN_TERMINAL;
-	/* Frames may follow the request head at once. */
+	/* Frames may follow the request head at once, before our 101. */
+	if (c->inlen > c->head_len + c->body_len &&
+	    pty_feed(c->pty, c->in + c->head_len + c->body_len,
+	    c->inlen - c->head_len - c->body_len) == -1) {
+		agentd_conn_close(ad, c, time_mono_ms());
+		return;
+	}
 	free(c->in);
 	c->in = NULL;
 	c->inlen = c->insize = 0;
@@ -1411,6 +1417,10 @@ agentd_conn_poll(struct agentd *ad, struct conn *c, struct pollfd *pfd,
 			agentd_conn_close(ad, c, now);
 			return timeout;
 		}
+		/* All it read was skipped (seq <= after): read on at once. */
+		if (c->stream == STREAM_TASK && c->outoff == c->outlen &&
+		    task_reader_ready(c->reader))
+			timeout = 0;
 	}
 	if (c->state == CONN_TERMINAL) {
 		timeout = agentd_min_timeout(timeout, pty_tick(c->pty, now));

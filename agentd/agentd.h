@@ -299,6 +299,8 @@ void	pty_events(struct pty_session *, short *sock_events, int *ptyfd,
 	    short *pty_events);
 /* Socket readable: take frames. -1: protocol error or EOF (close). */
 int	pty_sock_read(struct pty_session *, int sock);
+/* Bytes from the daemon that came with the request head. -1: bad frame. */
+int	pty_feed(struct pty_session *, const char *, size_t);
 /* Socket writable: send pending. -1: error (close). */
 int	pty_sock_write(struct pty_session *, int sock);
 /* Master ready. */

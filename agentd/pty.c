@@ -166,8 +166,11 @@ pty_events(struct pty_session *ps, short *sock_events, int *ptyfd,
     short *pty_ev)
 {
 	*sock_events = 0;
-	if (ps->in.len - ps->in.off < PTY_HIGH &&
-	    ps->to_pty.len - ps->to_pty.off < PTY_HIGH && !ps->exit_queued)
+	/*
+	 * ps->in holds at most one partial frame (pty_feed parses eagerly),
+	 * so only the PTY's backlog decides whether to read more.
+	 */
+	if (ps->to_pty.len - ps->to_pty.off < PTY_HIGH && !ps->exit_queued)
 		*sock_events |= POLLIN;
 	if (ps->out.len > ps->out.off)
 		*sock_events |= POLLOUT;
@@ -183,24 +186,33 @@ pty_events(struct pty_session *ps, short *sock_events, int *ptyfd,
 		*pty_ev |= POLLOUT;
 }
 
-/* Socket readable: parse frames. */
+/* Socket readable: take its bytes as frames. */
 int
 pty_sock_read(struct pty_session *ps, int sock)
 {
-	char			 buf[65536];
-	const unsigned char	*p;
-	const char		*payload;
-	struct winsize		 ws;
-	ssize_t			 n, r;
-	size_t			 len;
-	int			 type;
+	char	buf[65536];
+	ssize_t	n;
 
 	n = read(sock, buf, sizeof buf);
 	if (n == -1)
 		return errno == EAGAIN || errno == EINTR ? 0 : -1;
 	if (n == 0)
 		return -1;
-	pty_append(&ps->in, buf, (size_t)n);
+	return pty_feed(ps, buf, (size_t)n);
+}
+
+/* Bytes from the daemon: parse whole frames, keep the partial rest. */
+int
+pty_feed(struct pty_session *ps, const char *buf, size_t n)
+{
+	const unsigned char	*p;
+	const char		*payload;
+	struct winsize		 ws;
+	ssize_t			 r;
+	size_t			 len;
+	int			 type;
+
+	pty_append(&ps->in, buf, n);
 	for (;;) {
 		r = pty_frame_parse(ps->in.buf + ps->in.off,
 		    ps->in.len - ps->in.off, &type, &payload, &len);
@@ -225,8 +237,13 @@ pty_sock_read(struct pty_session *ps, int sock)
 		}
 		ps->in.off += (size_t)r;
 	}
-	if (ps->in.off == ps->in.len)
-		ps->in.off = ps->in.len = 0;
+	/* Keep only the partial frame: in stays under one frame + a read. */
+	if (ps->in.off > 0) {
+		memmove(ps->in.buf, ps->in.buf + ps->in.off,
+		    ps->in.len - ps->in.off);
+		ps->in.len -= ps->in.off;
+		ps->in.off = 0;
+	}
 	return 0;
 }
 

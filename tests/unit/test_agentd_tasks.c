@@ -1164,6 +1164,65 @@ test_terminal(void)
 	buf_free(&raw);
 	buf_free(&data);
 
+	/*
+	 * Frames in the same write as the request head, then a 512 KiB
+	 * paste: read back while it is echoed (both directions bounded,
+	 * nothing stalls).
+	 */
+	{
+		struct pollfd	 pfd = { main_agent.lfd, POLLIN, 0 };
+		char		*req, *paste;
+		size_t		 plen = 512 * 1024, k, off;
+		unsigned char	 hdr[5];
+		int		 n;
+
+		cmd = "stty -echo; cat > paste.txt; echo pasted-$(wc -c < "
+		    "paste.txt)\n";
+		n = xasprintf(&req, "GET /terminal HTTP/1.1\r\nHost: agentd\r\n"
+		    "\r\n%c%c%c%c%c%s", 0, 0, 0, 0, (int)strlen(cmd), cmd);
+		fd = -1;
+		if (poll(&pfd, 1, 5000) == 1)
+			fd = accept4(main_agent.lfd, NULL, NULL, SOCK_CLOEXEC);
+		CHECK(fd != -1 && write(fd, req, (size_t)n) == n);
+		free(req);
+		CHECK(rd_until(fd, &raw, "\r\n\r\n", 5000) == 0);
+		p = strstr(raw.p, "\r\n\r\n") + 4;
+		raw.len -= (size_t)(p - raw.p);
+		memmove(raw.p, p, raw.len);
+		usleep(300000);
+		paste = xmalloc(plen + 6);
+		for (k = 0; k < plen; k++)
+			paste[k] = k % 64 == 63 ? '\n' : 'a' + (char)(k % 26);
+		hdr[0] = 0;
+		hdr[1] = (unsigned char)(plen >> 24);
+		hdr[2] = (unsigned char)(plen >> 16);
+		hdr[3] = (unsigned char)(plen >> 8);
+		hdr[4] = (unsigned char)plen;
+		CHECK(write(fd, hdr, 5) == 5);
+		/* Write it while reading what comes back. */
+		for (off = 0; off < plen;) {
+			struct pollfd	 w = { fd, POLLOUT, 0 };
+			ssize_t		 wn;
+
+			if (poll(&w, 1, 5000) != 1)
+				break;
+			wn = write(fd, paste + off, plen - off > 65536 ? 65536 :
+			    plen - off);
+			if (wn <= 0)
+				break;
+			off += (size_t)wn;
+			term_read(fd, &raw, &data, "zz-never", &ex, 1);
+		}
+		CHECK(off == plen);
+		term_send(fd, 0, "\004", 1);
+		CHECK(term_read(fd, &raw, &data, "pasted-524288", &ex, 10000) ==
+		    0);
+		free(paste);
+		close(fd);
+		buf_free(&raw);
+		buf_free(&data);
+	}
+
 	/* A bad frame closes the session. */
 	fd = rq_open(&main_agent, "GET", "/terminal", NULL, NULL);
 	CHECK(rd_until(fd, &raw, "\r\n\r\n", 5000) == 0);
