@@ -1038,8 +1038,10 @@ term_send(int fd, int type, const void *p, size_t n)
 	hdr[2] = (unsigned char)(n >> 16);
 	hdr[3] = (unsigned char)(n >> 8);
 	hdr[4] = (unsigned char)n;
-	if (write(fd, hdr, 5) != 5 || (n > 0 && write(fd, p, n) != (ssize_t)n))
-		fprintf(stderr, "terminal write failed\n");
+	/* EPIPE is expected after a bad frame: agentd has closed. */
+	if ((write(fd, hdr, 5) != 5 || (n > 0 && write(fd, p, n) !=
+	    (ssize_t)n)) && errno != EPIPE && errno != ECONNRESET)
+		fprintf(stderr, "terminal write failed: %s\n", strerror(errno));
 }
 
 /*
