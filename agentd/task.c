@@ -558,8 +558,10 @@ task_checkpoint_cb(struct json_object *res, void *arg)
 		t->reaped = 1;
 		t->status = -1;
 		task_finish(t);
-		task_answer(ts, 201, json_object_to_json_string_ext(
-		    task_json(t), JSON_C_TO_STRING_PLAIN));
+		v = task_json(t);
+		task_answer(ts, 201, json_object_to_json_string_ext(v,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(v);
 		return;
 	}
 	if (task_spawn(t, &cause) == -1) {

@@ -837,6 +837,38 @@ test_claude_and_revert(void)
 	CHECK(wait_task("slow", "succeeded", 5000) == 0);
 }
 
+/* Cancelled while its checkpoint is taken: it never runs. */
+static void
+test_cancel_starting(void)
+{
+	struct buf		 b = { 0 }, c = { 0 };
+	struct json_object	*j, *ev;
+	int			 fd, st;
+
+	fd = rq_open(&main_agent, "POST", "/tasks", NULL, "{\"id\":\"cs\","
+	    "\"kind\":\"claude-code\",\"prompt\":\"never\",\"env\":"
+	    "{\"STANDIN_WRITE\":\"never.txt\"}}");
+	CHECK(fd != -1);
+	st = rq(&main_agent, "POST", "/tasks/cs/cancel", NULL, NULL, &b, &j);
+	CHECK(st == 200);
+	/* Usually still starting; a fast checkpoint may have won. */
+	CHECK(jget_str(j, "state") != NULL);
+	json_object_put(j);
+	buf_free(&b);
+	CHECK(rd_all(fd, &c, 10000) == 0);
+	close(fd);
+	CHECK(c.p != NULL && strncmp(c.p, "HTTP/1.1 201", 12) == 0);
+	buf_free(&c);
+	CHECK(wait_task("cs", "cancelled", 5000) == 0);
+	rq(&main_agent, "GET", "/tasks/cs/events", NULL, NULL, &b, NULL);
+	ev = last_event(body_of(&b));
+	CHECK_STR(jget_str(ev, "type"), "exit");
+	CHECK_STR(jget_str(ev, "state"), "cancelled");
+	json_object_put(ev);
+	buf_free(&b);
+	CHECK(run("test ! -e never.txt") == 0);
+}
+
 /* OpenCode stand-in: its events, model and summary. */
 static void
 test_opencode(void)
@@ -1285,6 +1317,7 @@ main(void)
 	RUN(test_timeout);
 	RUN(test_bad_tasks);
 	RUN(test_claude_and_revert);
+	RUN(test_cancel_starting);
 	RUN(test_opencode);
 	RUN(test_truncate);
 	RUN(test_stream_exec);
