@@ -646,7 +646,6 @@ agentd_tasks(struct agentd *ad, struct conn *c, int64_t now)
 	char			*cause;
 	int			 status;
 
-	(void)now;
 	if (strcmp(c->method, "GET") == 0) {
 		agentd_respond_json(c, 200, task_list_json());
 		return;
@@ -765,7 +764,6 @@ agentd_task_route(struct agentd *ad, struct conn *c, int64_t now)
 		    c->path);
 	json_object_put(req);
 	free(tid);
-	(void)ad;
 }
 
 /* GET /dev, GET /dev/logs[?follow=1], POST /dev/restart */
