@@ -853,9 +853,12 @@ agentd_terminal(struct agentd *ad, struct conn *c)
 		    "cols and rows must be 1-1000");
 		return;
 	}
-	if (ad->stopping || ad->nterminals >= AGENTD_MAX_TERMINALS) {
-		agentd_error(c, 503, "unavailable", ad->stopping ?
-		    "agentd is shutting down" : "too many terminals (%d)",
+	if (ad->stopping) {
+		agentd_error(c, 503, "unavailable", "agentd is shutting down");
+		return;
+	}
+	if (ad->nterminals >= AGENTD_MAX_TERMINALS) {
+		agentd_error(c, 503, "unavailable", "too many terminals (%d)",
 		    AGENTD_MAX_TERMINALS);
 		return;
 	}
