@@ -67,6 +67,10 @@ static int	 git_snapshot(const char *, const char *, char **, char **);
 static int	 git_changed(const char *, const char *, struct json_object *,
 		    char **);
 static int	 git_revert(const char *, struct json_object *, char **);
+static int	 git_revert_diff(const char *, const char *, struct git_out *,
+		    char **);
+static int	 git_revert_apply(const char *, const char *, struct git_out *,
+		    int, struct json_object *, char **);
 static void	 git_rmdirs(const char *);
 static void	 git_add_file(struct json_object *, const char *);
 static void	 git_trim(struct git_out *);
@@ -345,57 +349,55 @@ git_rmdirs(const char *path)
 	free(p);
 }
 
-/*
- * GIT_REVERT: the workspace back to commit. Files added since are removed,
- * files changed or deleted are checked out again from the checkpoint;
- * untouched files are not rewritten (a dev server watching them sees only
- * the real changes).
- */
+/* Snapshot the workspace into a fresh index and diff it to commit. */
 static int
-git_revert(const char *commit, struct json_object *res, char **cause)
+git_revert_diff(const char *index, const char *commit, struct git_out *o,
+    char **cause)
 {
-	struct git_out		 o = { NULL, 0 }, co = { NULL, 0 };
-	struct json_object	*files;
-	char			*index, *tree = NULL, *spec, *p, *status;
-	char			*list = NULL;
-	size_t			 listlen = 0, n;
-	int			 rc = -1;
-	const char		*ce[] = { "cat-file", "-e", NULL, NULL };
+	char	*tree = NULL;
+	int	 rc;
 
-	xasprintf(&spec, "%s^{commit}", commit);
-	ce[2] = spec;
-	if (git_run(ce, NULL, NULL, 0, &o, cause) == -1) {
-		free(*cause);
-		xasprintf(cause, "checkpoint %s is not a commit in %s/.git",
-		    commit, git_workdir);
-		free(spec);
-		free(o.buf);
-		return -2;
-	}
-	free(spec);
-	xasprintf(&index, "%s/git/index-revert-%ld", git_state_dir,
-	    (long)getpid());
 	unlink(index);
 	if (git_snapshot(index, commit, &tree, cause) == -1)
-		goto out;
+		return -1;
 	{
 		const char *dt[] = { "diff-tree", "-r", "-z", "--no-renames",
 		    "--name-status", commit, tree, NULL };
 
-		if (git_run(dt, index, NULL, 0, &o, cause) == -1)
-			goto out;
+		rc = git_run(dt, index, NULL, 0, o, cause);
 	}
-	files = json_object_new_array();
-	json_object_object_add(res, "files", files);
-	for (p = o.buf; p < o.buf + o.len;) {
+	free(tree);
+	return rc;
+}
+
+/*
+ * Put back the entries of a name-status list (only the .gitignore files
+ * with ignores_only): added paths are removed, the others checked out
+ * from commit. Paths go to files. Returns how many, or -1.
+ */
+static int
+git_revert_apply(const char *index, const char *commit, struct git_out *o,
+    int ignores_only, struct json_object *files, char **cause)
+{
+	struct git_out	 co = { NULL, 0 };
+	char		*p, *status, *list = NULL, *full, *base;
+	size_t		 listlen = 0, n;
+	int		 count = 0, rc = 0;
+
+	for (p = o->buf; p < o->buf + o->len;) {
 		status = p;
 		p += strlen(p) + 1;
-		if (p >= o.buf + o.len)
+		if (p >= o->buf + o->len)
 			break;
+		base = strrchr(p, '/');
+		base = base != NULL ? base + 1 : p;
+		if (ignores_only && strcmp(base, ".gitignore") != 0) {
+			p += strlen(p) + 1;
+			continue;
+		}
+		count++;
 		git_add_file(files, p);
 		if (*status == 'A') {
-			char *full;
-
 			xasprintf(&full, "%s/%s", git_workdir, p);
 			if (unlink(full) == 0)
 				git_rmdirs(full);
@@ -415,16 +417,58 @@ git_revert(const char *commit, struct json_object *res, char **cause)
 
 		if (git_run(rt, index, NULL, 0, &co, cause) == -1 ||
 		    git_run(ci, index, list, listlen, &co, cause) == -1)
-			goto out;
+			rc = -1;
 	}
+	free(list);
+	free(co.buf);
+	return rc == -1 ? -1 : count;
+}
+
+/*
+ * GIT_REVERT: the workspace back to commit. Files added since are removed,
+ * files changed or deleted are checked out again from the checkpoint;
+ * untouched files are not rewritten (a dev server watching them sees only
+ * the real changes). The .gitignore files go back first and the workspace
+ * is looked at again: a task that un-ignored node_modules must not have
+ * it taken for added and removed.
+ */
+static int
+git_revert(const char *commit, struct json_object *res, char **cause)
+{
+	struct git_out		 o = { NULL, 0 };
+	struct json_object	*files;
+	char			*index, *spec;
+	int			 rc = -1, n;
+	const char		*ce[] = { "cat-file", "-e", NULL, NULL };
+
+	xasprintf(&spec, "%s^{commit}", commit);
+	ce[2] = spec;
+	if (git_run(ce, NULL, NULL, 0, &o, cause) == -1) {
+		free(*cause);
+		xasprintf(cause, "checkpoint %s is not a commit in %s/.git",
+		    commit, git_workdir);
+		free(spec);
+		free(o.buf);
+		return -2;
+	}
+	free(spec);
+	files = json_object_new_array();
+	json_object_object_add(res, "files", files);
+	xasprintf(&index, "%s/git/index-revert-%ld", git_state_dir,
+	    (long)getpid());
+	if (git_revert_diff(index, commit, &o, cause) == -1)
+		goto out;
+	if ((n = git_revert_apply(index, commit, &o, 1, files, cause)) == -1)
+		goto out;
+	if (n > 0 && git_revert_diff(index, commit, &o, cause) == -1)
+		goto out;
+	if (git_revert_apply(index, commit, &o, 0, files, cause) == -1)
+		goto out;
 	rc = 0;
 out:
 	unlink(index);
 	free(index);
-	free(tree);
-	free(list);
 	free(o.buf);
-	free(co.buf);
 	return rc;
 }
 

@@ -837,6 +837,33 @@ test_claude_and_revert(void)
 	CHECK(wait_task("slow", "succeeded", 5000) == 0);
 }
 
+/* A task that un-ignores node_modules: revert keeps node_modules. */
+static void
+test_revert_ignores(void)
+{
+	struct buf		 b = { 0 };
+	struct json_object	*j;
+
+	CHECK(rq(&main_agent, "POST", "/tasks", NULL, "{\"id\":\"ig\","
+	    "\"kind\":\"command\",\"checkpoint\":true,\"cmd\":[\"sh\",\"-c\","
+	    "\"rm .gitignore && echo x > new.txt\"]}", &b, NULL) == 201);
+	buf_free(&b);
+	CHECK(wait_task("ig", "succeeded", 5000) == 0);
+	CHECK(rq(&main_agent, "GET", "/tasks/ig", NULL, NULL, &b, &j) == 200);
+	/* As the task left it, node_modules looked added. */
+	CHECK(jpath(j, "changed_files") != NULL &&
+	    json_object_array_length(jpath(j, "changed_files")) >= 3);
+	json_object_put(j);
+	buf_free(&b);
+	CHECK(rq(&main_agent, "POST", "/tasks/ig/revert", NULL, NULL, &b, &j) ==
+	    200);
+	CHECK(json_object_array_length(jpath(j, "files")) == 2);
+	json_object_put(j);
+	buf_free(&b);
+	CHECK(run("test -f .gitignore && test -f node_modules/dep.js && "
+	    "test ! -e new.txt") == 0);
+}
+
 /* Cancelled while its checkpoint is taken: it never runs. */
 static void
 test_cancel_starting(void)
@@ -1317,6 +1344,7 @@ main(void)
 	RUN(test_timeout);
 	RUN(test_bad_tasks);
 	RUN(test_claude_and_revert);
+	RUN(test_revert_ignores);
 	RUN(test_cancel_starting);
 	RUN(test_opencode);
 	RUN(test_truncate);
