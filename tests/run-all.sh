@@ -72,7 +72,8 @@ fuzz() {
 	    tests/fuzz/fuzz_http_response tests/fuzz/fuzz_http_chunked \
 	    tests/fuzz/fuzz_config tests/fuzz/replay_http_request \
 	    tests/fuzz/replay_http_response tests/fuzz/replay_http_chunked \
-	    tests/fuzz/replay_config >build-fuzz/build.out 2>&1 ||
+	    tests/fuzz/replay_config tests/fuzz/fuzz_pty_frame \
+	    tests/fuzz/replay_pty_frame >build-fuzz/build.out 2>&1 ||
 	    { tail -50 build-fuzz/build.out; return 1; }
 	echo "==> build-fuzz: each target for ${FUZZ_SECONDS:-10} s"
 	top_srcdir=$top top_builddir=$top/build-fuzz \
