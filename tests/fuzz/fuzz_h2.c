@@ -107,6 +107,20 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 	http_exchange_reply_buffer(ex, 200, "text/plain", ex->body);
 }
 
+/* Every fuzzed sandbox is public: private previews have their own target. */
+int
+control_preview_private(struct control *ctl, const char *sandbox_id)
+{
+	return 0;
+}
+
+int
+control_preview_verify(struct control *ctl, const char *sandbox_id,
+    const char *tok, size_t len, int64_t *expires)
+{
+	return -1;
+}
+
 /* The edge, once: a config with a preview domain and one dead route. */
 static void
 fuzz_init(void)
@@ -172,7 +186,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
-	edge_conn_accept(fuzz_edge, sv[0], (struct sockaddr *)&sun);
+	edge_conn_accept(fuzz_edge, sv[0], (struct sockaddr *)&sun, 0);
 	if (write(sv[1], preface, sizeof preface - 1) !=
 	    (ssize_t)(sizeof preface - 1))
 		abort();
