@@ -131,6 +131,22 @@ struct config {
 	uint64_t		 min_free_memory_bytes;
 	int			 min_free_memory_pct;
 	enum log_level		 log_level;	/* lowest level logged */
+	/*
+	 * The edge's limits and timeouts (docs/limits.md). In a config
+	 * built by hand (tests), 0 for one of the timeouts that cannot be
+	 * off means edge's built-in default.
+	 */
+	int			 max_connections;	/* 0: from RLIMIT_NOFILE */
+	int			 max_connections_per_ip;	/* 0: no cap */
+	int64_t			 header_timeout_ms;
+	int64_t			 keepalive_timeout_ms;
+	int64_t			 body_timeout_ms;	/* the min-rate window */
+	uint64_t		 body_min_rate;		/* bytes/s; 0: none */
+	int64_t			 send_timeout_ms;	/* the min-rate window */
+	uint64_t		 send_min_rate;		/* bytes/s; 0: none */
+	int64_t			 response_timeout_ms;
+	int64_t			 response_idle_timeout_ms;	/* 0: never */
+	int64_t			 tunnel_idle_timeout_ms;	/* 0: never */
 	struct cfg_api_key	*api_keys;
 	size_t			 napi_keys;
 	struct cfg_template	*templates;

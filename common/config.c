@@ -154,6 +154,30 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
 	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
 	{ "log_level", CFG_GLOBAL, CFG_T_LOGLEVEL, G(log_level), 0, 0, 0 },
+	/* The edge's limits: 0 is "derived" for one, "no cap" for the other. */
+	{ "max_connections", CFG_GLOBAL, CFG_T_INT, G(max_connections), 0,
+	  0, 10000000 },
+	{ "max_connections_per_ip", CFG_GLOBAL, CFG_T_INT,
+	  G(max_connections_per_ip), 0, 0, 10000000 },
+	{ "header_timeout", CFG_GLOBAL, CFG_T_DURATION, G(header_timeout_ms),
+	  0, 1, CFG_MAX_DURATION_MS },
+	{ "keepalive_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(keepalive_timeout_ms), 0, 1, CFG_MAX_DURATION_MS },
+	{ "body_timeout", CFG_GLOBAL, CFG_T_DURATION, G(body_timeout_ms), 0,
+	  1, CFG_MAX_DURATION_MS },
+	{ "body_min_rate", CFG_GLOBAL, CFG_T_SIZE, G(body_min_rate), 0,
+	  0, (long long)CFG_GIB },
+	{ "send_timeout", CFG_GLOBAL, CFG_T_DURATION, G(send_timeout_ms), 0,
+	  1, CFG_MAX_DURATION_MS },
+	{ "send_min_rate", CFG_GLOBAL, CFG_T_SIZE, G(send_min_rate), 0,
+	  0, (long long)CFG_GIB },
+	{ "response_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(response_timeout_ms), 0, 1, CFG_MAX_DURATION_MS },
+	/* 0: an upstream may stay silent mid-response, a tunnel idle, forever. */
+	{ "response_idle_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(response_idle_timeout_ms), 0, 0, CFG_MAX_DURATION_MS },
+	{ "tunnel_idle_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(tunnel_idle_timeout_ms), 0, 0, CFG_MAX_DURATION_MS },
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
 	{ "admin", CFG_API_KEY, CFG_T_BOOL, K(admin), 0, 0, 0 },
@@ -1158,6 +1182,17 @@ cfg_defaults(struct config *conf)
 	conf->min_free_memory_bytes = 0;
 	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;
+	conf->max_connections = 0;
+	conf->max_connections_per_ip = 256;
+	conf->header_timeout_ms = 30 * 1000;
+	conf->keepalive_timeout_ms = 75 * 1000;
+	conf->body_timeout_ms = 30 * 1000;
+	conf->body_min_rate = 512;
+	conf->send_timeout_ms = 60 * 1000;
+	conf->send_min_rate = 512;
+	conf->response_timeout_ms = 60 * 1000;
+	conf->response_idle_timeout_ms = 5 * 60 * 1000;
+	conf->tunnel_idle_timeout_ms = 60 * 60 * 1000;
 }
 
 /* Check that a file named by key exists and is readable. */
