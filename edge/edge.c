@@ -46,6 +46,7 @@ edge_new(struct event_base *base, const struct config *cfg,
 	edge->sweep_ev = event_new(base, -1, EV_PERSIST, edge_sweep_cb, edge);
 	edge->grace_ev = evtimer_new(base, edge_grace_cb, edge);
 	evtimer_add(edge->sweep_ev, &tv);
+	edge_limit_init(edge);
 	if (edge_listen(edge, cause) != 0)
 		goto fail;
 	control_set_retire_cb(ctl, edge_retire_cb, edge);
@@ -188,6 +189,7 @@ edge_free(struct edge *edge)
 	edge_pool_sweep(edge, 1);
 	edge_reap_cb(-1, 0, edge);
 	edge_listen_close(edge, 1);
+	edge_limit_free(edge);
 	event_free(edge->reap_ev);
 	event_free(edge->sweep_ev);
 	event_free(edge->grace_ev);
