@@ -260,14 +260,17 @@ int	http_response_body(const struct http_response_head *,
  * framing error. c->done is set once the last chunk and trailers are read.
  * Lines must end in CRLF; chunk sizes up to INT64_MAX; size lines (with
  * extensions, which are ignored) up to 4096 bytes; trailers, which are
- * skipped, up to HTTP_MAX_HEAD_SIZE. After -1 it keeps returning -1; once
- * done it returns 0.
+ * skipped, up to HTTP_MAX_HEAD_SIZE, each a valid field and none of those
+ * that frame, route or attribute a message (Content-Length, Host, ...;
+ * see http.c). After -1 it keeps returning -1; once done it returns 0.
  */
+#define HTTP_TRAILER_NAME_MAX	19	/* the longest refused name */
 struct http_chunked {
 	int		state;
 	uint64_t	remaining;
-	size_t		line_len;	/* bytes in the current size/trailer line */
+	size_t		line_len;	/* bytes in the current size line or name */
 	int		done;
+	char		name[HTTP_TRAILER_NAME_MAX];	/* a trailer's, lowercased */
 };
 typedef void (*http_data_cb)(void *arg, const char *, size_t);
 void	 http_chunked_init(struct http_chunked *);
