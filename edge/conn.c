@@ -34,6 +34,7 @@ static void	edge_conn_timer_cb(evutil_socket_t, short, void *);
 static void	edge_conn_closed_cb(evutil_socket_t, short, void *);
 static void	edge_conn_shut(struct edge_conn *);
 static void	edge_conn_send_watch(struct edge_conn *);
+static void	edge_conn_reset(struct edge_conn *);
 static void	edge_conn_send_cb(evutil_socket_t, short, void *);
 static void	edge_conn_sent_cb(struct evbuffer *,
 		    const struct evbuffer_cb_info *, void *);
@@ -191,6 +192,23 @@ edge_conn_send_watch(struct edge_conn *conn)
 	evtimer_add(conn->send_ev, &tv);
 }
 
+/*
+ * Close with a reset: what the kernel still holds for a client that does
+ * not read is dropped at once instead of trickling out after the close
+ * (nginx's reset_timedout_connection).
+ */
+static void
+edge_conn_reset(struct edge_conn *conn)
+{
+	struct linger	l = { 1, 0 };
+
+	if (conn->state == EDGE_CONN_DEAD)
+		return;
+	setsockopt(bufferevent_getfd(conn->bev), SOL_SOCKET, SO_LINGER, &l,
+	    sizeof l);
+	edge_conn_close(conn);
+}
+
 /* Bytes left our output for the socket. */
 static void
 edge_conn_sent_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
@@ -228,7 +246,7 @@ edge_conn_send_cb(evutil_socket_t fd, short events, void *arg)
 		log_debug("client reads too slowly\tpeer=%s took=%llu "
 		    "need=%llu", conn->peer, (unsigned long long)took,
 		    (unsigned long long)need);
-		edge_conn_close(conn);
+		edge_conn_reset(conn);
 		return;
 	}
 	edge_conn_send_watch(conn);
@@ -505,8 +523,11 @@ edge_conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_ERROR)
 		log_debug("client error\tpeer=%s error=\"%s\"", conn->peer,
 		    strerror(EVUTIL_SOCKET_ERROR()));
-	else if (what & BEV_EVENT_TIMEOUT)
+	else if (what & BEV_EVENT_TIMEOUT) {
 		log_debug("client write timeout\tpeer=%s", conn->peer);
+		edge_conn_reset(conn);
+		return;
+	}
 	edge_conn_close(conn);
 }
 
