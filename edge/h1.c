@@ -209,8 +209,9 @@ edge_h1_refuse_host(struct edge_conn *conn, struct edge_req *req)
 	len = evbuffer_get_length(in);
 	if (len > HTTP_MAX_HEAD_SIZE)
 		len = HTTP_MAX_HEAD_SIZE;
-	p = len > 0 ? (const char *)evbuffer_pullup(in, len) : NULL;
-	end = p + len;
+	p = end = NULL;
+	if (len > 0 && (p = (const char *)evbuffer_pullup(in, len)) != NULL)
+		end = p + len;
 	while (p != NULL && p < end) {
 		if ((p = memchr(p, '\n', end - p)) == NULL)
 			break;
