@@ -515,8 +515,9 @@ edge_req_gone(struct edge_req *req)
 
 /*
  * Answer with an error: a page, or the API JSON error on API hosts. Once
- * part of the response went out only cutting it off is left. Refusals of
- * a broken request close the connection.
+ * the final head went out only cutting it off is left; after interim
+ * responses (100 Continue) a final one still may come. Refusals of a
+ * broken request close the connection.
  */
 void
 edge_req_error(struct edge_req *req, int status, const char *message)
@@ -526,7 +527,7 @@ edge_req_error(struct edge_req *req, int status, const char *message)
 	log_debug("edge error\tstatus=%d peer=%s msg=\"%s\"", status,
 	    req->conn->peer, message);
 	edge_proxy_release(req, 0);
-	if (req->out != EDGE_OUT_NONE) {
+	if (req->out == EDGE_OUT_FINAL) {
 		edge_req_abort(req);
 		return;
 	}

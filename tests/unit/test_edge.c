@@ -541,6 +541,10 @@ origin_respond(struct origin_conn *oc)
 		evbuffer_add_printf(out, "HTTP/1.1 204 No Content\r\n"
 		    "X-Origin-Conn: %d\r\nContent-Length: 5\r\n\r\nHTTP/",
 		    oc->serial);
+	} else if (strcmp(oc->target, "/1xxbody") == 0) {
+		/* A broken server: an interim response with a body. */
+		evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n"
+		    "Content-Length: 5\r\n\r\nhello");
 	} else if (strcmp(oc->target, "/reset") == 0) {
 		oc->closing = 1;	/* close without a byte */
 	} else {
@@ -2573,6 +2577,16 @@ test_pool_safety(void)
 	CHECK_STR(r.body, "GET /echo\n");
 	CHECK(strcmp(resp_get(&r, "x-origin-conn"), serial) != 0);
 	resp_free(&r);
+
+	/* A 1xx with a body: its body is no head, 502; the next is fine. */
+	cli_sends(&c, "GET /1xxbody HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 502);
+	resp_free(&r);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "GET /echo\n");
+	resp_free(&r);
 	cli_close(&c);
 
 	/*
@@ -2691,11 +2705,11 @@ test_limit_table(void)
 	CHECK(memcmp(&k1, &k2, sizeof k1) != 0);
 
 	memset(&c, 0, sizeof c);
-	c.max_connections = 10 * n;
 	c.max_connections_per_ip = 2;
 	memset(&e, 0, sizeof e);
 	e.cfg = &c;
 	edge_limit_init(&e);
+	e.lim.max_conns = 10 * n;	/* whatever the descriptor limit */
 	conns = calloc(3 * n, sizeof *conns);
 	order = calloc(2 * n, sizeof *order);
 	/* n addresses, twice each; a third is refused. */
