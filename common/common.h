@@ -206,6 +206,22 @@ struct config {
 	enum cfg_egress		 egress;
 	struct cfg_cidr		*egress_allow;	/* allowed whatever egress says */
 	size_t			 negress_allow;
+	/*
+	 * The edge's limits and timeouts (docs/limits.md). In a config
+	 * built by hand (tests), 0 for one of the timeouts that cannot be
+	 * off means edge's built-in default.
+	 */
+	int			 max_connections;	/* 0: from RLIMIT_NOFILE */
+	int			 max_connections_per_ip;	/* 0: no cap */
+	int64_t			 header_timeout_ms;
+	int64_t			 keepalive_timeout_ms;
+	int64_t			 body_timeout_ms;	/* the min-rate window */
+	uint64_t		 body_min_rate;		/* bytes/s; 0: none */
+	int64_t			 send_timeout_ms;	/* the min-rate window */
+	uint64_t		 send_min_rate;		/* bytes/s; 0: none */
+	int64_t			 response_timeout_ms;
+	int64_t			 response_idle_timeout_ms;	/* 0: never */
+	int64_t			 tunnel_idle_timeout_ms;	/* 0: never */
 	struct cfg_api_key	*api_keys;
 	size_t			 napi_keys;
 	struct cfg_template	*templates;
@@ -329,14 +345,17 @@ int	http_response_body(const struct http_response_head *,
  * framing error. c->done is set once the last chunk and trailers are read.
  * Lines must end in CRLF; chunk sizes up to INT64_MAX; size lines (with
  * extensions, which are ignored) up to 4096 bytes; trailers, which are
- * skipped, up to HTTP_MAX_HEAD_SIZE. After -1 it keeps returning -1; once
- * done it returns 0.
+ * skipped, up to HTTP_MAX_HEAD_SIZE, each a valid field and none of those
+ * that frame, route or attribute a message (Content-Length, Host, ...;
+ * see http.c). After -1 it keeps returning -1; once done it returns 0.
  */
+#define HTTP_TRAILER_NAME_MAX	19	/* the longest refused name */
 struct http_chunked {
 	int		state;
 	uint64_t	remaining;
-	size_t		line_len;	/* bytes in the current size/trailer line */
+	size_t		line_len;	/* bytes in the current size line or name */
 	int		done;
+	char		name[HTTP_TRAILER_NAME_MAX];	/* a trailer's, lowercased */
 };
 typedef void (*http_data_cb)(void *arg, const char *, size_t);
 void	 http_chunked_init(struct http_chunked *);

@@ -168,6 +168,30 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "egress", CFG_GLOBAL, CFG_T_EGRESS, G(egress), 0, 0, 0 },
 	{ "egress_allow", CFG_GLOBAL, CFG_T_CIDRS, G(egress_allow),
 	  G(negress_allow), 0, 0 },
+	/* The edge's limits: 0 is "derived" for one, "no cap" for the other. */
+	{ "max_connections", CFG_GLOBAL, CFG_T_INT, G(max_connections), 0,
+	  0, 10000000 },
+	{ "max_connections_per_ip", CFG_GLOBAL, CFG_T_INT,
+	  G(max_connections_per_ip), 0, 0, 10000000 },
+	{ "header_timeout", CFG_GLOBAL, CFG_T_DURATION, G(header_timeout_ms),
+	  0, 1, CFG_MAX_DURATION_MS },
+	{ "keepalive_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(keepalive_timeout_ms), 0, 1, CFG_MAX_DURATION_MS },
+	{ "body_timeout", CFG_GLOBAL, CFG_T_DURATION, G(body_timeout_ms), 0,
+	  1, CFG_MAX_DURATION_MS },
+	{ "body_min_rate", CFG_GLOBAL, CFG_T_SIZE, G(body_min_rate), 0,
+	  0, (long long)CFG_GIB },
+	{ "send_timeout", CFG_GLOBAL, CFG_T_DURATION, G(send_timeout_ms), 0,
+	  1, CFG_MAX_DURATION_MS },
+	{ "send_min_rate", CFG_GLOBAL, CFG_T_SIZE, G(send_min_rate), 0,
+	  0, (long long)CFG_GIB },
+	{ "response_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(response_timeout_ms), 0, 1, CFG_MAX_DURATION_MS },
+	/* 0: an upstream may stay silent mid-response, a tunnel idle, forever. */
+	{ "response_idle_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(response_idle_timeout_ms), 0, 0, CFG_MAX_DURATION_MS },
+	{ "tunnel_idle_timeout", CFG_GLOBAL, CFG_T_DURATION,
+	  G(tunnel_idle_timeout_ms), 0, 0, CFG_MAX_DURATION_MS },
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
 	{ "secret_hash", CFG_API_KEY, CFG_T_SECRET_HASH, K(secret_hash), 0,
@@ -1443,6 +1467,17 @@ cfg_defaults(struct config *conf)
 	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;
 	conf->egress = CFG_EGRESS_PUBLIC_ONLY;
+	conf->max_connections = 0;
+	conf->max_connections_per_ip = 256;
+	conf->header_timeout_ms = 30 * 1000;
+	conf->keepalive_timeout_ms = 75 * 1000;
+	conf->body_timeout_ms = 30 * 1000;
+	conf->body_min_rate = 512;
+	conf->send_timeout_ms = 60 * 1000;
+	conf->send_min_rate = 512;
+	conf->response_timeout_ms = 60 * 1000;
+	conf->response_idle_timeout_ms = 5 * 60 * 1000;
+	conf->tunnel_idle_timeout_ms = 60 * 60 * 1000;
 }
 
 /* Check that a file named by key exists and is readable. */

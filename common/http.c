@@ -20,6 +20,15 @@
  *    CTL other than HTAB (so no NUL).
  *  - empty lines (CRLF) before a request line are skipped, as RFC 9112
  *    section 2.2 asks, so a client's stray CRLF after a body is harmless.
+ *  - a request's framing admits one reading only: one Content-Length
+ *    header (a repeat, even of the same value, is refused), or exactly
+ *    "Transfer-Encoding: chunked" in one header, never both.
+ *  - trailer lines are checked as header fields (a token, a colon, a
+ *    value), and fields that would change how the message is framed,
+ *    routed or attributed if a server merged them into the head
+ *    (Content-Length, Transfer-Encoding, Host, X-Forwarded-For, ...) are
+ *    an error: the trailers are passed on as they are, so refusing is
+ *    the only way not to forward them.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -72,6 +81,7 @@ static const uint8_t http_ctype[256] = {
 };
 
 #define HTTP_IS(c, cls) (http_ctype[(unsigned char)(c)] & (cls))
+#define HTTP_LOWER(c)	((c) >= 'A' && (c) <= 'Z' ? (c) - 'A' + 'a' : (c))
 
 enum http_chunked_state {
 	HTTP_CH_SIZE_START,	/* first hex digit of a chunk size */
@@ -83,7 +93,8 @@ enum http_chunked_state {
 	HTTP_CH_DATA_CR,	/* CR after the payload */
 	HTTP_CH_DATA_LF,	/* LF after the payload */
 	HTTP_CH_TRAILER_START,	/* start of a trailer line or the final CRLF */
-	HTTP_CH_TRAILER,	/* inside a trailer line, skipped up to CR */
+	HTTP_CH_TRAILER_NAME,	/* a trailer field's name, up to ':' */
+	HTTP_CH_TRAILER,	/* a trailer field's value, up to CR */
 	HTTP_CH_TRAILER_LF,	/* LF ending a trailer line */
 	HTTP_CH_END_LF,		/* LF of the final empty line */
 	HTTP_CH_ERROR		/* a framing error was reported; stays so */
@@ -105,6 +116,20 @@ static int	 http_hexval(int);
 static int	 http_parse_length(const char *, size_t, uint64_t *);
 static int	 http_framing(const struct http_header *, size_t, int, int,
 		    enum http_body_kind *, uint64_t *);
+static int	 http_trailer_allowed(const char *, size_t);
+
+/*
+ * Fields refused in trailers: framing, routing, connection control, the
+ * head's modifiers and credentials, and what edge sets itself. Lowercase,
+ * none longer than HTTP_TRAILER_NAME_MAX.
+ */
+static const char *const http_trailer_refused[] = {
+	"authorization", "connection", "content-encoding", "content-length",
+	"content-range", "content-type", "cookie", "expect", "host",
+	"keep-alive", "proxy-authorization", "proxy-connection", "set-cookie",
+	"te", "trailer", "transfer-encoding", "upgrade", "x-forwarded-for",
+	"x-forwarded-host", "x-forwarded-proto"
+};
 
 /*
  * First byte at or after p that is not of class cls, or end, for HC_VALUE
@@ -500,6 +525,7 @@ http_framing(const struct http_header *h, size_t n, int minor, int is_request,
 	uint64_t	 cl = 0, v;
 	size_t		 i;
 	int		 have_cl = 0, have_te = 0, codings = 0, chunked_at = 0;
+	int		 empty = 0;
 
 	*kind = HTTP_BODY_NONE;
 	*length = 0;
@@ -508,14 +534,14 @@ http_framing(const struct http_header *h, size_t n, int minor, int is_request,
 			if (http_parse_length(h[i].value, h[i].value_len,
 			    &v) != 0)
 				return -1;
-			if (have_cl && v != cl)
+			if (have_cl && (v != cl || is_request))
 				return -1;
 			have_cl = 1;
 			cl = v;
 		} else if (http_ieq(h[i].name, h[i].name_len,
 		    "transfer-encoding", 17)) {
 			/* Several headers make one list, in order. */
-			have_te = 1;
+			have_te++;
 			p = h[i].value;
 			end = p + h[i].value_len;
 			while (p < end) {
@@ -523,14 +549,17 @@ http_framing(const struct http_header *h, size_t n, int minor, int is_request,
 				while (p < end && *p != ',')
 					p++;
 				e = p;
-				if (p < end)
-					p++;
+				/* A comma at the end leaves an empty element. */
+				if (p < end && ++p == end)
+					empty = 1;
 				while (s < e && (*s == ' ' || *s == '\t'))
 					s++;
 				while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
 					e--;
-				if (s == e)
-					continue;	/* empty list element */
+				if (s == e) {
+					empty = 1;	/* an empty element */
+					continue;
+				}
 				codings++;
 				if (http_ieq(s, e - s, "chunked", 7)) {
 					/* chunked twice is never valid */
@@ -553,7 +582,9 @@ http_framing(const struct http_header *h, size_t n, int minor, int is_request,
 		if (chunked_at != 0 && chunked_at != codings)
 			return -1;	/* "chunked, gzip" */
 		if (is_request) {
-			if (codings != 1 || chunked_at != 1)
+			/* Exactly "chunked": no list, no second header. */
+			if (codings != 1 || chunked_at != 1 || have_te != 1 ||
+			    empty)
 				return -1;
 			*kind = HTTP_BODY_CHUNKED;
 		} else if (chunked_at != 0)
@@ -602,6 +633,25 @@ http_response_body(const struct http_response_head *resp,
 	}
 	return http_framing(resp->headers, resp->nheaders, resp->minor_version,
 	    0, kind, length);
+}
+
+/*
+ * 1 unless a trailer field's name (its first bytes lowercased in name,
+ * len bytes long in all) is one refused in trailers.
+ */
+static int
+http_trailer_allowed(const char *name, size_t len)
+{
+	size_t	i;
+
+	if (len > HTTP_TRAILER_NAME_MAX)
+		return 1;
+	for (i = 0; i < nitems(http_trailer_refused); i++) {
+		if (strlen(http_trailer_refused[i]) == len &&
+		    memcmp(http_trailer_refused[i], name, len) == 0)
+			return 0;
+	}
+	return 1;
 }
 
 /* Start scanning a new chunked body. */
@@ -708,10 +758,25 @@ http_chunked_scan(struct http_chunked *c, const char *buf, size_t len,
 				goto fail;
 			if (ch == '\r')
 				c->state = HTTP_CH_END_LF;
-			else if (HTTP_IS(ch, HC_VALUE))
-				c->state = HTTP_CH_TRAILER;
-			else
+			else if (HTTP_IS(ch, HC_TCHAR)) {
+				/* A field name: no obs-fold, no empty name. */
+				c->name[0] = HTTP_LOWER(ch);
+				c->line_len = 1;
+				c->state = HTTP_CH_TRAILER_NAME;
+			} else
 				goto fail;
+			break;
+		case HTTP_CH_TRAILER_NAME:
+			if (++c->remaining > HTTP_MAX_HEAD_SIZE)
+				goto fail;
+			if (ch == ':') {
+				if (!http_trailer_allowed(c->name, c->line_len))
+					goto fail;
+				c->state = HTTP_CH_TRAILER;
+			} else if (!HTTP_IS(ch, HC_TCHAR))
+				goto fail;	/* "Name : v", or no colon */
+			else if (c->line_len++ < sizeof c->name)
+				c->name[c->line_len - 1] = HTTP_LOWER(ch);
 			break;
 		case HTTP_CH_TRAILER:
 			if (++c->remaining > HTTP_MAX_HEAD_SIZE)

@@ -102,6 +102,8 @@ edge_api_start(struct edge_req *req, const struct http_request_head *h)
 	/* The client waits for our go before it sends the body. */
 	if (go_ahead)
 		req->ops->go_ahead(req);
+	if (!req->body_done)
+		edge_req_body_watch(req);
 	edge_api_body(req);
 }
 
@@ -122,20 +124,21 @@ void
 edge_api_body(struct edge_req *req)
 {
 	struct http_exchange	*ex = req->ex;
+	size_t			 had = evbuffer_get_length(ex->body);
 
 	if (req->ops->recv(req, ex->body, edge_api_data_cb) == -1) {
 		edge_req_error(req, 400, "The chunked body is malformed.");
 		return;
 	}
+	/* For the body rate rule (edge_req_body_check, on the timer). */
+	req->body_got += evbuffer_get_length(ex->body) - had;
 	if (req->api_got > req->api_limit) {
 		edge_req_error(req, 413, "The request body is too large "
 		    "for this route.");
 		return;
 	}
-	if (!req->body_done) {
-		edge_req_timer(req, EDGE_BODY_TIMEOUT_MS);
+	if (!req->body_done)
 		return;
-	}
 	edge_req_timer(req, -1);
 	req->state = EDGE_REQ_API_WAIT;
 	ex->transport = &edge_transport;

@@ -45,6 +45,11 @@ static void	edge_conn_closed_cb(evutil_socket_t, short, void *);
 static void	edge_conn_shut(struct edge_conn *);
 static void	edge_conn_established(struct edge_conn *);
 static struct bufferevent *edge_conn_bev_tls(struct edge_conn *, int);
+static void	edge_conn_send_watch(struct edge_conn *);
+static void	edge_conn_reset(struct edge_conn *);
+static void	edge_conn_send_cb(evutil_socket_t, short, void *);
+static void	edge_conn_sent_cb(struct evbuffer *,
+		    const struct evbuffer_cb_info *, void *);
 static void	edge_format_peer(const struct sockaddr *, char *, size_t,
 		    char *, size_t);
 
@@ -103,15 +108,21 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
     int tls)
 {
 	struct edge_conn	*conn;
-	struct timeval		 wtv = { EDGE_WRITE_TIMEOUT_S, 0 };
+	struct timeval		 wtv;
 	int			 one = 1;
 
+	conn = xcalloc(1, sizeof *conn);
+	conn->edge = edge;
+	/* Over a cap: closed at once, before a byte is read or buffered. */
+	if (edge_limit_admit(edge, conn, sa) != 0) {
+		close(fd);
+		free(conn);
+		return;
+	}
 	/* Small responses must leave at once, not wait for Nagle. */
 	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
-	conn = xcalloc(1, sizeof *conn);
-	conn->edge = edge;
 	conn->state = tls ? EDGE_CONN_HANDSHAKE : EDGE_CONN_HEAD;
 	conn->tls = tls;
 	edge_format_peer(sa, conn->peer, sizeof conn->peer, conn->peer_ip,
@@ -124,6 +135,7 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	if (conn->bev == NULL) {
 		log_warnx("bufferevent_socket_new failed\tpeer=%s tls=%d",
 		    conn->peer, tls);
+		edge_limit_release(edge, conn);
 		close(fd);
 		free(conn);
 		return;
@@ -137,7 +149,12 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	bufferevent_set_max_single_write(conn->bev, EDGE_IO_MAX);
 	/* Stop reading a client that queues more than we would process. */
 	bufferevent_setwatermark(conn->bev, EV_READ, 0, EDGE_BUFFER_HIGH);
-	/* A client that never takes our output is cut after a while. */
+	/*
+	 * A client that takes none of our output is cut after send_timeout
+	 * (one that takes too little, by edge_conn_send_cb).
+	 */
+	wtv.tv_sec = edge->lim.send_ms / 1000;
+	wtv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
 	bufferevent_set_timeouts(conn->bev, NULL, &wtv);
 	/*
 	 * EV_WRITE (on by default) only while edge_flush leaves bytes
@@ -148,9 +165,13 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	if (!tls)
 		bufferevent_disable(conn->bev, EV_WRITE);
 	bufferevent_enable(conn->bev, EV_READ);
-	/* A new connection gets the head timeout for its first request. */
+	/*
+	 * A new connection gets header_timeout for its whole first head,
+	 * counted from now: its first byte does not start it over. A TLS
+	 * one gets the handshake's first, then header_timeout again.
+	 */
 	edge_conn_timer(conn, tls ? EDGE_HANDSHAKE_TIMEOUT_MS :
-	    EDGE_HEAD_TIMEOUT_MS);
+	    edge->lim.header_ms);
 }
 
 /*
@@ -162,7 +183,7 @@ static void
 edge_conn_established(struct edge_conn *conn)
 {
 	conn->state = EDGE_CONN_HEAD;
-	edge_conn_timer(conn, EDGE_HEAD_TIMEOUT_MS);
+	edge_conn_timer(conn, conn->edge->lim.header_ms);
 	if (edge_tls_alpn(conn->bev) == EDGE_ALPN_H2) {
 		edge_h2_start(conn);
 		return;
@@ -178,22 +199,124 @@ edge_conn_established(struct edge_conn *conn)
  * Only what the socket does not take waits for EV_WRITE. Errors are left
  * to the bufferevent, which reports them through the event callback.
  */
-void
+int
 edge_flush(struct bufferevent *bev)
 {
 	struct evbuffer	*out = bufferevent_get_output(bev);
 
+	if (evbuffer_get_length(out) == 0)
+		return 0;
 	/* TLS bufferevents always have EV_WRITE on: they write themselves. */
-	if (evbuffer_get_length(out) == 0 ||
-	    (bufferevent_get_enabled(bev) & EV_WRITE))
-		return;
+	if (bufferevent_get_enabled(bev) & EV_WRITE)
+		return 1;
 	/* The bufferevent keeps its output's start frozen; its own write
 	 * callback thaws it around the write exactly like this. */
 	evbuffer_unfreeze(out, 1);
 	evbuffer_write(out, bufferevent_getfd(bev));
 	evbuffer_freeze(out, 1);
-	if (evbuffer_get_length(out) > 0)
-		bufferevent_enable(bev, EV_WRITE);
+	if (evbuffer_get_length(out) == 0)
+		return 0;
+	bufferevent_enable(bev, EV_WRITE);
+	return 1;
+}
+
+/*
+ * Write to the client now; what the socket did not take is watched by
+ * the slow-reader rule until it drains.
+ */
+void
+edge_conn_flush(struct edge_conn *conn)
+{
+	if (conn->state == EDGE_CONN_DEAD)
+		return;
+	if (edge_flush(conn->bev) && !conn->send_watch)
+		edge_conn_send_watch(conn);
+}
+
+/*
+ * Start a send_timeout window over output that waits for the client. The
+ * timer and the byte count are made the first time a connection needs
+ * them: most never fill their socket's buffer.
+ */
+static void
+edge_conn_send_watch(struct edge_conn *conn)
+{
+	struct edge	*edge = conn->edge;
+	struct timeval	 tv;
+
+	if (conn->send_ev == NULL)
+		conn->send_ev = evtimer_new(edge->base, edge_conn_send_cb,
+		    conn);
+	if (conn->send_cb == NULL)
+		conn->send_cb = evbuffer_add_cb(bufferevent_get_output(
+		    conn->bev), edge_conn_sent_cb, conn);
+	if (conn->send_ev == NULL || conn->send_cb == NULL)
+		return;	/* the write timeout still applies */
+	conn->send_mark = conn->sent;
+	conn->send_watch = 1;
+	tv.tv_sec = edge->lim.send_ms / 1000;
+	tv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
+	evtimer_add(conn->send_ev, &tv);
+}
+
+/*
+ * Close with a reset: what the kernel still holds for a client that does
+ * not read is dropped at once instead of trickling out after the close
+ * (nginx's reset_timedout_connection).
+ */
+static void
+edge_conn_reset(struct edge_conn *conn)
+{
+	struct linger	l = { 1, 0 };
+
+	if (conn->state == EDGE_CONN_DEAD)
+		return;
+	setsockopt(bufferevent_getfd(conn->bev), SOL_SOCKET, SO_LINGER, &l,
+	    sizeof l);
+	edge_conn_close(conn);
+}
+
+/* Bytes left our output for the socket. */
+static void
+edge_conn_sent_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct edge_conn	*conn = arg;
+
+	conn->sent += info->n_deleted;
+}
+
+/*
+ * A send window ended with output still waiting: a client that took less
+ * than send_min_rate's share of it in the window (a slow read: a tiny
+ * receive window, a read now and then) is cut; the write timeout alone
+ * would never fire while a byte moves now and then.
+ */
+static void
+edge_conn_send_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct edge_conn	*conn = arg;
+	const struct edge_limits *lim = &conn->edge->lim;
+	uint64_t		 need, took;
+
+	if (!conn->send_watch || conn->state == EDGE_CONN_DEAD)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
+		conn->send_watch = 0;
+		return;
+	}
+	took = conn->sent - conn->send_mark;
+	need = lim->send_rate * (uint64_t)lim->send_ms / 1000;
+	if (need == 0)
+		need = 1;
+	if (took < need) {
+		log_debug("client reads too slowly\tpeer=%s took=%llu "
+		    "need=%llu", conn->peer, (unsigned long long)took,
+		    (unsigned long long)need);
+		edge_conn_reset(conn);
+		return;
+	}
+	edge_conn_send_watch(conn);
 }
 
 /* Arm (ms >= 0) or clear (ms < 0) the connection's timer. */
@@ -317,6 +440,14 @@ edge_conn_close(struct edge_conn *conn)
 	evtimer_del(conn->timer);
 	if (conn->closed_ev != NULL)
 		event_del(conn->closed_ev);
+	if (conn->send_ev != NULL)
+		evtimer_del(conn->send_ev);
+	if (conn->send_cb != NULL)
+		evbuffer_remove_cb_entry(bufferevent_get_output(conn->bev),
+		    conn->send_cb);
+	conn->send_cb = NULL;
+	conn->send_watch = 0;
+	edge_limit_release(edge, conn);
 	TAILQ_REMOVE(&edge->conns, conn, entry);
 	TAILQ_INSERT_TAIL(&edge->dead, conn, entry);
 	edge_reap_soon(edge);
@@ -342,6 +473,8 @@ edge_conn_free(struct edge_conn *conn)
 	event_free(conn->timer);
 	if (conn->closed_ev != NULL)
 		event_free(conn->closed_ev);
+	if (conn->send_ev != NULL)
+		event_free(conn->send_ev);
 	free(conn);
 }
 
@@ -353,10 +486,12 @@ void
 edge_conn_next(struct edge_conn *conn, int keep)
 {
 	struct evbuffer	*in = bufferevent_get_input(conn->bev);
+	int		 waiting;
 
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
-	edge_flush(conn->bev);
+	edge_conn_flush(conn);
+	waiting = conn->send_watch;
 	if (!keep || conn->draining || conn->edge->shutting_down) {
 		conn->state = EDGE_CONN_CLOSING;
 		edge_conn_timer(conn, -1);
@@ -369,13 +504,21 @@ edge_conn_next(struct edge_conn *conn, int keep)
 	conn->state = EDGE_CONN_HEAD;
 	conn->started = 0;
 	conn->scanned = 0;
-	if (evbuffer_get_length(in) > 0) {
+	conn->idle = evbuffer_get_length(in) == 0;
+	if (!conn->idle) {
 		/* Pipelined bytes: handle them from the loop, not recursively. */
-		edge_conn_timer(conn, EDGE_HEAD_TIMEOUT_MS);
+		edge_conn_timer(conn, conn->edge->lim.header_ms);
 		bufferevent_trigger(conn->bev, EV_READ,
 		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-	} else
-		edge_conn_timer(conn, EDGE_IDLE_TIMEOUT_MS);
+	} else if (waiting)
+		/*
+		 * Keep-alive idling starts once the client has the response
+		 * (edge_h1_drained): until then it is reading, watched by
+		 * the slow-reader rule, not idle.
+		 */
+		edge_conn_timer(conn, -1);
+	else
+		edge_conn_timer(conn, conn->edge->lim.keepalive_ms);
 }
 
 /*
@@ -437,6 +580,10 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 	/* Drained: back to writing directly (edge_flush); TLS: see accept. */
 	if (!conn->tls)
 		bufferevent_disable(bev, EV_WRITE);
+	if (conn->send_watch) {
+		conn->send_watch = 0;
+		evtimer_del(conn->send_ev);
+	}
 	switch (conn->state) {
 	case EDGE_CONN_CLOSING:
 		edge_conn_shut(conn);
@@ -483,8 +630,11 @@ edge_conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	else if (what & BEV_EVENT_ERROR)
 		log_debug("client error\tpeer=%s error=\"%s\"", conn->peer,
 		    strerror(EVUTIL_SOCKET_ERROR()));
-	else if (what & BEV_EVENT_TIMEOUT)
+	else if (what & BEV_EVENT_TIMEOUT) {
 		log_debug("client write timeout\tpeer=%s", conn->peer);
+		edge_conn_reset(conn);
+		return;
+	}
 	edge_conn_close(conn);
 }
 

@@ -58,6 +58,7 @@ edge_new(struct event_base *base, const struct config *cfg,
 		    &cfg->tls_listen[0].ss)->sin_port);
 	if (edge_tls_init(edge, cause) != 0)
 		goto fail;
+	edge_limit_init(edge);
 	if (edge_listen(edge, cause) != 0)
 		goto fail;
 	control_set_retire_cb(ctl, edge_retire_cb, edge);
@@ -213,6 +214,7 @@ edge_free(struct edge *edge)
 	edge_reap_cb(-1, 0, edge);
 	edge_listen_close(edge, 1);
 	edge_tls_free(edge);
+	edge_limit_free(edge);
 	event_free(edge->reap_ev);
 	event_free(edge->sweep_ev);
 	event_free(edge->grace_ev);

@@ -2,6 +2,7 @@
  * edge/ internals. The layers, bottom up:
  *
  *   listen.c   listeners and accept back-off
+ *   limit.c    connection caps (in all, per client address), RLIMIT_NOFILE
  *   conn.c     a client connection: socket, timers, keep-alive, linger
  *   h1.c       HTTP/1.1 on a conn: heads in, requests out, responses framed
  *   h2.c       HTTP/2 on a conn (nghttp2): each stream a request
@@ -38,12 +39,17 @@ struct event;
 struct evbuffer;
 
 #define EDGE_HANDSHAKE_TIMEOUT_MS 10000	/* a TLS handshake must complete */
-#define EDGE_HEAD_TIMEOUT_MS	 30000	/* a started head must complete */
-#define EDGE_IDLE_TIMEOUT_MS	 75000	/* keep-alive between requests */
-#define EDGE_BODY_TIMEOUT_MS	 30000	/* no API body byte for this long */
+/*
+ * The timeouts an operator may change are config keys (struct edge_limits
+ * holds them as in force); these are their defaults for a config made by
+ * hand, as the unit tests do. docs/limits.md lists them all.
+ */
+#define EDGE_HEAD_TIMEOUT_MS	 30000	/* header_timeout */
+#define EDGE_IDLE_TIMEOUT_MS	 75000	/* keepalive_timeout */
+#define EDGE_BODY_TIMEOUT_MS	 30000	/* body_timeout */
 #define EDGE_CONNECT_TIMEOUT_MS	 10000	/* upstream connect */
-#define EDGE_RESPONSE_TIMEOUT_MS 60000	/* upstream response head */
-#define EDGE_WRITE_TIMEOUT_S	 60	/* client takes none of our output */
+#define EDGE_RESPONSE_TIMEOUT_MS 60000	/* response_timeout */
+#define EDGE_WRITE_TIMEOUT_S	 60	/* send_timeout */
 #define EDGE_LINGER_MS		 2000	/* drain a client we refused */
 #define EDGE_WARMING_MS		 2000	/* a held navigation gets the page */
 #define EDGE_HOLD_SLACK_MS	 30000	/* past wake_timeout: control is lost */
@@ -88,6 +94,35 @@ enum edge_alpn {
 
 struct edge_tls_set;
 
+struct evbuffer_cb_entry;
+
+/*
+ * The limits in force, from the config (edge_limit_init). A rate rule
+ * asks for rate * window / 1000 bytes (at least one) per window.
+ */
+struct edge_limits {
+	unsigned int	 max_conns;	/* client connections; 0: no cap */
+	unsigned int	 max_conns_ip;	/* per client address; 0: no cap */
+	int64_t		 header_ms;	/* a request head, from its start */
+	int64_t		 keepalive_ms;	/* idle between requests */
+	int64_t		 body_ms;	/* request body: the rate window */
+	uint64_t	 body_rate;	/* bytes/s; 0: a byte per window */
+	int64_t		 send_ms;	/* our output: the rate window */
+	uint64_t	 send_rate;	/* bytes/s; 0: a byte per window */
+	int64_t		 response_ms;	/* response head, once the request is sent */
+	int64_t		 response_idle_ms; /* upstream silent mid-body; 0: never */
+	int64_t		 tunnel_idle_ms; /* no byte either way; 0: never */
+};
+
+/*
+ * What a client counts as for max_connections_per_ip: an IPv4 address
+ * (as ::ffff:a.b.c.d, so an IPv4-mapped IPv6 peer is the same client), or
+ * an IPv6 /64, the least a single host or site is given.
+ */
+struct edge_addr_key {
+	uint8_t		 b[16];
+};
+
 /*
  * A client connection is always in exactly one of these states.
  */
@@ -99,6 +134,13 @@ enum edge_conn_state {
 	EDGE_CONN_CLOSING,	/* flushing the last response, then close */
 	EDGE_CONN_LINGER,	/* write side shut, draining what the client sends */
 	EDGE_CONN_DEAD		/* closed, freed by the reaper */
+};
+
+/* What a connection is counted in, for max_connections(_per_ip). */
+enum edge_conn_count {
+	EDGE_COUNT_NONE,	/* not (yet, or any more) */
+	EDGE_COUNT_ALL,		/* in all only (no per-address cap) */
+	EDGE_COUNT_ADDR		/* in all and for its address */
 };
 
 struct edge_conn {
@@ -117,11 +159,24 @@ struct edge_conn {
 	struct edge_tls_set	*tls_set;	/* its SNI contexts (tls.c) */
 	/* Bound for ACTIVITY_CONN; "" when not. */
 	char			 sandbox_id[ID_LEN + 1];
+	enum edge_conn_count	 counted;	/* limit.c */
+	struct edge_addr_key	 addr_key;
+	/*
+	 * The slow-reader rule (send_min_rate): while our output waits for
+	 * the client, each send_timeout it must take its share. Made on the
+	 * first output that does not fit the socket at once.
+	 */
+	struct event		*send_ev;
+	struct evbuffer_cb_entry *send_cb;	/* counts bytes taken */
+	uint64_t		 sent;		/* output bytes the client took */
+	uint64_t		 send_mark;	/* sent at the window's start */
+	int			 send_watch;	/* a window runs */
 
 	/* HTTP/1.1 (h1.c) */
 	struct edge_req		*req;		/* one at a time, recycled */
 	size_t			 scanned;	/* head bytes searched so far */
 	int			 started;	/* bytes of this head arrived */
+	int			 idle;		/* the timer is keep-alive's */
 	size_t			 head_len;	/* head still at the input's start */
 	int			 keep;		/* this response keeps the conn */
 
@@ -280,6 +335,18 @@ struct edge_req {
 	int			 client_blocked; /* client read off: upstream full */
 	int			 up_blocked;	/* upstream read off: client full */
 	int			 retried;
+	/*
+	 * Every request byte is written upstream: the response clock runs.
+	 * Until then a body is held to the body_min_rate rule: the bytes
+	 * read from the client, their count at the window's start, and
+	 * whether we paused the client (backpressure) in this window.
+	 */
+	int			 sent;
+	uint64_t		 body_got;
+	uint64_t		 rate_mark;
+	int			 rate_paused;
+	int64_t			 blocked_since;	/* client_blocked from (ms) */
+	int64_t			 last_io;	/* relay, tunnel: last byte (ms) */
 	char			*head_copy;	/* request head, to retry once */
 	size_t			 head_copy_len;
 	size_t			 head_copy_size;
@@ -352,6 +419,12 @@ struct edge {
 	size_t			 scratch_size;
 	struct edge_tls		*tls;		/* NULL: no tls_listen */
 	int			 tls_port;	/* the first tls_listen's port */
+	struct edge_limits	 lim;
+	/* limit.c: live client connections, and per address */
+	unsigned int		 nconns;
+	struct edge_ip_table	*ip_table;
+	int64_t			 refused_warned;	/* last warning (ms) */
+	unsigned long		 refused;	/* since that warning */
 };
 
 /* edge/edge.c */
@@ -380,12 +453,33 @@ void	edge_tls_close_notify(struct bufferevent *);
 /* The handshake's error text, for the debug log. */
 const char *edge_tls_error(struct bufferevent *);
 
+/* edge/limit.c */
+struct edge_ip_table;
+/* Fill edge->lim from the config; raise RLIMIT_NOFILE to its hard limit. */
+void	edge_limit_init(struct edge *);
+void	edge_limit_free(struct edge *);
+/*
+ * Count a new client connection from sa against the caps: 0 (counted,
+ * edge_limit_release must follow), or -1 if over a cap (refused, logged).
+ */
+int	edge_limit_admit(struct edge *, struct edge_conn *,
+	    const struct sockaddr *);
+/* A counted connection closes (idempotent). */
+void	edge_limit_release(struct edge *, struct edge_conn *);
+/* The address key of sa (0), or -1 for a family without one (unix). */
+int	edge_addr_key(const struct sockaddr *, struct edge_addr_key *);
+
 /* edge/conn.c */
 /* Take a new client socket (tls: from a tls_listen); closes fd on failure. */
 void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *,
 	    int tls);
-/* Write what is queued on bev now, in this loop turn. */
-void	edge_flush(struct bufferevent *);
+/*
+ * Write what is queued on bev now, in this loop turn; 1 if bytes are
+ * left, waiting for EV_WRITE.
+ */
+int	edge_flush(struct bufferevent *);
+/* edge_flush for a client: what waits is watched by the slow-reader rule. */
+void	edge_conn_flush(struct edge_conn *);
 /* Close now; freed by the reaper, so callers may still read conn->state. */
 void	edge_conn_close(struct edge_conn *);
 /* Free a closed connection and its request (the reaper only). */
@@ -478,6 +572,12 @@ void	edge_req_error(struct edge_req *, int status, const char *message);
 void	edge_req_timer(struct edge_req *, int64_t ms);
 /* Count the request as act from now on (see enum edge_req_activity). */
 void	edge_req_activity(struct edge_req *, enum edge_req_activity);
+/*
+ * The body_min_rate rule, on the request's timer: start a window, or at
+ * its end judge it (0: fast enough, the next one runs; -1: too slow).
+ */
+void	edge_req_body_watch(struct edge_req *);
+int	edge_req_body_check(struct edge_req *);
 
 /* edge/api.c */
 /* Build the exchange from h, check the body limit, read or dispatch. */
@@ -521,7 +621,10 @@ void	edge_proxy_start(struct edge_req *, const struct http_request_head *,
 void	edge_proxy_client_read(struct edge_req *);
 /* The client drained our output: read the upstream again. */
 void	edge_proxy_client_write(struct edge_req *);
-/* The request's timer in EDGE_REQ_PROXY: connect, head, coalescing. */
+/*
+ * The request's timer in EDGE_REQ_PROXY (connect, body rate, response
+ * head, coalescing, a silent upstream mid-body) or EDGE_REQ_TUNNEL (idle).
+ */
 void	edge_proxy_timeout(struct edge_req *);
 /* Detach the upstream: into the pool when reuse allows, else closed. */
 void	edge_proxy_release(struct edge_req *, int reuse);

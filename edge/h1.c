@@ -29,6 +29,9 @@ static void	edge_h1_refuse(struct edge_conn *, int, const char *);
 static struct edge_req *edge_h1_req(struct edge_conn *);
 static void	edge_h1_drain_head(struct edge_conn *);
 static int	edge_head_complete(const char *, size_t, size_t);
+static void	edge_h1_too_large(struct edge_conn *, const char *, size_t);
+static int	edge_h1_too_many(const char *, size_t);
+static void	edge_h1_refuse_host(struct edge_conn *, struct edge_req *);
 static size_t	edge_h1_head(struct edge_req *, struct edge_resp_head *);
 static struct evbuffer *edge_h1_body(struct edge_req *);
 static int	edge_h1_flush(struct edge_req *);
@@ -139,6 +142,9 @@ edge_h1_drained(struct edge_conn *conn)
 		/* Resume pipelined requests held back by a full output. */
 		if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
 			edge_h1_parse(conn);
+		else if (!conn->started)
+			/* The client has the response: now it idles. */
+			edge_conn_timer(conn, conn->edge->lim.keepalive_ms);
 		break;
 	default:
 		break;
@@ -185,7 +191,77 @@ edge_h1_refuse(struct edge_conn *conn, int status, const char *message)
 	req->minor = 1;
 	req->close = 1;
 	req->body_done = 1;
+	edge_h1_refuse_host(conn, req);
 	edge_req_error(req, status, message);
+}
+
+/*
+ * The Host of a head that could not be parsed, looked for in the bytes
+ * that came, so that a refusal is the API's JSON or a page as for a
+ * parsed request (no Host at all: the API). The error path only.
+ */
+static void
+edge_h1_refuse_host(struct edge_conn *conn, struct edge_req *req)
+{
+	struct evbuffer	*in = bufferevent_get_input(conn->bev);
+	const char	*p, *end, *v;
+	size_t		 len;
+
+	len = evbuffer_get_length(in);
+	if (len > HTTP_MAX_HEAD_SIZE)
+		len = HTTP_MAX_HEAD_SIZE;
+	p = end = NULL;
+	if (len > 0 && (p = (const char *)evbuffer_pullup(in, len)) != NULL)
+		end = p + len;
+	while (p != NULL && p < end) {
+		if ((p = memchr(p, '\n', end - p)) == NULL)
+			break;
+		p++;
+		if (end - p < 5 || strncasecmp(p, "host:", 5) != 0)
+			continue;
+		for (p += 5; p < end && (*p == ' ' || *p == '\t'); p++)
+			;
+		for (v = p; p < end && *p != '\r' && *p != '\n' &&
+		    *p != ' ' && *p != '\t'; p++)
+			;
+		edge_route_match(conn->edge->cfg, v, p - v, &req->host);
+		req->json_errors = req->host.kind == EDGE_HOST_API;
+		return;
+	}
+	edge_route_match(conn->edge->cfg, "", 0, &req->host);
+	req->json_errors = req->host.kind == EDGE_HOST_API;
+}
+
+/*
+ * A head that fills HTTP_MAX_HEAD_SIZE without ending: 414 if that is all
+ * request line, else 431.
+ */
+static void
+edge_h1_too_large(struct edge_conn *conn, const char *p, size_t len)
+{
+	if (memchr(p, '\n', len) == NULL)
+		edge_h1_refuse(conn, 414, "The request line is too long.");
+	else
+		edge_h1_refuse(conn, 431, "The request head is too large.");
+}
+
+/*
+ * 1 if a complete head the parser refused has more header fields than
+ * HTTP_MAX_HEADERS: that refusal is a 431, not a 400.
+ */
+static int
+edge_h1_too_many(const char *p, size_t len)
+{
+	const char	*end = p + len, *q;
+	size_t		 lines = 0;
+
+	while (p < end && (q = memchr(p, '\n', end - p)) != NULL) {
+		if (q == p || (q == p + 1 && *p == '\r'))
+			break;	/* the blank line */
+		lines++;
+		p = q + 1;
+	}
+	return lines > HTTP_MAX_HEADERS + 1;	/* and the request line */
 }
 
 /* 1 if buf[0..len) holds a blank line, searching from about `from'. */
@@ -233,7 +309,16 @@ edge_h1_parse(struct edge_conn *conn)
 		return;
 	if (!conn->started) {
 		conn->started = 1;
-		edge_conn_timer(conn, EDGE_HEAD_TIMEOUT_MS);
+		/*
+		 * After keep-alive idling the head's clock starts at its
+		 * first byte; on a new connection, or for pipelined bytes, it
+		 * runs already. Either way the bytes that follow, however
+		 * they trickle in, never extend it (slowloris).
+		 */
+		if (conn->idle) {
+			conn->idle = 0;
+			edge_conn_timer(conn, conn->edge->lim.header_ms);
+		}
 	}
 	if (len > HTTP_MAX_HEAD_SIZE)
 		len = HTTP_MAX_HEAD_SIZE;
@@ -248,8 +333,7 @@ edge_h1_parse(struct edge_conn *conn)
 	if (!edge_head_complete(p, len, conn->scanned)) {
 		conn->scanned = len;
 		if (len == HTTP_MAX_HEAD_SIZE)
-			edge_h1_refuse(conn, 431, "The request head is too "
-			    "large.");
+			edge_h1_too_large(conn, p, len);
 		return;
 	}
 	conn->scanned = 0;
@@ -257,8 +341,14 @@ edge_h1_parse(struct edge_conn *conn)
 	if (r == -2 && len < HTTP_MAX_HEAD_SIZE)
 		return;
 	if (r < 0) {
-		edge_h1_refuse(conn, r == -2 ? 431 : 400, "The request is "
-		    "malformed.");
+		if (r == -2)
+			edge_h1_too_large(conn, p, len);
+		else if (edge_h1_too_many(p, len))
+			edge_h1_refuse(conn, 431, "The request has too many "
+			    "header fields.");
+		else
+			edge_h1_refuse(conn, 400, "The request is "
+			    "malformed.");
 		return;
 	}
 	edge_h1_request(conn, &head, r);
@@ -408,7 +498,7 @@ edge_h1_flush(struct edge_req *req)
 
 	if (req->conn->state == EDGE_CONN_DEAD)
 		return 0;
-	edge_flush(bev);
+	edge_conn_flush(req->conn);
 	return evbuffer_get_length(bufferevent_get_output(bev)) >
 	    EDGE_BUFFER_HIGH;
 }
@@ -529,5 +619,5 @@ edge_h1_go_ahead(struct edge_req *req)
 		return;
 	edge_h1_drain_head(req->conn);
 	bufferevent_write(bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-	edge_flush(bev);
+	edge_conn_flush(req->conn);
 }

@@ -328,7 +328,7 @@ edge_h2_drained(struct edge_conn *conn)
 	edge_h2_run(conn->h2);
 }
 
-/* No stream for EDGE_IDLE_TIMEOUT_MS: say goodbye. */
+/* No stream for keepalive_timeout: say goodbye. */
 void
 edge_h2_timeout(struct edge_conn *conn)
 {
@@ -501,7 +501,7 @@ edge_h2_run(struct edge_h2 *h2)
 			edge_h2_fail(h2, nghttp2_strerror(rv));
 			return;
 		}
-		edge_flush(conn->bev);
+		edge_conn_flush(conn);
 		while ((s = TAILQ_FIRST(&h2->closed)) != NULL)
 			edge_h2_stream_free(s);
 		/* What the requests wait for; they may submit more. */
@@ -543,7 +543,7 @@ edge_h2_run(struct edge_h2 *h2)
 	/* The idle timer runs only while no stream carries a request. */
 	if (h2->nreq == 0 && !h2->idle) {
 		h2->idle = 1;
-		edge_conn_timer(conn, EDGE_IDLE_TIMEOUT_MS);
+		edge_conn_timer(conn, conn->edge->lim.keepalive_ms);
 	} else if (h2->nreq > 0 && h2->idle) {
 		h2->idle = 0;
 		edge_conn_timer(conn, -1);
@@ -646,14 +646,15 @@ edge_h2_stream_of(struct edge_req *req)
 
 /*
  * A stream whose output is full waits for its client's window. A client
- * that takes none of it for EDGE_WRITE_TIMEOUT_S loses the stream, as an
+ * that takes none of it for send_timeout loses the stream, as an
  * HTTP/1.1 client taking none of our output loses its connection: it
  * must not pin an upstream connection forever.
  */
 static void
 edge_h2_stall(struct edge_h2_stream *s, int on)
 {
-	struct timeval	tv = { EDGE_WRITE_TIMEOUT_S, 0 };
+	int64_t		ms = s->h2->conn->edge->lim.send_ms;
+	struct timeval	tv = { ms / 1000, (ms % 1000) * 1000 };
 
 	if (!on) {
 		if (s->stall_ev != NULL)

@@ -72,6 +72,10 @@ static void	edge_proxy_tunnel(struct edge_req *);
 static void	edge_proxy_done(struct edge_req *);
 static void	edge_proxy_fail(struct edge_req *, int, const char *);
 static void	edge_proxy_dechunk_cb(void *, const char *, size_t);
+static void	edge_proxy_sending(struct edge_req *);
+static void	edge_proxy_relay_watch(struct edge_req *);
+static void	edge_proxy_idle_check(struct edge_req *);
+static int	edge_proxy_body_announced(const struct http_response_head *);
 
 /* 1 if the header's name is s (lowercase). */
 static int
@@ -272,6 +276,8 @@ edge_proxy_start(struct edge_req *req, const struct http_request_head *h,
 	edge_proxy_attach(req, up);
 	edge_flush(up->bev);
 	edge_proxy_client_read(req);
+	if (req->up == up)
+		edge_proxy_sending(req);
 out:
 	edge_hbuf_done(&b);
 }
@@ -281,6 +287,7 @@ static void
 edge_proxy_attach(struct edge_req *req, struct edge_upstream *up)
 {
 	req->up = up;
+	req->sent = 0;
 	up->req = req;
 	bufferevent_setcb(up->bev, NULL, edge_upstream_write_cb,
 	    edge_upstream_event_cb, up);
@@ -288,8 +295,34 @@ edge_proxy_attach(struct edge_req *req, struct edge_upstream *up)
 	if (!up->connected)
 		bufferevent_enable(up->bev, EV_WRITE);
 	edge_upstream_reading(up, 1);
-	edge_req_timer(req, up->connected ? EDGE_RESPONSE_TIMEOUT_MS :
-	    EDGE_CONNECT_TIMEOUT_MS);
+	/* Once connected, edge_proxy_sending sets the deadline. */
+	if (!up->connected)
+		edge_req_timer(req, EDGE_CONNECT_TIMEOUT_MS);
+}
+
+/*
+ * The deadline while the request goes upstream. Once every byte of it is
+ * written (sent) the response_timeout clock starts: a long upload is
+ * never cut by it. Before, a body still coming from the client is held
+ * to the body rate rule (edge_req_body_watch), and a body read whole but
+ * not yet taken by the upstream gives it response_timeout for both.
+ */
+static void
+edge_proxy_sending(struct edge_req *req)
+{
+	struct edge_upstream	*up = req->up;
+
+	if (req->state != EDGE_REQ_PROXY || up == NULL || !up->connected ||
+	    req->sent || (req->resp != EDGE_RESP_WAIT &&
+	    req->resp != EDGE_RESP_HEAD))
+		return;
+	if (!req->body_done) {
+		edge_req_body_watch(req);
+		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_output(up->bev)) == 0)
+		req->sent = 1;
+	edge_req_timer(req, req->edge->lim.response_ms);
 }
 
 /* Answer with an error page instead of the upstream's response. */
@@ -308,6 +341,7 @@ void
 edge_proxy_client_read(struct edge_req *req)
 {
 	struct evbuffer		*out;
+	size_t			 had;
 
 	if (req->up == NULL)
 		return;
@@ -315,15 +349,28 @@ edge_proxy_client_read(struct edge_req *req)
 	if (req->state == EDGE_REQ_PROXY && req->body_done)
 		return;
 	out = bufferevent_get_output(req->up->bev);
+	had = evbuffer_get_length(out);
 	if (req->ops->recv(req, out, NULL) == -1) {
 		edge_proxy_fail(req, 400, "The chunked body is malformed.");
 		return;
 	}
+	if (evbuffer_get_length(out) > had) {
+		/* For the body rate rule and the tunnel's idle deadline. */
+		req->body_got += evbuffer_get_length(out) - had;
+		if (req->state == EDGE_REQ_TUNNEL)
+			req->last_io = time_mono_ms();
+	}
 	edge_flush(req->up->bev);
-	if (evbuffer_get_length(out) > EDGE_BUFFER_HIGH) {
+	if (evbuffer_get_length(out) > EDGE_BUFFER_HIGH &&
+	    !req->client_blocked) {
 		req->ops->pause(req, 1);
 		req->client_blocked = 1;
+		/* Not the client's fault: this window does not count. */
+		req->rate_paused = 1;
+		req->blocked_since = time_mono_ms();
 	}
+	if (req->body_done)
+		edge_proxy_sending(req);
 }
 
 /* The client took our output: resume reading the upstream. */
@@ -332,6 +379,8 @@ edge_proxy_client_write(struct edge_req *req)
 {
 	if (req->up_blocked && req->up != NULL) {
 		req->up_blocked = 0;
+		/* Idleness counts from now: the wait was the client's. */
+		req->last_io = time_mono_ms();
 		edge_upstream_reading(req->up, 1);
 	}
 }
@@ -342,6 +391,7 @@ edge_upstream_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct edge_upstream	*up = arg;
 	struct edge_req		*req = up->req;
+	int			 connecting;
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
@@ -349,12 +399,18 @@ edge_upstream_write_cb(struct bufferevent *bev, void *arg)
 	 * libevent calls this only once connected, possibly before the
 	 * deferred BEV_EVENT_CONNECTED: back to writing with edge_flush.
 	 */
+	connecting = !up->connected;
 	up->connected = 1;
 	bufferevent_disable(bev, EV_WRITE);
-	if (req != NULL && req->client_blocked) {
+	if (req == NULL)
+		return;
+	if (req->client_blocked) {
 		req->client_blocked = 0;
 		req->ops->pause(req, 0);
 	}
+	/* Connected, or all of a finished body is out: the next deadline. */
+	if (connecting || req->body_done)
+		edge_proxy_sending(req);
 }
 
 /*
@@ -451,6 +507,7 @@ edge_upstream_fill(struct edge_req *req)
 	size_t			 want, grow = EDGE_READ_MIN;
 	ssize_t			 n;
 	int			 direct, length, body, last, beyond = 0;
+	int			 moved = 0;
 
 	for (;;) {
 		body = req->state == EDGE_REQ_PROXY &&
@@ -486,6 +543,7 @@ edge_upstream_fill(struct edge_req *req)
 			}
 			break;
 		}
+		moved = 1;
 		if (req->resp == EDGE_RESP_WAIT)
 			req->resp = EDGE_RESP_HEAD;
 		if (direct && length)
@@ -508,6 +566,69 @@ edge_upstream_fill(struct edge_req *req)
 			    EDGE_READ_MAX;
 	}
 	edge_proxy_flush(req);
+	if (moved && req->up == up)
+		edge_proxy_relay_watch(req);
+}
+
+/*
+ * Bytes came on a relay that goes on (a response body, a tunnel): note
+ * when, for its idle deadline, and make sure that deadline is armed. A
+ * response that ends in the read that began it never gets here.
+ */
+static void
+edge_proxy_relay_watch(struct edge_req *req)
+{
+	const struct edge_limits	*lim = &req->edge->lim;
+	int64_t				 ms;
+
+	if (req->state == EDGE_REQ_TUNNEL)
+		ms = lim->tunnel_idle_ms;
+	else if (req->state == EDGE_REQ_PROXY && req->resp == EDGE_RESP_BODY)
+		ms = lim->response_idle_ms;
+	else
+		return;
+	if (ms <= 0)
+		return;
+	req->last_io = time_mono_ms();
+	if (!evtimer_pending(req->timer, NULL))
+		edge_req_timer(req, ms);
+}
+
+/*
+ * The relay's deadline: the upstream sent nothing mid-body for
+ * response_idle_timeout, or a tunnel moved no byte either way for
+ * tunnel_idle_timeout. Time the client spent not reading (we stopped
+ * reading the upstream for it) is the slow-reader rule's, not idleness.
+ */
+static void
+edge_proxy_idle_check(struct edge_req *req)
+{
+	const struct edge_limits	*lim = &req->edge->lim;
+	int				 tunnel = req->state == EDGE_REQ_TUNNEL;
+	int64_t				 ms, now, idle;
+
+	ms = tunnel ? lim->tunnel_idle_ms : lim->response_idle_ms;
+	if (ms <= 0)
+		return;
+	now = time_mono_ms();
+	if (req->up_blocked)
+		req->last_io = now;
+	idle = now - req->last_io;
+	if (idle < ms) {
+		edge_req_timer(req, ms - idle);
+		return;
+	}
+	log_debug("%s idle\tpeer=%s ms=%lld", tunnel ? "tunnel" : "response",
+	    req->conn->peer, (long long)idle);
+	if (tunnel) {
+		edge_proxy_release(req, 0);
+		req->close = 1;
+		edge_req_end(req);
+		return;
+	}
+	/* The head went out: this cuts the client off, visibly short. */
+	edge_proxy_fail(req, 504, "The upstream stopped sending its "
+	    "response.");
 }
 
 /* Relay what the upstream sent and write it to the client. */
@@ -568,7 +689,34 @@ edge_proxy_framing(struct edge_req *req, const struct http_response_head *rh,
 		    http_header_has_token(connection, "keep-alive");
 	if (req->resp_body == HTTP_BODY_UNTIL_CLOSE)
 		req->up_keepalive = 0;
+	/*
+	 * Pooled only if no byte of this exchange can still come or go: not
+	 * when the upstream answered before it had all of the request (it
+	 * may take the rest for a new request, or answer again), not after
+	 * HEAD, nor after a 204 or 304 that announces a body anyway: a
+	 * server that sent that body would have it read as the next
+	 * client's response.
+	 */
+	if (!req->sent && !(req->body_done && evbuffer_get_length(
+	    bufferevent_get_output(req->up->bev)) == 0))
+		req->up_keepalive = 0;
+	if (strcmp(req->method, "HEAD") == 0 || ((rh->status == 204 ||
+	    rh->status == 304) && edge_proxy_body_announced(rh)))
+		req->up_keepalive = 0;
 	return 0;
+}
+
+/* 1 if a head has Transfer-Encoding, or a Content-Length but 0. */
+static int
+edge_proxy_body_announced(const struct http_response_head *rh)
+{
+	const struct http_header	*h;
+
+	if (http_header_find(rh->headers, rh->nheaders,
+	    "transfer-encoding") != NULL)
+		return 1;
+	h = http_header_find(rh->headers, rh->nheaders, "content-length");
+	return h != NULL && !(h->value_len == 1 && h->value[0] == '0');
 }
 
 /*
@@ -688,6 +836,10 @@ edge_proxy_tunnel(struct edge_req *req)
 	req->up_keepalive = 0;
 	req->body_done = 1;
 	edge_req_timer(req, -1);
+	if (req->edge->lim.tunnel_idle_ms > 0) {
+		req->last_io = time_mono_ms();
+		edge_req_timer(req, req->edge->lim.tunnel_idle_ms);
+	}
 	evbuffer_add_buffer(req->ops->body(req), req->up->in);
 	edge_proxy_client_read(req);
 	/* Last: control may retire the sandbox from inside it. */
@@ -767,7 +919,8 @@ edge_proxy_done(struct edge_req *req)
 	int	reuse;
 
 	reuse = req->up_keepalive && req->body_done &&
-	    evbuffer_get_length(req->up->in) == 0;
+	    evbuffer_get_length(req->up->in) == 0 &&
+	    evbuffer_get_length(bufferevent_get_output(req->up->bev)) == 0;
 	edge_proxy_release(req, reuse);
 	edge_req_end(req);
 }
@@ -784,8 +937,11 @@ edge_upstream_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {
-		up->connected = 1;
-		edge_req_timer(req, EDGE_RESPONSE_TIMEOUT_MS);
+		/* The write callback may have come first. */
+		if (!up->connected) {
+			up->connected = 1;
+			edge_proxy_sending(req);
+		}
 		return;
 	}
 	log_debug("upstream error\tpeer=%s error=\"%s\"", req->conn->peer,
@@ -869,25 +1025,51 @@ edge_upstream_closed(struct edge_upstream *up)
 		edge_req_abort(req);
 }
 
-/* The connect, response-head or coalescing deadline passed. */
+/*
+ * The request's deadline passed: connect, the body rate window, the
+ * response head, coalescing, or the relay's idle deadline.
+ */
 void
 edge_proxy_timeout(struct edge_req *req)
 {
-	if (req->up == NULL || req->resp == EDGE_RESP_BODY)
+	const struct edge_limits	*lim = &req->edge->lim;
+
+	if (req->up == NULL)
 		return;
+	if (req->state == EDGE_REQ_TUNNEL || req->resp == EDGE_RESP_BODY) {
+		edge_proxy_idle_check(req);
+		return;
+	}
 	if (req->resp == EDGE_RESP_COALESCE) {
 		/* The body is slow: send what there is. */
 		req->coalesce_want = 0;
-		edge_req_timer(req, EDGE_RESPONSE_TIMEOUT_MS);
+		edge_req_timer(req, lim->response_ms);
 		edge_proxy_response(req);
+		if (req->up != NULL)
+			edge_proxy_relay_watch(req);
 		return;
 	}
-	if (!req->up->connected)
+	if (!req->up->connected) {
 		edge_proxy_fail(req, 502, "The app did not accept the "
 		    "connection in time.");
-	else
-		edge_proxy_fail(req, 504, "The app did not answer in "
-		    "time.");
+		return;
+	}
+	if (!req->body_done) {
+		/* A paused client waits for the upstream to take its bytes. */
+		if (req->client_blocked &&
+		    time_mono_ms() - req->blocked_since >= lim->response_ms) {
+			edge_proxy_fail(req, 504, "The app stopped reading the "
+			    "request body.");
+			return;
+		}
+		if (edge_req_body_check(req) == 0)
+			return;
+		req->close = 1;
+		edge_proxy_fail(req, 408, "The request body is arriving too "
+		    "slowly.");
+		return;
+	}
+	edge_proxy_fail(req, 504, "The app did not answer in time.");
 }
 
 /*

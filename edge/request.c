@@ -87,6 +87,9 @@ edge_req_reset(struct edge_req *req)
 	req->up_keepalive = 0;
 	req->client_blocked = req->up_blocked = 0;
 	req->retried = 0;
+	req->sent = 0;
+	req->body_got = req->rate_mark = 0;
+	req->rate_paused = 0;
 	req->head_copy_len = 0;
 }
 
@@ -437,16 +440,56 @@ edge_req_timer_cb(evutil_socket_t fd, short events, void *arg)
 		edge_req_held_timeout(req);
 		break;
 	case EDGE_REQ_API_BODY:
+		if (edge_req_body_check(req) == 0)
+			break;
 		req->close = 1;
-		edge_req_error(req, 408, "The request body stopped "
-		    "arriving.");
+		edge_req_error(req, 408, "The request body is arriving too "
+		    "slowly.");
 		break;
 	case EDGE_REQ_PROXY:
+	case EDGE_REQ_TUNNEL:
 		edge_proxy_timeout(req);
 		break;
 	default:
 		break;
 	}
+}
+
+/*
+ * Start a body_timeout window of the request body rule. A window in which
+ * the client was paused (we had no room for its bytes) does not count.
+ */
+void
+edge_req_body_watch(struct edge_req *req)
+{
+	req->rate_mark = req->body_got;
+	req->rate_paused = req->client_blocked;
+	edge_req_timer(req, req->edge->lim.body_ms);
+}
+
+/*
+ * A body window ended: it must have brought body_min_rate's share of
+ * bytes (one at least), else the body is too slow (-1). A body that keeps
+ * moving at that rate is never cut, however long it is.
+ */
+int
+edge_req_body_check(struct edge_req *req)
+{
+	const struct edge_limits	*lim = &req->edge->lim;
+	uint64_t			 need;
+
+	need = lim->body_rate * (uint64_t)lim->body_ms / 1000;
+	if (need == 0)
+		need = 1;
+	if (!req->rate_paused && req->body_got - req->rate_mark < need) {
+		log_debug("request body too slow\tpeer=%s got=%llu need=%llu",
+		    req->conn->peer,
+		    (unsigned long long)(req->body_got - req->rate_mark),
+		    (unsigned long long)need);
+		return -1;
+	}
+	edge_req_body_watch(req);
+	return 0;
 }
 
 /* Client bytes arrived: a body to read on, or tunnel data. */
@@ -539,8 +582,9 @@ edge_req_gone(struct edge_req *req)
 
 /*
  * Answer with an error: a page, or the API JSON error on API hosts. Once
- * part of the response went out only cutting it off is left. Refusals of
- * a broken request close the connection.
+ * the final head went out only cutting it off is left; after interim
+ * responses (100 Continue) a final one still may come. Refusals of a
+ * broken request close the connection.
  */
 void
 edge_req_error(struct edge_req *req, int status, const char *message)
@@ -550,7 +594,7 @@ edge_req_error(struct edge_req *req, int status, const char *message)
 	log_debug("edge error\tstatus=%d peer=%s msg=\"%s\"", status,
 	    req->conn->peer, message);
 	edge_proxy_release(req, 0);
-	if (req->out != EDGE_OUT_NONE) {
+	if (req->out == EDGE_OUT_FINAL) {
 		edge_req_abort(req);
 		return;
 	}

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/common.h"
 #include "tests/fuzz/fuzz.h"
@@ -72,6 +73,20 @@ fuzz_check_head(const struct http_request_head *req, const char *buf,
 		if (kind == HTTP_BODY_LENGTH)
 			FUZZ_ASSERT(http_header_find(req->headers,
 			    req->nheaders, "transfer-encoding") == NULL);
+		/* One reading only: one header, "chunked" exactly. */
+		for (i = j = 0; i < req->nheaders; i++) {
+			h = &req->headers[i];
+			if ((h->name_len == 14 && strncasecmp(h->name,
+			    "content-length", 14) == 0) || (h->name_len == 17 &&
+			    strncasecmp(h->name, "transfer-encoding", 17) == 0)) {
+				j++;
+				if (kind == HTTP_BODY_CHUNKED)
+					FUZZ_ASSERT(h->value_len == 7 &&
+					    strncasecmp(h->value, "chunked",
+					    7) == 0);
+			}
+		}
+		FUZZ_ASSERT(j == (kind == HTTP_BODY_NONE ? 0 : 1));
 	}
 
 	r = http_url_decode(req->target, req->target_len, &out);

@@ -1712,6 +1712,69 @@ test_egress(void)
 	CHECK(config_parse_cidr("", &cidr, &err) == -1);
 }
 
+/* The edge's limits and timeouts: defaults, values, bounds. */
+static void
+test_edge_limits(void)
+{
+	struct config	*c;
+	char		*e;
+
+	c = parse_ok("");
+	if (c != NULL) {
+		CHECK(c->max_connections == 0);
+		CHECK(c->max_connections_per_ip == 256);
+		CHECK(c->header_timeout_ms == 30000);
+		CHECK(c->keepalive_timeout_ms == 75000);
+		CHECK(c->body_timeout_ms == 30000);
+		CHECK(c->body_min_rate == 512);
+		CHECK(c->send_timeout_ms == 60000);
+		CHECK(c->send_min_rate == 512);
+		CHECK(c->response_timeout_ms == 60000);
+		CHECK(c->response_idle_timeout_ms == 300000);
+		CHECK(c->tunnel_idle_timeout_ms == 3600000);
+	}
+	config_free(c);
+	c = parse_ok("max_connections = 20000\nmax_connections_per_ip = 0\n"
+	    "header_timeout = 2s\nkeepalive_timeout = 250ms\n"
+	    "body_timeout = 10s\nbody_min_rate = 1k\nsend_timeout = 1m\n"
+	    "send_min_rate = 0\nresponse_timeout = 2m\n"
+	    "response_idle_timeout = 0\ntunnel_idle_timeout = 24h\n");
+	if (c != NULL) {
+		CHECK(c->max_connections == 20000);
+		CHECK(c->max_connections_per_ip == 0);
+		CHECK(c->header_timeout_ms == 2000);
+		CHECK(c->keepalive_timeout_ms == 250);
+		CHECK(c->body_timeout_ms == 10000);
+		CHECK(c->body_min_rate == 1024);
+		CHECK(c->send_timeout_ms == 60000);
+		CHECK(c->send_min_rate == 0);
+		CHECK(c->response_timeout_ms == 120000);
+		CHECK(c->response_idle_timeout_ms == 0);
+		CHECK(c->tunnel_idle_timeout_ms == 24 * 3600000LL);
+	}
+	config_free(c);
+	/* The timeouts that cannot be off; bounds; garbage. */
+	e = parse_err("header_timeout = 0\nkeepalive_timeout = 0\n"
+	    "body_timeout = 0\nsend_timeout = 0\nresponse_timeout = 0\n"
+	    "max_connections = -1\nmax_connections_per_ip = 10000001\n"
+	    "body_min_rate = 2g\nsend_min_rate = fast\n"
+	    "tunnel_idle_timeout = 1 h\n");
+	CHECK(has(e, "t.conf:1: header_timeout: must be more than 0"));
+	CHECK(has(e, "t.conf:2: keepalive_timeout:"));
+	CHECK(has(e, "t.conf:3: body_timeout:"));
+	CHECK(has(e, "t.conf:4: send_timeout:"));
+	CHECK(has(e, "t.conf:5: response_timeout:"));
+	CHECK(has(e, "t.conf:6: max_connections:"));
+	CHECK(has(e, "t.conf:7: max_connections_per_ip:"));
+	CHECK(has(e, "t.conf:8: body_min_rate:"));
+	CHECK(has(e, "t.conf:9: send_min_rate:"));
+	CHECK(has(e, "t.conf:10: tunnel_idle_timeout:"));
+	free(e);
+	e = parse_err("header_timeout = 1s\nheader_timeout = 2s\n");
+	CHECK(has(e, "t.conf:2: header_timeout:"));
+	free(e);
+}
+
 int
 main(void)
 {
@@ -1739,6 +1802,7 @@ main(void)
 	RUN(test_addrs);
 	RUN(test_instance);
 	RUN(test_egress);
+	RUN(test_edge_limits);
 	RUN(test_garbage);
 	RUN(test_load);
 	RUN(test_exchange);

@@ -35,6 +35,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "edge/edge.h"
+#include "edge/edge_int.h"
 #include "tests/unit/unit.h"
 
 #define ID_OK		"01jd3k5x8q2w7e9r4t6y1v3h5m"
@@ -66,6 +67,15 @@ static int			 preview_opened, preview_closed; /* atomic */
 static int			 detached_replies;	/* atomic */
 static int			 shutdown_done;		/* atomic */
 static int			 origin_closed;		/* atomic: by the proxy */
+static int			 origin_admin;		/* atomic: /admin seen */
+/*
+ * The defenses' edge (test_defenses): short timeouts and small caps, on
+ * 127.0.0.1 and a dual-stack [::], made and freed on the loop.
+ */
+static struct config		 cfg2;
+static struct cfg_addr		 listen2[2];
+static struct edge		*edge2;
+static int			 edge2_port, edge2_port6;	/* atomic */
 static int			 ctl_pipe[2];	/* client thread -> loop */
 /* The stand-in's held lookups (atomic counters, list on the loop only). */
 static int			 waits_made, waits_answered, waits_cancelled;
@@ -367,6 +377,7 @@ struct origin_conn {
 	char			 target[256];
 	char			*head;
 	int			 keepalive;
+	int			 early;		/* answered before the body */
 	struct event		*later;		/* a delayed write */
 	char			 later_data[256];
 };
@@ -560,6 +571,17 @@ origin_respond(struct origin_conn *oc)
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
 		    "10\r\n\r\nhello");
 		oc->closing = 1;
+	} else if (strcmp(oc->target, "/never") == 0) {
+		/* No answer at all; the connection stays. */
+	} else if (strcmp(oc->target, "/204cl") == 0) {
+		/* A broken server: a 204 announcing and sending a body. */
+		evbuffer_add_printf(out, "HTTP/1.1 204 No Content\r\n"
+		    "X-Origin-Conn: %d\r\nContent-Length: 5\r\n\r\nHTTP/",
+		    oc->serial);
+	} else if (strcmp(oc->target, "/1xxbody") == 0) {
+		/* A broken server: an interim response with a body. */
+		evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n"
+		    "Content-Length: 5\r\n\r\nhello");
 	} else if (strcmp(oc->target, "/reset") == 0) {
 		oc->closing = 1;	/* close without a byte */
 	} else {
@@ -617,6 +639,16 @@ origin_read_cb(struct bufferevent *bev, void *arg)
 			http_chunked_init(&oc->ch);
 			evbuffer_drain(in, r);
 			oc->in_body = 1;
+			if (strncmp(oc->target, "/admin", 6) == 0)
+				AINC(&origin_admin);
+			if (strcmp(oc->target, "/early") == 0) {
+				/* Answered at once; the body is read after. */
+				evbuffer_add_printf(bufferevent_get_output(bev),
+				    "HTTP/1.1 200 OK\r\nX-Origin-Conn: %d\r\n"
+				    "Content-Length: 5\r\n\r\nearly",
+				    oc->serial);
+				oc->early = 1;
+			}
 		}
 		if (oc->bk == HTTP_BODY_LENGTH) {
 			len = evbuffer_get_length(in);
@@ -645,6 +677,14 @@ origin_read_cb(struct bufferevent *bev, void *arg)
 				break;
 			if (!oc->ch.done)
 				return;
+		}
+		if (oc->early) {
+			oc->early = 0;
+			oc->in_body = 0;
+			evbuffer_drain(oc->body, evbuffer_get_length(oc->body));
+			free(oc->head);
+			oc->head = NULL;
+			continue;
 		}
 		origin_respond(oc);
 	}
@@ -952,6 +992,116 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Connect to port on to (an IPv4 or IPv6 literal), from the local address
+ * from (NULL: any), with a receive buffer of rcvbuf bytes (0: the default)
+ * set before connecting so that the window it advertises stays small.
+ */
+static int
+cli_open2(struct cli *c, const char *from, const char *to, int port,
+    int rcvbuf)
+{
+	struct sockaddr_storage	 ss, ls;
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
+	struct timeval		 tv = { 5, 0 };
+	socklen_t		 len;
+	int			 family;
+
+	memset(c, 0, sizeof *c);
+	memset(&ss, 0, sizeof ss);
+	memset(&ls, 0, sizeof ls);
+	if (inet_pton(AF_INET, to, &sin->sin_addr) == 1) {
+		family = sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		len = sizeof *sin;
+	} else {
+		family = sin6->sin6_family = AF_INET6;
+		inet_pton(AF_INET6, to, &sin6->sin6_addr);
+		sin6->sin6_port = htons(port);
+		len = sizeof *sin6;
+	}
+	c->fd = socket(family, SOCK_STREAM, 0);
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (rcvbuf > 0)
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+		    sizeof rcvbuf);
+	if (from != NULL) {
+		((struct sockaddr_in *)&ls)->sin_family = AF_INET;
+		inet_pton(AF_INET, from, &((struct sockaddr_in *)&ls)->sin_addr);
+		if (bind(c->fd, (struct sockaddr *)&ls,
+		    sizeof(struct sockaddr_in)) != 0)
+			goto fail;
+	}
+	if (connect(c->fd, (struct sockaddr *)&ss, len) != 0)
+		goto fail;
+	return 0;
+fail:
+	close(c->fd);
+	c->fd = -1;
+	return -1;
+}
+
+/*
+ * 1 if the server ends the connection (EOF or reset) within ms having
+ * sent nothing; 0 if bytes came or it stayed open.
+ */
+static int
+cli_cut_within(struct cli *c, int ms)
+{
+	struct pollfd	pfd = { c->fd, POLLIN, 0 };
+	char		b[1];
+	ssize_t		n;
+
+	if (c->len > 0 || poll(&pfd, 1, ms) != 1)
+		return 0;
+	n = recv(c->fd, b, 1, 0);
+	return n == 0 || (n == -1 && errno == ECONNRESET);
+}
+
+/*
+ * Read until EOF or reset (bounded by ms), dropping the bytes; the count
+ * read, and in *ended whether the connection ended.
+ */
+static size_t
+cli_drain(struct cli *c, int ms, int *ended)
+{
+	struct pollfd	 pfd = { c->fd, POLLIN, 0 };
+	char		 b[65536];
+	size_t		 total = c->len;
+	int64_t		 end = now_ms() + ms;
+	ssize_t		 n;
+
+	*ended = 0;
+	c->len = 0;
+	while (now_ms() < end) {
+		if (poll(&pfd, 1, (int)(end - now_ms())) != 1)
+			continue;
+		n = recv(c->fd, b, sizeof b, 0);
+		if (n <= 0) {
+			*ended = 1;
+			break;
+		}
+		total += n;
+	}
+	return total;
+}
+
+/* One request on c answered 200 (a keep-alive request to the origin). */
+static int
+cli_ok(struct cli *c)
+{
+	struct resp	r;
+	int		ok;
+
+	if (cli_sends(c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n") != 0)
+		return 0;
+	ok = cli_recv(c, "GET", &r) == 0 && r.status == 200;
+	resp_free(&r);
+	return ok;
 }
 
 /* Ask the loop thread to do something (see ctl_cb). */
@@ -2722,6 +2872,766 @@ test_shutdown(void)
 	check_activity_balanced();
 }
 
+/* ------------------------------------------------------------------ */
+/* Defenses: smuggling shapes, oversized heads, caps, timeouts, rates. */
+
+/* The status of one request on a new connection, or -1 (cut, no answer). */
+static int
+status_of(const char *req, const char *method)
+{
+	struct resp	r;
+	int		st;
+
+	st = one(req, method, &r);
+	resp_free(&r);
+	return st;
+}
+
+/*
+ * Request smuggling: every framing a server behind us could read another
+ * way is refused before a byte goes upstream; what is accepted is framed
+ * exactly as the upstream frames it.
+ */
+static void
+test_smuggling(void)
+{
+	static const char *bad[] = {
+		/* CL and TE together, either order */
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: 4"
+		"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+		/* repeated, listed, signed, spaced or empty lengths */
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: 1"
+		"\r\nContent-Length: 1\r\n\r\nx",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: 1, "
+		"1\r\n\r\nx",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: +1"
+		"\r\n\r\nx",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: 1 1"
+		"\r\n\r\nx",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length:\r\n"
+		"\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: 0x1"
+		"\r\n\r\nx",
+		/* Transfer-Encoding other than exactly chunked */
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked, identity\r\n\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"xchunked\r\n\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"identity\r\n\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding:\r"
+		"\n chunked\r\n\r\n0\r\n\r\n",		/* obs-fold */
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding : "
+		"chunked\r\n\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.0\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n0\r\n\r\n",		/* 1.0 with TE */
+		/* bare LF, bare CR, NUL, obs-fold in any header */
+		"GET /admin HTTP/1.1\nHost: " HOST_OK "\n\n",
+		"GET /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nX: a\rb\r\n\r\n",
+		"GET /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nX: a\nY: b\r\n\r\n",
+		"GET /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nX: a\r\n b\r\n\r\n",
+		/* request-line oddities */
+		"GET http://" HOST_OK "/admin HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+		"\r\n",
+		"GET http://evil.example/admin HTTP/1.1\r\nHost: " HOST_OK
+		"\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+		"GET  /admin HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+		"GET /admin HTTP/1.1 \r\nHost: " HOST_OK "\r\n\r\n",
+		"GET /admin http/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+		"GET /admin HTTP/2.0\r\nHost: " HOST_OK "\r\n\r\n",
+		/* invalid chunks and trailers */
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n-1\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n1\nx\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n1;a\nb\r\nx\r\n0\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n0\r\nHost: evil.example\r\n\r\n",
+		"POST /admin HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+		"chunked\r\n\r\n0\r\nX-Bad\r\n\r\n",
+	};
+	struct cli	 c;
+	struct resp	 r;
+	size_t		 i;
+	int		 st;
+
+	for (i = 0; i < nitems(bad); i++) {
+		st = status_of(bad[i], "POST");
+		if (st != 400)
+			fprintf(stderr, "smuggling shape %zu: %d\n", i, st);
+		CHECK(st == 400);
+	}
+	/*
+	 * What the edge refused before the head went upstream never
+	 * reached it; an invalid chunk or trailer cuts a request the
+	 * upstream has seen begin, and the upstream connection with it.
+	 */
+	CHECK(ALOAD(&origin_admin) <= 5);
+
+	/* Leading zeros are digits: the length is 5 either way. */
+	CHECK(one("POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nContent-Length: "
+	    "005\r\n\r\nhello", "POST", &r) == 200);
+	CHECK_STR(r.body, "POST /echo\nhello");
+	resp_free(&r);
+
+	/*
+	 * A request inside a body stays body, and the request after the
+	 * body is the next one, routed by its own Host.
+	 */
+	ASTORE(&origin_admin, 0);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+	    "Content-Length: 40\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+	    "XXXXXXXX"
+	    "POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n20\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n\r\n"
+	    "0\r\nX-Sum: 1\r\n\r\n"
+	    "GET /v1/echo?after HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK_STR(r.body, "POST /echo\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+	    "XXXXXXXX");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK_STR(r.body, "POST /echo\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n");
+	resp_free(&r);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "q=after") != NULL);
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(ALOAD(&origin_admin) == 0);
+}
+
+/*
+ * The upstream side: a pooled connection is never handed on while bytes
+ * of the last exchange may still come.
+ */
+static void
+test_pool_safety(void)
+{
+	struct cli	c;
+	struct resp	r;
+	char		serial[32];
+
+	/* After HEAD: not pooled (a server may send the body anyway). */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	snprintf(serial, sizeof serial, "%s", resp_get(&r, "x-origin-conn"));
+	resp_free(&r);
+	cli_sends(&c, "HEAD /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "HEAD", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == 0);
+	CHECK_STR(resp_get(&r, "x-origin-conn"), serial);
+	resp_free(&r);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "GET /echo\n");
+	CHECK(strcmp(resp_get(&r, "x-origin-conn"), serial) != 0);
+	resp_free(&r);
+
+	/* A 204 that announces (and sends) a body: not pooled. */
+	cli_sends(&c, "GET /204cl HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 204 && r.bodylen == 0);
+	snprintf(serial, sizeof serial, "%s", resp_get(&r, "x-origin-conn"));
+	resp_free(&r);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	CHECK_STR(r.body, "GET /echo\n");
+	CHECK(strcmp(resp_get(&r, "x-origin-conn"), serial) != 0);
+	resp_free(&r);
+
+	/* A 1xx with a body: its body is no head, 502; the next is fine. */
+	cli_sends(&c, "GET /1xxbody HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 502);
+	resp_free(&r);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "GET /echo\n");
+	resp_free(&r);
+	cli_close(&c);
+
+	/*
+	 * An answer before the request body is all there: the client
+	 * connection ends after it (its body is not read on), and the
+	 * upstream connection is not pooled.
+	 */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "POST /early HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+	    "Content-Length: 10\r\n\r\nhello");
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 200 && strcmp(r.body, "early") == 0);
+	CHECK(resp_has(&r, "Connection: close"));
+	snprintf(serial, sizeof serial, "%s", resp_get(&r, "x-origin-conn"));
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(one("GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n", "GET",
+	    &r) == 200);
+	CHECK(strcmp(resp_get(&r, "x-origin-conn"), serial) != 0);
+	resp_free(&r);
+}
+
+/* 431 and 414, a page or the API's JSON as the Host says. */
+static void
+test_oversized(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	char		*big, line[64];
+	size_t		 i;
+	int		 host;
+
+	/* Too many header fields: 431, not 400. */
+	for (host = 0; host < 2; host++) {
+		CHECK(cli_connect(&c) == 0);
+		cli_sends(&c, host == 0 ? "GET / HTTP/1.1\r\nHost: localhost\r\n" :
+		    "GET / HTTP/1.1\r\nHost: " HOST_OK "\r\n");
+		for (i = 0; i < HTTP_MAX_HEADERS + 5; i++) {
+			snprintf(line, sizeof line, "X-H%zu: v\r\n", i);
+			cli_sends(&c, line);
+		}
+		cli_sends(&c, "\r\n");
+		CHECK(cli_recv(&c, "GET", &r) == 0);
+		CHECK(r.status == 431);
+		CHECK(strstr(r.body, "too many header fields") != NULL);
+		CHECK(resp_has(&r, host == 0 ? "Content-Type: application/json" :
+		    "Content-Type: text/html; charset=utf-8"));
+		CHECK(resp_has(&r, "Connection: close"));
+		resp_free(&r);
+		cli_close(&c);
+	}
+	/* Exactly the limit is fine (the API: no X-Forwarded-* added). */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /v1/echo HTTP/1.1\r\n");
+	for (i = 0; i < HTTP_MAX_HEADERS - 1; i++) {
+		snprintf(line, sizeof line, "X-H%zu: v\r\n", i);
+		cli_sends(&c, line);
+	}
+	cli_sends(&c, "Host: localhost\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* A request line over the limit: 414. A huge header: 431 page. */
+	big = malloc(HTTP_MAX_HEAD_SIZE + 100);
+	memset(big, 'a', HTTP_MAX_HEAD_SIZE + 100);
+	memcpy(big, "GET /", 5);
+	CHECK(cli_connect(&c) == 0);
+	cli_send(&c, big, HTTP_MAX_HEAD_SIZE + 100);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 414);
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET / HTTP/1.1\r\nHost: " HOST_OK "\r\nCookie: ");
+	cli_send(&c, big, HTTP_MAX_HEAD_SIZE);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 431);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	resp_free(&r);
+	cli_close(&c);
+	free(big);
+}
+
+/* The per-address hash table: counts survive growth and deletions. */
+static void
+test_limit_table(void)
+{
+	struct config		 c;
+	struct edge		 e;
+	struct edge_conn	*conns;
+	struct sockaddr_in6	 sin6;
+	struct sockaddr_in	 sin;
+	struct edge_addr_key	 k1, k2;
+	size_t			 i, j, n = 3000, tmp, *order;
+	int			 ok;
+
+	/* IPv4, its mapped form and an IPv6 /64 share their keys. */
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
+	memset(&sin6, 0, sizeof sin6);
+	sin6.sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "::ffff:192.0.2.7", &sin6.sin6_addr);
+	CHECK(edge_addr_key((struct sockaddr *)&sin, &k1) == 0);
+	CHECK(edge_addr_key((struct sockaddr *)&sin6, &k2) == 0);
+	CHECK(memcmp(&k1, &k2, sizeof k1) == 0);
+	inet_pton(AF_INET6, "2001:db8:1:2::1", &sin6.sin6_addr);
+	edge_addr_key((struct sockaddr *)&sin6, &k1);
+	inet_pton(AF_INET6, "2001:db8:1:2:ffff:1:2:3", &sin6.sin6_addr);
+	edge_addr_key((struct sockaddr *)&sin6, &k2);
+	CHECK(memcmp(&k1, &k2, sizeof k1) == 0);
+	inet_pton(AF_INET6, "2001:db8:1:3::1", &sin6.sin6_addr);
+	edge_addr_key((struct sockaddr *)&sin6, &k2);
+	CHECK(memcmp(&k1, &k2, sizeof k1) != 0);
+
+	memset(&c, 0, sizeof c);
+	c.max_connections_per_ip = 2;
+	memset(&e, 0, sizeof e);
+	e.cfg = &c;
+	edge_limit_init(&e);
+	e.lim.max_conns = 10 * n;	/* whatever the descriptor limit */
+	conns = calloc(3 * n, sizeof *conns);
+	order = calloc(2 * n, sizeof *order);
+	/* n addresses, twice each; a third is refused. */
+	for (i = 0, ok = 1; i < 2 * n; i++) {
+		sin.sin_addr.s_addr = htonl(0x0a000000 + (uint32_t)(i % n) * 7);
+		ok &= edge_limit_admit(&e, &conns[i], (struct sockaddr *)&sin)
+		    == 0;
+		order[i] = i;
+	}
+	CHECK(ok);
+	for (i = 0, ok = 1; i < n; i++) {
+		sin.sin_addr.s_addr = htonl(0x0a000000 + (uint32_t)i * 7);
+		ok &= edge_limit_admit(&e, &conns[2 * n + i],
+		    (struct sockaddr *)&sin) == -1;
+	}
+	CHECK(ok);
+	CHECK(e.nconns == 2 * n);
+	/* Release in a scrambled order; each address frees up on its own. */
+	for (i = 0; i < 2 * n; i++) {
+		j = (i * 7919 + 13) % (2 * n);
+		tmp = order[i];
+		order[i] = order[j];
+		order[j] = tmp;
+	}
+	for (i = 0; i < 2 * n; i++)
+		edge_limit_release(&e, &conns[order[i]]);
+	CHECK(e.nconns == 0);
+	for (i = 0, ok = 1; i < n; i++) {
+		sin.sin_addr.s_addr = htonl(0x0a000000 + (uint32_t)i * 7);
+		ok &= edge_limit_admit(&e, &conns[i],
+		    (struct sockaddr *)&sin) == 0;
+		ok &= edge_limit_admit(&e, &conns[n + i],
+		    (struct sockaddr *)&sin) == 0;
+		ok &= edge_limit_admit(&e, &conns[2 * n + i],
+		    (struct sockaddr *)&sin) == -1;
+	}
+	CHECK(ok);
+	for (i = 0; i < 2 * n; i++)
+		edge_limit_release(&e, &conns[i]);
+	CHECK(e.nconns == 0);
+	/* The global cap. */
+	c.max_connections_per_ip = 0;
+	e.lim.max_conns_ip = 0;
+	e.lim.max_conns = 2;
+	CHECK(edge_limit_admit(&e, &conns[0], (struct sockaddr *)&sin) == 0);
+	CHECK(edge_limit_admit(&e, &conns[1], (struct sockaddr *)&sin) == 0);
+	CHECK(edge_limit_admit(&e, &conns[2], (struct sockaddr *)&sin) == -1);
+	edge_limit_release(&e, &conns[0]);
+	edge_limit_release(&e, &conns[0]);	/* idempotent */
+	CHECK(e.nconns == 1);
+	edge_limit_release(&e, &conns[1]);
+	edge_limit_free(&e);
+	free(conns);
+	free(order);
+}
+
+/* Make the defenses' edge and wait for its port. */
+static int
+def_start(void)
+{
+	int	i;
+
+	loop_do("D");
+	for (i = 0; i < 200 && ALOAD(&edge2_port) == 0; i++)
+		usleep(10 * 1000);
+	return ALOAD(&edge2_port) > 0 ? 0 : -1;
+}
+
+/* Connect to the defenses' edge. */
+static int
+def_connect(struct cli *c)
+{
+	return cli_open2(c, NULL, "127.0.0.1", ALOAD(&edge2_port), 0);
+}
+
+/*
+ * max_connections_per_ip (3) and max_connections (5): over either the
+ * connection is closed at once, other addresses are still served, and a
+ * closed connection gives its place back.
+ */
+static void
+test_def_caps(void)
+{
+	struct cli	a[4], b[2], x;
+	int		i, p = ALOAD(&edge2_port), p6 = ALOAD(&edge2_port6);
+	int		ok;
+
+	/* 127.0.0.1 three times, once as ::ffff:127.0.0.1 (dual stack). */
+	CHECK(cli_open2(&a[0], NULL, "127.0.0.1", p, 0) == 0);
+	CHECK(cli_open2(&a[1], NULL, "127.0.0.1", p, 0) == 0);
+	CHECK(cli_open2(&a[2], NULL, "127.0.0.1", p6, 0) == 0);
+	for (i = 0; i < 3; i++)
+		CHECK(cli_ok(&a[i]));
+	/* A fourth, on either listener: cut without a byte. */
+	CHECK(cli_open2(&x, NULL, "127.0.0.1", p, 0) == 0);
+	CHECK(cli_cut_within(&x, 1000));
+	cli_close(&x);
+	CHECK(cli_open2(&x, NULL, "127.0.0.1", p6, 0) == 0);
+	CHECK(cli_cut_within(&x, 1000));
+	cli_close(&x);
+	/* Another address is served while the first is over its cap. */
+	CHECK(cli_open2(&b[0], "127.0.0.2", "127.0.0.1", p, 0) == 0);
+	CHECK(cli_ok(&b[0]));
+	CHECK(cli_open2(&b[1], "127.0.0.2", "127.0.0.1", p, 0) == 0);
+	CHECK(cli_ok(&b[1]));
+	/* Five in all: a sixth from a third address (or ::1) is refused. */
+	CHECK(cli_open2(&x, "127.0.0.3", "127.0.0.1", p, 0) == 0);
+	CHECK(cli_cut_within(&x, 1000));
+	cli_close(&x);
+	if (cli_open2(&x, NULL, "::1", p6, 0) == 0) {
+		CHECK(cli_cut_within(&x, 1000));
+		cli_close(&x);
+	}
+	/* The kept ones still work; a closed one frees its place. */
+	CHECK(cli_ok(&a[0]) && cli_ok(&b[1]));
+	cli_close(&a[1]);
+	for (i = 0, ok = 0; i < 50 && !ok; i++) {
+		CHECK(cli_open2(&a[3], NULL, "127.0.0.1", p, 0) == 0);
+		ok = cli_ok(&a[3]);
+		if (!ok) {
+			cli_close(&a[3]);
+			usleep(20 * 1000);
+		}
+	}
+	CHECK(ok);
+	cli_close(&a[0]);
+	cli_close(&a[2]);
+	cli_close(&a[3]);
+	cli_close(&b[0]);
+	cli_close(&b[1]);
+	/* All places back: five at once again (once the closes are seen). */
+	usleep(100 * 1000);
+	for (i = 0, ok = 1; i < 3; i++) {
+		CHECK(cli_open2(&a[i], NULL, "127.0.0.1", p, 0) == 0);
+		ok &= cli_ok(&a[i]);
+	}
+	for (i = 0; i < 2; i++) {
+		CHECK(cli_open2(&b[i], "127.0.0.2", "127.0.0.1", p, 0) == 0);
+		ok &= cli_ok(&b[i]);
+	}
+	CHECK(ok);
+	for (i = 0; i < 3; i++)
+		cli_close(&a[i]);
+	for (i = 0; i < 2; i++)
+		cli_close(&b[i]);
+	usleep(100 * 1000);
+}
+
+/*
+ * Slowloris: header_timeout (1 s) bounds a whole head, however its bytes
+ * trickle; a new connection's clock starts at accept, a kept one's at
+ * the next head's first byte. Idle connections go silently.
+ */
+static void
+test_def_slowloris(void)
+{
+	struct cli	c;
+	struct resp	r;
+	int64_t		t0, t;
+	int		i;
+
+	/* A trickled head: 408 at 1 s, then EOF. */
+	CHECK(def_connect(&c) == 0);
+	t0 = now_ms();
+	cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n");
+	for (i = 0; i < 20 && cli_quiet(&c, 150); i++)
+		cli_sends(&c, "X-a: b\r\n");
+	t = now_ms() - t0;
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 408 && resp_has(&r, "Connection: close"));
+	resp_free(&r);
+	CHECK(cli_eof(&c));
+	cli_close(&c);
+	if (t < 900 || t > 1600)
+		fprintf(stderr, "slowloris cut after %lld ms\n", (long long)t);
+	CHECK(t >= 900 && t <= 1600);
+
+	/* Silent for 0.6 s, then trickling: still 1 s from accept. */
+	CHECK(def_connect(&c) == 0);
+	t0 = now_ms();
+	usleep(600 * 1000);
+	cli_sends(&c, "GET /echo HTTP/1.1\r\n");
+	for (i = 0; i < 20 && cli_quiet(&c, 100); i++)
+		cli_sends(&c, "X-a: b\r\n");
+	t = now_ms() - t0;
+	CHECK(cli_recv(&c, "GET", &r) == 0 && r.status == 408);
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(t >= 900 && t <= 1600);
+
+	/* Nothing at all: closed silently at 1 s. */
+	CHECK(def_connect(&c) == 0);
+	t0 = now_ms();
+	CHECK(cli_quiet(&c, 800));
+	CHECK(cli_cut_within(&c, 1500));
+	t = now_ms() - t0;
+	CHECK(t >= 900 && t <= 1800);
+	cli_close(&c);
+
+	/* Kept alive, idle 0.8 s, then a trickled head: 1 s from its start. */
+	CHECK(def_connect(&c) == 0);
+	CHECK(cli_ok(&c));
+	usleep(800 * 1000);
+	t0 = now_ms();
+	cli_sends(&c, "GET /echo HTTP/1.1\r\n");
+	for (i = 0; i < 20 && cli_quiet(&c, 100); i++)
+		cli_sends(&c, "X-a: b\r\n");
+	t = now_ms() - t0;
+	CHECK(cli_recv(&c, "GET", &r) == 0 && r.status == 408);
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(t >= 900 && t <= 1600);
+
+	/* Idle keep-alive (1.5 s): closed without a byte. */
+	CHECK(def_connect(&c) == 0);
+	CHECK(cli_ok(&c));
+	t0 = now_ms();
+	CHECK(cli_quiet(&c, 1200));
+	CHECK(cli_cut_within(&c, 1500));
+	t = now_ms() - t0;
+	CHECK(t >= 1400 && t <= 2300);
+	cli_close(&c);
+}
+
+/* Send len bytes of 'b' in steps of step bytes every ms; 0 or -1. */
+static int
+cli_trickle(struct cli *c, size_t len, size_t step, int ms)
+{
+	char	buf[8192];
+	size_t	n;
+
+	memset(buf, 'b', sizeof buf);
+	while (len > 0) {
+		n = len < step ? len : step;
+		if (n > sizeof buf)
+			n = sizeof buf;
+		if (!cli_quiet(c, 0) || cli_send(c, buf, n) != 0)
+			return -1;
+		len -= n;
+		if (len > 0)
+			usleep(ms * 1000);
+	}
+	return 0;
+}
+
+/*
+ * Request bodies: below body_min_rate (2000 B/s over 600 ms windows) a
+ * body is cut with 408, proxied or for the API; one that keeps moving is
+ * never cut, however long it takes, and the response clock (800 ms)
+ * starts only when it has all gone upstream.
+ */
+static void
+test_def_bodies(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	char		 hex[16];
+	int64_t		 t0, t;
+	int		 i;
+
+	/* 100 bytes every 150 ms: too slow, proxied and for the API. */
+	CHECK(def_connect(&c) == 0);
+	t0 = now_ms();
+	cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+	    "Content-Length: 100000\r\n\r\n");
+	cli_trickle(&c, 5000, 100, 150);
+	t = now_ms() - t0;
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 408 && resp_has(&r, "Connection: close"));
+	resp_free(&r);
+	cli_close(&c);
+	CHECK(t >= 500 && t <= 1600);
+	CHECK(def_connect(&c) == 0);
+	cli_sends(&c, "POST /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Content-Length: 1000\r\n\r\n");
+	cli_trickle(&c, 1000, 10, 150);
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 408);
+	CHECK(resp_has(&r, "Content-Type: application/json"));
+	resp_free(&r);
+	cli_close(&c);
+
+	/* 4000 bytes every 150 ms for 1.8 s: kept, and answered. */
+	CHECK(def_connect(&c) == 0);
+	cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+	    "Content-Length: 48000\r\n\r\n");
+	CHECK(cli_trickle(&c, 48000, 4000, 150) == 0);
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == 11 + 48000);
+	resp_free(&r);
+	/* The same, chunked, on the same connection. */
+	cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n");
+	for (i = 0; i < 12; i++) {
+		snprintf(hex, sizeof hex, "%x\r\n", 4000);
+		cli_sends(&c, hex);
+		CHECK(cli_trickle(&c, 4000, 4000, 0) == 0);
+		cli_sends(&c, "\r\n");
+		usleep(150 * 1000);
+	}
+	cli_sends(&c, "0\r\n\r\n");
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == 11 + 48000);
+	resp_free(&r);
+	/* The API's body rule lets a moving body through too. */
+	cli_sends(&c, "POST /v1/echo HTTP/1.1\r\nHost: localhost\r\n"
+	    "Content-Length: 1000\r\n\r\n");
+	CHECK(cli_trickle(&c, 1000, 250, 100) == 0);
+	CHECK(cli_recv(&c, "POST", &r) == 0);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* An upstream that never answers: 504, 800 ms after the last byte. */
+	CHECK(def_connect(&c) == 0);
+	t0 = now_ms();
+	cli_sends(&c, "GET /never HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0 && r.status == 504);
+	resp_free(&r);
+	t = now_ms() - t0;
+	CHECK(t >= 700 && t <= 1500);
+	cli_close(&c);
+	CHECK(def_connect(&c) == 0);
+	cli_sends(&c, "POST /never HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+	    "Content-Length: 40000\r\n\r\n");
+	CHECK(cli_trickle(&c, 40000, 4000, 150) == 0);
+	t0 = now_ms();
+	CHECK(cli_recv(&c, "POST", &r) == 0 && r.status == 504);
+	resp_free(&r);
+	t = now_ms() - t0;
+	if (t < 650 || t > 1500)
+		fprintf(stderr, "504 %lld ms after the body\n", (long long)t);
+	CHECK(t >= 650 && t <= 1500);
+	cli_close(&c);
+}
+
+/*
+ * After the response head: an upstream silent mid-body for
+ * response_idle_timeout (1 s) is cut; a tunnel with no byte either way
+ * for tunnel_idle_timeout (1 s) is closed; moving ones never are.
+ */
+static void
+test_def_relays(void)
+{
+	struct cli	c;
+	struct resp	r;
+	int64_t		t0, t;
+	int		i, ended, ok;
+
+	/* A 200 ms pause mid-body is fine; 1.5 s is cut, visibly short. */
+	CHECK(def_connect(&c) == 0);
+	cli_sends(&c, "GET /slowbody HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK_STR(r.body, "helloworld");
+	resp_free(&r);
+	t0 = now_ms();
+	cli_sends(&c, "GET /halfbody HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == -1);
+	resp_free(&r);
+	t = now_ms() - t0;
+	CHECK(t >= 900 && t <= 1450);
+	cli_close(&c);
+
+	/* A silent WebSocket is closed; a talking one is not. */
+	CHECK(def_connect(&c) == 0);
+	cli_sends(&c, "GET /ws HTTP/1.1\r\nHost: " HOST_OK "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0 && r.status == 101);
+	resp_free(&r);
+	for (i = 0, ok = 1; i < 8; i++) {
+		usleep(300 * 1000);
+		cli_sends(&c, "ping");
+		while (c.len < 4 && cli_fill(&c) > 0)
+			;
+		ok &= c.len == 4 && memcmp(c.buf, "ping", 4) == 0;
+		cli_consume(&c, c.len);
+	}
+	CHECK(ok);
+	t0 = now_ms();
+	cli_drain(&c, 3000, &ended);
+	t = now_ms() - t0;
+	CHECK(ended && t >= 900 && t <= 1600);
+	cli_close(&c);
+	check_activity_balanced();
+}
+
+/*
+ * Slow read: a client with a tiny window taking 10 KB/s of a 4 MiB
+ * response (send_min_rate: 20000 B/s over 600 ms) is cut, though it
+ * takes bytes all the time; a normal reader of the same gets all of it.
+ */
+static void
+test_def_slow_read(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	struct pollfd	 pfd;
+	char		 buf[1000], req[128];
+	size_t		 got = 0;
+	ssize_t		 n;
+	int64_t		 t0;
+	int		 cut = 0;
+
+	snprintf(req, sizeof req, "GET /pat/%d/len HTTP/1.1\r\nHost: " HOST_OK
+	    "\r\n\r\n", 4 * MIB);
+	CHECK(cli_open2(&c, NULL, "127.0.0.1", ALOAD(&edge2_port), 4096) == 0);
+	cli_sends(&c, req);
+	t0 = now_ms();
+	while (now_ms() - t0 < 8000) {
+		usleep(100 * 1000);
+		pfd.fd = c.fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 0) != 1)
+			continue;
+		n = recv(c.fd, buf, sizeof buf, 0);
+		if (n <= 0) {
+			cut = 1;
+			break;
+		}
+		got += n;
+	}
+	CHECK(cut && got < (size_t)4 * MIB);
+	if (!cut)
+		fprintf(stderr, "slow reader not cut: %zu bytes\n", got);
+	cli_close(&c);
+	CHECK(def_connect(&c) == 0);
+	CHECK(cli_sends(&c, req) == 0 && cli_recv(&c, "GET", &r) == 0);
+	CHECK(resp_is_pattern(&r, 4 * MIB));
+	resp_free(&r);
+	cli_close(&c);
+}
+
+/* The defenses' edge: made, tested, freed. */
+static void
+test_defenses(void)
+{
+	if (def_start() != 0) {
+		CHECK(!"the defenses' edge started");
+		return;
+	}
+	RUN(test_def_caps);
+	RUN(test_def_slowloris);
+	RUN(test_def_bodies);
+	RUN(test_def_relays);
+	RUN(test_def_slow_read);
+	loop_do("d");
+	while (ALOAD(&edge2_port) != 0)
+		usleep(10 * 1000);
+}
+
 /* The client thread: every test, then tell the loop to stop. */
 static void *
 client_main(void *arg)
@@ -2756,6 +3666,11 @@ client_main(void *arg)
 	RUN(test_h2);
 	RUN(test_h2_held);
 	RUN(test_h2_garbage);
+	RUN(test_smuggling);
+	RUN(test_pool_safety);
+	RUN(test_oversized);
+	RUN(test_limit_table);
+	RUN(test_defenses);
 	RUN(test_shutdown);
 	loop_do("Q");
 	return NULL;
@@ -2770,6 +3685,74 @@ shutdown_done_cb(void *arg)
 	AINC(&shutdown_done);
 }
 
+/*
+ * The defenses' edge, on the loop: short timeouts, small caps. The
+ * stand-in control keeps one retire callback: the main edge's stays.
+ */
+static void
+edge2_make(void)
+{
+	struct sockaddr_storage	 ss;
+	struct sockaddr_in	*sin;
+	struct sockaddr_in6	*sin6;
+	control_retire_cb	 cb = retire_cb;
+	void			*arg = retire_arg;
+	socklen_t		 len;
+	char			*cause = NULL;
+
+	memcpy(&cfg2, edge->cfg, sizeof cfg2);
+	memset(listen2, 0, sizeof listen2);
+	sin = (struct sockaddr_in *)&listen2[0].ss;
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	listen2[0].sslen = sizeof *sin;
+	listen2[0].text = "127.0.0.1:0";
+	sin6 = (struct sockaddr_in6 *)&listen2[1].ss;
+	sin6->sin6_family = AF_INET6;
+	sin6->sin6_addr = in6addr_any;
+	listen2[1].sslen = sizeof *sin6;
+	listen2[1].text = "[::]:0";
+	cfg2.listen = listen2;
+	cfg2.nlisten = 2;
+	cfg2.max_connections = 5;
+	cfg2.max_connections_per_ip = 3;
+	cfg2.header_timeout_ms = 1000;
+	cfg2.keepalive_timeout_ms = 1500;
+	cfg2.body_timeout_ms = 600;
+	cfg2.body_min_rate = 2000;
+	cfg2.send_timeout_ms = 600;
+	cfg2.send_min_rate = 20000;
+	cfg2.response_timeout_ms = 800;
+	cfg2.response_idle_timeout_ms = 1000;
+	cfg2.tunnel_idle_timeout_ms = 1000;
+	edge2 = edge_new(base, &cfg2, NULL, &cause);
+	retire_cb = cb;
+	retire_arg = arg;
+	if (edge2 == NULL) {
+		fprintf(stderr, "edge_new (defenses): %s\n", cause);
+		ASTORE(&edge2_port, -1);
+		return;
+	}
+	edge_listener_addr(edge2, 1, &ss, &len);
+	ASTORE(&edge2_port6, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+	edge_listener_addr(edge2, 0, &ss, &len);
+	ASTORE(&edge2_port, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+}
+
+/* Free the defenses' edge (its connections are cut). */
+static void
+edge2_free(void)
+{
+	control_retire_cb	 cb = retire_cb;
+	void			*arg = retire_arg;
+
+	edge_free(edge2);
+	edge2 = NULL;
+	retire_cb = cb;
+	retire_arg = arg;
+	ASTORE(&edge2_port, 0);
+}
+
 /* A command from the client thread. */
 static void
 ctl_cb(evutil_socket_t fd, short events, void *arg)
@@ -2781,6 +3764,12 @@ ctl_cb(evutil_socket_t fd, short events, void *arg)
 	switch (c) {
 	case 'S':
 		edge_shutdown(edge, 2000, shutdown_done_cb, NULL);
+		break;
+	case 'D':
+		edge2_make();
+		break;
+	case 'd':
+		edge2_free();
 		break;
 	case 'R':
 		/* Retire: o (ID_OK), g (ID_GEN), n (a sandbox nothing uses). */

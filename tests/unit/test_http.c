@@ -460,9 +460,16 @@ test_request_body(void)
 	CHECK(req_body("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", &k,
 	    &l) == 0);
 	CHECK(k == HTTP_BODY_LENGTH && l == 0);
-	CHECK(req_body("POST / HTTP/1.1\r\ncontent-length: 7\r\n"
-	    "Content-Length: 7\r\n\r\n", &k, &l) == 0);
+	/* Leading zeros are digits (RFC 9110 8.6); OWS around is trimmed. */
+	CHECK(req_body("POST / HTTP/1.1\r\nContent-Length: 007\r\n\r\n", &k,
+	    &l) == 0);
 	CHECK(k == HTTP_BODY_LENGTH && l == 7);
+	CHECK(req_body("POST / HTTP/1.1\r\nContent-Length: \t 7 \t\r\n\r\n",
+	    &k, &l) == 0);
+	CHECK(k == HTTP_BODY_LENGTH && l == 7);
+	/* A request repeating its length, even the same, is refused. */
+	CHECK(req_body("POST / HTTP/1.1\r\ncontent-length: 7\r\n"
+	    "Content-Length: 7\r\n\r\n", &k, &l) == -1);
 	CHECK(req_body("POST / HTTP/1.1\r\nContent-Length: "
 	    "9223372036854775807\r\n\r\n", &k, &l) == 0);
 	CHECK(k == HTTP_BODY_LENGTH && l == INT64_MAX);
@@ -472,9 +479,23 @@ test_request_body(void)
 	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
 	    &k, &l) == 0);
 	CHECK(k == HTTP_BODY_CHUNKED);
+	/* A request's coding is exactly "chunked": no list at all. */
 	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: , chunked,\r\n\r\n",
-	    &k, &l) == 0);
-	CHECK(k == HTTP_BODY_CHUNKED);
+	    &k, &l) == -1);
+	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: chunked,\r\n\r\n",
+	    &k, &l) == -1);
+	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, "
+	    "identity\r\n\r\n", &k, &l) == -1);
+	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: identity, "
+	    "chunked\r\n\r\n", &k, &l) == -1);
+	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+	    "Transfer-Encoding: \r\n\r\n", &k, &l) == -1);
+	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: \"chunked\"\r\n"
+	    "\r\n", &k, &l) == -1);
+	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: chunk\r\n\r\n",
+	    &k, &l) == -1);
+	CHECK(req_body("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+	    "Content-Length: 0\r\n\r\n", &k, &l) == -1);
 
 	/* The smuggling shapes and malformed lengths. */
 	CHECK(req_body("POST / HTTP/1.1\r\nContent-Length: 5\r\n"
@@ -588,6 +609,10 @@ test_response_body(void)
 	    &k, &l) == -1);
 	CHECK(resp_body("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
 	    "GET", &k, &l) == -1);
+	/* A response may still repeat an equal length. */
+	CHECK(resp_body("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+	    "Content-Length: 3\r\n\r\n", "GET", &k, &l) == 0);
+	CHECK(k == HTTP_BODY_LENGTH && l == 3);
 }
 
 /* What the chunked scanner collected. */
@@ -725,6 +750,25 @@ test_chunked_reject(void)
 		"5;a\nb\r\n",
 		"0\r\nX: y\n\r\n",		/* bare LF in a trailer */
 		"0\r\nX: \x01\r\n\r\n",
+		/* Trailers are fields: a token, a colon, a value. */
+		"0\r\nX\r\n\r\n",
+		"0\r\n: v\r\n\r\n",
+		"0\r\nX : v\r\n\r\n",
+		"0\r\n X: v\r\n\r\n",			/* obs-fold */
+		"0\r\nX: v\r\n\tw\r\n\r\n",
+		"0\r\nX\x7f: v\r\n\r\n",
+		"0\r\nX(y): v\r\n\r\n",
+		"0\r\nX: v\rY: w\r\n\r\n",		/* bare CR */
+		/* ... and none that frames, routes or attributes. */
+		"0\r\nContent-Length: 5\r\n\r\n",
+		"0\r\ncontent-length: 0\r\n\r\n",
+		"0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"0\r\nHOST: evil.example\r\n\r\n",
+		"0\r\nX-A: 1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+		"0\r\nConnection: close\r\n\r\n",
+		"0\r\nTrailer: x\r\n\r\n",
+		"0\r\nProxy-Authorization: Basic x\r\n\r\n",
+		"0\r\nSet-Cookie: a=b\r\n\r\n",
 		"0\r\n\r\r",
 		"8000000000000000\r\n",		/* over INT64_MAX */
 		"fffffffffffffffff\r\n",
@@ -751,6 +795,21 @@ test_chunked_reject(void)
 	CHECK(c.remaining == (uint64_t)INT64_MAX - 3 && !c.done);
 	CHECK(chunked_once("z", 1, &c) == -1);
 	CHECK(http_chunked_scan(&c, "0\r\n\r\n", 5, NULL, NULL) == -1);
+
+	/* Allowed trailers, names near the refused ones included. */
+	CHECK(chunked_once("0\r\nX-Checksum: abc\r\nServer-Timing: a;dur=1"
+	    "\r\nContent-Lengths: 5\r\nHos: x\r\nX-Forwarded-Fork: 1\r\n"
+	    "Proxy-Authorizations: x\r\nX:\r\n\r\n", 124, &c) == 124 &&
+	    c.done);
+	/* A refused name is found across any split. */
+	for (i = 3; i < 18; i++) {	/* the colon is byte 17 */
+		http_chunked_init(&c);
+		r = http_chunked_scan(&c, "0\r\nContent-Length: 1\r\n\r\n", i,
+		    NULL, NULL);
+		CHECK(r == (ssize_t)i);
+		CHECK(http_chunked_scan(&c, "0\r\nContent-Length: 1\r\n\r\n" +
+		    i, 24 - i, NULL, NULL) == -1);
+	}
 
 	/* Done stays done and consumes nothing more. */
 	CHECK(chunked_once("0\r\n\r\nxyz", 8, &c) == 5 && c.done);
