@@ -38,6 +38,10 @@
 #include "edge/edge_int.h"
 
 static void	edge_conn_read_cb(struct bufferevent *, void *);
+static void	edge_conn_sock_cb(evutil_socket_t, short, void *);
+static void	edge_conn_input_cb(struct evbuffer *,
+		    const struct evbuffer_cb_info *, void *);
+static void	edge_conn_read_update(struct edge_conn *);
 static void	edge_conn_write_cb(struct bufferevent *, void *);
 static void	edge_conn_event_cb(struct bufferevent *, short, void *);
 static void	edge_conn_timer_cb(evutil_socket_t, short, void *);
@@ -119,9 +123,16 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 		free(conn);
 		return;
 	}
-	/* Small responses must leave at once, not wait for Nagle. */
-	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+	/*
+	 * TLS writes a response in records of its own: none may wait for
+	 * Nagle. A plain connection gets TCP_NODELAY at its second write
+	 * (edge_conn_flush): a response sent in one write, as with a new
+	 * connection per request, has nothing to wait for.
+	 */
+	conn->tcp = sa->sa_family == AF_INET || sa->sa_family == AF_INET6;
+	if (tls && conn->tcp)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	conn->nodelay = tls || !conn->tcp;
 
 	conn->state = tls ? EDGE_CONN_HANDSHAKE : EDGE_CONN_HEAD;
 	conn->tls = tls;
@@ -147,8 +158,18 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	    edge_conn_event_cb, conn);
 	bufferevent_set_max_single_read(conn->bev, EDGE_IO_MAX);
 	bufferevent_set_max_single_write(conn->bev, EDGE_IO_MAX);
+	/*
+	 * A plain socket is read by edge_conn_sock_cb, not the bufferevent:
+	 * libevent 2.1 asks FIONREAD before every read, one ioctl per
+	 * request or WebSocket message. TLS reads through OpenSSL.
+	 */
+	if (!tls)
+		conn->rev = event_new(edge->base, fd, EV_READ | EV_PERSIST,
+		    edge_conn_sock_cb, conn);
 	/* Stop reading a client that queues more than we would process. */
-	bufferevent_setwatermark(conn->bev, EV_READ, 0, EDGE_BUFFER_HIGH);
+	else
+		bufferevent_setwatermark(conn->bev, EV_READ, 0,
+		    EDGE_BUFFER_HIGH);
 	/*
 	 * A client that takes none of our output is cut after send_timeout
 	 * (one that takes too little, by edge_conn_send_cb).
@@ -164,7 +185,7 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	 */
 	if (!tls)
 		bufferevent_disable(conn->bev, EV_WRITE);
-	bufferevent_enable(conn->bev, EV_READ);
+	edge_conn_reading(conn, 1);
 	/*
 	 * A new connection gets header_timeout for its whole first head,
 	 * counted from now: its first byte does not start it over. A TLS
@@ -227,10 +248,128 @@ edge_flush(struct bufferevent *bev)
 void
 edge_conn_flush(struct edge_conn *conn)
 {
+	int	one = 1;
+
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
-	if (edge_flush(conn->bev) && !conn->send_watch)
+	/*
+	 * A second write on this connection (the next response, a streamed
+	 * body, an SSE event, 100 Continue): from now on small writes must
+	 * leave at once, not wait for the client's ACK of the last one.
+	 */
+	if (!conn->nodelay &&
+	    evbuffer_get_length(bufferevent_get_output(conn->bev)) > 0 &&
+	    conn->writes++ > 0) {
+		setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP,
+		    TCP_NODELAY, &one, sizeof one);
+		conn->nodelay = 1;
+	}
+	if (edge_flush(conn->bev) && !conn->send_watch) {
+		if (!conn->nodelay) {
+			/* The socket is full: its tail must not wait either. */
+			setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP,
+			    TCP_NODELAY, &one, sizeof one);
+			conn->nodelay = 1;
+		}
 		edge_conn_send_watch(conn);
+	}
+}
+
+/*
+ * Read the client (on) or not, as the protocol wants: paused, held,
+ * closing. A plain connection has its own read event, which also stays
+ * off while the input is over the high mark (read_full); a TLS one reads
+ * through its bufferevent, whose watermark does the same.
+ */
+void
+edge_conn_reading(struct edge_conn *conn, int on)
+{
+	if (conn->rev == NULL) {
+		if (on)
+			bufferevent_enable(conn->bev, EV_READ);
+		else
+			bufferevent_disable(conn->bev, EV_READ);
+		return;
+	}
+	conn->read_off = !on;
+	edge_conn_read_update(conn);
+}
+
+/* Add or remove the read event to match read_off and read_full. */
+static void
+edge_conn_read_update(struct edge_conn *conn)
+{
+	int	want = !conn->read_off && !conn->read_full &&
+	    conn->state != EDGE_CONN_DEAD;
+
+	if (want == conn->reading)
+		return;
+	conn->reading = want;
+	if (want)
+		event_add(conn->rev, NULL);
+	else
+		event_del(conn->rev);
+}
+
+/*
+ * A plain client socket is readable: read what it holds, up to the
+ * high mark, into the bufferevent's input, then hand it on as the
+ * bufferevent would. Heads come in small reads, bodies and tunnels in
+ * large ones. A close or an error ends the connection, as the
+ * bufferevent's EOF did.
+ */
+static void
+edge_conn_sock_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct edge_conn	*conn = arg;
+	struct evbuffer		*in = bufferevent_get_input(conn->bev);
+	size_t			 len = evbuffer_get_length(in), want;
+	ssize_t			 n = 0;
+
+	if (len < EDGE_BUFFER_HIGH) {
+		want = conn->state == EDGE_CONN_HEAD ? EDGE_READ_MIN :
+		    EDGE_READ_MAX;
+		if (want > EDGE_BUFFER_HIGH - len)
+			want = EDGE_BUFFER_HIGH - len;
+		/* The bufferevent keeps its input's end frozen. */
+		evbuffer_unfreeze(in, 0);
+		n = edge_read(fd, in, want, NULL);
+		evbuffer_freeze(in, 0);
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
+			if (n == -1)
+				log_debug("client error\tpeer=%s error=\"%s\"",
+				    conn->peer, strerror(errno));
+			edge_conn_close(conn);
+			return;
+		}
+	}
+	/* Or nothing new, but pipelined bytes wait (edge_conn_next). */
+	if (n > 0 || len > 0)
+		edge_conn_read_cb(conn->bev, conn);
+	if (conn->state == EDGE_CONN_DEAD ||
+	    evbuffer_get_length(in) < EDGE_BUFFER_HIGH)
+		return;
+	/* Over the mark and still unread: wait until it drains. */
+	conn->read_full = 1;
+	if (conn->input_cb == NULL)
+		conn->input_cb = evbuffer_add_cb(in, edge_conn_input_cb, conn);
+	edge_conn_read_update(conn);
+}
+
+/* The client's input shrank: below the mark, read it again. */
+static void
+edge_conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct edge_conn	*conn = arg;
+
+	if (info->n_deleted == 0 ||
+	    evbuffer_get_length(in) >= EDGE_BUFFER_HIGH)
+		return;
+	evbuffer_remove_cb_entry(in, conn->input_cb);
+	conn->input_cb = NULL;
+	conn->read_full = 0;
+	edge_conn_read_update(conn);
 }
 
 /*
@@ -372,7 +511,7 @@ edge_conn_hold(struct edge_conn *conn, int on)
 	if (!on) {
 		if (conn->closed_ev != NULL)
 			event_del(conn->closed_ev);
-		bufferevent_enable(conn->bev, EV_READ);
+		edge_conn_reading(conn, 1);
 		return;
 	}
 	if (!(event_base_get_features(edge->base) & EV_FEATURE_EARLY_CLOSE))
@@ -388,7 +527,7 @@ edge_conn_hold(struct edge_conn *conn, int on)
 		    EV_PERSIST, edge_conn_closed_cb, conn);
 	if (conn->closed_ev == NULL)
 		return;
-	bufferevent_disable(conn->bev, EV_READ);
+	edge_conn_reading(conn, 0);
 	event_add(conn->closed_ev, NULL);
 }
 
@@ -410,7 +549,7 @@ edge_conn_closed_cb(evutil_socket_t fd, short events, void *arg)
 		n = recv(fd, &c, 1, MSG_PEEK);
 		if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR))) {
 			event_del(conn->closed_ev);
-			bufferevent_enable(conn->bev, EV_READ);
+			edge_conn_reading(conn, 1);
 			return;
 		}
 	}
@@ -435,6 +574,7 @@ edge_conn_close(struct edge_conn *conn)
 	if (conn->tls)
 		edge_tls_close_notify(conn->bev);
 	conn->state = EDGE_CONN_DEAD;
+	edge_conn_read_update(conn);
 	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
 	bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
 	evtimer_del(conn->timer);
@@ -468,6 +608,11 @@ edge_conn_free(struct edge_conn *conn)
 	if (conn->req != NULL)
 		edge_req_free(conn->req);
 	edge_h2_free(conn);
+	if (conn->rev != NULL)
+		event_free(conn->rev);
+	if (conn->input_cb != NULL)
+		evbuffer_remove_cb_entry(bufferevent_get_input(conn->bev),
+		    conn->input_cb);
 	bufferevent_free(conn->bev);
 	edge_tls_conn_done(&conn->tls_set);
 	event_free(conn->timer);
@@ -508,8 +653,12 @@ edge_conn_next(struct edge_conn *conn, int keep)
 	if (!conn->idle) {
 		/* Pipelined bytes: handle them from the loop, not recursively. */
 		edge_conn_timer(conn, conn->edge->lim.header_ms);
-		bufferevent_trigger(conn->bev, EV_READ,
-		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		if (conn->rev != NULL)
+			event_active(conn->rev, EV_READ, 0);
+		else
+			bufferevent_trigger(conn->bev, EV_READ,
+			    BEV_TRIG_IGNORE_WATERMARKS |
+			    BEV_TRIG_DEFER_CALLBACKS);
 	} else if (waiting)
 		/*
 		 * Keep-alive idling starts once the client has the response
@@ -539,7 +688,7 @@ edge_conn_shut(struct edge_conn *conn)
 	conn->state = EDGE_CONN_LINGER;
 	evbuffer_drain(bufferevent_get_input(conn->bev),
 	    evbuffer_get_length(bufferevent_get_input(conn->bev)));
-	bufferevent_enable(conn->bev, EV_READ);
+	edge_conn_reading(conn, 1);
 	edge_conn_timer(conn, EDGE_LINGER_MS);
 }
 

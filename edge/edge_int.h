@@ -150,6 +150,18 @@ struct edge_conn {
 	struct bufferevent	*bev;
 	struct event		*timer;		/* head, idle, linger */
 	struct event		*closed_ev;	/* EV_CLOSED while held */
+	/*
+	 * Plain: our own read event (edge_conn_reading); off while the
+	 * protocol says so or the input is over EDGE_BUFFER_HIGH.
+	 */
+	struct event		*rev;
+	int			 reading;	/* rev is added */
+	int			 read_off;	/* paused, held */
+	int			 read_full;	/* input over the mark */
+	struct evbuffer_cb_entry *input_cb;	/* while read_full */
+	int			 tcp;		/* TCP, not a unix socket */
+	int			 nodelay;	/* TCP_NODELAY is set */
+	unsigned int		 writes;	/* flushes with output (to 2) */
 	char			 peer[64];	/* "ip:port" */
 	char			 peer_ip[48];
 	int			 draining;	/* close after this response */
@@ -480,6 +492,8 @@ void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *,
 int	edge_flush(struct bufferevent *);
 /* edge_flush for a client: what waits is watched by the slow-reader rule. */
 void	edge_conn_flush(struct edge_conn *);
+/* Read the client (1) or not (0): backpressure, holds, closing. */
+void	edge_conn_reading(struct edge_conn *, int on);
 /* Close now; freed by the reaper, so callers may still read conn->state. */
 void	edge_conn_close(struct edge_conn *);
 /* Free a closed connection and its request (the reaper only). */
@@ -614,6 +628,12 @@ void	edge_preview_set_cookies(struct http_header *, size_t n, size_t room,
 void	edge_page_https(struct edge_req *, const struct http_request_head *);
 
 /* edge/proxy.c */
+/*
+ * Read at most len bytes from fd onto buf: bytes, 0 at EOF, -1 (errno).
+ * With beyond, one more byte is asked for and dropped; *beyond says
+ * whether the socket held more than len.
+ */
+ssize_t	edge_read(int fd, struct evbuffer *, size_t len, int *beyond);
 /* Forward the request (head h) to the key's address. */
 void	edge_proxy_start(struct edge_req *, const struct http_request_head *,
 	    const struct edge_up_key *);

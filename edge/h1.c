@@ -589,10 +589,7 @@ edge_h1_pause(struct edge_req *req, int on)
 
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
-	if (on)
-		bufferevent_disable(conn->bev, EV_READ);
-	else
-		bufferevent_enable(conn->bev, EV_READ);
+	edge_conn_reading(conn, !on);
 }
 
 /* Held: stop reading (pipelined bytes and the body wait), watch for EOF. */

@@ -43,7 +43,6 @@ static void	edge_proxy_cookie(struct edge_hbuf *,
 static int	edge_proxy_framing(struct edge_req *,
 		    const struct http_response_head *,
 		    const struct http_header *);
-static ssize_t	edge_read(int, struct evbuffer *, size_t, int *);
 static void	edge_upstream_read_cb(evutil_socket_t, short, void *);
 static void	edge_upstream_write_cb(struct bufferevent *, void *);
 static void	edge_upstream_event_cb(struct bufferevent *, short, void *);
@@ -418,7 +417,7 @@ edge_upstream_write_cb(struct bufferevent *bev, void *arg)
  * With beyond, one more byte is asked for in the same call and dropped;
  * *beyond tells whether the socket held more than len bytes.
  */
-static ssize_t
+ssize_t
 edge_read(int fd, struct evbuffer *buf, size_t len, int *beyond)
 {
 	struct evbuffer_iovec	 v[2];
