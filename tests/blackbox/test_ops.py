@@ -612,12 +612,16 @@ def test_make_install(t):
         return
     dest = tempfile.mkdtemp(prefix="sbxinstall-")
     try:
+        # Under make check the parent's MAKEFLAGS (-w) would print
+        # "Entering directory" lines into what is parsed below.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
         r = subprocess.run(["make", "-C", TOP_BUILD, "install", "DESTDIR=" + dest],
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=600, env=env)
         t.check(r.returncode == 0, "make install DESTDIR exits 0: %s" % r.stderr[-800:])
-        pre = subprocess.run(["make", "-s", "-C", TOP_BUILD, "-f", "Makefile", "-f", "-", "print-prefix"],
+        pre = subprocess.run(["make", "-s", "--no-print-directory", "-C", TOP_BUILD, "-f", "Makefile",
+                              "-f", "-", "print-prefix"],
                              input="print-prefix:\n\t@echo $(prefix) $(bindir)\n",
-                             capture_output=True, text=True).stdout.split()
+                             capture_output=True, text=True, env=env).stdout.split()
         prefix, bindir = (pre + ["/usr/local", "/usr/local/bin"])[:2]
         want = [bindir + "/sandboxd", prefix + "/libexec/sandboxd/agentd",
                 prefix + "/lib/systemd/system/sandboxd.service",
