@@ -119,6 +119,7 @@ struct config {
 	int64_t			 idle_timeout_ms;
 	int64_t			 pause_timeout_ms;	/* 0: never pause */
 	int64_t			 wake_timeout_ms;
+	int64_t			 task_timeout_ms;	/* a task's default timeout_s */
 	int64_t			 shutdown_grace_ms;
 	int			 max_sandboxes;
 	int			 max_running;

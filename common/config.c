@@ -143,6 +143,9 @@ static const struct cfg_keydef cfg_keys[] = {
 	/* Holding a request for 0 ms would fail every wake: at least 1 ms. */
 	{ "wake_timeout", CFG_GLOBAL, CFG_T_DURATION, G(wake_timeout_ms), 0,
 	  1, CFG_MAX_DURATION_MS },
+	/* A task with no time at all could never run: at least 1 s. */
+	{ "task_timeout", CFG_GLOBAL, CFG_T_DURATION, G(task_timeout_ms), 0,
+	  1000, CFG_MAX_DURATION_MS },
 	{ "shutdown_grace", CFG_GLOBAL, CFG_T_DURATION, G(shutdown_grace_ms),
 	  0, 0, CFG_MAX_DURATION_MS },
 	{ "max_sandboxes", CFG_GLOBAL, CFG_T_INT, G(max_sandboxes), 0,
@@ -1151,6 +1154,7 @@ cfg_defaults(struct config *conf)
 	conf->idle_timeout_ms = 15 * 60 * 1000;
 	conf->pause_timeout_ms = 0;
 	conf->wake_timeout_ms = 60 * 1000;
+	conf->task_timeout_ms = 30 * 60 * 1000;
 	conf->shutdown_grace_ms = 10 * 1000;
 	conf->max_sandboxes = 500;
 	conf->max_running = 40;

@@ -141,7 +141,7 @@ test_open_create(void)
 	}
 	CHECK(stat(tpath("create.db"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
 	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
-	CHECK(STORE_SCHEMA_VERSION == 2);
+	CHECK(STORE_SCHEMA_VERSION == 3);
 	CHECK(store_ping(s) == 0);
 	store_close(s);
 
@@ -212,7 +212,7 @@ test_reopen(void)
 		free(cause);
 		return;
 	}
-	CHECK(store_schema_version(s) == 2);
+	CHECK(store_schema_version(s) == 3);
 	CHECK(store_sandbox_get(s, sb.id, &got) == 0);
 	CHECK_STR(got.tenant, "alice");
 	CHECK(store_tenant_exists(s, "alice") == 1);
@@ -843,7 +843,7 @@ test_migrate_v1(void)
 		free(cause);
 		return;
 	}
-	CHECK(store_schema_version(s) == 2);
+	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
 
 	/* Every row and field as v1 had it; the new column defaults to 0. */
 	CHECK(store_sandbox_get(s, id1, &got) == 0);
@@ -917,7 +917,7 @@ test_migrate_v1(void)
 		free(cause);
 		return;
 	}
-	CHECK(store_schema_version(s) == 2);
+	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
 	CHECK(store_sandbox_delete(s, id1) == 0);
 	CHECK(store_task_get(s, tid, &t) == STORE_NOTFOUND);
 	store_task_clear(&t);
