@@ -124,6 +124,7 @@ struct config {
 	int			 max_sandboxes;
 	int			 max_running;
 	uint64_t		 max_file_size;	/* PUT /files limit, bytes */
+	uint64_t		 task_log_max;	/* a task's event log, bytes */
 	/*
 	 * Starts and wakes are refused below this much available host
 	 * memory: a size, or a percentage of the host's. At most one is

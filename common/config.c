@@ -153,6 +153,8 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "max_running", CFG_GLOBAL, CFG_T_INT, G(max_running), 0, 1, 100000 },
 	{ "max_file_size", CFG_GLOBAL, CFG_T_SIZE, G(max_file_size), 0,
 	  1, (long long)CFG_TIB },
+	{ "task_log_max", CFG_GLOBAL, CFG_T_SIZE, G(task_log_max), 0,
+	  4096, (long long)CFG_TIB },
 	/* min and max bound the percentage; a size is any that parses. */
 	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
 	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
@@ -1159,6 +1161,7 @@ cfg_defaults(struct config *conf)
 	conf->max_sandboxes = 500;
 	conf->max_running = 40;
 	conf->max_file_size = 100 * CFG_MIB;
+	conf->task_log_max = 64 * CFG_MIB;
 	conf->min_free_memory_bytes = 0;
 	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;
