@@ -1,13 +1,13 @@
 #!/bin/sh
 # make check entry for the black-box scenarios (real dockerd, real containers):
-# test_sandboxd.py (the API, files, lifecycle) and test_density.py (wake,
-# idleness, pause, eviction). Each prints "N passed, N failed"; the last line
-# here is their sum. Exit 77 (skip) only if both skip, else 1 if either fails.
+# test_sandboxd.py (the API, files, lifecycle), test_density.py (wake,
+# idleness, pause, eviction) and test_tasks.py (agent tasks, their events). Each prints "N passed, N failed"; the last line
+# here is their sum. Exit 77 (skip) only if all skip, else 1 if either fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-for t in test_sandboxd.py test_density.py; do
+for t in test_sandboxd.py test_density.py test_tasks.py; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1
 	rc=$?
@@ -25,6 +25,6 @@ for t in test_sandboxd.py test_density.py; do
 		total_f=$((total_f + 1))
 	fi
 done
-[ $skipped -eq 2 ] && exit 77
+[ $skipped -eq 3 ] && exit 77
 echo "$total_p passed, $total_f failed"
 exit $status
