@@ -1,8 +1,9 @@
 #!/bin/sh
 # make check entry for the black-box scenarios (real dockerd, real containers):
 # test_sandboxd.py (the API, files, lifecycle), test_density.py (wake,
-# idleness, pause, eviction) and test_tasks.py (agent tasks, their events). Each prints "N passed, N failed"; the last line
-# here is their sum. Exit 77 (skip) only if all skip, else 1 if either fails.
+# idleness, pause, eviction) and test_tasks.py (agent tasks, their
+# events). Each prints "N passed, N failed"; the last line here is their
+# sum. Exit 77 (skip) only if all skip, else 1 if either fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
