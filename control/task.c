@@ -54,6 +54,8 @@
 #define TASK_AGENTD_TIMEOUT_MS	60000
 #define TASK_RELAY_RETRIES	5
 #define TASK_RELAY_RETRY_MS	1000
+/* agentd ends a task at its timeout; the daemon's own guard comes later. */
+#define TASK_DEADLINE_SLACK_MS	60000
 
 /* Where a task in memory is on its way. */
 enum task_phase {
@@ -74,6 +76,8 @@ struct task {
 	struct control_wait	*wait;		/* WAKING */
 	struct agent_req	*relay;		/* RUNNING */
 	struct event		*retry_ev;	/* RETRY */
+	struct event		*deadline_ev;	/* past timeout_s: give up */
+	int64_t			 timeout_s;
 	int			 retries;
 	int			 held;		/* rt_hold +1 made */
 	int			 cancel;	/* asked while SENDING */
@@ -126,6 +130,9 @@ static void	task_relay_line_cb(const char *, size_t, void *);
 static void	task_relay_end_cb(int, const char *, size_t, const char *,
 		    void *);
 static void	task_retry_cb(evutil_socket_t, short, void *);
+static void	task_deadline(struct task *, int64_t);
+static void	task_deadline_cb(evutil_socket_t, short, void *);
+static int64_t	task_spec_timeout(const char *);
 static void	task_probe_cb(int, const char *, size_t, const char *,
 		    void *);
 static void	task_exit(struct task *, struct json_object *);
@@ -411,6 +418,7 @@ task_create(struct control *ctl, struct http_exchange *ex,
 	memcpy(t->sandbox_id, row.sandbox_id, sizeof t->sandbox_id);
 	t->phase = TASK_PHASE_QUEUED;
 	t->agentd_body = agentd_body;
+	t->timeout_s = task_spec_timeout(row.spec_json);
 	t->log_fd = -1;
 	TAILQ_INSERT_TAIL(&ctl->tasks, t, entry);
 	log_info("task queued\tid=%s sandbox=%s agent=%s", t->id,
@@ -541,6 +549,7 @@ task_posted_cb(int status, const char *body, size_t len, const char *errmsg,
 	store_task_set_state(ctl->store, t->id, TASK_RUNNING, -1,
 	    time_now_ms());
 	log_info("task running\tid=%s sandbox=%s", t->id, t->sandbox_id);
+	task_deadline(t, time_now_ms());
 	task_relay(t);
 	if (t->cancel) {
 		c = task_call_new(ctl, CALL_CANCEL, t->sandbox_id, t->id,
@@ -665,6 +674,62 @@ task_retry_cb(evutil_socket_t fd, short events, void *arg)
 	task_relay(arg);
 }
 
+/* timeout_s from a stored spec (api.c always sets it); 0 if absent. */
+static int64_t
+task_spec_timeout(const char *spec_json)
+{
+	struct json_object	*o, *v;
+	int64_t			 n = 0;
+
+	if ((o = json_tokener_parse(spec_json)) == NULL)
+		return (0);
+	if (json_object_object_get_ex(o, "timeout_s", &v))
+		n = json_object_get_int64(v);
+	json_object_put(o);
+	return (n > 0 ? n : 0);
+}
+
+/*
+ * agentd (inside the sandbox, so not trusted) ends the task at its
+ * timeout. Should it never say so, the daemon gives up a minute later,
+ * so that a task cannot keep its sandbox awake for ever.
+ */
+static void
+task_deadline(struct task *t, int64_t started_ms)
+{
+	int64_t	ms;
+
+	if (t->timeout_s == 0)
+		return;
+	ms = started_ms + t->timeout_s * 1000 + TASK_DEADLINE_SLACK_MS -
+	    time_now_ms();
+	if (ms < 1000)
+		ms = 1000;
+	if (ms > INT32_MAX)
+		ms = INT32_MAX;
+	if (t->deadline_ev == NULL)
+		t->deadline_ev = evtimer_new(t->ctl->base, task_deadline_cb, t);
+	task_timer_add(t->deadline_ev, (int)ms);
+}
+
+static void
+task_deadline_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct task		*t = arg;
+	struct task_call	*c;
+	char			*path;
+
+	/* Best effort: agentd may still be able to stop it. */
+	c = task_call_new(t->ctl, CALL_CANCEL, t->sandbox_id, t->id, NULL);
+	xasprintf(&c->body, "{\"grace_ms\":0}");
+	xasprintf(&path, "/tasks/%s/cancel", t->id);
+	agent_request(t->ctl->hub, t->sandbox_id, "POST", path, c->body,
+	    strlen(c->body), 0, task_cancel_cb, c);
+	free(path);
+	task_fail(t, TASK_FAILED, "the sandbox's agent did not end the task "
+	    "at its timeout", 1);
+}
+
 /* The exit event came: the task is over, as agentd says. */
 static void
 task_exit(struct task *t, struct json_object *o)
@@ -751,6 +816,8 @@ task_free(struct task *t)
 		agent_cancel(t->relay);
 	if (t->retry_ev != NULL)
 		event_free(t->retry_ev);
+	if (t->deadline_ev != NULL)
+		event_free(t->deadline_ev);
 	if (t->held)
 		rt_hold(t->ctl, t->sandbox_id, -1);
 	if (t->log_fd != -1)
@@ -861,6 +928,9 @@ task_startup(struct control *ctl)
 		}
 		rt_hold(ctl, t->sandbox_id, 1);
 		t->held = 1;
+		t->timeout_s = task_spec_timeout(rows[i].spec_json);
+		task_deadline(t, rows[i].started_at != 0 ? rows[i].started_at :
+		    time_now_ms());
 		log_info("task picked up again\tid=%s sandbox=%s after=%" PRIu64,
 		    t->id, t->sandbox_id, t->seq);
 		c = task_call_new(ctl, CALL_PROBE, t->sandbox_id, t->id, NULL);

@@ -2077,6 +2077,52 @@ test_task_lost(void)
 	env_teardown();
 }
 
+/*
+ * agentd never ends a task past its timeout (it is inside the sandbox):
+ * the daemon gives up on it, fails it and asks agentd to kill it.
+ */
+static void
+test_task_deadline(void)
+{
+	struct store_task	 row;
+	struct sandbox_rt	*rt;
+	struct fagent		*a, *b, *c;
+	char			 id[ID_LEN + 1], tid[ID_LEN + 1], *path;
+
+	env_setup("");
+	rt = task_sandbox(SANDBOX_RUNNING, "t", id);
+	memset(&row, 0, sizeof row);
+	id_new(row.id);
+	memcpy(tid, row.id, sizeof tid);
+	memcpy(row.sandbox_id, id, sizeof row.sandbox_id);
+	row.agent = "command";
+	row.spec_json = "{\"agent\":\"command\",\"cmd\":[\"true\"],"
+	    "\"timeout_s\":1}";
+	row.state = TASK_RUNNING;
+	row.exit_code = -1;
+	row.created_at = row.started_at = time_now_ms() - 300 * 1000;
+	CHECK(store_task_insert(env.store, &row) == 0);
+	task_startup(env.ctl);
+	a = fagent_expect(id, "/tasks/");
+	fagent_reply(a, 200, "{\"state\":\"running\"}");
+	b = fagent_expect(id, "/tasks/");
+	CHECK(b != NULL && strstr(b->path, "/events?after=0") != NULL);
+	fagent_stream(b, NULL, 0);
+	run_for(300);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_RUNNING);
+	store_task_clear(&row);
+	xasprintf(&path, "/tasks/%s/cancel", tid);
+	c = fagent_expect(id, path);
+	free(path);
+	CHECK(c != NULL && c->body != NULL &&
+	    strstr(c->body, "\"grace_ms\":0") != NULL);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_FAILED &&
+	    row.error != NULL && strstr(row.error, "timeout") != NULL);
+	store_task_clear(&row);
+	CHECK(rt->holds == 0);
+	env_teardown();
+}
+
 int
 main(void)
 {
@@ -2121,6 +2167,7 @@ main(void)
 	RUN(test_task_bounded);
 	RUN(test_task_pickup);
 	RUN(test_task_lost);
+	RUN(test_task_deadline);
 
 	event_free(tick);
 	event_base_free(base);
