@@ -14,6 +14,7 @@ in use does not run tasks yet (probed once: its answer to POST /tasks).
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -25,6 +26,38 @@ TEMPLATES = {
                 "memory": "64m", "cpus": "0.5", "pids_limit": "64"},
 }
 SECRET = "sk-test-" + "7" * 24
+BASE_IMAGE = "sandboxd/base:latest"
+BASE_TEMPLATES = {
+    "default": {"image": BASE_IMAGE, "port": "3000", "memory": "512m", "cpus": "1", "pids_limit": "256"},
+}
+# Stand-ins for the agent CLIs (tests only), printing lines in the real
+# CLIs' formats: Claude Code's stream-json (system, assistant, result),
+# OpenCode's --format json (text, step_finish). Both echo their argv and
+# write the prompt to $STANDIN_WRITE, as an agent editing a file would.
+CLAUDE_STANDIN = r"""#!/bin/sh
+esc() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' '  '; }
+prompt= args="$*"
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--output-format|--model|--permission-mode) shift ;;
+	-*) ;;
+	*) prompt=$1 ;;
+	esac
+	shift
+done
+printf '{"type":"system","subtype":"init","session_id":"s1","model":"standin"}\n'
+printf '{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"prompt=%s argv=%s"}]},"session_id":"s1"}\n' "$(esc "$prompt")" "$(esc "$args")"
+[ -n "$STANDIN_WRITE" ] && printf '%s\n' "$prompt" > "$STANDIN_WRITE"
+echo "not json: a plain line"
+echo "claude stand-in: on stderr" >&2
+printf '{"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"Done","session_id":"s1","total_cost_usd":0.0123}\n'
+"""
+OPENCODE_STANDIN = r"""#!/bin/sh
+esc() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' '  '; }
+args="$*"
+printf '{"type":"text","sessionID":"s2","part":{"type":"text","text":"argv=%s"}}\n' "$(esc "$args")"
+printf '{"type":"step_finish","sessionID":"s2","part":{"type":"step-finish","reason":"stop","cost":0.002}}\n'
+"""
 
 
 class SSE:
@@ -286,6 +319,44 @@ def test_timeout(t, d, ctx):
     t.check(st and st["state"] == "failed" and st["timed_out"] is True, "failed, timed_out: %r" % st)
 
 
+def rss_kb(d):
+    try:
+        with open("/proc/%d/status" % d.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def test_many_lines(t, d, ctx):
+    """20,000 lines: all arrive, in order, to a client that starts late
+    (it reads from the host log at its own pace) and to one that follows
+    live; the daemon's memory stays flat."""
+    sid = ctx["sid"]
+    n = 20000
+    before = rss_kb(d)
+    task = command(t, d, sid, "seq 1 %d" % n)
+    if not task:
+        return
+    live = SSE(d, events_path(sid, task["id"]))
+    time.sleep(1)           # the late one's socket fills, then it waits
+    late = SSE(d, events_path(sid, task["id"]))
+    evs_live = live.read_all(60)
+    evs_late = late.read_all(60)
+    live.close()
+    late.close()
+    for name, evs in (("live", evs_live), ("late", evs_late)):
+        lines = [e["data"]["text"] for e in evs if e["event"] == "output"]
+        t.check(lines == ["%d\n" % i for i in range(1, n + 1)], "%s: all %d lines in order (got %d)"
+                % (name, n, len(lines)))
+        t.check(evs and evs[-1]["event"] == "exit", "%s: ends with exit" % name)
+    after = rss_kb(d)
+    if before is not None and after is not None:
+        t.check(after - before < 32 * 1024, "daemon RSS flat: %d kB -> %d kB" % (before, after))
+
+
 def test_validation(t, d, ctx):
     sid = ctx["sid"]
     bad = [
@@ -429,10 +500,79 @@ def test_kept_awake(t, d, ctx):
             "stopped for idleness after the task ended")
 
 
+def test_agents_and_revert(t, d, ctx):
+    """Claude Code and OpenCode stand-ins on the real base image: agent
+    events carry the CLI's objects, prompt and model reach the CLI, the
+    checkpoint is taken, and revert puts the changed file back."""
+    sid = ctx["sid"]
+    for path, data in (("src/App.jsx", "original\n"), ("bin/claude", CLAUDE_STANDIN),
+                       ("bin/opencode", OPENCODE_STANDIN)):
+        r = d.request("PUT", "/v1/sandboxes/%s/files/%s" % (sid, path), data)
+        t.check(r.status in (201, 204), "PUT %s: %r" % (path, r))
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid,
+                  {"cmd": ["chmod", "+x", "/workspace/bin/claude", "/workspace/bin/opencode"]})
+    t.check(r.status == 200 and r.json()["exit_code"] == 0, "chmod the stand-ins: %r" % r)
+    path_env = "/workspace/bin:/usr/local/bin:/usr/bin:/bin"
+    r = post_task(d, sid, {"agent": "claude-code", "prompt": "make the header red",
+                           "env": {"PATH": path_env, "STANDIN_WRITE": "src/App.jsx", "ANTHROPIC_API_KEY": SECRET}})
+    t.check(r.status == 202, "claude-code task: 202 %r" % r)
+    if r.status != 202:
+        return
+    tid = r.json()["id"]
+    s = SSE(d, events_path(sid, tid))
+    evs = s.read_all(60)
+    s.close()
+    agent = [e["data"] for e in evs if e["event"] == "agent"]
+    t.check([a.get("type") for a in agent] == ["system", "assistant", "result"],
+            "each JSON line is an agent event, unchanged: %r" % agent)
+    text = json.dumps(agent)
+    t.check("prompt=make the header red" in text and "--output-format stream-json" in text
+            and "--verbose" in text, "the prompt and the flags reach the CLI: %r" % text[:600])
+    t.check("not json: a plain line" in texts(evs), "other lines are output events: %r" % evs)
+    t.check(any(e["event"] == "output" and e["data"].get("stream") == "stderr" for e in evs), "stderr too")
+    st = wait_task(d, sid, tid, ("succeeded", "failed"), 30)
+    t.check(st and st["state"] == "succeeded", "succeeded: %r" % st)
+    if not st:
+        return
+    t.check(isinstance(st.get("checkpoint"), str) and len(st["checkpoint"]) == 40,
+            "a checkpoint sha on the task: %r" % st)
+    t.check("src/App.jsx" in (st.get("changed_files") or []), "changed_files names the file: %r" % st)
+    t.check((st.get("summary") or {}).get("cost_usd") == 0.0123, "the summary is kept: %r" % st)
+    r = d.request("GET", "/v1/sandboxes/%s/files/src/App.jsx" % sid)
+    t.check(r.status == 200 and r.body == b"make the header red\n", "the agent changed the file: %r" % r)
+    r = d.request("POST", "/v1/sandboxes/%s/tasks/%s/revert" % (sid, tid), timeout=60)
+    t.check(r.status == 200 and r.json()["id"] == tid, "revert: 200 the task %r" % r)
+    r = d.request("GET", "/v1/sandboxes/%s/files/src/App.jsx" % sid)
+    t.check(r.status == 200 and r.body == b"original\n", "revert put the file back: %r" % r)
+
+    r = post_task(d, sid, {"agent": "opencode", "prompt": "add a footer", "model": "anthropic/claude-sonnet-4",
+                           "env": {"PATH": path_env}})
+    t.check(r.status == 202, "opencode task: 202 %r" % r)
+    if r.status != 202:
+        return
+    tid = r.json()["id"]
+    s = SSE(d, events_path(sid, tid))
+    evs = s.read_all(60)
+    s.close()
+    agent = [e["data"] for e in evs if e["event"] == "agent"]
+    t.check(agent and agent[0].get("type") == "text", "opencode's JSON lines are agent events: %r" % agent)
+    text = json.dumps(agent)
+    t.check("run --format json" in text and "anthropic/claude-sonnet-4" in text and "add a footer" in text,
+            "the model and the prompt reach opencode: %r" % text[:600])
+    st = wait_task(d, sid, tid, ("succeeded", "failed"), 30)
+    t.check(st and st["state"] == "succeeded", "succeeded: %r" % st)
+    c = command(t, d, sid, "true")
+    if c:
+        wait_task(d, sid, c["id"], ("succeeded", "failed"), 30)
+        r = d.request("POST", "/v1/sandboxes/%s/tasks/%s/revert" % (sid, c["id"]))
+        t.check(r.status == 409 and "checkpoint" in r.json()["error"]["message"],
+                "a command task has no checkpoint: 409 %r" % r)
+
+
 # --- main -------------------------------------------------------------------
 
-def run_daemon(t, extra, what, tests, ctx):
-    d = Daemon(extra=extra, templates=dict(TEMPLATES))
+def run_daemon(t, extra, what, tests, ctx, templates=TEMPLATES):
+    d = Daemon(extra=extra, templates=dict(templates))
     before = t.failed
     try:
         d.start()
@@ -461,12 +601,16 @@ def main():
     ctx = {}
     run_daemon(t, "wake_timeout = 30s", "tasks", [
         test_streamed_before_end, test_last_event_id, test_queued_in_order, test_outlives_client,
-        test_cancel, test_timeout, test_validation, test_env_never_stored, test_stop_fails_task,
+        test_cancel, test_timeout, test_many_lines, test_validation, test_env_never_stored, test_stop_fails_task,
         test_wakes_stopped, test_delete_removes_logs, test_restart_replay], ctx)
     if ctx.get("skip"):
         print("SKIP: the agentd in use does not run tasks yet (%s); these tests run once it does" % ctx["skip"])
         return 77
     run_daemon(t, "idle_timeout = 3s\nwake_timeout = 30s", "idle_timeout = 3s", [test_kept_awake], ctx)
+    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode == 0:
+        run_daemon(t, "wake_timeout = 60s", "base image", [test_agents_and_revert], ctx, BASE_TEMPLATES)
+    else:
+        print("SKIP test_agents_and_revert: %s is not built (base-image/build.sh)" % BASE_IMAGE)
     return t.finish()
 
 
