@@ -56,6 +56,8 @@
 #define TASK_RELAY_RETRY_MS	1000
 /* agentd ends a task at its timeout; the daemon's own guard comes later. */
 #define TASK_DEADLINE_SLACK_MS	60000
+#define TASK_SUMMARY_MAX	(64 * 1024)	/* kept on the task, bytes */
+#define TASK_CHANGED_MAX	(1024 * 1024)
 
 /* Where a task in memory is on its way. */
 enum task_phase {
@@ -143,7 +145,9 @@ static void	task_free(struct task *);
 static int	task_log_open(struct task *);
 static void	task_log_event(struct task *, uint64_t, const char *,
 		    const char *);
-static void	task_log_last(struct task *);
+static uint64_t	task_log_tail(struct control *, const char *, const char *,
+		    int *);
+static int	task_live(struct control *, const char *);
 static void	task_notify(struct control *, const char *);
 static struct task_call *task_call_new(struct control *, enum task_call_kind,
 		    const char *, const char *, struct http_exchange *);
@@ -266,37 +270,48 @@ task_log_open(struct task *t)
 	if (fstat(t->log_fd, &st) == 0)
 		t->log_size = (uint64_t)st.st_size;
 	if (t->log_size > 0)
-		task_log_last(t);
+		t->seq = task_log_tail(t->ctl, t->sandbox_id, t->id,
+		    &t->truncated);
+	if (t->log_size >= t->ctl->cf->task_log_max)
+		t->truncated = 1;
 	return (0);
 }
 
 /*
- * After a restart: the last id in an existing log (the relay resumes
- * after it), and whether it was cut already.
+ * The last id in a task's log (0 if none), and whether it was cut
+ * already: where a relay resumes after a restart, and whether a stream
+ * has anything left to send.
  */
-static void
-task_log_last(struct task *t)
+static uint64_t
+task_log_tail(struct control *ctl, const char *sandbox_id, const char *tid,
+    int *truncated)
 {
-	char	*path, *buf, *p, *end;
-	size_t	 want;
-	ssize_t	 n;
-	off_t	 from;
-	int	 fd;
+	struct stat	 st;
+	char		*path, *buf, *p, *end;
+	uint64_t	 last = 0;
+	size_t		 want;
+	ssize_t		 n;
+	off_t		 from;
+	int		 fd;
 
-	path = task_log_path(t->ctl, t->sandbox_id, t->id);
+	path = task_log_path(ctl, sandbox_id, tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	free(path);
 	if (fd == -1)
-		return;
-	want = t->log_size < TASK_LINE_MAX ? (size_t)t->log_size :
+		return (0);
+	if (fstat(fd, &st) == -1 || st.st_size == 0) {
+		close(fd);
+		return (0);
+	}
+	want = (uint64_t)st.st_size < TASK_LINE_MAX ? (size_t)st.st_size :
 	    TASK_LINE_MAX;
-	from = (off_t)(t->log_size - want);
+	from = st.st_size - (off_t)want;
 	buf = xmalloc(want + 1);
 	n = pread(fd, buf, want, from);
 	close(fd);
 	if (n <= 0) {
 		free(buf);
-		return;
+		return (0);
 	}
 	buf[n] = '\0';
 	/* Each complete line starts with its id; the last one counts. */
@@ -304,11 +319,32 @@ task_log_last(struct task *t)
 		if (p == buf && from != 0)
 			continue;	/* may be the tail of a line */
 		*end = '\0';
-		t->seq = strtoull(p, NULL, 10);
-		if (strstr(p, " status {\"status\":\"truncated\"}") != NULL)
-			t->truncated = 1;
+		last = strtoull(p, NULL, 10);
+		if (truncated != NULL &&
+		    strstr(p, " status {\"status\":\"truncated\"}") != NULL)
+			*truncated = 1;
 	}
 	free(buf);
+	return (last);
+}
+
+/*
+ * 1 while the task may still log events: in memory, or left running or
+ * queued by the last daemon and not picked up yet (before the reconcile).
+ */
+static int
+task_live(struct control *ctl, const char *tid)
+{
+	struct store_task	row;
+	int			live;
+
+	if (task_find(ctl, tid) != NULL)
+		return (1);
+	if (ctl->reconciled || store_task_get(ctl->store, tid, &row) != 0)
+		return (0);
+	live = row.state == TASK_QUEUED || row.state == TASK_RUNNING;
+	store_task_clear(&row);
+	return (live);
 }
 
 /*
@@ -737,6 +773,7 @@ task_exit(struct task *t, struct json_object *o)
 	struct json_object	*v;
 	enum task_state		 state = TASK_FAILED;
 	const char		*error = NULL, *summary = NULL, *changed = NULL;
+	char			 errbuf[512];
 	int			 code = -1, timed_out = 0;
 
 	if (json_object_object_get_ex(o, "exit_code", &v))
@@ -748,14 +785,24 @@ task_exit(struct task *t, struct json_object *o)
 		state = code == 0 ? TASK_SUCCEEDED : TASK_FAILED;
 	if (json_object_object_get_ex(o, "timed_out", &v))
 		timed_out = json_object_get_boolean(v);
-	if (json_object_object_get_ex(o, "error", &v))
-		error = json_object_get_string(v);
-	if (json_object_object_get_ex(o, "summary", &v) && v != NULL)
+	if (json_object_object_get_ex(o, "error", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		/* agentd is inside the sandbox: what it says is bounded. */
+		snprintf(errbuf, sizeof errbuf, "%s", json_object_get_string(v));
+		error = errbuf;
+	}
+	if (json_object_object_get_ex(o, "summary", &v) &&
+	    json_object_is_type(v, json_type_object))
 		summary = json_object_to_json_string_ext(v,
 		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	if (json_object_object_get_ex(o, "changed_files", &v) && v != NULL)
+	if (summary != NULL && strlen(summary) > TASK_SUMMARY_MAX)
+		summary = NULL;
+	if (json_object_object_get_ex(o, "changed_files", &v) &&
+	    json_object_is_type(v, json_type_array))
 		changed = json_object_to_json_string_ext(v,
 		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (changed != NULL && strlen(changed) > TASK_CHANGED_MAX)
+		changed = NULL;
 	task_finish(t, state, code, timed_out, error, summary, changed, 1);
 }
 
@@ -1279,6 +1326,16 @@ task_events(struct control *ctl, struct http_exchange *ex,
 	if (task_visible(ctl, ex, sandbox_id, tid, &row) == -1)
 		return;
 	store_task_clear(&row);
+	/*
+	 * Nothing past `after' and nothing more to come (a client that saw
+	 * the exit event reconnecting): 204, which tells EventSource to
+	 * stop reconnecting.
+	 */
+	if (!task_live(ctl, tid) && task_log_tail(ctl, sandbox_id, tid,
+	    NULL) <= after) {
+		http_exchange_reply(ex, 204, NULL, NULL, 0);
+		return;
+	}
 	path = task_log_path(ctl, sandbox_id, tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	free(path);
@@ -1373,7 +1430,7 @@ follower_pump(struct task_follower *f)
 		}
 	}
 	/* The task is over and its log has no more: nothing will come. */
-	if (!f->blocked && task_find(f->ctl, f->task_id) == NULL)
+	if (!f->blocked && !task_live(f->ctl, f->task_id))
 		follower_end(f);
 }
 

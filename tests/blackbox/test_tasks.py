@@ -242,6 +242,8 @@ def test_last_event_id(t, d, ctx):
     got = s.read_all(10)
     s.close()
     t.check([e["event"] for e in got] == ["exit"], "?after= the one before exit gives just exit: %r" % got)
+    r = d.request("GET", events_path(sid, tid), headers={"Last-Event-ID": str(evs[-1]["id"])})
+    t.check(r.status == 204, "Last-Event-ID of the exit event: 204, EventSource stops: %r" % r)
     r = d.request("GET", events_path(sid, tid) + "?after=x1")
     t.check(r.status == 400, "a bad after is 400: %r" % r)
     r = d.request("GET", "/v1/sandboxes/%s/tasks/%s/events" % (sid, "0" * 26))
