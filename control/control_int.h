@@ -308,6 +308,14 @@ void	 task_sandbox_state(struct control *, const char *sandbox_id,
 void	 task_sandbox_gone(struct control *, const char *sandbox_id);
 /* At exit, before the hub goes: frees everything, calls nothing back. */
 void	 task_free_all(struct control *);
+/*
+ * One line of agentd's event stream as the host log keeps it: 0 with
+ * *seq, *event (static), *data (malloc'd, a JSON text without a
+ * newline) and, for an exit event, *exitp (the caller puts it); 1 for a
+ * type not relayed; -1 if malformed. (A fuzz target's subject.)
+ */
+int	 task_event_convert(const char *line, size_t len, uint64_t *seq,
+	    const char **event, char **data, struct json_object **exitp);
 
 /* control/reconcile.c */
 /* Make Docker match the store; done is called once at the end. */

@@ -612,65 +612,117 @@ task_relay(struct task *t)
 	free(path);
 }
 
+/*
+ * One line of agentd's event stream as the host log keeps it (agentd is
+ * inside the sandbox: nothing it sends is trusted). 0: *seq, *event (a
+ * static name) and *data, a JSON text on one line (malloc'd); for an
+ * exit event *exit is the object (the caller puts it), else NULL. 1: a
+ * well-formed event of a type not relayed. -1: malformed.
+ */
+int
+task_event_convert(const char *line, size_t len, uint64_t *seq,
+    const char **event, char **data, struct json_object **exitp)
+{
+	static const char *const names[] = { "output", "agent", "status",
+	    "exit" };
+	struct json_tokener	*tok;
+	struct json_object	*o, *v, *d;
+	const char		*type;
+	size_t			 i, end;
+	int64_t			 n;
+
+	*data = NULL;
+	*exitp = NULL;
+	if (len == 0 || len > INT32_MAX || memchr(line, '\0', len) != NULL)
+		return (-1);
+	tok = json_tokener_new_ex(32);
+	o = json_tokener_parse_ex(tok, line, (int)len);
+	end = json_tokener_get_parse_end(tok);
+	if (json_tokener_get_error(tok) != json_tokener_success)
+		o = (json_object_put(o), NULL);
+	json_tokener_free(tok);
+	for (; o != NULL && end < len; end++) {
+		if (strchr(" \t\r\n", line[end]) == NULL)
+			o = (json_object_put(o), NULL);
+	}
+	if (o == NULL || !json_object_is_type(o, json_type_object) ||
+	    !json_object_object_get_ex(o, "seq", &v) ||
+	    !json_object_is_type(v, json_type_int) ||
+	    (n = json_object_get_int64(v)) <= 0 || n == INT64_MAX ||
+	    !json_object_object_get_ex(o, "type", &v) ||
+	    !json_object_is_type(v, json_type_string)) {
+		json_object_put(o);
+		return (-1);
+	}
+	*seq = (uint64_t)n;
+	type = json_object_get_string(v);
+	for (i = 0; i < nitems(names); i++) {
+		if (strcmp(type, names[i]) == 0)
+			break;
+	}
+	if (i == nitems(names)) {
+		json_object_put(o);
+		return (1);
+	}
+	*event = names[i];
+	if (strcmp(*event, "agent") == 0) {
+		if (!json_object_object_get_ex(o, "data", &d))
+			d = NULL;
+		*data = xstrdup(d != NULL ? json_object_to_json_string_ext(d,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) :
+		    "null");
+		json_object_put(o);
+		return (0);
+	}
+	json_object_object_del(o, "seq");
+	json_object_object_del(o, "type");
+	/* A timeout says so in the exit event itself. */
+	if (strcmp(*event, "exit") == 0 &&
+	    !json_object_object_get_ex(o, "error", &v) &&
+	    json_object_object_get_ex(o, "timed_out", &v) &&
+	    json_object_get_boolean(v))
+		json_object_object_add(o, "error",
+		    json_object_new_string("the task ran out of time"));
+	*data = xstrdup(json_object_to_json_string_ext(o,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	if (strcmp(*event, "exit") == 0)
+		*exitp = o;
+	else
+		json_object_put(o);
+	return (0);
+}
+
 /* One event from agentd: into the log; the exit event ends the task. */
 static void
 task_relay_line_cb(const char *line, size_t len, void *arg)
 {
 	struct task		*t = arg;
-	struct json_object	*o, *v, *data;
-	const char		*type;
-	int64_t			 seq;
+	struct json_object	*exitobj;
+	const char		*event;
+	char			*data;
+	uint64_t		 seq;
+	int			 r;
 
 	if (len == 0)
 		return;
-	if ((o = json_tokener_parse(line)) == NULL ||
-	    !json_object_is_type(o, json_type_object) ||
-	    !json_object_object_get_ex(o, "seq", &v) ||
-	    (seq = json_object_get_int64(v)) <= 0 ||
-	    !json_object_object_get_ex(o, "type", &v) ||
-	    (type = json_object_get_string(v)) == NULL) {
+	if ((r = task_event_convert(line, len, &seq, &event, &data,
+	    &exitobj)) == -1) {
 		log_warnx("task %s: a malformed event from agentd", t->id);
-		json_object_put(o);
 		return;
 	}
 	t->retries = 0;
-	/* Seen already (a relay resumed from an older point). */
-	if ((uint64_t)seq <= t->seq) {
-		json_object_put(o);
+	/* Seen already (a relay resumed from an older point), or not ours. */
+	if (r == 1 || seq <= t->seq) {
+		free(data);
+		json_object_put(exitobj);
 		return;
 	}
-	if (strcmp(type, "agent") == 0) {
-		if (!json_object_object_get_ex(o, "data", &data))
-			data = NULL;
-		task_log_event(t, (uint64_t)seq, "agent", data != NULL ?
-		    json_object_to_json_string_ext(data,
-		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) :
-		    "null");
-	} else if (strcmp(type, "output") == 0 ||
-	    strcmp(type, "status") == 0 || strcmp(type, "exit") == 0) {
-		type = strcmp(type, "output") == 0 ? "output" :
-		    strcmp(type, "status") == 0 ? "status" : "exit";
-		json_object_object_del(o, "seq");
-		json_object_object_del(o, "type");
-		if (strcmp(type, "exit") == 0 &&
-		    !json_object_object_get_ex(o, "error", &v)) {
-			/* A timeout says so in the exit event itself. */
-			if (json_object_object_get_ex(o, "timed_out", &v) &&
-			    json_object_get_boolean(v))
-				json_object_object_add(o, "error",
-				    json_object_new_string("the task ran out "
-				    "of time"));
-		}
-		task_log_event(t, (uint64_t)seq, type,
-		    json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-		    JSON_C_TO_STRING_NOSLASHESCAPE));
-		if (strcmp(type, "exit") == 0) {
-			task_exit(t, o);
-			json_object_put(o);
-			return;
-		}
+	task_log_event(t, seq, event, data);
+	free(data);
+	if (exitobj != NULL) {
+		task_exit(t, exitobj);
+		json_object_put(exitobj);
 	}
-	json_object_put(o);
 }
 
 /* The relay ended without an exit event: find out why. */

@@ -14,7 +14,7 @@
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 top_builddir=${top_builddir:-.}
 export top_srcdir top_builddir
-targets="http_request http_response http_chunked config"
+targets="http_request http_response http_chunked config task_event"
 
 passed=0
 failed=0
