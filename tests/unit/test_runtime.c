@@ -2123,6 +2123,132 @@ test_task_deadline(void)
 	env_teardown();
 }
 
+/* What agent_stream handed back. */
+struct sres {
+	char		 lines[8][64];
+	int		 nlines;
+	int		 ends;
+	int		 status;
+	char		 body[256];
+	char		 err[256];
+	int		 cancel_at;	/* agent_cancel from the n-th line */
+	struct agent_req *req;
+};
+
+static void
+sres_line_cb(const char *line, size_t len, void *arg)
+{
+	struct sres	*r = arg;
+
+	if (r->nlines < 8)
+		snprintf(r->lines[r->nlines], sizeof r->lines[0], "%.*s",
+		    (int)len, line);
+	r->nlines++;
+	if (r->cancel_at == r->nlines)
+		agent_cancel(r->req);
+}
+
+static void
+sres_end_cb(int status, const char *body, size_t len, const char *errmsg,
+    void *arg)
+{
+	struct sres	*r = arg;
+
+	r->ends++;
+	r->status = status;
+	snprintf(r->body, sizeof r->body, "%s", body != NULL ? body : "");
+	snprintf(r->err, sizeof r->err, "%s", errmsg != NULL ? errmsg : "");
+}
+
+/*
+ * The hub's streaming mode: lines as they arrive (split anywhere), the
+ * end at close or at Content-Length, a non-2xx answer whole, a cancel
+ * from inside a line callback, a line over the cap, an unknown sandbox
+ * failed from the loop.
+ */
+static void
+test_agent_stream(void)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: "
+	    "application/x-ndjson\r\nConnection: close\r\n\r\n";
+	struct sres	 r;
+	struct fagent	*a;
+	char		 id[ID_LEN + 1], *big;
+
+	env_setup("");
+	task_sandbox(SANDBOX_RUNNING, "t", id);
+
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	CHECK(a != NULL);
+	fagent_stream(a, head, 0);
+	fagent_stream(a, "a\nb", 0);
+	run_for(50);
+	CHECK(r.nlines == 1 && strcmp(r.lines[0], "a") == 0 && r.ends == 0);
+	fagent_stream(a, "c\r\n", 1);
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.nlines == 2 && strcmp(r.lines[1], "bc") == 0);
+	CHECK(r.status == 200 && r.body[0] == '\0' && r.err[0] == '\0');
+
+	/* Cancelled from the first line: no second line, no end. */
+	memset(&r, 0, sizeof r);
+	r.cancel_at = 1;
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_stream(a, head, 0);
+	fagent_stream(a, "x\ny\nz\n", 0);
+	CHECK(run_until(&a->closed, 1, 2000) == 0);
+	CHECK(r.nlines == 1 && r.ends == 0);
+
+	/* A refusal comes whole. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_reply(a, 404, "{\"error\":1}");
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.status == 404 && strcmp(r.body, "{\"error\":1}") == 0 &&
+	    r.nlines == 0);
+
+	/* Framed by Content-Length: ends there, the last line unended. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_stream(a, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
+	    "l1\nl", 0);
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.nlines == 2 && strcmp(r.lines[0], "l1") == 0 &&
+	    strcmp(r.lines[1], "l") == 0 && r.status == 200);
+
+	/* A line past the cap fails the stream. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_stream(a, head, 0);
+	big = xmalloc(4 * 1024 * 1024 + 2);
+	memset(big, 'x', 4 * 1024 * 1024 + 1);
+	big[4 * 1024 * 1024 + 1] = '\0';
+	fagent_stream(a, big, 0);
+	free(big);
+	CHECK(run_until(&r.ends, 1, 5000) == 0);
+	CHECK(r.status == 0 && strstr(r.err, "longer") != NULL &&
+	    r.nlines == 0);
+
+	/* No such sandbox: failed, but from the loop. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, "00000000000000000000000000",
+	    "GET", "/s", NULL, 0, 0, sres_line_cb, sres_end_cb, &r);
+	CHECK(r.ends == 0);
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.status == 0 && r.err[0] != '\0');
+	env_teardown();
+}
+
 int
 main(void)
 {
@@ -2168,6 +2294,7 @@ main(void)
 	RUN(test_task_pickup);
 	RUN(test_task_lost);
 	RUN(test_task_deadline);
+	RUN(test_agent_stream);
 
 	event_free(tick);
 	event_base_free(base);
