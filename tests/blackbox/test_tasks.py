@@ -489,13 +489,19 @@ def test_kept_awake(t, d, ctx):
     sid = create(t, d)
     if not sid:
         return
-    task = command(t, d, sid, "sleep 7; echo awake")
+    task = command(t, d, sid, "sleep 17; echo awake")
     if not task:
         return
     wait_task(d, sid, task["id"], ("running",), 20)
+    s = SSE(d, events_path(sid, task["id"]))
     # idle_timeout is 3 s: past it the task still holds the sandbox.
-    time.sleep(5)
+    s.read_until(lambda s: False, 6)
     t.check(sandbox_state(d, sid) == "running", "running past idle_timeout while the task runs")
+    # A quiet stream gets a heartbeat comment about every 15 s.
+    evs = s.read_all(30)
+    s.close()
+    t.check(s.comments >= 1, "a heartbeat comment on a quiet stream: %d" % s.comments)
+    t.check("awake" in texts(evs), "the output after the quiet spell: %r" % evs)
     st = wait_task(d, sid, task["id"], ("succeeded", "failed"), 20)
     t.check(st and st["state"] == "succeeded", "the task succeeded: %r" % st)
     t.check(wait_for(lambda: sandbox_state(d, sid) == "stopped", timeout=15, interval=0.2),
