@@ -28,6 +28,7 @@
 #define API_MAX_ENV		256
 #define API_MAX_LABELS		64
 #define API_MAX_PROMPT		(256 * 1024)
+#define API_MAX_TASK_TIMEOUT	86400	/* agentd's limit */
 
 /* Who is calling: the key that matched. */
 struct api_caller {
@@ -90,6 +91,7 @@ static void	h_file_delete(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_exec(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static int	api_plain_string(struct json_object *);
 static void	h_task_create(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_task_list(struct control *, struct http_exchange *,
@@ -1514,6 +1516,15 @@ exec_done_cb(int status, const char *body, size_t len, const char *errmsg,
 	free(call);
 }
 
+/* 1 for a JSON string holding no NUL (a C string would be cut there). */
+static int
+api_plain_string(struct json_object *v)
+{
+	return (json_object_is_type(v, json_type_string) &&
+	    strlen(json_object_get_string(v)) ==
+	    (size_t)json_object_get_string_len(v));
+}
+
 /*
  * POST /v1/sandboxes/{id}/tasks: checked strictly here, run by task.c.
  * command takes cmd; opencode and claude-code take prompt (and model).
@@ -1572,11 +1583,11 @@ h_task_create(struct control *ctl, struct http_exchange *ex,
 			goto out;
 		}
 		for (i = 0; i < n; i++) {
-			if (!json_object_is_type(json_object_array_get_idx(v,
-			    i), json_type_string)) {
+			if (!api_plain_string(json_object_array_get_idx(v,
+			    i))) {
 				http_exchange_reply_error(ex, 400,
-				    "bad_request", "cmd[%zu] must be a string",
-				    i);
+				    "bad_request", "cmd[%zu] must be a string "
+				    "without NUL bytes", i);
 				goto out;
 			}
 		}
@@ -1588,16 +1599,16 @@ h_task_create(struct control *ctl, struct http_exchange *ex,
 			goto out;
 		}
 		if (!json_object_object_get_ex(req, "prompt", &v) ||
-		    !json_object_is_type(v, json_type_string) ||
+		    !api_plain_string(v) ||
 		    json_object_get_string_len(v) == 0 ||
 		    json_object_get_string_len(v) > API_MAX_PROMPT) {
 			http_exchange_reply_error(ex, 400, "bad_request",
-			    "prompt must be a string of 1 to %d bytes",
-			    API_MAX_PROMPT);
+			    "prompt must be a string of 1 to %d bytes, without "
+			    "NUL bytes", API_MAX_PROMPT);
 			goto out;
 		}
 		if (json_object_object_get_ex(req, "model", &v) &&
-		    (!json_object_is_type(v, json_type_string) ||
+		    (!api_plain_string(v) ||
 		    json_object_get_string_len(v) == 0 ||
 		    json_object_get_string_len(v) > 200 ||
 		    json_object_get_string(v)[0] == '-')) {
@@ -1616,7 +1627,10 @@ h_task_create(struct control *ctl, struct http_exchange *ex,
 		json_object_object_del(req, "env");
 	}
 	timeout_s = ctl->cf->task_timeout_ms / 1000;
-	if (get_int(ex, req, "timeout_s", 1, 7 * 86400, &timeout_s) == -1)
+	if (timeout_s > API_MAX_TASK_TIMEOUT)
+		timeout_s = API_MAX_TASK_TIMEOUT;
+	if (get_int(ex, req, "timeout_s", 1, API_MAX_TASK_TIMEOUT,
+	    &timeout_s) == -1)
 		goto out;
 	json_object_object_add(req, "timeout_s",
 	    json_object_new_int64(timeout_s));
