@@ -591,7 +591,7 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
 	struct evbuffer	*out = evbuffer_new();
-	int		 state, n;
+	int		 state, n, tasks, streams;
 
 	evbuffer_add_printf(out, "# HELP sandboxd_sandboxes Sandboxes in the "
 	    "store by state.\n# TYPE sandboxd_sandboxes gauge\n");
@@ -638,6 +638,13 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    (unsigned long long)ctl->idle_stops_total,
 	    (unsigned long long)ctl->evictions_total,
 	    (unsigned long long)ctl->refusals_total);
+	task_counts(ctl, &tasks, &streams);
+	evbuffer_add_printf(out,
+	    "# HELP sandboxd_tasks_active Tasks queued or running.\n"
+	    "# TYPE sandboxd_tasks_active gauge\nsandboxd_tasks_active %d\n"
+	    "# HELP sandboxd_task_streams Task event streams open.\n"
+	    "# TYPE sandboxd_task_streams gauge\nsandboxd_task_streams %d\n",
+	    tasks, streams);
 	http_exchange_reply_buffer(ex, 200, "text/plain; version=0.0.4", out);
 	evbuffer_free(out);
 }

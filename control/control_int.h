@@ -308,6 +308,8 @@ void	 task_sandbox_state(struct control *, const char *sandbox_id,
 void	 task_sandbox_gone(struct control *, const char *sandbox_id);
 /* At exit, before the hub goes: frees everything, calls nothing back. */
 void	 task_free_all(struct control *);
+/* Tasks queued or running, and event streams open (for /metrics). */
+void	 task_counts(struct control *, int *tasks, int *streams);
 /*
  * One line of agentd's event stream as the host log keeps it: 0 with
  * *seq, *event (static), *data (malloc'd, a JSON text without a

@@ -1062,6 +1062,20 @@ task_probe_cb(int status, const char *body, size_t len, const char *errmsg,
 		task_fail(t, TASK_FAILED, "agentd lost the task", 1);
 }
 
+/* For /metrics: tasks in memory (queued or running) and event streams. */
+void
+task_counts(struct control *ctl, int *tasks, int *streams)
+{
+	struct task		*t;
+	struct task_follower	*f;
+
+	*tasks = *streams = 0;
+	TAILQ_FOREACH(t, &ctl->tasks, entry)
+		(*tasks)++;
+	TAILQ_FOREACH(f, &ctl->followers, entry)
+		(*streams)++;
+}
+
 /* At exit, before the hub and the runtimes go: no callback comes after. */
 void
 task_free_all(struct control *ctl)

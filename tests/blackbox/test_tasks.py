@@ -542,6 +542,7 @@ def test_agents_and_revert(t, d, ctx):
     if r.status != 202:
         return
     tid = r.json()["id"]
+    ctx["claude_tid"] = tid
     s = SSE(d, events_path(sid, tid))
     evs = s.read_all(60)
     s.close()
@@ -584,6 +585,17 @@ def test_agents_and_revert(t, d, ctx):
             "the model and the prompt reach opencode: %r" % text[:600])
     st = wait_task(d, sid, tid, ("succeeded", "failed"), 30)
     t.check(st and st["state"] == "succeeded", "succeeded: %r" % st)
+    # Revert on a stopped sandbox wakes it (the checkpoint is the task's).
+    d.request("PUT", "/v1/sandboxes/%s/files/src/App.jsx" % sid, "edited again\n")
+    r = d.request("POST", "/v1/sandboxes/%s/stop" % sid, timeout=60)
+    t.check(r.status == 200 and sandbox_state(d, sid) == "stopped", "stopped: %r" % r)
+    r = d.request("POST", "/v1/sandboxes/%s/tasks/%s/revert" % (sid, ctx["claude_tid"]), timeout=90)
+    t.check(r.status == 200, "revert on a stopped sandbox: 200 %r" % r)
+    r = d.request("GET", "/v1/sandboxes/%s/files/src/App.jsx" % sid)
+    t.check(r.status == 200 and r.body == b"original\n", "... and the file is back: %r" % r)
+    r = d.request("GET", "/metrics", key="root")
+    t.check(r.status == 200 and b"sandboxd_tasks_active 0" in r.body and b"sandboxd_task_streams 0" in r.body,
+            "/metrics: no task or stream left: %r" % r)
     c = command(t, d, sid, "true")
     if c:
         wait_task(d, sid, c["id"], ("succeeded", "failed"), 30)
