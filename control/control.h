@@ -234,6 +234,13 @@ enum control_lookup {
 	CONTROL_LOOKUP_HELD,	/* waking: cb is called later, exactly once */
 };
 /*
+ * A lookup's port: the template's (0, its readiness awaited), another
+ * (the sandbox running is enough), or none in particular: answered once
+ * the sandbox runs, its dev server ready or not (a task needs agentd,
+ * not the app; the address is the template port's).
+ */
+#define CONTROL_PORT_RUNNING	(-1)
+/*
  * Where a preview request for sandbox id goes (port 0: the template's).
  * A running sandbox, an unknown one, or one that cannot be woken now
  * (max_running full with nothing idle, low memory, too many held

@@ -504,8 +504,12 @@ task_dispatch(struct task *t)
 		rt_hold(t->ctl, t->sandbox_id, 1);
 		t->held = 1;
 	}
-	if (control_target_lookup(t->ctl, t->sandbox_id, 0, &tgt,
-	    task_woken_cb, t, &t->wait) == CONTROL_LOOKUP_DONE) {
+	/*
+	 * Not the app's readiness: a task needs agentd, and an agent must
+	 * be able to fix a dev server that never comes up.
+	 */
+	if (control_target_lookup(t->ctl, t->sandbox_id, CONTROL_PORT_RUNNING,
+	    &tgt, task_woken_cb, t, &t->wait) == CONTROL_LOOKUP_DONE) {
 		t->wait = NULL;
 		task_woken(t, &tgt);
 	}
@@ -1319,7 +1323,7 @@ task_revert(struct control *ctl, struct http_exchange *ex,
 	c = task_call_new(ctl, CALL_REVERT, sandbox_id, tid, ex);
 	xasprintf(&c->body, "{\"checkpoint\":\"%s\"}", row.checkpoint);
 	store_task_clear(&row);
-	if (control_target_lookup(ctl, sandbox_id, 0, &tgt,
+	if (control_target_lookup(ctl, sandbox_id, CONTROL_PORT_RUNNING, &tgt,
 	    task_revert_woken_cb, c, &c->wait) == CONTROL_LOOKUP_DONE) {
 		c->wait = NULL;
 		task_revert_woken_cb(&tgt, c);

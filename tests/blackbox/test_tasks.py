@@ -24,6 +24,9 @@ from harness import Daemon, Runner, TEST_IMAGE, ensure_docker, ensure_test_image
 TEMPLATES = {
     "default": {"image": TEST_IMAGE, "port": "3000", "dev_command": "httpd -f -p 3000 -h /workspace",
                 "memory": "64m", "cpus": "0.5", "pids_limit": "64"},
+    # A dev server that never listens.
+    "never": {"image": TEST_IMAGE, "port": "3000", "dev_command": "sleep 3600",
+              "memory": "64m", "cpus": "0.5", "pids_limit": "64"},
 }
 SECRET = "sk-test-" + "7" * 24
 BASE_IMAGE = "sandboxd/base:latest"
@@ -86,11 +89,11 @@ class SSE:
         self.status = int(lines[0].split()[1])
         self.headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
         self._decode()
+        self._parse()
 
     def _decode(self):
-        while True:
-            if b"\r\n" not in self.raw:
-                return
+        """Move whole chunks from raw to body (events are parsed after)."""
+        while b"\r\n" in self.raw:
             size_line, rest = self.raw.split(b"\r\n", 1)
             size = int(size_line, 16)
             if size == 0:
@@ -98,10 +101,9 @@ class SSE:
                 self.raw = b""
                 break
             if len(rest) < size + 2:
-                return
+                break
             self.body += rest[:size]
             self.raw = rest[size + 2:]
-        self._parse()
 
     def _parse(self):
         while b"\n\n" in self.body:
@@ -464,6 +466,26 @@ def test_wakes_stopped(t, d, ctx):
     t.check(sandbox_state(d, sid) == "running", "the sandbox was woken")
 
 
+def test_broken_dev_server(t, d, ctx):
+    """A task needs agentd, not the app: on a stopped sandbox whose dev
+    server never listens it runs at once, not after wake_timeout (30 s)."""
+    r = d.request("POST", "/v1/sandboxes", {"template": "never"})
+    t.check(r.status == 201, "create: %r" % r)
+    if r.status != 201:
+        return
+    sid = r.json()["id"]
+    r = d.request("POST", "/v1/sandboxes/%s/stop" % sid, timeout=60)
+    t.check(r.status == 200, "stop: %r" % r)
+    t0 = time.time()
+    task = command(t, d, sid, "echo fixing")
+    if not task:
+        return
+    st = wait_task(d, sid, task["id"], ("succeeded", "failed"), 40)
+    t.check(st and st["state"] == "succeeded" and time.time() - t0 < 15,
+            "ran within 15 s though the port never accepts: %r after %.1f s" % (st, time.time() - t0))
+    d.request("DELETE", "/v1/sandboxes/%s" % sid, timeout=60)
+
+
 def test_delete_removes_logs(t, d, ctx):
     sid = create(t, d)
     if not sid:
@@ -637,7 +659,7 @@ def main():
     run_daemon(t, "wake_timeout = 30s", "tasks", [
         test_streamed_before_end, test_last_event_id, test_queued_in_order, test_outlives_client,
         test_cancel, test_timeout, test_many_lines, test_validation, test_env_never_stored, test_stop_fails_task,
-        test_wakes_stopped, test_delete_removes_logs, test_restart_replay], ctx)
+        test_wakes_stopped, test_broken_dev_server, test_delete_removes_logs, test_restart_replay], ctx)
     if ctx.get("skip"):
         print("SKIP: the agentd in use does not run tasks yet (%s); these tests run once it does" % ctx["skip"])
         return 77

@@ -1107,6 +1107,41 @@ test_no_dev_command(void)
 	env_teardown();
 }
 
+/*
+ * CONTROL_PORT_RUNNING (a task) is answered once the sandbox runs, its
+ * dev server's port probed or not; the app's requests still wait.
+ */
+static void
+test_lookup_running_only(void)
+{
+	struct control_target	 t;
+	struct control_wait	*w[2];
+	struct sandbox_rt	*rt;
+	struct answer		 ans[2];
+	struct fagent		*fa;
+	char			 id[ID_LEN + 1];
+
+	env_setup("wake_timeout = 5s\n");
+	memset(ans, 0, sizeof ans);
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	CHECK(control_target_lookup(env.ctl, id, 0, &t, answer_cb, &ans[0],
+	    &w[0]) == CONTROL_LOOKUP_HELD);
+	CHECK(control_target_lookup(env.ctl, id, CONTROL_PORT_RUNNING, &t,
+	    answer_cb, &ans[1], &w[1]) == CONTROL_LOOKUP_HELD);
+	fa = fagent_dial(id);
+	CHECK(run_until(&fa->got, 1, 2000) == 0);
+	CHECK(rt->port_state == RT_PORT_PROBING);
+	CHECK(run_until(&ans[1].calls, 1, 2000) == 0);
+	CHECK(ans[1].t.kind == TARGET_OK && ans[0].calls == 0);
+	/* Running, probing: answered at once. */
+	CHECK(control_target_lookup(env.ctl, id, CONTROL_PORT_RUNNING, &t,
+	    NULL, NULL, &w[1]) == CONTROL_LOOKUP_DONE && t.kind == TARGET_OK);
+	fagent_answer(fa, 200);
+	CHECK(run_until(&ans[0].calls, 1, 2000) == 0);
+	CHECK(ans[0].t.kind == TARGET_OK && ans[1].calls == 1);
+	env_teardown();
+}
+
 /* A paused sandbox is thawed, not started. */
 static void
 test_lookup_unpause(void)
@@ -2277,6 +2312,7 @@ main(void)
 	RUN(test_lookup_wake);
 	RUN(test_lookup_unpause);
 	RUN(test_no_dev_command);
+	RUN(test_lookup_running_only);
 	RUN(test_reprobe_after_pause);
 	RUN(test_reaper_spares_held);
 	RUN(test_reaper_idle);
