@@ -22,9 +22,8 @@
 #include "store/store.h"
 #include "control/control.h"
 #include "edge/edge.h"
-
-#define EXIT_RUNTIME	1
-#define EXIT_USAGE	2
+#include "admin/admin.h"
+#include "sandboxd.h"
 
 struct daemon {
 	struct event_base	*base;
@@ -32,6 +31,7 @@ struct daemon {
 	struct store		*store;
 	struct control		*ctl;
 	struct edge		*edge;
+	struct admin		*admin;
 	int			 stopping;
 };
 
@@ -40,7 +40,6 @@ static int	cmd_check_config(int, char **);
 static int	cmd_version(int, char **);
 static int	cmd_backup(int, char **);
 static int	usage(FILE *, int);
-static struct config *load_config(const char *, int);
 static void	find_agentd(struct config *);
 static void	signal_cb(evutil_socket_t, short, void *);
 static void	shutdown_done_cb(void *);
@@ -58,6 +57,10 @@ static const struct {
 	{ "version", cmd_version, "", "print the version" },
 	{ "backup", cmd_backup, "-c FILE DEST",
 	  "consistent online copy of the SQLite store to DEST" },
+	{ "status", cmd_status, "[-c FILE]",
+	  "version, uptime, listeners, Docker, sandboxes by state" },
+	{ "key", cmd_key, "VERB TENANT",
+	  "create|list|revoke API keys kept hashed in the store" },
 };
 
 static int
@@ -100,7 +103,7 @@ main(int argc, char **argv)
 }
 
 /* Parse "-c FILE" and "--help" for a subcommand; *path NULL if absent. */
-static int
+int
 parse_c(int argc, char **argv, const char *help, const char **path)
 {
 	static const struct option longopts[] = {
@@ -132,7 +135,7 @@ parse_c(int argc, char **argv, const char *help, const char **path)
  * Load the config: -c FILE, else the default path if it exists, else the
  * embedded default. Prints every error and returns NULL on failure.
  */
-static struct config *
+struct config *
 load_config(const char *path, int quiet)
 {
 	struct config	*cf;
@@ -189,11 +192,13 @@ cmd_serve(int argc, char **argv)
 	    "address, the API,\nthe store under data_dir and the reconciler. "
 	    "Logs go to stderr.\nSIGTERM/SIGINT: stop accepting, finish "
 	    "in-flight requests within shutdown_grace,\nleave sandboxes "
-	    "running, exit 0. SIGHUP: reload TLS certificates.\n";
+	    "running, remove the egress rules (nft table\ninet "
+	    "sandboxd_<instance>), exit 0. SIGHUP: reload TLS certificates.\n";
 	struct daemon	 d;
 	struct event	*sigs[4];
 	const char	*path;
 	char		*dbpath, *cause = NULL;
+	int64_t		 wd_ms;
 	int		 rv, i, signums[] = { SIGTERM, SIGINT, SIGHUP };
 
 	if ((rv = parse_c(argc, argv, help, &path)) != -1)
@@ -204,6 +209,7 @@ cmd_serve(int argc, char **argv)
 	}
 	memset(&d, 0, sizeof d);
 	log_init(LOG_LEVEL_INFO);
+	notify_init();
 	if ((d.cf = load_config(path, 0)) == NULL)
 		return (EXIT_USAGE);
 	log_init(d.cf->log_level);
@@ -246,6 +252,13 @@ cmd_serve(int argc, char **argv)
 		rv = EXIT_RUNTIME;
 		goto out;
 	}
+	/* Only "sandboxd status" needs it: the daemon serves without. */
+	if ((d.admin = admin_new(d.base, d.cf, d.ctl, d.edge, &cause)) ==
+	    NULL) {
+		log_warnx("%s; sandboxd status reads the store only", cause);
+		free(cause);
+		cause = NULL;
+	}
 	for (i = 0; i < (int)nitems(signums); i++) {
 		sigs[i] = evsignal_new(d.base, signums[i], signal_cb, &d);
 		event_add(sigs[i], NULL);
@@ -253,19 +266,34 @@ cmd_serve(int argc, char **argv)
 	log_info("sandboxd %s serving\tconfig=\"%s\" data_dir=%s "
 	    "preview_domain=%s instance=%s", PACKAGE_VERSION, d.cf->path,
 	    d.cf->data_dir, d.cf->preview_domain, d.cf->instance);
+	/*
+	 * Ready once the store is open and the listeners accept: the API
+	 * answers without Docker (healthz says 503), and the reconciler
+	 * catches up when Docker comes; STATUS= tells which it is.
+	 */
+	if ((wd_ms = notify_watchdog_start(d.base)) > 0)
+		log_info("watchdog: pinging the service manager\tevery_ms=%lld",
+		    (long long)wd_ms);
+	notify_status("serving; waiting for Docker (first reconcile)");
+	notify_ready();
 	event_base_dispatch(d.base);
 	for (i = 0; i < (int)nitems(signums); i++)
 		event_free(sigs[i]);
 	log_info("sandboxd stopped; sandboxes keep running");
 	rv = 0;
 out:
+	if (rv != 0)
+		notify_status("failed to start: %s", cause != NULL ? cause :
+		    "see the log");
 	free(cause);
+	admin_free(d.admin);
 	if (d.edge != NULL)
 		edge_free(d.edge);
 	if (d.ctl != NULL)
 		control_free(d.ctl);
 	if (d.store != NULL)
 		store_close(d.store);
+	notify_free();
 	if (d.base != NULL)
 		event_base_free(d.base);
 	config_free(d.cf);
@@ -279,7 +307,10 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 	struct daemon	*d = arg;
 
 	if (sig == SIGHUP) {
-		log_info("SIGHUP: nothing to reload yet (no TLS listener)");
+		notify_reloading();
+		log_info("SIGHUP: reloading");
+		edge_tls_reload(d->edge);
+		notify_ready();
 		return;
 	}
 	if (d->stopping) {
@@ -288,6 +319,9 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		return;
 	}
 	d->stopping = 1;
+	notify_stopping();
+	notify_status("stopping: finishing requests (grace %lld ms)",
+	    (long long)d->cf->shutdown_grace_ms);
 	log_info("stopping: no new connections, finishing requests\t"
 	    "grace_ms=%lld", (long long)d->cf->shutdown_grace_ms);
 	edge_shutdown(d->edge, d->cf->shutdown_grace_ms, shutdown_done_cb, d);
@@ -305,11 +339,13 @@ static int
 cmd_check_config(int argc, char **argv)
 {
 	static const char help[] = "usage: sandboxd check-config [-c FILE]\n\n"
-	    "Validate a config file (default " CONFIG_DEFAULT_PATH ").\n"
+	    "Validate a config file (default " CONFIG_DEFAULT_PATH "), and load "
+	    "every\ntls_cert/tls_key pair in it as the daemon would.\n"
 	    "Exit 0 if it is valid; otherwise print every error as "
 	    "FILE:LINE: KEY: message\nand exit 2.\n";
 	struct config	*cf;
 	const char	*path;
+	char		*cause = NULL;
 	int		 rv;
 
 	if ((rv = parse_c(argc, argv, help, &path)) != -1)
@@ -321,6 +357,13 @@ cmd_check_config(int argc, char **argv)
 	log_init(LOG_LEVEL_WARN);
 	if ((cf = load_config(path, 1)) == NULL)
 		return (EXIT_USAGE);
+	/* The certificates too: a key that does not match is an error. */
+	if (edge_tls_check(cf, &cause) != 0) {
+		fprintf(stderr, "%s\n", cause);
+		free(cause);
+		config_free(cf);
+		return (EXIT_USAGE);
+	}
 	printf("%s: ok\n", cf->path);
 	config_free(cf);
 	return (0);

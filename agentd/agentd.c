@@ -2,8 +2,10 @@
  * agentd: PID 1 of every sandbox. One poll(2) loop that
  *  - keeps one spare idle connection to the daemon's rendezvous socket, each
  *    connection carrying one HTTP/1.1 request (agentd.h has the protocol);
- *  - runs /exec commands, many at once, each to completion;
- *  - supervises the dev server;
+ *  - runs /exec commands, many at once, each to completion (or streamed);
+ *  - runs tasks, one at a time, their events kept in a file (task.c);
+ *  - supervises the dev server and keeps its output (supervise.c);
+ *  - serves terminals on PTYs (pty.c);
  *  - reaps every child, orphans included, as an init must;
  *  - on SIGTERM or SIGINT stops everything within 3 s and exits 0.
  * Nothing here blocks: sockets and pipes are non-blocking and signals arrive
@@ -49,14 +51,25 @@
 #define AGENTD_PROBE_MIN_MS	1
 #define AGENTD_PROBE_MAX_MS	4
 #define AGENTD_PROBE_LIMIT_MS	600000
+#define AGENTD_MAX_TERMINALS	16
+#define AGENTD_STREAM_CHUNK	(256 * 1024)
 
 enum conn_state {
 	CONN_IDLE,	/* the spare: waiting for a request */
 	CONN_READING,	/* request head and body arriving */
 	CONN_RUNNING,	/* an exec job is running for it */
 	CONN_PROBING,	/* /wait-port: trying the port until it accepts */
+	CONN_WAITING,	/* the answer waits for a checkpoint or revert */
+	CONN_STREAM,	/* a streaming answer, until its source ends */
+	CONN_TERMINAL,	/* 101 sent: PTY frames both ways */
 	CONN_WRITING,	/* sending the answer, then close */
 	CONN_DEAD	/* closed; freed at the end of the loop turn */
+};
+
+enum stream_kind {
+	STREAM_TASK,	/* GET /tasks/<tid>/events */
+	STREAM_DEVLOG,	/* GET /dev/logs?follow=1 */
+	STREAM_EXEC	/* POST /exec, Accept: application/x-ndjson */
 };
 
 struct conn {
@@ -71,7 +84,14 @@ struct conn {
 	char		*method;
 	char		*path;
 	char		*query;		/* after '?', or NULL */
+	int		 want_ndjson;	/* Accept: application/x-ndjson */
 	struct exec_job	*job;
+	struct task_start *pending;	/* CONN_WAITING */
+	enum stream_kind stream;	/* CONN_STREAM */
+	int		 stream_end;	/* the source has given everything */
+	struct task_reader *reader;
+	uint64_t	 logpos;	/* STREAM_DEVLOG: ring offset */
+	struct pty_session *pty;	/* CONN_TERMINAL */
 	/* /wait-port */
 	struct sockaddr_in probe_addr;
 	int		 probe_fd;	/* a connect in progress, or -1 */
@@ -85,14 +105,28 @@ struct conn {
 };
 
 /* What a pollfd slot belongs to. */
+enum slot_kind {
+	SLOT_SIGNAL,
+	SLOT_CONN,	/* conn's socket */
+	SLOT_EXEC,	/* one of conn->job's pipes */
+	SLOT_PROBE,	/* conn's /wait-port connect */
+	SLOT_PTY,	/* conn's PTY master */
+	SLOT_TASK,	/* the running task's pipes */
+	SLOT_DEV_OUT,	/* the dev server's output */
+	SLOT_DEV_PROBE,	/* the dev server's readiness connect */
+	SLOT_GIT	/* a git op's result pipe */
+};
+
 struct slot {
+	enum slot_kind	 kind;
 	struct conn	*conn;
-	int		 pipe;		/* 1: one of conn->job's pipes, 2: a probe */
 };
 
 struct agentd {
 	const char		*socket_path;
 	const char		*workdir;
+	const char		*state_dir;
+	int			 nterminals;
 	struct supervisor	 sv;
 	struct conn		*conns;
 	int			 nconns;
@@ -123,6 +157,20 @@ static void	agentd_error(struct conn *, int, const char *, const char *,
 		    ...) SBX_PRINTF(4, 5);
 static void	agentd_health(struct agentd *, struct conn *);
 static void	agentd_exec(struct agentd *, struct conn *);
+static int	agentd_body(struct conn *, int, struct json_object **);
+static void	agentd_respond_json(struct conn *, int, struct json_object *);
+static void	agentd_stream_begin(struct conn *, enum stream_kind,
+		    const char *);
+static void	agentd_stream_fill(struct agentd *, struct conn *);
+static void	agentd_stream_write(struct agentd *, struct conn *, int64_t);
+static void	agentd_answer_cb(int, const char *, void *);
+static void	agentd_tasks(struct agentd *, struct conn *, int64_t);
+static void	agentd_task_route(struct agentd *, struct conn *, int64_t);
+static void	agentd_dev(struct agentd *, struct conn *, int64_t);
+static void	agentd_terminal(struct agentd *, struct conn *);
+static void	agentd_terminal_event(struct agentd *, struct conn *, short,
+		    int64_t);
+static char	*agentd_query_get(const char *, const char *);
 static void	agentd_wait_port(struct agentd *, struct conn *, int64_t);
 static int	agentd_probe_tick(struct conn *, int64_t);
 static void	agentd_probe_ready(struct conn *);
@@ -139,15 +187,25 @@ static void
 agentd_usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: agentd [--socket PATH] [--dev-command CMD] "
-	    "[--workdir DIR]\n"
-	    "  --socket PATH       daemon rendezvous socket (default %s)\n"
-	    "  --dev-command CMD   dev server, run with /bin/sh -c and "
+	    "usage: agentd [--socket PATH] [--dev-command CMD] [--dev-port N]\n"
+	    "              [--dev-host IP] [--workdir DIR] [--state-dir DIR]\n"
+	    "              [--task-log-max BYTES]\n"
+	    "  --socket PATH         daemon rendezvous socket (default %s)\n"
+	    "  --dev-command CMD     dev server, run with /bin/sh -c and "
 	    "restarted when it dies\n"
-	    "  --workdir DIR       dev server and exec directory (default "
-	    "%s)\n"
-	    "  --help              this text\n",
-	    AGENTD_DEFAULT_SOCKET, AGENTD_DEFAULT_WORKDIR);
+	    "  --dev-port N          the dev server is ready once this port "
+	    "accepts\n"
+	    "  --dev-host IP         address the readiness probe connects to "
+	    "(default 127.0.0.1)\n"
+	    "  --workdir DIR         workspace: dev server, tasks, terminals, "
+	    "checkpoints (default %s)\n"
+	    "  --state-dir DIR       task event files and git's temporary "
+	    "index (default %s)\n"
+	    "  --task-log-max BYTES  size cap of one task's events (default "
+	    "%d)\n"
+	    "  --help                this text\n",
+	    AGENTD_DEFAULT_SOCKET, AGENTD_DEFAULT_WORKDIR,
+	    AGENTD_DEFAULT_STATE_DIR, AGENTD_TASK_LOG_MAX);
 }
 
 /* Signal handler: hand the signal number to the loop through the pipe. */
@@ -308,6 +366,18 @@ agentd_conn_close(struct agentd *ad, struct conn *c, int64_t now)
 		exec_free(c->job);
 		c->job = NULL;
 	}
+	if (c->pending != NULL) {
+		/* The checkpoint or revert goes on; nobody gets the answer. */
+		task_start_detach(c->pending);
+		c->pending = NULL;
+	}
+	task_reader_free(c->reader);
+	c->reader = NULL;
+	if (c->pty != NULL) {
+		pty_free(c->pty);
+		c->pty = NULL;
+		ad->nterminals--;
+	}
 	agentd_probe_close(c);
 	close(c->fd);
 	c->fd = -1;
@@ -397,31 +467,39 @@ agentd_health(struct agentd *ad, struct conn *c)
 	    json_object_new_int((int)ad->sv.pid));
 	json_object_object_add(obj, "dev_restarts",
 	    json_object_new_int(ad->sv.restarts));
-	agentd_respond(c, 200, json_object_to_json_string_ext(obj,
+	json_object_object_add(obj, "dev_state", json_object_new_string(
+	    supervisor_state_name(ad->sv.state)));
+	agentd_respond_json(c, 200, obj);
+}
+
+/* Answer with this JSON object (freed). */
+static void
+agentd_respond_json(struct conn *c, int status, struct json_object *obj)
+{
+	agentd_respond(c, status, json_object_to_json_string_ext(obj,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(obj);
 }
 
-/* POST /exec: parse the body and start the job. */
-static void
-agentd_exec(struct agentd *ad, struct conn *c)
+/*
+ * Parse the request body as JSON into *req. An empty body is NULL when
+ * optional. Returns -1 after answering 400.
+ */
+static int
+agentd_body(struct conn *c, int optional, struct json_object **req)
 {
 	struct json_tokener	*tok;
-	struct json_object	*req;
 	enum json_tokener_error	 jerr;
-	char			*cause;
-	int			 status;
 
-	if (ad->stopping) {
-		agentd_error(c, 503, "unavailable", "agentd is shutting down");
-		return;
-	}
+	*req = NULL;
+	if (c->body_len == 0 && optional)
+		return 0;
 	tok = json_tokener_new();
-	req = json_tokener_parse_ex(tok, c->in + c->head_len,
+	*req = json_tokener_parse_ex(tok, c->in + c->head_len,
 	    (int)c->body_len);
 	jerr = json_tokener_get_error(tok);
 	/* Trailing bytes after the value are as wrong as a broken value. */
-	if (req == NULL || jerr != json_tokener_success ||
+	if (*req == NULL || jerr != json_tokener_success ||
 	    json_tokener_get_parse_end(tok) != c->body_len) {
 		if (jerr == json_tokener_continue || jerr == json_tokener_success)
 			agentd_error(c, 400, "bad_request",
@@ -430,12 +508,119 @@ agentd_exec(struct agentd *ad, struct conn *c)
 		else
 			agentd_error(c, 400, "bad_request", "invalid JSON: %s",
 			    json_tokener_error_desc(jerr));
-		json_object_put(req);
+		json_object_put(*req);
+		*req = NULL;
 		json_tokener_free(tok);
-		return;
+		return -1;
 	}
 	json_tokener_free(tok);
+	return 0;
+}
 
+/* Send a streaming answer's head; the body follows until close. */
+static void
+agentd_stream_begin(struct conn *c, enum stream_kind kind, const char *type)
+{
+	free(c->out);
+	c->outlen = (size_t)xasprintf(&c->out,
+	    "HTTP/1.1 200 OK\r\n"
+	    "Content-Type: %s\r\n"
+	    "Cache-Control: no-store\r\n"
+	    "Connection: close\r\n"
+	    "\r\n", type);
+	c->outoff = 0;
+	c->state = CONN_STREAM;
+	c->stream = kind;
+	c->stream_end = 0;
+	free(c->in);
+	c->in = NULL;
+	c->inlen = c->insize = 0;
+}
+
+/* Take more from a stream's source while little is unsent. */
+static void
+agentd_stream_fill(struct agentd *ad, struct conn *c)
+{
+	char	*buf;
+	size_t	 n;
+
+	if (c->outoff > 0 && c->outoff == c->outlen) {
+		c->outoff = c->outlen = 0;
+	}
+	if (c->stream_end || c->outlen - c->outoff >= AGENTD_STREAM_HIGH)
+		return;
+	switch (c->stream) {
+	case STREAM_TASK:
+		if (task_reader_ready(c->reader) &&
+		    task_reader_fill(c->reader, &c->out, &c->outlen,
+		    AGENTD_STREAM_CHUNK))
+			c->stream_end = 1;
+		break;
+	case STREAM_DEVLOG:
+		n = supervisor_ring_copy(&ad->sv, &c->logpos,
+		    AGENTD_STREAM_CHUNK, 0, &buf);
+		if (n > 0) {
+			c->out = xrealloc(c->out, c->outlen + n);
+			memcpy(c->out + c->outlen, buf, n);
+			c->outlen += n;
+		}
+		free(buf);
+		break;
+	case STREAM_EXEC:
+		if (exec_stream_take(c->job, &c->out, &c->outlen)) {
+			exec_free(c->job);
+			c->job = NULL;
+			c->stream_end = 1;
+		}
+		break;
+	}
+}
+
+/* Send what is pending; close once the source ended and all is sent. */
+static void
+agentd_stream_write(struct agentd *ad, struct conn *c, int64_t now)
+{
+	ssize_t	n;
+
+	while (c->outoff < c->outlen) {
+		n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff,
+		    MSG_NOSIGNAL);
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			agentd_conn_close(ad, c, now);
+			return;
+		}
+		c->outoff += (size_t)n;
+	}
+	if (c->stream_end)
+		agentd_conn_close(ad, c, now);
+}
+
+/* A waiting request's answer came (checkpoint or revert done). */
+static void
+agentd_answer_cb(int status, const char *body, void *arg)
+{
+	struct conn	*c = arg;
+
+	c->pending = NULL;
+	agentd_respond(c, status, body);
+}
+
+/* POST /exec: parse the body and start the job. */
+static void
+agentd_exec(struct agentd *ad, struct conn *c)
+{
+	struct json_object	*req;
+	char			*cause;
+	int			 status;
+
+	if (ad->stopping) {
+		agentd_error(c, 503, "unavailable", "agentd is shutting down");
+		return;
+	}
+	if (agentd_body(c, 0, &req) == -1)
+		return;
 	c->job = exec_start(req, ad->workdir, &cause, &status);
 	json_object_put(req);
 	if (c->job == NULL) {
@@ -444,7 +629,276 @@ agentd_exec(struct agentd *ad, struct conn *c)
 		free(cause);
 		return;
 	}
+	if (c->want_ndjson) {
+		exec_set_stream(c->job);
+		agentd_stream_begin(c, STREAM_EXEC, "application/x-ndjson");
+		return;
+	}
 	c->state = CONN_RUNNING;
+}
+
+/* POST /tasks, GET /tasks */
+static void
+agentd_tasks(struct agentd *ad, struct conn *c, int64_t now)
+{
+	struct json_object	*req;
+	const char		*code;
+	char			*cause;
+	int			 status;
+
+	if (strcmp(c->method, "GET") == 0) {
+		agentd_respond_json(c, 200, task_list_json());
+		return;
+	}
+	if (strcmp(c->method, "POST") != 0) {
+		agentd_error(c, 405, "method_not_allowed",
+		    "use GET or POST for /tasks");
+		return;
+	}
+	if (ad->stopping) {
+		agentd_error(c, 503, "unavailable", "agentd is shutting down");
+		return;
+	}
+	if (agentd_body(c, 0, &req) == -1)
+		return;
+	/* The answer may come at once (agentd_answer_cb) or later. */
+	c->state = CONN_WAITING;
+	if (task_create(req, agentd_answer_cb, c, &c->pending, &status, &code,
+	    &cause) == -1) {
+		agentd_error(c, status, code, "%s", cause);
+		free(cause);
+	}
+	json_object_put(req);
+}
+
+/* /tasks/<tid>[/events|/cancel|/revert] */
+static void
+agentd_task_route(struct agentd *ad, struct conn *c, int64_t now)
+{
+	struct json_object	*req = NULL, *v;
+	struct task		*t;
+	const char		*code, *commit = NULL, *err = NULL;
+	char			*tid, *sub, *after, *cause;
+	long long		 n = 0, grace = 5000;
+	int			 status;
+
+	tid = xstrdup(c->path + strlen("/tasks/"));
+	if ((sub = strchr(tid, '/')) != NULL)
+		*sub++ = '\0';
+	t = task_find(tid);
+	if (sub == NULL) {
+		if (strcmp(c->method, "GET") != 0)
+			agentd_error(c, 405, "method_not_allowed",
+			    "use GET for /tasks/<id>");
+		else if (t == NULL)
+			agentd_error(c, 404, "not_found", "no task %s", tid);
+		else
+			agentd_respond_json(c, 200, task_json(t));
+	} else if (strcmp(sub, "events") == 0) {
+		after = agentd_query_get(c->query, "after");
+		if (after != NULL)
+			n = strtonum_x(after, 0, INT64_MAX, &err);
+		free(after);
+		if (strcmp(c->method, "GET") != 0)
+			agentd_error(c, 405, "method_not_allowed",
+			    "use GET for /tasks/<id>/events");
+		else if (err != NULL)
+			agentd_error(c, 400, "bad_request",
+			    "after must be an integer >= 0");
+		else if (t == NULL)
+			agentd_error(c, 404, "not_found", "no task %s", tid);
+		else {
+			agentd_stream_begin(c, STREAM_TASK,
+			    "application/x-ndjson");
+			c->reader = task_reader_new(t, (uint64_t)n);
+		}
+	} else if (strcmp(sub, "cancel") == 0) {
+		if (strcmp(c->method, "POST") != 0)
+			agentd_error(c, 405, "method_not_allowed",
+			    "use POST for /tasks/<id>/cancel");
+		else if (agentd_body(c, 1, &req) == -1)
+			;
+		else if (req != NULL &&
+		    (!json_object_is_type(req, json_type_object) ||
+		    exec_get_int(req, "grace_ms", 5000, 0, 60000, &grace,
+		    &cause) == -1)) {
+			if (!json_object_is_type(req, json_type_object))
+				agentd_error(c, 400, "bad_request",
+				    "request body must be a JSON object");
+			else {
+				agentd_error(c, 400, "bad_request", "%s",
+				    cause);
+				free(cause);
+			}
+		} else if (t == NULL)
+			agentd_error(c, 404, "not_found", "no task %s", tid);
+		else {
+			task_cancel(t, (int)grace, now);
+			agentd_respond_json(c, 200, task_json(t));
+		}
+	} else if (strcmp(sub, "revert") == 0) {
+		if (strcmp(c->method, "POST") != 0)
+			agentd_error(c, 405, "method_not_allowed",
+			    "use POST for /tasks/<id>/revert");
+		else if (agentd_body(c, 1, &req) == -1)
+			;
+		else if (req != NULL &&
+		    (!json_object_is_type(req, json_type_object) ||
+		    (json_object_object_get_ex(req, "checkpoint", &v) &&
+		    !json_object_is_type(v, json_type_string))))
+			agentd_error(c, 400, "bad_request", "the body is "
+			    "{\"checkpoint\": \"<sha>\"}, optional");
+		else {
+			if (req != NULL && json_object_object_get_ex(req,
+			    "checkpoint", &v))
+				commit = json_object_get_string(v);
+			c->state = CONN_WAITING;
+			if (task_revert(t, commit, agentd_answer_cb, c,
+			    &c->pending, &status, &code, &cause) == -1) {
+				agentd_error(c, status, code, "%s", cause);
+				free(cause);
+			}
+		}
+	} else
+		agentd_error(c, 404, "not_found", "no route %s %s", c->method,
+		    c->path);
+	json_object_put(req);
+	free(tid);
+}
+
+/* GET /dev, GET /dev/logs[?follow=1], POST /dev/restart */
+static void
+agentd_dev(struct agentd *ad, struct conn *c, int64_t now)
+{
+	char	*follow, *buf = NULL;
+	size_t	 n;
+	uint64_t pos = 0;
+
+	if (strcmp(c->path, "/dev") == 0) {
+		if (strcmp(c->method, "GET") != 0)
+			agentd_error(c, 405, "method_not_allowed",
+			    "use GET for /dev");
+		else
+			agentd_respond_json(c, 200, supervisor_json(&ad->sv));
+	} else if (strcmp(c->path, "/dev/restart") == 0) {
+		if (strcmp(c->method, "POST") != 0)
+			agentd_error(c, 405, "method_not_allowed",
+			    "use POST for /dev/restart");
+		else if (supervisor_restart(&ad->sv, now) == -1)
+			agentd_error(c, 409, "conflict", "no dev server");
+		else
+			agentd_respond_json(c, 200, supervisor_json(&ad->sv));
+	} else if (strcmp(c->path, "/dev/logs") == 0) {
+		if (strcmp(c->method, "GET") != 0) {
+			agentd_error(c, 405, "method_not_allowed",
+			    "use GET for /dev/logs");
+			return;
+		}
+		follow = agentd_query_get(c->query, "follow");
+		if (follow != NULL && strcmp(follow, "0") != 0) {
+			agentd_stream_begin(c, STREAM_DEVLOG,
+			    "text/plain; charset=utf-8");
+			c->logpos = ad->sv.ring_total;
+		} else {
+			n = supervisor_ring_copy(&ad->sv, &pos,
+			    SUPERVISOR_RING_SIZE, 1, &buf);
+			free(c->out);
+			c->outlen = (size_t)xasprintf(&c->out,
+			    "HTTP/1.1 200 OK\r\n"
+			    "Content-Type: text/plain; charset=utf-8\r\n"
+			    "Content-Length: %zu\r\n"
+			    "Connection: close\r\n"
+			    "\r\n", n);
+			c->out = xrealloc(c->out, c->outlen + n);
+			if (n > 0)
+				memcpy(c->out + c->outlen, buf, n);
+			c->outlen += n;
+			c->outoff = 0;
+			c->state = CONN_WRITING;
+			free(buf);
+		}
+		free(follow);
+	} else
+		agentd_error(c, 404, "not_found", "no route %s %s", c->method,
+		    c->path);
+}
+
+/* GET /terminal?cols=C&rows=R: 101, then PTY frames. */
+static void
+agentd_terminal(struct agentd *ad, struct conn *c)
+{
+	static const char	 head[] = "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: sandboxd-pty\r\n"
+	    "Connection: Upgrade\r\n"
+	    "\r\n";
+	char			*cols, *rows, *cause;
+	const char		*e1 = NULL, *e2 = NULL;
+	long long		 nc = 80, nr = 24;
+
+	if (strcmp(c->method, "GET") != 0) {
+		agentd_error(c, 405, "method_not_allowed",
+		    "use GET for /terminal");
+		return;
+	}
+	cols = agentd_query_get(c->query, "cols");
+	rows = agentd_query_get(c->query, "rows");
+	if (cols != NULL)
+		nc = strtonum_x(cols, 1, 1000, &e1);
+	if (rows != NULL)
+		nr = strtonum_x(rows, 1, 1000, &e2);
+	free(cols);
+	free(rows);
+	if (e1 != NULL || e2 != NULL) {
+		agentd_error(c, 400, "bad_request",
+		    "cols and rows must be 1-1000");
+		return;
+	}
+	if (ad->stopping) {
+		agentd_error(c, 503, "unavailable", "agentd is shutting down");
+		return;
+	}
+	if (ad->nterminals >= AGENTD_MAX_TERMINALS) {
+		agentd_error(c, 503, "unavailable", "too many terminals (%d)",
+		    AGENTD_MAX_TERMINALS);
+		return;
+	}
+	if ((c->pty = pty_start(ad->workdir, (int)nc, (int)nr,
+	    &cause)) == NULL) {
+		agentd_error(c, 503, "unavailable", "%s", cause);
+		free(cause);
+		return;
+	}
+	ad->nterminals++;
+	pty_queue_raw(c->pty, head, sizeof head - 1);
+	c->state = CONN_TERMINAL;
+	/* Frames may follow the request head at once, before our 101. */
+	if (c->inlen > c->head_len + c->body_len &&
+	    pty_feed(c->pty, c->in + c->head_len + c->body_len,
+	    c->inlen - c->head_len - c->body_len) == -1) {
+		agentd_conn_close(ad, c, time_mono_ms());
+		return;
+	}
+	free(c->in);
+	c->in = NULL;
+	c->inlen = c->insize = 0;
+}
+
+/* Socket events of a terminal connection. */
+static void
+agentd_terminal_event(struct agentd *ad, struct conn *c, short revents,
+    int64_t now)
+{
+	if ((revents & POLLOUT) && pty_sock_write(c->pty, c->fd) == -1) {
+		agentd_conn_close(ad, c, now);
+		return;
+	}
+	if ((revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) &&
+	    pty_sock_read(c->pty, c->fd) == -1) {
+		agentd_conn_close(ad, c, now);
+		return;
+	}
+	if (pty_finished(c->pty))
+		agentd_conn_close(ad, c, now);
 }
 
 /* Route a complete request. */
@@ -470,7 +924,16 @@ agentd_dispatch(struct agentd *ad, struct conn *c)
 			    "use GET for /wait-port");
 		else
 			agentd_wait_port(ad, c, time_mono_ms());
-	} else
+	} else if (strcmp(c->path, "/tasks") == 0)
+		agentd_tasks(ad, c, time_mono_ms());
+	else if (strncmp(c->path, "/tasks/", 7) == 0 && c->path[7] != '\0')
+		agentd_task_route(ad, c, time_mono_ms());
+	else if (strcmp(c->path, "/dev") == 0 ||
+	    strncmp(c->path, "/dev/", 5) == 0)
+		agentd_dev(ad, c, time_mono_ms());
+	else if (strcmp(c->path, "/terminal") == 0)
+		agentd_terminal(ad, c);
+	else
 		agentd_error(c, 404, "not_found", "no route %s %s", c->method,
 		    c->path);
 }
@@ -619,6 +1082,7 @@ static void
 agentd_conn_read(struct agentd *ad, struct conn *c, int64_t now)
 {
 	struct http_request_head	 head;
+	const struct http_header	*accept;
 	enum http_body_kind		 kind;
 	uint64_t			 length;
 	ssize_t				 n;
@@ -680,6 +1144,11 @@ agentd_conn_read(struct agentd *ad, struct conn *c, int64_t now)
 		}
 		c->head_len = (size_t)r;
 		c->body_len = (size_t)length;
+		accept = http_header_find(head.headers, head.nheaders,
+		    "Accept");
+		c->want_ndjson = accept != NULL && memmem(accept->value,
+		    accept->value_len, "application/x-ndjson",
+		    strlen("application/x-ndjson")) != NULL;
 		c->method = xstrndup(head.method, head.method_len);
 		/* The route is the path; the query goes to the handler. */
 		for (plen = 0; plen < head.target_len &&
@@ -733,9 +1202,13 @@ agentd_reap(struct agentd *ad, int64_t now)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		if (supervisor_reaped(&ad->sv, pid, status, now))
 			continue;
+		if (task_reaped(pid, status, now) || git_reaped(pid, status))
+			continue;
 		for (c = ad->conns; c != NULL; c = c->next) {
 			if (c->job != NULL && exec_reaped(c->job, pid, status,
 			    now))
+				break;
+			if (c->pty != NULL && pty_reaped(c->pty, pid, status))
 				break;
 		}
 		if (c == NULL)
@@ -750,23 +1223,29 @@ agentd_children(struct agentd *ad)
 	struct conn	*c;
 	int		 n = ad->sv.pid != 0;
 
+	n += task_children();
 	for (c = ad->conns; c != NULL; c = c->next) {
 		if (c->job != NULL && exec_running(c->job))
+			n++;
+		if (c->pty != NULL && pty_running(c->pty))
 			n++;
 	}
 	return n;
 }
 
-/* Signal the dev server's and every exec's process group. */
+/* Signal the dev server's, the task's and every exec's process group. */
 static void
 agentd_kill_all(struct agentd *ad, int sig)
 {
 	struct conn	*c;
 
 	supervisor_stop(&ad->sv, sig);
+	task_kill(sig);
 	for (c = ad->conns; c != NULL; c = c->next) {
 		if (c->job != NULL)
 			exec_kill(c->job, sig);
+		if (c->pty != NULL)
+			pty_kill(c->pty, sig);
 	}
 	/* As PID 1, also everything else in the container (orphans). */
 	if (getpid() == 1)
@@ -785,7 +1264,8 @@ agentd_stop(struct agentd *ad, int64_t now)
 	ad->stopping = 1;
 	ad->stop_deadline_ms = now + AGENTD_STOP_GRACE_MS;
 	for (c = ad->conns; c != NULL; c = c->next) {
-		if (c->state == CONN_IDLE || c->state == CONN_READING)
+		if (c->state == CONN_IDLE || c->state == CONN_READING ||
+		    (c->state == CONN_STREAM && c->stream == STREAM_DEVLOG))
 			agentd_conn_close(ad, c, now);
 	}
 	agentd_kill_all(ad, SIGTERM);
@@ -802,41 +1282,68 @@ agentd_min_timeout(int a, int b)
 	return a < b ? a : b;
 }
 
-int
-main(int argc, char **argv)
+/* Parse the options into ad; returns -1 (usage printed) or an exit code. */
+static int
+agentd_options(struct agentd *ad, int argc, char **argv,
+    const char **dev_command, struct sockaddr_in *probe, long long *log_max)
 {
 	static const struct option	 longopts[] = {
 		{ "socket",		required_argument, NULL, 's' },
 		{ "dev-command",	required_argument, NULL, 'd' },
+		{ "dev-port",		required_argument, NULL, 'p' },
+		{ "dev-host",		required_argument, NULL, 'H' },
 		{ "workdir",		required_argument, NULL, 'w' },
+		{ "state-dir",		required_argument, NULL, 'S' },
+		{ "task-log-max",	required_argument, NULL, 'L' },
 		{ "help",		no_argument,	   NULL, 'h' },
 		{ NULL,			0,		   NULL, 0 }
 	};
-	struct agentd		 ad;
-	struct pollfd		*pfd = NULL;
-	struct slot		*slots = NULL;
-	struct conn		*c;
 	struct sockaddr_un	 sun;
-	size_t			 npfd, cap = 0, i;
-	const char		*dev_command = NULL;
-	unsigned char		 sigbuf[64];
-	int64_t			 now;
-	int			 ch, timeout, fds[2], k, nj;
-	ssize_t			 n;
+	const char		*errstr = NULL;
+	long long		 port;
+	int			 ch;
 
-	memset(&ad, 0, sizeof ad);
-	ad.socket_path = AGENTD_DEFAULT_SOCKET;
-	ad.workdir = AGENTD_DEFAULT_WORKDIR;
+	memset(probe, 0, sizeof *probe);
+	probe->sin_family = AF_INET;
+	probe->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
-			ad.socket_path = optarg;
+			ad->socket_path = optarg;
 			break;
 		case 'd':
-			dev_command = optarg;
+			*dev_command = optarg;
+			break;
+		case 'p':
+			port = strtonum_x(optarg, 1, 65535, &errstr);
+			if (errstr != NULL) {
+				fprintf(stderr, "agentd: --dev-port %s: %s\n",
+				    optarg, errstr);
+				return 2;
+			}
+			probe->sin_port = htons((uint16_t)port);
+			break;
+		case 'H':
+			if (inet_pton(AF_INET, optarg,
+			    &probe->sin_addr) != 1) {
+				fprintf(stderr, "agentd: --dev-host %s: not an "
+				    "IPv4 address\n", optarg);
+				return 2;
+			}
 			break;
 		case 'w':
-			ad.workdir = optarg;
+			ad->workdir = optarg;
+			break;
+		case 'S':
+			ad->state_dir = optarg;
+			break;
+		case 'L':
+			*log_max = strtonum_x(optarg, 4096, 1LL << 30, &errstr);
+			if (errstr != NULL) {
+				fprintf(stderr, "agentd: --task-log-max %s: %s "
+				    "(4096 .. 1073741824)\n", optarg, errstr);
+				return 2;
+			}
 			break;
 		case 'h':
 			agentd_usage(stdout);
@@ -850,20 +1357,206 @@ main(int argc, char **argv)
 		agentd_usage(stderr);
 		return 2;
 	}
-	if (strlen(ad.socket_path) >= sizeof sun.sun_path) {
+	if (strlen(ad->socket_path) >= sizeof sun.sun_path) {
 		fprintf(stderr, "agentd: socket path too long: %s\n",
-		    ad.socket_path);
+		    ad->socket_path);
 		return 2;
 	}
+	return -1;
+}
+
+/* Grow the poll set to hold n more entries. */
+static void
+agentd_pfd_reserve(struct pollfd **pfd, struct slot **slots, size_t *cap,
+    size_t n)
+{
+	if (n <= *cap)
+		return;
+	*cap = n + 16;
+	*pfd = xreallocarray(*pfd, *cap, sizeof **pfd);
+	*slots = xreallocarray(*slots, *cap, sizeof **slots);
+}
+
+/* Append one fd to the poll set. */
+static void
+agentd_pfd_add(struct pollfd *pfd, struct slot *slots, size_t *npfd, int fd,
+    short events, enum slot_kind kind, struct conn *c)
+{
+	pfd[*npfd].fd = fd;
+	pfd[*npfd].events = events;
+	pfd[*npfd].revents = 0;
+	slots[*npfd].kind = kind;
+	slots[*npfd].conn = c;
+	(*npfd)++;
+}
+
+/* Per connection: finish jobs, enforce deadlines, add its fds. */
+static int
+agentd_conn_poll(struct agentd *ad, struct conn *c, struct pollfd *pfd,
+    struct slot *slots, size_t *npfd, int64_t now)
+{
+	int	timeout = -1, fds[2], k, nj, ptyfd;
+	short	ev, pev;
+
+	if (c->state == CONN_RUNNING) {
+		timeout = agentd_min_timeout(timeout, exec_tick(c->job, now));
+		if (exec_done(c->job)) {
+			char *json = exec_result_json(c->job);
+
+			exec_free(c->job);
+			c->job = NULL;
+			agentd_respond(c, 200, json);
+			free(json);
+		}
+	}
+	if (c->state == CONN_STREAM && c->stream == STREAM_EXEC &&
+	    c->job != NULL)
+		timeout = agentd_min_timeout(timeout, exec_tick(c->job, now));
+	if (c->state == CONN_STREAM) {
+		agentd_stream_fill(ad, c);
+		if (c->stream_end && c->outoff == c->outlen) {
+			agentd_conn_close(ad, c, now);
+			return timeout;
+		}
+		/* All it read was skipped (seq <= after): read on at once. */
+		if (c->stream == STREAM_TASK && c->outoff == c->outlen &&
+		    task_reader_ready(c->reader))
+			timeout = 0;
+	}
+	if (c->state == CONN_TERMINAL) {
+		timeout = agentd_min_timeout(timeout, pty_tick(c->pty, now));
+		if (pty_finished(c->pty)) {
+			agentd_conn_close(ad, c, now);
+			return timeout;
+		}
+	}
+	if (c->state == CONN_PROBING)
+		timeout = agentd_min_timeout(timeout,
+		    agentd_probe_tick(c, now));
+	if (c->state == CONN_READING) {
+		if (now - c->since_ms >= AGENTD_READ_TIMEOUT_MS)
+			agentd_error(c, 408, "bad_request",
+			    "request not complete within %d ms",
+			    AGENTD_READ_TIMEOUT_MS);
+		else
+			timeout = agentd_min_timeout(timeout,
+			    (int)(c->since_ms + AGENTD_READ_TIMEOUT_MS - now));
+	}
+	switch (c->state) {
+	case CONN_IDLE:
+	case CONN_READING:
+		ev = POLLIN;
+		break;
+	case CONN_RUNNING:
+	case CONN_PROBING:
+	case CONN_WAITING:
+		/* Only to notice the daemon giving up. */
+		ev = POLLRDHUP;
+		break;
+	case CONN_STREAM:
+		ev = POLLRDHUP | (c->outoff < c->outlen ? POLLOUT : 0);
+		break;
+	case CONN_TERMINAL:
+		pty_events(c->pty, &ev, &ptyfd, &pev);
+		agentd_pfd_add(pfd, slots, npfd, c->fd, ev, SLOT_CONN, c);
+		if (ptyfd != -1)
+			agentd_pfd_add(pfd, slots, npfd, ptyfd, pev, SLOT_PTY,
+			    c);
+		return timeout;
+	case CONN_WRITING:
+		ev = POLLOUT;
+		break;
+	case CONN_DEAD:
+	default:
+		return timeout;
+	}
+	agentd_pfd_add(pfd, slots, npfd, c->fd, ev, SLOT_CONN, c);
+	if (c->state == CONN_PROBING && c->probe_fd != -1)
+		agentd_pfd_add(pfd, slots, npfd, c->probe_fd, POLLOUT,
+		    SLOT_PROBE, c);
+	/* A streaming exec's pipes wait while its reader is behind. */
+	if (c->job != NULL && (c->state == CONN_RUNNING ||
+	    (c->state == CONN_STREAM && c->outlen - c->outoff <
+	    AGENTD_STREAM_HIGH))) {
+		nj = exec_pollfds(c->job, fds);
+		for (k = 0; k < nj; k++)
+			agentd_pfd_add(pfd, slots, npfd, fds[k], POLLIN,
+			    SLOT_EXEC, c);
+	}
+	return timeout;
+}
+
+/* One connection's socket is ready. */
+static void
+agentd_conn_event(struct agentd *ad, struct conn *c, short revents,
+    int64_t now)
+{
+	switch (c->state) {
+	case CONN_IDLE:
+	case CONN_READING:
+		agentd_conn_read(ad, c, now);
+		break;
+	case CONN_PROBING:
+	case CONN_RUNNING:
+	case CONN_WAITING:
+		if (revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+			if (c->state != CONN_WAITING)
+				log_info("daemon gave up on a request, "
+				    "stopping it");
+			agentd_conn_close(ad, c, now);
+		}
+		break;
+	case CONN_STREAM:
+		/* A reader leaving changes nothing but this connection. */
+		if (revents & (POLLRDHUP | POLLHUP | POLLERR))
+			agentd_conn_close(ad, c, now);
+		else if (revents & POLLOUT)
+			agentd_stream_write(ad, c, now);
+		break;
+	case CONN_TERMINAL:
+		agentd_terminal_event(ad, c, revents, now);
+		break;
+	case CONN_WRITING:
+		agentd_conn_write(c);
+		break;
+	case CONN_DEAD:
+		break;
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	struct agentd		 ad;
+	struct pollfd		*pfd = NULL;
+	struct slot		*slots = NULL;
+	struct conn		*c;
+	struct sockaddr_in	 probe;
+	size_t			 npfd, cap = 0, i;
+	const char		*dev_command = NULL;
+	unsigned char		 sigbuf[64];
+	long long		 log_max = AGENTD_TASK_LOG_MAX;
+	int64_t			 now;
+	int			 timeout, fds[64], k, nj, rc;
+	ssize_t			 n;
+
+	memset(&ad, 0, sizeof ad);
+	ad.socket_path = AGENTD_DEFAULT_SOCKET;
+	ad.workdir = AGENTD_DEFAULT_WORKDIR;
+	ad.state_dir = AGENTD_DEFAULT_STATE_DIR;
+	if ((rc = agentd_options(&ad, argc, argv, &dev_command, &probe,
+	    &log_max)) != -1)
+		return rc;
 
 	log_init(LOG_LEVEL_INFO);
 	agentd_signals_init();
 	now = time_mono_ms();
-	supervisor_init(&ad.sv, dev_command, ad.workdir, now);
+	supervisor_init(&ad.sv, dev_command, ad.workdir, &probe, now);
+	task_init(ad.workdir, ad.state_dir, (size_t)log_max);
 	ad.dial_backoff_ms = AGENTD_DIAL_MIN_MS;
 	ad.dial_at_ms = now;
-	log_info("agentd started\tpid=%ld socket=%s workdir=%s",
-	    (long)getpid(), ad.socket_path, ad.workdir);
+	log_info("agentd started\tpid=%ld socket=%s workdir=%s state_dir=%s",
+	    (long)getpid(), ad.socket_path, ad.workdir, ad.state_dir);
 
 	for (;;) {
 		now = time_mono_ms();
@@ -874,7 +1567,8 @@ main(int argc, char **argv)
 				/* Answers to killed execs still go out. */
 				for (c = ad.conns; c != NULL; c = c->next) {
 					if (c->state == CONN_RUNNING ||
-					    c->state == CONN_WRITING)
+					    c->state == CONN_WRITING ||
+					    c->state == CONN_STREAM)
 						break;
 				}
 				if (c == NULL || now >= ad.stop_deadline_ms +
@@ -903,83 +1597,36 @@ main(int argc, char **argv)
 			timeout = agentd_min_timeout(timeout,
 			    supervisor_tick(&ad.sv, now));
 		}
+		timeout = agentd_min_timeout(timeout, task_tick(now));
+		timeout = agentd_min_timeout(timeout, git_dispatch());
 
-		/* Finish jobs, enforce deadlines, build the poll set. */
-		/* A running exec polls its socket and two pipes. */
-		npfd = 1 + 3 * (size_t)ad.nconns;
-		if (npfd > cap) {
-			cap = npfd;
-			pfd = xreallocarray(pfd, cap, sizeof *pfd);
-			slots = xreallocarray(slots, cap, sizeof *slots);
-		}
-		pfd[0].fd = agentd_sigpipe[0];
-		pfd[0].events = POLLIN;
-		slots[0].conn = NULL;
-		npfd = 1;
-		for (c = ad.conns; c != NULL; c = c->next) {
-			if (c->state == CONN_RUNNING) {
-				timeout = agentd_min_timeout(timeout,
-				    exec_tick(c->job, now));
-				if (exec_done(c->job)) {
-					char *json = exec_result_json(c->job);
-
-					exec_free(c->job);
-					c->job = NULL;
-					agentd_respond(c, 200, json);
-					free(json);
-				}
-			}
-			if (c->state == CONN_PROBING)
-				timeout = agentd_min_timeout(timeout,
-				    agentd_probe_tick(c, now));
-			if (c->state == CONN_READING) {
-				if (now - c->since_ms >= AGENTD_READ_TIMEOUT_MS)
-					agentd_error(c, 408, "bad_request",
-					    "request not complete within %d ms",
-					    AGENTD_READ_TIMEOUT_MS);
-				else
-					timeout = agentd_min_timeout(timeout,
-					    (int)(c->since_ms +
-					    AGENTD_READ_TIMEOUT_MS - now));
-			}
-			switch (c->state) {
-			case CONN_IDLE:
-			case CONN_READING:
-				pfd[npfd].events = POLLIN;
-				break;
-			case CONN_RUNNING:
-			case CONN_PROBING:
-				/* Only to notice the daemon giving up. */
-				pfd[npfd].events = POLLRDHUP;
-				break;
-			case CONN_WRITING:
-				pfd[npfd].events = POLLOUT;
-				break;
-			case CONN_DEAD:
-				continue;
-			}
-			pfd[npfd].fd = c->fd;
-			slots[npfd].conn = c;
-			slots[npfd].pipe = 0;
-			npfd++;
-			if (c->state == CONN_PROBING && c->probe_fd != -1) {
-				pfd[npfd].fd = c->probe_fd;
-				pfd[npfd].events = POLLOUT;
-				slots[npfd].conn = c;
-				slots[npfd].pipe = 2;
-				npfd++;
-			}
-			if (c->state != CONN_RUNNING)
-				continue;
-			nj = exec_pollfds(c->job, fds);
-			for (k = 0; k < nj; k++) {
-				pfd[npfd].fd = fds[k];
-				pfd[npfd].events = POLLIN;
-				slots[npfd].conn = c;
-				slots[npfd].pipe = 1;
-				npfd++;
-			}
-		}
+		/*
+		 * The poll set: the signal pipe; per connection its socket
+		 * and up to two pipes, a probe or a PTY; the task's pipes,
+		 * the dev server's output and probe; git results.
+		 */
+		agentd_pfd_reserve(&pfd, &slots, &cap,
+		    8 + 3 * (size_t)ad.nconns + nitems(fds));
+		npfd = 0;
+		agentd_pfd_add(pfd, slots, &npfd, agentd_sigpipe[0], POLLIN,
+		    SLOT_SIGNAL, NULL);
+		for (c = ad.conns; c != NULL; c = c->next)
+			timeout = agentd_min_timeout(timeout,
+			    agentd_conn_poll(&ad, c, pfd, slots, &npfd, now));
+		nj = task_pollfds(fds);
+		for (k = 0; k < nj; k++)
+			agentd_pfd_add(pfd, slots, &npfd, fds[k], POLLIN,
+			    SLOT_TASK, NULL);
+		if (ad.sv.out_fd != -1)
+			agentd_pfd_add(pfd, slots, &npfd, ad.sv.out_fd, POLLIN,
+			    SLOT_DEV_OUT, NULL);
+		if (ad.sv.probe_fd != -1)
+			agentd_pfd_add(pfd, slots, &npfd, ad.sv.probe_fd,
+			    POLLOUT, SLOT_DEV_PROBE, NULL);
+		nj = git_pollfds(fds, (int)nitems(fds));
+		for (k = 0; k < nj; k++)
+			agentd_pfd_add(pfd, slots, &npfd, fds[k], POLLIN,
+			    SLOT_GIT, NULL);
 		if (timeout < 0 && ad.stopping)
 			timeout = 0;
 
@@ -1002,47 +1649,52 @@ main(int argc, char **argv)
 				}
 			}
 		}
-		/* Reap every turn: cheap, and no SIGCHLD can be missed. */
-		agentd_reap(&ad, now);
 
 		for (i = 1; i < npfd; i++) {
 			if (pfd[i].revents == 0)
 				continue;
 			c = slots[i].conn;
-			if (c->state == CONN_DEAD)
+			if (c != NULL && c->state == CONN_DEAD)
 				continue;
-			if (slots[i].pipe == 2) {
+			switch (slots[i].kind) {
+			case SLOT_SIGNAL:
+				break;
+			case SLOT_CONN:
+				agentd_conn_event(&ad, c, pfd[i].revents, now);
+				break;
+			case SLOT_EXEC:
+				if (c->job != NULL)
+					exec_read(c->job, pfd[i].fd);
+				break;
+			case SLOT_PROBE:
 				if (c->state == CONN_PROBING &&
 				    c->probe_fd == pfd[i].fd)
 					agentd_probe_event(c, now);
-				continue;
-			}
-			if (slots[i].pipe) {
-				if (c->job != NULL)
-					exec_read(c->job, pfd[i].fd);
-				continue;
-			}
-			switch (c->state) {
-			case CONN_IDLE:
-			case CONN_READING:
-				agentd_conn_read(&ad, c, now);
 				break;
-			case CONN_PROBING:
-			case CONN_RUNNING:
-				if (pfd[i].revents & (POLLRDHUP | POLLHUP |
-				    POLLERR)) {
-					log_info("daemon gave up on an exec, "
-					    "killing it");
-					agentd_conn_close(&ad, c, now);
-				}
+			case SLOT_PTY:
+				if (c->pty != NULL)
+					pty_master_event(c->pty,
+					    pfd[i].revents);
 				break;
-			case CONN_WRITING:
-				agentd_conn_write(c);
+			case SLOT_TASK:
+				task_read(pfd[i].fd);
 				break;
-			case CONN_DEAD:
+			case SLOT_DEV_OUT:
+				supervisor_read(&ad.sv);
+				break;
+			case SLOT_DEV_PROBE:
+				supervisor_probe_event(&ad.sv, now);
+				break;
+			case SLOT_GIT:
+				git_read(pfd[i].fd);
 				break;
 			}
 		}
+		/*
+		 * Reap after reading: a child's last output is in its pipes
+		 * before it is seen gone. Cheap, and no SIGCHLD is missed.
+		 */
+		agentd_reap(&ad, now);
 		if (ad.exit_requested)
 			agentd_stop(&ad, now);
 		agentd_sweep(&ad);
@@ -1056,6 +1708,8 @@ main(int argc, char **argv)
 			agentd_conn_close(&ad, c, now);
 	}
 	agentd_sweep(&ad);
+	task_free_all();
+	supervisor_free(&ad.sv);
 	free(pfd);
 	free(slots);
 	log_info("agentd exiting");

@@ -37,9 +37,11 @@
 extern char **environ;
 
 struct exec_output {
-	char	*buf;
-	size_t	 len;
-	size_t	 size;
+	char		*buf;
+	size_t		 len;
+	size_t		 size;
+	size_t		 kept;		/* bytes kept so far, for max_output */
+	struct lines	 lines;		/* streaming: the line being cut */
 };
 
 struct exec_job {
@@ -53,18 +55,19 @@ struct exec_job {
 	size_t			 max_output;
 	int			 truncated;
 	int			 timed_out;
+	int			 stream;	/* output goes out as events */
+	int			 exit_sent;
+	/* streaming: where exec_line_cb appends events */
+	char			**sbuf;
+	size_t			*slen;
+	int			 sidx;
 };
 
-static int	 exec_get_int(struct json_object *, const char *, long long,
-		    long long, long long, long long *, char **);
-static char	**exec_make_env(struct json_object *, char **);
-static void	 exec_free_strv(char **);
-static void	 exec_child(char **, char **, const char *, int, int)
-		    SBX_NORETURN;
 static void	 exec_close(struct exec_job *, int);
+static void	 exec_line_cb(void *, const char *, size_t);
 
 /* Read an optional integer member within [min, max]; -1 with *cause. */
-static int
+int
 exec_get_int(struct json_object *req, const char *key, long long def,
     long long min, long long max, long long *out, char **cause)
 {
@@ -91,7 +94,7 @@ exec_get_int(struct json_object *req, const char *key, long long def,
 }
 
 /* agentd's environment with the request's env object merged over it. */
-static char **
+char **
 exec_make_env(struct json_object *env, char **cause)
 {
 	char		**envp;
@@ -143,7 +146,7 @@ fail:
 }
 
 /* Free a NULL-terminated string vector. */
-static void
+void
 exec_free_strv(char **v)
 {
 	size_t	i;
@@ -156,7 +159,7 @@ exec_free_strv(char **v)
 }
 
 /* In the child: set up stdio, session and cwd, then exec or exit 127. */
-static void
+void
 exec_child(char **argv, char **envp, const char *cwd, int outfd, int errfd)
 {
 	int	nullfd;
@@ -383,8 +386,8 @@ exec_read(struct exec_job *job, int fd)
 			return 0;
 		}
 		keep = (size_t)n;
-		if (o->len + keep > job->max_output) {
-			keep = job->max_output - o->len;
+		if (o->kept + keep > job->max_output) {
+			keep = job->max_output - o->kept;
 			job->truncated = 1;
 		}
 		if (keep == 0)
@@ -393,12 +396,13 @@ exec_read(struct exec_job *job, int fd)
 			o->size = o->size == 0 ? 65536 : o->size;
 			while (o->size < o->len + keep)
 				o->size *= 2;
-			if (o->size > job->max_output)
+			if (!job->stream && o->size > job->max_output)
 				o->size = job->max_output;
 			o->buf = xrealloc(o->buf, o->size);
 		}
 		memcpy(o->buf + o->len, buf, keep);
 		o->len += keep;
+		o->kept += keep;
 	}
 	return 0;
 }
@@ -522,6 +526,93 @@ bad:
 	return out;
 }
 
+/* exit_code and signal (-1: none) of a wait status. */
+void
+exec_status(int status, int *code, int *sig)
+{
+	*sig = -1;
+	if (WIFEXITED(status))
+		*code = WEXITSTATUS(status);
+	else if (WIFSIGNALED(status)) {
+		*sig = WTERMSIG(status);
+		*code = 128 + *sig;
+	} else
+		*code = -1;
+}
+
+/* Streaming mode from now on (before any output is read). */
+void
+exec_set_stream(struct exec_job *job)
+{
+	job->stream = 1;
+}
+
+/* One output line of a streaming exec: append its event. */
+static void
+exec_line_cb(void *arg, const char *p, size_t n)
+{
+	struct exec_job		*job = arg;
+	struct json_object	*ev;
+	const char		*text;
+	char			*s;
+	size_t			 sl, tl;
+
+	s = exec_utf8_sanitize(p, n, &sl);
+	ev = json_object_new_object();
+	json_object_object_add(ev, "type", json_object_new_string("output"));
+	json_object_object_add(ev, "stream", json_object_new_string(
+	    job->sidx == 0 ? "stdout" : "stderr"));
+	json_object_object_add(ev, "text", json_object_new_string_len(s,
+	    (int)sl));
+	text = json_object_to_json_string_ext(ev, JSON_C_TO_STRING_PLAIN |
+	    JSON_C_TO_STRING_NOSLASHESCAPE);
+	tl = strlen(text);
+	*job->sbuf = xrealloc(*job->sbuf, *job->slen + tl + 2);
+	memcpy(*job->sbuf + *job->slen, text, tl);
+	(*job->sbuf)[*job->slen + tl] = '\n';
+	*job->slen += tl + 1;
+	json_object_put(ev);
+	free(s);
+}
+
+/* Streaming: move what was read into events; 1 once the exit is added. */
+int
+exec_stream_take(struct exec_job *job, char **buf, size_t *len)
+{
+	char	*s, sigs[16];
+	int	 i, code, sig;
+
+	if (job->exit_sent)
+		return 1;
+	job->sbuf = buf;
+	job->slen = len;
+	for (i = 0; i < 2; i++) {
+		job->sidx = i;
+		lines_feed(&job->out[i].lines, job->out[i].buf,
+		    job->out[i].len, exec_line_cb, job);
+		job->out[i].len = 0;
+		if (job->fd[i] == -1)
+			lines_flush(&job->out[i].lines, exec_line_cb, job);
+	}
+	if (!exec_done(job))
+		return 0;
+	exec_status(job->status, &code, &sig);
+	if (sig == -1)
+		snprintf(sigs, sizeof sigs, "null");
+	else
+		snprintf(sigs, sizeof sigs, "%d", sig);
+	xasprintf(&s, "{\"type\":\"exit\",\"exit_code\":%d,\"signal\":%s,"
+	    "\"timed_out\":%s,\"truncated\":%s}\n", code, sigs,
+	    job->timed_out ? "true" : "false",
+	    job->truncated ? "true" : "false");
+	*buf = xrealloc(*buf, *len + strlen(s));
+	memcpy(*buf + *len, s, strlen(s));
+	*len += strlen(s);
+	free(s);
+	job->exit_sent = 1;
+	return 1;
+}
+
 /* The response JSON text (malloc'd). */
 char *
 exec_result_json(struct exec_job *job)
@@ -529,15 +620,10 @@ exec_result_json(struct exec_job *job)
 	struct json_object	*obj;
 	char			*s, *text;
 	size_t			 n;
-	int			 code, i;
+	int			 code, sig, i;
 	static const char	*names[2] = { "stdout", "stderr" };
 
-	if (WIFEXITED(job->status))
-		code = WEXITSTATUS(job->status);
-	else if (WIFSIGNALED(job->status))
-		code = 128 + WTERMSIG(job->status);
-	else
-		code = -1;
+	exec_status(job->status, &code, &sig);
 
 	obj = json_object_new_object();
 	json_object_object_add(obj, "exit_code", json_object_new_int(code));
@@ -570,5 +656,7 @@ exec_free(struct exec_job *job)
 	exec_close(job, 1);
 	free(job->out[0].buf);
 	free(job->out[1].buf);
+	lines_free(&job->out[0].lines);
+	lines_free(&job->out[1].lines);
 	free(job);
 }

@@ -35,6 +35,8 @@ void	log_warn(const char *, ...) SBX_PRINTF(1, 2);	/* adds strerror(errno) */
 void	log_warnx(const char *, ...) SBX_PRINTF(1, 2);
 void	fatal(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
 void	fatalx(const char *, ...) SBX_PRINTF(1, 2) SBX_NORETURN;
+/* The last warning lines (at most 8), oldest first; static storage. */
+size_t	log_recent(const char **lines, size_t max);
 
 /* common/util.c */
 /* Allocation wrappers: abort via fatalx on out-of-memory, never return NULL. */
@@ -59,6 +61,30 @@ void	 random_bytes(void *, size_t);
 /* mkdir -p with the given mode for each created component; -1 on error. */
 int	 mkdir_p(const char *, mode_t);
 
+/* common/notify.c — sd_notify(3) by hand: a datagram to $NOTIFY_SOCKET */
+struct event_base;
+/* Read (and unset) NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID; call first. */
+void	 notify_init(void);
+/* READY=1, RELOADING=1, STOPPING=1; nothing without NOTIFY_SOCKET. */
+void	 notify_ready(void);
+void	 notify_reloading(void);
+void	 notify_stopping(void);
+/* STATUS=<one line>, shown by systemctl status. */
+void	 notify_status(const char *, ...) SBX_PRINTF(1, 2);
+/*
+ * WATCHDOG=1 from a timer on base every half WATCHDOG_USEC; returns that
+ * period in ms, or 0 when the manager asked for no watchdog.
+ */
+int64_t	 notify_watchdog_start(struct event_base *);
+/* Free the timer and the socket; before event_base_free. */
+void	 notify_free(void);
+
+/* common/digest.c */
+#define DIGEST_SHA256_HEX	64
+/* SHA-256 of data as lowercase hex, NUL-terminated in out[65]. */
+void	 digest_sha256_hex(const void *, size_t,
+	    char out[DIGEST_SHA256_HEX + 1]);
+
 /* common/id.c */
 #define ID_LEN 26
 /* A new lowercase ULID (Crockford base32), NUL-terminated in out[27]. */
@@ -73,16 +99,46 @@ struct cfg_addr {
 	socklen_t		 sslen;
 };
 
+/* What sandboxes may reach (control/egress.c, docs/network.md). */
+enum cfg_egress {
+	CFG_EGRESS_PUBLIC_ONLY,	/* the default: the internet, no private ranges */
+	CFG_EGRESS_OPEN,	/* anything but the host and other sandboxes */
+	CFG_EGRESS_NONE,	/* nothing but egress_allow (no DNS either) */
+};
+
+/* One egress_allow entry: a network in CIDR form, host bits clear. */
+struct cfg_cidr {
+	int		 family;	/* AF_INET or AF_INET6 */
+	unsigned char	 addr[16];	/* network byte order; 4 used for v4 */
+	int		 prefix;	/* 0-32 or 0-128 */
+	char		 text[64];	/* canonical: "10.0.0.0/8", "fd00::/8" */
+};
+
 struct cfg_api_key {
 	char	*name;		/* the tenant */
-	char	*secret;
+	char	*secret;	/* NULL when the config gives secret_hash */
+	char	*secret_hash;	/* SHA-256 of the secret, 64 lowercase hex */
 	int	 admin;
+	/* The tenant's ceilings; 0: the global one (counts) or the default. */
+	int	 max_sandboxes;
+	int	 max_running;
+	int	 max_memory_mb;	/* the most one sandbox may ask for */
+	double	 max_cpus;
+};
+
+/* A range of ports, both ends included. */
+struct cfg_port_range {
+	int		 lo;
+	int		 hi;
 };
 
 struct cfg_template {
 	char		*name;
 	char		*image;
 	int		 port;
+	/* What <port>-<id> may reach, besides port; nports 0: 1024-65535. */
+	struct cfg_port_range *ports;
+	size_t		 nports;
 	char		*dev_command;	/* NULL: none */
 	char		*seed_dir;	/* NULL: none */
 	uint64_t	 memory;	/* bytes */
@@ -100,15 +156,31 @@ struct cfg_route {
 	socklen_t sslen;
 };
 
+/*
+ * A certificate chain and its key: the n-th tls_cert pairs with the n-th
+ * tls_key. The lines say where they were set, for errors found later
+ * (a key that does not match its certificate is found by edge/tls.c).
+ */
+struct cfg_tls {
+	char	*cert;
+	char	*key;
+	int	 cert_line;
+	int	 key_line;
+};
+
 struct config {
 	char			*path;		/* file it came from; "(embedded default)" */
 	struct cfg_addr		*listen;
 	size_t			 nlisten;
 	struct cfg_addr		*tls_listen;
 	size_t			 ntls_listen;
-	char			*tls_cert;
-	char			*tls_key;
+	struct cfg_tls		*tls;		/* in file order; [0] is the default */
+	size_t			 ntls;
+	char			*tls_cert;	/* tls[0].cert, or NULL */
+	char			*tls_key;	/* tls[0].key, or NULL */
+	int			 redirect_https;	/* plain listeners send 308 */
 	char			*data_dir;
+	char			*preview_secret_file;	/* default data_dir/preview-secret */
 	char			*preview_domain;
 	char			*public_url;	/* no trailing slash */
 	char			*docker_socket;
@@ -133,6 +205,9 @@ struct config {
 	uint64_t		 min_free_memory_bytes;
 	int			 min_free_memory_pct;
 	enum log_level		 log_level;	/* lowest level logged */
+	enum cfg_egress		 egress;
+	struct cfg_cidr		*egress_allow;	/* allowed whatever egress says */
+	size_t			 negress_allow;
 	struct cfg_api_key	*api_keys;
 	size_t			 napi_keys;
 	struct cfg_template	*templates;
@@ -154,10 +229,20 @@ struct config	*config_load(const char *path, char **errors);
 struct config	*config_parse(const char *name, const char *text, char **errors);
 void		 config_free(struct config *);
 const struct cfg_template *config_template(const struct config *, const char *);
+/* 1 if <port>-<id> may reach port under t (NULL: the default ports). */
+int		 config_port_allowed(const struct cfg_template *, int port);
 /* Parse "15m", "60s", "250ms", "2h", "0" to milliseconds; -1 on error. */
 int64_t		 config_parse_duration(const char *);
 /* Parse "1g", "512m", "64k", "1024" to bytes; returns 0 on success. */
 int		 config_parse_size(const char *, uint64_t *);
+/*
+ * Parse "10.0.0.0/8", "203.0.113.7" (a /32), "fd00::/8", "::1" (a /128).
+ * Host bits must be clear. 0, or -1 with *errstr (static text) set.
+ */
+int		 config_parse_cidr(const char *, struct cfg_cidr *,
+		     const char **errstr);
+/* "public-only", "open" or "none". */
+const char	*config_egress_name(enum cfg_egress);
 /* Parse "host:port", "[v6]:port" into ss; returns 0 on success. */
 int		 config_parse_addr(const char *, struct sockaddr_storage *,
 		     socklen_t *);
@@ -269,6 +354,35 @@ ssize_t	 http_chunked_scan(struct http_chunked *, const char *buf, size_t len,
 int	 http_url_decode(const char *in, size_t len, char **out);
 /* Reason phrase for a status code, "Unknown" for codes we do not send. */
 const char *http_status_text(int);
+
+/* common/cookie.c — Set-Cookie, Cookie and query rewriting (previews) */
+/*
+ * Each reads in[0..len) and writes to out (room for len bytes) only when
+ * something changes; see cookie.c. Set-Cookie minus its Domain
+ * attributes: 1 and out[0..*outlen), or 0 if it has none.
+ */
+int	 http_setcookie_strip_domain(const char *in, size_t len, char *out,
+	    size_t *outlen);
+/* The next cookie called name from *pos: 1 and its value, or 0. */
+int	 http_cookie_next(const char *in, size_t len, size_t *pos,
+	    const char *name, size_t nlen, const char **val, size_t *vlen);
+/* A Cookie value without the cookies called name: how many went. */
+int	 http_cookie_remove(const char *in, size_t len, const char *name,
+	    size_t nlen, char *out, size_t *outlen);
+/* A request target without the query parameters called name. */
+int	 http_query_remove(const char *in, size_t len, const char *name,
+	    size_t nlen, char *out, size_t *outlen, const char **val,
+	    size_t *vlen);
+
+/* common/token.c — preview tokens "v1.<id>.<expiry>.<mac>" */
+#define TOKEN_MAX_LEN		128
+#define TOKEN_KEY_LEN		32	/* bytes in preview_secret_file */
+size_t	 token_make(const uint8_t *key, size_t keylen, const char *id,
+	    int64_t expires, char *out, size_t size);
+int	 token_parse(const char *tok, size_t len, char *id, int64_t *expires);
+int	 token_verify(const uint8_t *key, size_t keylen, const char *tok,
+	    size_t len, const char *id, int64_t now, int64_t *expires,
+	    const char **why);
 
 /* common/exchange.c — one API request from edge, answered by control */
 struct evbuffer;

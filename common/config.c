@@ -36,6 +36,7 @@
 #define CFG_MAX_LINE		8192
 #define CFG_MAX_FILE		(16 * 1024 * 1024)
 #define CFG_MAX_ERRORS		1000
+#define CFG_MAX_PORT_RANGES	256
 #define CFG_MAX_DURATION_MS	(30LL * 24 * 3600 * 1000)
 #define CFG_KIB			1024ULL
 #define CFG_MIB			(1024ULL * 1024)
@@ -62,6 +63,7 @@ static const char config_embedded[] =
 	"max_sandboxes = 500\n"
 	"max_running = 40\n"
 	"min_free_memory = 10%\n"
+	"egress = public-only\n"
 	"\n"
 	"[template default]\n"
 	"image = sandboxd/base:latest\n"
@@ -87,6 +89,7 @@ static const char *cfg_scope_names[] = {
 enum cfg_type {
 	CFG_T_LISTEN,		/* repeatable address list */
 	CFG_T_PATH,		/* absolute path */
+	CFG_T_TLSFILE,		/* repeatable absolute path, into conf->tls */
 	CFG_T_STRING,		/* any text; "" means none */
 	CFG_T_NAME,		/* [A-Za-z0-9_.-]{1,64} */
 	CFG_T_DOMAIN,		/* DNS name */
@@ -98,10 +101,14 @@ enum cfg_type {
 	CFG_T_BOOL,		/* int 0/1 */
 	CFG_T_LOGLEVEL,		/* enum log_level */
 	CFG_T_SECRET,		/* api key secret */
+	CFG_T_SECRET_HASH,	/* "sha256:<64 hex>", kept as the hex */
 	CFG_T_IMAGE,		/* docker image reference */
 	CFG_T_HOST,		/* route host pattern */
 	CFG_T_UPSTREAM,		/* route upstream */
-	CFG_T_MEMFLOOR		/* uint64_t bytes, or int percent at off_n */
+	CFG_T_MEMFLOOR,		/* uint64_t bytes, or int percent at off_n */
+	CFG_T_PORTS,		/* struct cfg_port_range list, count at off_n */
+	CFG_T_EGRESS,		/* enum cfg_egress */
+	CFG_T_CIDRS		/* struct cfg_cidr array, count at off_n */
 };
 
 /* One key of the file: where it may appear, its type, where it goes. */
@@ -124,9 +131,13 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "listen", CFG_GLOBAL, CFG_T_LISTEN, G(listen), G(nlisten), 0, 0 },
 	{ "tls_listen", CFG_GLOBAL, CFG_T_LISTEN, G(tls_listen),
 	  G(ntls_listen), 0, 0 },
-	{ "tls_cert", CFG_GLOBAL, CFG_T_PATH, G(tls_cert), 0, 0, 0 },
-	{ "tls_key", CFG_GLOBAL, CFG_T_PATH, G(tls_key), 0, 0, 0 },
+	{ "tls_cert", CFG_GLOBAL, CFG_T_TLSFILE, 0, 0, 0, 0 },
+	{ "tls_key", CFG_GLOBAL, CFG_T_TLSFILE, 0, 0, 0, 0 },
+	{ "redirect_https", CFG_GLOBAL, CFG_T_BOOL, G(redirect_https), 0, 0,
+	  0 },
 	{ "data_dir", CFG_GLOBAL, CFG_T_PATH, G(data_dir), 0, 0, 0 },
+	{ "preview_secret_file", CFG_GLOBAL, CFG_T_PATH,
+	  G(preview_secret_file), 0, 0, 0 },
 	{ "preview_domain", CFG_GLOBAL, CFG_T_DOMAIN, G(preview_domain), 0,
 	  0, 0 },
 	{ "public_url", CFG_GLOBAL, CFG_T_URL, G(public_url), 0, 0, 0 },
@@ -159,9 +170,20 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
 	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
 	{ "log_level", CFG_GLOBAL, CFG_T_LOGLEVEL, G(log_level), 0, 0, 0 },
+	{ "egress", CFG_GLOBAL, CFG_T_EGRESS, G(egress), 0, 0, 0 },
+	{ "egress_allow", CFG_GLOBAL, CFG_T_CIDRS, G(egress_allow),
+	  G(negress_allow), 0, 0 },
 
 	{ "secret", CFG_API_KEY, CFG_T_SECRET, K(secret), 0, 0, 0 },
+	{ "secret_hash", CFG_API_KEY, CFG_T_SECRET_HASH, K(secret_hash), 0,
+	  0, 0 },
 	{ "admin", CFG_API_KEY, CFG_T_BOOL, K(admin), 0, 0, 0 },
+	{ "max_sandboxes", CFG_API_KEY, CFG_T_INT, K(max_sandboxes), 0,
+	  1, 1000000 },
+	{ "max_running", CFG_API_KEY, CFG_T_INT, K(max_running), 0, 1, 100000 },
+	{ "max_memory_mb", CFG_API_KEY, CFG_T_INT, K(max_memory_mb), 0,
+	  16, 1024 * 1024 },
+	{ "max_cpus", CFG_API_KEY, CFG_T_CPUS, K(max_cpus), 0, 0, 0 },
 
 	{ "image", CFG_TEMPLATE, CFG_T_IMAGE, T(image), 0, 0, 0 },
 	{ "port", CFG_TEMPLATE, CFG_T_INT, T(port), 0, 1, 65535 },
@@ -172,6 +194,7 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "cpus", CFG_TEMPLATE, CFG_T_CPUS, T(cpus), 0, 0, 0 },
 	{ "pids_limit", CFG_TEMPLATE, CFG_T_INT, T(pids_limit), 0,
 	  16, 4194304 },
+	{ "ports", CFG_TEMPLATE, CFG_T_PORTS, T(ports), T(nports), 1, 65535 },
 
 	{ "host", CFG_ROUTE, CFG_T_HOST, R(host), 0, 0, 0 },
 	{ "upstream", CFG_ROUTE, CFG_T_UPSTREAM, R(upstream), 0, 0, 0 },
@@ -200,6 +223,8 @@ struct cfg_parse {
 	int		 gseen[CFG_NKEYS];	/* line each global key was set */
 	int		 sseen[CFG_NKEYS];	/* same, current section */
 	int		 ntemplate_sections;
+	size_t		 ncert;		/* tls_cert lines so far */
+	size_t		 nkey;		/* tls_key lines so far */
 };
 
 static void	 cfg_error(struct cfg_parse *, int, const char *,
@@ -217,7 +242,16 @@ static void	*cfg_section_base(struct cfg_parse *);
 static void	 cfg_section_end(struct cfg_parse *);
 static void	 cfg_section_begin(struct cfg_parse *, char *);
 static void	 cfg_set(struct cfg_parse *, const char *, const char *);
+static void	 cfg_set_tls(struct cfg_parse *, const char *,
+		    const char *);
+static void	 cfg_validate_tls(struct cfg_parse *);
 static void	 cfg_set_memfloor(struct cfg_parse *,
+		    const struct cfg_keydef *, const char *, const char *,
+		    char *);
+static void	 cfg_set_ports(struct cfg_parse *,
+		    const struct cfg_keydef *, const char *, const char *,
+		    char *);
+static void	 cfg_set_cidrs(struct cfg_parse *,
 		    const struct cfg_keydef *, const char *, const char *,
 		    char *);
 static void	 cfg_line(struct cfg_parse *, char *);
@@ -226,6 +260,7 @@ static void	 cfg_defaults(struct config *);
 static void	 cfg_template_defaults(struct cfg_template *, const char *);
 static void	 cfg_validate(struct cfg_parse *);
 static size_t	 cfg_key_index(const char *);
+static void	 cfg_check_secret(struct cfg_parse *, const char *, int);
 static void	 cfg_check_file(struct cfg_parse *, const char *,
 		    const char *, int);
 static struct config *cfg_parse_buf(const char *, const char *, size_t,
@@ -617,9 +652,30 @@ cfg_section_end(struct cfg_parse *p)
 		break;
 	case CFG_API_KEY:
 		k = &conf->api_keys[p->sidx];
+		if (p->sseen[cfg_key_index("secret")] != 0 &&
+		    p->sseen[cfg_key_index("secret_hash")] != 0) {
+			cfg_error(p, p->sseen[cfg_key_index("secret_hash")],
+			    "secret_hash", "[api_key %s] has both secret and "
+			    "secret_hash (one of them)", k->name);
+			break;
+		}
+		if (p->sseen[cfg_key_index("secret_hash")] != 0) {
+			for (i = 0; i < p->sidx && k->secret_hash != NULL; i++) {
+				if (conf->api_keys[i].secret_hash != NULL &&
+				    strcmp(conf->api_keys[i].secret_hash,
+				    k->secret_hash) == 0)
+					cfg_error(p, p->sseen[cfg_key_index(
+					    "secret_hash")], "secret_hash",
+					    "[api_key %s] has the same "
+					    "secret_hash as [api_key %s]",
+					    k->name, conf->api_keys[i].name);
+			}
+			break;
+		}
 		if (p->sseen[cfg_key_index("secret")] == 0) {
 			cfg_error(p, p->sline, "secret",
-			    "missing in [api_key %s] (required)", k->name);
+			    "missing in [api_key %s] (required, or "
+			    "secret_hash)", k->name);
 			break;
 		}
 		for (i = 0; i < p->sidx && k->secret != NULL; i++) {
@@ -781,6 +837,82 @@ cfg_set_memfloor(struct cfg_parse *p, const struct cfg_keydef *kd,
 	*(int *)(base + kd->off_n) = 0;
 }
 
+/*
+ * A port list: "3000, 5173, 8000-8100". Items are ports or LOW-HIGH
+ * ranges within kd->min..kd->max, separated by commas; nothing is kept
+ * unless the whole list is valid.
+ */
+static void
+cfg_set_ports(struct cfg_parse *p, const struct cfg_keydef *kd,
+    const char *key, const char *value, char *base)
+{
+	struct cfg_port_range	**rp = (struct cfg_port_range **)(base +
+				    kd->off);
+	size_t			*np = (size_t *)(base + kd->off_n);
+	struct cfg_port_range	*r = NULL;
+	const char		*errstr, *s = value, *e, *dash;
+	char			 item[32], *lo, *hi;
+	size_t			 n = 0, len;
+	long long		 a, b;
+
+	for (;;) {
+		e = strchr(s, ',');
+		len = e != NULL ? (size_t)(e - s) : strlen(s);
+		while (len > 0 && (*s == ' ' || *s == '\t')) {
+			s++;
+			len--;
+		}
+		while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+			len--;
+		if (len == 0 || len >= sizeof item) {
+			cfg_error(p, p->line, key, "bad port list \"%s\" "
+			    "(ports and LOW-HIGH ranges separated by commas)",
+			    value);
+			goto fail;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		lo = hi = item;
+		if ((dash = strchr(item, '-')) != NULL) {
+			item[dash - item] = '\0';
+			hi = item + (dash - item) + 1;
+		}
+		a = strtonum_x(lo, kd->min, kd->max, &errstr);
+		b = errstr == NULL ? strtonum_x(hi, kd->min, kd->max, &errstr) :
+		    0;
+		if (errstr != NULL || strspn(lo, "0123456789") != strlen(lo) ||
+		    strspn(hi, "0123456789") != strlen(hi)) {
+			cfg_error(p, p->line, key, "bad port \"%.*s\" in the "
+			    "list (a port %lld to %lld, or LOW-HIGH)",
+			    (int)len, s, kd->min, kd->max);
+			goto fail;
+		}
+		if (a > b) {
+			cfg_error(p, p->line, key, "range %lld-%lld is "
+			    "backwards (LOW-HIGH)", a, b);
+			goto fail;
+		}
+		if (n == CFG_MAX_PORT_RANGES) {
+			cfg_error(p, p->line, key, "more than %d ports and "
+			    "ranges", CFG_MAX_PORT_RANGES);
+			goto fail;
+		}
+		r = xreallocarray(r, n + 1, sizeof *r);
+		r[n].lo = (int)a;
+		r[n].hi = (int)b;
+		n++;
+		if (e == NULL)
+			break;
+		s = e + 1;
+	}
+	free(*rp);
+	*rp = r;
+	*np = n;
+	return;
+fail:
+	free(r);
+}
+
 /* Store one "key = value" in the current scope after checking it. */
 static void
 cfg_set(struct cfg_parse *p, const char *key, const char *value)
@@ -798,12 +930,17 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 	double			 d;
 	int			*seen;
 
+	/* A name may exist in several scopes: the section's own comes first. */
 	for (i = 0; i < CFG_NKEYS; i++) {
-		if (strcmp(cfg_keys[i].name, key) == 0) {
+		if (strcmp(cfg_keys[i].name, key) != 0)
+			continue;
+		if (kd == NULL || cfg_keys[i].scope == p->scope)
 			kd = &cfg_keys[i];
+		if (kd->scope == p->scope)
 			break;
-		}
 	}
+	if (kd != NULL)
+		i = (size_t)(kd - cfg_keys);
 	if (kd == NULL) {
 		cfg_error(p, p->line, key, "unknown key");
 		return;
@@ -824,7 +961,8 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		return;
 	}
 	seen = p->scope == CFG_GLOBAL ? p->gseen : p->sseen;
-	if (seen[i] != 0 && kd->type != CFG_T_LISTEN) {
+	if (seen[i] != 0 && kd->type != CFG_T_LISTEN &&
+	    kd->type != CFG_T_CIDRS && kd->type != CFG_T_TLSFILE) {
 		cfg_error(p, p->line, key, "set twice (first on line %d)",
 		    seen[i]);
 		return;
@@ -867,6 +1005,9 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		len = strlen(*sp);
 		while (len > 1 && (*sp)[len - 1] == '/')
 			(*sp)[--len] = '\0';
+		break;
+	case CFG_T_TLSFILE:
+		cfg_set_tls(p, key, value);
 		break;
 	case CFG_T_STRING:
 		free(*sp);
@@ -1004,6 +1145,22 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 		free(*sp);
 		*sp = xstrdup(value);
 		break;
+	case CFG_T_SECRET_HASH:
+		/* What "sandboxd key create" prints: sha256:<64 hex>. */
+		if (strncmp(value, "sha256:", 7) != 0 ||
+		    strlen(value + 7) != DIGEST_SHA256_HEX ||
+		    strspn(value + 7, "0123456789abcdefABCDEF") !=
+		    DIGEST_SHA256_HEX) {
+			cfg_error(p, p->line, key, "expected sha256: and 64 "
+			    "hex digits (what \"sandboxd key create\" "
+			    "prints)");
+			return;
+		}
+		free(*sp);
+		*sp = xstrdup(value + 7);
+		for (c = *sp; *c != '\0'; c++)
+			*c = (char)tolower((unsigned char)*c);
+		break;
 	case CFG_T_IMAGE:
 		if (value[0] == '\0' || strpbrk(value, " \t") != NULL) {
 			cfg_error(p, p->line, key, "must be a Docker image "
@@ -1036,7 +1193,134 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 	case CFG_T_MEMFLOOR:
 		cfg_set_memfloor(p, kd, key, value, base);
 		break;
+	case CFG_T_PORTS:
+		cfg_set_ports(p, kd, key, value, base);
+		break;
+	case CFG_T_EGRESS:
+		if (strcmp(value, "public-only") == 0)
+			conf->egress = CFG_EGRESS_PUBLIC_ONLY;
+		else if (strcmp(value, "open") == 0)
+			conf->egress = CFG_EGRESS_OPEN;
+		else if (strcmp(value, "none") == 0)
+			conf->egress = CFG_EGRESS_NONE;
+		else
+			cfg_error(p, p->line, key, "\"%s\" is not open, "
+			    "public-only or none", value);
+		break;
+	case CFG_T_CIDRS:
+		cfg_set_cidrs(p, kd, key, value, base);
+		break;
 	}
+}
+
+/* A list of networks, separated by commas and/or spaces. */
+static void
+cfg_set_cidrs(struct cfg_parse *p, const struct cfg_keydef *kd,
+    const char *key, const char *value, char *base)
+{
+	struct cfg_cidr	**list = (struct cfg_cidr **)(base + kd->off), c;
+	size_t		 *np = (size_t *)(base + kd->off_n), i;
+	char		 *copy, *word, *rest;
+	const char	 *errstr;
+
+	copy = xstrdup(value);
+	for (rest = copy; (word = strsep(&rest, ", \t")) != NULL;) {
+		if (*word == '\0')
+			continue;
+		if (config_parse_cidr(word, &c, &errstr) != 0) {
+			cfg_error(p, p->line, key, "bad network \"%s\": %s",
+			    word, errstr);
+			continue;
+		}
+		for (i = 0; i < *np; i++) {
+			if (strcmp((*list)[i].text, c.text) == 0)
+				break;
+		}
+		if (i < *np) {
+			cfg_error(p, p->line, key, "%s listed twice", c.text);
+			continue;
+		}
+		*list = xreallocarray(*list, *np + 1, sizeof **list);
+		(*list)[(*np)++] = c;
+	}
+	free(copy);
+}
+
+int
+config_parse_cidr(const char *s, struct cfg_cidr *c, const char **errstr)
+{
+	char		 host[INET6_ADDRSTRLEN + 1], text[INET6_ADDRSTRLEN];
+	const char	*slash, *err;
+	size_t		 len, nbytes, i;
+	long long	 prefix;
+	int		 max;
+
+	memset(c, 0, sizeof *c);
+	slash = strchr(s, '/');
+	len = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	if (len == 0 || len >= sizeof host) {
+		*errstr = "expected an address or address/prefix";
+		return (-1);
+	}
+	memcpy(host, s, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, c->addr) == 1) {
+		c->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, c->addr) == 1) {
+		c->family = AF_INET6;
+		max = 128;
+	} else {
+		*errstr = "not an IPv4 or IPv6 address";
+		return (-1);
+	}
+	if (slash == NULL)
+		prefix = max;
+	else {
+		/* Digits only: strtonum would take "+8" or " 8". */
+		if (slash[1] == '\0' || strspn(slash + 1, "0123456789") !=
+		    strlen(slash + 1) || strlen(slash + 1) > 3) {
+			*errstr = "the prefix length must be a number";
+			return (-1);
+		}
+		prefix = strtonum_x(slash + 1, 0, max, &err);
+		if (err != NULL) {
+			*errstr = c->family == AF_INET ? "the prefix length "
+			    "must be 0-32" : "the prefix length must be 0-128";
+			return (-1);
+		}
+	}
+	c->prefix = (int)prefix;
+	nbytes = c->family == AF_INET ? 4 : 16;
+	for (i = 0; i < nbytes; i++) {
+		int	keep = c->prefix - (int)i * 8;
+		unsigned char mask = keep >= 8 ? 0xff : keep <= 0 ? 0 :
+		    (unsigned char)(0xff << (8 - keep));
+
+		if ((c->addr[i] & ~mask) != 0) {
+			*errstr = "host bits are set after the prefix (write "
+			    "the network address, e.g. 10.0.0.0/8)";
+			return (-1);
+		}
+	}
+	inet_ntop(c->family, c->addr, text, sizeof text);
+	snprintf(c->text, sizeof c->text, "%s/%d", text, c->prefix);
+	*errstr = NULL;
+	return (0);
+}
+
+const char *
+config_egress_name(enum cfg_egress e)
+{
+	switch (e) {
+	case CFG_EGRESS_OPEN:
+		return ("open");
+	case CFG_EGRESS_NONE:
+		return ("none");
+	case CFG_EGRESS_PUBLIC_ONLY:
+		break;
+	}
+	return ("public-only");
 }
 
 /*
@@ -1165,6 +1449,7 @@ cfg_defaults(struct config *conf)
 	conf->min_free_memory_bytes = 0;
 	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;
+	conf->egress = CFG_EGRESS_PUBLIC_ONLY;
 }
 
 /* Check that a file named by key exists and is readable. */
@@ -1191,6 +1476,121 @@ cfg_check_file(struct cfg_parse *p, const char *key, const char *path,
 		    "chmod 600 it", path);
 }
 
+/*
+ * tls_cert or tls_key: the n-th of each make pair n, so several pairs can
+ * be listed as cert, key, cert, key (or all certs, then all keys).
+ */
+static void
+cfg_set_tls(struct cfg_parse *p, const char *key, const char *value)
+{
+	struct config	*conf = p->conf;
+	struct cfg_tls	*t;
+	size_t		 n, len;
+	int		 is_cert = strcmp(key, "tls_cert") == 0;
+	char		*path;
+
+	if (value[0] != '/') {
+		cfg_error(p, p->line, key, "must be an absolute path");
+		return;
+	}
+	n = is_cert ? p->ncert++ : p->nkey++;
+	if (n >= conf->ntls) {
+		conf->tls = xreallocarray(conf->tls, n + 1, sizeof *conf->tls);
+		memset(&conf->tls[conf->ntls], 0,
+		    (n + 1 - conf->ntls) * sizeof *conf->tls);
+		conf->ntls = n + 1;
+	}
+	t = &conf->tls[n];
+	path = xstrdup(value);
+	len = strlen(path);
+	while (len > 1 && path[len - 1] == '/')
+		path[--len] = '\0';
+	if (is_cert) {
+		t->cert = path;
+		t->cert_line = p->line;
+	} else {
+		t->key = path;
+		t->key_line = p->line;
+	}
+}
+
+/*
+ * TLS keys: every tls_cert has its tls_key, the files are there, a TLS
+ * listener has a pair, and redirect_https has a TLS listener to send to.
+ */
+static void
+cfg_validate_tls(struct cfg_parse *p)
+{
+	struct config	*conf = p->conf;
+	struct cfg_tls	*t;
+	size_t		 i, j;
+	int		 tl_line;
+
+	tl_line = p->gseen[cfg_key_index("tls_listen")];
+	if (conf->ntls_listen > 0 || tl_line != 0) {
+		if (p->ncert == 0)
+			cfg_error(p, tl_line, "tls_cert", "required with "
+			    "tls_listen");
+		if (p->nkey == 0)
+			cfg_error(p, tl_line, "tls_key", "required with "
+			    "tls_listen");
+	}
+	for (i = 0; i < conf->ntls; i++) {
+		t = &conf->tls[i];
+		if (t->cert != NULL && t->key == NULL &&
+		    (p->nkey != 0 || tl_line == 0))
+			cfg_error(p, t->cert_line, "tls_cert", "%s has no "
+			    "tls_key to pair with (certificate %zu, %zu keys)",
+			    t->cert, i + 1, p->nkey);
+		if (t->key != NULL && t->cert == NULL)
+			cfg_error(p, t->key_line, "tls_key", "%s has no "
+			    "tls_cert to pair with (key %zu, %zu "
+			    "certificates)", t->key, i + 1, p->ncert);
+		for (j = 0; j < i && t->cert != NULL; j++) {
+			if (conf->tls[j].cert != NULL &&
+			    strcmp(conf->tls[j].cert, t->cert) == 0)
+				cfg_error(p, t->cert_line, "tls_cert", "%s "
+				    "listed twice (first on line %d)", t->cert,
+				    conf->tls[j].cert_line);
+		}
+		if (t->cert != NULL)
+			cfg_check_file(p, "tls_cert", t->cert, t->cert_line);
+		if (t->key != NULL)
+			cfg_check_file(p, "tls_key", t->key, t->key_line);
+	}
+	if (conf->ntls > 0) {
+		conf->tls_cert = conf->tls[0].cert;
+		conf->tls_key = conf->tls[0].key;
+	}
+	if (conf->redirect_https && conf->ntls_listen == 0)
+		cfg_error(p, p->gseen[cfg_key_index("redirect_https")],
+		    "redirect_https", "needs a tls_listen to redirect to");
+}
+
+/*
+ * The preview secret, if it exists already (the daemon makes it at its
+ * first start): what control/preview.c refuses at startup, told early.
+ */
+static void
+cfg_check_secret(struct cfg_parse *p, const char *path, int line)
+{
+	struct stat	sb;
+
+	if (lstat(path, &sb) == -1)
+		return;
+	if (!S_ISREG(sb.st_mode))
+		cfg_error(p, line, "preview_secret_file", "%s: not a regular "
+		    "file", path);
+	else if ((sb.st_mode & 077) != 0)
+		cfg_error(p, line, "preview_secret_file", "%s may be read or "
+		    "written by group or others (mode %04o); chmod 600 it",
+		    path, (unsigned int)(sb.st_mode & 07777));
+	else if (sb.st_size != TOKEN_KEY_LEN)
+		cfg_error(p, line, "preview_secret_file", "%s holds %lld "
+		    "bytes, not %d", path, (long long)sb.st_size,
+		    TOKEN_KEY_LEN);
+}
+
 /* Index of a key in cfg_keys, for its seen-line. */
 static size_t
 cfg_key_index(const char *name)
@@ -1213,7 +1613,6 @@ cfg_validate(struct cfg_parse *p)
 	const char		*d;
 	char			 pt[32], it[32];
 	uint64_t		 h;
-	int			 tl_line;
 
 	/* The default listener only when the file names none at all. */
 	if (conf->nlisten == 0 && conf->ntls_listen == 0 &&
@@ -1231,21 +1630,7 @@ cfg_validate(struct cfg_parse *p)
 		    p->gseen[cfg_key_index("tls_listen")], "listen",
 		    "no usable listen or tls_listen address");
 
-	tl_line = p->gseen[cfg_key_index("tls_listen")];
-	if (conf->ntls_listen > 0 || tl_line != 0) {
-		if (conf->tls_cert == NULL)
-			cfg_error(p, tl_line, "tls_cert", "required with "
-			    "tls_listen");
-		if (conf->tls_key == NULL)
-			cfg_error(p, tl_line, "tls_key", "required with "
-			    "tls_listen");
-	}
-	if (conf->tls_cert != NULL)
-		cfg_check_file(p, "tls_cert", conf->tls_cert,
-		    p->gseen[cfg_key_index("tls_cert")]);
-	if (conf->tls_key != NULL)
-		cfg_check_file(p, "tls_key", conf->tls_key,
-		    p->gseen[cfg_key_index("tls_key")]);
+	cfg_validate_tls(p);
 
 	/*
 	 * A sandbox is paused on the way to being stopped; pausing it at or
@@ -1260,6 +1645,12 @@ cfg_validate(struct cfg_parse *p)
 		    "pause_timeout", "%s must be less than idle_timeout (%s)",
 		    pt, it);
 	}
+
+	if (conf->preview_secret_file == NULL)
+		xasprintf(&conf->preview_secret_file, "%s/preview-secret",
+		    strcmp(conf->data_dir, "/") == 0 ? "" : conf->data_dir);
+	cfg_check_secret(p, conf->preview_secret_file,
+	    p->gseen[cfg_key_index("preview_secret_file")]);
 
 	/* A file with no [template] gets the stock one. */
 	if (p->ntemplate_sections == 0) {
@@ -1429,9 +1820,13 @@ config_free(struct config *conf)
 	for (i = 0; i < conf->ntls_listen; i++)
 		free(conf->tls_listen[i].text);
 	free(conf->tls_listen);
-	free(conf->tls_cert);
-	free(conf->tls_key);
+	for (i = 0; i < conf->ntls; i++) {
+		free(conf->tls[i].cert);
+		free(conf->tls[i].key);
+	}
+	free(conf->tls);
 	free(conf->data_dir);
+	free(conf->preview_secret_file);
 	free(conf->preview_domain);
 	free(conf->public_url);
 	free(conf->docker_socket);
@@ -1439,6 +1834,7 @@ config_free(struct config *conf)
 	free(conf->default_template);
 	free(conf->agentd_path);
 	free(conf->instance);
+	free(conf->egress_allow);
 	for (i = 0; i < conf->napi_keys; i++) {
 		free(conf->api_keys[i].name);
 		if (conf->api_keys[i].secret != NULL) {
@@ -1446,6 +1842,7 @@ config_free(struct config *conf)
 			    strlen(conf->api_keys[i].secret));
 			free(conf->api_keys[i].secret);
 		}
+		free(conf->api_keys[i].secret_hash);
 	}
 	free(conf->api_keys);
 	for (i = 0; i < conf->ntemplates; i++) {
@@ -1453,6 +1850,7 @@ config_free(struct config *conf)
 		free(conf->templates[i].image);
 		free(conf->templates[i].dev_command);
 		free(conf->templates[i].seed_dir);
+		free(conf->templates[i].ports);
 	}
 	free(conf->templates);
 	for (i = 0; i < conf->nroutes; i++) {
@@ -1463,6 +1861,26 @@ config_free(struct config *conf)
 	}
 	free(conf->routes);
 	free(conf);
+}
+
+/*
+ * 1 if <port>-<id> may reach port: the template's own port, or one of
+ * its ports (1024-65535 when it lists none).
+ */
+int
+config_port_allowed(const struct cfg_template *t, int port)
+{
+	size_t	i;
+
+	if (t != NULL && port == t->port)
+		return 1;
+	if (t == NULL || t->nports == 0)
+		return port >= 1024 && port <= 65535;
+	for (i = 0; i < t->nports; i++) {
+		if (port >= t->ports[i].lo && port <= t->ports[i].hi)
+			return 1;
+	}
+	return 0;
 }
 
 /* The template with this name, or NULL. */

@@ -14,7 +14,13 @@
 
 #include "common/common.h"
 
+/* The last warnings, for "sandboxd status"; a ring, oldest overwritten. */
+#define LOG_RECENT	8
+#define LOG_RECENT_LEN	512
+
 static enum log_level	log_min_level = LOG_LEVEL_INFO;
+static char		log_recent_lines[LOG_RECENT][LOG_RECENT_LEN];
+static size_t		log_recent_next;	/* lines written, ever */
 
 static void	log_emit(const char *, const char *, const char *, va_list)
 		    SBX_PRINTF(3, 0);
@@ -90,10 +96,32 @@ log_emit(const char *level, const char *extra, const char *fmt, va_list ap)
 	}
 	line[n++] = '\n';
 
+	if (strcmp(level, "warn") == 0)
+		snprintf(log_recent_lines[log_recent_next++ % LOG_RECENT],
+		    LOG_RECENT_LEN, "%.*s", (int)(n - 1), line);
+
 	/* One write per line so concurrent processes do not interleave. */
 	fwrite(line, 1, n, stderr);
 	fflush(stderr);
 	errno = saved_errno;
+}
+
+/*
+ * The last warnings logged (up to max, at most 8), oldest first: pointers
+ * to static lines, valid until the next warning.
+ */
+size_t
+log_recent(const char **lines, size_t max)
+{
+	size_t	have, first, i;
+
+	have = log_recent_next < LOG_RECENT ? log_recent_next : LOG_RECENT;
+	if (max < have)
+		have = max;
+	first = log_recent_next - have;
+	for (i = 0; i < have; i++)
+		lines[i] = log_recent_lines[(first + i) % LOG_RECENT];
+	return (have);
 }
 
 /* Log detail meant for debugging only. */

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,10 +30,18 @@
 #define API_MAX_LABELS		64
 #define API_MAX_PROMPT		(256 * 1024)
 #define API_MAX_TASK_TIMEOUT	86400	/* agentd's limit */
+/* A key without ceilings of its own: up to this times the template's. */
+#define API_TENANT_FACTOR	4
 
-/* Who is calling: the key that matched. */
+/*
+ * Who is calling: the key that matched. A config key points into the
+ * config; a store key (control/keys.c) into stored, which lives as long as
+ * the request's dispatch does.
+ */
 struct api_caller {
 	const struct cfg_api_key *key;
+	struct cfg_api_key	 stored;
+	char			 tenant[128];
 };
 
 /* One request being answered, alive across asynchronous steps. */
@@ -104,6 +113,8 @@ static void	h_task_cancel(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_task_revert(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static void	h_preview_token(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
 
 static const struct api_route api_routes[] = {
 	{ "GET",    "/healthz",			  AUTH_NONE,  h_healthz,
@@ -144,16 +155,18 @@ static const struct api_route api_routes[] = {
 	  h_task_cancel, BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/tasks/{tid}/revert", AUTH_KEY,
 	  h_task_revert, BODY_JSON },
+	{ "POST",   "/v1/sandboxes/{id}/preview-token", AUTH_KEY,
+	  h_preview_token, BODY_JSON },
 };
 
 static int	route_match(const char *, const char *, struct api_match *,
 		    int *);
 static const struct api_route *route_find(const char *, const char *,
 		    struct api_match *, int *, int *);
-static const struct cfg_api_key *key_find(struct control *,
-		    const struct http_exchange *);
-static const struct cfg_api_key *authenticate(struct control *,
-		    struct http_exchange *);
+static int	key_find(struct control *, const struct http_exchange *,
+		    struct api_caller *);
+static int	authenticate(struct control *, struct http_exchange *,
+		    struct api_caller *);
 static int	load_sandbox(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    struct store_sandbox *);
@@ -178,6 +191,9 @@ static void	healthz_cb(int, struct json_object *, const char *, void *);
 static int	op_target(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    enum sandbox_state *);
+static int	refuse_ceilings(struct control *, struct http_exchange *,
+		    const struct cfg_api_key *, const struct cfg_template *,
+		    const struct store_sandbox *);
 static int	refuse_full(struct control *, struct http_exchange *,
 		    const char *);
 static int	refuse_state(struct http_exchange *, enum sandbox_state);
@@ -273,6 +289,7 @@ control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 {
 	const struct api_route		*r;
 	const struct cfg_api_key	*key;
+	struct api_caller		 caller;
 	struct store_sandbox		 s;
 	struct api_match		 m;
 	char				 id[ID_LEN + 1];
@@ -282,8 +299,10 @@ control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 	    NULL || id_bad)
 		return (0);
 	if (r->auth != AUTH_NONE) {
-		if ((key = key_find(ctl, ex)) == NULL ||
-		    (r->auth == AUTH_ADMIN && !key->admin))
+		if (key_find(ctl, ex, &caller) == -1)
+			return (0);
+		key = caller.key;
+		if (r->auth == AUTH_ADMIN && !key->admin)
 			return (0);
 		if (m.id != NULL) {
 			memcpy(id, m.id, ID_LEN);
@@ -331,7 +350,7 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 	}
 	caller.key = NULL;
 	if (r->auth != AUTH_NONE) {
-		if ((caller.key = authenticate(ctl, ex)) == NULL)
+		if (authenticate(ctl, ex, &caller) == -1)
 			return;
 		if (r->auth == AUTH_ADMIN && !caller.key->admin) {
 			http_exchange_reply_error(ex, 401, "unauthorized",
@@ -360,47 +379,60 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 }
 
 /*
- * The key in "Authorization: Bearer <secret>", compared in constant time
- * against every configured key (no early exit on a match either); NULL if
- * none matches.
+ * The key in "Authorization: Bearer <secret>" into caller->key: compared
+ * in constant time against every configured key, its secret or the
+ * SHA-256 of it (no early exit on a match either), then looked up in the
+ * store (control/keys.c). 0 on a match, -1 if none.
  */
-static const struct cfg_api_key *
-key_find(struct control *ctl, const struct http_exchange *ex)
+static int
+key_find(struct control *ctl, const struct http_exchange *ex,
+    struct api_caller *caller)
 {
-	const struct cfg_api_key	*found = NULL;
+	const struct cfg_api_key	*k, *found = NULL;
 	const char			*h, *secret;
-	size_t				 i;
+	char				 hash[DIGEST_SHA256_HEX + 1];
+	size_t				 i, len;
 
+	caller->key = NULL;
 	h = http_exchange_header(ex, "authorization");
 	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-		return (NULL);
+		return (-1);
 	secret = h + 7;
 	while (*secret == ' ')
 		secret++;
+	len = strlen(secret);
+	digest_sha256_hex(secret, len, hash);
 	for (i = 0; i < ctl->nkeys; i++) {
-		if (timingsafe_eq(secret, strlen(secret), ctl->keys[i].secret,
-		    strlen(ctl->keys[i].secret)))
-			found = &ctl->keys[i];
+		k = &ctl->keys[i];
+		if (k->secret != NULL ? timingsafe_eq(secret, len, k->secret,
+		    strlen(k->secret)) : timingsafe_eq(hash, sizeof hash - 1,
+		    k->secret_hash, strlen(k->secret_hash)))
+			found = k;
 	}
-	return (found);
+	if (found == NULL && control_key_lookup(ctl, secret, len, hash,
+	    &caller->stored, caller->tenant, sizeof caller->tenant))
+		found = &caller->stored;
+	explicit_bzero(hash, sizeof hash);
+	caller->key = found;
+	return (found != NULL ? 0 : -1);
 }
 
-/* The caller's key, or NULL after answering 401. */
-static const struct cfg_api_key *
-authenticate(struct control *ctl, struct http_exchange *ex)
+/* The caller's key into caller->key, or -1 after answering 401. */
+static int
+authenticate(struct control *ctl, struct http_exchange *ex,
+    struct api_caller *caller)
 {
-	const struct cfg_api_key	*key;
-	const char			*h;
+	const char	*h;
 
-	if ((key = key_find(ctl, ex)) != NULL)
-		return (key);
+	if (key_find(ctl, ex, caller) == 0)
+		return (0);
 	h = http_exchange_header(ex, "authorization");
 	http_exchange_add_header(ex, "WWW-Authenticate", "Bearer");
 	http_exchange_reply_error(ex, 401, "unauthorized",
 	    h == NULL || strncasecmp(h, "Bearer ", 7) != 0 ?
 	    "missing \"Authorization: Bearer <api key>\" header" :
 	    "the API key is not valid");
-	return (NULL);
+	return (-1);
 }
 
 /* Load a sandbox the caller may see; answers 404 otherwise. */
@@ -581,6 +613,7 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 	json_object_object_add(o, "sandboxes", json_object_new_int(total));
 	json_object_object_add(o, "running",
 	    json_object_new_int(ctl->nactive));
+	json_object_object_add(o, "egress", egress_json(ctl));
 	reply_object(call->ex, 200, o);
 	free(call);
 }
@@ -605,8 +638,13 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    "requests handled.\n# TYPE sandboxd_api_requests_total counter\n"
 	    "sandboxd_api_requests_total %llu\n"
 	    "# HELP sandboxd_docker_up 1 if the last Docker call answered.\n"
-	    "# TYPE sandboxd_docker_up gauge\nsandboxd_docker_up %d\n",
-	    (unsigned long long)ctl->requests_total, ctl->docker_ok);
+	    "# TYPE sandboxd_docker_up gauge\nsandboxd_docker_up %d\n"
+	    "# HELP sandboxd_egress_enforced 1 if the network rules for "
+	    "sandboxes are in force.\n"
+	    "# TYPE sandboxd_egress_enforced gauge\n"
+	    "sandboxd_egress_enforced %d\n",
+	    (unsigned long long)ctl->requests_total, ctl->docker_ok,
+	    egress_enforced(ctl));
 	evbuffer_add_printf(out,
 	    "# HELP sandboxd_sandboxes_active Sandboxes counted against "
 	    "max_running (creating, starting, running, paused).\n"
@@ -755,6 +793,64 @@ only_fields(struct http_exchange *ex, struct json_object *o,
 	return (1);
 }
 
+/*
+ * 1 after answering for a sandbox beyond what the caller's key allows:
+ * memory and CPUs past its max_memory_mb and max_cpus (400: asking less
+ * works at once), or as many sandboxes as its max_sandboxes (429). A key
+ * without its own ceilings may ask for up to API_TENANT_FACTOR times the
+ * template's memory and CPUs; an admin key for anything up to the CPUs
+ * the host has.
+ */
+static int
+refuse_ceilings(struct control *ctl, struct http_exchange *ex,
+    const struct cfg_api_key *key, const struct cfg_template *t,
+    const struct store_sandbox *s)
+{
+	int64_t	max_mb = key->max_memory_mb;
+	double	max_cpus = key->max_cpus;
+	long	ncpu;
+	int	n;
+
+	if (max_mb == 0 && !key->admin)
+		max_mb = (int64_t)(t->memory / (1024 * 1024)) *
+		    API_TENANT_FACTOR;
+	if (max_cpus == 0 && !key->admin)
+		max_cpus = t->cpus * API_TENANT_FACTOR;
+	if (max_mb > 0 && s->memory_mb > max_mb) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "memory_mb %d is more than this API key may ask for "
+		    "(%" PRId64 ")", s->memory_mb, max_mb);
+		return (1);
+	}
+	/* Docker refuses more than the host has, as a 500 of its own. */
+	if ((ncpu = sysconf(_SC_NPROCESSORS_ONLN)) > 0 && s->cpus > ncpu) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cpus %g is more than this server has (%ld)", s->cpus,
+		    ncpu);
+		return (1);
+	}
+	if (max_cpus > 0 && s->cpus > max_cpus + 1e-9) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cpus %g is more than this API key may ask for (%g)",
+		    s->cpus, max_cpus);
+		return (1);
+	}
+	if (key->max_sandboxes == 0)
+		return (0);
+	if (store_sandbox_count_tenant(ctl->store, s->tenant, &n) != 0) {
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the store could not be read");
+		return (1);
+	}
+	if (n >= key->max_sandboxes) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "this API key holds its maximum of %d sandboxes "
+		    "(max_sandboxes); delete one first", key->max_sandboxes);
+		return (1);
+	}
+	return (0);
+}
+
 /* POST /v1/sandboxes */
 static void
 h_create(struct control *ctl, struct http_exchange *ex,
@@ -867,16 +963,9 @@ h_create(struct control *ctl, struct http_exchange *ex,
 			    "visibility must be \"public\" or \"private\"");
 			goto out;
 		}
-		/*
-		 * A private preview needs preview tokens, which this version
-		 * does not have: refusing beats storing a promise unkept.
-		 */
-		if (strcmp(vis, "private") == 0) {
-			http_exchange_reply_error(ex, 400, "bad_request",
-			    "visibility \"private\" needs preview tokens, "
-			    "which this version does not have yet");
-			goto out;
-		}
+		/* Private: the preview answers only with a preview token. */
+		if (strcmp(vis, "private") == 0)
+			s.visibility = SANDBOX_PRIVATE;
 	}
 
 	if (store_sandbox_count(ctl->store, -1, &total) != 0) {
@@ -884,6 +973,8 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    "the store could not be read");
 		goto out;
 	}
+	if (refuse_ceilings(ctl, ex, caller->key, t, &s))
+		goto out;
 	if (total >= ctl->cf->max_sandboxes) {
 		http_exchange_reply_error(ex, 429, "quota_exceeded",
 		    "this server holds its maximum of %d sandboxes "
@@ -891,7 +982,11 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		    ctl->cf->max_sandboxes);
 		goto out;
 	}
-	if (reaper_admit(ctl, NULL, &why) == -1) {
+	if (egress_admit(ctl, &why) == -1) {
+		http_exchange_reply_error(ex, 503, "unavailable", "%s", why);
+		goto out;
+	}
+	if (reaper_admit(ctl, NULL, s.tenant, &why) == -1) {
 		http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
 		goto out;
 	}
@@ -1015,7 +1110,7 @@ refuse_full(struct control *ctl, struct http_exchange *ex,
 {
 	const char	*why;
 
-	if (reaper_admit(ctl, rt_find(ctl, id), &why) == 0)
+	if (reaper_admit(ctl, rt_get(ctl, id), NULL, &why) == 0)
 		return (0);
 	http_exchange_reply_error(ex, 429, "quota_exceeded", "%s", why);
 	return (1);
@@ -1065,6 +1160,65 @@ h_delete(struct control *ctl, struct http_exchange *ex,
 		return;
 	if (lifecycle_delete(ctl, m->id, lifecycle_reply_cb, ex) == -1)
 		reply_busy(ex);
+}
+
+/*
+ * POST /v1/sandboxes/{id}/preview-token {"ttl_s": 3600}: a token that
+ * opens the sandbox's preview until it expires, and the URL that carries
+ * it (for a public sandbox, which needs none, the plain preview URL: a
+ * token in the query would reach the app).
+ */
+static void
+h_preview_token(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	static const char *const	 fields[] = { "ttl_s" };
+	struct json_object		*req = NULL, *o, *sb, *v;
+	struct store_sandbox		 s;
+	char				 tok[TOKEN_MAX_LEN + 1], ts[40], *url;
+	const char			*preview;
+	int64_t				 ttl = PREVIEW_TTL_DEFAULT, n, expires;
+	int				 rv;
+
+	if (parse_body(ex, 1, &req) == -1)
+		return;
+	if (req != NULL && !only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+	if (req != NULL && (rv = get_int(ex, req, "ttl_s", PREVIEW_TTL_MIN,
+	    PREVIEW_TTL_MAX, &n)) != 0) {
+		if (rv == -1)
+			goto out;
+		ttl = n;
+	}
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		goto out;
+	if (preview_token_make(ctl, s.id, ttl, tok, sizeof tok,
+	    &expires) == -1) {
+		store_sandbox_clear(&s);
+		http_exchange_reply_error(ex, 500, "internal",
+		    "the token could not be made");
+		goto out;
+	}
+	sb = control_sandbox_json(ctl, &s);
+	preview = json_object_object_get_ex(sb, "preview_url", &v) ?
+	    json_object_get_string(v) : "";
+	if (s.visibility == SANDBOX_PRIVATE)
+		xasprintf(&url, "%s?" PREVIEW_TOKEN_PARAM "=%s", preview, tok);
+	else
+		url = xstrdup(preview);
+	time_format_rfc3339(expires * 1000, ts, sizeof ts);
+	o = json_object_new_object();
+	json_object_object_add(o, "token", json_object_new_string(tok));
+	json_object_object_add(o, "url", json_object_new_string(url));
+	json_object_object_add(o, "expires_at", json_object_new_string(ts));
+	log_info("preview token made\tid=%s tenant=%s ttl_s=%lld", s.id,
+	    caller->key->name, (long long)ttl);
+	free(url);
+	json_object_put(sb);
+	store_sandbox_clear(&s);
+	reply_object(ex, 200, o);
+out:
+	json_object_put(req);
 }
 
 /* POST /v1/sandboxes/{id}/stop */

@@ -29,6 +29,7 @@ static int	spawn_exec(void *);
 static void	network_cb(int, struct json_object *, const char *, void *);
 static void	network_made_cb(int, struct json_object *, const char *,
 		    void *);
+static void	egress_ready_cb(struct control *);
 static void	reconciled_cb(struct control *, int);
 static void	event_cb(struct json_object *, void *);
 static void	control_sync(struct control *);
@@ -54,6 +55,7 @@ control_new(struct event_base *base, const struct config *cf,
 	TAILQ_INIT(&ctl->tasks);
 	TAILQ_INIT(&ctl->followers);
 	LIST_INIT(&ctl->task_calls);
+	LIST_INIT(&ctl->status_reqs);
 
 	xasprintf(&ctl->workspaces_dir, "%s/workspaces", cf->data_dir);
 	xasprintf(&ctl->homes_dir, "%s/homes", cf->data_dir);
@@ -67,6 +69,9 @@ control_new(struct event_base *base, const struct config *cf,
 		    cf->data_dir, strerror(errno));
 		goto fail;
 	}
+
+	if (preview_key_load(ctl, cause) == -1)
+		goto fail;
 
 	if (cf->napi_keys > 0) {
 		ctl->keys = cf->api_keys;
@@ -83,6 +88,7 @@ control_new(struct event_base *base, const struct config *cf,
 
 	ctl->docker = docker_new(base, cf->docker_socket);
 	ctl->hub = agent_hub_new(base, NULL, ctl);
+	egress_init(ctl);
 	ctl->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, ctl);
 	event_add(ctl->sigchld, NULL);
 	ctl->sync_retry = evtimer_new(base, sync_retry_cb, ctl);
@@ -188,6 +194,12 @@ sync_failed(struct control *ctl, const char *why)
 	ctl->syncing = 0;
 	log_warnx("cannot bring Docker in line with the store (%s); retrying"
 	    "\tretry_ms=%d", why, ctl->sync_backoff_ms);
+	if (!ctl->docker_ok)
+		notify_status("serving without Docker (%s); retrying in %d ms",
+		    why, ctl->sync_backoff_ms);
+	else
+		notify_status("serving; Docker not yet in line with the store "
+		    "(%s); retrying in %d ms", why, ctl->sync_backoff_ms);
 	tv.tv_sec = ctl->sync_backoff_ms / 1000;
 	tv.tv_usec = (ctl->sync_backoff_ms % 1000) * 1000;
 	evtimer_add(ctl->sync_retry, &tv);
@@ -208,10 +220,13 @@ network_cb(int status, struct json_object *body, const char *errmsg,
 {
 	struct control		*ctl = arg;
 	struct json_object	*req, *opts, *labels;
+	char			 bridge[64];
 
 	ctl->docker_ok = status != 0;
 	if (status == 200) {
-		reconcile_run(ctl, reconciled_cb);
+		/* The network rules first: no sandbox starts without them. */
+		egress_apply(ctl, egress_bridge_name(body, bridge,
+		    sizeof bridge) == 0 ? bridge : NULL, egress_ready_cb);
 		return;
 	}
 	if (status != 404) {
@@ -244,12 +259,23 @@ network_made_cb(int status, struct json_object *body, const char *errmsg,
     void *arg)
 {
 	struct control	*ctl = arg;
+	char		*path;
 
 	if (status != 201 && status != 409) {
 		sync_failed(ctl, errmsg != NULL ? errmsg : "Docker error");
 		return;
 	}
 	log_info("network ready\tnetwork=%s", ctl->cf->network);
+	/* Inspect it for its bridge's name, then on as if it had been there. */
+	xasprintf(&path, "/networks/%s", ctl->cf->network);
+	docker_request(ctl->docker, "GET", path, NULL, 0, network_cb, ctl);
+	free(path);
+}
+
+/* The rules are in force (or failed, and no sandbox will start): reconcile. */
+static void
+egress_ready_cb(struct control *ctl)
+{
 	reconcile_run(ctl, reconciled_cb);
 }
 
@@ -259,6 +285,7 @@ reconciled_cb(struct control *ctl, int ok)
 {
 	struct json_object	*filters, *arr;
 	char			*label;
+	int			 total = 0;
 
 	if (!ok) {
 		sync_failed(ctl, "the reconciler met errors");
@@ -266,6 +293,9 @@ reconciled_cb(struct control *ctl, int ok)
 	}
 	ctl->syncing = 0;
 	ctl->sync_backoff_ms = 1000;
+	store_sandbox_count(ctl->store, -1, &total);
+	notify_status("serving; Docker reconciled; %d sandboxes, %d active",
+	    total, ctl->nactive);
 	if (!ctl->reconciled) {
 		ctl->reconciled = 1;
 		filters = json_object_new_object();
@@ -337,8 +367,11 @@ control_free(struct control *ctl)
 	task_free_all(ctl);
 	if (ctl->docker != NULL)
 		docker_free(ctl->docker);
+	/* Their Docker requests are cancelled with the client. */
+	control_status_free_all(ctl);
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
+	egress_free(ctl);
 	wake_free_all(ctl);
 	rt_free_all(ctl);
 	while ((child = LIST_FIRST(&ctl->children)) != NULL) {
@@ -367,6 +400,19 @@ const struct cfg_template *
 control_template(struct control *ctl, const char *name)
 {
 	return (config_template(ctl->cf, name));
+}
+
+/* The [api_key] section of a tenant, NULL if it has none any more. */
+const struct cfg_api_key *
+control_tenant_key(struct control *ctl, const char *tenant)
+{
+	size_t	i;
+
+	for (i = 0; tenant != NULL && i < ctl->cf->napi_keys; i++) {
+		if (strcmp(ctl->cf->api_keys[i].name, tenant) == 0)
+			return (&ctl->cf->api_keys[i]);
+	}
+	return (NULL);
 }
 
 /*

@@ -177,6 +177,33 @@ int	files_get(int wsfd, const char *path, int *fd, off_t *size,
 /* Remove a file, a symlink (not its target) or a directory tree. */
 int	files_delete(int wsfd, const char *path);
 
+/* control/keys.c — API keys kept (hashed) in the store */
+/*
+ * Make a key for tenant ("sbx_<id>_<random>") and store its SHA-256.
+ * Returns the secret (malloc'd; show it once, then free it) and fills
+ * *row (free with store_apikey_clear); NULL with *cause on failure.
+ */
+char	*control_key_create(struct store *, const char *tenant,
+	    struct store_apikey *row, char **cause);
+/* 1 if secret has a store key's form; its key id is copied to id. */
+int	 control_key_id(const char *secret, size_t len, char id[ID_LEN + 1]);
+
+/* control/status.c — what "sandboxd status" shows of control */
+struct control;
+struct control_status_req;
+/* The status object (the callee owns it: json_object_put when done). */
+typedef void (*control_status_cb)(struct json_object *, void *arg);
+/*
+ * Ask for the status: the reconciler, sandboxes by state, held requests,
+ * counters, sandboxes in error, and Docker's reachability and version
+ * (asked now, 3 s at most). cb is called once from the event loop, unless
+ * control_status_cancel is called first (the request is then freed when
+ * Docker answers, or by control_free).
+ */
+struct control_status_req *control_status(struct control *,
+	    control_status_cb, void *);
+void	 control_status_cancel(struct control_status_req *);
+
 /* control/control.c — what main and edge see */
 struct control;
 
@@ -197,7 +224,8 @@ void		 control_free(struct control *);
  */
 enum control_target_kind {
 	/* 0 is not routable: a target never filled in sends nowhere. */
-	TARGET_UNKNOWN,		/* no such sandbox, or being deleted: 404 page */
+	TARGET_UNKNOWN,		/* no such sandbox, being deleted, or a port
+				   not in the template's ports: 404 page */
 	TARGET_OK,		/* addr and generation are set: proxy there */
 	TARGET_ERROR,		/* sandbox in error: 502 page */
 	TARGET_UNAVAILABLE,	/* cannot be served now: 503 page + Retry-After */
@@ -242,6 +270,8 @@ enum control_lookup {
 #define CONTROL_PORT_RUNNING	(-1)
 /*
  * Where a preview request for sandbox id goes (port 0: the template's).
+ * A port other than the sandbox's own that the template's ports do not
+ * list is TARGET_UNKNOWN (with a message) before anything is woken.
  * A running sandbox, an unknown one, or one that cannot be woken now
  * (max_running full with nothing idle, low memory, too many held
  * requests) answers at once: CONTROL_LOOKUP_DONE with *t filled in, no
@@ -283,6 +313,24 @@ void	control_activity(struct control *, const char *sandbox_id,
  */
 typedef void (*control_retire_cb)(const char *sandbox_id, void *arg);
 void	control_set_retire_cb(struct control *, control_retire_cb, void *);
+
+/*
+ * control/preview.c — private previews. Asked before control_target_lookup
+ * so that a request without a valid token never wakes a sandbox.
+ */
+#define PREVIEW_TOKEN_PARAM	"sandboxd_token"	/* query and cookie */
+#define PREVIEW_TTL_DEFAULT	3600			/* seconds */
+#define PREVIEW_TTL_MIN		60
+#define PREVIEW_TTL_MAX		(30 * 86400)
+/* 1 if the sandbox is private (needs a token); 0 if public or unknown. */
+int	control_preview_private(struct control *, const char *sandbox_id);
+/*
+ * 0 if tok[0..len) is a valid, unexpired preview token for this sandbox
+ * (HMAC checked in constant time), with *expires its expiry in Unix
+ * seconds; -1 otherwise (why is logged at debug, never shown).
+ */
+int	control_preview_verify(struct control *, const char *sandbox_id,
+	    const char *tok, size_t len, int64_t *expires);
 
 /* control/api.c */
 /*

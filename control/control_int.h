@@ -60,6 +60,8 @@ struct sandbox_rt {
 	enum rt_port		 port_state;
 	int			 port;		/* the template's */
 	int			 dev_command;	/* the template runs one */
+	int			 private;	/* visibility private: tokens only */
+	const struct cfg_template *tmpl;	/* NULL: gone from the config */
 	int64_t			 memory_bytes;	/* its ceiling (memory_mb) */
 	int64_t			 idle_timeout_ms;	/* 0: never */
 	int64_t			 pause_timeout_ms;	/* 0: never */
@@ -115,6 +117,7 @@ struct control {
 	struct store		*store;
 	struct docker		*docker;
 	struct agent_hub	*hub;
+	struct egress		*egress;	/* egress.c */
 
 	char			*workspaces_dir;	/* data_dir/workspaces */
 	char			*homes_dir;		/* data_dir/homes */
@@ -125,6 +128,7 @@ struct control {
 	struct cfg_api_key	*keys;
 	size_t			 nkeys;
 	struct cfg_api_key	 generated_key;
+	uint8_t			 preview_key[TOKEN_KEY_LEN];	/* signs tokens */
 
 	struct sandbox_rt_list	 rts[RT_BUCKETS];
 	struct control_child_list children;
@@ -154,6 +158,7 @@ struct control {
 	struct task_list	 tasks;		/* queued and running */
 	struct task_follower_list followers;	/* event streams */
 	struct task_call_list	 task_calls;	/* agentd calls in flight */
+	LIST_HEAD(, control_status_req) status_reqs;	/* status.c */
 };
 
 /* control/control.c */
@@ -161,6 +166,9 @@ char	*control_sandbox_dir(struct control *, const char *which,
 	    const char *id);
 const struct cfg_template *control_template(struct control *,
 	    const char *name);
+/* The [api_key] section of a tenant, NULL if it has none any more. */
+const struct cfg_api_key *control_tenant_key(struct control *,
+	    const char *tenant);
 /* Run fn(arg) in a forked child; cb gets its wait status. -1: no fork. */
 int	 control_fork(struct control *, int (*)(void *), void *,
 	    control_child_cb, void *);
@@ -175,6 +183,19 @@ int	 control_container_ip(struct control *, struct json_object *,
 	    struct in_addr *);
 /* %-encode everything but unreserved characters (malloc'd). */
 char	*control_url_encode(const char *);
+
+/* control/status.c */
+/* Free the status requests still waiting for Docker. */
+void	 control_status_free_all(struct control *);
+
+/* control/keys.c */
+/*
+ * 1 if secret (whose SHA-256 hex is hash) is a live store key; *k gets
+ * its tenant's policy, k->name pointing into tenant[tenantlen].
+ */
+int	 control_key_lookup(struct control *, const char *secret, size_t len,
+	    const char *hash, struct cfg_api_key *k, char *tenant,
+	    size_t tenantlen);
 
 /* control/runtime.c */
 /* The sandbox's runtime, loaded from its store row if need be; NULL if
@@ -235,11 +256,13 @@ void	 wake_free_all(struct control *);
 
 /* control/reaper.c */
 /*
- * Room to start or wake one more sandbox (not rt itself): below
- * max_running, or after stopping the one idle the longest; and enough
- * free memory. 0, or -1 with *why (static text) when refused.
+ * Room to start or wake one more sandbox (rt, or a new one of tenant when
+ * rt is NULL): below the tenant's max_running and the global one, or after
+ * stopping the one idle the longest (the tenant's own for its ceiling);
+ * and enough free memory. 0, or -1 with *why (static text) when refused.
  */
-int	 reaper_admit(struct control *, struct sandbox_rt *, const char **why);
+int	 reaper_admit(struct control *, struct sandbox_rt *, const char *tenant,
+	    const char **why);
 /* (Re)arm the idle timer for the sandbox's state. */
 void	 reaper_arm(struct control *, struct sandbox_rt *);
 /* Host memory available to start sandboxes, bytes; -1 if unknown. */
@@ -318,6 +341,36 @@ void	 task_counts(struct control *, int *tasks, int *streams);
  */
 int	 task_event_convert(const char *line, size_t len, uint64_t *seq,
 	    const char **event, char **data, struct json_object **exitp);
+/* control/preview.c */
+/* Load (or make, at first start) preview_secret_file. */
+int	 preview_key_load(struct control *, char **cause);
+/* A token for id valid ttl_s seconds; *expires in Unix seconds. */
+int	 preview_token_make(struct control *, const char *id, int64_t ttl_s,
+	    char *out, size_t size, int64_t *expires);
+
+/* control/egress.c */
+struct egress;
+/* Set up ctl->egress (finds nft); nothing is loaded yet. */
+void	 egress_init(struct control *);
+/*
+ * Load the rules for this bridge (NULL: unknown, the rules fail), off the
+ * loop; done (may be NULL) is called once it is in force or has failed.
+ */
+void	 egress_apply(struct control *, const char *bridge,
+	    void (*done)(struct control *));
+/* 0 if sandboxes may start; -1 and *why (static) while not enforced. */
+int	 egress_admit(struct control *, const char **why);
+/* 1 while the rules are in force. */
+int	 egress_enforced(struct control *);
+/* {"mode","enforced","table","bridge","error"} for /healthz. */
+struct json_object *egress_json(struct control *);
+/* At exit: delete the table (blocks, bounded) and free the state. */
+void	 egress_free(struct control *);
+/* The bridge interface of a network, from Docker's inspect answer. */
+int	 egress_bridge_name(struct json_object *, char *, size_t);
+/* The ruleset text for one bridge (malloc'd); dns: the resolvers. */
+char	*egress_ruleset(const struct config *, const char *table,
+	    const char *bridge, const struct cfg_cidr *dns, size_t ndns);
 
 /* control/reconcile.c */
 /* Make Docker match the store; done is called once at the end. */

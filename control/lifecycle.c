@@ -442,8 +442,14 @@ container_create_cb(int status, struct json_object *body,
 static void
 container_start(struct lifecycle_op *op)
 {
-	char	path[256];
+	const char	*why;
+	char		 path[256];
 
+	/* Never a sandbox on the network without the rules (503: try later). */
+	if (egress_admit(op->ctl, &why) == -1) {
+		op_fail(op, 503, "%s", why);
+		return;
+	}
 	snprintf(path, sizeof path, "/containers/%s/start", op->container_id);
 	docker_request(op->ctl->docker, "POST", path, NULL, 0,
 	    container_start_cb, op);
@@ -779,8 +785,12 @@ lifecycle_unpause(struct control *ctl, const char *id, lifecycle_cb cb,
 {
 	struct lifecycle_op	*op;
 	struct store_sandbox	 s;
+	const char		*why;
 	char			 path[256];
 
+	/* Its traffic resumes: not without the network rules. */
+	if (egress_admit(ctl, &why) == -1)
+		return (-1);
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
 		return (-1);
 	if (s.state != SANDBOX_PAUSED || s.container_id == NULL ||

@@ -26,7 +26,12 @@ static void	reaper_idle_cb(evutil_socket_t, short, void *);
 static void	reaper_stopped_cb(struct control *, const char *, int,
 		    const char *, void *);
 static struct sandbox_rt *reaper_victim(struct control *,
-		    struct sandbox_rt *, int paused_only);
+		    struct sandbox_rt *, int paused_only, const char *tenant);
+static int	reaper_evict(struct control *, struct sandbox_rt *,
+		    const char *);
+static int	reaper_tenant_active(struct control *, const char *);
+static int	reaper_admit_tenant(struct control *, struct sandbox_rt *,
+		    const char *, const char **);
 static int64_t	reaper_read_u64(const char *, const char *);
 static void	reaper_later(struct sandbox_rt *);
 
@@ -134,11 +139,12 @@ reaper_stopped_cb(struct control *ctl, const char *id, int status,
 
 /*
  * The sandbox to stop for room: idle (nothing busy, nothing in flight),
- * not except, paused ones before running ones, the longest idle first.
+ * not except, of tenant unless NULL, paused ones before running ones, the
+ * longest idle first.
  */
 static struct sandbox_rt *
 reaper_victim(struct control *ctl, struct sandbox_rt *except,
-    int paused_only)
+    int paused_only, const char *tenant)
 {
 	struct sandbox_rt	*rt, *best = NULL;
 	size_t			 i;
@@ -147,6 +153,9 @@ reaper_victim(struct control *ctl, struct sandbox_rt *except,
 		LIST_FOREACH(rt, &ctl->rts[i], entry) {
 			if (rt == except || rt->op != NULL || rt_busy(rt) ||
 			    rt->nwaiters > 0)
+				continue;
+			if (tenant != NULL && (rt->tenant == NULL ||
+			    strcmp(rt->tenant, tenant) != 0))
 				continue;
 			if (rt->state != SANDBOX_PAUSED &&
 			    (paused_only || rt->state != SANDBOX_RUNNING))
@@ -191,13 +200,59 @@ reaper_floor(const struct config *cf, int64_t total)
 	return (0);
 }
 
-/* Room to start or wake rt? 0, or -1 with *why. */
+/* Sandboxes of tenant in an active state (creating to paused). */
+static int
+reaper_tenant_active(struct control *ctl, const char *tenant)
+{
+	struct sandbox_rt	*rt;
+	size_t			 i;
+	int			 n = 0;
+
+	for (i = 0; i < RT_BUCKETS; i++) {
+		LIST_FOREACH(rt, &ctl->rts[i], entry) {
+			if (rt_state_active(rt->state) && rt->tenant != NULL &&
+			    strcmp(rt->tenant, tenant) == 0)
+				n++;
+		}
+	}
+	return (n);
+}
+
+/* Room below the tenant's own max_running? 0, or -1 with *why. */
+static int
+reaper_admit_tenant(struct control *ctl, struct sandbox_rt *rt,
+    const char *tenant, const char **why)
+{
+	const struct cfg_api_key	*key = control_tenant_key(ctl, tenant);
+	struct sandbox_rt		*victim;
+
+	if (key == NULL || key->max_running == 0 ||
+	    reaper_tenant_active(ctl, tenant) < key->max_running)
+		return (0);
+	if ((victim = reaper_victim(ctl, rt, 0, tenant)) != NULL &&
+	    reaper_evict(ctl, victim, "tenant max_running") == 0)
+		return (0);
+	ctl->refusals_total++;
+	log_warnx("refusing to start a sandbox: the tenant's max_running "
+	    "reached and none of its sandboxes is idle\tid=%s tenant=%s "
+	    "max_running=%d", rt != NULL ? rt->id : "(new)", tenant,
+	    key->max_running);
+	*why = "Your API key runs as many sandboxes as it may at once (its "
+	    "max_running) and none of them is idle; stop one or try again "
+	    "later.";
+	return (-1);
+}
+
+/* Room to start or wake rt (NULL: a new one of tenant)? 0, or -1 + *why. */
 int
-reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char **why)
+reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char *tenant,
+    const char **why)
 {
 	struct sandbox_rt	*victim;
 	int64_t			 total = 0, avail, floor, reserved = 0;
 
+	if (rt != NULL)
+		tenant = rt->tenant;
 	avail = reaper_mem_available(&total);
 	floor = reaper_floor(ctl->cf, total);
 	/* Sandboxes still booting will take more than they have yet. */
@@ -210,7 +265,7 @@ reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char **why)
 		    " floor_mb=%" PRId64, rt != NULL ? rt->id : "(new)",
 		    avail >> 20, reserved >> 20, floor >> 20);
 		/* Make room for the next try: paused ones hold memory idle. */
-		if ((victim = reaper_victim(ctl, rt, 1)) != NULL)
+		if ((victim = reaper_victim(ctl, rt, 1, NULL)) != NULL)
 			reaper_evict(ctl, victim, "memory");
 		*why = "This server is low on memory (below min_free_memory) "
 		    "and cannot start another sandbox now; try again later.";
@@ -220,10 +275,13 @@ reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char **why)
 	 * rt counted already (started again while "running" without an
 	 * address, as after Docker was away) takes no more room.
 	 */
-	if (ctl->nactive < ctl->cf->max_running ||
-	    (rt != NULL && rt_state_active(rt->state)))
+	if (rt != NULL && rt_state_active(rt->state))
 		return (0);
-	if ((victim = reaper_victim(ctl, rt, 0)) != NULL &&
+	if (tenant != NULL && reaper_admit_tenant(ctl, rt, tenant, why) == -1)
+		return (-1);
+	if (ctl->nactive < ctl->cf->max_running)
+		return (0);
+	if ((victim = reaper_victim(ctl, rt, 0, NULL)) != NULL &&
 	    reaper_evict(ctl, victim, "max_running") == 0)
 		return (0);
 	ctl->refusals_total++;

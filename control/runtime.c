@@ -107,6 +107,8 @@ rt_load(struct sandbox_rt *rt, const struct store_sandbox *s,
 	rt->state = s->state;
 	rt->port = s->port;
 	rt->dev_command = t != NULL && t->dev_command != NULL;
+	rt->private = s->visibility == SANDBOX_PRIVATE;
+	rt->tmpl = t;
 	rt->memory_bytes = (int64_t)s->memory_mb * 1024 * 1024;
 	rt->idle_timeout_ms = (int64_t)s->idle_timeout_s * 1000;
 	rt->pause_timeout_ms = (int64_t)s->pause_timeout_s * 1000;

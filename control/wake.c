@@ -94,6 +94,13 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 		t->kind = TARGET_UNKNOWN;
 		return (CONTROL_LOOKUP_DONE);
 	}
+	/* A port the template does not open is no preview: never a wake. */
+	if (port > 0 && port != rt->port &&
+	    !config_port_allowed(rt->tmpl, port)) {
+		t->kind = TARGET_UNKNOWN;
+		t->message = "This port is not open for previews.";
+		return (CONTROL_LOOKUP_DONE);
+	}
 	/* The hot path: running, ready, nothing in flight. */
 	if (rt->op == NULL && rt->generation != 0 &&
 	    (rt->port_state == RT_PORT_READY || port != 0)) {
@@ -182,7 +189,7 @@ wake_start(struct control *ctl, struct sandbox_rt *rt, const char **why)
 	int	rv;
 
 	/* A paused sandbox counts toward max_running already. */
-	if (rt->state == SANDBOX_STOPPED && reaper_admit(ctl, rt, why) == -1)
+	if (rt->state == SANDBOX_STOPPED && reaper_admit(ctl, rt, NULL, why) == -1)
 		return (-1);
 	ctl->wakes_total++;
 	rt->why = NULL;

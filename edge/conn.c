@@ -1,8 +1,15 @@
 /*
  * A client connection: its socket and bufferevent, its timer, keep-alive
  * between requests, lingering close and teardown. What the bytes mean is
- * the protocol's business (h1.c); the connection only says when they come
- * and when its output drained.
+ * the protocol's business (h1.c, h2.c); the connection only says when they
+ * come and when its output drained.
+ *
+ * On a TLS listener the bufferevent is an OpenSSL one and the connection
+ * starts in EDGE_CONN_HANDSHAKE; once the handshake is done it goes on as
+ * a plain one would, reading and writing cleartext through the same
+ * bufferevent. Only the places that touch the socket itself differ:
+ * edge_flush (the bufferevent writes, EV_WRITE always on), the lingering
+ * close (close_notify before the FIN) and the close (close_notify).
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -22,7 +29,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+
+#include <openssl/ssl.h>
 
 #include "edge/edge.h"
 #include "edge/edge_int.h"
@@ -33,6 +43,8 @@ static void	edge_conn_event_cb(struct bufferevent *, short, void *);
 static void	edge_conn_timer_cb(evutil_socket_t, short, void *);
 static void	edge_conn_closed_cb(evutil_socket_t, short, void *);
 static void	edge_conn_shut(struct edge_conn *);
+static void	edge_conn_established(struct edge_conn *);
+static struct bufferevent *edge_conn_bev_tls(struct edge_conn *, int);
 static void	edge_format_peer(const struct sockaddr *, char *, size_t,
 		    char *, size_t);
 
@@ -60,9 +72,35 @@ edge_format_peer(const struct sockaddr *sa, char *peer, size_t plen,
 	}
 }
 
+/*
+ * A TLS bufferevent for a new connection: the handshake runs on its own
+ * and ends in the event callback (BEV_EVENT_CONNECTED or an error).
+ */
+static struct bufferevent *
+edge_conn_bev_tls(struct edge_conn *conn, int fd)
+{
+	struct bufferevent	*bev;
+	SSL			*ssl;
+
+	if ((ssl = edge_tls_ssl_new(conn->edge, &conn->tls_set)) == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(conn->edge->base, fd, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		edge_tls_conn_done(&conn->tls_set);
+		return NULL;
+	}
+	/* A client that closes without close_notify has just closed. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
 /* A new client connection: set up its bufferevent and first deadline. */
 void
-edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa)
+edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
+    int tls)
 {
 	struct edge_conn	*conn;
 	struct timeval		 wtv = { EDGE_WRITE_TIMEOUT_S, 0 };
@@ -74,13 +112,18 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa)
 
 	conn = xcalloc(1, sizeof *conn);
 	conn->edge = edge;
-	conn->state = EDGE_CONN_HEAD;
+	conn->state = tls ? EDGE_CONN_HANDSHAKE : EDGE_CONN_HEAD;
+	conn->tls = tls;
 	edge_format_peer(sa, conn->peer, sizeof conn->peer, conn->peer_ip,
 	    sizeof conn->peer_ip);
-	conn->bev = bufferevent_socket_new(edge->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls)
+		conn->bev = edge_conn_bev_tls(conn, fd);
+	else
+		conn->bev = bufferevent_socket_new(edge->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (conn->bev == NULL) {
-		log_warnx("bufferevent_socket_new failed\tpeer=%s", conn->peer);
+		log_warnx("bufferevent_socket_new failed\tpeer=%s tls=%d",
+		    conn->peer, tls);
 		close(fd);
 		free(conn);
 		return;
@@ -98,12 +141,34 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa)
 	bufferevent_set_timeouts(conn->bev, NULL, &wtv);
 	/*
 	 * EV_WRITE (on by default) only while edge_flush leaves bytes
-	 * behind: the write callback turns it off again.
+	 * behind: the write callback turns it off again. A TLS bufferevent
+	 * keeps it on: only it can write (SSL_write), and it watches the
+	 * socket only while its output holds bytes.
 	 */
-	bufferevent_disable(conn->bev, EV_WRITE);
+	if (!tls)
+		bufferevent_disable(conn->bev, EV_WRITE);
 	bufferevent_enable(conn->bev, EV_READ);
 	/* A new connection gets the head timeout for its first request. */
+	edge_conn_timer(conn, tls ? EDGE_HANDSHAKE_TIMEOUT_MS :
+	    EDGE_HEAD_TIMEOUT_MS);
+}
+
+/*
+ * The TLS handshake is done: the protocol ALPN chose takes the
+ * connection. Whatever request bytes came with the handshake's last
+ * flight are in the input already.
+ */
+static void
+edge_conn_established(struct edge_conn *conn)
+{
+	conn->state = EDGE_CONN_HEAD;
 	edge_conn_timer(conn, EDGE_HEAD_TIMEOUT_MS);
+	if (edge_tls_alpn(conn->bev) == EDGE_ALPN_H2) {
+		edge_h2_start(conn);
+		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
+		edge_h1_read(conn);
 }
 
 /*
@@ -118,6 +183,7 @@ edge_flush(struct bufferevent *bev)
 {
 	struct evbuffer	*out = bufferevent_get_output(bev);
 
+	/* TLS bufferevents always have EV_WRITE on: they write themselves. */
 	if (evbuffer_get_length(out) == 0 ||
 	    (bufferevent_get_enabled(bev) & EV_WRITE))
 		return;
@@ -154,6 +220,10 @@ edge_conn_bind(struct edge_conn *conn, const char *sandbox_id)
 {
 	char	old[ID_LEN + 1];
 
+	if (conn->h2 != NULL) {
+		edge_h2_bind(conn, sandbox_id);
+		return;
+	}
 	if (strcmp(conn->sandbox_id, sandbox_id) == 0)
 		return;
 	memcpy(old, conn->sandbox_id, sizeof old);
@@ -239,6 +309,8 @@ edge_conn_close(struct edge_conn *conn)
 
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
+	if (conn->tls)
+		edge_tls_close_notify(conn->bev);
 	conn->state = EDGE_CONN_DEAD;
 	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
 	bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
@@ -250,6 +322,7 @@ edge_conn_close(struct edge_conn *conn)
 	edge_reap_soon(edge);
 	if (conn->req != NULL)
 		edge_req_gone(conn->req);
+	edge_h2_close(conn);
 	if (conn->sandbox_id[0] != '\0') {
 		memcpy(id, conn->sandbox_id, sizeof id);
 		conn->sandbox_id[0] = '\0';
@@ -263,7 +336,9 @@ edge_conn_free(struct edge_conn *conn)
 {
 	if (conn->req != NULL)
 		edge_req_free(conn->req);
+	edge_h2_free(conn);
 	bufferevent_free(conn->bev);
+	edge_tls_conn_done(&conn->tls_set);
 	event_free(conn->timer);
 	if (conn->closed_ev != NULL)
 		event_free(conn->closed_ev);
@@ -314,6 +389,9 @@ edge_conn_shut(struct edge_conn *conn)
 		edge_conn_close(conn);
 		return;
 	}
+	/* Under TLS, close_notify is the last byte before the FIN. */
+	if (conn->tls)
+		edge_tls_close_notify(conn->bev);
 	shutdown(bufferevent_getfd(conn->bev), SHUT_WR);
 	conn->state = EDGE_CONN_LINGER;
 	evbuffer_drain(bufferevent_get_input(conn->bev),
@@ -334,9 +412,13 @@ edge_conn_read_cb(struct bufferevent *bev, void *arg)
 	case EDGE_CONN_REQUEST:
 		edge_h1_read(conn);
 		break;
+	case EDGE_CONN_H2:
+		edge_h2_read(conn);
+		break;
 	case EDGE_CONN_LINGER:
 		evbuffer_drain(in, evbuffer_get_length(in));
 		break;
+	case EDGE_CONN_HANDSHAKE:
 	case EDGE_CONN_CLOSING:
 	case EDGE_CONN_DEAD:
 		/* Pipelined bytes wait; the read watermark bounds them. */
@@ -352,8 +434,9 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
-	/* Drained: back to writing directly (edge_flush). */
-	bufferevent_disable(bev, EV_WRITE);
+	/* Drained: back to writing directly (edge_flush); TLS: see accept. */
+	if (!conn->tls)
+		bufferevent_disable(bev, EV_WRITE);
 	switch (conn->state) {
 	case EDGE_CONN_CLOSING:
 		edge_conn_shut(conn);
@@ -362,19 +445,42 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 	case EDGE_CONN_REQUEST:
 		edge_h1_drained(conn);
 		break;
+	case EDGE_CONN_H2:
+		edge_h2_drained(conn);
+		break;
+	case EDGE_CONN_HANDSHAKE:
 	case EDGE_CONN_LINGER:
 	case EDGE_CONN_DEAD:
 		break;
 	}
 }
 
-/* The client closed, reset, or stopped taking our output. */
+/*
+ * The TLS handshake finished, or the client closed, reset, or stopped
+ * taking our output. A failed handshake is the client's problem: debug.
+ */
 static void
 edge_conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct edge_conn	*conn = arg;
 
-	if (what & BEV_EVENT_ERROR)
+	if (conn->state == EDGE_CONN_HANDSHAKE) {
+		if (what & BEV_EVENT_CONNECTED) {
+			edge_conn_established(conn);
+			return;
+		}
+		log_debug("TLS handshake failed\tpeer=%s error=\"%s\"",
+		    conn->peer, (what & BEV_EVENT_TIMEOUT) ? "write timeout" :
+		    edge_tls_error(bev));
+		edge_conn_close(conn);
+		return;
+	}
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	if (conn->tls && (what & BEV_EVENT_ERROR))
+		log_debug("client TLS error\tpeer=%s error=\"%s\"",
+		    conn->peer, edge_tls_error(bev));
+	else if (what & BEV_EVENT_ERROR)
 		log_debug("client error\tpeer=%s error=\"%s\"", conn->peer,
 		    strerror(EVUTIL_SOCKET_ERROR()));
 	else if (what & BEV_EVENT_TIMEOUT)
@@ -390,6 +496,11 @@ edge_conn_timer_cb(evutil_socket_t fd, short events, void *arg)
 
 	if (conn->state == EDGE_CONN_HEAD)
 		edge_h1_timeout(conn);
-	else
+	else if (conn->state == EDGE_CONN_H2)
+		edge_h2_timeout(conn);
+	else {
+		if (conn->state == EDGE_CONN_HANDSHAKE)
+			log_debug("TLS handshake timeout\tpeer=%s", conn->peer);
 		edge_conn_close(conn);
+	}
 }

@@ -7,6 +7,8 @@
 #include "config.h"
 #endif
 
+#include <netinet/in.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,16 @@ edge_new(struct event_base *base, const struct config *cfg,
 	edge->sweep_ev = event_new(base, -1, EV_PERSIST, edge_sweep_cb, edge);
 	edge->grace_ev = evtimer_new(base, edge_grace_cb, edge);
 	evtimer_add(edge->sweep_ev, &tv);
+	/* Where redirect_https sends plain clients. */
+	if (cfg->ntls_listen > 0 &&
+	    cfg->tls_listen[0].ss.ss_family == AF_INET6)
+		edge->tls_port = ntohs(((const struct sockaddr_in6 *)
+		    &cfg->tls_listen[0].ss)->sin6_port);
+	else if (cfg->ntls_listen > 0)
+		edge->tls_port = ntohs(((const struct sockaddr_in *)
+		    &cfg->tls_listen[0].ss)->sin_port);
+	if (edge_tls_init(edge, cause) != 0)
+		goto fail;
 	if (edge_listen(edge, cause) != 0)
 		goto fail;
 	control_set_retire_cb(ctl, edge_retire_cb, edge);
@@ -100,6 +112,12 @@ edge_retire_find(struct edge *edge, const char *sandbox_id)
 	struct edge_req		*req;
 
 	TAILQ_FOREACH(conn, &edge->conns, entry) {
+		if (conn->state == EDGE_CONN_H2) {
+			if ((req = edge_h2_retire_find(conn, sandbox_id)) !=
+			    NULL)
+				return req;
+			continue;
+		}
 		req = conn->req;
 		if (conn->state != EDGE_CONN_REQUEST || req == NULL)
 			continue;
@@ -158,11 +176,17 @@ edge_shutdown(struct edge *edge, int64_t grace_ms,
 	edge_listen_close(edge, 0);
 	edge_pool_sweep(edge, 1);
 
-	/* Idle connections go now; busy ones close after their response. */
+	/*
+	 * Idle connections go now; busy ones close after their response;
+	 * HTTP/2 ones get GOAWAY and close once their streams are done.
+	 */
 	TAILQ_FOREACH_SAFE(conn, &edge->conns, entry, next) {
 		conn->draining = 1;
-		if (conn->state == EDGE_CONN_HEAD && !conn->started &&
-		    evbuffer_get_length(bufferevent_get_input(conn->bev)) == 0)
+		if (conn->state == EDGE_CONN_H2)
+			edge_h2_shutdown(conn);
+		if ((conn->state == EDGE_CONN_HEAD && !conn->started &&
+		    evbuffer_get_length(bufferevent_get_input(conn->bev)) ==
+		    0) || conn->state == EDGE_CONN_HANDSHAKE)
 			edge_conn_close(conn);
 		/*
 		 * An event stream ends only with its task: cut it now, its
@@ -196,6 +220,7 @@ edge_free(struct edge *edge)
 	edge_pool_sweep(edge, 1);
 	edge_reap_cb(-1, 0, edge);
 	edge_listen_close(edge, 1);
+	edge_tls_free(edge);
 	event_free(edge->reap_ev);
 	event_free(edge->sweep_ev);
 	event_free(edge->grace_ev);

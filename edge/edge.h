@@ -45,6 +45,17 @@ void		 edge_shutdown(struct edge *, int64_t grace_ms,
 		    void (*done)(void *), void *arg);
 void		 edge_free(struct edge *);
 
+/* edge/tls.c */
+/*
+ * SIGHUP: load every tls_cert/tls_key pair again for new handshakes; on
+ * any problem log it and keep the ones in use. 0 swapped, -1 kept.
+ */
+int		 edge_tls_reload(struct edge *);
+/* Load every pair of cfg once, to check it (check-config); -1, *cause. */
+int		 edge_tls_check(const struct config *, char **cause);
+/* 1 if a certificate name ("*.x" or exact) matches a server name. */
+int		 edge_tls_name_match(const char *pattern, const char *name);
+
 /* edge/listen.c */
 /*
  * The address listener i (in config order) is bound to, with the real port

@@ -4,16 +4,18 @@
  *   listen.c   listeners and accept back-off
  *   conn.c     a client connection: socket, timers, keep-alive, linger
  *   h1.c       HTTP/1.1 on a conn: heads in, requests out, responses framed
+ *   h2.c       HTTP/2 on a conn (nghttp2): each stream a request
  *   request.c  a request, protocol-blind: routing, held lookups, activity
  *   api.c      a request answered by the control API
  *   proxy.c    a request forwarded to an upstream; the pool; tunnels
  *   page.c     the pages edge answers with itself
+ *   preview.c  private previews (tokens, cookies) and Set-Cookie hygiene
  *   edge.c     the edge object: setup, the reaper, shutdown, retirement
  *
  * Nothing above request.c touches a client socket: the proxy, the API and
  * the pages write a response through the request's output operations
- * (struct edge_req_ops), which h1.c implements now and an HTTP/2 stream
- * will next.
+ * (struct edge_req_ops), which h1.c implements for HTTP/1.1 and h2.c for
+ * each HTTP/2 stream.
  */
 #ifndef SBX_EDGE_INT_H
 #define SBX_EDGE_INT_H
@@ -30,10 +32,12 @@
 #endif
 
 struct bufferevent;
+struct ssl_st;
 struct evconnlistener;
 struct event;
 struct evbuffer;
 
+#define EDGE_HANDSHAKE_TIMEOUT_MS 10000	/* a TLS handshake must complete */
 #define EDGE_HEAD_TIMEOUT_MS	 30000	/* a started head must complete */
 #define EDGE_IDLE_TIMEOUT_MS	 75000	/* keep-alive between requests */
 #define EDGE_BODY_TIMEOUT_MS	 30000	/* no API body byte for this long */
@@ -59,17 +63,39 @@ struct evbuffer;
 #define EDGE_READ_MAX		 (128 * 1024 - 64)
 #define EDGE_COALESCE		 (64 * 1024)	/* first response write, at most */
 #define EDGE_COALESCE_MS	 20	/* longest wait to fill it */
+/* HTTP/2 (h2.c; docs/http2.md) */
+#define EDGE_H2_MAX_STREAMS	 128	/* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define EDGE_H2_MAX_HEADER_LIST	 (64 * 1024)	/* else 431 */
+#define EDGE_H2_WINDOW		 (256 * 1024)	/* per stream: input bound */
+#define EDGE_H2_CONN_WINDOW	 (1024 * 1024)
+#define EDGE_H2_MAX_CONTINUATIONS 16	/* per header block */
+#define EDGE_H2_MAX_BLOCK	 (128 * 1024)	/* header block bytes */
+#define EDGE_H2_RESET_WINDOW_MS	 10000	/* rapid reset: this long, */
+#define EDGE_H2_RESET_MAX	 200	/* at most this many resets */
+#define EDGE_H2_MAX_BOUND	 16	/* sandboxes counted per connection */
 
 struct edge_req;
 struct edge_upstream;
+struct edge_h2;
+struct edge_h2_stream;
+
+/* What ALPN chose on a TLS connection (edge_tls_alpn). */
+enum edge_alpn {
+	EDGE_ALPN_NONE,		/* plain, or the client offered no ALPN */
+	EDGE_ALPN_HTTP11,
+	EDGE_ALPN_H2
+};
+
+struct edge_tls_set;
 
 /*
- * A client connection is always in exactly one of these states; the
- * TLS handshake and HTTP/2 sessions will come in as states of their own.
+ * A client connection is always in exactly one of these states.
  */
 enum edge_conn_state {
+	EDGE_CONN_HANDSHAKE,	/* TLS: the handshake is under way */
 	EDGE_CONN_HEAD,		/* waiting for or reading a request head */
 	EDGE_CONN_REQUEST,	/* carrying a request: see conn->req */
+	EDGE_CONN_H2,		/* an HTTP/2 session: see conn->h2 */
 	EDGE_CONN_CLOSING,	/* flushing the last response, then close */
 	EDGE_CONN_LINGER,	/* write side shut, draining what the client sends */
 	EDGE_CONN_DEAD		/* closed, freed by the reaper */
@@ -86,6 +112,9 @@ struct edge_conn {
 	char			 peer_ip[48];
 	int			 draining;	/* close after this response */
 	int			 linger;	/* unread client bytes at close */
+	/* TLS: the scheme is https; bev is an OpenSSL bufferevent. */
+	int			 tls;
+	struct edge_tls_set	*tls_set;	/* its SNI contexts (tls.c) */
 	/* Bound for ACTIVITY_CONN; "" when not. */
 	char			 sandbox_id[ID_LEN + 1];
 
@@ -95,6 +124,9 @@ struct edge_conn {
 	int			 started;	/* bytes of this head arrived */
 	size_t			 head_len;	/* head still at the input's start */
 	int			 keep;		/* this response keeps the conn */
+
+	/* HTTP/2 (h2.c): the session and its streams */
+	struct edge_h2		*h2;
 };
 
 /*
@@ -211,8 +243,15 @@ struct edge_req {
 	int			 keepalive;	/* the client allows keep-alive */
 	int			 close;		/* the connection ends after it */
 	int			 browser;	/* GET accepting text/html */
+	/*
+	 * The request came over TLS: the transport sets it when it makes
+	 * the request (0 on plain listeners); edge_req_reset keeps it.
+	 */
+	int			 https;
 	struct edge_host_match	 host;
-	int			 json_errors;	/* API host: JSON error bodies */
+	/* JSON error bodies: API hosts, and clients that ask for JSON. */
+	int			 json_errors;
+	int			 strip_token;	/* private: drop the token cookie */
 	enum http_body_kind	 body;
 	uint64_t		 body_left;
 	struct http_chunked	 body_chunked;
@@ -250,6 +289,9 @@ struct edge_req {
 	/* idleness accounting */
 	enum edge_req_activity	 activity;
 	char			 activity_id[ID_LEN + 1];
+
+	/* HTTP/2: the stream carrying it (h2.c), NULL on HTTP/1.1 */
+	struct edge_h2_stream	*h2s;
 };
 
 struct edge_pool;
@@ -286,6 +328,7 @@ struct edge_pool {
 
 struct edge_listener {
 	struct evconnlistener	*lev;
+	int			 tls;		/* a tls_listen address */
 	struct sockaddr_storage	 ss;
 	socklen_t		 sslen;
 };
@@ -309,6 +352,8 @@ struct edge {
 	void			*done_arg;
 	char			*scratch;	/* builds rewritten heads */
 	size_t			 scratch_size;
+	struct edge_tls		*tls;		/* NULL: no tls_listen */
+	int			 tls_port;	/* the first tls_listen's port */
 };
 
 /* edge/edge.c */
@@ -321,9 +366,26 @@ int	edge_listen(struct edge *, char **cause);
 /* Stop accepting; free_all also releases the listeners' memory. */
 void	edge_listen_close(struct edge *, int free_all);
 
+/* edge/tls.c */
+struct edge_tls;
+/* Load the pairs if there is a TLS listener; -1 with *cause. */
+int	edge_tls_init(struct edge *, char **cause);
+void	edge_tls_free(struct edge *);
+/* An SSL on the current set, *setp holding it; NULL on failure. */
+struct ssl_st *edge_tls_ssl_new(struct edge *, struct edge_tls_set **setp);
+/* Drop the connection's set (idempotent). */
+void	edge_tls_conn_done(struct edge_tls_set **setp);
+/* What ALPN chose on an established TLS bufferevent. */
+enum edge_alpn edge_tls_alpn(struct bufferevent *);
+/* Send close_notify once, if the session is sound. */
+void	edge_tls_close_notify(struct bufferevent *);
+/* The handshake's error text, for the debug log. */
+const char *edge_tls_error(struct bufferevent *);
+
 /* edge/conn.c */
-/* Take a new client socket; closes fd on failure. */
-void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *);
+/* Take a new client socket (tls: from a tls_listen); closes fd on failure. */
+void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *,
+	    int tls);
 /* Write what is queued on bev now, in this loop turn. */
 void	edge_flush(struct bufferevent *);
 /* Close now; freed by the reaper, so callers may still read conn->state. */
@@ -360,6 +422,31 @@ void	edge_h1_read(struct edge_conn *);
 void	edge_h1_drained(struct edge_conn *);
 /* The connection's timer in EDGE_CONN_HEAD. */
 void	edge_h1_timeout(struct edge_conn *);
+
+/* edge/h2.c */
+/* 1 if p[0..len) starts like the h2 preface; *complete: all 24 bytes. */
+int	edge_h2_preface(const char *, size_t, int *complete);
+/*
+ * Take over a connection for HTTP/2 (state EDGE_CONN_H2): its input,
+ * read through conn->bev only (plain or TLS alike), starts with the
+ * client preface: h2c prior knowledge (h1.c hands it over), or TLS with
+ * ALPN "h2" (call it once the handshake is done).
+ */
+void	edge_h2_start(struct edge_conn *);
+/* Bytes from the client; the client took all our output; conn->timer. */
+void	edge_h2_read(struct edge_conn *);
+void	edge_h2_drained(struct edge_conn *);
+void	edge_h2_timeout(struct edge_conn *);
+/* GOAWAY(NO_ERROR): open streams finish, then the connection closes. */
+void	edge_h2_shutdown(struct edge_conn *);
+/* edge_conn_bind for h2: ACTIVITY_CONN once per (connection, sandbox). */
+void	edge_h2_bind(struct edge_conn *, const char *sandbox_id);
+/* A stream's request in PROXY or TUNNEL to this sandbox, or NULL. */
+struct edge_req	*edge_h2_retire_find(struct edge_conn *, const char *);
+/* The connection closed: every stream's request is gone (conn.c). */
+void	edge_h2_close(struct edge_conn *);
+/* Free the session and its streams (edge_conn_free). */
+void	edge_h2_free(struct edge_conn *);
 
 /* edge/request.c */
 /* A request object for conn, answering through ops; never NULL. */
@@ -413,6 +500,22 @@ void	edge_page_error(struct edge_req *, int status, const char *message,
 	    const struct http_header *extra, size_t nextra);
 /* "Starting your app…": 503, polls the same URL, reloads when it answers. */
 void	edge_page_warming(struct edge_req *);
+/* A 3xx with a small body; extra holds Location (and whatever else). */
+void	edge_page_redirect(struct edge_req *, int status,
+	    const struct http_header *extra, size_t nextra);
+
+/* edge/preview.c */
+/*
+ * A preview request to a private sandbox: 0 to go on (public, or a
+ * valid token cookie), -1 when answered (token redirect, 401). Before
+ * any lookup: an unauthorized request never wakes a sandbox.
+ */
+int	edge_preview_auth(struct edge_req *, const struct http_request_head *);
+/* Strip Domain from the Set-Cookie headers; free *buf after sending. */
+void	edge_preview_set_cookies(struct http_header *, size_t n, size_t room,
+	    char **buf);
+/* 308 to the same URL on the TLS listener (redirect_https); ends it. */
+void	edge_page_https(struct edge_req *, const struct http_request_head *);
 
 /* edge/proxy.c */
 /* Forward the request (head h) to the key's address. */

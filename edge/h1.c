@@ -161,9 +161,10 @@ edge_h1_timeout(struct edge_conn *conn)
 static struct edge_req *
 edge_h1_req(struct edge_conn *conn)
 {
-	if (conn->req == NULL)
+	if (conn->req == NULL) {
 		conn->req = edge_req_new(conn, &edge_h1_ops);
-	else
+		conn->req->https = conn->tls;
+	} else
 		edge_req_reset(conn->req);
 	conn->state = EDGE_CONN_REQUEST;
 	edge_conn_timer(conn, -1);
@@ -214,7 +215,7 @@ edge_h1_parse(struct edge_conn *conn)
 	struct http_request_head	 head;
 	const char			*p;
 	size_t				 len;
-	int				 r;
+	int				 r, complete;
 
 	/* A client reading none of our answers gets no more of them. */
 	if (evbuffer_get_length(bufferevent_get_output(conn->bev)) >
@@ -237,6 +238,13 @@ edge_h1_parse(struct edge_conn *conn)
 	if (len > HTTP_MAX_HEAD_SIZE)
 		len = HTTP_MAX_HEAD_SIZE;
 	p = (const char *)evbuffer_pullup(in, len);
+	/* h2c with prior knowledge: the preface instead of a first request. */
+	if (conn->req == NULL && *p == 'P' &&
+	    edge_h2_preface(p, len, &complete)) {
+		if (complete)
+			edge_h2_start(conn);
+		return;
+	}
 	if (!edge_head_complete(p, len, conn->scanned)) {
 		conn->scanned = len;
 		if (len == HTTP_MAX_HEAD_SIZE)

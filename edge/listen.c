@@ -21,9 +21,11 @@
 
 static void	edge_accept_cb(struct evconnlistener *, evutil_socket_t,
 		    struct sockaddr *, int, void *);
+static void	edge_accept_tls_cb(struct evconnlistener *, evutil_socket_t,
+		    struct sockaddr *, int, void *);
 static void	edge_accept_error_cb(struct evconnlistener *, void *);
 static void	edge_accept_resume_cb(evutil_socket_t, short, void *);
-static int	edge_listen_one(struct edge *, const struct cfg_addr *,
+static int	edge_listen_one(struct edge *, const struct cfg_addr *, int,
 		    char **);
 
 /* Bind every listen address of the config; -1 with *cause on failure. */
@@ -33,25 +35,30 @@ edge_listen(struct edge *edge, char **cause)
 	size_t	i;
 
 	edge->accept_ev = evtimer_new(edge->base, edge_accept_resume_cb, edge);
-	edge->listeners = xcalloc(edge->cfg->nlisten + 1,
-	    sizeof *edge->listeners);
+	edge->listeners = xcalloc(edge->cfg->nlisten + edge->cfg->ntls_listen +
+	    1, sizeof *edge->listeners);
 	for (i = 0; i < edge->cfg->nlisten; i++) {
-		if (edge_listen_one(edge, &edge->cfg->listen[i], cause) != 0)
+		if (edge_listen_one(edge, &edge->cfg->listen[i], 0, cause) != 0)
 			return -1;
 	}
-	if (edge->cfg->ntls_listen > 0)
-		log_warnx("TLS is not implemented yet; tls_listen ignored"
-		    "\tcount=%zu", edge->cfg->ntls_listen);
+	for (i = 0; i < edge->cfg->ntls_listen; i++) {
+		if (edge_listen_one(edge, &edge->cfg->tls_listen[i], 1,
+		    cause) != 0)
+			return -1;
+	}
 	return 0;
 }
 
-/* Bind one listener; -1 with *cause on failure. */
+/* Bind one listener (tls: its connections are TLS); -1 with *cause. */
 static int
-edge_listen_one(struct edge *edge, const struct cfg_addr *a, char **cause)
+edge_listen_one(struct edge *edge, const struct cfg_addr *a, int tls,
+    char **cause)
 {
 	struct edge_listener	*l = &edge->listeners[edge->nlisteners];
 
-	l->lev = evconnlistener_new_bind(edge->base, edge_accept_cb, edge,
+	l->tls = tls;
+	l->lev = evconnlistener_new_bind(edge->base, tls ? edge_accept_tls_cb :
+	    edge_accept_cb, edge,
 	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE,
 	    1024, (const struct sockaddr *)&a->ss, a->sslen);
 	if (l->lev == NULL) {
@@ -66,7 +73,7 @@ edge_listen_one(struct edge *edge, const struct cfg_addr *a, char **cause)
 		l->sslen = a->sslen;
 	}
 	edge->nlisteners++;
-	log_info("listening\taddr=%s", a->text);
+	log_info("listening\taddr=%s%s", a->text, tls ? " tls=1" : "");
 	return 0;
 }
 
@@ -116,7 +123,21 @@ edge_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
-	edge_conn_accept(edge, fd, sa);
+	edge_conn_accept(edge, fd, sa, 0);
+}
+
+/* A new client connection on a TLS listener. */
+static void
+edge_accept_tls_cb(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct edge	*edge = arg;
+
+	if (edge->shutting_down) {
+		close(fd);
+		return;
+	}
+	edge_conn_accept(edge, fd, sa, 1);
 }
 
 /* accept failed: back off on descriptor exhaustion instead of spinning. */

@@ -21,6 +21,7 @@ static void	edge_page_send(struct edge_req *, int, const char *,
 static void	edge_html_escape(struct evbuffer *, const char *);
 static void	edge_json_escape(struct evbuffer *, const char *);
 static const char *edge_error_code(int);
+static const char *edge_error_title(int);
 
 /* One look for every page: system font, a centered card. */
 #define EDGE_PAGE_STYLE							\
@@ -116,14 +117,38 @@ edge_error_code(int status)
 	case 408:
 	case 431:
 		return "bad_request";
+	case 401:
+		return "unauthorized";
 	case 404:
 		return "not_found";
 	case 413:
 		return "payload_too_large";
+	case 502:
 	case 503:
+	case 504:
 		return "unavailable";
 	default:
 		return "internal";
+	}
+}
+
+/* The page's headline: what a person needs to know, not the status text. */
+static const char *
+edge_error_title(int status)
+{
+	switch (status) {
+	case 401:
+		return "This preview is private";
+	case 404:
+		return "Nothing here";
+	case 502:
+		return "This app is not working";
+	case 503:
+		return "This app is not available right now";
+	case 504:
+		return "This app took too long to answer";
+	default:
+		return http_status_text(status);
 	}
 }
 
@@ -187,7 +212,8 @@ edge_page_error(struct edge_req *req, int status, const char *message,
 		evbuffer_add_printf(body, "%s<title>%d %s</title>%s",
 		    EDGE_PAGE_HEAD, status, text, EDGE_PAGE_STYLE);
 		evbuffer_add_printf(body, "</head>\n<body><main class=\"card\">"
-		    "<p class=\"code\">%d</p><h1>%s</h1><p>", status, text);
+		    "<p class=\"code\">%d %s</p><h1>%s</h1><p>", status, text,
+		    edge_error_title(status));
 		edge_html_escape(body, message);
 		evbuffer_add_printf(body, "</p></main></body></html>\n");
 	}
@@ -222,4 +248,58 @@ edge_page_warming(struct edge_req *req)
 	edge_page_send(req, 503, "text/html; charset=utf-8", body, extra,
 	    nitems(extra));
 	evbuffer_free(body);
+}
+
+/* A redirect: extra carries Location; a one-line page for old clients. */
+void
+edge_page_redirect(struct edge_req *req, int status,
+    const struct http_header *extra, size_t nextra)
+{
+	struct evbuffer	*body = evbuffer_new();
+
+	evbuffer_add_printf(body, "%s<title>Redirecting</title>%s</head>\n"
+	    "<body><main class=\"card\"><p>Redirecting&hellip;</p></main>"
+	    "</body></html>\n", EDGE_PAGE_HEAD, EDGE_PAGE_STYLE);
+	edge_page_send(req, status, "text/html; charset=utf-8", body, extra,
+	    nextra);
+	evbuffer_free(body);
+}
+
+/*
+ * redirect_https: 308 to the same host (without its port), on the TLS
+ * listener's port unless it is 443, with the same path and query. 308
+ * keeps the method and body, so an API POST is repeated over TLS.
+ */
+void
+edge_page_https(struct edge_req *req, const struct http_request_head *h)
+{
+	const struct http_header	*host;
+	struct http_header		 loc = { "Location", 8, NULL, 0 };
+	struct evbuffer			*url;
+	const char			*end;
+	size_t				 len;
+
+	host = http_header_find(h->headers, h->nheaders, "host");
+	if (host == NULL || host->value_len == 0) {
+		edge_req_error(req, 400, "This server is reached over HTTPS; "
+		    "the request names no host to redirect to.");
+		return;
+	}
+	len = host->value_len;
+	if (host->value[0] == '[') {
+		end = memchr(host->value, ']', len);
+		if (end != NULL)
+			len = end - host->value + 1;
+	} else if ((end = memchr(host->value, ':', len)) != NULL)
+		len = end - host->value;
+	url = evbuffer_new();
+	evbuffer_add(url, "https://", 8);
+	evbuffer_add(url, host->value, len);
+	if (req->edge->tls_port != 443)
+		evbuffer_add_printf(url, ":%d", req->edge->tls_port);
+	evbuffer_add(url, h->target, h->target_len);
+	loc.value_len = evbuffer_get_length(url);
+	loc.value = (const char *)evbuffer_pullup(url, -1);
+	edge_page_redirect(req, 308, &loc, 1);
+	evbuffer_free(url);
 }

@@ -38,6 +38,8 @@ static int	edge_hop_by_hop(const struct http_header *, size_t,
 		    const struct http_header *, int, int);
 static void	edge_proxy_request_head(struct edge_req *,
 		    const struct http_request_head *, struct edge_hbuf *);
+static void	edge_proxy_cookie(struct edge_hbuf *,
+		    const struct http_header *);
 static int	edge_proxy_framing(struct edge_req *,
 		    const struct http_response_head *,
 		    const struct http_header *);
@@ -128,6 +130,30 @@ edge_hop_by_hop(const struct http_header *hdrs, size_t n,
 	return edge_named_by_connection(hdrs, n, h);
 }
 
+/*
+ * A private preview's Cookie header without the preview token: the app
+ * never sees it. Dropped whole when nothing else is left.
+ */
+static void
+edge_proxy_cookie(struct edge_hbuf *b, const struct http_header *hd)
+{
+	struct http_header	 out = *hd;
+	char			 stack[1024], *buf;
+	size_t			 len;
+
+	buf = hd->value_len <= sizeof stack ? stack : xmalloc(hd->value_len);
+	if (http_cookie_remove(hd->value, hd->value_len, PREVIEW_TOKEN_PARAM,
+	    sizeof PREVIEW_TOKEN_PARAM - 1, buf, &len) == 0)
+		edge_hbuf_header(b, hd);
+	else if (len > 0) {
+		out.value = buf;
+		out.value_len = len;
+		edge_hbuf_header(b, &out);
+	}
+	if (buf != stack)
+		free(buf);
+}
+
 /* The request head for the upstream, in b. */
 static void
 edge_proxy_request_head(struct edge_req *req, const struct http_request_head *h,
@@ -159,6 +185,10 @@ edge_proxy_request_head(struct edge_req *req, const struct http_request_head *h,
 		}
 		if (host == NULL && edge_name_is(hd, "host", 4))
 			host = hd;
+		if (req->strip_token && edge_name_is(hd, "cookie", 6)) {
+			edge_proxy_cookie(b, hd);
+			continue;
+		}
 		edge_hbuf_header(b, hd);
 	}
 	edge_hbuf_str(b, "X-Forwarded-For: ");
@@ -170,7 +200,8 @@ edge_proxy_request_head(struct edge_req *req, const struct http_request_head *h,
 		}
 	}
 	edge_hbuf_str(b, req->conn->peer_ip);
-	edge_hbuf_str(b, "\r\nX-Forwarded-Proto: http\r\n");
+	edge_hbuf_str(b, req->conn->tls ? "\r\nX-Forwarded-Proto: https\r\n" :
+	    "\r\nX-Forwarded-Proto: http\r\n");
 	if (host != NULL) {
 		edge_hbuf_str(b, "X-Forwarded-Host: ");
 		edge_hbuf_add(b, host->value, host->value_len);
@@ -216,7 +247,7 @@ edge_proxy_start(struct edge_req *req, const struct http_request_head *h,
 		goto out;
 
 	if ((up = edge_upstream_get(edge, &req->key)) == NULL) {
-		edge_proxy_fail(req, 502, "The upstream could not be "
+		edge_proxy_fail(req, 502, "The app could not be "
 		    "reached.");
 		goto out;
 	}
@@ -523,7 +554,7 @@ edge_proxy_framing(struct edge_req *req, const struct http_response_head *rh,
 {
 	if (http_response_body(rh, req->method, &req->resp_body,
 	    &req->resp_left) != 0) {
-		edge_proxy_fail(req, 502, "The upstream response framing is "
+		edge_proxy_fail(req, 502, "The app's response framing is "
 		    "invalid.");
 		return -1;
 	}
@@ -555,6 +586,7 @@ edge_proxy_response_head(struct edge_req *req)
 	struct edge_resp_head		 er;
 	struct evbuffer_iovec		 v;
 	const char			*p;
+	char				*cookies = NULL;
 	size_t				 len, i, n, want;
 	int				 r, upgrade, informational;
 
@@ -576,14 +608,14 @@ edge_proxy_response_head(struct edge_req *req)
 	if (r == -2 && len < HTTP_MAX_HEAD_SIZE)
 		return 1;
 	if (r < 0) {
-		edge_proxy_fail(req, 502, "The upstream sent a malformed "
+		edge_proxy_fail(req, 502, "The app sent a malformed "
 		    "response.");
 		return 1;
 	}
 	upgrade = rh.status == 101;
 	informational = rh.status >= 100 && rh.status < 200 && !upgrade;
 	if (upgrade && !req->upgrade) {
-		edge_proxy_fail(req, 502, "The upstream switched protocols "
+		edge_proxy_fail(req, 502, "The app switched protocols "
 		    "unasked.");
 		return 1;
 	}
@@ -617,6 +649,9 @@ edge_proxy_response_head(struct edge_req *req)
 		    upgrade, connection != NULL))
 			hdrs[n++] = rh.headers[i];
 	}
+	/* A sandbox's cookies are host-only: no Domain (not for routes). */
+	if (req->key.sandbox_id[0] != '\0')
+		edge_preview_set_cookies(hdrs, n, (size_t)r, &cookies);
 	memset(&er, 0, sizeof er);
 	er.status = rh.status;
 	er.reason = rh.reason;
@@ -625,6 +660,7 @@ edge_proxy_response_head(struct edge_req *req)
 	er.nheaders = n;
 	er.body = informational || upgrade ? HTTP_BODY_NONE : req->resp_body;
 	edge_req_head(req, &er);
+	free(cookies);
 	evbuffer_drain(in, r);
 	if (upgrade) {
 		edge_proxy_tunnel(req);
@@ -810,13 +846,13 @@ edge_upstream_closed(struct edge_upstream *up)
 				return;
 			}
 		}
-		edge_proxy_fail(req, 502, connected ? "The upstream closed "
-		    "the connection without answering." : "The upstream "
-		    "refused the connection.");
+		edge_proxy_fail(req, 502, connected ? "The app closed "
+		    "the connection without answering." : "Nothing listens "
+		    "on this port of the sandbox (yet).");
 		return;
 	}
 	if (req->resp != EDGE_RESP_BODY) {
-		edge_proxy_fail(req, 502, "The upstream closed the "
+		edge_proxy_fail(req, 502, "The app closed the "
 		    "connection in the middle of its response head.");
 		return;
 	}
@@ -847,10 +883,10 @@ edge_proxy_timeout(struct edge_req *req)
 		return;
 	}
 	if (!req->up->connected)
-		edge_proxy_fail(req, 502, "The upstream did not accept the "
+		edge_proxy_fail(req, 502, "The app did not accept the "
 		    "connection in time.");
 	else
-		edge_proxy_fail(req, 504, "The upstream did not answer in "
+		edge_proxy_fail(req, 504, "The app did not answer in "
 		    "time.");
 }
 

@@ -35,6 +35,9 @@ static void	edge_req_unkeep(struct edge_req *);
 static void	edge_req_settle(struct edge_req *);
 static void	edge_req_held_timeout(struct edge_req *);
 static int	edge_req_is_browser(const struct http_request_head *);
+static int	edge_req_wants_json(const struct http_header *);
+static int	edge_req_to_https(struct edge_req *,
+		    const struct http_request_head *);
 static int	edge_route_addr(const struct cfg_route *,
 		    struct sockaddr_storage *, socklen_t *);
 
@@ -69,6 +72,7 @@ edge_req_reset(struct edge_req *req)
 	req->browser = 0;
 	memset(&req->host, 0, sizeof req->host);
 	req->json_errors = 0;
+	req->strip_token = 0;
 	req->body = HTTP_BODY_NONE;
 	req->body_left = 0;
 	req->body_done = 1;
@@ -130,6 +134,49 @@ edge_req_is_browser(const struct http_request_head *h)
 	return 0;
 }
 
+/*
+ * redirect_https: API and preview requests on a plain listener go to
+ * HTTPS. /healthz stays plain for probes; [route] hosts are the
+ * operator's (an ACME http-01 responder may live there).
+ */
+static int
+edge_req_to_https(struct edge_req *req, const struct http_request_head *h)
+{
+	if (req->host.kind == EDGE_HOST_ROUTE)
+		return 0;
+	if (req->host.kind == EDGE_HOST_API && h->target_len >= 8 &&
+	    memcmp(h->target, "/healthz", 8) == 0 &&
+	    (h->target_len == 8 || h->target[8] == '?'))
+		return 0;
+	return 1;
+}
+
+/*
+ * 1 if the client asks for JSON: its Accept names application/json and
+ * not text/html (a browser's navigation names both, or html only). Error
+ * answers then carry the API's JSON error body instead of a page.
+ */
+static int
+edge_req_wants_json(const struct http_header *accept)
+{
+	const char	*v;
+	size_t		 i, n;
+	int		 json = 0;
+
+	if (accept == NULL)
+		return 0;
+	v = accept->value;
+	n = accept->value_len;
+	for (i = 0; i + 9 <= n; i++) {
+		if (strncasecmp(v + i, "text/html", 9) == 0)
+			return 0;
+		if (i + 16 <= n && strncasecmp(v + i, "application/json",
+		    16) == 0)
+			json = 1;
+	}
+	return json;
+}
+
 /* Split a sockaddr for a [route]; -1 if the unix path does not fit. */
 static int
 edge_route_addr(const struct cfg_route *r, struct sockaddr_storage *ss,
@@ -160,18 +207,35 @@ void
 edge_req_start(struct edge_req *req, const struct http_request_head *h,
     const char *why)
 {
-	const struct http_header	*host;
+	const struct http_header	*host = NULL, *accept = NULL, *hd;
+	size_t				 i;
 
-	host = http_header_find(h->headers, h->nheaders, "host");
+	/* One pass for both: every request needs Host, errors Accept. */
+	for (i = 0; i < h->nheaders && (host == NULL || accept == NULL);
+	    i++) {
+		hd = &h->headers[i];
+		if (hd->name_len == 4 && host == NULL &&
+		    strncasecmp(hd->name, "host", 4) == 0)
+			host = hd;
+		else if (hd->name_len == 6 && accept == NULL &&
+		    strncasecmp(hd->name, "accept", 6) == 0)
+			accept = hd;
+	}
 	if (host != NULL)
 		edge_route_match(req->edge->cfg, host->value, host->value_len,
 		    &req->host);
 	else
 		edge_route_match(req->edge->cfg, "", 0, &req->host);
-	req->json_errors = req->host.kind == EDGE_HOST_API;
+	req->json_errors = req->host.kind == EDGE_HOST_API ||
+	    edge_req_wants_json(accept);
 	if (why != NULL) {
 		req->close = 1;
 		edge_req_error(req, 400, why);
+		return;
+	}
+	if (!req->conn->tls && req->edge->cfg->redirect_https &&
+	    edge_req_to_https(req, h)) {
+		edge_page_https(req, h);
 		return;
 	}
 
@@ -192,6 +256,8 @@ edge_req_start(struct edge_req *req, const struct http_request_head *h,
 		edge_req_error(req, 404, "No sandbox here.");
 		return;
 	case EDGE_HOST_PREVIEW:
+		if (edge_preview_auth(req, h) != 0)
+			return;
 		edge_req_lookup(req, h);
 		return;
 	}
@@ -286,7 +352,8 @@ edge_req_target(struct edge_req *req, const struct http_request_head *h,
 		edge_proxy_start(req, h, &req->key);
 		return;
 	case TARGET_UNKNOWN:
-		edge_req_error(req, 404, "No sandbox here.");
+		edge_req_error(req, 404, t->message != NULL ? t->message :
+		    "No sandbox here.");
 		return;
 	case TARGET_ERROR:
 		edge_req_error(req, 502, t->message != NULL ? t->message :

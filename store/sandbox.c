@@ -16,6 +16,7 @@
 
 static int	store_sandbox_row(sqlite3_stmt *, struct store_sandbox *);
 static const char *store_visibility_name(enum sandbox_visibility);
+static int	store_sandbox_count_step(struct store *, sqlite3_stmt *, int *);
 
 /* The text stored for a visibility, NULL if out of range. */
 static const char *
@@ -269,7 +270,6 @@ store_sandbox_count(struct store *s, int state, int *out)
 {
 	sqlite3_stmt	*stmt;
 	const char	*name;
-	int		 rc;
 
 	*out = 0;
 	if (state < 0)
@@ -282,6 +282,26 @@ store_sandbox_count(struct store *s, int state, int *out)
 		stmt = store_stmt(s, STORE_STMT_SANDBOX_COUNT_STATE);
 		store_bind_text(stmt, 1, name);
 	}
+	return (store_sandbox_count_step(s, stmt, out));
+}
+
+/* Count one tenant's rows. */
+int
+store_sandbox_count_tenant(struct store *s, const char *tenant, int *out)
+{
+	sqlite3_stmt	*stmt = store_stmt(s, STORE_STMT_SANDBOX_COUNT_TENANT);
+
+	*out = 0;
+	store_bind_text(stmt, 1, tenant);
+	return (store_sandbox_count_step(s, stmt, out));
+}
+
+/* Run a count(*) statement into *out. */
+static int
+store_sandbox_count_step(struct store *s, sqlite3_stmt *stmt, int *out)
+{
+	int	rc;
+
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW)
 		*out = sqlite3_column_int(stmt, 0);

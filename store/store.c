@@ -131,7 +131,23 @@ static const char *store_migrations[] = {
 	"CREATE INDEX sandboxes_created ON sandboxes (created_at, id);",
 
 	/*
-	 * 3: what a finished task leaves (issue 8): why it failed, the
+	 * 3: API keys made by "sandboxd key create", kept as the SHA-256 of
+	 * the secret only. A revoked key keeps its row (revoked_at set) so
+	 * "key list" can show it; auth never accepts it again.
+	 */
+	"CREATE TABLE api_keys ("
+	"  id           TEXT PRIMARY KEY NOT NULL"
+	"                 CHECK (length(id) BETWEEN 1 AND 26),"
+	"  tenant       TEXT NOT NULL REFERENCES tenants (name),"
+	"  secret_hash  TEXT NOT NULL UNIQUE CHECK (length(secret_hash) = 64),"
+	"  created_at   INTEGER NOT NULL,"
+	"  last_used_at INTEGER NOT NULL DEFAULT 0,"
+	"  revoked_at   INTEGER NOT NULL DEFAULT 0"
+	");"
+	"CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at, id);",
+
+	/*
+	 * 4: what a finished task leaves (issue 8): why it failed, the
 	 * agent's summary, the files it changed, the checkpoint revert
 	 * goes back to, and whether it ran out of time. Plain added
 	 * columns: no CHECK changes, no rebuild.
@@ -149,6 +165,8 @@ _Static_assert(nitems(store_migrations) == STORE_SCHEMA_VERSION,
 	"id, tenant, template, state, port, visibility, memory_mb, cpus, "	\
 	"idle_timeout_s, pause_timeout_s, env_json, labels_json, "	\
 	"container_id, error, created_at, last_active_at"
+#define STORE_APIKEY_COLUMNS						\
+	"id, tenant, secret_hash, created_at, last_used_at, revoked_at"
 #define STORE_TASK_COLUMNS						\
 	"id, sandbox_id, agent, spec_json, state, exit_code, created_at, "	\
 	"started_at, finished_at, error, summary_json, changed_files_json, "	\
@@ -184,12 +202,32 @@ static const char *store_sql[STORE_NSTMTS] = {
 	[STORE_STMT_SANDBOX_COUNT_ALL] = "SELECT count(*) FROM sandboxes",
 	[STORE_STMT_SANDBOX_COUNT_STATE] =
 	    "SELECT count(*) FROM sandboxes WHERE state = ?1",
+	[STORE_STMT_SANDBOX_COUNT_TENANT] =
+	    "SELECT count(*) FROM sandboxes WHERE tenant = ?1",
 
 	/* ON CONFLICT, not OR IGNORE: that would also swallow CHECK failures. */
 	[STORE_STMT_TENANT_ENSURE] =
 	    "INSERT INTO tenants (name, created_at) VALUES (?1, ?2) "
 	    "ON CONFLICT (name) DO NOTHING",
 	[STORE_STMT_TENANT_EXISTS] = "SELECT 1 FROM tenants WHERE name = ?1",
+
+	[STORE_STMT_APIKEY_INSERT] =
+	    "INSERT INTO api_keys (" STORE_APIKEY_COLUMNS ") VALUES "
+	    "(?1, ?2, ?3, ?4, 0, 0)",
+	[STORE_STMT_APIKEY_GET] =
+	    "SELECT " STORE_APIKEY_COLUMNS " FROM api_keys WHERE id = ?1",
+	[STORE_STMT_APIKEY_LIST_ALL] =
+	    "SELECT " STORE_APIKEY_COLUMNS " FROM api_keys "
+	    "ORDER BY tenant, created_at, id",
+	[STORE_STMT_APIKEY_LIST_TENANT] =
+	    "SELECT " STORE_APIKEY_COLUMNS " FROM api_keys WHERE tenant = ?1 "
+	    "ORDER BY created_at, id",
+	/* ?2 NULL: every live key of the tenant. */
+	[STORE_STMT_APIKEY_REVOKE] =
+	    "UPDATE api_keys SET revoked_at = ?3 WHERE tenant = ?1 AND "
+	    "(?2 IS NULL OR id = ?2) AND revoked_at = 0",
+	[STORE_STMT_APIKEY_TOUCH] =
+	    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
 
 	[STORE_STMT_TASK_INSERT] =
 	    "INSERT INTO tasks (" STORE_TASK_COLUMNS ") VALUES "
@@ -645,6 +683,13 @@ store_task_state_parse(const char *name, enum task_state *out)
 		}
 	}
 	return (-1);
+}
+
+/* The connection, for what store/ files need beyond a statement. */
+sqlite3 *
+store_db(struct store *s)
+{
+	return (s->db);
 }
 
 /* The prepared statement for id; release it with store_release. */

@@ -17,7 +17,7 @@
 #define STORE_NOTFOUND	1
 #define STORE_ID_LEN	26
 /* The schema version this binary migrates to (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION	3
+#define STORE_SCHEMA_VERSION	4
 
 struct store;
 
@@ -81,6 +81,16 @@ struct store_task {
 	int			 timed_out;
 };
 
+/* One row of api_keys: a key made by "sandboxd key create". */
+struct store_apikey {
+	char		 id[STORE_ID_LEN + 1];
+	char		*tenant;
+	char		 secret_hash[65];	/* SHA-256 of the secret, hex */
+	int64_t		 created_at;		/* ms since epoch */
+	int64_t		 last_used_at;		/* 0: never */
+	int64_t		 revoked_at;		/* 0: live */
+};
+
 /* store/store.c */
 /*
  * Open (creating if needed) the database at path, set WAL mode, run the
@@ -123,11 +133,31 @@ int	store_sandbox_touch(struct store *, const char *id, int64_t now_ms);
 int	store_sandbox_delete(struct store *, const char *id);
 /* Count all rows, or rows in one state (state < 0: all). */
 int	store_sandbox_count(struct store *, int state, int *out);
+/* Count one tenant's rows. */
+int	store_sandbox_count_tenant(struct store *, const char *tenant, int *out);
 
 /* store/tenant.c */
 /* Record a tenant (from an [api_key] section) if new. */
 int	store_tenant_ensure(struct store *, const char *name);
 int	store_tenant_exists(struct store *, const char *name);	/* 1, 0, -1 */
+
+/* store/apikey.c */
+/* Insert a new key (its tenant is recorded if new); id must be unique. */
+int	store_apikey_insert(struct store *, const struct store_apikey *);
+/* Fill *out (free with store_apikey_clear); STORE_NOTFOUND if absent. */
+int	store_apikey_get(struct store *, const char *id, struct store_apikey *);
+/* Every key (tenant NULL) or one tenant's; free with store_apikey_list_free. */
+int	store_apikey_list(struct store *, const char *tenant,
+	    struct store_apikey **out, size_t *n);
+void	store_apikey_list_free(struct store_apikey *, size_t);
+void	store_apikey_clear(struct store_apikey *);
+/*
+ * Revoke one live key of tenant (id NULL: all of them) at now_ms; *count
+ * is how many were revoked (0 gives STORE_NOTFOUND).
+ */
+int	store_apikey_revoke(struct store *, const char *tenant, const char *id,
+	    int64_t now_ms, int *count);
+int	store_apikey_touch(struct store *, const char *id, int64_t now_ms);
 
 /* store/task.c */
 /* Insert a new task; STORE_NOTFOUND if its sandbox does not exist. */

@@ -21,8 +21,15 @@ enum store_stmt_id {
 	STORE_STMT_SANDBOX_DELETE,
 	STORE_STMT_SANDBOX_COUNT_ALL,
 	STORE_STMT_SANDBOX_COUNT_STATE,
+	STORE_STMT_SANDBOX_COUNT_TENANT,
 	STORE_STMT_TENANT_ENSURE,
 	STORE_STMT_TENANT_EXISTS,
+	STORE_STMT_APIKEY_INSERT,
+	STORE_STMT_APIKEY_GET,
+	STORE_STMT_APIKEY_LIST_ALL,
+	STORE_STMT_APIKEY_LIST_TENANT,
+	STORE_STMT_APIKEY_REVOKE,
+	STORE_STMT_APIKEY_TOUCH,
 	STORE_STMT_TASK_INSERT,
 	STORE_STMT_TASK_GET,
 	STORE_STMT_TASK_LIST_ALL,
@@ -34,6 +41,9 @@ enum store_stmt_id {
 };
 /* The prepared statement, ready to bind; give it back with store_release. */
 struct sqlite3_stmt *store_stmt(struct store *, enum store_stmt_id);
+struct sqlite3;
+/* The store's connection (sqlite3_changes and such). */
+struct sqlite3 *store_db(struct store *);
 /* Reset a statement and clear its bindings so it holds no lock or data. */
 void	store_release(struct sqlite3_stmt *);
 /* Log the connection's last error for what ("insert sandbox ID"). */

@@ -39,7 +39,8 @@ valgrind_units() {
 	mkdir -p build-test/tests/valgrind
 	rc=0
 	for t in test_config test_http test_id test_store test_files \
-	    test_route test_docker test_agent test_edge test_runtime; do
+	    test_route test_docker test_agent test_agentd_tasks test_edge \
+	    test_runtime; do
 		log=build-test/tests/valgrind/$t.log
 		HTTP_BENCH_ITERS=1000 top_srcdir=$top \
 		    top_builddir=$top/build-test valgrind -q \
@@ -69,9 +70,13 @@ fuzz() {
 	    >configure.out 2>&1) || { cat build-fuzz/configure.out; return 1; }
 	make -C build-fuzz -j"$jobs" tests/fuzz/fuzz_http_request \
 	    tests/fuzz/fuzz_http_response tests/fuzz/fuzz_http_chunked \
-	    tests/fuzz/fuzz_config tests/fuzz/replay_http_request \
-	    tests/fuzz/replay_http_response tests/fuzz/replay_http_chunked \
-	    tests/fuzz/replay_config >build-fuzz/build.out 2>&1 ||
+	    tests/fuzz/fuzz_config tests/fuzz/fuzz_token tests/fuzz/fuzz_cookie \
+	    tests/fuzz/fuzz_route tests/fuzz/fuzz_h2 tests/fuzz/fuzz_pty_frame \
+	    tests/fuzz/replay_http_request tests/fuzz/replay_http_response \
+	    tests/fuzz/replay_http_chunked tests/fuzz/replay_config \
+	    tests/fuzz/replay_token tests/fuzz/replay_cookie tests/fuzz/replay_route \
+	    tests/fuzz/replay_h2 tests/fuzz/replay_pty_frame \
+	    >build-fuzz/build.out 2>&1 ||
 	    { tail -50 build-fuzz/build.out; return 1; }
 	echo "==> build-fuzz: each target for ${FUZZ_SECONDS:-10} s"
 	top_srcdir=$top top_builddir=$top/build-fuzz \

@@ -117,9 +117,12 @@ class Daemon:
             "log_level = debug",
             self.extra,
         ]
-        for name, (secret, admin) in self.keys.items():
-            lines += ["[api_key %s]" % name, "secret = %s" % secret,
-                      "admin = %s" % ("true" if admin else "false")]
+        # A key is (secret, admin) or (secret, admin, "more = lines").
+        for name, key in self.keys.items():
+            lines += ["[api_key %s]" % name, "secret = %s" % key[0],
+                      "admin = %s" % ("true" if key[1] else "false")]
+            if len(key) > 2:
+                lines.append(key[2])
         for name, t in self.templates.items():
             lines.append("[template %s]" % name)
             lines += ["%s = %s" % (k, v) for k, v in t.items()]
@@ -247,6 +250,10 @@ class Daemon:
         if ids:
             docker("rm", "-f", *ids, check=False)
         docker("network", "rm", self.network, check=False)
+        # A daemon killed before its SIGTERM leaves its egress table.
+        if shutil.which("nft"):
+            subprocess.run(["nft", "delete", "table", "inet", "sandboxd_" + self.instance],
+                           capture_output=True, check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

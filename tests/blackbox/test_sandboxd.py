@@ -5,6 +5,7 @@ containers from a busybox image, real sockets. Prints "N passed, N failed".
 import os
 import signal
 import socket
+import secrets
 import subprocess
 import sys
 import time
@@ -215,7 +216,7 @@ def test_bad_input(t, d, sid):
         (b'{"bogus": 1}', "unknown field"), (b'{"memory_mb": -1}', "negative"),
         (b'{"memory_mb": 1.5}', "float for int"), (b'{"cpus": "1"}', "string for number"),
         (b'{"visibility": "secret"}', "bad enum"),
-        (b'{"visibility": "private"}', "private, until preview tokens exist"), (b'{"template": "nope"}', "unknown template"),
+        (b'{"visibility": 1}', "visibility not a string"), (b'{"template": "nope"}', "unknown template"),
         (b'{"env": {"1BAD": "x"}}', "bad env key"), (b'{"labels": {"a": 1}}', "label not string"),
         (b'{} trailing', "trailing data"), (b'{"a":' * 100 + b'1' + b'}' * 100, "deep nesting"),
         (b'\xff\xfe', "not UTF-8"), (b'{"port": 70000}', "port out of range"),
@@ -442,6 +443,58 @@ def test_quota(t, d):
         d2.cleanup()
 
 
+def test_tenant_ceilings(t):
+    """[api_key] ceilings: memory and CPUs asked for, max_sandboxes, and
+    max_running (the tenant's own idle-longest sandbox is stopped)."""
+    keys = {"acme": ("a" * 8 + secrets.token_hex(16), False, "max_sandboxes = 1"),
+            "globex": ("g" * 8 + secrets.token_hex(16), False,
+                       "max_running = 1\nmax_memory_mb = 96\nmax_cpus = 0.75"),
+            "root": ("r" * 8 + secrets.token_hex(16), True)}
+    d3 = Daemon(keys=keys)
+    made = []
+    try:
+        d3.start()
+        # No ceilings of its own: up to 4 times the template (64m, 0.5).
+        r = d3.request("POST", "/v1/sandboxes", {"memory_mb": 257})
+        t.check(r.status == 400 and "memory_mb 257" in r.json()["error"]["message"],
+                "a key without ceilings may not ask for 4x+ the template's memory: %r" % r)
+        r = d3.request("POST", "/v1/sandboxes", {"cpus": 2.5})
+        t.check(r.status == 400 and "cpus" in r.json()["error"]["message"], "nor 4x+ its CPUs: %r" % r)
+        r = d3.request("POST", "/v1/sandboxes", {"memory_mb": 97}, key="globex")
+        t.check(r.status == 400 and "(96)" in r.json()["error"]["message"], "max_memory_mb 96: %r" % r)
+        r = d3.request("POST", "/v1/sandboxes", {"cpus": 1}, key="globex")
+        t.check(r.status == 400 and "(0.75)" in r.json()["error"]["message"], "max_cpus 0.75: %r" % r)
+        r = d3.request("POST", "/v1/sandboxes", {"cpus": os.cpu_count() + 1}, key="root")
+        t.check(r.status == 400 and "more than this server has" in r.json()["error"]["message"],
+                "more CPUs than the host has: 400, not Docker's 500: %r" % r)
+        r = d3.request("POST", "/v1/sandboxes", {"memory_mb": 1024, "cpus": min(2, os.cpu_count())},
+                       key="root")
+        t.check(r.status == 201, "an admin key is not held to the factor: %r" % r)
+        if r.status == 201:
+            made.append(r.json()["id"])
+        a = create(t, d3)
+        if a:
+            made.append(a["id"])
+        r = d3.request("POST", "/v1/sandboxes", {})
+        t.check(r.status == 429 and r.error_code() == "quota_exceeded" and
+                "API key" in r.json()["error"]["message"], "the key's max_sandboxes = 1: 429 %r" % r)
+        g1 = create(t, d3, {"memory_mb": 96}, tenant="globex")
+        g2 = create(t, d3, {}, tenant="globex")
+        for g in (g1, g2):
+            if g:
+                made.append(g["id"])
+        if g1 and g2:
+            st = d3.request("GET", "/v1/sandboxes/%s" % g1["id"], key="globex").json()["state"]
+            t.check(st in ("stopping", "stopped"),
+                    "the key's max_running = 1: its idle sandbox is stopped for the new one (%s)" % st)
+            st = d3.request("GET", "/v1/sandboxes/%s" % a["id"]).json()["state"] if a else "running"
+            t.check(st == "running", "another tenant's sandbox is left alone (%s)" % st)
+    finally:
+        for sid in made:
+            d3.request("DELETE", "/v1/sandboxes/%s" % sid, key="root")
+        d3.cleanup()
+
+
 BASE_IMAGE = "sandboxd/base:latest"
 
 
@@ -543,6 +596,7 @@ def main():
         # A running sandbox of ours while another daemon starts beside it.
         keep = create(t, d)
         t.run(test_quota, d)
+        t.run(test_tenant_ceilings)
         if keep:
             t.check(d.request("GET", "/v1/sandboxes/%s" % keep["id"]).json()["state"] == "running",
                     "our sandbox still runs after the other daemon's reconcile")

@@ -521,7 +521,7 @@ static void
 test_global_values(void)
 {
 	struct config	*c;
-	char		*e;
+	char		*e, *text, *cert, *key, *cert2, *key2;
 
 	e = parse_err("listen = localhost:8080\n");
 	CHECK(has(e, "t.conf:1: listen: bad address \"localhost:8080\": not "
@@ -555,6 +555,61 @@ test_global_values(void)
 	e = parse_err("tls_cert = /\n");
 	CHECK(has(e, "t.conf:1: tls_cert: /: not a regular file"));
 	free(e);
+
+	/* tls_cert/tls_key pairs: the n-th of each pair up, unpaired is wrong. */
+	cert = write_file("c1.pem", "c\n", 2, 0644);
+	key = write_file("k1.pem", "k\n", 2, 0600);
+	cert2 = write_file("c2.pem", "c\n", 2, 0644);
+	key2 = write_file("k2.pem", "k\n", 2, 0600);
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_cert = %s\ntls_key = %s\ntls_key = %s\n"
+	    "redirect_https = yes\n", cert, cert2, key, key2);
+	c = parse_ok(text);
+	free(text);
+	if (c != NULL) {
+		CHECK(c->ntls == 2);
+		CHECK_STR(c->tls[0].cert, cert);
+		CHECK_STR(c->tls[0].key, key);
+		CHECK_STR(c->tls[1].cert, cert2);
+		CHECK_STR(c->tls[1].key, key2);
+		CHECK(c->tls[1].cert_line == 3 && c->tls[1].key_line == 5);
+		CHECK(c->tls_cert == c->tls[0].cert);
+		CHECK(c->redirect_https == 1);
+		config_free(c);
+	}
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_key = %s\ntls_cert = %s\n", cert, key, cert2);
+	e = parse_err(text);
+	free(text);
+	CHECK(has(e, "t.conf:4: tls_cert: "));
+	CHECK(has(e, "has no tls_key to pair with (certificate 2, 1 keys)"));
+	free(e);
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_key = %s\ntls_key = %s\n", cert, key, key2);
+	e = parse_err(text);
+	free(text);
+	CHECK(has(e, "t.conf:4: tls_key: "));
+	CHECK(has(e, "has no tls_cert to pair with (key 2, 1 certificates)"));
+	free(e);
+	xasprintf(&text, "tls_listen = 127.0.0.1:8443\ntls_cert = %s\n"
+	    "tls_key = %s\ntls_cert = %s\ntls_key = %s\n", cert, key, cert,
+	    key2);
+	e = parse_err(text);
+	free(text);
+	CHECK(has(e, "t.conf:4: tls_cert: "));
+	CHECK(has(e, "listed twice (first on line 2)"));
+	free(e);
+	e = parse_err("redirect_https = true\n");
+	CHECK(has(e, "t.conf:1: redirect_https: needs a tls_listen"));
+	free(e);
+	e = parse_err("redirect_https = maybe\n");
+	CHECK(has(e, "t.conf:1: redirect_https: \"maybe\" is not true or "
+	    "false"));
+	free(e);
+	free(cert);
+	free(key);
+	free(cert2);
+	free(key2);
 
 	e = parse_err("data_dir = var/lib\n");
 	CHECK(has(e, "t.conf:1: data_dir: must be an absolute path"));
@@ -794,13 +849,140 @@ test_default_template(void)
 }
 
 /* Template and route values. */
+#define TPL "[template default]\nimage = x\n"
+
+static void
+test_ports(void)
+{
+	struct config	*c;
+	char		*e;
+
+	/* Default: 1024-65535, and the template's own port always. */
+	c = parse_ok(TPL "port = 80\n");
+	if (c != NULL) {
+		CHECK(c->templates[0].nports == 0);
+		CHECK(config_port_allowed(&c->templates[0], 80));
+		CHECK(!config_port_allowed(&c->templates[0], 81));
+		CHECK(!config_port_allowed(&c->templates[0], 1023));
+		CHECK(config_port_allowed(&c->templates[0], 1024));
+		CHECK(config_port_allowed(&c->templates[0], 65535));
+	}
+	config_free(c);
+	CHECK(config_port_allowed(NULL, 5173) && !config_port_allowed(NULL, 22));
+	c = parse_ok(TPL "ports = 3000, 5173,8000-8100 ,\t9000-9000\n");
+	if (c != NULL) {
+		CHECK(c->templates[0].nports == 4);
+		CHECK(config_port_allowed(&c->templates[0], 3000));
+		CHECK(config_port_allowed(&c->templates[0], 5173));
+		CHECK(config_port_allowed(&c->templates[0], 8000));
+		CHECK(config_port_allowed(&c->templates[0], 8050));
+		CHECK(config_port_allowed(&c->templates[0], 8100));
+		CHECK(config_port_allowed(&c->templates[0], 9000));
+		CHECK(!config_port_allowed(&c->templates[0], 8101));
+		CHECK(!config_port_allowed(&c->templates[0], 5174));
+		CHECK(!config_port_allowed(&c->templates[0], 1024));
+	}
+	config_free(c);
+	c = parse_ok(TPL "port = 4000\nports = 22\n");
+	if (c != NULL) {
+		CHECK(config_port_allowed(&c->templates[0], 22));
+		CHECK(config_port_allowed(&c->templates[0], 4000));
+		CHECK(!config_port_allowed(&c->templates[0], 3000));
+	}
+	config_free(c);
+	e = parse_err(TPL "ports = 3000, x\n");
+	CHECK(has(e, "t.conf:3: ports: bad port \"x\" in the list"));
+	free(e);
+	e = parse_err(TPL "ports = 0\n");
+	CHECK(has(e, "t.conf:3: ports: bad port \"0\""));
+	free(e);
+	e = parse_err(TPL "ports = 65536\n");
+	CHECK(has(e, "t.conf:3: ports: bad port"));
+	free(e);
+	e = parse_err(TPL "ports = 9000-8000\n");
+	CHECK(has(e, "t.conf:3: ports: range 9000-8000 is backwards"));
+	free(e);
+	e = parse_err(TPL "ports = 3000,,4000\n");
+	CHECK(has(e, "t.conf:3: ports: bad port list"));
+	free(e);
+	e = parse_err(TPL "ports =\n");
+	CHECK(e != NULL);
+	free(e);
+	free(parse_err(TPL "ports = 1-2-3\n"));
+	free(parse_err(TPL "ports = -5\n"));
+	free(parse_err(TPL "ports = +5\n"));
+	free(parse_err(TPL "ports = 3000 4000\n"));
+	e = parse_err(TPL "ports = 3000\nports = 4000\n");
+	CHECK(has(e, "t.conf:4: ports: set twice"));
+	free(e);
+	e = parse_err("ports = 3000\n");
+	CHECK(has(e, "t.conf:1: ports:"));
+	free(e);
+}
+
+static void
+test_preview_secret_file(void)
+{
+	struct config	*c;
+	char		*e;
+
+	c = parse_ok("data_dir = /srv/sbx/\n");
+	if (c != NULL)
+		CHECK_STR(c->preview_secret_file, "/srv/sbx/preview-secret");
+	config_free(c);
+	c = parse_ok("preview_secret_file = /etc/sandboxd/preview.key\n");
+	if (c != NULL)
+		CHECK_STR(c->preview_secret_file, "/etc/sandboxd/preview.key");
+	config_free(c);
+	e = parse_err("preview_secret_file = key\n");
+	CHECK(has(e, "t.conf:1: preview_secret_file: must be an absolute "
+	    "path"));
+	free(e);
+
+	/* A secret that exists already is checked as the daemon will. */
+	{
+		char	dir[] = "/tmp/sbx-cfgsecret.XXXXXX", path[128];
+		char	text[256];
+		int	fd;
+
+		if (mkdtemp(dir) == NULL) {
+			CHECK(0);
+			return;
+		}
+		snprintf(path, sizeof path, "%s/s", dir);
+		snprintf(text, sizeof text, "preview_secret_file = %s\n", path);
+		config_free(parse_ok(text));	/* not made yet: fine */
+		fd = open(path, O_WRONLY | O_CREAT, 0600);
+		CHECK(fd != -1 && write(fd, "0123456789abcdef0123456789abcdef",
+		    32) == 32);
+		close(fd);
+		config_free(parse_ok(text));
+		chmod(path, 0604);
+		e = parse_err(text);
+		CHECK(has(e, "t.conf:1: preview_secret_file: ") &&
+		    has(e, "chmod 600 it"));
+		free(e);
+		chmod(path, 0600);
+		CHECK(truncate(path, 31) == 0);
+		e = parse_err(text);
+		CHECK(has(e, "holds 31 bytes, not 32"));
+		free(e);
+		unlink(path);
+		CHECK(mkdir(path, 0700) == 0);
+		e = parse_err(text);
+		CHECK(has(e, "not a regular file"));
+		free(e);
+		rmdir(path);
+		rmdir(dir);
+	}
+}
+
 static void
 test_section_values(void)
 {
 	struct config	*c;
 	char		*e;
 
-#define TPL "[template default]\nimage = x\n"
 	e = parse_err(TPL "port = 0\n");
 	CHECK(has(e, "t.conf:3: port: \"0\" is too small"));
 	free(e);
@@ -841,7 +1023,6 @@ test_section_values(void)
 	CHECK(has(e, "t.conf:2: image: must be a Docker image reference"));
 	free(e);
 	free(parse_err("[template default]\nimage = \"a b\"\n"));
-#undef TPL
 
 #define ROUTE "[route r]\n"
 	e = parse_err(ROUTE "host = a.*.com\nupstream = 1.2.3.4:5\n");
@@ -887,6 +1068,36 @@ test_section_values(void)
 	config_free(c);
 	e = parse_err(KEY "admin = TRUE\n");
 	CHECK(has(e, "t.conf:3: admin: \"TRUE\" is not true or false"));
+	free(e);
+
+	/* A tenant's ceilings share names with global keys, not values. */
+	c = parse_ok("max_running = 7\nmax_sandboxes = 70\n" KEY
+	    "max_sandboxes = 5\nmax_running = 2\nmax_memory_mb = 4096\n"
+	    "max_cpus = 1.5\n");
+	if (c != NULL) {
+		CHECK(c->max_running == 7 && c->max_sandboxes == 70);
+		CHECK(c->api_keys[0].max_sandboxes == 5);
+		CHECK(c->api_keys[0].max_running == 2);
+		CHECK(c->api_keys[0].max_memory_mb == 4096);
+		CHECK(c->api_keys[0].max_cpus == 1.5);
+	}
+	config_free(c);
+	c = parse_ok(KEY);
+	if (c != NULL)
+		CHECK(c->api_keys[0].max_running == 0 &&
+		    c->api_keys[0].max_memory_mb == 0 &&
+		    c->api_keys[0].max_cpus == 0);
+	config_free(c);
+	e = parse_err(KEY "max_running = 0\nmax_memory_mb = 8\n"
+	    "max_cpus = -1\nmax_running = 3\n");
+	CHECK(has(e, "t.conf:3: max_running: \"0\" is too small"));
+	CHECK(has(e, "t.conf:4: max_memory_mb: \"8\" is too small"));
+	CHECK(has(e, "t.conf:5: max_cpus: \"-1\" is not a number"));
+	CHECK(has(e, "t.conf:6: max_running: set twice (first on line 3)"));
+	free(e);
+	e = parse_err("[template t]\nimage = x\nmax_cpus = 2\n");
+	CHECK(has(e, "t.conf:3: max_cpus: not a key of [template] sections "
+	    "(it belongs in [api_key])"));
 	free(e);
 #undef KEY
 	e = parse_err("[api_key k]\nsecret = 0123456789abcdef0123456789abcde\n");
@@ -1176,13 +1387,16 @@ test_load(void)
 		fprintf(stderr, "%s", e != NULL ? e : "(no errors?)\n");
 	CHECK(c != NULL);
 	if (c != NULL) {
-		CHECK(c->napi_keys == 2);
+		CHECK(c->napi_keys == 3);
 		CHECK(c->ntemplates == 2);
 		CHECK(c->nroutes == 2);
 		CHECK(config_template(c, c->default_template) != NULL);
 		CHECK_STR(c->api_keys[1].secret,
 		    "quoted secrets may hold # and spaces, 32+ chars");
 		CHECK(c->api_keys[1].admin == 1);
+		CHECK(c->napi_keys == 3 && c->api_keys[2].secret == NULL &&
+		    c->api_keys[2].secret_hash != NULL &&
+		    strlen(c->api_keys[2].secret_hash) == 64);
 		CHECK(c->routes[1].is_unix == 1);
 		CHECK(c->pause_timeout_ms == 0);
 		CHECK(c->min_free_memory_pct == 10);
@@ -1191,6 +1405,53 @@ test_load(void)
 	config_free(c);
 	free(e);
 	free(path);
+}
+
+/* secret_hash: sha256: and 64 hex digits, kept lowercase without prefix. */
+static void
+test_secret_hash(void)
+{
+	struct config	*c;
+	char		*e;
+
+	c = parse_ok("[api_key a]\nsecret_hash = sha256:"
+	    "ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789\n"
+	    "admin = true\n");
+	if (c != NULL) {
+		CHECK(c->api_keys[0].secret == NULL);
+		CHECK_STR(c->api_keys[0].secret_hash, "abcdef0123456789abcdef"
+		    "0123456789abcdef0123456789abcdef0123456789");
+		CHECK(c->api_keys[0].admin == 1);
+	}
+	config_free(c);
+	e = parse_err("[api_key a]\nsecret_hash = sha256:abc\n");
+	CHECK(has(e, "t.conf:2: secret_hash: expected sha256: and 64 hex"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret_hash = "
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
+	CHECK(has(e, "t.conf:2: secret_hash:"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret_hash = sha256:"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg\n");
+	CHECK(has(e, "t.conf:2: secret_hash:"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret = 0123456789abcdef0123456789abcdef\n"
+	    "secret_hash = sha256:"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
+	CHECK(has(e, "t.conf:3: secret_hash: [api_key a] has both secret and "
+	    "secret_hash"));
+	free(e);
+	e = parse_err("[api_key a]\nsecret_hash = sha256:"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+	    "[api_key b]\nsecret_hash = sha256:"
+	    "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef\n");
+	CHECK(has(e, "t.conf:4: secret_hash: [api_key b] has the same "
+	    "secret_hash as [api_key a]"));
+	free(e);
+	e = parse_err("[api_key a]\nadmin = true\n");
+	CHECK(has(e, "t.conf:1: secret: missing in [api_key a] (required, or "
+	    "secret_hash)"));
+	free(e);
 }
 
 /* Transport stand-in: records what was sent, then frees like edge does. */
@@ -1377,6 +1638,80 @@ test_util(void)
 	free(path);
 }
 
+/* egress and egress_allow: the modes, CIDRs v4/v6, every refusal. */
+static void
+test_egress(void)
+{
+	struct config	*c;
+	struct cfg_cidr	 cidr;
+	const char	*err;
+	char		*e;
+
+	c = parse_ok("");
+	CHECK(c->egress == CFG_EGRESS_PUBLIC_ONLY);
+	CHECK(c->negress_allow == 0);
+	CHECK_STR(config_egress_name(c->egress), "public-only");
+	config_free(c);
+	c = parse_ok("egress = open\n");
+	CHECK(c->egress == CFG_EGRESS_OPEN);
+	config_free(c);
+	c = parse_ok("egress = none\n");
+	CHECK(c->egress == CFG_EGRESS_NONE);
+	CHECK_STR(config_egress_name(c->egress), "none");
+	config_free(c);
+
+	c = parse_ok("egress_allow = 203.0.113.7, 10.0.0.0/8 fd00::/8\n"
+	    "egress_allow = 2001:db8::1\tFE80::/10,0.0.0.0/0\n");
+	CHECK(c->negress_allow == 6);
+	CHECK_STR(c->egress_allow[0].text, "203.0.113.7/32");
+	CHECK(c->egress_allow[0].family == AF_INET);
+	CHECK_STR(c->egress_allow[1].text, "10.0.0.0/8");
+	CHECK_STR(c->egress_allow[2].text, "fd00::/8");
+	CHECK(c->egress_allow[2].family == AF_INET6);
+	CHECK_STR(c->egress_allow[3].text, "2001:db8::1/128");
+	CHECK_STR(c->egress_allow[4].text, "fe80::/10");
+	CHECK_STR(c->egress_allow[5].text, "0.0.0.0/0");
+	config_free(c);
+
+	e = parse_err("egress = closed\n");
+	CHECK(has(e, "t.conf:1: egress: \"closed\" is not open, public-only "
+	    "or none"));
+	free(e);
+	e = parse_err("egress = open\negress = none\n");
+	CHECK(has(e, "t.conf:2: egress: set twice"));
+	free(e);
+	e = parse_err("\negress_allow = 10.0.0.1/8\n");
+	CHECK(has(e, "t.conf:2: egress_allow: bad network \"10.0.0.1/8\": "
+	    "host bits are set"));
+	free(e);
+	e = parse_err("egress_allow = 10.0.0.0/33, ::/129, 1.2.3.4/, "
+	    "1.2.3.4/+8, 1.2.3.4/ 8, host.example, /8, 1.2.3.4/0008\n");
+	CHECK(has(e, "\"10.0.0.0/33\": the prefix length must be 0-32"));
+	CHECK(has(e, "\"::/129\": the prefix length must be 0-128"));
+	CHECK(has(e, "\"1.2.3.4/\": the prefix length must be a number"));
+	CHECK(has(e, "\"1.2.3.4/+8\": the prefix length must be a number"));
+	CHECK(has(e, "\"1.2.3.4/\": the prefix"));
+	CHECK(has(e, "\"host.example\": not an IPv4 or IPv6 address"));
+	CHECK(has(e, "\"/8\": expected an address"));
+	CHECK(has(e, "\"1.2.3.4/0008\": the prefix length must be a number"));
+	free(e);
+	e = parse_err("egress_allow = 10.0.0.0/8\negress_allow = 10.0.0.0/8\n");
+	CHECK(has(e, "t.conf:2: egress_allow: 10.0.0.0/8 listed twice"));
+	free(e);
+	e = parse_err("[template x]\nimage = a\negress = open\n");
+	CHECK(has(e, "egress: global key in [template x] section"));
+	free(e);
+
+	CHECK(config_parse_cidr("192.168.1.0/24", &cidr, &err) == 0);
+	CHECK(cidr.prefix == 24 && cidr.addr[2] == 1 && err == NULL);
+	CHECK(config_parse_cidr("192.168.1.128/25", &cidr, &err) == 0);
+	CHECK(config_parse_cidr("192.168.1.64/25", &cidr, &err) == -1);
+	CHECK(config_parse_cidr("fd00::1/127", &cidr, &err) == -1);
+	CHECK(config_parse_cidr("fd00::2/127", &cidr, &err) == 0);
+	CHECK(config_parse_cidr("1.2.3.4%eth0", &cidr, &err) == -1);
+	CHECK(config_parse_cidr("", &cidr, &err) == -1);
+}
+
 int
 main(void)
 {
@@ -1395,11 +1730,15 @@ main(void)
 	RUN(test_min_free_memory);
 	RUN(test_default_template);
 	RUN(test_section_values);
+	RUN(test_ports);
+	RUN(test_preview_secret_file);
+	RUN(test_secret_hash);
 	RUN(test_collects_all);
 	RUN(test_durations);
 	RUN(test_sizes);
 	RUN(test_addrs);
 	RUN(test_instance);
+	RUN(test_egress);
 	RUN(test_garbage);
 	RUN(test_load);
 	RUN(test_exchange);

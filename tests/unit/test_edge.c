@@ -32,6 +32,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "edge/edge.h"
 #include "tests/unit/unit.h"
 
@@ -44,6 +46,9 @@
 #define ID_WAKEFAIL	"01jd3k5x8q2w7e9r4t6y1v3h5t"	/* held, then fails */
 #define ID_GEN		"01jd3k5x8q2w7e9r4t6y1v3h5v"	/* generation: gen_now */
 #define ID_EVICT	"01jd3k5x8q2w7e9r4t6y1v3h5w"	/* held; evicts ID_OK */
+#define ID_PRIVATE	"01jd3k5x8q2w7e9r4t6y1v3h5x"	/* private, running */
+#define ID_PRIVHELD	"01jd3k5x8q2w7e9r4t6y1v3h5y"	/* private, stopped */
+#define HOST_PRIVATE	ID_PRIVATE ".preview.localhost"
 #define HOST_OK		ID_OK ".preview.localhost"
 #define HOST_HELD	ID_HELD ".preview.localhost"
 #define HOST_NEVER	ID_NEVER ".preview.localhost"
@@ -72,6 +77,10 @@ static int			 gen_now = 1;		/* atomic */
 /* Activity reports by kind: +1s and -1s; a count below 0 anywhere. */
 static int			 act_plus[3], act_minus[3], act_negative;
 static control_retire_cb	 retire_cb;
+/* The stand-in's preview secret; lookups of ID_PRIVHELD (atomic). */
+static const uint8_t		 test_key[TOKEN_KEY_LEN] =
+				    "0123456789abcdef0123456789abcde";
+static int			 private_lookups;
 static void			*retire_arg;
 /*
  * Retire ID_GEN from inside control_activity, once (atomic): on its
@@ -184,7 +193,10 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 		*wait = w;
 		return CONTROL_LOOKUP_HELD;
 	}
-	if (strcmp(id, ID_OK) == 0 || strcmp(id, ID_GEN) == 0)
+	if (strcmp(id, ID_PRIVHELD) == 0)
+		AINC(&private_lookups);
+	if (strcmp(id, ID_OK) == 0 || strcmp(id, ID_GEN) == 0 ||
+	    strcmp(id, ID_PRIVATE) == 0)
 		stand_running(id, port, t);
 	else if (strcmp(id, ID_ERR) == 0) {
 		t->kind = TARGET_ERROR;
@@ -196,6 +208,23 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 	} else
 		t->kind = TARGET_UNKNOWN;
 	return CONTROL_LOOKUP_DONE;
+}
+
+
+int
+control_preview_private(struct control *ctl, const char *id)
+{
+	return strcmp(id, ID_PRIVATE) == 0 || strcmp(id, ID_PRIVHELD) == 0;
+}
+
+int
+control_preview_verify(struct control *ctl, const char *id, const char *tok,
+    size_t len, int64_t *expires)
+{
+	const char	*why;
+
+	return token_verify(test_key, sizeof test_key, tok, len, id,
+	    time_now_ms() / 1000, expires, &why);
 }
 
 void
@@ -578,6 +607,14 @@ origin_respond(struct origin_conn *oc)
 	} else if (strcmp(oc->target, "/headers") == 0) {
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
 		    "%zu\r\n\r\n%s", strlen(oc->head), oc->head);
+	} else if (strcmp(oc->target, "/setcookie") == 0) {
+		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\n"
+		    "Set-Cookie: a=1; Domain=preview.localhost; Path=/\r\n"
+		    "set-cookie: b=2;path=/x;  DOMAIN =.preview.localhost ;"
+		    "HttpOnly\r\n"
+		    "Set-Cookie: c=3; Path=/; Secure\r\n"
+		    "Set-Cookie: Domain=d; Max-Age=5;domain\r\n"
+		    "Content-Length: 2\r\n\r\nok");
 	} else if (strcmp(oc->target, "/head") == 0) {
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: "
 		    "5\r\n\r\n%s", strcmp(oc->method, "HEAD") == 0 ? "" :
@@ -1083,6 +1120,315 @@ wait_for(int *p, int want)
 }
 
 /* ------------------------------------------------------------------ */
+/* An HTTP/2 client: nghttp2's client session over a blocking socket */
+
+#define H2C_STREAMS	8
+
+struct h2c_stream {
+	int32_t	 id;
+	int	 status;
+	char	 body[8192];
+	size_t	 len;
+	int	 closed;
+	uint32_t error;
+};
+
+struct h2c {
+	struct cli		 c;
+	nghttp2_session		*s;
+	struct h2c_stream	 st[H2C_STREAMS];
+	int			 nst;
+	int			 goaway;
+	uint32_t		 goaway_error;
+	int			 eof;
+	const char		*upload;	/* the next request's body */
+	size_t			 upload_len;
+	const char		*accept;	/* the next request's Accept */
+};
+
+static struct h2c_stream *
+h2c_find(struct h2c *h, int32_t id)
+{
+	int	i;
+
+	for (i = 0; i < h->nst; i++) {
+		if (h->st[i].id == id)
+			return &h->st[i];
+	}
+	return NULL;
+}
+
+static ssize_t
+h2c_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
+    void *arg)
+{
+	struct h2c	*h = arg;
+
+	return cli_send(&h->c, data, len) == 0 ? (ssize_t)len :
+	    NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+static int
+h2c_header_cb(nghttp2_session *s, const nghttp2_frame *frame,
+    const uint8_t *name, size_t namelen, const uint8_t *value,
+    size_t valuelen, uint8_t flags, void *arg)
+{
+	struct h2c_stream	*st = h2c_find(arg, frame->hd.stream_id);
+
+	if (st != NULL && namelen == 7 && memcmp(name, ":status", 7) == 0)
+		st->status = atoi((const char *)value);
+	return 0;
+}
+
+static int
+h2c_data_cb(nghttp2_session *s, uint8_t flags, int32_t id,
+    const uint8_t *data, size_t len, void *arg)
+{
+	struct h2c_stream	*st = h2c_find(arg, id);
+
+	if (st != NULL && st->len + len < sizeof st->body) {
+		memcpy(st->body + st->len, data, len);
+		st->len += len;
+		st->body[st->len] = '\0';
+	}
+	return 0;
+}
+
+static int
+h2c_close_cb(nghttp2_session *s, int32_t id, uint32_t error, void *arg)
+{
+	struct h2c_stream	*st = h2c_find(arg, id);
+
+	if (st != NULL) {
+		st->closed = 1;
+		st->error = error;
+	}
+	return 0;
+}
+
+static int
+h2c_frame_cb(nghttp2_session *s, const nghttp2_frame *frame, void *arg)
+{
+	struct h2c	*h = arg;
+
+	if (frame->hd.type == NGHTTP2_GOAWAY) {
+		h->goaway = 1;
+		h->goaway_error = frame->goaway.error_code;
+	}
+	return 0;
+}
+
+/* A request body from h->upload, all at once. */
+static ssize_t
+h2c_upload_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+    uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+	struct h2c	*h = arg;
+	size_t		 n = h->upload_len < len ? h->upload_len : len;
+
+	memcpy(buf, h->upload, n);
+	h->upload += n;
+	h->upload_len -= n;
+	if (h->upload_len == 0)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return n;
+}
+
+/* Connect and send the preface (prior knowledge) and our SETTINGS. */
+static int
+h2c_open(struct h2c *h)
+{
+	nghttp2_session_callbacks	*cbs;
+
+	memset(h, 0, sizeof *h);
+	if (cli_connect(&h->c) != 0)
+		return -1;
+	nghttp2_session_callbacks_new(&cbs);
+	nghttp2_session_callbacks_set_send_callback(cbs, h2c_send_cb);
+	nghttp2_session_callbacks_set_on_header_callback(cbs, h2c_header_cb);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+	    h2c_data_cb);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
+	    h2c_close_cb);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
+	    h2c_frame_cb);
+	nghttp2_session_client_new(&h->s, cbs, h);
+	nghttp2_session_callbacks_del(cbs);
+	nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, NULL, 0);
+	return nghttp2_session_send(h->s) == 0 ? 0 : -1;
+}
+
+static void
+h2c_close(struct h2c *h)
+{
+	nghttp2_session_del(h->s);
+	cli_close(&h->c);
+}
+
+/* Open a stream: GET, or POST with body when not NULL; its index. */
+static int
+h2c_request(struct h2c *h, const char *host, const char *path,
+    const char *body)
+{
+	nghttp2_nv		 nv[5];
+	nghttp2_data_provider	 dp;
+	size_t			 nnv = 4;
+	const char		*method = body != NULL ? "POST" : "GET";
+	int32_t			 id;
+
+#define H2C_NV(i, n, v) do {						\
+	nv[i].name = (uint8_t *)(n);					\
+	nv[i].namelen = strlen(n);					\
+	nv[i].value = (uint8_t *)(v);					\
+	nv[i].valuelen = strlen(v);					\
+	nv[i].flags = NGHTTP2_NV_FLAG_NONE;				\
+} while (0)
+	H2C_NV(0, ":method", method);
+	H2C_NV(1, ":path", path);
+	H2C_NV(2, ":scheme", "http");
+	H2C_NV(3, ":authority", host);
+	if (h->accept != NULL) {
+		H2C_NV(4, "accept", h->accept);
+		nnv = 5;
+	}
+	h->accept = NULL;
+	h->upload = body;
+	h->upload_len = body != NULL ? strlen(body) : 0;
+	dp.read_callback = h2c_upload_cb;
+	id = nghttp2_submit_request(h->s, NULL, nv, nnv,
+	    body != NULL ? &dp : NULL, NULL);
+	if (id < 0 || h->nst == H2C_STREAMS)
+		return -1;
+	h->st[h->nst].id = id;
+	nghttp2_session_send(h->s);
+	return h->nst++;
+}
+
+/* Read and handle what arrives within ms; 0, or -1 at EOF. */
+static int
+h2c_pump(struct h2c *h, int ms)
+{
+	struct pollfd	pfd = { h->c.fd, POLLIN, 0 };
+	char		buf[16384];
+	ssize_t		n;
+
+	if (h->eof || poll(&pfd, 1, ms) <= 0)
+		return h->eof ? -1 : 0;
+	if ((n = recv(h->c.fd, buf, sizeof buf, 0)) <= 0) {
+		h->eof = 1;
+		return -1;
+	}
+	if (nghttp2_session_mem_recv(h->s, (uint8_t *)buf, n) < 0)
+		return -1;
+	nghttp2_session_send(h->s);
+	return 0;
+}
+
+/* Pump until stream i closed (or ms passed); its status. */
+static int
+h2c_wait(struct h2c *h, int i, int ms)
+{
+	int	t;
+
+	for (t = 0; t < ms && !h->st[i].closed; t += 10) {
+		if (h2c_pump(h, 10) == -1)
+			break;
+	}
+	return h->st[i].closed ? h->st[i].status : -1;
+}
+
+/* HTTP/2 streams as requests: previews, routes, the API, bodies. */
+static void
+test_h2(void)
+{
+	struct h2c	h;
+	int		a, b, c, opened = ALOAD(&preview_opened);
+
+	CHECK(h2c_open(&h) == 0);
+	a = h2c_request(&h, HOST_OK, "/echo?x=1", NULL);
+	b = h2c_request(&h, "app.test", "/echo?y=2", NULL);
+	c = h2c_request(&h, HOST_OK, "/echo", "hello h2");
+	CHECK(h2c_wait(&h, a, 3000) == 200);
+	CHECK_STR(h.st[a].body, "GET /echo?x=1\n");
+	CHECK(h2c_wait(&h, b, 3000) == 200);
+	CHECK_STR(h.st[b].body, "GET /echo?y=2\n");
+	CHECK(h2c_wait(&h, c, 3000) == 200);
+	CHECK_STR(h.st[c].body, "POST /echo\nhello h2");
+	a = h2c_request(&h, ID_UNKNOWN ".preview.localhost", "/", NULL);
+	CHECK(h2c_wait(&h, a, 3000) == 404);
+	a = h2c_request(&h, "127.0.0.1", "/v1/echo", "x");
+	CHECK(h2c_wait(&h, a, 3000) == 200);
+	CHECK(strncmp(h.st[a].body, "POST /v1/echo", 13) == 0);
+	/* Two streams to one sandbox: the connection counts once for it. */
+	CHECK(ALOAD(&preview_opened) == opened + 1);
+	h2c_close(&h);
+	CHECK(wait_for(&preview_closed, ALOAD(&preview_opened)));
+	check_activity_balanced();
+}
+
+/* Held streams: woken, cancelled by RST_STREAM, beside a running one. */
+static void
+test_h2_held(void)
+{
+	struct h2c	h;
+	int		a, b, cancelled = ALOAD(&waits_cancelled);
+
+	CHECK(h2c_open(&h) == 0);
+	a = h2c_request(&h, HOST_HELD, "/echo", NULL);
+	b = h2c_request(&h, HOST_NEVER, "/echo", NULL);
+	/* Neither holds up a stream to a running sandbox. */
+	CHECK(h2c_wait(&h, h2c_request(&h, HOST_OK, "/echo", NULL), 1000) ==
+	    200);
+	CHECK(!h.st[a].closed);
+	CHECK(h2c_wait(&h, a, 3000) == 200);
+	CHECK_STR(h.st[a].body, "GET /echo\n");
+	CHECK(!h.st[b].closed && ALOAD(&waits_live) == 1);
+	nghttp2_submit_rst_stream(h.s, NGHTTP2_FLAG_NONE, h.st[b].id,
+	    NGHTTP2_CANCEL);
+	nghttp2_session_send(h.s);
+	CHECK(wait_for(&waits_cancelled, cancelled + 1));
+	CHECK(ALOAD(&waits_live) == 0);
+	/* A held navigation gets the warming page after 2 s. */
+	h.accept = "text/html,*/*";
+	b = h2c_request(&h, HOST_NEVER, "/", NULL);
+	CHECK(h2c_wait(&h, b, 3500) == 503);
+	CHECK(strstr(h.st[b].body, "<script>") != NULL);
+	CHECK(wait_for(&waits_cancelled, cancelled + 2));
+	/* A held stream whose connection goes. */
+	b = h2c_request(&h, HOST_NEVER, "/echo", NULL);
+	h2c_pump(&h, 100);
+	CHECK(ALOAD(&waits_live) == 1);
+	h2c_close(&h);
+	CHECK(wait_for(&waits_cancelled, cancelled + 3));
+	CHECK(ALOAD(&bad_cancels) == 0);
+	check_activity_balanced();
+}
+
+/* Garbage after the preface ends the session with a GOAWAY. */
+static void
+test_h2_garbage(void)
+{
+	struct h2c	h;
+	int		i;
+
+	CHECK(h2c_open(&h) == 0);
+	cli_sends(&h.c, "\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00");
+	cli_sends(&h.c, "this is not a frame at all, not at all......");
+	for (i = 0; i < 100 && !h.eof; i++)
+		h2c_pump(&h, 20);
+	CHECK(h.goaway && h.eof);
+	h2c_close(&h);
+	/* HTTP/1.1 is untouched, with a 'P' method too. */
+	{
+		struct resp	r;
+
+		CHECK(one("PUT /echo HTTP/1.1\r\nHost: " HOST_OK "\r\n"
+		    "Content-Length: 0\r\n\r\n", "PUT", &r) == 200);
+		resp_free(&r);
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* Tests */
 
 static void
@@ -1552,6 +1898,132 @@ test_pages(void)
 	    "\r\n\r\n", "GET", &r) == 503);
 	CHECK(resp_has(&r, "Retry-After: 5"));
 	CHECK(resp_has(&r, "Cache-Control: no-store"));
+	resp_free(&r);
+}
+
+/* A token for id that expires at exp (Unix seconds), in a static buffer. */
+static const char *
+test_token(const char *id, int64_t exp)
+{
+	static char	tok[TOKEN_MAX_LEN + 1];
+
+	CHECK(token_make(test_key, sizeof test_key, id, exp, tok,
+	    sizeof tok) > 0);
+	return tok;
+}
+
+static void
+test_private(void)
+{
+	struct resp	 r;
+	char		 req[1024], tok[TOKEN_MAX_LEN + 1], cookie[256];
+	const char	*v;
+	int64_t		 now = time_now_ms() / 1000;
+
+	snprintf(tok, sizeof tok, "%s", test_token(ID_PRIVATE, now + 600));
+
+	/* No token: the 401 page, or JSON when asked for. */
+	CHECK(one("GET / HTTP/1.1\r\nHost: " HOST_PRIVATE "\r\n\r\n", "GET",
+	    &r) == 401);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	CHECK(strstr(r.body, "This preview is private") != NULL);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: " HOST_PRIVATE "\r\nAccept: "
+	    "application/json\r\n\r\n", "GET", &r) == 401);
+	CHECK(resp_has(&r, "Content-Type: application/json"));
+	CHECK(strstr(r.body, "{\"error\":{\"code\":\"unauthorized\","
+	    "\"message\":") == r.body);
+	resp_free(&r);
+
+	/* The token in the query: redirect without it, and the cookie. */
+	snprintf(req, sizeof req, "GET /echo?a=1&sandboxd_token=%s&b=2 "
+	    "HTTP/1.1\r\nHost: " HOST_PRIVATE "\r\n\r\n", tok);
+	CHECK(one(req, "GET", &r) == 302);
+	CHECK_STR(resp_get(&r, "Location"), "/echo?a=1&b=2");
+	v = resp_get(&r, "Set-Cookie");
+	snprintf(cookie, sizeof cookie, "sandboxd_token=%s; Path=/; Max-Age=",
+	    tok);
+	CHECK(strncmp(v, cookie, strlen(cookie)) == 0);
+	CHECK(strstr(v, "; HttpOnly; SameSite=Lax") != NULL);
+	CHECK(strcasestr(v, "domain") == NULL);
+	CHECK(strstr(v, "Secure") == NULL);
+	CHECK(atoi(v + strlen(cookie)) > 590 && atoi(v + strlen(cookie)) <= 600);
+	resp_free(&r);
+	/* Alone in the query: no '?' is left; a POST is sent on as a GET. */
+	snprintf(req, sizeof req, "POST /p?sandboxd_token=%s HTTP/1.1\r\n"
+	    "Host: " HOST_PRIVATE "\r\nContent-Length: 0\r\n\r\n", tok);
+	CHECK(one(req, "POST", &r) == 303);
+	CHECK_STR(resp_get(&r, "Location"), "/p");
+	resp_free(&r);
+
+	/* The cookie opens it; the app sees neither it nor the token. */
+	snprintf(req, sizeof req, "GET /headers HTTP/1.1\r\nHost: "
+	    HOST_PRIVATE "\r\nCookie: x=1; sandboxd_token=%s; y=2\r\n\r\n",
+	    tok);
+	CHECK(one(req, "GET", &r) == 200);
+	CHECK(strstr(r.body, "\r\nCookie: x=1; y=2\r\n") != NULL);
+	CHECK(strstr(r.body, "sandboxd_token") == NULL);
+	resp_free(&r);
+	snprintf(req, sizeof req, "GET /headers HTTP/1.1\r\nHost: "
+	    HOST_PRIVATE "\r\nCookie: sandboxd_token=%s\r\n\r\n", tok);
+	CHECK(one(req, "GET", &r) == 200);
+	CHECK(strcasestr(r.body, "\r\nCookie:") == NULL);
+	resp_free(&r);
+
+	/* Another sandbox's token, an expired one, an altered one: 401. */
+	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: " HOST_PRIVATE
+	    "\r\nCookie: sandboxd_token=%s\r\n\r\n",
+	    test_token(ID_PRIVHELD, now + 600));
+	CHECK(one(req, "GET", &r) == 401);
+	resp_free(&r);
+	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: " HOST_PRIVATE
+	    "\r\nCookie: sandboxd_token=%s\r\n\r\n",
+	    test_token(ID_PRIVATE, now - 1));
+	CHECK(one(req, "GET", &r) == 401);
+	resp_free(&r);
+	tok[strlen(tok) - 2] ^= 1;
+	snprintf(req, sizeof req, "GET /?sandboxd_token=%s HTTP/1.1\r\n"
+	    "Host: " HOST_PRIVATE "\r\n\r\n", tok);
+	CHECK(one(req, "GET", &r) == 401);
+	CHECK(!resp_has_name(&r, "set-cookie"));
+	resp_free(&r);
+
+	/* A stopped private sandbox is not even looked up without a token. */
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_PRIVHELD ".preview.localhost"
+	    "\r\n\r\n", "GET", &r) == 401);
+	resp_free(&r);
+	CHECK(ALOAD(&private_lookups) == 0);
+
+	/* Any preview host answers JSON errors to a JSON client. */
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_UNKNOWN ".preview.localhost"
+	    "\r\nAccept: application/json\r\n\r\n", "GET", &r) == 404);
+	CHECK(strstr(r.body, "\"code\":\"not_found\"") != NULL);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: " ID_UNKNOWN ".preview.localhost"
+	    "\r\nAccept: text/html,application/json\r\n\r\n", "GET",
+	    &r) == 404);
+	CHECK(resp_has(&r, "Content-Type: text/html; charset=utf-8"));
+	resp_free(&r);
+}
+
+static void
+test_set_cookie(void)
+{
+	struct resp	r;
+
+	CHECK(one("GET /setcookie HTTP/1.1\r\nHost: " HOST_OK "\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK(resp_has(&r, "Set-Cookie: a=1; Path=/"));
+	CHECK(resp_has(&r, "set-cookie: b=2;path=/x;HttpOnly"));
+	CHECK(resp_has(&r, "Set-Cookie: c=3; Path=/; Secure"));
+	CHECK(resp_has(&r, "Set-Cookie: Domain=d; Max-Age=5"));
+	CHECK(strcasestr(r.head, "preview.localhost") == NULL);
+	resp_free(&r);
+	/* A [route] is the operator's own app: its cookies pass as sent. */
+	CHECK(one("GET /setcookie HTTP/1.1\r\nHost: app.test\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK(resp_has(&r, "Set-Cookie: a=1; Domain=preview.localhost; "
+	    "Path=/"));
 	resp_free(&r);
 }
 
@@ -2440,6 +2912,8 @@ client_main(void *arg)
 {
 	RUN(test_preview_get);
 	RUN(test_preview_post);
+	RUN(test_private);
+	RUN(test_set_cookie);
 	RUN(test_keepalive_pool);
 	RUN(test_forwarded_headers);
 	RUN(test_no_body_responses);
@@ -2464,6 +2938,9 @@ client_main(void *arg)
 	RUN(test_retire_reentrant);
 	RUN(test_retire_in_lookup);
 	RUN(test_activity);
+	RUN(test_h2);
+	RUN(test_h2_held);
+	RUN(test_h2_garbage);
 	RUN(test_shutdown);
 	loop_do("Q");
 	return NULL;

@@ -510,6 +510,9 @@ env_teardown(void)
 	memset(&env, 0, sizeof env);
 }
 
+/* The tenant sandbox_add gives its sandboxes. */
+static const char *add_tenant = "test";
+
 /* A sandbox row in this state (with a container) and its runtime. */
 static struct sandbox_rt *
 sandbox_add(enum sandbox_state state, char *id)
@@ -519,7 +522,7 @@ sandbox_add(enum sandbox_state state, char *id)
 
 	memset(&s, 0, sizeof s);
 	id_new(s.id);
-	s.tenant = "test";
+	s.tenant = (char *)add_tenant;
 	s.template_name = "t";
 	s.state = state;
 	s.port = 3000;
@@ -794,7 +797,7 @@ test_admit(void)
 	req = sandbox_add(SANDBOX_STOPPED, NULL);
 	a = sandbox_running(ida);
 	CHECK(env.ctl->nactive == 1);
-	CHECK(reaper_admit(env.ctl, req, &why) == 0);
+	CHECK(reaper_admit(env.ctl, req, NULL, &why) == 0);
 	CHECK(env.ctl->evictions_total == 0);
 	b = sandbox_running(idb);
 	c = sandbox_running(idc);
@@ -805,7 +808,7 @@ test_admit(void)
 	b->op = (struct lifecycle_op *)&env;	/* never dereferenced */
 	c->nwaiters = 1;
 	why = NULL;
-	CHECK(reaper_admit(env.ctl, req, &why) == -1);
+	CHECK(reaper_admit(env.ctl, req, NULL, &why) == -1);
 	CHECK(why != NULL && strstr(why, "max_running") != NULL);
 	CHECK(env.ctl->refusals_total == 1);
 	CHECK(env.ctl->evictions_total == 0);
@@ -816,7 +819,7 @@ test_admit(void)
 	 * is let through as it is).
 	 */
 	c->last_active_ms -= 100000;
-	CHECK(reaper_admit(env.ctl, c, &why) == 0);
+	CHECK(reaper_admit(env.ctl, c, NULL, &why) == 0);
 	CHECK(env.ctl->evictions_total == 0);
 	CHECK(c->state == SANDBOX_RUNNING);
 	b->op = NULL;
@@ -826,7 +829,7 @@ test_admit(void)
 	/* The idle-longest goes: c (100 s), not a or b. */
 	a->last_active_ms -= 1000;
 	b->last_active_ms -= 2000;
-	CHECK(reaper_admit(env.ctl, req, &why) == 0);
+	CHECK(reaper_admit(env.ctl, req, NULL, &why) == 0);
 	CHECK(env.ctl->evictions_total == 1);
 	CHECK(c->state == SANDBOX_STOPPING);
 	CHECK(stored_state(idc) == SANDBOX_STOPPING);
@@ -841,13 +844,64 @@ test_admit(void)
 	rt_set_state(env.ctl, p, SANDBOX_PAUSED, NULL);
 	a->last_active_ms -= 100000;
 	CHECK(env.ctl->nactive == 3);
-	CHECK(reaper_admit(env.ctl, req, &why) == 0);
+	CHECK(reaper_admit(env.ctl, req, NULL, &why) == 0);
 	CHECK(p->state == SANDBOX_STOPPING);
 	CHECK(a->state == SANDBOX_RUNNING);
 	CHECK(env.ctl->evictions_total == 2);
 	run_for(100);
 	CHECK(p->state == SANDBOX_STOPPED);
 	CHECK(dock.unpauses == 1);	/* a paused one is thawed to stop */
+	env_teardown();
+}
+
+/* A tenant's own max_running: its own idle-longest goes, not another's. */
+static void
+test_admit_tenant(void)
+{
+	struct sandbox_rt	*a, *b, *c, *o;
+	const char		*why = NULL;
+
+	/* The section last: env_setup's own defaults follow extra. */
+	env_setup("max_running = 10\nmin_free_memory = 0\n"
+	    "wake_timeout = 5s\n"
+	    "[api_key small]\n"
+	    "secret = small-0123456789abcdef0123456789abcdef\n"
+	    "max_running = 2\n");
+	o = sandbox_running(NULL);		/* tenant "test" */
+	add_tenant = "small";
+	a = sandbox_running(NULL);
+	b = sandbox_running(NULL);
+	add_tenant = "test";
+	o->last_active_ms -= 100000;		/* the idlest, but not theirs */
+	a->last_active_ms -= 2000;
+	b->last_active_ms -= 1000;
+
+	/* Another tenant is below the global ceiling: no eviction. */
+	CHECK(reaper_admit(env.ctl, NULL, "test", &why) == 0);
+	CHECK(env.ctl->evictions_total == 0);
+
+	/* "small" is at its 2: its own idle-longest, a, is stopped. */
+	CHECK(reaper_admit(env.ctl, NULL, "small", &why) == 0);
+	CHECK(env.ctl->evictions_total == 1);
+	CHECK(a->state == SANDBOX_STOPPING);
+	CHECK(o->state == SANDBOX_RUNNING && b->state == SANDBOX_RUNNING);
+	run_until(&dock.stops, 1, 2000);
+	run_for(50);
+	CHECK(a->state == SANDBOX_STOPPED);
+
+	/* Waking a with b and c of "small" both busy: refused, none goes. */
+	add_tenant = "small";
+	c = sandbox_running(NULL);
+	add_tenant = "test";
+	control_activity(env.ctl, b->id, ACTIVITY_REQUEST, 1);
+	control_activity(env.ctl, c->id, ACTIVITY_REQUEST, 1);
+	why = NULL;
+	CHECK(reaper_admit(env.ctl, a, NULL, &why) == -1);
+	CHECK(why != NULL && strstr(why, "API key") != NULL);
+	CHECK(env.ctl->evictions_total == 1);
+	CHECK(o->state == SANDBOX_RUNNING);
+	control_activity(env.ctl, b->id, ACTIVITY_REQUEST, -1);
+	control_activity(env.ctl, c->id, ACTIVITY_REQUEST, -1);
 	env_teardown();
 }
 
@@ -865,7 +919,7 @@ test_admit_counted(void)
 	b = sandbox_add(SANDBOX_RUNNING, NULL);
 	CHECK(b->generation == 0);
 	CHECK(env.ctl->nactive == 2);
-	CHECK(reaper_admit(env.ctl, b, &why) == 0);
+	CHECK(reaper_admit(env.ctl, b, NULL, &why) == 0);
 	CHECK(env.ctl->evictions_total == 0);
 	CHECK(a->state == SANDBOX_RUNNING);
 	env_teardown();
@@ -888,7 +942,7 @@ test_admit_memory(void)
 	p = sandbox_running(NULL);
 	rt_set_state(env.ctl, p, SANDBOX_PAUSED, NULL);
 	a->last_active_ms -= 100000;
-	CHECK(reaper_admit(env.ctl, NULL, &why) == -1);
+	CHECK(reaper_admit(env.ctl, NULL, NULL, &why) == -1);
 	CHECK(why != NULL && strstr(why, "memory") != NULL);
 	CHECK(env.ctl->refusals_total == 1);
 	/* Only paused ones are stopped for memory. */
@@ -922,11 +976,11 @@ test_admit_reserve(void)
 	a = sandbox_add(SANDBOX_STOPPED, NULL);
 	b = sandbox_add(SANDBOX_STOPPED, NULL);
 	a->memory_bytes = b->memory_bytes = (int64_t)4 << 30;
-	CHECK(reaper_admit(env.ctl, a, &why) == 0);
+	CHECK(reaper_admit(env.ctl, a, NULL, &why) == 0);
 	rt_reserve(a);
 	CHECK(rt_reserved(env.ctl) == (int64_t)4 << 30);
 	/* a has not taken its 4 GB yet, but will: b does not fit. */
-	CHECK(reaper_admit(env.ctl, b, &why) == -1);
+	CHECK(reaper_admit(env.ctl, b, NULL, &why) == -1);
 	CHECK(why != NULL && strstr(why, "memory") != NULL);
 	/* a's port accepts: a moment later its memory is in MemAvailable. */
 	rt_reserve_settle(a);
@@ -935,7 +989,7 @@ test_admit_reserve(void)
 	CHECK(rt_reserved(env.ctl) == (int64_t)4 << 30);
 	a->reserve_until_ms = time_mono_ms() - 1;
 	CHECK(rt_reserved(env.ctl) == 0 && a->reserve_until_ms == 0);
-	CHECK(reaper_admit(env.ctl, b, &why) == 0);
+	CHECK(reaper_admit(env.ctl, b, NULL, &why) == 0);
 	/* A start that ends (stopped, error) reserves nothing. */
 	rt_reserve(b);
 	rt_set_state(env.ctl, b, SANDBOX_STARTING, NULL);
@@ -2305,6 +2359,7 @@ main(void)
 	RUN(test_readopt_new_address);
 	RUN(test_activity);
 	RUN(test_admit);
+	RUN(test_admit_tenant);
 	RUN(test_admit_counted);
 	RUN(test_admit_memory);
 	RUN(test_admit_reserve);

@@ -141,7 +141,7 @@ test_open_create(void)
 	}
 	CHECK(stat(tpath("create.db"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
 	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
-	CHECK(STORE_SCHEMA_VERSION == 3);
+	CHECK(STORE_SCHEMA_VERSION == 4);
 	CHECK(store_ping(s) == 0);
 	store_close(s);
 
@@ -212,7 +212,7 @@ test_reopen(void)
 		free(cause);
 		return;
 	}
-	CHECK(store_schema_version(s) == 3);
+	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
 	CHECK(store_sandbox_get(s, sb.id, &got) == 0);
 	CHECK_STR(got.tenant, "alice");
 	CHECK(store_tenant_exists(s, "alice") == 1);
@@ -601,6 +601,89 @@ test_tenants(void)
 	store_close(s);
 }
 
+/* API keys: insert records the tenant, get, list, revoke, touch. */
+static void
+test_apikeys(void)
+{
+	struct store		*s, *s2;
+	struct store_apikey	 k, got, *list;
+	char			*cause;
+	size_t			 n;
+	int			 count;
+
+	s = store_open(tpath("keys.db"), &cause);
+	CHECK(s != NULL);
+	if (s == NULL) {
+		free(cause);
+		return;
+	}
+	memset(&k, 0, sizeof k);
+	make_id(k.id, 1);
+	k.tenant = "acme";
+	memset(k.secret_hash, 'a', 64);
+	k.created_at = 1000;
+	CHECK(store_apikey_insert(s, &k) == 0);
+	CHECK(store_tenant_exists(s, "acme") == 1);
+	CHECK(store_apikey_insert(s, &k) == -1);	/* same id */
+	make_id(k.id, 2);
+	CHECK(store_apikey_insert(s, &k) == -1);	/* same hash */
+	memset(k.secret_hash, 'b', 64);
+	k.created_at = 2000;
+	CHECK(store_apikey_insert(s, &k) == 0);
+	k.secret_hash[10] = '\0';
+	make_id(k.id, 3);
+	CHECK(store_apikey_insert(s, &k) == -1);	/* short hash */
+	memset(k.secret_hash, 'c', 64);
+	k.tenant = "globex";
+	CHECK(store_apikey_insert(s, &k) == 0);
+
+	make_id(k.id, 1);
+	CHECK(store_apikey_get(s, k.id, &got) == 0);
+	CHECK_STR(got.tenant, "acme");
+	CHECK(got.secret_hash[0] == 'a' && strlen(got.secret_hash) == 64);
+	CHECK(got.created_at == 1000 && got.last_used_at == 0 &&
+	    got.revoked_at == 0);
+	store_apikey_clear(&got);
+	CHECK(store_apikey_get(s, "nope", &got) == STORE_NOTFOUND);
+
+	CHECK(store_apikey_list(s, NULL, &list, &n) == 0 && n == 3);
+	store_apikey_list_free(list, n);
+	CHECK(store_apikey_list(s, "acme", &list, &n) == 0 && n == 2);
+	if (n == 2)
+		CHECK(list[0].created_at == 1000 && list[1].created_at == 2000);
+	store_apikey_list_free(list, n);
+
+	/* Another connection (the CLI) revokes; this one sees it at once. */
+	s2 = store_open(tpath("keys.db"), &cause);
+	CHECK(s2 != NULL);
+	if (s2 != NULL) {
+		CHECK(store_apikey_revoke(s2, "acme", k.id, 5000, &count) == 0 &&
+		    count == 1);
+		CHECK(store_apikey_revoke(s2, "acme", k.id, 6000, &count) ==
+		    STORE_NOTFOUND && count == 0);
+		/* Another tenant's key is not revoked by naming it. */
+		make_id(k.id, 3);
+		CHECK(store_apikey_revoke(s2, "acme", k.id, 6000, &count) ==
+		    STORE_NOTFOUND);
+		store_close(s2);
+	} else
+		free(cause);
+	make_id(k.id, 1);
+	CHECK(store_apikey_get(s, k.id, &got) == 0 && got.revoked_at == 5000);
+	store_apikey_clear(&got);
+	CHECK(store_apikey_revoke(s, "acme", NULL, 7000, &count) == 0 &&
+	    count == 1);
+	CHECK(store_apikey_revoke(s, "acme", NULL, 7000, &count) ==
+	    STORE_NOTFOUND);
+	make_id(k.id, 3);
+	CHECK(store_apikey_touch(s, k.id, 9000) == 0);
+	CHECK(store_apikey_get(s, k.id, &got) == 0 && got.last_used_at ==
+	    9000 && got.revoked_at == 0);
+	store_apikey_clear(&got);
+	CHECK(store_apikey_touch(s, "nope", 9000) == STORE_NOTFOUND);
+	store_close(s);
+}
+
 /* The backup is a readable database with the same rows; no overwrite. */
 static void
 test_backup(void)
@@ -910,7 +993,7 @@ test_migrate_v1(void)
 	    sizeof buf);
 	CHECK_STR(buf, "0");
 
-	/* Reopened at v2: nothing runs again; the cascade still works. */
+	/* Reopened at the current version: nothing runs again; the cascade still works. */
 	s = store_open(path, &cause);
 	CHECK(s != NULL);
 	if (s == NULL) {
@@ -1199,6 +1282,7 @@ main(int argc, char **argv)
 	RUN(test_strings);
 	RUN(test_tasks);
 	RUN(test_tenants);
+	RUN(test_apikeys);
 	RUN(test_backup);
 	RUN(test_state_names);
 	RUN(test_migrate_v1);
