@@ -63,6 +63,7 @@ struct agent_req {
 	/* agent_stream: lines of a 2xx answer as they come */
 	int			 stream;
 	agent_line_cb		 line_cb;
+	size_t			 lscanned;	/* input bytes known to hold no \n */
 	int			 in_cb;		/* inside line_cb */
 	int			 cancelled;	/* agent_cancel from line_cb */
 };
@@ -811,7 +812,12 @@ agent_req_lines(struct agent_req *req, int eof)
 		done = req->kind == HTTP_BODY_NONE ||
 		    (req->kind == HTTP_BODY_LENGTH && avail == req->length) ||
 		    eof;
-		nl = evbuffer_search(in, "\n", 1, NULL);
+		/* From where the last search stopped: never O(n^2). */
+		if (evbuffer_ptr_set(in, &nl, req->lscanned,
+		    EVBUFFER_PTR_SET) == 0)
+			nl = evbuffer_search(in, "\n", 1, &nl);
+		else
+			nl.pos = -1;
 		if (nl.pos != -1 && (size_t)nl.pos < avail)
 			n = (size_t)nl.pos + 1;
 		else if (done && avail > 0)
@@ -823,8 +829,11 @@ agent_req_lines(struct agent_req *req, int eof)
 		} else if (done) {
 			agent_req_finish(req, req->status, NULL, 0, NULL);
 			return (1);
-		} else
+		} else {
+			req->lscanned = avail;
 			return (0);
+		}
+		req->lscanned = 0;
 		line = xmalloc(n + 1);
 		evbuffer_remove(in, line, n);
 		if (req->kind == HTTP_BODY_LENGTH)
