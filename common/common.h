@@ -191,10 +191,12 @@ struct config {
 	int64_t			 idle_timeout_ms;
 	int64_t			 pause_timeout_ms;	/* 0: never pause */
 	int64_t			 wake_timeout_ms;
+	int64_t			 task_timeout_ms;	/* a task's default timeout_s */
 	int64_t			 shutdown_grace_ms;
 	int			 max_sandboxes;
 	int			 max_running;
 	uint64_t		 max_file_size;	/* PUT /files limit, bytes */
+	uint64_t		 task_log_max;	/* a task's event log, bytes */
 	/*
 	 * Starts and wakes are refused below this much available host
 	 * memory: a size, or a percentage of the host's. At most one is
@@ -414,7 +416,26 @@ struct http_exchange;
  */
 struct http_exchange_transport {
 	void	(*send)(void *conn, struct http_exchange *);
+	/*
+	 * A streamed answer (http_exchange_stream_*): the head with the
+	 * headers added so far and no length; body bytes, answering 1 when
+	 * the client has more than its high mark queued (backpressure);
+	 * the end. The transport frames the body for its protocol.
+	 */
+	void	(*stream_head)(void *conn, struct http_exchange *);
+	int	(*stream_write)(void *conn, struct http_exchange *,
+		    const void *, size_t);
+	void	(*stream_end)(void *conn, struct http_exchange *);
 };
+
+/*
+ * A streamed answer's notices to its handler, always from the event loop
+ * and never from inside an http_exchange_stream_* call: drain, the
+ * client took everything queued (write again after a 1); gone, the
+ * client left (called once; write no more, and end the stream, at once
+ * or later, to free the exchange).
+ */
+typedef void (*http_exchange_stream_cb)(struct http_exchange *, void *arg);
 
 struct http_exchange {
 	/* request, owned by the exchange */
@@ -440,6 +461,12 @@ struct http_exchange {
 	void			*conn;		/* NULL once detached */
 	int			 replied;
 	int64_t			 started_ms;	/* monotonic */
+
+	/* a streamed answer (http_exchange_stream_begin) */
+	int			 streaming;
+	http_exchange_stream_cb	 drain_cb;
+	http_exchange_stream_cb	 gone_cb;
+	void			*stream_arg;
 };
 
 struct http_exchange *http_exchange_new(void);
@@ -463,5 +490,29 @@ void	 http_exchange_reply_json(struct http_exchange *, int status,
 void	 http_exchange_reply_error(struct http_exchange *, int status,
 	    const char *code, const char *fmt, ...) SBX_PRINTF(4, 5);
 void	 http_exchange_detach(struct http_exchange *);
+/*
+ * Answer with a stream instead (Server-Sent Events): send the head now
+ * (status, ctype, the headers added so far; no length), then body bytes
+ * as they come with http_exchange_stream_write, then
+ * http_exchange_stream_end, which frees the exchange. drain and gone may
+ * be NULL (see http_exchange_stream_cb). -1 if the client already left:
+ * the exchange is freed then. Only transports with stream hooks stream;
+ * others get a 501.
+ */
+int	 http_exchange_stream_begin(struct http_exchange *, int status,
+	    const char *ctype, http_exchange_stream_cb drain,
+	    http_exchange_stream_cb gone, void *arg);
+/*
+ * Queue body bytes (copied): 0, or 1 when the client is over its high
+ * mark (stop and wait for drain: the source pauses, so a slow client
+ * never balloons memory), -1 when the client left (nothing queued).
+ */
+int	 http_exchange_stream_write(struct http_exchange *, const void *,
+	    size_t);
+/* End the streamed answer and free the exchange (also after gone). */
+void	 http_exchange_stream_end(struct http_exchange *);
+/* The transport: the client drained our output / left (edge calls). */
+void	 http_exchange_stream_drained(struct http_exchange *);
+void	 http_exchange_stream_gone(struct http_exchange *);
 
 #endif /* SBX_COMMON_H */

@@ -154,6 +154,9 @@ static const struct cfg_keydef cfg_keys[] = {
 	/* Holding a request for 0 ms would fail every wake: at least 1 ms. */
 	{ "wake_timeout", CFG_GLOBAL, CFG_T_DURATION, G(wake_timeout_ms), 0,
 	  1, CFG_MAX_DURATION_MS },
+	/* A task with no time at all could never run: at least 1 s. */
+	{ "task_timeout", CFG_GLOBAL, CFG_T_DURATION, G(task_timeout_ms), 0,
+	  1000, CFG_MAX_DURATION_MS },
 	{ "shutdown_grace", CFG_GLOBAL, CFG_T_DURATION, G(shutdown_grace_ms),
 	  0, 0, CFG_MAX_DURATION_MS },
 	{ "max_sandboxes", CFG_GLOBAL, CFG_T_INT, G(max_sandboxes), 0,
@@ -161,6 +164,8 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "max_running", CFG_GLOBAL, CFG_T_INT, G(max_running), 0, 1, 100000 },
 	{ "max_file_size", CFG_GLOBAL, CFG_T_SIZE, G(max_file_size), 0,
 	  1, (long long)CFG_TIB },
+	{ "task_log_max", CFG_GLOBAL, CFG_T_SIZE, G(task_log_max), 0,
+	  4096, (long long)CFG_TIB },
 	/* min and max bound the percentage; a size is any that parses. */
 	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
 	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
@@ -1459,10 +1464,12 @@ cfg_defaults(struct config *conf)
 	conf->idle_timeout_ms = 15 * 60 * 1000;
 	conf->pause_timeout_ms = 0;
 	conf->wake_timeout_ms = 60 * 1000;
+	conf->task_timeout_ms = 30 * 60 * 1000;
 	conf->shutdown_grace_ms = 10 * 1000;
 	conf->max_sandboxes = 500;
 	conf->max_running = 40;
 	conf->max_file_size = 100 * CFG_MIB;
+	conf->task_log_max = 64 * CFG_MIB;
 	conf->min_free_memory_bytes = 0;
 	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;

@@ -266,3 +266,82 @@ http_exchange_detach(struct http_exchange *ex)
 {
 	ex->conn = NULL;
 }
+
+/* Answer with a stream: send the head now; body bytes follow. */
+int
+http_exchange_stream_begin(struct http_exchange *ex, int status,
+    const char *ctype, http_exchange_stream_cb drain,
+    http_exchange_stream_cb gone, void *arg)
+{
+	if (ex->replied) {
+		log_warnx("%s: exchange answered twice (status %d)", __func__,
+		    status);
+		return (-1);
+	}
+	if (ex->conn == NULL) {
+		/* The client left before the answer began. */
+		ex->replied = 1;
+		http_exchange_free(ex);
+		return (-1);
+	}
+	if (ex->transport == NULL || ex->transport->stream_head == NULL) {
+		http_exchange_reply_error(ex, 501, "not_implemented",
+		    "this transport cannot stream an answer");
+		return (-1);
+	}
+	ex->status = status;
+	if (ctype != NULL)
+		http_exchange_add_header(ex, "Content-Type", ctype);
+	ex->replied = 1;
+	ex->streaming = 1;
+	ex->drain_cb = drain;
+	ex->gone_cb = gone;
+	ex->stream_arg = arg;
+	ex->transport->stream_head(ex->conn, ex);
+	return (0);
+}
+
+/* Queue body bytes of a streamed answer. */
+int
+http_exchange_stream_write(struct http_exchange *ex, const void *data,
+    size_t len)
+{
+	if (!ex->streaming || ex->conn == NULL)
+		return (-1);
+	if (len == 0)
+		return (0);
+	return (ex->transport->stream_write(ex->conn, ex, data, len));
+}
+
+/* End a streamed answer; the exchange is freed. */
+void
+http_exchange_stream_end(struct http_exchange *ex)
+{
+	if (ex->streaming && ex->conn != NULL)
+		ex->transport->stream_end(ex->conn, ex);
+	http_exchange_free(ex);
+}
+
+/* The client took everything queued: tell the handler. */
+void
+http_exchange_stream_drained(struct http_exchange *ex)
+{
+	if (ex->streaming && ex->conn != NULL && ex->drain_cb != NULL)
+		ex->drain_cb(ex, ex->stream_arg);
+}
+
+/*
+ * The client left a streamed answer: detach, then tell the handler,
+ * which ends the stream (freeing the exchange) now or later.
+ */
+void
+http_exchange_stream_gone(struct http_exchange *ex)
+{
+	http_exchange_stream_cb	gone = ex->gone_cb;
+
+	ex->conn = NULL;
+	ex->gone_cb = NULL;
+	ex->drain_cb = NULL;
+	if (gone != NULL)
+		gone(ex, ex->stream_arg);
+}

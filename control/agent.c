@@ -35,6 +35,7 @@
 #define AGENT_DEFAULT_TIMEOUT	30000
 #define AGENT_ACCEPT_RETRY_MS	1000
 #define AGENT_MAX_IDLE		4	/* idle rendezvous connections kept */
+#define AGENT_MAX_LINE		(4 * 1024 * 1024)	/* one streamed line */
 
 struct agent_sandbox;
 TAILQ_HEAD(agent_req_list, agent_req);
@@ -58,6 +59,13 @@ struct agent_req {
 	int			 status;
 	enum http_body_kind	 kind;
 	uint64_t		 length;
+
+	/* agent_stream: lines of a 2xx answer as they come */
+	int			 stream;
+	agent_line_cb		 line_cb;
+	size_t			 lscanned;	/* input bytes known to hold no \n */
+	int			 in_cb;		/* inside line_cb */
+	int			 cancelled;	/* agent_cancel from line_cb */
 };
 
 /* An idle connection agentd opened, waiting for a request. */
@@ -112,6 +120,12 @@ static void	agent_req_read_cb(struct bufferevent *, void *);
 static void	agent_req_event_cb(struct bufferevent *, short, void *);
 static void	agent_req_timeout_cb(evutil_socket_t, short, void *);
 static void	agent_timer_add(struct event *, int);
+static struct agent_req *agent_req_new(struct agent_hub *, const char *,
+		    const char *, const char *, size_t, int, agent_cb,
+		    void *);
+static void	agent_req_queue(struct agent_hub *, const char *,
+		    struct agent_req *);
+static int	agent_req_lines(struct agent_req *, int);
 
 /* Make a hub; ready_cb (may be NULL) is told when a sandbox's agentd is up. */
 struct agent_hub *
@@ -458,16 +472,12 @@ agent_timer_add(struct event *ev, int ms)
 	evtimer_add(ev, &tv);
 }
 
-/* Send one request to agentd. */
-void
-agent_request(struct agent_hub *hub, const char *sandbox_id,
-    const char *method, const char *path, const char *body, size_t len,
-    int timeout_ms, agent_cb cb, void *arg)
+/* A request object, not yet queued. */
+static struct agent_req *
+agent_req_new(struct agent_hub *hub, const char *method, const char *path,
+    const char *body, size_t len, int timeout_ms, agent_cb cb, void *arg)
 {
-	struct agent_sandbox	*sb;
-	struct agent_conn	*conn;
 	struct agent_req	*req;
-	struct bufferevent	*bev;
 
 	req = xcalloc(1, sizeof *req);
 	req->method = xstrdup(method);
@@ -480,10 +490,21 @@ agent_request(struct agent_hub *hub, const char *sandbox_id,
 	req->cb = cb;
 	req->arg = arg;
 	req->timer = evtimer_new(hub->base, agent_req_timeout_cb, req);
+	return req;
+}
+
+/* Send a request now, or wait for agentd to connect, or fail it soon. */
+static void
+agent_req_queue(struct agent_hub *hub, const char *sandbox_id,
+    struct agent_req *req)
+{
+	struct agent_sandbox	*sb;
+	struct agent_conn	*conn;
+	struct bufferevent	*bev;
 
 	/* Refuse what would break the request line; fail it asynchronously. */
-	if (strpbrk(method, " \r\n") != NULL || *method == '\0' ||
-	    strpbrk(path, " \r\n") != NULL || *path != '/') {
+	if (strpbrk(req->method, " \r\n") != NULL || *req->method == '\0' ||
+	    strpbrk(req->path, " \r\n") != NULL || *req->path != '/') {
 		req->errmsg = xstrdup("bad method or path for agentd");
 		goto fail;
 	}
@@ -509,6 +530,49 @@ fail:
 	TAILQ_INSERT_TAIL(&hub->failing, req, entry);
 	req->list = &hub->failing;
 	agent_timer_add(req->timer, 0);
+}
+
+/* Send one request to agentd. */
+void
+agent_request(struct agent_hub *hub, const char *sandbox_id,
+    const char *method, const char *path, const char *body, size_t len,
+    int timeout_ms, agent_cb cb, void *arg)
+{
+	agent_req_queue(hub, sandbox_id, agent_req_new(hub, method, path,
+	    body, len, timeout_ms, cb, arg));
+}
+
+/* Send one request whose 2xx answer streams lines; a handle to cancel. */
+struct agent_req *
+agent_stream(struct agent_hub *hub, const char *sandbox_id,
+    const char *method, const char *path, const char *body, size_t len,
+    int timeout_ms, agent_line_cb line_cb, agent_cb end_cb, void *arg)
+{
+	struct agent_req	*req;
+
+	req = agent_req_new(hub, method, path, body, len, timeout_ms, end_cb,
+	    arg);
+	req->stream = 1;
+	req->line_cb = line_cb;
+	agent_req_queue(hub, sandbox_id, req);
+	return req;
+}
+
+/*
+ * Drop a request (agent_stream's handle) without calling back: closes
+ * its connection, which agentd takes as the reader leaving. From inside
+ * its own line callback the free waits until the callback returns.
+ */
+void
+agent_cancel(struct agent_req *req)
+{
+	if (req == NULL)
+		return;
+	if (req->in_cb) {
+		req->cancelled = 1;
+		return;
+	}
+	agent_req_free(req);
 }
 
 /* Write the request on bev and wait for the answer. */
@@ -637,7 +701,12 @@ agent_req_parse(struct agent_req *req, int eof)
 		req->status = head.status;
 		req->head_done = 1;
 		evbuffer_drain(in, (size_t)r);
+		/* A stream lives as long as its task: no answer deadline. */
+		if (req->stream && req->status >= 200 && req->status < 300)
+			evtimer_del(req->timer);
 	}
+	if (req->stream && req->status >= 200 && req->status < 300)
+		return (agent_req_lines(req, eof));
 
 	avail = evbuffer_get_length(in);
 	switch (req->kind) {
@@ -719,4 +788,69 @@ agent_req_timeout_cb(evutil_socket_t fd, short events, void *arg)
 	else
 		agent_req_fail(req, "agentd did not answer within %d ms",
 		    req->timeout_ms);
+}
+
+/*
+ * A streamed 2xx answer: hand each complete line (without its newline)
+ * to line_cb; at the end (close, or the Content-Length consumed) a last
+ * unterminated line, then the end callback with the status. Returns 1
+ * when the request was finished or cancelled, 0 for more.
+ */
+static int
+agent_req_lines(struct agent_req *req, int eof)
+{
+	struct evbuffer		*in = bufferevent_get_input(req->bev);
+	struct evbuffer_ptr	 nl;
+	size_t			 avail, n;
+	char			*line;
+	int			 done;
+
+	for (;;) {
+		avail = evbuffer_get_length(in);
+		if (req->kind == HTTP_BODY_LENGTH && avail > req->length)
+			avail = (size_t)req->length;
+		done = req->kind == HTTP_BODY_NONE ||
+		    (req->kind == HTTP_BODY_LENGTH && avail == req->length) ||
+		    eof;
+		/* From where the last search stopped: never O(n^2). */
+		if (evbuffer_ptr_set(in, &nl, req->lscanned,
+		    EVBUFFER_PTR_SET) == 0)
+			nl = evbuffer_search(in, "\n", 1, &nl);
+		else
+			nl.pos = -1;
+		if (nl.pos != -1 && (size_t)nl.pos < avail)
+			n = (size_t)nl.pos + 1;
+		else if (done && avail > 0)
+			n = avail;
+		else if (avail > AGENT_MAX_LINE) {
+			agent_req_fail(req, "agentd sent a line longer than "
+			    "%d bytes", AGENT_MAX_LINE);
+			return (1);
+		} else if (done) {
+			agent_req_finish(req, req->status, NULL, 0, NULL);
+			return (1);
+		} else {
+			req->lscanned = avail;
+			return (0);
+		}
+		req->lscanned = 0;
+		line = xmalloc(n + 1);
+		evbuffer_remove(in, line, n);
+		if (req->kind == HTTP_BODY_LENGTH)
+			req->length -= n;
+		line[n] = '\0';
+		if (n > 0 && line[n - 1] == '\n')
+			line[--n] = '\0';
+		if (n > 0 && line[n - 1] == '\r')
+			line[--n] = '\0';
+		req->in_cb = 1;
+		if (req->line_cb != NULL)
+			req->line_cb(line, n, req->arg);
+		req->in_cb = 0;
+		free(line);
+		if (req->cancelled) {
+			agent_req_free(req);
+			return (1);
+		}
+	}
 }

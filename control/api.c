@@ -28,6 +28,8 @@
 #define API_JSON_MAX_DEPTH	16
 #define API_MAX_ENV		256
 #define API_MAX_LABELS		64
+#define API_MAX_PROMPT		(256 * 1024)
+#define API_MAX_TASK_TIMEOUT	86400	/* agentd's limit */
 /* A key without ceilings of its own: up to this times the template's. */
 #define API_TENANT_FACTOR	4
 
@@ -56,6 +58,7 @@ enum api_auth { AUTH_NONE, AUTH_KEY, AUTH_ADMIN };
 /* What a route's handler gets: the parsed path pieces. */
 struct api_match {
 	const char	*id;		/* {id}, validated */
+	const char	*tid;		/* {tid}, a task id, validated */
 	const char	*rest;		/* the file path after /files/ */
 	size_t		 rest_len;
 };
@@ -97,6 +100,19 @@ static void	h_file_delete(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_exec(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static int	api_plain_string(struct json_object *);
+static void	h_task_create(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_task_list(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_task_get(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_task_events(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_task_cancel(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_task_revert(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
 static void	h_preview_token(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 
@@ -127,6 +143,18 @@ static const struct api_route api_routes[] = {
 	  BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/exec",	  AUTH_KEY,   h_exec,
 	  BODY_EXEC },
+	{ "POST",   "/v1/sandboxes/{id}/tasks",	  AUTH_KEY,   h_task_create,
+	  BODY_EXEC },
+	{ "GET",    "/v1/sandboxes/{id}/tasks",	  AUTH_KEY,   h_task_list,
+	  BODY_JSON },
+	{ "GET",    "/v1/sandboxes/{id}/tasks/{tid}", AUTH_KEY, h_task_get,
+	  BODY_JSON },
+	{ "GET",    "/v1/sandboxes/{id}/tasks/{tid}/events", AUTH_KEY,
+	  h_task_events, BODY_JSON },
+	{ "POST",   "/v1/sandboxes/{id}/tasks/{tid}/cancel", AUTH_KEY,
+	  h_task_cancel, BODY_JSON },
+	{ "POST",   "/v1/sandboxes/{id}/tasks/{tid}/revert", AUTH_KEY,
+	  h_task_revert, BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/preview-token", AUTH_KEY,
 	  h_preview_token, BODY_JSON },
 };
@@ -187,6 +215,19 @@ route_match(const char *pattern, const char *path, struct api_match *m,
 
 	memset(m, 0, sizeof *m);
 	while (*p != '\0') {
+		if (strncmp(p, "{tid}", 5) == 0) {
+			seg_end = strchr(s, '/');
+			len = seg_end != NULL ? (size_t)(seg_end - s) :
+			    strlen(s);
+			if (len == 0)
+				return (0);
+			if (!id_valid(s, len))
+				*id_bad = 2;
+			m->tid = s;
+			p += 5;
+			s += len;
+			continue;
+		}
 		if (strncmp(p, "{id}", 4) == 0) {
 			seg_end = strchr(s, '/');
 			len = seg_end != NULL ? (size_t)(seg_end - s) :
@@ -292,7 +333,7 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 	const struct api_route	*r;
 	struct api_match	 m;
 	struct api_caller	 caller;
-	char			 idbuf[ID_LEN + 1];
+	char			 idbuf[ID_LEN + 1], tidbuf[ID_LEN + 1];
 	int			 path_known, id_bad = 0;
 
 	ctl->requests_total++;
@@ -320,13 +361,19 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 	if (m.id != NULL) {
 		if (id_bad) {
 			http_exchange_reply_error(ex, 400, "bad_request",
-			    "malformed sandbox id: ids are 26 lowercase "
-			    "characters (a ULID)");
+			    "malformed %s id: ids are 26 lowercase "
+			    "characters (a ULID)", id_bad == 2 ? "task" :
+			    "sandbox");
 			return;
 		}
 		memcpy(idbuf, m.id, ID_LEN);
 		idbuf[ID_LEN] = '\0';
 		m.id = idbuf;
+	}
+	if (m.tid != NULL) {
+		memcpy(tidbuf, m.tid, ID_LEN);
+		tidbuf[ID_LEN] = '\0';
+		m.tid = tidbuf;
 	}
 	r->handler(ctl, ex, &caller, &m);
 }
@@ -577,7 +624,7 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
 	struct evbuffer	*out = evbuffer_new();
-	int		 state, n;
+	int		 state, n, tasks, streams;
 
 	evbuffer_add_printf(out, "# HELP sandboxd_sandboxes Sandboxes in the "
 	    "store by state.\n# TYPE sandboxd_sandboxes gauge\n");
@@ -629,6 +676,13 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    (unsigned long long)ctl->idle_stops_total,
 	    (unsigned long long)ctl->evictions_total,
 	    (unsigned long long)ctl->refusals_total);
+	task_counts(ctl, &tasks, &streams);
+	evbuffer_add_printf(out,
+	    "# HELP sandboxd_tasks_active Tasks queued or running.\n"
+	    "# TYPE sandboxd_tasks_active gauge\nsandboxd_tasks_active %d\n"
+	    "# HELP sandboxd_task_streams Task event streams open.\n"
+	    "# TYPE sandboxd_task_streams gauge\nsandboxd_task_streams %d\n",
+	    tasks, streams);
 	http_exchange_reply_buffer(ex, 200, "text/plain; version=0.0.4", out);
 	evbuffer_free(out);
 }
@@ -1621,4 +1675,232 @@ exec_done_cb(int status, const char *body, size_t len, const char *errmsg,
 	store_sandbox_touch(call->ctl->store, call->id, time_now_ms());
 	free(call->body);
 	free(call);
+}
+
+/* 1 for a JSON string holding no NUL (a C string would be cut there). */
+static int
+api_plain_string(struct json_object *v)
+{
+	return (json_object_is_type(v, json_type_string) &&
+	    strlen(json_object_get_string(v)) ==
+	    (size_t)json_object_get_string_len(v));
+}
+
+/*
+ * POST /v1/sandboxes/{id}/tasks: checked strictly here, run by task.c.
+ * command takes cmd; opencode and claude-code take prompt (and model).
+ */
+static void
+h_task_create(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	static const char *const fields[] = { "agent", "prompt", "cmd",
+	    "env", "timeout_s", "model" };
+	struct json_object	*req, *v, *env = NULL;
+	struct store_sandbox	 s;
+	const char		*agent;
+	int64_t			 timeout_s;
+	size_t			 i, n;
+	int			 is_command;
+
+	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
+		return;
+	if (s.state == SANDBOX_DELETING || s.state == SANDBOX_ERROR ||
+	    s.state == SANDBOX_CREATING) {
+		http_exchange_reply_error(ex, 409, "conflict",
+		    "sandbox is %s", store_sandbox_state_name(s.state));
+		store_sandbox_clear(&s);
+		return;
+	}
+	store_sandbox_clear(&s);
+	if (parse_body(ex, 0, &req) == -1)
+		return;
+	if (!only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+	if (!json_object_object_get_ex(req, "agent", &v) ||
+	    !json_object_is_type(v, json_type_string) ||
+	    (strcmp(agent = json_object_get_string(v), "command") != 0 &&
+	    strcmp(agent, "opencode") != 0 &&
+	    strcmp(agent, "claude-code") != 0)) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "agent must be \"command\", \"opencode\" or "
+		    "\"claude-code\"");
+		goto out;
+	}
+	is_command = strcmp(agent, "command") == 0;
+	if (is_command) {
+		if (json_object_object_get_ex(req, "prompt", &v) ||
+		    json_object_object_get_ex(req, "model", &v)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "prompt and model are for opencode and "
+			    "claude-code; a command task takes cmd");
+			goto out;
+		}
+		if (!json_object_object_get_ex(req, "cmd", &v) ||
+		    !json_object_is_type(v, json_type_array) ||
+		    (n = json_object_array_length(v)) == 0 || n > 4096) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "cmd must be a non-empty array of strings");
+			goto out;
+		}
+		for (i = 0; i < n; i++) {
+			if (!api_plain_string(json_object_array_get_idx(v,
+			    i))) {
+				http_exchange_reply_error(ex, 400,
+				    "bad_request", "cmd[%zu] must be a string "
+				    "without NUL bytes", i);
+				goto out;
+			}
+		}
+	} else {
+		if (json_object_object_get_ex(req, "cmd", &v)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "cmd is for command tasks; %s takes a prompt",
+			    agent);
+			goto out;
+		}
+		if (!json_object_object_get_ex(req, "prompt", &v) ||
+		    !api_plain_string(v) ||
+		    json_object_get_string_len(v) == 0 ||
+		    json_object_get_string_len(v) > API_MAX_PROMPT) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "prompt must be a string of 1 to %d bytes, without "
+			    "NUL bytes", API_MAX_PROMPT);
+			goto out;
+		}
+		if (json_object_object_get_ex(req, "model", &v) &&
+		    (!api_plain_string(v) ||
+		    json_object_get_string_len(v) == 0 ||
+		    json_object_get_string_len(v) > 200 ||
+		    json_object_get_string(v)[0] == '-')) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "model must be a model name (1 to 200 bytes, not "
+			    "starting with '-')");
+			goto out;
+		}
+	}
+	if (json_object_object_get_ex(req, "env", &v)) {
+		if (check_string_map(ex, "env", v, 1, API_MAX_ENV,
+		    32 * 1024) == -1)
+			goto out;
+		/* Taken out of the spec: the store never sees it. */
+		env = json_object_get(v);
+		json_object_object_del(req, "env");
+	}
+	timeout_s = ctl->cf->task_timeout_ms / 1000;
+	if (timeout_s > API_MAX_TASK_TIMEOUT)
+		timeout_s = API_MAX_TASK_TIMEOUT;
+	if (get_int(ex, req, "timeout_s", 1, API_MAX_TASK_TIMEOUT,
+	    &timeout_s) == -1)
+		goto out;
+	json_object_object_add(req, "timeout_s",
+	    json_object_new_int64(timeout_s));
+	task_create(ctl, ex, m->id, req, env);
+out:
+	json_object_put(env);
+	json_object_put(req);
+}
+
+/* GET /v1/sandboxes/{id}/tasks */
+static void
+h_task_list(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	task_list(ctl, ex, m->id);
+}
+
+/* GET /v1/sandboxes/{id}/tasks/{tid} */
+static void
+h_task_get(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	task_get(ctl, ex, m->id, m->tid);
+}
+
+/*
+ * GET .../tasks/{tid}/events: resume after Last-Event-ID (what a
+ * reconnecting EventSource sends) or ?after=N.
+ */
+static void
+h_task_events(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	const char		*h;
+	char			*q = NULL;
+	const char		*p;
+	unsigned long long	 after = 0;
+
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	if ((h = http_exchange_header(ex, "last-event-id")) == NULL)
+		h = q = http_exchange_query(ex, "after");
+	if (h != NULL) {
+		for (p = h; *p >= '0' && *p <= '9'; p++)
+			;
+		errno = 0;
+		if (*h == '\0' || *p != '\0' || p - h > 18 ||
+		    (after = strtoull(h, NULL, 10), errno != 0)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "Last-Event-ID and after must be an event id "
+			    "(digits)");
+			free(q);
+			return;
+		}
+	}
+	free(q);
+	task_events(ctl, ex, m->id, m->tid, (uint64_t)after);
+}
+
+/* POST .../tasks/{tid}/cancel */
+static void
+h_task_cancel(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct json_object	*req;
+
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	if (parse_body(ex, 1, &req) == -1)
+		return;
+	if (req != NULL && json_object_object_length(req) > 0) {
+		json_object_object_foreach(req, k, v) {
+			(void)v;
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "unknown field \"%s\"", k);
+			break;
+		}
+		json_object_put(req);
+		return;
+	}
+	json_object_put(req);
+	task_cancel(ctl, ex, m->id, m->tid);
+}
+
+/* POST .../tasks/{tid}/revert */
+static void
+h_task_revert(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct json_object	*req;
+
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	if (parse_body(ex, 1, &req) == -1)
+		return;
+	if (req != NULL && json_object_object_length(req) > 0) {
+		json_object_object_foreach(req, k, v) {
+			(void)v;
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "unknown field \"%s\"", k);
+			break;
+		}
+		json_object_put(req);
+		return;
+	}
+	json_object_put(req);
+	task_revert(ctl, ex, m->id, m->tid);
 }

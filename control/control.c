@@ -52,6 +52,9 @@ control_new(struct event_base *base, const struct config *cf,
 		LIST_INIT(&ctl->rts[i]);
 	LIST_INIT(&ctl->children);
 	LIST_INIT(&ctl->probes);
+	TAILQ_INIT(&ctl->tasks);
+	TAILQ_INIT(&ctl->followers);
+	LIST_INIT(&ctl->task_calls);
 	LIST_INIT(&ctl->status_reqs);
 
 	xasprintf(&ctl->workspaces_dir, "%s/workspaces", cf->data_dir);
@@ -307,6 +310,8 @@ reconciled_cb(struct control *ctl, int ok)
 		docker_events_follow(ctl->docker, filters, event_cb, ctl);
 		json_object_put(filters);
 		free(label);
+		/* Docker and the store agree now: tasks left running. */
+		task_startup(ctl);
 	}
 	if (ctl->sync_again)
 		control_sync(ctl);
@@ -359,6 +364,7 @@ control_free(struct control *ctl)
 		event_free(ctl->sigchld);
 	if (ctl->sync_retry != NULL)
 		event_free(ctl->sync_retry);
+	task_free_all(ctl);
 	if (ctl->docker != NULL)
 		docker_free(ctl->docker);
 	/* Their Docker requests are cancelled with the client. */

@@ -114,6 +114,25 @@ void	 agent_request(struct agent_hub *, const char *sandbox_id,
 	    const char *method, const char *path, const char *body,
 	    size_t len, int timeout_ms, agent_cb, void *arg);
 
+/*
+ * Streaming answers (close-delimited application/x-ndjson): agent_stream
+ * sends a request like agent_request, then hands each line of a 2xx
+ * answer to line_cb as it arrives (NUL-terminated, newline stripped),
+ * and calls end_cb exactly once at the end: the status with body NULL
+ * after agentd closed a 2xx stream, a non-2xx answer's status and body,
+ * or status 0 and errmsg when no answer came. Callbacks always come from
+ * the event loop. The handle is valid until end_cb, or until
+ * agent_cancel (which calls nothing back, and may be called from
+ * line_cb); closing the connection only stops agentd writing to it.
+ */
+struct agent_req;
+typedef void (*agent_line_cb)(const char *line, size_t len, void *arg);
+struct agent_req *agent_stream(struct agent_hub *, const char *sandbox_id,
+	    const char *method, const char *path, const char *body,
+	    size_t len, int timeout_ms, agent_line_cb line_cb,
+	    agent_cb end_cb, void *arg);
+void	 agent_cancel(struct agent_req *);
+
 /* control/files.c — workspace files, never outside the workspace */
 /*
  * Every function takes the workspace directory's fd (O_PATH|O_DIRECTORY)
@@ -242,6 +261,13 @@ enum control_lookup {
 	CONTROL_LOOKUP_DONE,	/* *t is filled in; cb will not be called */
 	CONTROL_LOOKUP_HELD,	/* waking: cb is called later, exactly once */
 };
+/*
+ * A lookup's port: the template's (0, its readiness awaited), another
+ * (the sandbox running is enough), or none in particular: answered once
+ * the sandbox runs, its dev server ready or not (a task needs agentd,
+ * not the app; the address is the template port's).
+ */
+#define CONTROL_PORT_RUNNING	(-1)
 /*
  * Where a preview request for sandbox id goes (port 0: the template's).
  * A port other than the sandbox's own that the template's ports do not

@@ -103,6 +103,14 @@ struct control_child {
 };
 LIST_HEAD(control_child_list, control_child);
 
+/* control/task.c's objects, listed on struct control. */
+struct task;
+struct task_follower;
+struct task_call;
+TAILQ_HEAD(task_list, task);
+TAILQ_HEAD(task_follower_list, task_follower);
+LIST_HEAD(task_call_list, task_call);
+
 struct control {
 	struct event_base	*base;
 	const struct config	*cf;
@@ -146,6 +154,10 @@ struct control {
 	void			*retire_arg;
 	uint64_t		 requests_total;
 	uint64_t		 requests_failed;
+
+	struct task_list	 tasks;		/* queued and running */
+	struct task_follower_list followers;	/* event streams */
+	struct task_call_list	 task_calls;	/* agentd calls in flight */
 	LIST_HEAD(, control_status_req) status_reqs;	/* status.c */
 };
 
@@ -290,6 +302,45 @@ void	 lifecycle_recheck(struct control *, struct sandbox_rt *);
 struct json_object *lifecycle_container_spec(struct control *,
 	    const struct store_sandbox *);
 
+/* control/task.c — agent tasks: the queue, the relay, the event log */
+/*
+ * The API's task routes; api.c has checked the caller, the sandbox and
+ * the body. spec is the request without env (what the store keeps);
+ * env (NULL: none) goes to agentd only. Each answers exactly once.
+ */
+void	 task_create(struct control *, struct http_exchange *,
+	    const char *sandbox_id, struct json_object *spec,
+	    struct json_object *env);
+void	 task_list(struct control *, struct http_exchange *,
+	    const char *sandbox_id);
+void	 task_get(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *tid);
+void	 task_cancel(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *tid);
+void	 task_revert(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *tid);
+/* A text/event-stream of the task's events with ids above after. */
+void	 task_events(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *tid, uint64_t after);
+/* After the first reconcile: pick up or fail what the last run left. */
+void	 task_startup(struct control *);
+/* The sandbox moves to this state (runtime.c): stopping ends its tasks. */
+void	 task_sandbox_state(struct control *, const char *sandbox_id,
+	    enum sandbox_state);
+/* The sandbox is deleted: forget its tasks, end its event streams. */
+void	 task_sandbox_gone(struct control *, const char *sandbox_id);
+/* At exit, before the hub goes: frees everything, calls nothing back. */
+void	 task_free_all(struct control *);
+/* Tasks queued or running, and event streams open (for /metrics). */
+void	 task_counts(struct control *, int *tasks, int *streams);
+/*
+ * One line of agentd's event stream as the host log keeps it: 0 with
+ * *seq, *event (static), *data (malloc'd, a JSON text without a
+ * newline) and, for an exit event, *exitp (the caller puts it); 1 for a
+ * type not relayed; -1 if malformed. (A fuzz target's subject.)
+ */
+int	 task_event_convert(const char *line, size_t len, uint64_t *seq,
+	    const char **event, char **data, struct json_object **exitp);
 /* control/preview.c */
 /* Load (or make, at first start) preview_secret_file. */
 int	 preview_key_load(struct control *, char **cause);

@@ -142,6 +142,7 @@ rt_drop(struct control *ctl, struct sandbox_rt *rt)
 {
 	struct control_wait	*w;
 
+	task_sandbox_gone(ctl, rt->id);
 	rt_retire(ctl, rt);
 	if (rt_state_active(rt->state))
 		ctl->nactive--;
@@ -215,6 +216,9 @@ rt_set_state(struct control *ctl, struct sandbox_rt *rt,
 		rt->port_state = RT_PORT_UNKNOWN;
 	if (!rt_state_active(to))
 		rt->reserve_until_ms = 0;
+	/* Its tasks end with a stop, a delete or an error. */
+	if (to != from)
+		task_sandbox_state(ctl, rt->id, to);
 	if (to != from) {
 		log_debug("sandbox state\tid=%s from=%s to=%s", rt->id,
 		    store_sandbox_state_name(from),

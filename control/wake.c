@@ -69,7 +69,7 @@ wake_fill(struct sandbox_rt *rt, int port, struct control_target *t)
 
 	sin->sin_family = AF_INET;
 	sin->sin_addr = rt->ip;
-	sin->sin_port = htons(port != 0 ? port : rt->port);
+	sin->sin_port = htons(port > 0 ? port : rt->port);
 	t->addrlen = sizeof *sin;
 	t->generation = rt->generation;
 	t->kind = TARGET_OK;
@@ -95,7 +95,7 @@ control_target_lookup(struct control *ctl, const char *id, int port,
 		return (CONTROL_LOOKUP_DONE);
 	}
 	/* A port the template does not open is no preview: never a wake. */
-	if (port != 0 && port != rt->port &&
+	if (port > 0 && port != rt->port &&
 	    !config_port_allowed(rt->tmpl, port)) {
 		t->kind = TARGET_UNKNOWN;
 		t->message = "This port is not open for previews.";
@@ -241,8 +241,14 @@ wake_release(struct control *ctl, struct sandbox_rt *rt, int rewake)
 	if (rt->op != NULL)
 		return;
 	if (rt->state == SANDBOX_RUNNING && rt->generation != 0 &&
-	    rt->port_state == RT_PORT_PROBING)
-		return;		/* the probe's answer releases them */
+	    rt->port_state == RT_PORT_PROBING) {
+		/* The probe's answer releases them, but for tasks. */
+		TAILQ_FOREACH(w, &rt->waiters, entry) {
+			if (w->port == CONTROL_PORT_RUNNING)
+				event_active(w->timer, EV_READ, 0);
+		}
+		return;
+	}
 	if (rewake && (rt->state == SANDBOX_STOPPED ||
 	    rt->state == SANDBOX_PAUSED)) {
 		if (wake_start(ctl, rt, &why) == 0)

@@ -23,8 +23,16 @@ static int	edge_api_skip_header(const char *);
 static struct http_exchange *edge_api_exchange(struct edge_req *,
 		    const struct http_request_head *);
 
+static void	edge_api_stream_head(void *, struct http_exchange *);
+static int	edge_api_stream_write(void *, struct http_exchange *,
+		    const void *, size_t);
+static void	edge_api_stream_end(void *, struct http_exchange *);
+
 static const struct http_exchange_transport edge_transport = {
-	edge_api_send
+	edge_api_send,
+	edge_api_stream_head,
+	edge_api_stream_write,
+	edge_api_stream_end
 };
 
 /* The exchange for a head: method, path, query, headers, peer. */
@@ -154,8 +162,16 @@ edge_api_body(struct edge_req *req)
 void
 edge_api_gone(struct edge_req *req)
 {
-	if (req->ex == NULL)
+	struct http_exchange	*ex = req->ex;
+
+	if (ex == NULL)
 		return;
+	if (req->state == EDGE_REQ_API_STREAM) {
+		/* The handler learns now; it frees the exchange as it ends. */
+		req->ex = NULL;
+		http_exchange_stream_gone(ex);
+		return;
+	}
 	if (req->state == EDGE_REQ_API_WAIT)
 		http_exchange_detach(req->ex);
 	else
@@ -217,4 +233,85 @@ edge_api_send(void *arg, struct http_exchange *ex)
 		evbuffer_add_buffer(req->ops->body(req), ex->resp_body);
 	http_exchange_free(ex);
 	edge_req_end(req);
+}
+
+/*
+ * control streams its answer: the head now, chunked (HTTP/1.1) or as
+ * the protocol frames a body of unknown length (rh.dechunk: HTTP/1.0
+ * until close, HTTP/2 DATA frames). The client is not read meanwhile,
+ * but its leaving is noticed (hold).
+ */
+static void
+edge_api_stream_head(void *arg, struct http_exchange *ex)
+{
+	struct edge_req		*req = arg;
+	struct edge_resp_head	 rh;
+	struct http_header	*hdrs;
+	size_t			 i, n = 0;
+
+	hdrs = xcalloc(ex->nresp_hdrs + 1, sizeof *hdrs);
+	hdrs[n].name = "Transfer-Encoding";
+	hdrs[n].name_len = 17;
+	hdrs[n].value = "chunked";
+	hdrs[n++].value_len = 7;
+	for (i = 0; i < ex->nresp_hdrs; i++) {
+		if (edge_api_skip_header(ex->resp_hdr_names[i]))
+			continue;
+		hdrs[n].name = ex->resp_hdr_names[i];
+		hdrs[n].name_len = strlen(ex->resp_hdr_names[i]);
+		hdrs[n].value = ex->resp_hdr_values[i];
+		hdrs[n++].value_len = strlen(ex->resp_hdr_values[i]);
+	}
+	memset(&rh, 0, sizeof rh);
+	rh.status = ex->status;
+	rh.headers = hdrs;
+	rh.nheaders = n;
+	rh.body = HTTP_BODY_CHUNKED;
+	req->state = EDGE_REQ_API_STREAM;
+	edge_req_head(req, &rh);
+	free(hdrs);
+	req->api_raw = rh.dechunk;
+	req->ops->hold(req, 1);
+	req->ops->flush(req);
+}
+
+/* Body bytes of a streamed answer; 1 if the client is over the mark. */
+static int
+edge_api_stream_write(void *arg, struct http_exchange *ex, const void *data,
+    size_t len)
+{
+	struct edge_req	*req = arg;
+	struct evbuffer	*out;
+
+	if (strcmp(req->method, "HEAD") == 0)
+		return (0);
+	out = req->ops->body(req);
+	if (!req->api_raw)
+		evbuffer_add_printf(out, "%zx\r\n", len);
+	evbuffer_add(out, data, len);
+	if (!req->api_raw)
+		evbuffer_add(out, "\r\n", 2);
+	return (req->ops->flush(req));
+}
+
+/* The streamed answer is complete: the last chunk, and the next request. */
+static void
+edge_api_stream_end(void *arg, struct http_exchange *ex)
+{
+	struct edge_req	*req = arg;
+
+	req->ex = NULL;
+	ex->conn = NULL;
+	if (!req->api_raw && strcmp(req->method, "HEAD") != 0)
+		evbuffer_add(req->ops->body(req), "0\r\n\r\n", 5);
+	req->ops->hold(req, 0);
+	edge_req_end(req);
+}
+
+/* The client took the stream's output: the handler may write on. */
+void
+edge_api_drained(struct edge_req *req)
+{
+	if (req->ex != NULL)
+		http_exchange_stream_drained(req->ex);
 }

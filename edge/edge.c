@@ -189,6 +189,14 @@ edge_shutdown(struct edge *edge, int64_t grace_ms,
 		    evbuffer_get_length(bufferevent_get_input(conn->bev)) ==
 		    0) || conn->state == EDGE_CONN_HANDSHAKE)
 			edge_conn_close(conn);
+		/*
+		 * An event stream ends only with its task: cut it now, its
+		 * client resumes with Last-Event-ID from the next daemon.
+		 */
+		else if (conn->state == EDGE_CONN_REQUEST &&
+		    conn->req != NULL &&
+		    conn->req->state == EDGE_REQ_API_STREAM)
+			edge_req_abort(conn->req);
 	}
 	if (grace_ms < 0)
 		grace_ms = 0;

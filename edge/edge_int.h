@@ -254,6 +254,7 @@ enum edge_req_state {
 	EDGE_REQ_HELD,		/* waiting for a held target lookup */
 	EDGE_REQ_API_BODY,	/* reading an API request body */
 	EDGE_REQ_API_WAIT,	/* dispatched to control, no answer yet */
+	EDGE_REQ_API_STREAM,	/* control streams its answer (SSE) */
 	EDGE_REQ_PROXY,		/* forwarding to an upstream and back */
 	EDGE_REQ_TUNNEL,	/* after 101: bytes both ways */
 	EDGE_REQ_DONE		/* answered or abandoned */
@@ -332,6 +333,7 @@ struct edge_req {
 	struct http_exchange	*ex;
 	uint64_t		 api_limit;
 	uint64_t		 api_got;
+	int			 api_raw;	/* stream: protocol frames it */
 
 	/* proxied (proxy.c) */
 	struct edge_upstream	*up;
@@ -600,6 +602,8 @@ void	edge_api_start(struct edge_req *, const struct http_request_head *);
 void	edge_api_body(struct edge_req *);
 /* The request ends unanswered: detach (dispatched) or free the exchange. */
 void	edge_api_gone(struct edge_req *);
+/* The client took a streamed answer's output: the handler may write on. */
+void	edge_api_drained(struct edge_req *);
 
 /* edge/page.c */
 /*

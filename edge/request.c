@@ -516,6 +516,8 @@ edge_req_drained(struct edge_req *req)
 {
 	if (req->state == EDGE_REQ_PROXY || req->state == EDGE_REQ_TUNNEL)
 		edge_proxy_client_write(req);
+	else if (req->state == EDGE_REQ_API_STREAM)
+		edge_api_drained(req);
 }
 
 /* Send a response head; note how far the response got. */

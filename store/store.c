@@ -145,6 +145,18 @@ static const char *store_migrations[] = {
 	"  revoked_at   INTEGER NOT NULL DEFAULT 0"
 	");"
 	"CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at, id);",
+
+	/*
+	 * 4: what a finished task leaves (issue 8): why it failed, the
+	 * agent's summary, the files it changed, the checkpoint revert
+	 * goes back to, and whether it ran out of time. Plain added
+	 * columns: no CHECK changes, no rebuild.
+	 */
+	"ALTER TABLE tasks ADD COLUMN error TEXT;"
+	"ALTER TABLE tasks ADD COLUMN summary_json TEXT;"
+	"ALTER TABLE tasks ADD COLUMN changed_files_json TEXT;"
+	"ALTER TABLE tasks ADD COLUMN checkpoint TEXT;"
+	"ALTER TABLE tasks ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0;",
 };
 _Static_assert(nitems(store_migrations) == STORE_SCHEMA_VERSION,
     "STORE_SCHEMA_VERSION must equal the number of migrations");
@@ -157,7 +169,8 @@ _Static_assert(nitems(store_migrations) == STORE_SCHEMA_VERSION,
 	"id, tenant, secret_hash, created_at, last_used_at, revoked_at"
 #define STORE_TASK_COLUMNS						\
 	"id, sandbox_id, agent, spec_json, state, exit_code, created_at, "	\
-	"started_at, finished_at"
+	"started_at, finished_at, error, summary_json, changed_files_json, "	\
+	"checkpoint, timed_out"
 
 /*
  * Every statement the store runs, prepared once at open. Column order of the
@@ -218,7 +231,7 @@ static const char *store_sql[STORE_NSTMTS] = {
 
 	[STORE_STMT_TASK_INSERT] =
 	    "INSERT INTO tasks (" STORE_TASK_COLUMNS ") VALUES "
-	    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
 	[STORE_STMT_TASK_GET] =
 	    "SELECT " STORE_TASK_COLUMNS " FROM tasks WHERE id = ?1",
 	[STORE_STMT_TASK_LIST_ALL] =
@@ -235,6 +248,12 @@ static const char *store_sql[STORE_NSTMTS] = {
 	    " exit_code = CASE WHEN ?2 IN ('succeeded', 'failed', 'cancelled')"
 	    "   THEN ?3 ELSE exit_code END "
 	    "WHERE id = ?1",
+	[STORE_STMT_TASK_FINISH] =
+	    "UPDATE tasks SET state = ?2, exit_code = ?3, finished_at = ?4,"
+	    " error = ?5, summary_json = ?6, changed_files_json = ?7,"
+	    " timed_out = ?8 WHERE id = ?1",
+	[STORE_STMT_TASK_SET_CHECKPOINT] =
+	    "UPDATE tasks SET checkpoint = ?2 WHERE id = ?1",
 };
 
 static const char *store_sandbox_state_names[] = {

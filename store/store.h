@@ -17,7 +17,7 @@
 #define STORE_NOTFOUND	1
 #define STORE_ID_LEN	26
 /* The schema version this binary migrates to (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION	3
+#define STORE_SCHEMA_VERSION	4
 
 struct store;
 
@@ -73,6 +73,12 @@ struct store_task {
 	int64_t			 created_at;
 	int64_t			 started_at;	/* 0 if not yet */
 	int64_t			 finished_at;	/* 0 if not yet */
+	/* set as it finishes (schema 3); NULL when none */
+	char			*error;		/* why it failed, for a person */
+	char			*summary_json;	/* the agent's summary object */
+	char			*changed_json;	/* array of changed file paths */
+	char			*checkpoint;	/* git sha revert goes back to */
+	int			 timed_out;
 };
 
 /* One row of api_keys: a key made by "sandboxd key create". */
@@ -171,5 +177,14 @@ void	store_task_clear(struct store_task *);
  */
 int	store_task_set_state(struct store *, const char *id, enum task_state,
 	    int exit_code, int64_t now_ms);
+/*
+ * Finish a task: its state, exit code, finished_at = now_ms and what it
+ * left (error, summary, changed files: NULL for none).
+ */
+int	store_task_finish(struct store *, const char *id, enum task_state,
+	    int exit_code, int timed_out, const char *error,
+	    const char *summary_json, const char *changed_json, int64_t now_ms);
+int	store_task_set_checkpoint(struct store *, const char *id,
+	    const char *sha);
 
 #endif /* SBX_STORE_H */

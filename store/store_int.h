@@ -35,6 +35,8 @@ enum store_stmt_id {
 	STORE_STMT_TASK_LIST_ALL,
 	STORE_STMT_TASK_LIST_SANDBOX,
 	STORE_STMT_TASK_SET_STATE,
+	STORE_STMT_TASK_FINISH,
+	STORE_STMT_TASK_SET_CHECKPOINT,
 	STORE_NSTMTS
 };
 /* The prepared statement, ready to bind; give it back with store_release. */

@@ -44,6 +44,11 @@ store_task_insert(struct store *s, const struct store_task *t)
 	sqlite3_bind_int64(stmt, 7, t->created_at);
 	sqlite3_bind_int64(stmt, 8, t->started_at);
 	sqlite3_bind_int64(stmt, 9, t->finished_at);
+	store_bind_text(stmt, 10, t->error);
+	store_bind_text(stmt, 11, t->summary_json);
+	store_bind_text(stmt, 12, t->changed_json);
+	store_bind_text(stmt, 13, t->checkpoint);
+	sqlite3_bind_int(stmt, 14, t->timed_out);
 
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_DONE)
@@ -81,6 +86,11 @@ store_task_row(sqlite3_stmt *stmt, struct store_task *out)
 	out->created_at = sqlite3_column_int64(stmt, 6);
 	out->started_at = sqlite3_column_int64(stmt, 7);
 	out->finished_at = sqlite3_column_int64(stmt, 8);
+	out->error = store_column_strdup(stmt, 9);
+	out->summary_json = store_column_strdup(stmt, 10);
+	out->changed_json = store_column_strdup(stmt, 11);
+	out->checkpoint = store_column_strdup(stmt, 12);
+	out->timed_out = sqlite3_column_int(stmt, 13);
 	if (out->agent == NULL)
 		out->agent = xstrdup("");
 	if (out->spec_json == NULL)
@@ -170,6 +180,10 @@ store_task_clear(struct store_task *t)
 {
 	free(t->agent);
 	free(t->spec_json);
+	free(t->error);
+	free(t->summary_json);
+	free(t->changed_json);
+	free(t->checkpoint);
 	memset(t, 0, sizeof *t);
 }
 
@@ -191,4 +205,41 @@ store_task_set_state(struct store *s, const char *id, enum task_state state,
 	sqlite3_bind_int(stmt, 3, exit_code);
 	sqlite3_bind_int64(stmt, 4, now_ms);
 	return (store_step_change(s, stmt, "set state of task", id));
+}
+
+/* Finish a task with what it left. */
+int
+store_task_finish(struct store *s, const char *id, enum task_state state,
+    int exit_code, int timed_out, const char *error, const char *summary_json,
+    const char *changed_json, int64_t now_ms)
+{
+	sqlite3_stmt	*stmt = store_stmt(s, STORE_STMT_TASK_FINISH);
+	const char	*name = store_task_state_name(state);
+
+	if (name == NULL || state == TASK_QUEUED || state == TASK_RUNNING) {
+		log_warnx("store: finish task %s: bad state %d", id,
+		    (int)state);
+		store_release(stmt);
+		return (-1);
+	}
+	store_bind_text(stmt, 1, id);
+	store_bind_text(stmt, 2, name);
+	sqlite3_bind_int(stmt, 3, exit_code);
+	sqlite3_bind_int64(stmt, 4, now_ms);
+	store_bind_text(stmt, 5, error);
+	store_bind_text(stmt, 6, summary_json);
+	store_bind_text(stmt, 7, changed_json);
+	sqlite3_bind_int(stmt, 8, timed_out);
+	return (store_step_change(s, stmt, "finish task", id));
+}
+
+/* Record the checkpoint sha agentd took before the task ran. */
+int
+store_task_set_checkpoint(struct store *s, const char *id, const char *sha)
+{
+	sqlite3_stmt	*stmt = store_stmt(s, STORE_STMT_TASK_SET_CHECKPOINT);
+
+	store_bind_text(stmt, 1, id);
+	store_bind_text(stmt, 2, sha);
+	return (store_step_change(s, stmt, "set checkpoint of task", id));
 }

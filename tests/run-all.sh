@@ -72,6 +72,7 @@ fuzz() {
 	    tests/fuzz/fuzz_http_response tests/fuzz/fuzz_http_chunked \
 	    tests/fuzz/fuzz_config tests/fuzz/fuzz_token tests/fuzz/fuzz_cookie \
 	    tests/fuzz/fuzz_route tests/fuzz/fuzz_h2 tests/fuzz/fuzz_pty_frame \
+	    tests/fuzz/fuzz_task_event tests/fuzz/replay_task_event \
 	    tests/fuzz/replay_http_request tests/fuzz/replay_http_response \
 	    tests/fuzz/replay_http_chunked tests/fuzz/replay_config \
 	    tests/fuzz/replay_token tests/fuzz/replay_cookie tests/fuzz/replay_route \

@@ -4,17 +4,17 @@
 # idleness, pause, eviction), test_private.py (private previews, cookie
 # and port hygiene, error pages), test_egress.py (network isolation;
 # needs root, nft and ip), test_ops.py (the service: sd_notify, keys,
-# status, backups under load, the unit's restrictions, make install) and
+# status, backups under load, the unit's restrictions, make install),
 # test_tls.py (TLS termination, SNI, reload, redirect_https, testssl),
-# test_h2.py (HTTP/2) and test_defenses.py (slowloris, slow read, body
-# rates, connection caps). Each
-# prints "N passed, N failed"; the last line here is their sum. Exit 77
-# (skip) only if all skip, else 1 if any fails.
+# test_h2.py (HTTP/2), test_defenses.py (slowloris, slow read, body
+# rates, connection caps) and test_tasks.py (agent tasks, their events).
+# Each prints "N passed, N failed"; the last line here is their sum. Exit
+# 77 (skip) only if all skip, else 1 if any fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_tls.py test_h2.py test_defenses.py"
+tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_tls.py test_h2.py test_defenses.py test_tasks.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1
@@ -33,6 +33,7 @@ for t in $tests; do
 		total_f=$((total_f + 1))
 	fi
 done
+[ $skipped -eq 3 ] && exit 77
 [ $skipped -eq $(echo $tests | wc -w) ] && exit 77
 echo "$total_p passed, $total_f failed"
 exit $status

@@ -16,6 +16,8 @@ top_builddir=${top_builddir:-.}
 export top_srcdir top_builddir
 targets="http_request http_response http_chunked config token cookie route h2 pty_frame"
 
+# control/task.c's event converter (kept apart so the lists merge)
+targets="$targets task_event"
 passed=0
 failed=0
 ran=0

@@ -1485,7 +1485,9 @@ fake_send(void *arg, struct http_exchange *ex)
 	http_exchange_free(ex);
 }
 
-static const struct http_exchange_transport fake_transport = { fake_send };
+static const struct http_exchange_transport fake_transport = {
+	fake_send, NULL, NULL, NULL
+};
 
 /* A request exchange with a query and two headers. */
 static struct http_exchange *

@@ -65,6 +65,9 @@ static int			 origin_accepts;	/* atomic */
 static int			 origin_dropped;	/* atomic */
 static int			 preview_opened, preview_closed; /* atomic */
 static int			 detached_replies;	/* atomic */
+static int			 stream_gone;		/* atomic */
+static int			 stream_blocked;	/* atomic */
+static int			 stream_drains;		/* atomic */
 static int			 shutdown_done;		/* atomic */
 static int			 origin_closed;		/* atomic: by the proxy */
 static int			 origin_admin;		/* atomic: /admin seen */
@@ -339,6 +342,107 @@ api_deferred_cb(evutil_socket_t fd, short events, void *arg)
 	api_echo(arg);
 }
 
+/*
+ * A streamed answer: nchunks chunks of size bytes (a byte pattern) as
+ * fast as the client takes them, or ("forever") a small one every 10 ms
+ * until the client leaves.
+ */
+struct api_stream {
+	struct http_exchange	*ex;
+	struct event		*ev;
+	int			 left;
+	size_t			 size;
+	int			 forever;
+	uint64_t		 sent;
+};
+
+static void	api_stream_pump_cb(evutil_socket_t, short, void *);
+
+static void
+api_stream_free(struct api_stream *st)
+{
+	event_free(st->ev);
+	http_exchange_stream_end(st->ex);
+	free(st);
+}
+
+static void
+api_stream_drain_cb(struct http_exchange *ex, void *arg)
+{
+	struct api_stream	*st = arg;
+
+	AINC(&stream_drains);
+	event_active(st->ev, EV_TIMEOUT, 0);
+}
+
+static void
+api_stream_gone_cb(struct http_exchange *ex, void *arg)
+{
+	AINC(&stream_gone);
+	api_stream_free(arg);
+}
+
+static void
+api_stream_pump_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct api_stream	*st = arg;
+	struct timeval		 tv = { 0, 10 * 1000 };
+	char			*buf;
+	size_t			 i;
+	int			 r;
+
+	if (st->forever) {
+		if (http_exchange_stream_write(st->ex, "tick\n", 5) == -1)
+			return;
+		evtimer_add(st->ev, &tv);
+		return;
+	}
+	buf = malloc(st->size);
+	while (st->left > 0) {
+		for (i = 0; i < st->size; i++)
+			buf[i] = 'a' + (st->sent + i) % 26;
+		r = http_exchange_stream_write(st->ex, buf, st->size);
+		st->sent += st->size;
+		st->left--;
+		if (r == 1) {
+			/* Over the high mark: wait for the drain. */
+			AINC(&stream_blocked);
+			free(buf);
+			return;
+		}
+		if (st->size < 16) {
+			/* Small ones one per turn, so they go out apart. */
+			evtimer_add(st->ev, &tv);
+			free(buf);
+			return;
+		}
+	}
+	free(buf);
+	api_stream_free(st);
+}
+
+static void
+api_stream_start(struct http_exchange *ex, int nchunks, size_t size,
+    int forever)
+{
+	struct api_stream	*st;
+
+	st = calloc(1, sizeof *st);
+	st->ex = ex;
+	st->left = nchunks;
+	st->size = size;
+	st->forever = forever;
+	st->ev = evtimer_new(base, api_stream_pump_cb, st);
+	http_exchange_add_header(ex, "Cache-Control", "no-cache");
+	if (http_exchange_stream_begin(ex, 200, "text/event-stream",
+	    api_stream_drain_cb, api_stream_gone_cb, st) == -1) {
+		event_free(st->ev);
+		free(st);
+		return;
+	}
+	event_active(st->ev, EV_TIMEOUT, 0);
+}
+
 void
 control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 {
@@ -346,6 +450,12 @@ control_api_dispatch(struct control *ctl, struct http_exchange *ex)
 
 	if (strcmp(ex->path, "/v1/echo") == 0)
 		api_echo(ex);
+	else if (strcmp(ex->path, "/v1/stream") == 0)
+		api_stream_start(ex, 3, 2, 0);
+	else if (strcmp(ex->path, "/v1/stream-big") == 0)
+		api_stream_start(ex, 64, 128 * 1024, 0);
+	else if (strcmp(ex->path, "/v1/stream-forever") == 0)
+		api_stream_start(ex, 0, 0, 1);
 	else if (strcmp(ex->path, "/v1/deferred") == 0) {
 		tv.tv_usec = 50 * 1000;
 		event_base_once(base, -1, EV_TIMEOUT, api_deferred_cb, ex, &tv);
@@ -2199,6 +2309,80 @@ test_api(void)
 	resp_free(&r);
 }
 
+/*
+ * Streamed API answers (SSE): chunked on HTTP/1.1 with the connection
+ * kept after, until close on HTTP/1.0; a client slower than the stream
+ * makes the handler wait (write answers 1, the drain resumes it) and
+ * still gets every byte; a client leaving is told to the handler.
+ */
+static void
+test_api_stream(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	size_t		 i;
+	int		 before, ok;
+
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /v1/stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && resp_has(&r, "Transfer-Encoding: chunked"));
+	CHECK(resp_has(&r, "Content-Type: text/event-stream"));
+	CHECK(resp_has(&r, "Cache-Control: no-cache"));
+	CHECK(!resp_has_name(&r, "content-length"));
+	CHECK(r.bodylen == 6 && memcmp(r.body, "abcdef", 6) == 0);
+	resp_free(&r);
+	/* The connection goes on after the stream's end. */
+	cli_sends(&c, "GET /v1/echo HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && strstr(r.body, "GET /v1/echo") == r.body);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* HTTP/1.0: the body until close. */
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /v1/stream HTTP/1.0\r\n\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && resp_has(&r, "Connection: close"));
+	CHECK(!resp_has_name(&r, "transfer-encoding"));
+	CHECK(r.bodylen == 6 && memcmp(r.body, "abcdef", 6) == 0);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* 8 MiB to a client that waits before reading. */
+	before = ALOAD(&stream_blocked);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /v1/stream-big HTTP/1.1\r\nHost: localhost\r\n"
+	    "\r\n");
+	usleep(300 * 1000);
+	CHECK(ALOAD(&stream_blocked) > before);
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 200 && r.bodylen == 64 * 128 * 1024);
+	ok = r.bodylen == 64 * 128 * 1024;
+	for (i = 0; ok && i < r.bodylen; i++)
+		ok = r.body[i] == 'a' + (char)(i % 26);
+	CHECK(ok);
+	CHECK(ALOAD(&stream_drains) > 0);
+	resp_free(&r);
+	cli_close(&c);
+
+	/* The client leaves mid-stream: the handler learns it. */
+	before = ALOAD(&stream_gone);
+	CHECK(cli_connect(&c) == 0);
+	cli_sends(&c, "GET /v1/stream-forever HTTP/1.1\r\nHost: localhost"
+	    "\r\n\r\n");
+	while (c.len < 40 && cli_fill(&c) > 0)
+		;
+	CHECK(strncmp(c.buf, "HTTP/1.1 200", 12) == 0);
+	cli_close(&c);
+	for (i = 0; i < 100 && ALOAD(&stream_gone) == before; i++)
+		usleep(10 * 1000);
+	CHECK(ALOAD(&stream_gone) == before + 1);
+	CHECK(one("GET /v1/echo HTTP/1.1\r\nHost: localhost\r\n\r\n", "GET",
+	    &r) == 200);
+	resp_free(&r);
+}
+
 static void
 test_limits(void)
 {
@@ -3650,6 +3834,7 @@ client_main(void *arg)
 	RUN(test_upstream_failures);
 	RUN(test_static_route);
 	RUN(test_api);
+	RUN(test_api_stream);
 	RUN(test_limits);
 	RUN(test_pipelining);
 	RUN(test_held);

@@ -33,7 +33,7 @@
 #include "tests/unit/unit.h"
 
 #define FAKE_MAX_HELD	8
-#define FAKE_MAX_AGENTS	8
+#define FAKE_MAX_AGENTS	32
 #define TEST_IP		"10.9.8.7"
 
 static struct event_base	*base;
@@ -239,8 +239,11 @@ fdock_stop(void)
 struct fagent {
 	struct bufferevent	*bev;
 	int			 got;		/* a request came */
+	char			 method[16];
 	char			 path[512];
+	char			*body;		/* the request body, once complete */
 	int			 closed;
+	int			 closing;	/* close once the output drained */
 };
 
 static struct fagent	 agents[FAKE_MAX_AGENTS];
@@ -252,7 +255,9 @@ fagent_read_cb(struct bufferevent *bev, void *arg)
 	struct fagent	*a = arg;
 	struct evbuffer	*in = bufferevent_get_input(bev);
 	struct evbuffer_ptr p;
-	char		*head, method[16];
+	char		*head;
+	const char	*cl;
+	size_t		 bodylen = 0;
 
 	if (a->got)
 		return;
@@ -260,10 +265,34 @@ fagent_read_cb(struct bufferevent *bev, void *arg)
 	if (p.pos == -1)
 		return;
 	head = xstrndup((char *)evbuffer_pullup(in, p.pos), p.pos);
-	if (sscanf(head, "%15s %511s", method, a->path) != 2)
+	if ((cl = strstr(head, "Content-Length: ")) != NULL)
+		bodylen = strtoul(cl + 16, NULL, 10);
+	if (evbuffer_get_length(in) < (size_t)p.pos + 4 + bodylen) {
+		free(head);
+		return;
+	}
+	if (sscanf(head, "%15s %511s", a->method, a->path) != 2)
 		a->path[0] = '\0';
 	free(head);
+	evbuffer_drain(in, p.pos + 4);
+	a->body = xmalloc(bodylen + 1);
+	evbuffer_remove(in, a->body, bodylen);
+	a->body[bodylen] = '\0';
 	a->got = 1;
+}
+
+/* A fake agentd closing a streamed answer goes once it is written. */
+static void
+fagent_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct fagent	*a = arg;
+
+	if (a->closing &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		bufferevent_free(a->bev);
+		a->bev = NULL;
+		a->closed = 1;
+	}
 }
 
 static void
@@ -297,7 +326,8 @@ fagent_dial(const char *id)
 	sun_set(&sun, path);
 	free(path);
 	a->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(a->bev, fagent_read_cb, NULL, fagent_event_cb, a);
+	bufferevent_setcb(a->bev, fagent_read_cb, fagent_write_cb,
+	    fagent_event_cb, a);
 	bufferevent_enable(a->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(a->bev, (struct sockaddr *)&sun,
 	    sizeof sun) == -1) {
@@ -333,6 +363,8 @@ fagent_free_all(void)
 		if (agents[i].bev != NULL)
 			bufferevent_free(agents[i].bev);
 		agents[i].bev = NULL;
+		free(agents[i].body);
+		agents[i].body = NULL;
 	}
 	nagents = 0;
 }
@@ -1129,6 +1161,41 @@ test_no_dev_command(void)
 	env_teardown();
 }
 
+/*
+ * CONTROL_PORT_RUNNING (a task) is answered once the sandbox runs, its
+ * dev server's port probed or not; the app's requests still wait.
+ */
+static void
+test_lookup_running_only(void)
+{
+	struct control_target	 t;
+	struct control_wait	*w[2];
+	struct sandbox_rt	*rt;
+	struct answer		 ans[2];
+	struct fagent		*fa;
+	char			 id[ID_LEN + 1];
+
+	env_setup("wake_timeout = 5s\n");
+	memset(ans, 0, sizeof ans);
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	CHECK(control_target_lookup(env.ctl, id, 0, &t, answer_cb, &ans[0],
+	    &w[0]) == CONTROL_LOOKUP_HELD);
+	CHECK(control_target_lookup(env.ctl, id, CONTROL_PORT_RUNNING, &t,
+	    answer_cb, &ans[1], &w[1]) == CONTROL_LOOKUP_HELD);
+	fa = fagent_dial(id);
+	CHECK(run_until(&fa->got, 1, 2000) == 0);
+	CHECK(rt->port_state == RT_PORT_PROBING);
+	CHECK(run_until(&ans[1].calls, 1, 2000) == 0);
+	CHECK(ans[1].t.kind == TARGET_OK && ans[0].calls == 0);
+	/* Running, probing: answered at once. */
+	CHECK(control_target_lookup(env.ctl, id, CONTROL_PORT_RUNNING, &t,
+	    NULL, NULL, &w[1]) == CONTROL_LOOKUP_DONE && t.kind == TARGET_OK);
+	fagent_answer(fa, 200);
+	CHECK(run_until(&ans[0].calls, 1, 2000) == 0);
+	CHECK(ans[0].t.kind == TARGET_OK && ans[1].calls == 1);
+	env_teardown();
+}
+
 /* A paused sandbox is thawed, not started. */
 static void
 test_lookup_unpause(void)
@@ -1529,6 +1596,748 @@ test_probe_freed_at_exit(void)
 	memset(&env, 0, sizeof env);
 }
 
+/* ------------------------------------------------------------------ */
+/* Tasks (control/task.c) against the fake agentd. */
+
+/* A fake API transport: what control answered, or streamed. */
+struct fex {
+	int		 replied;
+	int		 status;
+	char		*body;
+	int		 streamed;
+	struct evbuffer	*out;
+	int		 writes;
+	int		 ended;
+	int		 full;		/* answer "over the high mark" */
+	struct http_exchange *ex;
+};
+
+static void
+fex_send(void *conn, struct http_exchange *ex)
+{
+	struct fex	*f = conn;
+	size_t		 len = evbuffer_get_length(ex->resp_body);
+
+	f->replied++;
+	f->status = ex->status;
+	free(f->body);
+	f->body = xmalloc(len + 1);
+	evbuffer_remove(ex->resp_body, f->body, len);
+	f->body[len] = '\0';
+	http_exchange_free(ex);
+	f->ex = NULL;
+}
+
+static void
+fex_head(void *conn, struct http_exchange *ex)
+{
+	struct fex	*f = conn;
+
+	f->status = ex->status;
+	f->streamed = 1;
+}
+
+static int
+fex_write(void *conn, struct http_exchange *ex, const void *data, size_t len)
+{
+	struct fex	*f = conn;
+
+	evbuffer_add(f->out, data, len);
+	f->writes++;
+	return (f->full);
+}
+
+static void
+fex_end(void *conn, struct http_exchange *ex)
+{
+	struct fex	*f = conn;
+
+	f->ended = 1;
+	f->ex = NULL;
+}
+
+static const struct http_exchange_transport fex_transport = {
+	fex_send, fex_head, fex_write, fex_end
+};
+
+static struct http_exchange *
+fex_new(struct fex *f)
+{
+	struct http_exchange	*ex;
+
+	memset(f, 0, sizeof *f);
+	f->out = evbuffer_new();
+	ex = http_exchange_new();
+	ex->transport = &fex_transport;
+	ex->conn = f;
+	f->ex = ex;
+	return (ex);
+}
+
+static void
+fex_clear(struct fex *f)
+{
+	free(f->body);
+	evbuffer_free(f->out);
+	memset(f, 0, sizeof *f);
+}
+
+/* What a streamed answer holds so far, NUL-terminated (static). */
+static const char *
+fex_text(struct fex *f)
+{
+	static char	*text;
+	size_t		 len = evbuffer_get_length(f->out);
+
+	free(text);
+	text = xmalloc(len + 1);
+	memcpy(text, evbuffer_pullup(f->out, -1), len);
+	text[len] = '\0';
+	return (text);
+}
+
+/* Dial a spare agentd connection and wait for the request it carries. */
+static struct fagent *
+fagent_expect(const char *id, const char *prefix)
+{
+	struct fagent	*a;
+
+	if ((a = fagent_dial(id)) == NULL || run_until(&a->got, 1, 3000) != 0)
+		return (NULL);
+	if (strncmp(a->path, prefix, strlen(prefix)) != 0) {
+		fprintf(stderr, "fake agentd got %s, not %s\n", a->path,
+		    prefix);
+		return (NULL);
+	}
+	return (a);
+}
+
+static void
+fagent_reply(struct fagent *a, int status, const char *body)
+{
+	char	*buf;
+
+	if (a == NULL || a->bev == NULL)
+		return;
+	xasprintf(&buf, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", status,
+	    strlen(body), body);
+	bufferevent_write(a->bev, buf, strlen(buf));
+	free(buf);
+}
+
+/* A streamed ndjson answer: the head, then lines, then close. */
+static void
+fagent_stream(struct fagent *a, const char *lines, int close_after)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: "
+	    "application/x-ndjson\r\nConnection: close\r\n\r\n";
+
+	if (a == NULL || a->bev == NULL)
+		return;
+	if (lines == NULL)
+		bufferevent_write(a->bev, head, sizeof head - 1);
+	else
+		bufferevent_write(a->bev, lines, strlen(lines));
+	if (close_after)
+		a->closing = 1;
+}
+
+/* A sandbox of template tpl in state (routable if running). */
+static struct sandbox_rt *
+task_sandbox(enum sandbox_state state, const char *tpl, char *id)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	char			*dir;
+
+	memset(&s, 0, sizeof s);
+	id_new(s.id);
+	s.tenant = "test";
+	s.template_name = (char *)tpl;
+	s.state = state == SANDBOX_RUNNING ? SANDBOX_STOPPED : state;
+	s.port = 3000;
+	s.memory_mb = 64;
+	s.cpus = 1;
+	s.idle_timeout_s = 900;
+	s.env_json = "{}";
+	s.labels_json = "{}";
+	s.created_at = s.last_active_at = time_now_ms();
+	if (store_sandbox_insert(env.store, &s) != 0)
+		fatalx("insert");
+	store_sandbox_set_container(env.store, s.id, "c0");
+	memcpy(id, s.id, ID_LEN + 1);
+	rt = rt_get(env.ctl, s.id);
+	if (state == SANDBOX_RUNNING) {
+		rt_set_state(env.ctl, rt, SANDBOX_STARTING, NULL);
+		rt_set_running(env.ctl, rt, ip_of(TEST_IP), 1);
+		dir = control_sandbox_dir(env.ctl, "run", id);
+		mkdir(dir, 0755);
+		agent_listen(env.ctl->hub, id, dir);
+		free(dir);
+	}
+	return (rt);
+}
+
+/* POST a task (spec a JSON text, env too or NULL); its id into tid. */
+static int
+task_post(const char *id, const char *spec, const char *envtext, char *tid)
+{
+	struct fex		 f;
+	struct json_object	*o, *e = NULL, *v;
+	int			 status;
+
+	o = json_tokener_parse(spec);
+	if (envtext != NULL)
+		e = json_tokener_parse(envtext);
+	task_create(env.ctl, fex_new(&f), id, o, e);
+	json_object_put(o);
+	json_object_put(e);
+	status = f.status;
+	tid[0] = '\0';
+	if (f.body != NULL && (o = json_tokener_parse(f.body)) != NULL) {
+		if (json_object_object_get_ex(o, "id", &v))
+			snprintf(tid, ID_LEN + 1, "%s",
+			    json_object_get_string(v));
+		json_object_put(o);
+	}
+	fex_clear(&f);
+	return (status);
+}
+
+/* The task's stored row (cleared by the caller), -1 if none. */
+static int
+task_row(const char *tid, struct store_task *row)
+{
+	return (store_task_get(env.store, tid, row) == 0 ? 0 : -1);
+}
+
+/* The host log of a task, as text (static). */
+static const char *
+task_logtext(const char *id, const char *tid)
+{
+	static char	 text[65536];
+	char		*path;
+	ssize_t		 n;
+	int		 fd;
+
+	xasprintf(&path, "%s/%s/%s.ndjson", env.ctl->tasks_dir, id, tid);
+	text[0] = '\0';
+	if ((fd = open(path, O_RDONLY)) != -1) {
+		n = read(fd, text, sizeof text - 1);
+		text[n > 0 ? n : 0] = '\0';
+		close(fd);
+	}
+	free(path);
+	return (text);
+}
+
+/*
+ * A command task on a stopped sandbox: it wakes it, agentd gets the env
+ * (the store never does), events are relayed into the host log and
+ * streamed as SSE, the sandbox is held while it runs, and the exit event
+ * finishes the task and every stream.
+ */
+static void
+test_task_run(void)
+{
+	struct store_task	 row;
+	struct sandbox_rt	*rt;
+	struct fagent		*a, *b;
+	struct fex		 g, h;
+	char			 id[ID_LEN + 1], tid[ID_LEN + 1], *path;
+
+	env_setup("");
+	rt = task_sandbox(SANDBOX_STOPPED, "nodev", id);
+	CHECK(task_post(id, "{\"agent\":\"command\",\"cmd\":[\"sh\",\"-c\","
+	    "\"echo hi\"],\"timeout_s\":60}", "{\"SECRET\":\"s3cret\"}",
+	    tid) == 202);
+	CHECK(strlen(tid) == ID_LEN);
+	CHECK(rt->holds == 1);
+	a = fagent_expect(id, "/tasks");
+	CHECK(a != NULL && dock.starts == 1);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	if (a == NULL)
+		goto out;
+	CHECK_STR(a->method, "POST");
+	CHECK(strstr(a->body, "\"SECRET\":\"s3cret\"") != NULL);
+	CHECK(strstr(a->body, tid) != NULL);
+	CHECK(strstr(a->body, "\"kind\":\"command\"") != NULL);
+	CHECK(strstr(a->body, "\"checkpoint\":false") != NULL);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_QUEUED);
+	CHECK(strstr(row.spec_json, "s3cret") == NULL);
+	store_task_clear(&row);
+	fagent_reply(a, 201, "{\"state\":\"running\",\"checkpoint\":null}");
+	xasprintf(&path, "/tasks/%s/events?after=0", tid);
+	b = fagent_expect(id, path);
+	free(path);
+	CHECK(b != NULL);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_RUNNING &&
+	    row.started_at != 0);
+	store_task_clear(&row);
+	fagent_stream(b, NULL, 0);
+	fagent_stream(b, "{\"seq\":1,\"type\":\"output\",\"stream\":\"stdout\","
+	    "\"text\":\"hi\\n\"}\n", 0);
+	run_for(100);
+	CHECK(strstr(task_logtext(id, tid), "1 output {\"stream\":\"stdout\","
+	    "\"text\":\"hi\\n\"}\n") != NULL);
+
+	/* Two clients follow it: one from the start, one after id 1. */
+	task_events(env.ctl, fex_new(&g), id, tid, 0);
+	task_events(env.ctl, fex_new(&h), id, tid, 1);
+	CHECK(g.streamed && g.status == 200 && h.streamed);
+	run_for(50);
+	CHECK(strcmp(fex_text(&g), "id: 1\nevent: output\ndata: "
+	    "{\"stream\":\"stdout\",\"text\":\"hi\\n\"}\n\n") == 0);
+	CHECK(h.writes == 0 && !g.ended);
+	CHECK(rt->holds == 1);
+
+	fagent_stream(b, "{\"seq\":2,\"type\":\"exit\",\"exit_code\":0,"
+	    "\"state\":\"succeeded\",\"timed_out\":false,"
+	    "\"changed_files\":[\"a.txt\"],\"summary\":null}\n", 1);
+	CHECK(run_until(&g.ended, 1, 2000) == 0);
+	CHECK(run_until(&h.ended, 1, 2000) == 0);
+	CHECK(strstr(fex_text(&g), "id: 2\nevent: exit\ndata: "
+	    "{\"exit_code\":0,\"state\":\"succeeded\"") != NULL);
+	CHECK(strncmp(fex_text(&h), "id: 2\n", 6) == 0);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_SUCCEEDED &&
+	    row.exit_code == 0 && row.finished_at != 0 &&
+	    row.changed_json != NULL &&
+	    strcmp(row.changed_json, "[\"a.txt\"]") == 0);
+	store_task_clear(&row);
+	CHECK(rt->holds == 0);
+	fex_clear(&g);
+	fex_clear(&h);
+
+	/* After the end: the whole log, then the stream ends by itself. */
+	task_events(env.ctl, fex_new(&g), id, tid, 0);
+	CHECK(g.ended && strstr(fex_text(&g), "id: 1\n") != NULL &&
+	    strstr(fex_text(&g), "id: 2\nevent: exit") != NULL);
+	fex_clear(&g);
+	/* Last-Event-ID at the end: 204, so EventSource stops retrying. */
+	task_events(env.ctl, fex_new(&g), id, tid, 2);
+	CHECK(g.replied == 1 && g.status == 204 && !g.streamed);
+	fex_clear(&g);
+out:
+	env_teardown();
+}
+
+/*
+ * One task at a time per sandbox: the second waits queued; a queued task
+ * is cancelled here; a stop fails the running task and the queue.
+ */
+static void
+test_task_queue(void)
+{
+	struct store_task	 row;
+	struct sandbox_rt	*rt;
+	struct fagent		*a;
+	struct fex		 f;
+	char			 id[ID_LEN + 1], t1[ID_LEN + 1], t2[ID_LEN + 1];
+	char			 t3[ID_LEN + 1];
+	int			 i, posts = 0;
+
+	env_setup("");
+	rt = task_sandbox(SANDBOX_RUNNING, "t", id);
+	CHECK(task_post(id, "{\"agent\":\"command\",\"cmd\":[\"true\"]}",
+	    NULL, t1) == 202);
+	CHECK(task_post(id, "{\"agent\":\"command\",\"cmd\":[\"true\"]}",
+	    NULL, t2) == 202);
+	a = fagent_expect(id, "/tasks");
+	CHECK(a != NULL && a->body != NULL && strstr(a->body, t1) != NULL);
+	run_for(50);
+	for (i = 0; i < nagents; i++)
+		posts += agents[i].got;
+	CHECK(posts == 1);
+	CHECK(task_row(t2, &row) == 0 && row.state == TASK_QUEUED);
+	store_task_clear(&row);
+
+	/* The queued one is cancelled without agentd. */
+	task_cancel(env.ctl, fex_new(&f), id, t2);
+	CHECK(f.status == 200 && strstr(f.body, "\"cancelled\"") != NULL);
+	fex_clear(&f);
+	CHECK(strstr(task_logtext(id, t2), "1 exit {\"exit_code\":-1,"
+	    "\"state\":\"cancelled\"") != NULL);
+	/* Cancelled is final. */
+	task_cancel(env.ctl, fex_new(&f), id, t2);
+	CHECK(f.status == 409);
+	fex_clear(&f);
+	/* Revert of a task without a checkpoint. */
+	task_revert(env.ctl, fex_new(&f), id, t2);
+	CHECK(f.status == 409);
+	fex_clear(&f);
+	/* Another sandbox's task id is not found here. */
+	task_get(env.ctl, fex_new(&f), "00000000000000000000000000", t2);
+	CHECK(f.status == 404);
+	fex_clear(&f);
+
+	CHECK(task_post(id, "{\"agent\":\"command\",\"cmd\":[\"true\"]}",
+	    NULL, t3) == 202);
+	fagent_reply(a, 201, "{\"state\":\"running\",\"checkpoint\":\"abc\"}");
+	CHECK(fagent_expect(id, "/tasks/") != NULL);
+	CHECK(task_row(t1, &row) == 0 && row.state == TASK_RUNNING &&
+	    row.checkpoint != NULL && strcmp(row.checkpoint, "abc") == 0);
+	store_task_clear(&row);
+	CHECK(rt->holds == 1);
+	/* Revert while it runs: 409. */
+	task_revert(env.ctl, fex_new(&f), id, t1);
+	CHECK(f.status == 409);
+	fex_clear(&f);
+
+	/* The sandbox stops: the running task and the queue fail, nothing
+	 * else starts. */
+	CHECK(rt_set_state(env.ctl, rt, SANDBOX_STOPPING, NULL) == 0);
+	CHECK(task_row(t1, &row) == 0 && row.state == TASK_FAILED &&
+	    row.error != NULL && strcmp(row.error, "sandbox stopped") == 0);
+	store_task_clear(&row);
+	CHECK(task_row(t3, &row) == 0 && row.state == TASK_FAILED);
+	store_task_clear(&row);
+	CHECK(rt->holds == 0);
+	CHECK(TAILQ_EMPTY(&env.ctl->tasks));
+	task_list(env.ctl, fex_new(&f), id);
+	CHECK(f.status == 200 && strstr(f.body, t1) != NULL &&
+	    strstr(f.body, t3) != NULL);
+	fex_clear(&f);
+	env_teardown();
+}
+
+/*
+ * The host log is bounded: past task_log_max output is dropped after one
+ * truncated status, the exit event is kept. A client over its high mark
+ * gets nothing more until it drains.
+ */
+static void
+test_task_bounded(void)
+{
+	struct fagent	*a, *b;
+	struct fex	 g;
+	struct http_exchange *ex;
+	struct stat	 st;
+	char		 id[ID_LEN + 1], tid[ID_LEN + 1], line[256], *path;
+	int		 i;
+
+	env_setup("task_log_max = 4096\n");
+	task_sandbox(SANDBOX_RUNNING, "t", id);
+	CHECK(task_post(id, "{\"agent\":\"command\",\"cmd\":[\"true\"]}",
+	    NULL, tid) == 202);
+	a = fagent_expect(id, "/tasks");
+	fagent_reply(a, 201, "{\"state\":\"running\"}");
+	b = fagent_expect(id, "/tasks/");
+	CHECK(a != NULL && b != NULL);
+	fagent_stream(b, NULL, 0);
+	fagent_stream(b, "{\"seq\":1,\"type\":\"output\",\"stream\":\"stdout\","
+	    "\"text\":\"first\\n\"}\n", 0);
+	run_for(50);
+	ex = fex_new(&g);
+	g.full = 1;
+	task_events(env.ctl, ex, id, tid, 0);
+	run_for(20);
+	CHECK(g.writes == 1);
+	for (i = 2; i <= 200; i++) {
+		snprintf(line, sizeof line, "{\"seq\":%d,\"type\":\"output\","
+		    "\"stream\":\"stdout\",\"text\":\"%080d\\n\"}\n", i, i);
+		fagent_stream(b, line, 0);
+	}
+	fagent_stream(b, "{\"seq\":201,\"type\":\"exit\",\"exit_code\":1,"
+	    "\"state\":\"failed\",\"timed_out\":true}\n", 1);
+	run_for(200);
+	/* Blocked: not one more write however much the log grew. */
+	CHECK(g.writes == 1 && !g.ended);
+	xasprintf(&path, "%s/%s/%s.ndjson", env.ctl->tasks_dir, id, tid);
+	CHECK(stat(path, &st) == 0 && st.st_size <= 4096 + 256);
+	free(path);
+	CHECK(strstr(task_logtext(id, tid), " status {\"status\":"
+	    "\"truncated\"}\n") != NULL);
+	CHECK(strstr(task_logtext(id, tid), "201 exit {\"exit_code\":1,"
+	    "\"state\":\"failed\",\"timed_out\":true,\"error\":\"the task ran "
+	    "out of time\"}\n") != NULL);
+	g.full = 0;
+	http_exchange_stream_drained(g.ex);
+	CHECK(run_until(&g.ended, 1, 2000) == 0);
+	CHECK(strstr(fex_text(&g), "event: status\ndata: "
+	    "{\"status\":\"truncated\"}") != NULL);
+	CHECK(strstr(fex_text(&g), "id: 201\nevent: exit") != NULL);
+	fex_clear(&g);
+	env_teardown();
+}
+
+/*
+ * The daemon restarted: a running task on a running sandbox that agentd
+ * knows is relayed again after the last id logged; one on a stopped
+ * sandbox fails; a queued one fails (its env was never stored).
+ */
+static void
+test_task_pickup(void)
+{
+	struct store_task	 row;
+	struct sandbox_rt	*rt;
+	struct fagent		*a, *b;
+	char			 id[ID_LEN + 1], sid[ID_LEN + 1], *path, *dir;
+	char			 t1[ID_LEN + 1], t2[ID_LEN + 1], t3[ID_LEN + 1];
+	char			*ids[3] = { t1, t2, t3 };
+	const char		*owner[3] = { id, sid, id };
+	int			 i, fd;
+
+	env_setup("");
+	rt = task_sandbox(SANDBOX_RUNNING, "t", id);
+	task_sandbox(SANDBOX_STOPPED, "t", sid);
+	for (i = 0; i < 3; i++) {
+		memset(&row, 0, sizeof row);
+		id_new(row.id);
+		memcpy(ids[i], row.id, ID_LEN + 1);
+		memcpy(row.sandbox_id, owner[i], ID_LEN + 1);
+		row.agent = "command";
+		row.spec_json = "{\"agent\":\"command\",\"cmd\":[\"true\"]}";
+		row.state = i == 2 ? TASK_QUEUED : TASK_RUNNING;
+		row.exit_code = -1;
+		row.created_at = row.started_at = time_now_ms();
+		CHECK(store_task_insert(env.store, &row) == 0);
+	}
+	dir = control_sandbox_dir(env.ctl, "tasks", id);
+	mkdir(dir, 0700);
+	free(dir);
+	xasprintf(&path, "%s/%s/%s.ndjson", env.ctl->tasks_dir, id, t1);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	free(path);
+	dprintf(fd, "1 output {\"stream\":\"stdout\",\"text\":\"a\\n\"}\n"
+	    "2 output {\"stream\":\"stdout\",\"text\":\"b\\n\"}\n");
+	close(fd);
+
+	task_startup(env.ctl);
+	CHECK(task_row(t2, &row) == 0 && row.state == TASK_FAILED &&
+	    strcmp(row.error, "sandbox stopped") == 0);
+	store_task_clear(&row);
+	CHECK(task_row(t3, &row) == 0 && row.state == TASK_FAILED &&
+	    strstr(row.error, "restarted") != NULL);
+	store_task_clear(&row);
+	CHECK(rt->holds == 1);
+	xasprintf(&path, "/tasks/%s", t1);
+	a = fagent_expect(id, path);
+	free(path);
+	CHECK(a != NULL && strcmp(a->method, "GET") == 0);
+	fagent_reply(a, 200, "{\"state\":\"running\"}");
+	xasprintf(&path, "/tasks/%s/events?after=2", t1);
+	b = fagent_expect(id, path);
+	free(path);
+	CHECK(b != NULL);
+	fagent_stream(b, NULL, 0);
+	fagent_stream(b, "{\"seq\":3,\"type\":\"exit\",\"exit_code\":0,"
+	    "\"state\":\"succeeded\"}\n", 1);
+	run_for(100);
+	CHECK(task_row(t1, &row) == 0 && row.state == TASK_SUCCEEDED);
+	store_task_clear(&row);
+	CHECK(strstr(task_logtext(id, t1), "2 output") != NULL &&
+	    strstr(task_logtext(id, t1), "3 exit") != NULL);
+	CHECK(rt->holds == 0);
+	env_teardown();
+}
+
+/* agentd loses the task (404 to the relay): it fails with that reason. */
+static void
+test_task_lost(void)
+{
+	struct store_task	 row;
+	struct fagent		*a, *b;
+	char			 id[ID_LEN + 1], tid[ID_LEN + 1];
+
+	env_setup("");
+	task_sandbox(SANDBOX_RUNNING, "t", id);
+	CHECK(task_post(id, "{\"agent\":\"command\",\"cmd\":[\"true\"]}",
+	    NULL, tid) == 202);
+	a = fagent_expect(id, "/tasks");
+	fagent_reply(a, 201, "{\"state\":\"running\"}");
+	b = fagent_expect(id, "/tasks/");
+	fagent_reply(b, 404, "{\"error\":{\"code\":\"not_found\","
+	    "\"message\":\"no task\"}}");
+	run_for(100);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_FAILED &&
+	    row.error != NULL && strcmp(row.error, "agentd lost the task") ==
+	    0);
+	store_task_clear(&row);
+	/* agentd without /tasks: the task fails saying so. */
+	CHECK(task_post(id, "{\"agent\":\"command\",\"cmd\":[\"true\"]}",
+	    NULL, tid) == 202);
+	a = fagent_expect(id, "/tasks");
+	fagent_reply(a, 404, "{}");
+	run_for(100);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_FAILED &&
+	    strstr(row.error, "does not run tasks") != NULL);
+	store_task_clear(&row);
+	env_teardown();
+}
+
+/*
+ * agentd never ends a task past its timeout (it is inside the sandbox):
+ * the daemon gives up on it, fails it and asks agentd to kill it.
+ */
+static void
+test_task_deadline(void)
+{
+	struct store_task	 row;
+	struct sandbox_rt	*rt;
+	struct fagent		*a, *b, *c;
+	char			 id[ID_LEN + 1], tid[ID_LEN + 1], *path;
+
+	env_setup("");
+	rt = task_sandbox(SANDBOX_RUNNING, "t", id);
+	memset(&row, 0, sizeof row);
+	id_new(row.id);
+	memcpy(tid, row.id, sizeof tid);
+	memcpy(row.sandbox_id, id, sizeof row.sandbox_id);
+	row.agent = "command";
+	row.spec_json = "{\"agent\":\"command\",\"cmd\":[\"true\"],"
+	    "\"timeout_s\":1}";
+	row.state = TASK_RUNNING;
+	row.exit_code = -1;
+	row.created_at = row.started_at = time_now_ms() - 300 * 1000;
+	CHECK(store_task_insert(env.store, &row) == 0);
+	task_startup(env.ctl);
+	a = fagent_expect(id, "/tasks/");
+	fagent_reply(a, 200, "{\"state\":\"running\"}");
+	b = fagent_expect(id, "/tasks/");
+	CHECK(b != NULL && strstr(b->path, "/events?after=0") != NULL);
+	fagent_stream(b, NULL, 0);
+	run_for(300);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_RUNNING);
+	store_task_clear(&row);
+	xasprintf(&path, "/tasks/%s/cancel", tid);
+	c = fagent_expect(id, path);
+	free(path);
+	CHECK(c != NULL && c->body != NULL &&
+	    strstr(c->body, "\"grace_ms\":0") != NULL);
+	CHECK(task_row(tid, &row) == 0 && row.state == TASK_FAILED &&
+	    row.error != NULL && strstr(row.error, "timeout") != NULL);
+	store_task_clear(&row);
+	CHECK(rt->holds == 0);
+	env_teardown();
+}
+
+/* What agent_stream handed back. */
+struct sres {
+	char		 lines[8][64];
+	int		 nlines;
+	int		 ends;
+	int		 status;
+	char		 body[256];
+	char		 err[256];
+	int		 cancel_at;	/* agent_cancel from the n-th line */
+	struct agent_req *req;
+};
+
+static void
+sres_line_cb(const char *line, size_t len, void *arg)
+{
+	struct sres	*r = arg;
+
+	if (r->nlines < 8)
+		snprintf(r->lines[r->nlines], sizeof r->lines[0], "%.*s",
+		    (int)len, line);
+	r->nlines++;
+	if (r->cancel_at == r->nlines)
+		agent_cancel(r->req);
+}
+
+static void
+sres_end_cb(int status, const char *body, size_t len, const char *errmsg,
+    void *arg)
+{
+	struct sres	*r = arg;
+
+	r->ends++;
+	r->status = status;
+	snprintf(r->body, sizeof r->body, "%s", body != NULL ? body : "");
+	snprintf(r->err, sizeof r->err, "%s", errmsg != NULL ? errmsg : "");
+}
+
+/*
+ * The hub's streaming mode: lines as they arrive (split anywhere), the
+ * end at close or at Content-Length, a non-2xx answer whole, a cancel
+ * from inside a line callback, a line over the cap, an unknown sandbox
+ * failed from the loop.
+ */
+static void
+test_agent_stream(void)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: "
+	    "application/x-ndjson\r\nConnection: close\r\n\r\n";
+	struct sres	 r;
+	struct fagent	*a;
+	char		 id[ID_LEN + 1], *big;
+
+	env_setup("");
+	task_sandbox(SANDBOX_RUNNING, "t", id);
+
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	CHECK(a != NULL);
+	fagent_stream(a, head, 0);
+	fagent_stream(a, "a\nb", 0);
+	run_for(50);
+	CHECK(r.nlines == 1 && strcmp(r.lines[0], "a") == 0 && r.ends == 0);
+	fagent_stream(a, "c\r\n", 1);
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.nlines == 2 && strcmp(r.lines[1], "bc") == 0);
+	CHECK(r.status == 200 && r.body[0] == '\0' && r.err[0] == '\0');
+
+	/* Cancelled from the first line: no second line, no end. */
+	memset(&r, 0, sizeof r);
+	r.cancel_at = 1;
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_stream(a, head, 0);
+	fagent_stream(a, "x\ny\nz\n", 0);
+	CHECK(run_until(&a->closed, 1, 2000) == 0);
+	CHECK(r.nlines == 1 && r.ends == 0);
+
+	/* A refusal comes whole. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_reply(a, 404, "{\"error\":1}");
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.status == 404 && strcmp(r.body, "{\"error\":1}") == 0 &&
+	    r.nlines == 0);
+
+	/* Framed by Content-Length: ends there, the last line unended. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_stream(a, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
+	    "l1\nl", 0);
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.nlines == 2 && strcmp(r.lines[0], "l1") == 0 &&
+	    strcmp(r.lines[1], "l") == 0 && r.status == 200);
+
+	/* A line past the cap fails the stream. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, id, "GET", "/s", NULL, 0, 0,
+	    sres_line_cb, sres_end_cb, &r);
+	a = fagent_expect(id, "/s");
+	fagent_stream(a, head, 0);
+	big = xmalloc(4 * 1024 * 1024 + 2);
+	memset(big, 'x', 4 * 1024 * 1024 + 1);
+	big[4 * 1024 * 1024 + 1] = '\0';
+	fagent_stream(a, big, 0);
+	free(big);
+	CHECK(run_until(&r.ends, 1, 5000) == 0);
+	CHECK(r.status == 0 && strstr(r.err, "longer") != NULL &&
+	    r.nlines == 0);
+
+	/* No such sandbox: failed, but from the loop. */
+	memset(&r, 0, sizeof r);
+	r.req = agent_stream(env.ctl->hub, "00000000000000000000000000",
+	    "GET", "/s", NULL, 0, 0, sres_line_cb, sres_end_cb, &r);
+	CHECK(r.ends == 0);
+	CHECK(run_until(&r.ends, 1, 2000) == 0);
+	CHECK(r.status == 0 && r.err[0] != '\0');
+	env_teardown();
+}
+
 int
 main(void)
 {
@@ -1558,6 +2367,7 @@ main(void)
 	RUN(test_lookup_wake);
 	RUN(test_lookup_unpause);
 	RUN(test_no_dev_command);
+	RUN(test_lookup_running_only);
 	RUN(test_reprobe_after_pause);
 	RUN(test_reaper_spares_held);
 	RUN(test_reaper_idle);
@@ -1569,6 +2379,13 @@ main(void)
 	RUN(test_lookup_dropped);
 	RUN(test_reconcile_keeps_fresh_create);
 	RUN(test_probe_freed_at_exit);
+	RUN(test_task_run);
+	RUN(test_task_queue);
+	RUN(test_task_bounded);
+	RUN(test_task_pickup);
+	RUN(test_task_lost);
+	RUN(test_task_deadline);
+	RUN(test_agent_stream);
 
 	event_free(tick);
 	event_base_free(base);

@@ -141,7 +141,7 @@ test_open_create(void)
 	}
 	CHECK(stat(tpath("create.db"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
 	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
-	CHECK(STORE_SCHEMA_VERSION == 3);
+	CHECK(STORE_SCHEMA_VERSION == 4);
 	CHECK(store_ping(s) == 0);
 	store_close(s);
 
