@@ -183,6 +183,9 @@ def main():
             if a.tls:
                 f.write("tls_listen = 127.0.0.1:%d\ntls_cert = %s\ntls_key = %s\n"
                         % (SBX_TLS_PORT, cert, key))
+            # No per-address cap (every client is 127.0.0.1), room for all.
+            f.write("max_connections_per_ip = 0\nmax_connections = %d\n" % (a.conns + 100))
+            f.write("egress = open\n")
             f.write("data_dir = %s/sbx\npreview_domain = preview.localhost\n"
                     "docker_socket = %s/no-docker.sock\n"
                     "[route bench]\nhost = %s\nupstream = 127.0.0.1:%d\n"
