@@ -1323,8 +1323,12 @@ edge_h2_head_op(struct edge_req *req, struct edge_resp_head *rh)
 			    "peer=%s", req->conn->peer);
 			code = 502;
 			s->want_abort = 1;
-		} else
+		} else {
+			/* Once per tunnel: how a browser's WebSocket shows. */
+			log_debug("h2 websocket\tpeer=%s stream=%d https=%d",
+			    req->conn->peer, s->id, req->https);
 			code = 200;
+		}
 	} else if (s->websocket && code >= 200 && code < 300)
 		code = 502;	/* not upgraded: no tunnel to offer */
 	final = code >= 200;
