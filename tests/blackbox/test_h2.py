@@ -3,10 +3,15 @@
 h2c with prior knowledge to the API, to a [route] and to a real sandbox;
 20 streams on one connection; 8 MB both ways; a slow stream beside a fast
 one; WebSocket over h2 (RFC 8441); a held request woken by h2; 431; rapid
-reset and CONTINUATION floods; GOAWAY at SIGTERM. Real clients (curl,
-python3-h2, raw frames), a real origin on loopback started here, real
-busybox containers for the sandbox cases (skipped without Docker).
-Prints "N passed, N failed"; exits 77 if python3-h2 is missing."""
+reset and CONTINUATION floods; GOAWAY at SIGTERM. Every scenario but the
+last runs twice, by transport: h2c with prior knowledge on the plain
+listener, then TLS with h2 chosen by ALPN on a tls_listen (a test CA from
+test_tls.py's PKI; curl --http2, not prior knowledge). H2_TRANSPORTS=h2c or
+=tls runs one; H2_TESTS=name,... a subset. Real clients (curl, h2load,
+python3-h2, raw frames over a socket or an ssl socket), a real origin on
+loopback started here, real busybox containers for the sandbox cases
+(skipped without Docker). Prints "N passed, N failed"; exits 77 if
+python3-h2 is missing."""
 import asyncio
 import hashlib
 import http.server
@@ -15,9 +20,11 @@ import shutil
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -161,8 +168,9 @@ def start_ws_origin():
 class H2:
     """python3-h2 over one blocking socket, with a bounded event pump."""
 
-    def __init__(self, port, window=None, settings=None):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, tx, window=None, settings=None):
+        self.s = tx.connect()
+        self.scheme = tx.scheme
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.c = h2.connection.H2Connection(config=cfg)
         self.c.initiate_connection()
@@ -185,7 +193,7 @@ class H2:
 
     def request(self, host, path, method="GET", headers=None, body=None, end=True, extra=None):
         sid = self.c.get_next_available_stream_id()
-        h = [(":method", method), (":path", path), (":scheme", "http"), (":authority", host)]
+        h = [(":method", method), (":path", path), (":scheme", self.scheme), (":authority", host)]
         h += list(extra or [])
         h += list((headers or {}).items())
         self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False,
@@ -335,26 +343,61 @@ def curl(*args, timeout=60):
                           capture_output=True, timeout=timeout + 10)
 
 
+class Transport:
+    """How a scenario reaches the daemon: h2c with prior knowledge on the
+    plain listener ("h2c"), or TLS on the tls_listen with HTTP/2 chosen by
+    ALPN, as a browser does ("tls", ca set). Every scenario runs on both."""
+
+    def __init__(self, name, port, ca=None):
+        self.name = name
+        self.port = port
+        self.ca = ca
+        self.scheme = "https" if ca else "http"
+        self.api_host = "127.0.0.1:%d" % port
+
+    def connect(self, timeout=10, sni=ROUTE_HOST):
+        """A socket that speaks h2 from its first byte."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        if not self.ca:
+            return s
+        c = ssl.create_default_context(cafile=self.ca)
+        c.set_alpn_protocols(["h2", "http/1.1"])
+        s = c.wrap_socket(s, server_hostname=sni)
+        if s.selected_alpn_protocol() != "h2":
+            s.close()
+            raise OSError("ALPN chose %r, not h2" % s.selected_alpn_protocol())
+        return s
+
+    def curl(self, host, path, *args, timeout=60):
+        """curl to host (an authority) and path: with prior knowledge, or
+        --http2 over TLS (curl offers h2 and http/1.1 by ALPN)."""
+        if not self.ca:
+            return curl("--http2-prior-knowledge", "-H", "Host: " + host, *args,
+                        "http://127.0.0.1:%d%s" % (self.port, path), timeout=timeout)
+        name = host.rsplit(":", 1)[0]
+        extra = [] if name == "127.0.0.1" else ["--resolve", "%s:%d:127.0.0.1" % (name, self.port)]
+        return curl("--http2", "--cacert", self.ca, *extra, *args,
+                    "https://%s:%d%s" % (name, self.port, path), timeout=timeout)
+
+
 # --- scenarios: API and [route] ---------------------------------------------
 
 def test_api_curl(t, d, ctx):
-    r = curl("--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}",
-             "http://127.0.0.1:%d/healthz" % d.port)
+    tx = ctx["tx"]
+    r = tx.curl(tx.api_host, "/healthz", "-w", "\n%{http_version} %{http_code}")
     out = r.stdout.decode(errors="replace")
     t.check(out.endswith("\n2 200") and '"status"' in out, "curl h2c /healthz: %r %r" % (out, r.stderr))
     # The API with a key and a JSON error: same as HTTP/1.1.
-    r = curl("--http2-prior-knowledge", "-w", "\n%{http_code}", "-H", "Authorization: Bearer " + d.key(),
-             "http://127.0.0.1:%d/v1/sandboxes" % d.port)
+    r = tx.curl(tx.api_host, "/v1/sandboxes", "-w", "\n%{http_code}", "-H", "Authorization: Bearer " + d.key())
     out = r.stdout.decode(errors="replace")
     t.check(out.endswith("\n200"), "curl h2c GET /v1/sandboxes: %r" % out)
-    r = curl("--http2-prior-knowledge", "-w", "\n%{http_code}", "http://127.0.0.1:%d/v1/sandboxes" % d.port)
+    r = tx.curl(tx.api_host, "/v1/sandboxes", "-w", "\n%{http_code}")
     out = r.stdout.decode(errors="replace")
     t.check(out.endswith("\n401") and '"error"' in out, "no key: 401 JSON over h2: %r" % out)
     # A POST body to the API over h2 (Content-Length and without).
     for extra in ([], ["-H", "Content-Length:"]):
-        r = curl("--http2-prior-knowledge", "-w", "\n%{http_code}", "-H", "Authorization: Bearer " + d.key(),
-                 "-H", "Content-Type: application/json", "-d", '{"template":"nope"}', *extra,
-                 "http://127.0.0.1:%d/v1/sandboxes" % d.port)
+        r = tx.curl(tx.api_host, "/v1/sandboxes", "-w", "\n%{http_code}", "-H", "Authorization: Bearer " + d.key(),
+                    "-H", "Content-Type: application/json", "-d", '{"template":"nope"}', *extra)
         out = r.stdout.decode(errors="replace")
         t.check(out.endswith("\n400") or out.endswith("\n404") or out.endswith("\n422"),
                 "POST with a body over h2 %s reaches the API: %r" % (extra, out))
@@ -364,7 +407,7 @@ def test_api_curl(t, d, ctx):
 
 
 def test_route_basic(t, d, ctx):
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         st = c.get(ROUTE_HOST, "/hello", headers={"cookie": "x=1", "accept": "*/*"},
                    extra=[("cookie", "y=2")])
@@ -380,18 +423,17 @@ def test_route_basic(t, d, ctx):
         st = c.get("nope.localhost", "/")
         t.check(status(st) == 404, "unknown host 404 over h2: %r" % status(st))
         # Two hosts on one connection (a browser coalescing them).
-        st = c.get("127.0.0.1:%d" % d.port, "/healthz")
+        st = c.get(ctx["tx"].api_host, "/healthz")
         t.check(status(st) == 200, "the API on the same h2 connection: %r" % status(st))
     finally:
         c.close()
-    r = curl("--http2-prior-knowledge", "-w", "\n%{http_version}", "-H", "Host: " + ROUTE_HOST,
-             "http://127.0.0.1:%d/big?n=100000" % d.port)
+    r = ctx["tx"].curl(ROUTE_HOST, "/big?n=100000", "-w", "\n%{http_version}")
     t.check(len(r.stdout) == 100000 + 2 and r.stdout.endswith(b"\n2"),
             "curl h2c: a chunked upstream body dechunked into DATA (%d bytes)" % len(r.stdout))
 
 
 def test_concurrent_streams(t, d, ctx):
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         t0 = time.time()
         sids = [c.request(ROUTE_HOST, "/delay?ms=500") for _ in range(20)]
@@ -407,8 +449,10 @@ def test_concurrent_streams(t, d, ctx):
     finally:
         c.close()
     if shutil.which("h2load"):
+        tx = ctx["tx"]
         r = subprocess.run(["h2load", "-n", "200", "-c", "2", "-m", "20", "-H", ":authority: " + ROUTE_HOST,
-                            "http://127.0.0.1:%d/hello" % d.port], capture_output=True, text=True, timeout=60)
+                            "%s://127.0.0.1:%d/hello" % (tx.scheme, tx.port)],
+                           capture_output=True, text=True, timeout=60)
         t.check("200 succeeded" in r.stdout and "0 failed" in r.stdout,
                 "h2load 200 requests, 20 streams per connection: %s" %
                 [ln for ln in r.stdout.splitlines() if "requests:" in ln])
@@ -417,7 +461,7 @@ def test_concurrent_streams(t, d, ctx):
 def test_big_bodies(t, d, ctx):
     body = os.urandom(8 * MIB)
     sha = hashlib.sha256(body).hexdigest()
-    c = H2(d.port, window=16 * MIB)
+    c = H2(ctx["tx"], window=16 * MIB)
     try:
         # Without Content-Length: chunked to the upstream.
         sid = c.request(ROUTE_HOST, "/echo", method="POST", body=body)
@@ -453,7 +497,7 @@ def test_big_bodies(t, d, ctx):
 
 def test_slow_stream(t, d, ctx):
     """A stream whose client never opens its window stalls alone."""
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     pid = d.proc.pid
     try:
         slow = c.request(ROUTE_HOST, "/big?n=%d" % (64 * MIB))
@@ -510,12 +554,12 @@ def ws_parse(buf):
 
 
 def test_websocket(t, d, ctx):
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         c.wait(lambda: h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL in c.remote_settings, 5)
         sid = c.request(WS_HOST, "/", method="CONNECT", end=False,
                         extra=[(":protocol", "websocket")],
-                        headers={"sec-websocket-version": "13", "origin": "http://" + WS_HOST})
+                        headers={"sec-websocket-version": "13", "origin": "%s://%s" % (c.scheme, WS_HOST)})
         c.wait(lambda: c.streams[sid]["headers"] is not None or c.done(sid), 10)
         st = c.streams[sid]
         hd = st["headers"] or {}
@@ -547,7 +591,7 @@ def test_websocket(t, d, ctx):
         t.check(c.done(sid), "the tunnel's stream ends after the close handshake")
     finally:
         c.close()
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         sid = c.request(ROUTE_HOST, "/", method="CONNECT", end=False, extra=[(":protocol", "h2c-nope")])
         c.wait(lambda: c.done(sid) or c.streams[sid]["headers"] is not None, 10)
@@ -558,7 +602,7 @@ def test_websocket(t, d, ctx):
 
 
 def test_header_limit(t, d, ctx):
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         big = [("x-big-%d" % i, "v" * 4000) for i in range(20)]
         st = c.get(ROUTE_HOST, "/hello", extra=big)
@@ -572,9 +616,9 @@ def test_header_limit(t, d, ctx):
 def test_rapid_reset(t, d, ctx):
     pid = d.proc.pid
     before = rss_kb(pid)
-    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s = ctx["tx"].connect()
     enc = __import__("hpack").Encoder()
-    block = enc.encode([(":method", "GET"), (":path", "/delay?ms=2000"), (":scheme", "http"),
+    block = enc.encode([(":method", "GET"), (":path", "/delay?ms=2000"), (":scheme", ctx["tx"].scheme),
                         (":authority", ROUTE_HOST)])
     goaway = None
     sent = 0
@@ -625,7 +669,7 @@ def test_rapid_reset(t, d, ctx):
         s.close()
     t.check(goaway == 0xb, "rapid reset: GOAWAY(ENHANCE_YOUR_CALM) after %d streams: %r" % (sent, goaway))
     t.check(wait_for(lambda: healthy(d), 10), "healthy after the rapid reset flood")
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         st = c.get(ROUTE_HOST, "/hello")
         t.check(status(st) == 200, "a normal h2 request after: %r" % status(st))
@@ -635,21 +679,29 @@ def test_rapid_reset(t, d, ctx):
     rss_bounded(t, before, after, 32 * 1024, "the flood")
 
 
-def flood(d, first, unit, max_units, seconds=10, read=True):
+def flood(tx, first, unit, max_units, seconds=10, read=True):
     """Send first, then unit over and over (bounded), reading as we go
-    (read), then read until EOF (bounded): (units sent, bytes read, EOF)."""
-    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    (read), then read until EOF (bounded): (units sent, bytes read, EOF).
+    What the socket does not take stays pending and goes first next time,
+    so frames stay whole (and a TLS write is retried with the same bytes,
+    as OpenSSL wants)."""
+    s = tx.connect(timeout=5)
     buf, sent, eof = b"", 0, False
+    again = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
     try:
         s.sendall(PREFACE + frame(4, 0, 0, b"") + first)
         s.setblocking(False)
         t0 = time.time()
         batch = unit * 100
+        pending = b""
         while sent < max_units and time.time() - t0 < seconds and not eof:
-            try:
-                s.send(batch)
+            if not pending:
+                pending = batch
                 sent += 100
-            except BlockingIOError:
+            try:
+                n = s.send(pending)
+                pending = pending[n:]
+            except again:
                 time.sleep(0.001)
             except OSError:
                 break
@@ -660,7 +712,7 @@ def flood(d, first, unit, max_units, seconds=10, read=True):
                 if not chunk:
                     eof = True
                 buf += chunk
-            except BlockingIOError:
+            except again:
                 pass
             except OSError:
                 eof = True
@@ -690,19 +742,19 @@ def test_continuation_flood(t, d, ctx):
     pid = d.proc.pid
     before = rss_kb(pid)
     enc = __import__("hpack").Encoder()
-    block = enc.encode([(":method", "GET"), (":path", "/hello"), (":scheme", "http"),
+    block = enc.encode([(":method", "GET"), (":path", "/hello"), (":scheme", ctx["tx"].scheme),
                         (":authority", ROUTE_HOST)])
     pad = enc.encode([("x-a", "b" * 1000)])
     # HEADERS without END_HEADERS, then CONTINUATION frames without end.
-    sent, buf, eof = flood(d, frame(1, 0x1, 1, block), frame(9, 0, 1, pad), 100000)
+    sent, buf, eof = flood(ctx["tx"], frame(1, 0x1, 1, block), frame(9, 0, 1, pad), 100000)
     code = goaway_code(buf)
     t.check(code == 0xb, "CONTINUATION flood: GOAWAY(ENHANCE_YOUR_CALM): %r" % code)
     t.check(eof, "and the connection is closed (%d frames sent)" % sent)
     # Many small CONTINUATIONs under the byte bound: the frame count cuts.
-    sent, buf, eof = flood(d, frame(1, 0x1, 1, block), frame(9, 0, 1, b""), 100000)
+    sent, buf, eof = flood(ctx["tx"], frame(1, 0x1, 1, block), frame(9, 0, 1, b""), 100000)
     t.check(goaway_code(buf) == 0xb and eof, "empty CONTINUATION frames: cut too: %r" % goaway_code(buf))
     t.check(wait_for(lambda: healthy(d), 10), "healthy after the CONTINUATION flood")
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         st = c.get(ROUTE_HOST, "/hello")
         t.check(status(st) == 200, "a normal h2 request after: %r" % status(st))
@@ -720,11 +772,11 @@ def test_small_floods(t, d, ctx):
     before = rss_kb(pid)
     for name, f in (("PING", frame(6, 0, 0, b"12345678")), ("SETTINGS", frame(4, 0, 0, b""))):
         # The client reads none of the acks it asks for.
-        sent, buf, eof = flood(d, b"", f, 2000000, read=False)
+        sent, buf, eof = flood(ctx["tx"], b"", f, 2000000, read=False)
         t.check(eof, "%s flood: the session ends (%d frames sent)" % (name, sent))
         t.check(wait_for(lambda: healthy(d), 10), "healthy after the %s flood" % name)
     prio = frame(2, 0, 3, struct.pack(">IB", 1, 16))
-    sent, buf, eof = flood(d, b"", prio, 100000, seconds=3)
+    sent, buf, eof = flood(ctx["tx"], b"", prio, 100000, seconds=3)
     t.check(wait_for(lambda: healthy(d), 10), "healthy after a PRIORITY flood (%d sent)" % sent)
     after = rss_kb(pid)
     rss_bounded(t, before, after, 32 * 1024, "the flood")
@@ -801,8 +853,8 @@ def create(t, d, body=None):
     return r.json()["id"] if r.status == 201 else None
 
 
-def phost(d, sid):
-    return "%s.preview.localhost:%d" % (sid, d.port)
+def phost(ctx, sid):
+    return "%s.preview.localhost:%d" % (sid, ctx["tx"].port)
 
 
 def test_sandbox_preview(t, d, ctx):
@@ -814,8 +866,7 @@ def test_sandbox_preview(t, d, ctx):
     t.check(r.status in (201, 204), "put index.html: %r" % r)
 
     def served():
-        r = curl("--http2-prior-knowledge", "-H", "Host: " + phost(d, sid), "-w", "\n%{http_version} %{http_code}",
-                 "http://127.0.0.1:%d/index.html" % d.port, timeout=10)
+        r = ctx["tx"].curl(phost(ctx, sid), "/index.html", "-w", "\n%{http_version} %{http_code}", timeout=10)
         return r.stdout if r.stdout.endswith(b"\n2 200") else None
     out = wait_for(served, timeout=30, interval=0.2)
     t.check(out is not None and b"h2 preview" in out, "curl h2c to a real sandbox preview: %r" % out)
@@ -827,23 +878,23 @@ def test_sandbox_held(t, d, ctx):
         return
     r = d.request("POST", "/v1/sandboxes/%s/stop" % sid, timeout=30)
     t.check(r.status == 200, "stop: %r" % r)
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         t0 = time.time()
-        st = c.get(phost(d, sid), "/index.html", timeout=40, headers={"accept": "*/*"})
+        st = c.get(phost(ctx, sid), "/index.html", timeout=40, headers={"accept": "*/*"})
         t.check(status(st) == 200 and b"h2 preview" in bytes(st["data"]),
                 "a stopped sandbox is woken by an h2 request, which is held and answered (%.1fs): %r" %
                 (time.time() - t0, status(st)))
-        st = c.get(phost(d, sid), "/index.html")
+        st = c.get(phost(ctx, sid), "/index.html")
         t.check(status(st) == 200, "and the next stream on the connection: %r" % status(st))
     finally:
         c.close()
     # A held browser navigation gets the warming page after 2 s.
     r = d.request("POST", "/v1/sandboxes/%s/stop" % sid, timeout=30)
-    c = H2(d.port)
+    c = H2(ctx["tx"])
     try:
         t0 = time.time()
-        st = c.get(phost(d, sid), "/index.html", timeout=40, headers={"accept": "text/html"})
+        st = c.get(phost(ctx, sid), "/index.html", timeout=40, headers={"accept": "text/html"})
         took = time.time() - t0
         ok = (status(st) == 503 and b"Starting" in bytes(st["data"])) or status(st) == 200
         t.check(ok, "a held navigation over h2: warming page or the app (%.1fs): %r" % (took, status(st)))
@@ -856,6 +907,31 @@ def selected(fn):
     return not only or fn.__name__ in only.split(",")
 
 
+def make_pki(tmp):
+    """A test CA (test_tls.py's) and one certificate for every name the
+    scenarios use, so SNI and :authority may differ as with coalescing."""
+    from test_tls import PKI
+    pki = PKI(tmp)
+    pem, key, _ = pki.leaf("h2", int.from_bytes(os.urandom(16), "big") >> 2 | 1 << 125,
+                           ["*.preview.localhost", ROUTE_HOST, WS_HOST, "nope.localhost",
+                            "localhost", "IP:127.0.0.1"])
+    return pki.ca, pem, key
+
+
+def as_transport(fn, tx):
+    """fn under a name saying its transport, for the report."""
+    def run(t, *args):
+        return fn(t, *args)
+    run.__name__ = "%s[%s]" % (fn.__name__, tx.name)
+    return run
+
+
+SCENARIOS = (test_api_curl, test_route_basic, test_concurrent_streams, test_big_bodies,
+             test_slow_stream, test_websocket, test_header_limit, test_rapid_reset,
+             test_continuation_flood, test_small_floods)
+SANDBOX_SCENARIOS = (test_sandbox_preview, test_sandbox_held)
+
+
 def main():
     t = Runner()
     origin = start_origin()
@@ -863,27 +939,39 @@ def main():
     routes = ("[route echo]\nhost = %s\nupstream = 127.0.0.1:%d\n"
               "[route ws]\nhost = %s\nupstream = 127.0.0.1:%d\n" %
               (ROUTE_HOST, origin.server_address[1], WS_HOST, ws_port))
+    tmp = tempfile.mkdtemp(prefix="sbxh2-")
     ctx = {"routes": routes}
     have_docker = ensure_docker()
     if have_docker:
         ensure_test_image()
-    d = Daemon(extra=routes)
+    transports = os.environ.get("H2_TRANSPORTS", "h2c,tls").split(",")
+    tport = free_port()
+    extra = routes
+    ca = None
+    if "tls" in transports:
+        if shutil.which("openssl") is None:
+            print("skip the TLS transport: openssl is not installed")
+            transports.remove("tls")
+        else:
+            ca, pem, key = make_pki(tmp)
+            extra = "tls_listen = 127.0.0.1:%d\ntls_cert = %s\ntls_key = %s\n%s" % (tport, pem, key, routes)
+    d = Daemon(extra=extra)
     try:
         d.start()
-        for fn in (test_api_curl, test_route_basic, test_concurrent_streams, test_big_bodies,
-                   test_slow_stream, test_websocket, test_header_limit, test_rapid_reset,
-                   test_continuation_flood, test_small_floods):
-            if selected(fn):
-                t.run(fn, d, ctx)
-        if have_docker:
-            for fn in (test_sandbox_preview, test_sandbox_held):
+        for name in transports:
+            tx = Transport(name, tport, ca) if name == "tls" else Transport(name, d.port)
+            tctx = dict(ctx, tx=tx)
+            for fn in SCENARIOS + (SANDBOX_SCENARIOS if have_docker else ()):
                 if selected(fn):
-                    t.run(fn, d, ctx)
-        else:
-            print("skip sandbox scenarios: no Docker")
+                    t.run(as_transport(fn, tx), d, tctx)
+            if not have_docker:
+                print("skip sandbox scenarios [%s]: no Docker" % name)
         t.check(d.proc.poll() is None, "the daemon is still running")
+        if t.failed:
+            print("---- daemon log (tail) ----\n%s" % d.logs()[-3000:])
     finally:
         d.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
     if selected(test_goaway_sigterm):
         t.run(test_goaway_sigterm, ctx)
     sys.exit(t.finish())

@@ -76,7 +76,8 @@ class PKI:
            "-addext", "keyUsage=critical,keyCertSign,cRLSign", check=True)
 
     def leaf(self, name, serial, dns):
-        """name.pem (leaf then CA) and name.key for the DNS names."""
+        """name.pem (leaf then CA) and name.key for the DNS names (and
+        "IP:a.b.c.d" ones)."""
         key = os.path.join(self.dir, name + ".key")
         csr = os.path.join(self.dir, name + ".csr")
         crt = os.path.join(self.dir, name + ".crt")
@@ -84,7 +85,8 @@ class PKI:
         with open(ext, "w") as f:
             f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth\n"
                     "keyUsage=critical,digitalSignature\n"
-                    "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/\n" % ",".join("DNS:" + n for n in dns))
+                    "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/\n" %
+                    ",".join(n if n.startswith("IP:") else "DNS:" + n for n in dns))
         sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
            "-keyout", key, "-out", csr, "-subj", "/CN=" + dns[0], check=True)
         sh("openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
