@@ -1056,6 +1056,8 @@ edge_h2_request(struct edge_h2_stream *s, int end_stream)
 	s->in_eof = end_stream;
 	req = s->req = edge_req_new(h2->conn, &edge_h2_ops);
 	req->h2s = s;
+	/* The scheme, as h1.c sets it: the cookie's Secure depends on it. */
+	req->https = h2->conn->tls;
 	h2->nreq++;
 	if (h2->idle) {
 		h2->idle = 0;

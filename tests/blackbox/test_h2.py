@@ -420,6 +420,8 @@ def test_route_basic(t, d, ctx):
         body = bytes(st["data"]).decode(errors="replace").lower()
         t.check("cookie: y=2; x=1" in body, "cookie crumbs joined for HTTP/1.1: %r" % body)
         t.check("x-forwarded-for: 127.0.0.1" in body, "X-Forwarded-For set: %r" % body)
+        t.check("x-forwarded-proto: %s" % ctx["tx"].scheme in body, "X-Forwarded-Proto %s: %r" %
+                (ctx["tx"].scheme, body))
         st = c.get("nope.localhost", "/")
         t.check(status(st) == 404, "unknown host 404 over h2: %r" % status(st))
         # Two hosts on one connection (a browser coalescing them).
@@ -902,6 +904,32 @@ def test_sandbox_held(t, d, ctx):
         c.close()
 
 
+def test_private_cookie(t, d, ctx):
+    """A private preview's token, used over h2: the cookie is host-only,
+    HttpOnly, and Secure exactly when the stream came over TLS."""
+    sid = create(t, d, {"visibility": "private"})
+    if sid is None:
+        return
+    r = d.request("POST", "/v1/sandboxes/%s/preview-token" % sid, {})
+    if not t.check(r.status == 200, "preview-token: %r" % r):
+        return
+    token = r.json()["token"]
+    c = H2(ctx["tx"])
+    try:
+        st = c.get(phost(ctx, sid), "/?sandboxd_token=" + token, timeout=40, headers={"accept": "text/html"})
+        hd = st["headers"] or {}
+        cookie = hd.get("set-cookie", "")
+        t.check(status(st) in (302, 303, 307) and cookie.startswith("sandboxd_token="),
+                "the token sets its cookie over h2: %r %r" % (status(st), cookie))
+        attrs = [a.strip().lower() for a in cookie.split(";")[1:]]
+        t.check("httponly" in attrs and not any(a.startswith("domain") for a in attrs),
+                "HttpOnly and host-only: %r" % cookie)
+        t.check(("secure" in attrs) == (ctx["tx"].scheme == "https"),
+                "Secure exactly over TLS (%s): %r" % (ctx["tx"].name, cookie))
+    finally:
+        c.close()
+
+
 def selected(fn):
     only = os.environ.get("H2_TESTS")
     return not only or fn.__name__ in only.split(",")
@@ -929,7 +957,7 @@ def as_transport(fn, tx):
 SCENARIOS = (test_api_curl, test_route_basic, test_concurrent_streams, test_big_bodies,
              test_slow_stream, test_websocket, test_header_limit, test_rapid_reset,
              test_continuation_flood, test_small_floods)
-SANDBOX_SCENARIOS = (test_sandbox_preview, test_sandbox_held)
+SANDBOX_SCENARIOS = (test_sandbox_preview, test_sandbox_held, test_private_cookie)
 
 
 def main():
