@@ -25,6 +25,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Daemon, Runner, docker, ensure_docker, free_port, wait_for  # noqa: E402
+from test_sandboxd import BASE_IMAGE, find_seed  # noqa: E402
 
 try:
     import websockets
@@ -35,17 +36,7 @@ except ImportError:     # Debian's python3-websockets, under another python3
     except ImportError:
         websockets = None
 
-BASE_IMAGE = "sandboxd/base:latest"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def find_seed():
-    for p in (os.environ.get("SANDBOXD_SEED_DIR", ""),
-              os.path.join(os.environ.get("top_srcdir", "."), "base-image", "out", "templates", "vite-react"),
-              "/usr/share/sandboxd/templates/vite-react"):
-        if p and os.path.isdir(os.path.join(p, "node_modules")):
-            return os.path.abspath(p)
-    return None
 
 
 def spki_hash(crt):
