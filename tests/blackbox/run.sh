@@ -35,7 +35,6 @@ for t in $tests; do
 		total_f=$((total_f + 1))
 	fi
 done
-[ $skipped -eq 3 ] && exit 77
 [ $skipped -eq $(echo $tests | wc -w) ] && exit 77
 echo "$total_p passed, $total_f failed"
 exit $status
