@@ -166,8 +166,12 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	if (!tls)
 		conn->rev = event_new(edge->base, fd, EV_READ | EV_PERSIST,
 		    edge_conn_sock_cb, conn);
-	/* Stop reading a client that queues more than we would process. */
-	else
+	/*
+	 * Stop reading a client that queues more than we would process
+	 * (TLS, or a plain one whose event could not be made: it reads
+	 * through the bufferevent, and must be bounded all the same).
+	 */
+	if (conn->rev == NULL)
 		bufferevent_setwatermark(conn->bev, EV_READ, 0,
 		    EDGE_BUFFER_HIGH);
 	/*
@@ -326,7 +330,13 @@ edge_conn_sock_cb(evutil_socket_t fd, short events, void *arg)
 	size_t			 len = evbuffer_get_length(in), want;
 	ssize_t			 n = 0;
 
-	if (len < EDGE_BUFFER_HIGH) {
+	/*
+	 * A kick from edge_conn_next (EV_TIMEOUT alone) only hands on the
+	 * pipelined bytes, as bufferevent_trigger did: it must not read a
+	 * socket that is paused, held or full, nor spend a read on one
+	 * that has nothing.
+	 */
+	if ((events & EV_READ) && conn->reading && len < EDGE_BUFFER_HIGH) {
 		want = conn->state == EDGE_CONN_HEAD ? EDGE_READ_MIN :
 		    EDGE_READ_MAX;
 		if (want > EDGE_BUFFER_HIGH - len)
@@ -575,6 +585,9 @@ edge_conn_close(struct edge_conn *conn)
 		edge_tls_close_notify(conn->bev);
 	conn->state = EDGE_CONN_DEAD;
 	edge_conn_read_update(conn);
+	/* A pending kick (edge_conn_next) too: the event may not be added. */
+	if (conn->rev != NULL)
+		event_del(conn->rev);
 	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
 	bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
 	evtimer_del(conn->timer);
@@ -654,7 +667,7 @@ edge_conn_next(struct edge_conn *conn, int keep)
 		/* Pipelined bytes: handle them from the loop, not recursively. */
 		edge_conn_timer(conn, conn->edge->lim.header_ms);
 		if (conn->rev != NULL)
-			event_active(conn->rev, EV_READ, 0);
+			event_active(conn->rev, EV_TIMEOUT, 0);
 		else
 			bufferevent_trigger(conn->bev, EV_READ,
 			    BEV_TRIG_IGNORE_WATERMARKS |
