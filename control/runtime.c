@@ -143,6 +143,7 @@ rt_drop(struct control *ctl, struct sandbox_rt *rt)
 	struct control_wait	*w;
 
 	task_sandbox_gone(ctl, rt->id);
+	dev_rt_gone(rt);
 	rt_retire(ctl, rt);
 	if (rt_state_active(rt->state))
 		ctl->nactive--;
