@@ -588,12 +588,15 @@ agent_req_send(struct agent_sandbox *sb, struct agent_req *req,
 	req->list = &sb->active;
 	req->bev = bev;
 
+	/* A stream asks for one (POST /exec streams only when asked). */
 	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n"
 	    "Host: agentd\r\n"
 	    "Content-Type: application/json\r\n"
 	    "Content-Length: %zu\r\n"
+	    "%s"
 	    "Connection: close\r\n"
-	    "\r\n", req->method, req->path, req->len);
+	    "\r\n", req->method, req->path, req->len,
+	    req->stream ? "Accept: application/x-ndjson\r\n" : "");
 	evbuffer_add(out, req->body, req->len);
 	bufferevent_setcb(bev, agent_req_read_cb, NULL, agent_req_event_cb,
 	    req);

@@ -1658,6 +1658,16 @@ exec_started_cb(struct control *ctl, const char *id, int status,
 static void
 exec_send(struct api_call *call)
 {
+	const char	*accept = http_exchange_header(call->ex, "accept");
+
+	if (accept != NULL && strstr(accept, "text/event-stream") != NULL) {
+		/* Streamed as SSE (execstream.c), which copies the body. */
+		execstream_begin(call->ctl, call->ex, call->id, call->body,
+		    call->timeout_ms);
+		free(call->body);
+		free(call);
+		return;
+	}
 	agent_request(call->ctl->hub, call->id, "POST", "/exec", call->body,
 	    strlen(call->body), call->timeout_ms, exec_done_cb, call);
 }

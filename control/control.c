@@ -55,6 +55,7 @@ control_new(struct event_base *base, const struct config *cf,
 	TAILQ_INIT(&ctl->tasks);
 	TAILQ_INIT(&ctl->followers);
 	LIST_INIT(&ctl->dev_calls);
+	LIST_INIT(&ctl->execstreams);
 	LIST_INIT(&ctl->task_calls);
 	LIST_INIT(&ctl->status_reqs);
 
@@ -367,6 +368,7 @@ control_free(struct control *ctl)
 		event_free(ctl->sync_retry);
 	task_free_all(ctl);
 	dev_free_all(ctl);
+	execstream_free_all(ctl);
 	if (ctl->docker != NULL)
 		docker_free(ctl->docker);
 	/* Their Docker requests are cancelled with the client. */

@@ -116,7 +116,7 @@ void	 agent_request(struct agent_hub *, const char *sandbox_id,
 
 /*
  * Streaming answers (close-delimited application/x-ndjson): agent_stream
- * sends a request like agent_request, then hands each line of a 2xx
+ * sends a request like agent_request (with Accept: application/x-ndjson), then hands each line of a 2xx
  * answer to line_cb as it arrives (NUL-terminated, newline stripped),
  * and calls end_cb exactly once at the end: the status with body NULL
  * after agentd closed a 2xx stream, a non-2xx answer's status and body,

@@ -166,6 +166,7 @@ struct control {
 	struct task_follower_list followers;	/* event streams */
 	struct task_call_list	 task_calls;	/* agentd calls in flight */
 	struct dev_call_list	 dev_calls;	/* dev.c: logs, restarts */
+	LIST_HEAD(, execstream)	 execstreams;	/* execstream.c */
 	LIST_HEAD(, control_status_req) status_reqs;	/* status.c */
 };
 
@@ -362,6 +363,15 @@ struct json_object *dev_server_json(struct control *, const char *id);
 void	 dev_rt_gone(struct sandbox_rt *);
 /* At exit, before the hub goes: frees everything, calls nothing back. */
 void	 dev_free_all(struct control *);
+/* control/execstream.c — POST .../exec with Accept: text/event-stream */
+/*
+ * Relay agentd's streaming exec (body: the checked request) as SSE
+ * output and exit events; the client leaving kills the command.
+ */
+void	 execstream_begin(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *body, int timeout_ms);
+/* At exit, before the hub goes: frees everything, calls nothing back. */
+void	 execstream_free_all(struct control *);
 /* control/preview.c */
 /* Load (or make, at first start) preview_secret_file. */
 int	 preview_key_load(struct control *, char **cause);

@@ -31,11 +31,16 @@ TEMPLATES = {
 class SSE:
     """A minimal event-stream client on a raw socket (chunked), bounded reads."""
 
-    def __init__(self, d, path, timeout=30):
+    def __init__(self, d, path, timeout=30, body=None):
         self.sock = socket.create_connection(("127.0.0.1", d.port), timeout=timeout)
-        h = "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n" \
-            "Accept: text/event-stream\r\n\r\n" % (path, d.port, d.key())
-        self.sock.sendall(h.encode())
+        method = "GET" if body is None else "POST"
+        data = b"" if body is None else json.dumps(body).encode()
+        h = "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n" \
+            "Accept: text/event-stream\r\n" % (method, path, d.port, d.key())
+        if body is not None:
+            h += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(data)
+        self.sock.sendall(h.encode() + b"\r\n" + data)
+        self.t0 = time.time()
         self.raw = b""
         self.body = b""
         self.ended = False
@@ -79,6 +84,7 @@ class SSE:
                 ev[k] = v
             if ev:
                 ev["data"] = json.loads(ev["data"])
+                ev["at"] = time.time() - self.t0
                 self.events.append(ev)
 
     def read_until(self, fn, timeout):
@@ -205,6 +211,66 @@ def test_restart_dev(t, d, ctx):
     t.check(r.body.count(b"dev-started\n") == 2, "the ring holds both runs: %r" % r.body[:200])
 
 
+def exec_path(sid):
+    return "/v1/sandboxes/%s/exec" % sid
+
+
+def test_exec_stream(t, d, ctx):
+    sid = ctx["sid"]
+    s = SSE(d, exec_path(sid), body={"cmd": ["sh", "-c", "echo one; echo two >&2; sleep 2; echo three; exit 3"]})
+    try:
+        t.check(s.status == 200 and s.headers.get("content-type", "").startswith("text/event-stream"),
+                "streaming exec is an event stream: %d %r" % (s.status, s.headers))
+        s.read_until(lambda s: s.ended, 30)
+        t.check(s.ended, "the stream ends after exit")
+        outs = [(e["data"]["stream"], e["data"]["text"]) for e in s.events if e["event"] == "output"]
+        t.check(sorted(outs) == sorted([("stdout", "one\n"), ("stderr", "two\n"), ("stdout", "three\n")]),
+                "output events: %r" % outs)
+        first = [e for e in s.events if e["event"] == "output"][:1]
+        t.check(first and first[0]["at"] < 1.8, "the first line came before the command ended: %r" % first)
+        ex = [e["data"] for e in s.events if e["event"] == "exit"]
+        t.check(ex and ex[0].get("exit_code") == 3 and ex[0].get("timed_out") is False,
+                "exit event with exit_code 3: %r" % ex)
+        t.check(s.events[-1]["event"] == "exit", "exit is the last event: %r" % s.events[-1:])
+    finally:
+        s.close()
+    # The JSON form is unchanged.
+    r = d.request("POST", exec_path(sid), {"cmd": ["sh", "-c", "echo json"]})
+    t.check(r.status == 200 and r.json().get("stdout") == "json\n" and r.json().get("exit_code") == 0,
+            "the JSON exec is unchanged: %r" % r)
+    # A bad request is a JSON error, streamed or not.
+    r = d.request("POST", exec_path(sid), {"cmd": ["true"], "cwd": "/nonexistent"},
+                  headers={"Accept": "text/event-stream"})
+    t.check(400 <= r.status < 500 and r.headers.get("content-type", "").startswith("application/json"),
+            "a bad cwd is a JSON 4xx: %r" % r)
+    r = d.request("POST", exec_path(sid), {"cmd": "nope"}, headers={"Accept": "text/event-stream"})
+    t.check(r.status == 400, "a bad cmd is a 400: %r" % r)
+    # A timeout ends with timed_out.
+    s = SSE(d, exec_path(sid), body={"cmd": ["sleep", "30"], "timeout_s": 1})
+    try:
+        s.read_until(lambda s: any(e["event"] == "exit" for e in s.events), 30)
+        ex = [e["data"] for e in s.events if e["event"] == "exit"]
+        t.check(ex and ex[0].get("timed_out") is True, "timeout_s: exit with timed_out: %r" % ex)
+    finally:
+        s.close()
+
+
+def test_exec_stream_client_leaves(t, d, ctx):
+    sid = ctx["sid"]
+    s = SSE(d, exec_path(sid), body={"cmd": ["sh", "-c", "echo started; exec sleep 313"]})
+    ok = s.read_until(lambda s: any(e["event"] == "output" for e in s.events), 15)
+    t.check(ok, "the command started: %r" % s.events)
+    r = d.request("POST", exec_path(sid), {"cmd": ["ps"]})
+    t.check(r.status == 200 and "sleep 313" in r.json().get("stdout", ""),
+            "ps shows the command while the stream is open: %r" % r)
+    s.close()
+
+    def gone():
+        r = d.request("POST", exec_path(sid), {"cmd": ["ps"]})
+        return r.status == 200 and "sleep 313" not in r.json().get("stdout", "x")
+    t.check(wait_for(gone, timeout=15, interval=0.3), "the client leaving killed the command")
+
+
 def test_follow_ends_on_stop(t, d, ctx):
     sid = ctx["sid"]
     s = SSE(d, "/v1/sandboxes/%s/logs?follow=1" % sid)
@@ -232,6 +298,15 @@ def test_stopped(t, d, ctx):
     r = d.request("POST", "/v1/sandboxes/%s/restart-dev" % sid)
     t.check(r.status == 409, "restart-dev of a stopped sandbox: 409 %r" % r)
     t.check(get(d, sid).get("state") == "stopped", "neither woke it")
+    # A streamed exec wakes it, as the JSON form does.
+    s = SSE(d, exec_path(sid), timeout=60, body={"cmd": ["echo", "awake"]})
+    try:
+        s.read_until(lambda s: s.ended, 60)
+        outs = [e["data"]["text"] for e in s.events if e["event"] == "output"]
+        t.check(s.status == 200 and outs == ["awake\n"], "a streamed exec wakes the sandbox: %r" % s.events)
+    finally:
+        s.close()
+    t.check(get(d, sid).get("state") == "running", "it runs")
 
 
 def test_no_dev_command(t, d, ctx):
@@ -265,7 +340,8 @@ def main():
         ctx["sid"] = create(t, d)
         if ctx["sid"]:
             for fn in (test_dev_port_passed, test_dev_server_field, test_logs_ring, test_logs_follow,
-                       test_restart_dev, test_follow_ends_on_stop, test_stopped, test_no_dev_command):
+                       test_restart_dev, test_exec_stream, test_exec_stream_client_leaves,
+                       test_follow_ends_on_stop, test_stopped, test_no_dev_command):
                 t.run(fn, d, ctx)
     finally:
         if t.failed:
