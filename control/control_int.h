@@ -359,7 +359,7 @@ void	 dev_restart(struct control *, struct http_exchange *,
 	    const char *sandbox_id);
 /* {"state","restarts"} from the runtime's cache, or NULL; refreshes it. */
 struct json_object *dev_server_json(struct control *, const char *id);
-/* The runtime is freed: cancel its refresh. */
+/* The runtime is freed or stops running: cancel its refresh. */
 void	 dev_rt_gone(struct sandbox_rt *);
 /* At exit, before the hub goes: frees everything, calls nothing back. */
 void	 dev_free_all(struct control *);

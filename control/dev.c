@@ -390,11 +390,8 @@ dev_server_json(struct control *ctl, const char *id)
 	struct sandbox_rt	*rt = rt_find(ctl, id);
 	struct json_object	*o;
 
-	if (rt == NULL || rt->state != SANDBOX_RUNNING) {
-		if (rt != NULL)
-			rt->dev_state[0] = '\0';
+	if (rt == NULL || rt->state != SANDBOX_RUNNING)
 		return (NULL);
-	}
 	if (rt->dev_req == NULL && agent_connected(ctl->hub, id) &&
 	    (rt->dev_state[0] == '\0' ||
 	    time_mono_ms() - rt->dev_fetched_ms >= DEV_REFRESH_MS))
@@ -427,7 +424,7 @@ dev_refresh_end_cb(int status, const char *body, size_t len,
 	rt->dev_req = NULL;	/* the hub frees it */
 }
 
-/* The runtime goes: its refresh with it. */
+/* The runtime goes, or stops running: its refresh with it. */
 void
 dev_rt_gone(struct sandbox_rt *rt)
 {

@@ -215,6 +215,11 @@ rt_set_state(struct control *ctl, struct sandbox_rt *rt,
 		rt_retire(ctl, rt);
 	if (to != SANDBOX_RUNNING && to != SANDBOX_PAUSED)
 		rt->port_state = RT_PORT_UNKNOWN;
+	/* A new run has a new dev server: forget the cached one. */
+	if (to != SANDBOX_RUNNING) {
+		dev_rt_gone(rt);
+		rt->dev_state[0] = '\0';
+	}
 	if (!rt_state_active(to))
 		rt->reserve_until_ms = 0;
 	/* Its tasks end with a stop, a delete or an error. */

@@ -307,6 +307,10 @@ def test_stopped(t, d, ctx):
     finally:
         s.close()
     t.check(get(d, sid).get("state") == "running", "it runs")
+    # A new run has a new dev server: the old run's restarts are gone.
+    ds = wait_for(lambda: (dev_server(d, sid) or {}).get("state") == "ready" and dev_server(d, sid),
+                  timeout=20, interval=0.3)
+    t.check(ds == {"state": "ready", "restarts": 0}, "after a wake: ready, restarts 0: %r" % ds)
 
 
 def test_no_dev_command(t, d, ctx):
