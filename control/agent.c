@@ -66,6 +66,9 @@ struct agent_req {
 	size_t			 lscanned;	/* input bytes known to hold no \n */
 	int			 in_cb;		/* inside line_cb */
 	int			 cancelled;	/* agent_cancel from line_cb */
+
+	/* agent_upgrade: the connection itself after a 101 */
+	agent_upgrade_cb	 upgrade_cb;
 };
 
 /* An idle connection agentd opened, waiting for a request. */
@@ -126,6 +129,7 @@ static struct agent_req *agent_req_new(struct agent_hub *, const char *,
 static void	agent_req_queue(struct agent_hub *, const char *,
 		    struct agent_req *);
 static int	agent_req_lines(struct agent_req *, int);
+static void	agent_req_upgraded(struct agent_req *);
 
 /* Make a hub; ready_cb (may be NULL) is told when a sandbox's agentd is up. */
 struct agent_hub *
@@ -559,6 +563,40 @@ agent_stream(struct agent_hub *hub, const char *sandbox_id,
 }
 
 /*
+ * A request agentd answers with 101 (GET /terminal): up_cb gets the
+ * connection; anything else is a failure told to fail_cb as for
+ * agent_request.
+ */
+struct agent_req *
+agent_upgrade(struct agent_hub *hub, const char *sandbox_id,
+    const char *path, int timeout_ms, agent_upgrade_cb up_cb,
+    agent_cb fail_cb, void *arg)
+{
+	struct agent_req	*req;
+
+	req = agent_req_new(hub, "GET", path, NULL, 0, timeout_ms, fail_cb,
+	    arg);
+	req->upgrade_cb = up_cb;
+	agent_req_queue(hub, sandbox_id, req);
+	return req;
+}
+
+/* The 101 came: the connection (and any bytes after the head) are up_cb's. */
+static void
+agent_req_upgraded(struct agent_req *req)
+{
+	agent_upgrade_cb	 cb = req->upgrade_cb;
+	struct bufferevent	*bev = req->bev;
+	void			*arg = req->arg;
+
+	req->bev = NULL;
+	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	bufferevent_disable(bev, EV_READ);
+	agent_req_free(req);
+	cb(bev, arg);
+}
+
+/*
  * Drop a request (agent_stream's handle) without calling back: closes
  * its connection, which agentd takes as the reader leaving. From inside
  * its own line callback the free waits until the callback returns.
@@ -588,12 +626,15 @@ agent_req_send(struct agent_sandbox *sb, struct agent_req *req,
 	req->list = &sb->active;
 	req->bev = bev;
 
+	/* A stream asks for one (POST /exec streams only when asked). */
 	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n"
 	    "Host: agentd\r\n"
 	    "Content-Type: application/json\r\n"
 	    "Content-Length: %zu\r\n"
+	    "%s"
 	    "Connection: close\r\n"
-	    "\r\n", req->method, req->path, req->len);
+	    "\r\n", req->method, req->path, req->len,
+	    req->stream ? "Accept: application/x-ndjson\r\n" : "");
 	evbuffer_add(out, req->body, req->len);
 	bufferevent_setcb(bev, agent_req_read_cb, NULL, agent_req_event_cb,
 	    req);
@@ -687,7 +728,9 @@ agent_req_parse(struct agent_req *req, int eof)
 			    "without answering");
 			return 1;
 		}
-		if (http_response_body(&head, req->method, &req->kind,
+		if (r >= 0 && req->upgrade_cb != NULL && head.status == 101)
+			req->kind = HTTP_BODY_NONE;
+		else if (http_response_body(&head, req->method, &req->kind,
 		    &req->length) == -1 || req->kind == HTTP_BODY_CHUNKED) {
 			agent_req_fail(req, "bad body framing in agentd's "
 			    "answer");
@@ -701,6 +744,10 @@ agent_req_parse(struct agent_req *req, int eof)
 		req->status = head.status;
 		req->head_done = 1;
 		evbuffer_drain(in, (size_t)r);
+		if (req->upgrade_cb != NULL && req->status == 101) {
+			agent_req_upgraded(req);
+			return 1;
+		}
 		/* A stream lives as long as its task: no answer deadline. */
 		if (req->stream && req->status >= 200 && req->status < 300)
 			evtimer_del(req->timer);

@@ -113,6 +113,10 @@ static void	h_task_cancel(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_task_revert(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static void	h_logs(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
+static void	h_restart_dev(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
 static void	h_preview_token(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 
@@ -155,6 +159,10 @@ static const struct api_route api_routes[] = {
 	  h_task_cancel, BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/tasks/{tid}/revert", AUTH_KEY,
 	  h_task_revert, BODY_JSON },
+	{ "GET",    "/v1/sandboxes/{id}/logs",	  AUTH_KEY,   h_logs,
+	  BODY_JSON },
+	{ "POST",   "/v1/sandboxes/{id}/restart-dev", AUTH_KEY, h_restart_dev,
+	  BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/preview-token", AUTH_KEY,
 	  h_preview_token, BODY_JSON },
 };
@@ -1650,6 +1658,16 @@ exec_started_cb(struct control *ctl, const char *id, int status,
 static void
 exec_send(struct api_call *call)
 {
+	const char	*accept = http_exchange_header(call->ex, "accept");
+
+	if (accept != NULL && strstr(accept, "text/event-stream") != NULL) {
+		/* Streamed as SSE (execstream.c), which copies the body. */
+		execstream_begin(call->ctl, call->ex, call->id, call->body,
+		    call->timeout_ms);
+		free(call->body);
+		free(call);
+		return;
+	}
 	agent_request(call->ctl->hub, call->id, "POST", "/exec", call->body,
 	    strlen(call->body), call->timeout_ms, exec_done_cb, call);
 }
@@ -1903,4 +1921,49 @@ h_task_revert(struct control *ctl, struct http_exchange *ex,
 	}
 	json_object_put(req);
 	task_revert(ctl, ex, m->id, m->tid);
+}
+
+/* GET /v1/sandboxes/{id}/logs[?follow=1] */
+static void
+h_logs(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	char	*q;
+	int	 follow = 0;
+
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	if ((q = http_exchange_query(ex, "follow")) != NULL) {
+		if (strcmp(q, "1") != 0 && strcmp(q, "0") != 0 &&
+		    strcmp(q, "true") != 0 && strcmp(q, "false") != 0) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "follow must be 1 or 0");
+			free(q);
+			return;
+		}
+		follow = strcmp(q, "1") == 0 || strcmp(q, "true") == 0;
+		free(q);
+	}
+	dev_logs(ctl, ex, m->id, follow);
+}
+
+/* POST /v1/sandboxes/{id}/restart-dev */
+static void
+h_restart_dev(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	struct json_object	*req;
+
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	if (parse_body(ex, 1, &req) == -1)
+		return;
+	if (req != NULL && json_object_object_length(req) > 0) {
+		json_object_put(req);
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "restart-dev takes no fields");
+		return;
+	}
+	json_object_put(req);
+	dev_restart(ctl, ex, m->id);
 }

@@ -54,6 +54,8 @@ control_new(struct event_base *base, const struct config *cf,
 	LIST_INIT(&ctl->probes);
 	TAILQ_INIT(&ctl->tasks);
 	TAILQ_INIT(&ctl->followers);
+	LIST_INIT(&ctl->dev_calls);
+	LIST_INIT(&ctl->execstreams);
 	LIST_INIT(&ctl->task_calls);
 	LIST_INIT(&ctl->status_reqs);
 
@@ -365,6 +367,8 @@ control_free(struct control *ctl)
 	if (ctl->sync_retry != NULL)
 		event_free(ctl->sync_retry);
 	task_free_all(ctl);
+	dev_free_all(ctl);
+	execstream_free_all(ctl);
 	if (ctl->docker != NULL)
 		docker_free(ctl->docker);
 	/* Their Docker requests are cancelled with the client. */
@@ -593,5 +597,7 @@ control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
 	json_object_object_add(o, "last_active_at", json_object_new_string(ts));
 	json_object_object_add(o, "error", s->error != NULL ?
 	    json_object_new_string(s->error) : NULL);
+	if ((v = dev_server_json(ctl, s->id)) != NULL)
+		json_object_object_add(o, "dev_server", v);
 	return (o);
 }

@@ -116,7 +116,7 @@ void	 agent_request(struct agent_hub *, const char *sandbox_id,
 
 /*
  * Streaming answers (close-delimited application/x-ndjson): agent_stream
- * sends a request like agent_request, then hands each line of a 2xx
+ * sends a request like agent_request (with Accept: application/x-ndjson), then hands each line of a 2xx
  * answer to line_cb as it arrives (NUL-terminated, newline stripped),
  * and calls end_cb exactly once at the end: the status with body NULL
  * after agentd closed a 2xx stream, a non-2xx answer's status and body,
@@ -132,6 +132,18 @@ struct agent_req *agent_stream(struct agent_hub *, const char *sandbox_id,
 	    size_t len, int timeout_ms, agent_line_cb line_cb,
 	    agent_cb end_cb, void *arg);
 void	 agent_cancel(struct agent_req *);
+/*
+ * GET path expecting 101 Switching Protocols (agentd's /terminal): up_cb
+ * gets the connection, which is then the caller's (its callbacks unset,
+ * reading disabled; bytes after the head wait in its input buffer). Any
+ * other answer or no answer goes to fail_cb as for agent_request. Until
+ * one is called, agent_cancel drops it.
+ */
+struct bufferevent;
+typedef void (*agent_upgrade_cb)(struct bufferevent *, void *arg);
+struct agent_req *agent_upgrade(struct agent_hub *, const char *sandbox_id,
+	    const char *path, int timeout_ms, agent_upgrade_cb up_cb,
+	    agent_cb fail_cb, void *arg);
 
 /* control/files.c — workspace files, never outside the workspace */
 /*

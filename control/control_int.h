@@ -71,6 +71,12 @@ struct sandbox_rt {
 	int			 requests;
 	int			 tunnels;
 	int			 holds;		/* tasks, terminals */
+
+	/* agentd's GET /dev, cached for the sandbox object (dev.c) */
+	char			 dev_state[16];	/* "": unknown */
+	int			 dev_restarts;
+	int64_t			 dev_fetched_ms;	/* monotonic */
+	struct agent_req	*dev_req;	/* a refresh under way */
 	int64_t			 last_active_ms;	/* monotonic */
 	int64_t			 last_active_wall;	/* ms since epoch */
 	int64_t			 stored_active_wall;	/* last written */
@@ -109,6 +115,7 @@ struct task_follower;
 struct task_call;
 TAILQ_HEAD(task_list, task);
 TAILQ_HEAD(task_follower_list, task_follower);
+LIST_HEAD(dev_call_list, dev_call);
 LIST_HEAD(task_call_list, task_call);
 
 struct control {
@@ -158,6 +165,8 @@ struct control {
 	struct task_list	 tasks;		/* queued and running */
 	struct task_follower_list followers;	/* event streams */
 	struct task_call_list	 task_calls;	/* agentd calls in flight */
+	struct dev_call_list	 dev_calls;	/* dev.c: logs, restarts */
+	LIST_HEAD(, execstream)	 execstreams;	/* execstream.c */
 	LIST_HEAD(, control_status_req) status_reqs;	/* status.c */
 };
 
@@ -341,6 +350,28 @@ void	 task_counts(struct control *, int *tasks, int *streams);
  */
 int	 task_event_convert(const char *line, size_t len, uint64_t *seq,
 	    const char **event, char **data, struct json_object **exitp);
+/* control/dev.c — the dev server's logs, restart and state */
+/* GET .../logs (follow: SSE); 409 unless the sandbox runs. */
+void	 dev_logs(struct control *, struct http_exchange *,
+	    const char *sandbox_id, int follow);
+/* POST .../restart-dev; 409 unless the sandbox runs. */
+void	 dev_restart(struct control *, struct http_exchange *,
+	    const char *sandbox_id);
+/* {"state","restarts"} from the runtime's cache, or NULL; refreshes it. */
+struct json_object *dev_server_json(struct control *, const char *id);
+/* The runtime is freed or stops running: cancel its refresh. */
+void	 dev_rt_gone(struct sandbox_rt *);
+/* At exit, before the hub goes: frees everything, calls nothing back. */
+void	 dev_free_all(struct control *);
+/* control/execstream.c — POST .../exec with Accept: text/event-stream */
+/*
+ * Relay agentd's streaming exec (body: the checked request) as SSE
+ * output and exit events; the client leaving kills the command.
+ */
+void	 execstream_begin(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *body, int timeout_ms);
+/* At exit, before the hub goes: frees everything, calls nothing back. */
+void	 execstream_free_all(struct control *);
 /* control/preview.c */
 /* Load (or make, at first start) preview_secret_file. */
 int	 preview_key_load(struct control *, char **cause);

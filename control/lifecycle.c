@@ -224,6 +224,11 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 		    json_object_new_string("--dev-command"));
 		json_object_array_add(arr,
 		    json_object_new_string(t->dev_command));
+		/* agentd's readiness probe: "ready" once the port accepts. */
+		snprintf(buf, sizeof buf, "%d", t->port);
+		json_object_array_add(arr,
+		    json_object_new_string("--dev-port"));
+		json_object_array_add(arr, json_object_new_string(buf));
 	}
 	json_object_object_add(spec, "Cmd", arr);
 	snprintf(buf, sizeof buf, "%d:%d", SANDBOX_UID, SANDBOX_GID);

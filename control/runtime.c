@@ -143,6 +143,7 @@ rt_drop(struct control *ctl, struct sandbox_rt *rt)
 	struct control_wait	*w;
 
 	task_sandbox_gone(ctl, rt->id);
+	dev_rt_gone(rt);
 	rt_retire(ctl, rt);
 	if (rt_state_active(rt->state))
 		ctl->nactive--;
@@ -214,6 +215,11 @@ rt_set_state(struct control *ctl, struct sandbox_rt *rt,
 		rt_retire(ctl, rt);
 	if (to != SANDBOX_RUNNING && to != SANDBOX_PAUSED)
 		rt->port_state = RT_PORT_UNKNOWN;
+	/* A new run has a new dev server: forget the cached one. */
+	if (to != SANDBOX_RUNNING) {
+		dev_rt_gone(rt);
+		rt->dev_state[0] = '\0';
+	}
 	if (!rt_state_active(to))
 		rt->reserve_until_ms = 0;
 	/* Its tasks end with a stop, a delete or an error. */

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <json.h>
 
 #include "common/common.h"
@@ -102,6 +104,8 @@ spawn_agentd(const char *dev)
 	}
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* A terminal's login shell must not read this host's profile. */
+		setenv("HOME", tmp, 1);
 		execl(agentd_path, "agentd", "--socket", sock, "--workdir", tmp,
 		    "--dev-command", dev, (char *)NULL);
 		perror(agentd_path);
@@ -782,6 +786,113 @@ test_dev_restarts(void)
 	result_clear(&r);
 }
 
+/* agent_upgrade's outcome: result_cb's result first, so both share arg. */
+struct upgrade {
+	struct result		 r;
+	struct bufferevent	*bev;
+};
+
+/* agent_upgrade's callback: keep the connection. */
+static void
+upgraded_cb(struct bufferevent *bev, void *arg)
+{
+	((struct upgrade *)arg)->bev = bev;
+}
+
+/* GET /terminal through agent_upgrade: 101, then PTY frames both ways. */
+static void
+test_upgrade(void)
+{
+	struct upgrade		 u;
+	struct bufferevent	*bev;
+	struct evbuffer		*in;
+	struct agent_req	*req;
+	unsigned char		 frame[5 + 64];
+	const char		*typed = "echo hi-$((6*7))\n";
+	size_t			 n = strlen(typed);
+	int64_t			 deadline;
+	int			 seen = 0, exited = 0;
+	unsigned char		*p;
+
+	memset(&u, 0, sizeof u);
+	req = agent_upgrade(hub, "sbx1", "/terminal?cols=80&rows=24", 5000,
+	    upgraded_cb, result_cb, &u);
+	CHECK(req != NULL);
+	deadline = time_mono_ms() + 5000;
+	while (u.bev == NULL && !u.r.done && time_mono_ms() < deadline)
+		event_base_loop(base, EVLOOP_ONCE);
+	CHECK(u.bev != NULL && u.r.done == 0);
+	if ((bev = u.bev) == NULL) {
+		result_clear(&u.r);
+		return;
+	}
+	frame[0] = 0;
+	frame[1] = frame[2] = frame[3] = 0;
+	frame[4] = (unsigned char)n;
+	memcpy(frame + 5, typed, n);
+	bufferevent_write(bev, frame, 5 + n);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	in = bufferevent_get_input(bev);
+	deadline = time_mono_ms() + 5000;
+	while (!seen && time_mono_ms() < deadline) {
+		event_base_loop(base, EVLOOP_ONCE);
+		p = evbuffer_pullup(in, -1);
+		seen = p != NULL && memmem(p, evbuffer_get_length(in),
+		    "hi-42", 5) != NULL;
+	}
+	CHECK(seen);
+	/* exit: the shell ends, agentd sends an exit frame (type 2). */
+	typed = "exit 3\n";
+	n = strlen(typed);
+	frame[4] = (unsigned char)n;
+	memcpy(frame + 5, typed, n);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	bufferevent_write(bev, frame, 5 + n);
+	deadline = time_mono_ms() + 5000;
+	while (!exited && time_mono_ms() < deadline) {
+		event_base_loop(base, EVLOOP_ONCE);
+		/* Walk the frames: data until the exit frame. */
+		while (evbuffer_get_length(in) >= 5) {
+			unsigned char	h[5];
+			size_t		len;
+
+			evbuffer_copyout(in, h, 5);
+			len = (size_t)h[1] << 24 | (size_t)h[2] << 16 |
+			    (size_t)h[3] << 8 | h[4];
+			if (evbuffer_get_length(in) < 5 + len)
+				break;
+			if (h[0] == 2 && len == 4) {
+				unsigned char	st[4];
+
+				evbuffer_drain(in, 5);
+				evbuffer_remove(in, st, 4);
+				exited = 1;
+				CHECK(st[3] == 3 && st[0] == 0);
+				break;
+			}
+			evbuffer_drain(in, 5 + len);
+		}
+	}
+	CHECK(exited);
+	bufferevent_free(bev);
+
+	/* Not a 101 (a POST is refused): the failure callback. */
+	memset(&u, 0, sizeof u);
+	req = agent_upgrade(hub, "sbx1", "/health", 5000, upgraded_cb,
+	    result_cb, &u);
+	CHECK(wait_all(&u.r, 1, 5000) == 0);
+	CHECK(u.bev == NULL && u.r.status == 200);
+	result_clear(&u.r);
+
+	/* Cancelled before the answer: nothing is called. */
+	memset(&u, 0, sizeof u);
+	req = agent_upgrade(hub, "sbx1", "/terminal", 5000, upgraded_cb,
+	    result_cb, &u);
+	agent_cancel(req);
+	run_settle(300);
+	CHECK(u.bev == NULL && u.r.done == 0);
+}
+
 static void
 test_reconnect(void)
 {
@@ -891,6 +1002,7 @@ main(void)
 	RUN(test_bad_requests);
 	RUN(test_not_connected);
 	RUN(test_dev_restarts);
+	RUN(test_upgrade);
 	RUN(test_reconnect);
 	RUN(test_sigterm);
 
