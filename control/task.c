@@ -49,6 +49,8 @@
 
 #define TASK_READ_CHUNK		(64 * 1024)
 #define TASK_LINE_MAX		(8 * 1024 * 1024)
+/* Log bytes one follower reads per loop turn (a replay yields between). */
+#define TASK_PUMP_MAX		(1024 * 1024)
 #define TASK_HEARTBEAT_MS	15000
 #define TASK_CANCEL_GRACE_MS	5000
 #define TASK_AGENTD_TIMEOUT_MS	60000
@@ -1444,7 +1446,7 @@ static void
 follower_pump(struct task_follower *f)
 {
 	char		*line, *nl, *sp, *sp2, *frame;
-	size_t		 have, used;
+	size_t		 have, used, budget = TASK_PUMP_MAX;
 	ssize_t		 n;
 	uint64_t	 id;
 	int		 len, r, is_exit;
@@ -1452,9 +1454,20 @@ follower_pump(struct task_follower *f)
 	while (!f->blocked) {
 		if (f->fd == -1)
 			break;
+		/*
+		 * A replay of a long log (a reconnect with a late
+		 * Last-Event-ID skips what it saw, HEAD writes nothing)
+		 * must not hold the loop for the whole log: go on from the
+		 * loop's next turn.
+		 */
+		if (budget == 0) {
+			event_active(f->kick, EV_TIMEOUT, 0);
+			return;
+		}
 		n = pread(f->fd, f->buf, f->bufsize, f->off);
 		if (n <= 0)
 			break;
+		budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
 		have = (size_t)n;
 		used = 0;
 		while (used < have && !f->blocked) {
