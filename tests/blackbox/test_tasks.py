@@ -395,6 +395,8 @@ def test_long_log_replay(t, d, ctx):
     s.close()
     t.check([e["event"] for e in got] == ["exit"] and s.ended,
             "Last-Event-ID before exit over a long log: just exit, then the end: %r" % got[:3])
+    r = d.request("GET", events_path(sid, task["id"]), headers={"Last-Event-ID": str(evs[-1]["id"])})
+    t.check(r.status == 204, "Last-Event-ID of the exit over a long log: 204: %r" % r)
 
 
 def test_validation(t, d, ctx):
