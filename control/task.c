@@ -49,6 +49,8 @@
 
 #define TASK_READ_CHUNK		(64 * 1024)
 #define TASK_LINE_MAX		(8 * 1024 * 1024)
+/* Log bytes one follower reads per loop turn (a replay yields between). */
+#define TASK_PUMP_MAX		(1024 * 1024)
 #define TASK_HEARTBEAT_MS	15000
 #define TASK_CANCEL_GRACE_MS	5000
 #define TASK_AGENTD_TIMEOUT_MS	60000
@@ -289,10 +291,10 @@ task_log_tail(struct control *ctl, const char *sandbox_id, const char *tid,
 	struct stat	 st;
 	char		*path, *buf, *p, *end;
 	uint64_t	 last = 0;
-	size_t		 want;
+	size_t		 want, cap;
 	ssize_t		 n;
 	off_t		 from;
-	int		 fd;
+	int		 fd, found;
 
 	path = task_log_path(ctl, sandbox_id, tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -303,28 +305,42 @@ task_log_tail(struct control *ctl, const char *sandbox_id, const char *tid,
 		close(fd);
 		return (0);
 	}
-	want = (uint64_t)st.st_size < TASK_LINE_MAX ? (size_t)st.st_size :
+	cap = (uint64_t)st.st_size < TASK_LINE_MAX ? (size_t)st.st_size :
 	    TASK_LINE_MAX;
-	from = st.st_size - (off_t)want;
-	buf = xmalloc(want + 1);
-	n = pread(fd, buf, want, from);
-	close(fd);
-	if (n <= 0) {
+	/*
+	 * The last id alone (an events request, on the loop) needs only the
+	 * last line: a small tail first, larger only for a long last line.
+	 * The truncated mark may be further back: all of the cap then.
+	 */
+	want = truncated == NULL && cap > TASK_READ_CHUNK ? TASK_READ_CHUNK :
+	    cap;
+	for (;;) {
+		from = st.st_size - (off_t)want;
+		buf = xmalloc(want + 1);
+		n = pread(fd, buf, want, from);
+		if (n <= 0) {
+			free(buf);
+			break;
+		}
+		buf[n] = '\0';
+		/* Each complete line starts with its id; the last one counts. */
+		found = 0;
+		for (p = buf; (end = strchr(p, '\n')) != NULL; p = end + 1) {
+			if (p == buf && from != 0)
+				continue;	/* may be the tail of a line */
+			*end = '\0';
+			last = strtoull(p, NULL, 10);
+			found = 1;
+			if (truncated != NULL && strstr(p,
+			    " status {\"status\":\"truncated\"}") != NULL)
+				*truncated = 1;
+		}
 		free(buf);
-		return (0);
+		if (found || want >= cap)
+			break;
+		want = want * 2 < cap ? want * 2 : cap;
 	}
-	buf[n] = '\0';
-	/* Each complete line starts with its id; the last one counts. */
-	for (p = buf; (end = strchr(p, '\n')) != NULL; p = end + 1) {
-		if (p == buf && from != 0)
-			continue;	/* may be the tail of a line */
-		*end = '\0';
-		last = strtoull(p, NULL, 10);
-		if (truncated != NULL &&
-		    strstr(p, " status {\"status\":\"truncated\"}") != NULL)
-			*truncated = 1;
-	}
-	free(buf);
+	close(fd);
 	return (last);
 }
 
@@ -1444,7 +1460,7 @@ static void
 follower_pump(struct task_follower *f)
 {
 	char		*line, *nl, *sp, *sp2, *frame;
-	size_t		 have, used;
+	size_t		 have, used, budget = TASK_PUMP_MAX;
 	ssize_t		 n;
 	uint64_t	 id;
 	int		 len, r, is_exit;
@@ -1452,9 +1468,20 @@ follower_pump(struct task_follower *f)
 	while (!f->blocked) {
 		if (f->fd == -1)
 			break;
+		/*
+		 * A replay of a long log (a reconnect with a late
+		 * Last-Event-ID skips what it saw, HEAD writes nothing)
+		 * must not hold the loop for the whole log: go on from the
+		 * loop's next turn.
+		 */
+		if (budget == 0) {
+			event_active(f->kick, EV_TIMEOUT, 0);
+			return;
+		}
 		n = pread(f->fd, f->buf, f->bufsize, f->off);
 		if (n <= 0)
 			break;
+		budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
 		have = (size_t)n;
 		used = 0;
 		while (used < have && !f->blocked) {

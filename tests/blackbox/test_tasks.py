@@ -373,6 +373,32 @@ def test_many_lines(t, d, ctx):
         t.check(after - before < 32 * 1024, "daemon RSS flat: %d kB -> %d kB" % (before, after))
 
 
+def test_long_log_replay(t, d, ctx):
+    """A reconnect that saw all but the exit event of a task whose host log
+    is over the 1 MiB a follower reads per loop turn: the log is skipped in
+    slices (the loop answers others meanwhile) and the stream gives just
+    the exit event; a plain replay gives every line."""
+    sid = ctx["sid"]
+    n = 300000              # about 2 MB of output, more in the log
+    task = command(t, d, sid, "seq 1 %d" % n)
+    if not task:
+        return
+    s = SSE(d, events_path(sid, task["id"]))
+    evs = s.read_all(90)
+    s.close()
+    text = "".join(e["data"].get("text", "") for e in evs if e["event"] == "output")
+    t.check(text == "".join("%d\n" % i for i in range(1, n + 1)), "all %d lines (got %d bytes)" % (n, len(text)))
+    if not t.check(len(evs) > 1 and evs[-1]["event"] == "exit", "ends with exit"):
+        return
+    s = SSE(d, events_path(sid, task["id"]), last_event_id=evs[-2]["id"])
+    got = s.read_all(30)
+    s.close()
+    t.check([e["event"] for e in got] == ["exit"] and s.ended,
+            "Last-Event-ID before exit over a long log: just exit, then the end: %r" % got[:3])
+    r = d.request("GET", events_path(sid, task["id"]), headers={"Last-Event-ID": str(evs[-1]["id"])})
+    t.check(r.status == 204, "Last-Event-ID of the exit over a long log: 204: %r" % r)
+
+
 def test_validation(t, d, ctx):
     sid = ctx["sid"]
     bad = [
@@ -658,7 +684,7 @@ def main():
     ctx = {}
     run_daemon(t, "wake_timeout = 30s", "tasks", [
         test_streamed_before_end, test_last_event_id, test_queued_in_order, test_outlives_client,
-        test_cancel, test_timeout, test_many_lines, test_validation, test_env_never_stored, test_stop_fails_task,
+        test_cancel, test_timeout, test_many_lines, test_long_log_replay, test_validation, test_env_never_stored, test_stop_fails_task,
         test_wakes_stopped, test_broken_dev_server, test_delete_removes_logs, test_restart_replay], ctx)
     if ctx.get("skip"):
         print("SKIP: the agentd in use does not run tasks yet (%s); these tests run once it does" % ctx["skip"])
