@@ -199,6 +199,7 @@ static void	healthz_cb(int, struct json_object *, const char *, void *);
 static int	op_target(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    enum sandbox_state *);
+static int	no_fields(struct http_exchange *);
 static int	refuse_ceilings(struct control *, struct http_exchange *,
 		    const struct cfg_api_key *, const struct cfg_template *,
 		    const struct store_sandbox *);
@@ -1873,17 +1874,18 @@ h_task_events(struct control *ctl, struct http_exchange *ex,
 	task_events(ctl, ex, m->id, m->tid, (uint64_t)after);
 }
 
-/* POST .../tasks/{tid}/cancel */
-static void
-h_task_cancel(struct control *ctl, struct http_exchange *ex,
-    const struct api_caller *caller, const struct api_match *m)
+/*
+ * A body that may be absent or an empty object: 0, or -1 after answering
+ * 400 (malformed, or any field at all).
+ */
+static int
+no_fields(struct http_exchange *ex)
 {
 	struct json_object	*req;
+	int			 ret = 0;
 
-	if (visible(ctl, ex, caller, m->id) == -1)
-		return;
 	if (parse_body(ex, 1, &req) == -1)
-		return;
+		return (-1);
 	if (req != NULL && json_object_object_length(req) > 0) {
 		json_object_object_foreach(req, k, v) {
 			(void)v;
@@ -1891,10 +1893,19 @@ h_task_cancel(struct control *ctl, struct http_exchange *ex,
 			    "unknown field \"%s\"", k);
 			break;
 		}
-		json_object_put(req);
-		return;
+		ret = -1;
 	}
 	json_object_put(req);
+	return (ret);
+}
+
+/* POST .../tasks/{tid}/cancel */
+static void
+h_task_cancel(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	if (visible(ctl, ex, caller, m->id) == -1 || no_fields(ex) == -1)
+		return;
 	task_cancel(ctl, ex, m->id, m->tid);
 }
 
@@ -1903,23 +1914,8 @@ static void
 h_task_revert(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct json_object	*req;
-
-	if (visible(ctl, ex, caller, m->id) == -1)
+	if (visible(ctl, ex, caller, m->id) == -1 || no_fields(ex) == -1)
 		return;
-	if (parse_body(ex, 1, &req) == -1)
-		return;
-	if (req != NULL && json_object_object_length(req) > 0) {
-		json_object_object_foreach(req, k, v) {
-			(void)v;
-			http_exchange_reply_error(ex, 400, "bad_request",
-			    "unknown field \"%s\"", k);
-			break;
-		}
-		json_object_put(req);
-		return;
-	}
-	json_object_put(req);
 	task_revert(ctl, ex, m->id, m->tid);
 }
 

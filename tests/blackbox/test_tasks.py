@@ -431,6 +431,15 @@ def test_validation(t, d, ctx):
     t.check(r.status == 404, "another tenant's sandbox: 404 %r" % r)
     r = d.request("GET", "/v1/sandboxes/%s/tasks/NOT-AN-ID" % sid)
     t.check(r.status == 400, "a malformed task id: 400 %r" % r)
+    task = command(t, d, sid, "true")
+    if task:
+        for verb in ("cancel", "revert"):
+            path = "/v1/sandboxes/%s/tasks/%s/%s" % (sid, task["id"], verb)
+            r = d.request("POST", path, {"grace_ms": 1})
+            t.check(r.status == 400 and "unknown field" in r.json()["error"]["message"],
+                    "%s takes no fields: 400 %r" % (verb, r))
+            r = d.request("POST", path, "{not json")
+            t.check(r.status == 400, "%s with malformed JSON: 400 %r" % (verb, r))
 
 
 def test_env_never_stored(t, d, ctx):
