@@ -113,6 +113,8 @@ static void	h_task_cancel(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_task_revert(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static void	h_terminal(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
 static void	h_logs(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_restart_dev(struct control *, struct http_exchange *,
@@ -159,6 +161,8 @@ static const struct api_route api_routes[] = {
 	  h_task_cancel, BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/tasks/{tid}/revert", AUTH_KEY,
 	  h_task_revert, BODY_JSON },
+	{ "GET",    "/v1/sandboxes/{id}/terminal", AUTH_KEY,  h_terminal,
+	  BODY_JSON },
 	{ "GET",    "/v1/sandboxes/{id}/logs",	  AUTH_KEY,   h_logs,
 	  BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/restart-dev", AUTH_KEY, h_restart_dev,
@@ -1921,6 +1925,16 @@ h_task_revert(struct control *ctl, struct http_exchange *ex,
 	}
 	json_object_put(req);
 	task_revert(ctl, ex, m->id, m->tid);
+}
+
+/* GET /v1/sandboxes/{id}/terminal: a WebSocket (terminal.c). */
+static void
+h_terminal(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	term_open(ctl, ex, m->id);
 }
 
 /* GET /v1/sandboxes/{id}/logs[?follow=1] */
