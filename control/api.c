@@ -177,6 +177,8 @@ static const struct api_route *route_find(const char *, const char *,
 		    struct api_match *, int *, int *);
 static int	key_find(struct control *, const struct http_exchange *,
 		    struct api_caller *);
+static int	key_subprotocol(const struct http_exchange *, const char **,
+		    size_t *);
 static int	authenticate(struct control *, struct http_exchange *,
 		    struct api_caller *);
 static int	load_sandbox(struct control *, struct http_exchange *,
@@ -407,12 +409,13 @@ key_find(struct control *ctl, const struct http_exchange *ex,
 
 	caller->key = NULL;
 	h = http_exchange_header(ex, "authorization");
-	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+	if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
+		secret = h + 7;
+		while (*secret == ' ')
+			secret++;
+		len = strlen(secret);
+	} else if (key_subprotocol(ex, &secret, &len) == -1)
 		return (-1);
-	secret = h + 7;
-	while (*secret == ' ')
-		secret++;
-	len = strlen(secret);
 	digest_sha256_hex(secret, len, hash);
 	for (i = 0; i < ctl->nkeys; i++) {
 		k = &ctl->keys[i];
@@ -427,6 +430,34 @@ key_find(struct control *ctl, const struct http_exchange *ex,
 	explicit_bzero(hash, sizeof hash);
 	caller->key = found;
 	return (found != NULL ? 0 : -1);
+}
+
+/*
+ * A browser cannot set Authorization on a WebSocket: it may offer the key
+ * as the subprotocol "bearer.<key>" (docs/terminal.md) instead. The
+ * server never echoes that one back.
+ */
+static int
+key_subprotocol(const struct http_exchange *ex, const char **secret,
+    size_t *len)
+{
+	const char	*p;
+
+	if (http_exchange_header(ex, "upgrade") == NULL ||
+	    (p = http_exchange_header(ex, "sec-websocket-protocol")) == NULL)
+		return (-1);
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		*len = strcspn(p, ", \t");
+		if (*len > 7 && strncmp(p, "bearer.", 7) == 0) {
+			*secret = p + 7;
+			*len -= 7;
+			return (0);
+		}
+		p += *len;
+	}
+	return (-1);
 }
 
 /* The caller's key into caller->key, or -1 after answering 401. */
