@@ -322,8 +322,9 @@ edge_api_stream_end(void *arg, struct http_exchange *ex)
 /*
  * control answers 101 (a terminal's WebSocket): the head now, then the
  * connection's bytes both ways, unframed, until either side ends it.
- * Only HTTP/1.1 can: HTTP/2 would need extended CONNECT (RFC 8441),
- * which the h2 listener does not announce.
+ * HTTP/1.1, or an HTTP/2 extended CONNECT (RFC 8441: h2.c made it look
+ * like an upgrade, and turns our 101 into its 200, the stream's DATA
+ * into the bytes); not HTTP/1.0.
  */
 static int
 edge_api_upgrade_head(void *arg, struct http_exchange *ex)
@@ -333,7 +334,7 @@ edge_api_upgrade_head(void *arg, struct http_exchange *ex)
 	struct http_header	*hdrs;
 	size_t			 i, n = 0;
 
-	if (req->h2s != NULL || req->minor == 0)
+	if (req->h2s == NULL && req->minor == 0)
 		return (-1);
 	hdrs = xcalloc(ex->nresp_hdrs + 3, sizeof *hdrs);
 	hdrs[n].name = "Upgrade";
@@ -361,6 +362,11 @@ edge_api_upgrade_head(void *arg, struct http_exchange *ex)
 	req->state = EDGE_REQ_API_TUNNEL;
 	edge_req_head(req, &rh);
 	free(hdrs);
+	if (req->out != EDGE_OUT_FINAL) {
+		/* An HTTP/2 stream that was no extended CONNECT. */
+		req->state = EDGE_REQ_API_WAIT;
+		return (-1);
+	}
 	req->api_raw = 1;
 	/*
 	 * A WebSocket client sends nothing before our 101 (RFC 6455 4.1),

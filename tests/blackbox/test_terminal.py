@@ -195,6 +195,53 @@ def test_refusals(t, d, ctx):
     t.check(st == 404, "unknown sandbox: 404 (%r)" % st)
 
 
+def test_h2_extended_connect(t, d, ctx):
+    try:
+        import h2.settings
+        from test_h2 import H2, Transport, ws_frame, ws_parse
+    except ImportError as e:
+        t.check(True, "skip h2: %s" % e)
+        return
+    c = H2(Transport("h2c", d.port))
+    try:
+        c.wait(lambda: h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL in c.remote_settings, 5)
+        sid = c.request("127.0.0.1:%d" % d.port, "/v1/sandboxes/%s/terminal" % ctx["sid"],
+                        method="CONNECT", end=False, extra=[(":protocol", "websocket")],
+                        headers={"sec-websocket-version": "13",
+                                 "authorization": "Bearer %s" % d.key()})
+        c.wait(lambda: c.streams[sid]["headers"] is not None or c.done(sid), 20)
+        st = c.streams[sid]
+        hd = st["headers"] or {}
+        t.check(hd.get(":status") == "200", "extended CONNECT to the terminal: 200 %r" % hd)
+        c.send_body(sid, ws_frame(b"echo h''2c\n", opcode=2), end=False)
+        screen = bytearray()
+
+        def seen():
+            while True:
+                p = ws_parse(st["data"])
+                if p is None:
+                    break
+                st["data"] = bytearray(p[2])
+                screen.extend(p[1])
+            return b"h2c\r\n" in screen
+        c.wait(seen, 15)
+        t.check(b"h2c\r\n" in screen, "a shell over an h2 stream: %r" % bytes(screen[-200:]))
+        c.send_body(sid, ws_frame(b"exit 4\n", opcode=2), end=False)
+        c.wait(lambda: c.done(sid), 15)
+        frames = []
+        while True:
+            p = ws_parse(st["data"])
+            if p is None:
+                break
+            st["data"] = bytearray(p[2])
+            frames.append(p)
+        close = [f for f in frames if f[0] == 8]
+        t.check(c.done(sid) and close and close[0][1] == b"\x03\xe8exit 4",
+                "exit 4 closes the stream with 1000 'exit 4': %r" % close)
+    finally:
+        c.close()
+
+
 def test_kept_awake(t, d, ctx):
     sid = create(t, d)
     if sid is None:
@@ -241,7 +288,8 @@ def main():
         if ctx["sid"]:
             wait_for(lambda: state(d, ctx["sid"]) == "running", timeout=30, interval=0.3)
             for fn in (test_echo, test_resize, test_exit_closes, test_client_close_ends_shell,
-                       test_subprotocol_auth, test_refusals, test_kept_awake):
+                       test_subprotocol_auth, test_refusals, test_h2_extended_connect,
+                       test_kept_awake):
                 t.run(fn, d, ctx)
     finally:
         if t.failed:
