@@ -12,6 +12,7 @@ Prints "N passed, N failed"; exits 77 without Docker or websockets.
 """
 import asyncio
 import os
+import re
 import socket
 import sys
 import time
@@ -135,6 +136,24 @@ def test_resize(t, d, ctx):
         await asyncio.wait_for(pong, 10)
         t.check(True, "ping answered by a pong")
         await ws.close()
+    asyncio.run(go())
+
+
+def test_bulk_output(t, d, ctx):
+    """4 MB of screen output to a client that reads slowly at first: all of
+    it arrives, in order (backpressure, not loss); then a message over
+    1 MiB closes with 1009."""
+    async def go():
+        ws = await connect(d, ctx["sid"])
+        await ws.send(b"stty -echo; head -c 4000000 /dev/zero | tr '\\0' x; echo; echo E''ND\n")
+        await asyncio.sleep(3)      # let the buffers fill up
+        out = await read_until(ws, b"END", timeout=60)
+        run = max((len(m) for m in re.findall(b"x{1000,}", out)), default=0)
+        t.check(run == 4000000, "all 4 MB arrive, unbroken: %d" % run)
+        t.check(b"\r\nEND" in out, "then the next command's output: %r" % out[-50:])
+        await ws.send(b"y" * (1024 * 1024 + 1))
+        got = await wait_closed(ws)
+        t.check(got is not None and got[0] == 1009, "a message over 1 MiB: 1009 %r" % (got,))
     asyncio.run(go())
 
 
@@ -287,7 +306,7 @@ def main():
         ctx["sid"] = create(t, d, {"idle_timeout_s": 600})
         if ctx["sid"]:
             wait_for(lambda: state(d, ctx["sid"]) == "running", timeout=30, interval=0.3)
-            for fn in (test_echo, test_resize, test_exit_closes, test_client_close_ends_shell,
+            for fn in (test_echo, test_resize, test_bulk_output, test_exit_closes, test_client_close_ends_shell,
                        test_subprotocol_auth, test_refusals, test_h2_extended_connect,
                        test_kept_awake):
                 t.run(fn, d, ctx)
