@@ -538,7 +538,11 @@ void	 http_exchange_stream_gone(struct http_exchange *);
 int	 http_exchange_upgrade(struct http_exchange *,
 	    http_exchange_data_cb data, http_exchange_stream_cb drain,
 	    http_exchange_stream_cb gone, void *arg);
-/* Stop (1) or resume (0) reading the upgraded client: backpressure. */
+/*
+ * Stop (1) or resume (0) reading the upgraded client: backpressure. A
+ * resume hands over the bytes already waiting at once: data may run
+ * (and end the exchange) before this returns.
+ */
 void	 http_exchange_upgrade_pause(struct http_exchange *, int);
 /* The transport: client bytes of an upgraded answer (edge calls). */
 void	 http_exchange_upgrade_data(struct http_exchange *, struct evbuffer *);
