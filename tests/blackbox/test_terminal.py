@@ -84,11 +84,11 @@ def state(d, sid):
     return r.json().get("state") if r.status == 200 else None
 
 
-def raw_get(d, path, headers):
-    """A plain HTTP/1.1 GET on a socket: the status code."""
+def raw_get(d, path, headers, version="1.1"):
+    """A plain HTTP/1.x GET on a socket: the status code."""
     s = socket.create_connection(("127.0.0.1", d.port), timeout=20)
     try:
-        h = "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % (path, d.port)
+        h = "GET %s HTTP/%s\r\nHost: 127.0.0.1:%d\r\n" % (path, version, d.port)
         for k, v in headers.items():
             h += "%s: %s\r\n" % (k, v)
         s.sendall(h.encode() + b"\r\n")
@@ -212,6 +212,8 @@ def test_refusals(t, d, ctx):
     t.check(st == 400, "cols out of range: 400 (%r)" % st)
     st = raw_get(d, "/v1/sandboxes/00000000000000000000000000/terminal", dict(ws_h, **auth))
     t.check(st == 404, "unknown sandbox: 404 (%r)" % st)
+    st = raw_get(d, path, dict(ws_h, **auth), version="1.0")
+    t.check(st == 505, "HTTP/1.0 cannot upgrade: 505 (%r)" % st)
 
 
 def test_h2_extended_connect(t, d, ctx):
