@@ -82,8 +82,6 @@ static void	term_flush(struct term *);
 static void	term_close(struct term *, uint16_t, const char *);
 static void	term_agent_frame(struct term *, uint8_t, const void *,
 		    size_t);
-static int	term_parse_resize(const uint8_t *, size_t, unsigned int *,
-		    unsigned int *);
 static int	term_query_size(struct http_exchange *, const char *,
 		    unsigned int, unsigned int *);
 static int	term_offers(const char *, const char *);
@@ -424,8 +422,8 @@ term_ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
 }
 
 /* "{"resize":[cols,rows]}" with both in 1..1000: 0, else -1. */
-static int
-term_parse_resize(const uint8_t *msg, size_t len, unsigned int *cols,
+int
+term_resize_parse(const uint8_t *msg, size_t len, unsigned int *cols,
     unsigned int *rows)
 {
 	struct json_tokener	*tok;
@@ -477,7 +475,7 @@ term_ws_msg_cb(wslay_event_context_ptr ctx,
 	if (t->state != TERM_OPEN)
 		return;
 	if (m->opcode == WSLAY_TEXT_FRAME &&
-	    term_parse_resize(m->msg, m->msg_length, &cols, &rows) == 0) {
+	    term_resize_parse(m->msg, m->msg_length, &cols, &rows) == 0) {
 		sz[0] = cols >> 8;
 		sz[1] = cols & 0xff;
 		sz[2] = rows >> 8;
