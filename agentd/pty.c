@@ -51,7 +51,7 @@ struct pty_session {
 	struct pty_buf	 out;		/* frames for the socket */
 };
 
-static void	pty_child(const char *, const char *, int, int)
+static void	pty_child(const char *, const char *)
 		    SBX_NORETURN;
 static void	pty_append(struct pty_buf *, const void *, size_t);
 static void	pty_frame(struct pty_session *, int, const void *, size_t);
@@ -92,9 +92,8 @@ pty_queue_raw(struct pty_session *ps, const char *p, size_t n)
 
 /* In the child: the slave as controlling tty and stdio, then the shell. */
 static void
-pty_child(const char *slave, const char *workdir, int cols, int rows)
+pty_child(const char *slave, const char *workdir)
 {
-	struct winsize	 ws;
 	const char	*shell;
 	int		 fd;
 
@@ -103,10 +102,6 @@ pty_child(const char *slave, const char *workdir, int cols, int rows)
 		_exit(127);
 	/* Opening it after setsid made it ours; say so for other systems. */
 	ioctl(fd, TIOCSCTTY, 0);
-	memset(&ws, 0, sizeof ws);
-	ws.ws_col = (unsigned short)cols;
-	ws.ws_row = (unsigned short)rows;
-	ioctl(fd, TIOCSWINSZ, &ws);
 	dup2(fd, STDIN_FILENO);
 	dup2(fd, STDOUT_FILENO);
 	dup2(fd, STDERR_FILENO);
@@ -128,6 +123,7 @@ struct pty_session *
 pty_start(const char *workdir, int cols, int rows, char **cause)
 {
 	struct pty_session	*ps;
+	struct winsize		 ws;
 	char			*slave;
 	int			 m;
 	pid_t			 pid;
@@ -143,6 +139,14 @@ pty_start(const char *workdir, int cols, int rows, char **cause)
 		return NULL;
 	}
 	slave = xstrdup(slave);
+	/*
+	 * The first size, set here and not in the child: a resize frame the
+	 * parent reads before the child runs must not be undone by it.
+	 */
+	memset(&ws, 0, sizeof ws);
+	ws.ws_col = (unsigned short)cols;
+	ws.ws_row = (unsigned short)rows;
+	ioctl(m, TIOCSWINSZ, &ws);
 	if ((pid = agentd_fork()) == -1) {
 		xasprintf(cause, "fork: %s", strerror(errno));
 		free(slave);
@@ -150,7 +154,7 @@ pty_start(const char *workdir, int cols, int rows, char **cause)
 		return NULL;
 	}
 	if (pid == 0)
-		pty_child(slave, workdir, cols, rows);
+		pty_child(slave, workdir);
 	free(slave);
 	fcntl(m, F_SETFL, O_NONBLOCK);
 	ps = xcalloc(1, sizeof *ps);

@@ -426,6 +426,14 @@ struct http_exchange_transport {
 	int	(*stream_write)(void *conn, struct http_exchange *,
 		    const void *, size_t);
 	void	(*stream_end)(void *conn, struct http_exchange *);
+	/*
+	 * An upgraded answer (http_exchange_upgrade): the 101 head, then
+	 * the client's bytes as they come; -1 if the protocol cannot
+	 * (HTTP/1.0, HTTP/2). pause stops (1) or resumes (0) reading the
+	 * client. Writes and the end go through stream_write, stream_end.
+	 */
+	int	(*upgrade_head)(void *conn, struct http_exchange *);
+	void	(*upgrade_pause)(void *conn, struct http_exchange *, int);
 };
 
 /*
@@ -436,6 +444,9 @@ struct http_exchange_transport {
  * or later, to free the exchange).
  */
 typedef void (*http_exchange_stream_cb)(struct http_exchange *, void *arg);
+/* An upgraded answer's client bytes: take what you can from in. */
+typedef void (*http_exchange_data_cb)(struct http_exchange *,
+		    struct evbuffer *in, void *arg);
 
 struct http_exchange {
 	/* request, owned by the exchange */
@@ -467,6 +478,7 @@ struct http_exchange {
 	http_exchange_stream_cb	 drain_cb;
 	http_exchange_stream_cb	 gone_cb;
 	void			*stream_arg;
+	http_exchange_data_cb	 data_cb;	/* upgraded */
 };
 
 struct http_exchange *http_exchange_new(void);
@@ -514,5 +526,25 @@ void	 http_exchange_stream_end(struct http_exchange *);
 /* The transport: the client drained our output / left (edge calls). */
 void	 http_exchange_stream_drained(struct http_exchange *);
 void	 http_exchange_stream_gone(struct http_exchange *);
+/*
+ * Answer with 101 Switching Protocols (the headers added so far) and
+ * take the connection's bytes both ways: the client's come to data (in
+ * holds what is unread; what is left stays for the next call),
+ * ours go with http_exchange_stream_write (raw, 1: over the high mark,
+ * wait for drain), http_exchange_stream_end closes the connection and
+ * frees the exchange; gone as for a stream. -1 if the client left (the
+ * exchange is freed) or the transport cannot upgrade (a 501 answered).
+ */
+int	 http_exchange_upgrade(struct http_exchange *,
+	    http_exchange_data_cb data, http_exchange_stream_cb drain,
+	    http_exchange_stream_cb gone, void *arg);
+/*
+ * Stop (1) or resume (0) reading the upgraded client: backpressure. A
+ * resume hands over the bytes already waiting at once: data may run
+ * (and end the exchange) before this returns.
+ */
+void	 http_exchange_upgrade_pause(struct http_exchange *, int);
+/* The transport: client bytes of an upgraded answer (edge calls). */
+void	 http_exchange_upgrade_data(struct http_exchange *, struct evbuffer *);
 
 #endif /* SBX_COMMON_H */

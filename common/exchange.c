@@ -345,3 +345,56 @@ http_exchange_stream_gone(struct http_exchange *ex)
 	if (gone != NULL)
 		gone(ex, ex->stream_arg);
 }
+
+/* Answer 101 and carry the connection's bytes both ways. */
+int
+http_exchange_upgrade(struct http_exchange *ex, http_exchange_data_cb data,
+    http_exchange_stream_cb drain, http_exchange_stream_cb gone, void *arg)
+{
+	if (ex->replied) {
+		log_warnx("%s: exchange answered twice", __func__);
+		return (-1);
+	}
+	if (ex->conn == NULL) {
+		ex->replied = 1;
+		http_exchange_free(ex);
+		return (-1);
+	}
+	if (ex->transport == NULL || ex->transport->upgrade_head == NULL) {
+		http_exchange_reply_error(ex, 501, "not_implemented",
+		    "this transport cannot upgrade a connection");
+		return (-1);
+	}
+	ex->status = 101;
+	ex->replied = 1;
+	ex->streaming = 1;
+	ex->data_cb = data;
+	ex->drain_cb = drain;
+	ex->gone_cb = gone;
+	ex->stream_arg = arg;
+	if (ex->transport->upgrade_head(ex->conn, ex) == -1) {
+		ex->replied = 0;
+		ex->streaming = 0;
+		ex->data_cb = NULL;
+		ex->drain_cb = ex->gone_cb = NULL;
+		http_exchange_reply_error(ex, 505, "http_version_not_supported",
+		    "a WebSocket upgrade needs HTTP/1.1");
+		return (-1);
+	}
+	return (0);
+}
+
+void
+http_exchange_upgrade_pause(struct http_exchange *ex, int on)
+{
+	if (ex->streaming && ex->conn != NULL &&
+	    ex->transport->upgrade_pause != NULL)
+		ex->transport->upgrade_pause(ex->conn, ex, on);
+}
+
+void
+http_exchange_upgrade_data(struct http_exchange *ex, struct evbuffer *in)
+{
+	if (ex->streaming && ex->conn != NULL && ex->data_cb != NULL)
+		ex->data_cb(ex, in, ex->stream_arg);
+}

@@ -113,6 +113,8 @@ static void	h_task_cancel(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_task_revert(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static void	h_terminal(struct control *, struct http_exchange *,
+		    const struct api_caller *, const struct api_match *);
 static void	h_logs(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_restart_dev(struct control *, struct http_exchange *,
@@ -159,6 +161,8 @@ static const struct api_route api_routes[] = {
 	  h_task_cancel, BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/tasks/{tid}/revert", AUTH_KEY,
 	  h_task_revert, BODY_JSON },
+	{ "GET",    "/v1/sandboxes/{id}/terminal", AUTH_KEY,  h_terminal,
+	  BODY_JSON },
 	{ "GET",    "/v1/sandboxes/{id}/logs",	  AUTH_KEY,   h_logs,
 	  BODY_JSON },
 	{ "POST",   "/v1/sandboxes/{id}/restart-dev", AUTH_KEY, h_restart_dev,
@@ -173,6 +177,8 @@ static const struct api_route *route_find(const char *, const char *,
 		    struct api_match *, int *, int *);
 static int	key_find(struct control *, const struct http_exchange *,
 		    struct api_caller *);
+static int	key_subprotocol(const struct http_exchange *, const char **,
+		    size_t *);
 static int	authenticate(struct control *, struct http_exchange *,
 		    struct api_caller *);
 static int	load_sandbox(struct control *, struct http_exchange *,
@@ -404,12 +410,13 @@ key_find(struct control *ctl, const struct http_exchange *ex,
 
 	caller->key = NULL;
 	h = http_exchange_header(ex, "authorization");
-	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+	if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
+		secret = h + 7;
+		while (*secret == ' ')
+			secret++;
+		len = strlen(secret);
+	} else if (key_subprotocol(ex, &secret, &len) == -1)
 		return (-1);
-	secret = h + 7;
-	while (*secret == ' ')
-		secret++;
-	len = strlen(secret);
 	digest_sha256_hex(secret, len, hash);
 	for (i = 0; i < ctl->nkeys; i++) {
 		k = &ctl->keys[i];
@@ -424,6 +431,34 @@ key_find(struct control *ctl, const struct http_exchange *ex,
 	explicit_bzero(hash, sizeof hash);
 	caller->key = found;
 	return (found != NULL ? 0 : -1);
+}
+
+/*
+ * A browser cannot set Authorization on a WebSocket: it may offer the key
+ * as the subprotocol "bearer.<key>" (docs/terminal.md) instead. The
+ * server never echoes that one back.
+ */
+static int
+key_subprotocol(const struct http_exchange *ex, const char **secret,
+    size_t *len)
+{
+	const char	*p;
+
+	if (http_exchange_header(ex, "upgrade") == NULL ||
+	    (p = http_exchange_header(ex, "sec-websocket-protocol")) == NULL)
+		return (-1);
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		*len = strcspn(p, ", \t");
+		if (*len > 7 && strncmp(p, "bearer.", 7) == 0) {
+			*secret = p + 7;
+			*len -= 7;
+			return (0);
+		}
+		p += *len;
+	}
+	return (-1);
 }
 
 /* The caller's key into caller->key, or -1 after answering 401. */
@@ -1917,6 +1952,16 @@ h_task_revert(struct control *ctl, struct http_exchange *ex,
 	if (visible(ctl, ex, caller, m->id) == -1 || no_fields(ex) == -1)
 		return;
 	task_revert(ctl, ex, m->id, m->tid);
+}
+
+/* GET /v1/sandboxes/{id}/terminal: a WebSocket (terminal.c). */
+static void
+h_terminal(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	if (visible(ctl, ex, caller, m->id) == -1)
+		return;
+	term_open(ctl, ex, m->id);
 }
 
 /* GET /v1/sandboxes/{id}/logs[?follow=1] */

@@ -357,6 +357,12 @@ void	 dev_logs(struct control *, struct http_exchange *,
 /* POST .../restart-dev; 409 unless the sandbox runs. */
 void	 dev_restart(struct control *, struct http_exchange *,
 	    const char *sandbox_id);
+/* control/terminal.c: GET .../terminal, a WebSocket to agentd's PTY. */
+void	 term_open(struct control *, struct http_exchange *,
+	    const char *sandbox_id);
+/* A client text message {"resize":[cols,rows]} (1..1000 each): 0, else -1. */
+int	 term_resize_parse(const uint8_t *, size_t, unsigned int *,
+	    unsigned int *);
 /* {"state","restarts"} from the runtime's cache, or NULL; refreshes it. */
 struct json_object *dev_server_json(struct control *, const char *id);
 /* The runtime is freed or stops running: cancel its refresh. */

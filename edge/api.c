@@ -27,12 +27,16 @@ static void	edge_api_stream_head(void *, struct http_exchange *);
 static int	edge_api_stream_write(void *, struct http_exchange *,
 		    const void *, size_t);
 static void	edge_api_stream_end(void *, struct http_exchange *);
+static int	edge_api_upgrade_head(void *, struct http_exchange *);
+static void	edge_api_upgrade_pause(void *, struct http_exchange *, int);
 
 static const struct http_exchange_transport edge_transport = {
 	edge_api_send,
 	edge_api_stream_head,
 	edge_api_stream_write,
-	edge_api_stream_end
+	edge_api_stream_end,
+	edge_api_upgrade_head,
+	edge_api_upgrade_pause
 };
 
 /* The exchange for a head: method, path, query, headers, peer. */
@@ -166,7 +170,8 @@ edge_api_gone(struct edge_req *req)
 
 	if (ex == NULL)
 		return;
-	if (req->state == EDGE_REQ_API_STREAM) {
+	if (req->state == EDGE_REQ_API_STREAM ||
+	    req->state == EDGE_REQ_API_TUNNEL) {
 		/* The handler learns now; it frees the exchange as it ends. */
 		req->ex = NULL;
 		http_exchange_stream_gone(ex);
@@ -302,10 +307,101 @@ edge_api_stream_end(void *arg, struct http_exchange *ex)
 
 	req->ex = NULL;
 	ex->conn = NULL;
+	if (req->state == EDGE_REQ_API_TUNNEL) {
+		/* No next request after a 101: the connection ends. */
+		req->close = 1;
+		edge_req_end(req);
+		return;
+	}
 	if (!req->api_raw && strcmp(req->method, "HEAD") != 0)
 		evbuffer_add(req->ops->body(req), "0\r\n\r\n", 5);
 	req->ops->hold(req, 0);
 	edge_req_end(req);
+}
+
+/*
+ * control answers 101 (a terminal's WebSocket): the head now, then the
+ * connection's bytes both ways, unframed, until either side ends it.
+ * HTTP/1.1, or an HTTP/2 extended CONNECT (RFC 8441: h2.c made it look
+ * like an upgrade, and turns our 101 into its 200, the stream's DATA
+ * into the bytes); not HTTP/1.0.
+ */
+static int
+edge_api_upgrade_head(void *arg, struct http_exchange *ex)
+{
+	struct edge_req		*req = arg;
+	struct edge_resp_head	 rh;
+	struct http_header	*hdrs;
+	size_t			 i, n = 0;
+
+	if (req->h2s == NULL && req->minor == 0)
+		return (-1);
+	hdrs = xcalloc(ex->nresp_hdrs + 3, sizeof *hdrs);
+	hdrs[n].name = "Upgrade";
+	hdrs[n].name_len = 7;
+	hdrs[n].value = "websocket";
+	hdrs[n++].value_len = 9;
+	hdrs[n].name = "Connection";
+	hdrs[n].name_len = 10;
+	hdrs[n].value = "Upgrade";
+	hdrs[n++].value_len = 7;
+	for (i = 0; i < ex->nresp_hdrs; i++) {
+		if (edge_api_skip_header(ex->resp_hdr_names[i]) ||
+		    strcasecmp(ex->resp_hdr_names[i], "upgrade") == 0)
+			continue;
+		hdrs[n].name = ex->resp_hdr_names[i];
+		hdrs[n].name_len = strlen(ex->resp_hdr_names[i]);
+		hdrs[n].value = ex->resp_hdr_values[i];
+		hdrs[n++].value_len = strlen(ex->resp_hdr_values[i]);
+	}
+	memset(&rh, 0, sizeof rh);
+	rh.status = 101;
+	rh.headers = hdrs;
+	rh.nheaders = n;
+	rh.body = HTTP_BODY_NONE;
+	req->state = EDGE_REQ_API_TUNNEL;
+	edge_req_head(req, &rh);
+	free(hdrs);
+	if (req->out != EDGE_OUT_FINAL) {
+		/* An HTTP/2 stream that was no extended CONNECT. */
+		req->state = EDGE_REQ_API_WAIT;
+		return (-1);
+	}
+	req->api_raw = 1;
+	/*
+	 * A WebSocket client sends nothing before our 101 (RFC 6455 4.1),
+	 * so no byte waits in the input: the next read brings the first.
+	 */
+	req->ops->flush(req);
+	return (0);
+}
+
+/* The handler has no room for more client bytes (1), or room again. */
+static void
+edge_api_upgrade_pause(void *arg, struct http_exchange *ex, int on)
+{
+	struct edge_req	*req = arg;
+
+	req->ops->pause(req, on);
+	if (!on)
+		edge_api_tunnel_read(req);
+}
+
+/*
+ * Client bytes after our 101: the handler takes what it has room for;
+ * the rest waits in the exchange's (GET, so empty) body buffer.
+ */
+void
+edge_api_tunnel_read(struct edge_req *req)
+{
+	struct evbuffer	*in;
+
+	if (req->ex == NULL || req->state != EDGE_REQ_API_TUNNEL)
+		return;
+	in = req->ex->body;
+	req->ops->recv(req, in, NULL);
+	if (evbuffer_get_length(in) > 0)
+		http_exchange_upgrade_data(req->ex, in);
 }
 
 /* The client took the stream's output: the handler may write on. */

@@ -195,7 +195,8 @@ edge_shutdown(struct edge *edge, int64_t grace_ms,
 		 */
 		else if (conn->state == EDGE_CONN_REQUEST &&
 		    conn->req != NULL &&
-		    conn->req->state == EDGE_REQ_API_STREAM)
+		    (conn->req->state == EDGE_REQ_API_STREAM ||
+		    conn->req->state == EDGE_REQ_API_TUNNEL))
 			edge_req_abort(conn->req);
 	}
 	if (grace_ms < 0)

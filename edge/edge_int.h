@@ -255,6 +255,7 @@ enum edge_req_state {
 	EDGE_REQ_API_BODY,	/* reading an API request body */
 	EDGE_REQ_API_WAIT,	/* dispatched to control, no answer yet */
 	EDGE_REQ_API_STREAM,	/* control streams its answer (SSE) */
+	EDGE_REQ_API_TUNNEL,	/* control answered 101: bytes both ways */
 	EDGE_REQ_PROXY,		/* forwarding to an upstream and back */
 	EDGE_REQ_TUNNEL,	/* after 101: bytes both ways */
 	EDGE_REQ_DONE		/* answered or abandoned */
@@ -604,6 +605,8 @@ void	edge_api_body(struct edge_req *);
 void	edge_api_gone(struct edge_req *);
 /* The client took a streamed answer's output: the handler may write on. */
 void	edge_api_drained(struct edge_req *);
+/* Client bytes for an upgraded API answer (a terminal's WebSocket). */
+void	edge_api_tunnel_read(struct edge_req *);
 
 /* edge/page.c */
 /*

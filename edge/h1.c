@@ -544,7 +544,8 @@ edge_h1_recv(struct edge_req *req, struct evbuffer *dst, http_data_cb on_data)
 	int			 i, n;
 
 	edge_h1_drain_head(conn);
-	if (req->state == EDGE_REQ_TUNNEL) {
+	if (req->state == EDGE_REQ_TUNNEL ||
+	    req->state == EDGE_REQ_API_TUNNEL) {
 		evbuffer_add_buffer(dst, in);
 		return 0;
 	}

@@ -1486,7 +1486,8 @@ edge_h2_recv_op(struct edge_req *req, struct evbuffer *dst,
 	if (s == NULL)
 		return 0;
 	len = s->in != NULL ? evbuffer_get_length(s->in) : 0;
-	if (req->state == EDGE_REQ_TUNNEL) {
+	if (req->state == EDGE_REQ_TUNNEL ||
+	    req->state == EDGE_REQ_API_TUNNEL) {
 		if (len > 0)
 			evbuffer_add_buffer(dst, s->in);
 		edge_h2_consume(s, len);

@@ -504,6 +504,9 @@ edge_req_client_data(struct edge_req *req)
 	case EDGE_REQ_TUNNEL:
 		edge_proxy_client_read(req);
 		break;
+	case EDGE_REQ_API_TUNNEL:
+		edge_api_tunnel_read(req);
+		break;
 	default:
 		/* Held or waiting: the bytes wait in the input. */
 		break;
@@ -516,7 +519,8 @@ edge_req_drained(struct edge_req *req)
 {
 	if (req->state == EDGE_REQ_PROXY || req->state == EDGE_REQ_TUNNEL)
 		edge_proxy_client_write(req);
-	else if (req->state == EDGE_REQ_API_STREAM)
+	else if (req->state == EDGE_REQ_API_STREAM ||
+	    req->state == EDGE_REQ_API_TUNNEL)
 		edge_api_drained(req);
 }
 

@@ -18,6 +18,8 @@ targets="http_request http_response http_chunked config token cookie route h2 pt
 
 # control/task.c's event converter (kept apart so the lists merge)
 targets="$targets task_event"
+# control/terminal.c's resize message
+targets="$targets term_resize"
 passed=0
 failed=0
 ran=0

@@ -1486,7 +1486,7 @@ fake_send(void *arg, struct http_exchange *ex)
 }
 
 static const struct http_exchange_transport fake_transport = {
-	fake_send, NULL, NULL, NULL
+	fake_send, NULL, NULL, NULL, NULL, NULL
 };
 
 /* A request exchange with a query and two headers. */

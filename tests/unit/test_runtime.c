@@ -1657,7 +1657,7 @@ fex_end(void *conn, struct http_exchange *ex)
 }
 
 static const struct http_exchange_transport fex_transport = {
-	fex_send, fex_head, fex_write, fex_end
+	fex_send, fex_head, fex_write, fex_end, NULL, NULL
 };
 
 static struct http_exchange *
