@@ -95,6 +95,8 @@ struct edge_tls {
 	/* [0] issues tickets, [1] (the one before) is still accepted. */
 	struct edge_tls_ticket_key	 keys[2];
 	struct event			*rotate_ev;
+	/* Fetched once: an EVP_aes_256_cbc() init looks it up every time. */
+	EVP_CIPHER			*aes;
 };
 
 static struct edge_tls_set *edge_tls_set_load(struct edge_tls *,
@@ -157,9 +159,16 @@ edge_tls_init(struct edge *edge, char **cause)
 		    NULL, NULL);
 	tls = xcalloc(1, sizeof *tls);
 	tls->edge = edge;
+	if ((tls->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL) {
+		ERR_clear_error();
+		free(tls);
+		*cause = xstrdup("OpenSSL has no AES-256-CBC for session tickets");
+		return -1;
+	}
 	edge_tls_rotate(tls);
 	if ((tls->set = edge_tls_set_load(tls, edge->cfg, cause)) == NULL) {
 		explicit_bzero(tls->keys, sizeof tls->keys);
+		EVP_CIPHER_free(tls->aes);
 		free(tls);
 		return -1;
 	}
@@ -183,6 +192,7 @@ edge_tls_free(struct edge *edge)
 	edge_tls_set_unref(tls->set);
 	event_free(tls->rotate_ev);
 	explicit_bzero(tls->keys, sizeof tls->keys);
+	EVP_CIPHER_free(tls->aes);
 	free(tls);
 	edge->tls = NULL;
 }
@@ -668,8 +678,8 @@ edge_tls_rotate_cb(evutil_socket_t fd, short events, void *arg)
 
 /*
  * Encrypt a new ticket under the current key (enc), or find the key a
- * presented ticket names: 1 to accept, 2 to accept and issue a fresh one
- * (it was the previous key), 0 for a full handshake.
+ * presented ticket names: 1 to accept, 2 to accept and issue a fresh one,
+ * 0 for a full handshake.
  */
 static int
 edge_tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
@@ -705,14 +715,21 @@ edge_tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 	if (EVP_MAC_CTX_set_params(hctx, params) != 1)
 		return -1;
 	if (enc) {
-		if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes,
+		if (EVP_EncryptInit_ex(cctx, tls->aes, NULL, k->aes,
 		    iv) != 1)
 			return -1;
 		return 1;
 	}
-	if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+	if (EVP_DecryptInit_ex(cctx, tls->aes, NULL, k->aes, iv) != 1)
 		return -1;
-	return k == &tls->keys[0] ? 1 : 2;
+	/*
+	 * A TLS 1.3 client uses a ticket once, and OpenSSL issues a new one
+	 * after a resumption only when told to (2): without it every other
+	 * connection of a client was a full handshake.
+	 */
+	if (k != &tls->keys[0] || SSL_version(ssl) == TLS1_3_VERSION)
+		return 2;
+	return 1;
 }
 
 /*

@@ -266,9 +266,17 @@ def test_protocols(t, tls, ctx):
         # after the handshake, arrives before the close.
         req = "GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % API_HOST
         tls.s_client(ver, "-ign_eof", "-sess_out", sess, stdin=req)
-        r = tls.s_client(ver, "-ign_eof", "-sess_in", sess, stdin=req)
-        t.check("Reused, TLSv1." in r.stdout, "%s session resumed from a ticket: %r" % (
-            ver, [ln for ln in r.stdout.splitlines() if "Reused" in ln or "New," in ln]))
+        # A TLS 1.3 client uses a ticket only once: each resumption must
+        # hand out the next one, or every other connection is a full
+        # handshake. A TLS 1.2 ticket is used again (no new one comes).
+        for hop in range(3):
+            r = tls.s_client(ver, "-ign_eof", "-sess_in", sess, "-sess_out", sess + ".next", stdin=req)
+            t.check("Reused, TLSv1." in r.stdout, "%s resumption %d from the last ticket: %r" % (
+                ver, hop + 1, [ln for ln in r.stdout.splitlines() if "Reused" in ln or "New," in ln]))
+            if ver == "-tls1_3":
+                t.check(os.path.exists(sess + ".next"), "TLS 1.3 resumption %d issued a new ticket" % (hop + 1))
+            if os.path.exists(sess + ".next"):
+                os.replace(sess + ".next", sess)
 
 
 def test_ocsp(t, tls, ctx):
