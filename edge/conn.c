@@ -4,12 +4,15 @@
  * the protocol's business (h1.c, h2.c); the connection only says when they
  * come and when its output drained.
  *
- * On a TLS listener the bufferevent is an OpenSSL one and the connection
- * starts in EDGE_CONN_HANDSHAKE; once the handshake is done it goes on as
- * a plain one would, reading and writing cleartext through the same
- * bufferevent. Only the places that touch the socket itself differ:
- * edge_flush (the bufferevent writes, EV_WRITE always on), the lingering
- * close (close_notify before the FIN) and the close (close_notify).
+ * The bufferevent holds the input and output; the connection reads the
+ * socket itself (rev) and writes at once (edge_flush). On a TLS listener
+ * the connection starts in EDGE_CONN_HANDSHAKE and drives its SSL the
+ * same way: SSL_read into the input from rev, SSL_write of the output one
+ * record at a time, wev only while the socket is full. The bufferevent
+ * never sees the socket then: an OpenSSL bufferevent would write each
+ * chain as a record of its own (a response head and its body in two
+ * writes) and only on the next loop turn, after an epoll_ctl to ask for
+ * EV_WRITE and before another to drop it.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -29,9 +32,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "edge/edge.h"
@@ -39,6 +42,7 @@
 
 static void	edge_conn_read_cb(struct bufferevent *, void *);
 static void	edge_conn_sock_cb(evutil_socket_t, short, void *);
+static void	edge_conn_input(struct edge_conn *, int);
 static void	edge_conn_input_cb(struct evbuffer *,
 		    const struct evbuffer_cb_info *, void *);
 static void	edge_conn_read_update(struct edge_conn *);
@@ -48,7 +52,13 @@ static void	edge_conn_timer_cb(evutil_socket_t, short, void *);
 static void	edge_conn_closed_cb(evutil_socket_t, short, void *);
 static void	edge_conn_shut(struct edge_conn *);
 static void	edge_conn_established(struct edge_conn *);
-static struct bufferevent *edge_conn_bev_tls(struct edge_conn *, int);
+static int	edge_conn_tls_new(struct edge_conn *, int);
+static void	edge_conn_tls_cb(evutil_socket_t, short, void *);
+static void	edge_conn_tls_handshake(struct edge_conn *);
+static void	edge_conn_tls_read(struct edge_conn *, int);
+static int	edge_conn_tls_write(struct edge_conn *);
+static void	edge_conn_tls_want_write(struct edge_conn *, int);
+static void	edge_conn_drained(struct edge_conn *);
 static void	edge_conn_send_watch(struct edge_conn *);
 static void	edge_conn_reset(struct edge_conn *);
 static void	edge_conn_send_cb(evutil_socket_t, short, void *);
@@ -82,28 +92,22 @@ edge_format_peer(const struct sockaddr *sa, char *peer, size_t plen,
 }
 
 /*
- * A TLS bufferevent for a new connection: the handshake runs on its own
- * and ends in the event callback (BEV_EVENT_CONNECTED or an error).
+ * The SSL of a new TLS connection, on its socket, and the write event it
+ * needs when the socket is full; -1 if either cannot be made.
  */
-static struct bufferevent *
-edge_conn_bev_tls(struct edge_conn *conn, int fd)
+static int
+edge_conn_tls_new(struct edge_conn *conn, int fd)
 {
-	struct bufferevent	*bev;
-	SSL			*ssl;
-
-	if ((ssl = edge_tls_ssl_new(conn->edge, &conn->tls_set)) == NULL)
-		return NULL;
-	bev = bufferevent_openssl_socket_new(conn->edge->base, fd, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (bev == NULL) {
-		SSL_free(ssl);
-		edge_tls_conn_done(&conn->tls_set);
-		return NULL;
+	if ((conn->ssl = edge_tls_ssl_new(conn->edge, &conn->tls_set)) == NULL)
+		return -1;
+	if (SSL_set_fd(conn->ssl, fd) != 1) {
+		ERR_clear_error();
+		return -1;
 	}
-	/* A client that closes without close_notify has just closed. */
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	return bev;
+	SSL_set_accept_state(conn->ssl);
+	conn->wev = event_new(conn->edge->base, fd, EV_WRITE | EV_PERSIST,
+	    edge_conn_tls_cb, conn);
+	return conn->wev == NULL ? -1 : 0;
 }
 
 /* A new client connection: set up its bufferevent and first deadline. */
@@ -138,57 +142,45 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	conn->tls = tls;
 	edge_format_peer(sa, conn->peer, sizeof conn->peer, conn->peer_ip,
 	    sizeof conn->peer_ip);
-	if (tls)
-		conn->bev = edge_conn_bev_tls(conn, fd);
-	else
-		conn->bev = bufferevent_socket_new(edge->base, fd,
-		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (conn->bev == NULL) {
-		log_warnx("bufferevent_socket_new failed\tpeer=%s tls=%d",
+	conn->bev = bufferevent_socket_new(edge->base, fd,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	/*
+	 * The socket is read by edge_conn_sock_cb (plain) or through
+	 * OpenSSL (TLS), not by the bufferevent: libevent 2.1 asks FIONREAD
+	 * before every read, one ioctl per request or WebSocket message.
+	 */
+	conn->rev = event_new(edge->base, fd, EV_READ | EV_PERSIST,
+	    tls ? edge_conn_tls_cb : edge_conn_sock_cb, conn);
+	conn->timer = evtimer_new(edge->base, edge_conn_timer_cb, conn);
+	if (conn->bev == NULL || conn->rev == NULL || conn->timer == NULL ||
+	    (tls && edge_conn_tls_new(conn, fd) == -1)) {
+		log_warnx("cannot set up a connection\tpeer=%s tls=%d",
 		    conn->peer, tls);
 		edge_limit_release(edge, conn);
-		close(fd);
-		free(conn);
+		if (conn->bev == NULL)
+			close(fd);
+		edge_conn_free(conn);
 		return;
 	}
-	conn->timer = evtimer_new(edge->base, edge_conn_timer_cb, conn);
 	TAILQ_INSERT_TAIL(&edge->conns, conn, entry);
 
 	bufferevent_setcb(conn->bev, edge_conn_read_cb, edge_conn_write_cb,
 	    edge_conn_event_cb, conn);
-	bufferevent_set_max_single_read(conn->bev, EDGE_IO_MAX);
 	bufferevent_set_max_single_write(conn->bev, EDGE_IO_MAX);
 	/*
-	 * A plain socket is read by edge_conn_sock_cb, not the bufferevent:
-	 * libevent 2.1 asks FIONREAD before every read, one ioctl per
-	 * request or WebSocket message. TLS reads through OpenSSL.
-	 */
-	if (!tls)
-		conn->rev = event_new(edge->base, fd, EV_READ | EV_PERSIST,
-		    edge_conn_sock_cb, conn);
-	/*
-	 * Stop reading a client that queues more than we would process
-	 * (TLS, or a plain one whose event could not be made: it reads
-	 * through the bufferevent, and must be bounded all the same).
-	 */
-	if (conn->rev == NULL)
-		bufferevent_setwatermark(conn->bev, EV_READ, 0,
-		    EDGE_BUFFER_HIGH);
-	/*
 	 * A client that takes none of our output is cut after send_timeout
-	 * (one that takes too little, by edge_conn_send_cb).
+	 * (one that takes too little, by edge_conn_send_cb; a TLS one by
+	 * that alone, as its bufferevent never writes).
 	 */
 	wtv.tv_sec = edge->lim.send_ms / 1000;
 	wtv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
 	bufferevent_set_timeouts(conn->bev, NULL, &wtv);
 	/*
-	 * EV_WRITE (on by default) only while edge_flush leaves bytes
-	 * behind: the write callback turns it off again. A TLS bufferevent
-	 * keeps it on: only it can write (SSL_write), and it watches the
-	 * socket only while its output holds bytes.
+	 * EV_WRITE (on by default) only while edge_flush leaves plain bytes
+	 * behind: the write callback turns it off again. A TLS connection's
+	 * bufferevent never has it (nor EV_READ): wev does its waiting.
 	 */
-	if (!tls)
-		bufferevent_disable(conn->bev, EV_WRITE);
+	bufferevent_disable(conn->bev, EV_WRITE);
 	edge_conn_reading(conn, 1);
 	/*
 	 * A new connection gets header_timeout for its whole first head,
@@ -201,20 +193,19 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 
 /*
  * The TLS handshake is done: the protocol ALPN chose takes the
- * connection. Whatever request bytes came with the handshake's last
- * flight are in the input already.
+ * connection. Request bytes that came with the handshake's last flight
+ * wait in the SSL: the socket will not say so.
  */
 static void
 edge_conn_established(struct edge_conn *conn)
 {
 	conn->state = EDGE_CONN_HEAD;
 	edge_conn_timer(conn, conn->edge->lim.header_ms);
-	if (edge_tls_alpn(conn->bev) == EDGE_ALPN_H2) {
+	if (edge_tls_alpn(conn->ssl) == EDGE_ALPN_H2)
 		edge_h2_start(conn);
-		return;
-	}
-	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
-		edge_h1_read(conn);
+	/* The request may have come with the client's Finished. */
+	if (conn->state != EDGE_CONN_DEAD)
+		edge_conn_tls_read(conn, 0);
 }
 
 /*
@@ -252,7 +243,7 @@ edge_flush(struct bufferevent *bev)
 void
 edge_conn_flush(struct edge_conn *conn)
 {
-	int	one = 1;
+	int	one = 1, full;
 
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
@@ -268,7 +259,13 @@ edge_conn_flush(struct edge_conn *conn)
 		    TCP_NODELAY, &one, sizeof one);
 		conn->nodelay = 1;
 	}
-	if (edge_flush(conn->bev) && !conn->send_watch) {
+	if (conn->tls)
+		/* While wev waits the socket is full: no write to try. */
+		full = conn->tls_writing || conn->tls_failed ||
+		    edge_conn_tls_write(conn);
+	else
+		full = edge_flush(conn->bev);
+	if (full && !conn->send_watch) {
 		if (!conn->nodelay) {
 			/* The socket is full: its tail must not wait either. */
 			setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP,
@@ -281,20 +278,12 @@ edge_conn_flush(struct edge_conn *conn)
 
 /*
  * Read the client (on) or not, as the protocol wants: paused, held,
- * closing. A plain connection has its own read event, which also stays
- * off while the input is over the high mark (read_full); a TLS one reads
- * through its bufferevent, whose watermark does the same.
+ * closing. The read event also stays off while the input is over the
+ * high mark (read_full).
  */
 void
 edge_conn_reading(struct edge_conn *conn, int on)
 {
-	if (conn->rev == NULL) {
-		if (on)
-			bufferevent_enable(conn->bev, EV_READ);
-		else
-			bufferevent_disable(conn->bev, EV_READ);
-		return;
-	}
 	conn->read_off = !on;
 	edge_conn_read_update(conn);
 }
@@ -309,10 +298,15 @@ edge_conn_read_update(struct edge_conn *conn)
 	if (want == conn->reading)
 		return;
 	conn->reading = want;
-	if (want)
-		event_add(conn->rev, NULL);
-	else
+	if (!want) {
 		event_del(conn->rev);
+		return;
+	}
+	event_add(conn->rev, NULL);
+	/* What OpenSSL already took off the socket would wait for more. */
+	if (conn->tls && conn->state != EDGE_CONN_HANDSHAKE &&
+	    SSL_has_pending(conn->ssl))
+		event_active(conn->rev, EV_TIMEOUT, 0);
 }
 
 /*
@@ -354,12 +348,23 @@ edge_conn_sock_cb(evutil_socket_t fd, short events, void *arg)
 		}
 	}
 	/* Or nothing new, but pipelined bytes wait (edge_conn_next). */
-	if (n > 0 || len > 0)
+	edge_conn_input(conn, n > 0 || len > 0);
+}
+
+/*
+ * Hand the input on (dispatch: new bytes came, or pipelined ones wait),
+ * then stop reading while it stays over the high mark, until it drains.
+ */
+static void
+edge_conn_input(struct edge_conn *conn, int dispatch)
+{
+	struct evbuffer	*in = bufferevent_get_input(conn->bev);
+
+	if (dispatch)
 		edge_conn_read_cb(conn->bev, conn);
 	if (conn->state == EDGE_CONN_DEAD ||
 	    evbuffer_get_length(in) < EDGE_BUFFER_HIGH)
 		return;
-	/* Over the mark and still unread: wait until it drains. */
 	conn->read_full = 1;
 	if (conn->input_cb == NULL)
 		conn->input_cb = evbuffer_add_cb(in, edge_conn_input_cb, conn);
@@ -380,6 +385,198 @@ edge_conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
 	conn->input_cb = NULL;
 	conn->read_full = 0;
 	edge_conn_read_update(conn);
+}
+
+/*
+ * A TLS socket is readable (rev) or writable (wev), or a kick (EV_TIMEOUT
+ * alone, from edge_conn_next or edge_conn_read_update): hand on what the
+ * input or the SSL holds already. A read that OpenSSL could not finish
+ * for want of EV_WRITE goes on here too.
+ */
+static void
+edge_conn_tls_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct edge_conn	*conn = arg;
+	int			 sock = (events & EV_READ) != 0;
+
+	if (conn->state == EDGE_CONN_DEAD)
+		return;
+	if (conn->tls_failed) {
+		edge_conn_close(conn);
+		return;
+	}
+	if (conn->state == EDGE_CONN_HANDSHAKE) {
+		edge_conn_tls_handshake(conn);
+		return;
+	}
+	if (events & EV_WRITE) {
+		if (conn->tls_rwantw) {
+			conn->tls_rwantw = 0;
+			sock = 1;
+		}
+		if (conn->tls_wlen > 0 && edge_conn_tls_write(conn) == 0) {
+			edge_conn_drained(conn);
+			if (conn->state == EDGE_CONN_DEAD)
+				return;
+		}
+	}
+	if (sock || (events & EV_TIMEOUT))
+		edge_conn_tls_read(conn, sock);
+	if (conn->state != EDGE_CONN_DEAD && !conn->tls_failed)
+		edge_conn_tls_want_write(conn, conn->tls_wlen > 0 ||
+		    conn->tls_rwantw);
+}
+
+/* Watch for the socket taking a write (on) or not. */
+static void
+edge_conn_tls_want_write(struct edge_conn *conn, int on)
+{
+	if (on == conn->tls_writing)
+		return;
+	conn->tls_writing = on;
+	if (on)
+		event_add(conn->wev, NULL);
+	else
+		event_del(conn->wev);
+}
+
+/*
+ * The handshake goes on as bytes come and go; done, ALPN's protocol takes
+ * over. A failed one is the client's problem: debug.
+ */
+static void
+edge_conn_tls_handshake(struct edge_conn *conn)
+{
+	int	r, err;
+
+	ERR_clear_error();
+	if ((r = SSL_do_handshake(conn->ssl)) == 1) {
+		edge_conn_tls_want_write(conn, 0);
+		edge_conn_established(conn);
+		return;
+	}
+	err = SSL_get_error(conn->ssl, r);
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+		edge_conn_tls_want_write(conn, err == SSL_ERROR_WANT_WRITE);
+		return;
+	}
+	log_debug("TLS handshake failed\tpeer=%s error=\"%s\"", conn->peer,
+	    err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno != 0 ?
+	    strerror(errno) : edge_tls_error());
+	ERR_clear_error();
+	edge_conn_close(conn);
+}
+
+/*
+ * Read cleartext into the input while the SSL holds some or (sock) the
+ * socket said it has bytes, up to the high mark, then hand it on as
+ * edge_conn_sock_cb does. With read-ahead one SSL_read takes what the
+ * socket holds; after that only SSL_has_pending says more is here (the
+ * socket, level-triggered, speaks for itself). A close_notify, a close or
+ * an error ends the connection.
+ */
+static void
+edge_conn_tls_read(struct edge_conn *conn, int sock)
+{
+	struct evbuffer		*in = bufferevent_get_input(conn->bev);
+	struct evbuffer_iovec	 v;
+	size_t			 had = evbuffer_get_length(in), len = had;
+	size_t			 want;
+	int			 n, err, got = 0;
+
+	while (conn->reading && len < EDGE_BUFFER_HIGH &&
+	    (sock || SSL_has_pending(conn->ssl))) {
+		want = EDGE_BUFFER_HIGH - len;
+		if (want > EDGE_READ_MIN)
+			want = EDGE_READ_MIN;
+		/* The bufferevent keeps its input's end frozen. */
+		evbuffer_unfreeze(in, 0);
+		if (evbuffer_reserve_space(in, want, &v, 1) != 1) {
+			evbuffer_freeze(in, 0);
+			log_warnx("out of memory reading\tpeer=%s", conn->peer);
+			edge_conn_close(conn);
+			return;
+		}
+		ERR_clear_error();
+		n = SSL_read(conn->ssl, v.iov_base, (int)want);
+		v.iov_len = n > 0 ? (size_t)n : 0;
+		evbuffer_commit_space(in, &v, n > 0 ? 1 : 0);
+		evbuffer_freeze(in, 0);
+		if (n > 0) {
+			len += n;
+			got = 1;
+			sock = 0;
+			continue;
+		}
+		err = SSL_get_error(conn->ssl, n);
+		if (err == SSL_ERROR_WANT_READ)
+			break;
+		if (err == SSL_ERROR_WANT_WRITE) {
+			/* A key update to answer, and the socket is full. */
+			conn->tls_rwantw = 1;
+			edge_conn_tls_want_write(conn, 1);
+			break;
+		}
+		if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
+			log_debug("client error\tpeer=%s error=\"%s\"",
+			    conn->peer, errno != 0 ? strerror(errno) :
+			    "connection closed");
+		else if (err != SSL_ERROR_ZERO_RETURN)
+			log_debug("client TLS error\tpeer=%s error=\"%s\"",
+			    conn->peer, edge_tls_error());
+		ERR_clear_error();
+		edge_conn_close(conn);
+		return;
+	}
+	edge_conn_input(conn, got || had > 0);
+}
+
+/*
+ * SSL_write the output a record at a time, each up to 16 KiB of it pulled
+ * together (a response head and its body go as one record, in one write),
+ * until it is gone (0) or the socket is full (1: wev waits). A write
+ * OpenSSL must repeat is repeated with the same length. A failure closes
+ * the connection from wev, not under the caller.
+ */
+static int
+edge_conn_tls_write(struct edge_conn *conn)
+{
+	struct evbuffer	*out = bufferevent_get_output(conn->bev);
+	size_t		 len;
+	void		*p;
+	int		 n, r, err = SSL_ERROR_NONE;
+
+	/* The bufferevent keeps its output's start frozen. */
+	evbuffer_unfreeze(out, 1);
+	while ((len = evbuffer_get_length(out)) > 0) {
+		n = conn->tls_wlen;
+		if (n == 0)
+			n = len < EDGE_TLS_RECORD ? (int)len : EDGE_TLS_RECORD;
+		if ((p = evbuffer_pullup(out, n)) == NULL) {
+			err = SSL_ERROR_SSL;
+			break;
+		}
+		ERR_clear_error();
+		if ((r = SSL_write(conn->ssl, p, n)) <= 0) {
+			conn->tls_wlen = n;
+			err = SSL_get_error(conn->ssl, r);
+			break;
+		}
+		conn->tls_wlen = 0;
+		evbuffer_drain(out, r);
+	}
+	evbuffer_freeze(out, 1);
+	if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_WRITE) {
+		log_debug("client TLS error\tpeer=%s error=\"%s\"", conn->peer,
+		    err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 &&
+		    errno != 0 ? strerror(errno) : edge_tls_error());
+		ERR_clear_error();
+		conn->tls_failed = 1;
+		event_active(conn->wev, EV_WRITE, 0);
+		return 1;
+	}
+	edge_conn_tls_want_write(conn, conn->tls_wlen > 0 || conn->tls_rwantw);
+	return len > 0;
 }
 
 /*
@@ -582,12 +779,13 @@ edge_conn_close(struct edge_conn *conn)
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
 	if (conn->tls)
-		edge_tls_close_notify(conn->bev);
+		edge_tls_close_notify(conn->ssl);
 	conn->state = EDGE_CONN_DEAD;
 	edge_conn_read_update(conn);
 	/* A pending kick (edge_conn_next) too: the event may not be added. */
-	if (conn->rev != NULL)
-		event_del(conn->rev);
+	event_del(conn->rev);
+	if (conn->wev != NULL)
+		event_del(conn->wev);
 	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
 	bufferevent_setcb(conn->bev, NULL, NULL, NULL, NULL);
 	evtimer_del(conn->timer);
@@ -623,12 +821,18 @@ edge_conn_free(struct edge_conn *conn)
 	edge_h2_free(conn);
 	if (conn->rev != NULL)
 		event_free(conn->rev);
+	if (conn->wev != NULL)
+		event_free(conn->wev);
 	if (conn->input_cb != NULL)
 		evbuffer_remove_cb_entry(bufferevent_get_input(conn->bev),
 		    conn->input_cb);
-	bufferevent_free(conn->bev);
+	/* The SSL's BIO leaves the socket open: the bufferevent closes it. */
+	SSL_free(conn->ssl);
+	if (conn->bev != NULL)
+		bufferevent_free(conn->bev);
 	edge_tls_conn_done(&conn->tls_set);
-	event_free(conn->timer);
+	if (conn->timer != NULL)
+		event_free(conn->timer);
 	if (conn->closed_ev != NULL)
 		event_free(conn->closed_ev);
 	if (conn->send_ev != NULL)
@@ -666,12 +870,7 @@ edge_conn_next(struct edge_conn *conn, int keep)
 	if (!conn->idle) {
 		/* Pipelined bytes: handle them from the loop, not recursively. */
 		edge_conn_timer(conn, conn->edge->lim.header_ms);
-		if (conn->rev != NULL)
-			event_active(conn->rev, EV_TIMEOUT, 0);
-		else
-			bufferevent_trigger(conn->bev, EV_READ,
-			    BEV_TRIG_IGNORE_WATERMARKS |
-			    BEV_TRIG_DEFER_CALLBACKS);
+		event_active(conn->rev, EV_TIMEOUT, 0);
 	} else if (waiting)
 		/*
 		 * Keep-alive idling starts once the client has the response
@@ -696,7 +895,7 @@ edge_conn_shut(struct edge_conn *conn)
 	}
 	/* Under TLS, close_notify is the last byte before the FIN. */
 	if (conn->tls)
-		edge_tls_close_notify(conn->bev);
+		edge_tls_close_notify(conn->ssl);
 	shutdown(bufferevent_getfd(conn->bev), SHUT_WR);
 	conn->state = EDGE_CONN_LINGER;
 	evbuffer_drain(bufferevent_get_input(conn->bev),
@@ -731,7 +930,7 @@ edge_conn_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-/* Our output to the client drained. */
+/* The bufferevent wrote the rest of a plain connection's output. */
 static void
 edge_conn_write_cb(struct bufferevent *bev, void *arg)
 {
@@ -739,9 +938,15 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
-	/* Drained: back to writing directly (edge_flush); TLS: see accept. */
-	if (!conn->tls)
-		bufferevent_disable(bev, EV_WRITE);
+	/* Drained: back to writing directly (edge_flush). */
+	bufferevent_disable(bev, EV_WRITE);
+	edge_conn_drained(conn);
+}
+
+/* Output that waited for the client is all gone. */
+static void
+edge_conn_drained(struct edge_conn *conn)
+{
 	if (conn->send_watch) {
 		conn->send_watch = 0;
 		evtimer_del(conn->send_ev);
@@ -765,31 +970,15 @@ edge_conn_write_cb(struct bufferevent *bev, void *arg)
 }
 
 /*
- * The TLS handshake finished, or the client closed, reset, or stopped
- * taking our output. A failed handshake is the client's problem: debug.
+ * The bufferevent of a plain connection could not write the rest of its
+ * output: the client reset, or stopped taking it.
  */
 static void
 edge_conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct edge_conn	*conn = arg;
 
-	if (conn->state == EDGE_CONN_HANDSHAKE) {
-		if (what & BEV_EVENT_CONNECTED) {
-			edge_conn_established(conn);
-			return;
-		}
-		log_debug("TLS handshake failed\tpeer=%s error=\"%s\"",
-		    conn->peer, (what & BEV_EVENT_TIMEOUT) ? "write timeout" :
-		    edge_tls_error(bev));
-		edge_conn_close(conn);
-		return;
-	}
-	if (what & BEV_EVENT_CONNECTED)
-		return;
-	if (conn->tls && (what & BEV_EVENT_ERROR))
-		log_debug("client TLS error\tpeer=%s error=\"%s\"",
-		    conn->peer, edge_tls_error(bev));
-	else if (what & BEV_EVENT_ERROR)
+	if (what & BEV_EVENT_ERROR)
 		log_debug("client error\tpeer=%s error=\"%s\"", conn->peer,
 		    strerror(EVUTIL_SOCKET_ERROR()));
 	else if (what & BEV_EVENT_TIMEOUT) {

@@ -67,6 +67,8 @@ struct evbuffer;
  */
 #define EDGE_READ_MIN		 (16 * 1024 - 64)
 #define EDGE_READ_MAX		 (128 * 1024 - 64)
+/* Cleartext per SSL_write: one TLS record, the largest there is. */
+#define EDGE_TLS_RECORD		 16384
 #define EDGE_COALESCE		 (64 * 1024)	/* first response write, at most */
 #define EDGE_COALESCE_MS	 20	/* longest wait to fill it */
 /* HTTP/2 (h2.c; docs/http2.md) */
@@ -151,8 +153,10 @@ struct edge_conn {
 	struct event		*timer;		/* head, idle, linger */
 	struct event		*closed_ev;	/* EV_CLOSED while held */
 	/*
-	 * Plain: our own read event (edge_conn_reading); off while the
-	 * protocol says so or the input is over EDGE_BUFFER_HIGH.
+	 * Our own read event (edge_conn_reading); off while the protocol
+	 * says so or the input is over EDGE_BUFFER_HIGH. The bufferevent
+	 * reads nothing itself: it holds the buffers and, on a plain
+	 * connection, writes what edge_flush left behind.
 	 */
 	struct event		*rev;
 	int			 reading;	/* rev is added */
@@ -166,8 +170,18 @@ struct edge_conn {
 	char			 peer_ip[48];
 	int			 draining;	/* close after this response */
 	int			 linger;	/* unread client bytes at close */
-	/* TLS: the scheme is https; bev is an OpenSSL bufferevent. */
+	/*
+	 * TLS: the scheme is https. The connection drives its SSL itself
+	 * (conn.c): rev and wev call SSL_read/SSL_write, bev holds the
+	 * cleartext and never touches the socket.
+	 */
 	int			 tls;
+	struct ssl_st		*ssl;
+	struct event		*wev;		/* the socket must take a write */
+	int			 tls_wlen;	/* an SSL_write to repeat, bytes */
+	int			 tls_writing;	/* wev is added */
+	int			 tls_rwantw;	/* SSL_read waits for EV_WRITE */
+	int			 tls_failed;	/* a write failed: close (wev) */
 	struct edge_tls_set	*tls_set;	/* its SNI contexts (tls.c) */
 	/* Bound for ACTIVITY_CONN; "" when not. */
 	char			 sandbox_id[ID_LEN + 1];
@@ -461,12 +475,12 @@ void	edge_tls_free(struct edge *);
 struct ssl_st *edge_tls_ssl_new(struct edge *, struct edge_tls_set **setp);
 /* Drop the connection's set (idempotent). */
 void	edge_tls_conn_done(struct edge_tls_set **setp);
-/* What ALPN chose on an established TLS bufferevent. */
-enum edge_alpn edge_tls_alpn(struct bufferevent *);
+/* What ALPN chose on an established connection. */
+enum edge_alpn edge_tls_alpn(struct ssl_st *);
 /* Send close_notify once, if the session is sound. */
-void	edge_tls_close_notify(struct bufferevent *);
-/* The handshake's error text, for the debug log. */
-const char *edge_tls_error(struct bufferevent *);
+void	edge_tls_close_notify(struct ssl_st *);
+/* The last OpenSSL error's text, for the debug log; clears the queue. */
+const char *edge_tls_error(void);
 
 /* edge/limit.c */
 struct edge_ip_table;

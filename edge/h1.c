@@ -522,8 +522,7 @@ edge_h1_end(struct edge_req *req)
 static void
 edge_h1_abort(struct edge_req *req)
 {
-	if (req->conn->state != EDGE_CONN_DEAD)
-		edge_flush(req->conn->bev);
+	edge_conn_flush(req->conn);
 	edge_conn_close(req->conn);
 }
 

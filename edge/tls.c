@@ -36,8 +36,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "edge/edge.h"
@@ -276,14 +274,11 @@ edge_tls_conn_done(struct edge_tls_set **setp)
 
 /* The protocol ALPN chose on an established connection. */
 enum edge_alpn
-edge_tls_alpn(struct bufferevent *bev)
+edge_tls_alpn(SSL *ssl)
 {
-	SSL			*ssl = bufferevent_openssl_get_ssl(bev);
 	const unsigned char	*p;
 	unsigned int		 len;
 
-	if (ssl == NULL)
-		return EDGE_ALPN_NONE;
 	SSL_get0_alpn_selected(ssl, &p, &len);
 	if (len == 2 && memcmp(p, "h2", 2) == 0)
 		return EDGE_ALPN_H2;
@@ -298,32 +293,31 @@ edge_tls_alpn(struct bufferevent *bev)
  * does not get it (the connection is closing anyway).
  */
 void
-edge_tls_close_notify(struct bufferevent *bev)
+edge_tls_close_notify(SSL *ssl)
 {
-	SSL	*ssl = bufferevent_openssl_get_ssl(bev);
-
 	if (ssl == NULL || !SSL_is_init_finished(ssl) ||
 	    (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
 		return;
+	ERR_clear_error();
 	SSL_shutdown(ssl);
 	ERR_clear_error();
 }
 
-/* Why the handshake failed, for the debug log (static storage). */
+/*
+ * The first error OpenSSL queued for the failed call (none: the peer
+ * closed), for the debug log; the queue is left empty for the next call.
+ */
 const char *
-edge_tls_error(struct bufferevent *bev)
+edge_tls_error(void)
 {
 	static char	 buf[256];
 	unsigned long	 e;
 
-	if ((e = bufferevent_get_openssl_error(bev)) == 0) {
-		while (bufferevent_get_openssl_error(bev) != 0)
-			;
+	e = ERR_get_error();
+	ERR_clear_error();
+	if (e == 0)
 		return "connection closed";
-	}
 	ERR_error_string_n(e, buf, sizeof buf);
-	while (bufferevent_get_openssl_error(bev) != 0)
-		;
 	return buf;
 }
 
@@ -425,13 +419,19 @@ edge_tls_ctx_new(struct edge_tls *tls, struct edge_tls_set *set,
 	SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
 	SSL_CTX_set_client_hello_cb(ctx, edge_tls_hello_cb, NULL);
 	/*
-	 * libevent retries a blocked write from wherever its output chain
-	 * is then (moving), and counts an SSL_write as all or nothing: no
-	 * SSL_MODE_ENABLE_PARTIAL_WRITE, under which it would skip the rest
-	 * of a partly written chain. Idle connections free their buffers.
+	 * conn.c repeats a blocked write from wherever its output is then
+	 * (moving), one record at most, all or nothing: no
+	 * SSL_MODE_ENABLE_PARTIAL_WRITE. Idle connections free their
+	 * buffers.
 	 */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	    SSL_MODE_RELEASE_BUFFERS);
+	/*
+	 * Read whatever the socket holds, not a record header and then its
+	 * body: one read call per record instead of two. conn.c then asks
+	 * SSL_has_pending, as the socket will not say more is there.
+	 */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	if (SSL_CTX_set_cipher_list(ctx, EDGE_TLS_CIPHERS) != 1 ||
 	    SSL_CTX_set_ciphersuites(ctx, EDGE_TLS_SUITES) != 1 ||
 	    SSL_CTX_set1_groups_list(ctx, EDGE_TLS_GROUPS) != 1) {

@@ -12,7 +12,9 @@ import os
 import shutil
 import socket
 import subprocess
+import ssl
 import sys
+import tempfile
 import threading
 import time
 
@@ -264,6 +266,48 @@ def raw_slow_read(t, d):
     t.check(status == 200 and body == BIG, "a normal reader gets the whole 4 MiB")
 
 
+def tls_slow_read(t, d):
+    """The same over TLS, where the connection writes its records itself:
+    a reader that takes 2 KB a second is cut by the send rate rule, and a
+    normal one gets the whole body, record by record."""
+    raw = socket.create_connection(("127.0.0.1", d.tls_port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(raw, server_hostname="x.preview.localhost")
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    got, t0, cut = 0, time.time(), None
+    while time.time() - t0 < 15:
+        time.sleep(0.5)
+        try:
+            chunk = s.recv(1000)
+        except OSError as e:
+            cut = str(e) or type(e).__name__
+            break
+        if not chunk:
+            cut = "EOF"
+            break
+        got += len(chunk)
+    s.close()
+    t.check(cut is not None and got < len(BIG),
+            "TLS slow reader cut after %.1f s, %d bytes: %s" % (time.time() - t0, got, cut))
+    t.check(time.time() - t0 < 10, "TLS slow reader cut within a few send windows")
+    raw = socket.create_connection(("127.0.0.1", d.tls_port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="x.preview.localhost")
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    t.check(head.startswith(b"HTTP/1.1 200") and body == BIG,
+            "a normal TLS reader gets the whole 4 MiB: %r, %d bytes" % (head[:20], len(body)))
+
+
 def test_body_rates(t, d):
     """A body below body_min_rate gets 408; a slow-but-moving one is kept."""
     s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
@@ -360,7 +404,17 @@ def main():
     origin = start_origin()
     oport = origin.server_address[1]
     t = Runner()
+    tmp = tempfile.mkdtemp(prefix="sbxdef-")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-subj", "/CN=x.preview.localhost", "-keyout", key,
+                    "-out", cert, "-addext", "subjectAltName=DNS:*.preview.localhost"],
+                   check=True, capture_output=True)
+    tls_port = free_port()
     attacks = Daemon(extra="\n".join([
+        "tls_listen = 127.0.0.1:%d" % tls_port,
+        "tls_cert = %s" % cert,
+        "tls_key = %s" % key,
         "max_connections_per_ip = 1000",
         "header_timeout = 2s",
         "keepalive_timeout = 5s",
@@ -380,10 +434,12 @@ def main():
     ]) + route(oport))
     try:
         attacks.start()
+        attacks.tls_port = tls_port
         t.run(test_slowloris, attacks)
         t.run(raw_slowloris, attacks)
         t.run(test_slow_read, attacks)
         t.run(raw_slow_read, attacks)
+        t.run(tls_slow_read, attacks)
         t.run(test_body_rates, attacks)
         if t.failed:
             print("---- daemon log (tail) ----\n" + attacks.logs())
@@ -396,6 +452,7 @@ def main():
         attacks.cleanup()
         caps.cleanup()
         origin.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
     return t.finish()
 
 
