@@ -358,6 +358,11 @@ struct http_chunked {
 	size_t		line_len;	/* bytes in the current size line or name */
 	int		done;
 	char		name[HTTP_TRAILER_NAME_MAX];	/* a trailer's, lowercased */
+	/*
+	 * Set by the caller to get the trailer lines ("name: value\r\n",
+	 * as sent and checked), with the scan's arg; NULL drops them.
+	 */
+	void		(*on_trailer)(void *arg, const char *, size_t);
 };
 typedef void (*http_data_cb)(void *arg, const char *, size_t);
 void	 http_chunked_init(struct http_chunked *);

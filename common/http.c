@@ -671,11 +671,16 @@ http_chunked_scan(struct http_chunked *c, const char *buf, size_t len,
     http_data_cb on_data, void *arg)
 {
 	const char	*p = buf, *end = buf + len;
+	const char	*tstart = NULL;	/* where this buffer's trailer line began */
 	size_t		 n;
 	int		 ch, d;
 
 	if (c->done)
 		return 0;
+	/* A trailer line cut by the last buffer goes on from here. */
+	if (c->state == HTTP_CH_TRAILER_NAME || c->state == HTTP_CH_TRAILER ||
+	    c->state == HTTP_CH_TRAILER_LF)
+		tstart = buf;
 	while (p < end) {
 		if (c->state == HTTP_CH_DATA) {
 			n = end - p;
@@ -763,6 +768,7 @@ http_chunked_scan(struct http_chunked *c, const char *buf, size_t len,
 				c->name[0] = HTTP_LOWER(ch);
 				c->line_len = 1;
 				c->state = HTTP_CH_TRAILER_NAME;
+				tstart = p - 1;
 			} else
 				goto fail;
 			break;
@@ -790,6 +796,10 @@ http_chunked_scan(struct http_chunked *c, const char *buf, size_t len,
 			if (ch != '\n')
 				goto fail;
 			c->state = HTTP_CH_TRAILER_START;
+			/* The line is whole and checked: hand it on. */
+			if (c->on_trailer != NULL)
+				c->on_trailer(arg, tstart, p - tstart);
+			tstart = NULL;
 			break;
 		case HTTP_CH_END_LF:
 			if (ch != '\n')
@@ -801,11 +811,15 @@ http_chunked_scan(struct http_chunked *c, const char *buf, size_t len,
 			goto fail;
 		}
 	}
+	/* The start of a trailer line this buffer ends inside of. */
+	if (tstart != NULL && p > tstart && c->on_trailer != NULL)
+		c->on_trailer(arg, tstart, p - tstart);
 	return p - buf;
 fail:
 	c->state = HTTP_CH_ERROR;
 	return -1;
 }
+
 
 /* Decode %XX escapes of a path; see common.h. */
 int

@@ -260,6 +260,12 @@ struct edge_req_ops {
 	void		 (*head_done)(struct edge_req *);
 	/* Tell the client to send its body (100 Continue). */
 	void		 (*go_ahead)(struct edge_req *);
+	/*
+	 * Bytes of a dechunked response's trailer lines ("name: value\r\n",
+	 * checked), for a protocol that frames trailers itself (HTTP/2);
+	 * NULL: the protocol has no use for them.
+	 */
+	void		 (*trailer)(struct edge_req *, const char *, size_t);
 };
 
 /* A request's life; exactly one at a time. */

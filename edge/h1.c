@@ -54,7 +54,8 @@ static const struct edge_req_ops edge_h1_ops = {
 	edge_h1_pause,
 	edge_h1_hold,
 	edge_h1_head_done,
-	edge_h1_go_ahead
+	edge_h1_go_ahead,
+	NULL		/* chunked passes as is, trailers and all */
 };
 
 /* Start a head in the edge's scratch buffer. */

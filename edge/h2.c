@@ -24,6 +24,7 @@
 #include "config.h"
 #endif
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,7 @@ struct edge_h2_stream {
 	int			 out_final;	/* final head submitted */
 	int			 out_eof;	/* end: END_STREAM after out */
 	int			 out_done;	/* END_STREAM sent */
+	struct evbuffer		*out_trailers;	/* upstream's, as lines */
 	int			 deferred;	/* data source said DEFERRED */
 	int			 want_drained;	/* tell the request in run */
 	int			 want_abort;	/* cut the request in run */
@@ -190,6 +192,8 @@ static void	edge_h2_pause_op(struct edge_req *, int);
 static void	edge_h2_hold_op(struct edge_req *, int);
 static void	edge_h2_head_done_op(struct edge_req *);
 static void	edge_h2_go_ahead_op(struct edge_req *);
+static void	edge_h2_trailer_op(struct edge_req *, const char *, size_t);
+static void	edge_h2_submit_trailers(struct edge_h2_stream *);
 
 static const struct edge_req_ops edge_h2_ops = {
 	edge_h2_head_op,
@@ -201,7 +205,8 @@ static const struct edge_req_ops edge_h2_ops = {
 	edge_h2_pause_op,
 	edge_h2_hold_op,
 	edge_h2_head_done_op,
-	edge_h2_go_ahead_op
+	edge_h2_go_ahead_op,
+	edge_h2_trailer_op
 };
 
 /* 1 if the input starts like the preface; *complete when all of it. */
@@ -630,6 +635,8 @@ edge_h2_stream_free(struct edge_h2_stream *s)
 		evbuffer_free(s->out);
 	if (s->trailers != NULL)
 		evbuffer_free(s->trailers);
+	if (s->out_trailers != NULL)
+		evbuffer_free(s->out_trailers);
 	free(s);
 }
 
@@ -756,10 +763,74 @@ edge_h2_data_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
 	}
 	if (len > length)
 		len = length;
-	else if (s->out_eof)
+	else if (s->out_eof) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		/* With trailers, END_STREAM goes on their HEADERS. */
+		if (s->out_trailers != NULL) {
+			edge_h2_submit_trailers(s);
+			if (s->out_trailers == NULL)
+				*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		}
+	}
 	*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
 	return (ssize_t)len;
+}
+
+/* Trailer bytes of the upstream's chunked response, kept for the end. */
+static void
+edge_h2_trailer_op(struct edge_req *req, const char *data, size_t len)
+{
+	struct edge_h2_stream	*s = edge_h2_stream_of(req);
+
+	if (s == NULL)
+		return;
+	if (s->out_trailers == NULL)
+		s->out_trailers = evbuffer_new();
+	if (s->out_trailers != NULL)
+		evbuffer_add(s->out_trailers, data, len);
+}
+
+/*
+ * Submit the upstream's trailers as a HEADERS frame with END_STREAM,
+ * names lowercased, values without their surrounding blanks (the scanner
+ * checked every line). On success out_trailers is freed (NULL); on
+ * failure it stays, and the stream ends on its last DATA frame instead.
+ */
+static void
+edge_h2_submit_trailers(struct edge_h2_stream *s)
+{
+	nghttp2_nv	 nv[64];
+	char		*p, *end, *line, *colon, *v, *ve;
+	size_t		 n = 0, i;
+
+	p = (char *)evbuffer_pullup(s->out_trailers, -1);
+	end = p + evbuffer_get_length(s->out_trailers);
+	while (p != NULL && p < end && n < nitems(nv)) {
+		line = p;
+		if ((p = memchr(line, '\n', end - line)) == NULL)
+			break;
+		ve = p++;
+		if (ve > line && ve[-1] == '\r')
+			ve--;
+		if ((colon = memchr(line, ':', ve - line)) == NULL)
+			continue;
+		for (i = 0; line + i < colon; i++)
+			line[i] = (char)tolower((unsigned char)line[i]);
+		for (v = colon + 1; v < ve && (*v == ' ' || *v == '\t'); v++)
+			;
+		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+			ve--;
+		nv[n].name = (uint8_t *)line;
+		nv[n].namelen = colon - line;
+		nv[n].value = (uint8_t *)v;
+		nv[n].valuelen = ve - v;
+		nv[n++].flags = NGHTTP2_NV_FLAG_NONE;
+	}
+	if (n == 0 || nghttp2_submit_trailer(s->h2->session, s->id, nv, n) !=
+	    0)
+		return;
+	evbuffer_free(s->out_trailers);
+	s->out_trailers = NULL;
 }
 
 /*

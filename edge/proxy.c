@@ -71,6 +71,7 @@ static void	edge_proxy_tunnel(struct edge_req *);
 static void	edge_proxy_done(struct edge_req *);
 static void	edge_proxy_fail(struct edge_req *, int, const char *);
 static void	edge_proxy_dechunk_cb(void *, const char *, size_t);
+static void	edge_proxy_trailer_cb(void *, const char *, size_t);
 static void	edge_proxy_sending(struct edge_req *);
 static void	edge_proxy_relay_watch(struct edge_req *);
 static void	edge_proxy_idle_check(struct edge_req *);
@@ -678,8 +679,11 @@ edge_proxy_framing(struct edge_req *req, const struct http_response_head *rh,
 		    "invalid.");
 		return -1;
 	}
-	if (req->resp_body == HTTP_BODY_CHUNKED)
+	if (req->resp_body == HTTP_BODY_CHUNKED) {
 		http_chunked_init(&req->resp_chunked);
+		req->resp_chunked.on_trailer = req->ops->trailer != NULL ?
+		    edge_proxy_trailer_cb : NULL;
+	}
 	if (rh->minor_version >= 1)
 		req->up_keepalive = connection == NULL ||
 		    !http_header_has_token(connection, "close");
@@ -852,6 +856,16 @@ edge_proxy_dechunk_cb(void *arg, const char *data, size_t len)
 	struct edge_req	*req = arg;
 
 	evbuffer_add(req->ops->body(req), data, len);
+}
+
+/* Trailer lines of a chunked response, for a protocol that frames them. */
+static void
+edge_proxy_trailer_cb(void *arg, const char *data, size_t len)
+{
+	struct edge_req	*req = arg;
+
+	if (req->dechunk)
+		req->ops->trailer(req, data, len);
 }
 
 /* Forward response body bytes per the response's framing. */

@@ -112,6 +112,16 @@ class Origin(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
                 self.close_connection = True
+        elif path == "/trailers":
+            # Chunked with trailers (gRPC-style), one cut across writes.
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "grpc-status, X-Checksum")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\nX-Chec")
+            self.wfile.flush()
+            time.sleep(0.05)
+            self.wfile.write(b"ksum:  abc123 \r\n\r\n")
         else:
             self.send_body(404, b"no\n")
 
@@ -489,6 +499,15 @@ def test_big_bodies(t, d, ctx):
         c.wait(lambda: c.done(sid), 20)
         hd = c.streams[sid]["headers"] or {}
         t.check(hd.get("x-trailer-x-check") == "42", "request trailers reach the upstream: %r" % hd)
+        # Response trailers from a chunked upstream body: an HTTP/2
+        # trailer HEADERS frame (names lowercased, blanks trimmed).
+        st = c.get(ROUTE_HOST, "/trailers")
+        t.check(status(st) == 200 and bytes(st["data"]) == b"hello" and st["ended"],
+                "chunked response with trailers: %r %r" % (status(st), bytes(st["data"])))
+        tr = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+              for k, v in (st["trailers"] or {}).items()}
+        t.check(tr == {"grpc-status": "0", "x-checksum": "abc123"},
+                "upstream trailers reach the h2 client: %r" % tr)
         # 8 MB chunked download.
         st = c.get(ROUTE_HOST, "/big?n=%d" % (8 * MIB), timeout=60)
         t.check(status(st) == 200 and len(st["data"]) == 8 * MIB and st["ended"],

@@ -2,8 +2,10 @@
  * libFuzzer target: the chunked-coding scanner. The input is scanned three
  * ways — whole, in pieces of varying sizes (taken from the input's first
  * bytes) and byte by byte — and all three must agree on the outcome (error
- * or not, bytes consumed, done, payload delivered). Each call must consume
- * at most what it was given and report payload only from inside it.
+ * or not, bytes consumed, done, payload and trailer lines delivered). Each
+ * call must consume at most what it was given and report payload and
+ * trailers only from inside it; a finished message's trailers are whole
+ * CRLF-ended lines.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -23,6 +25,8 @@ struct fuzz_run {
 	size_t		 piece_len;
 	char		*payload;	/* everything on_data was handed */
 	size_t		 payload_len;
+	char		*trailers;	/* everything on_trailer was handed */
+	size_t		 trailers_len;
 	size_t		 consumed;
 	int		 error;
 	int		 done;
@@ -41,6 +45,19 @@ fuzz_data_cb(void *arg, const char *p, size_t n)
 	run->payload_len += n;
 }
 
+/* on_trailer: the same rules as on_data. */
+static void
+fuzz_trailer_cb(void *arg, const char *p, size_t n)
+{
+	struct fuzz_run	*run = arg;
+
+	FUZZ_ASSERT(n > 0);
+	FUZZ_ASSERT(p >= run->piece && n <= run->piece_len &&
+	    (size_t)(p - run->piece) <= run->piece_len - n);
+	memcpy(run->trailers + run->trailers_len, p, n);
+	run->trailers_len += n;
+}
+
 /*
  * Scan data in pieces whose sizes come from sizes[] in turn (0 in sizes
  * means 1); each piece is its own exactly-sized heap copy.
@@ -56,7 +73,9 @@ fuzz_scan(const uint8_t *data, size_t size, const uint8_t *sizes,
 
 	memset(run, 0, sizeof *run);
 	run->payload = malloc(size ? size : 1);
+	run->trailers = malloc(size ? size : 1);
 	http_chunked_init(&c);
+	c.on_trailer = fuzz_trailer_cb;
 	while (off < size) {
 		n = nsizes ? sizes[i++ % nsizes] : size;
 		if (n == 0)
@@ -80,6 +99,10 @@ fuzz_scan(const uint8_t *data, size_t size, const uint8_t *sizes,
 		run->consumed += r;
 		if (c.done) {
 			run->done = 1;
+			FUZZ_ASSERT(run->trailers_len == 0 ||
+			    (run->trailers_len >= 2 &&
+			    memcmp(run->trailers + run->trailers_len - 2,
+			    "\r\n", 2) == 0));
 			FUZZ_ASSERT(http_chunked_scan(&c, "x", 1, NULL,
 			    NULL) == 0);
 			return;
@@ -98,6 +121,9 @@ fuzz_same(const struct fuzz_run *a, const struct fuzz_run *b)
 	FUZZ_ASSERT(a->payload_len == b->payload_len);
 	FUZZ_ASSERT(memcmp(a->payload, b->payload, a->payload_len) == 0);
 	if (!a->error) {
+		FUZZ_ASSERT(a->trailers_len == b->trailers_len);
+		FUZZ_ASSERT(memcmp(a->trailers, b->trailers,
+		    a->trailers_len) == 0);
 		FUZZ_ASSERT(a->done == b->done);
 		FUZZ_ASSERT(a->consumed == b->consumed);
 	}
@@ -121,5 +147,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(whole.payload);
 	free(pieces.payload);
 	free(bytes.payload);
+	free(whole.trailers);
+	free(pieces.trailers);
+	free(bytes.trailers);
 	return 0;
 }

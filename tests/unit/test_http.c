@@ -724,6 +724,76 @@ test_chunked(void)
 	CHECK(r == 20 && !done);
 }
 
+/* Body bytes and trailer lines of one scan, apart. */
+struct collect2 {
+	struct collect	data, trailers;
+};
+
+static void
+collect2_data_cb(void *arg, const char *p, size_t n)
+{
+	collect_cb(&((struct collect2 *)arg)->data, p, n);
+}
+
+static void
+collect2_trailer_cb(void *arg, const char *p, size_t n)
+{
+	collect_cb(&((struct collect2 *)arg)->trailers, p, n);
+}
+
+/*
+ * The trailer lines come out whole and in order, wherever the buffers are
+ * cut, never the final empty line nor an empty span; none without
+ * on_trailer set.
+ */
+static void
+test_chunked_trailers(void)
+{
+	static const char msg[] =
+	    "5\r\nhello\r\n"
+	    "0\r\n"
+	    "X-Trailer: yes\r\n"
+	    "Another:one \r\n"
+	    "\r\n";
+	static const char want[] = "X-Trailer: yes\r\nAnother:one \r\n";
+	struct http_chunked	 c;
+	struct collect2		 col;
+	size_t			 len = sizeof msg - 1, i, j, k, cuts[3];
+	ssize_t			 r;
+	int			 bad = 0;
+
+	for (i = 0; i <= len; i++) {
+		for (j = i; j <= len; j++) {
+			memset(&col, 0, sizeof col);
+			http_chunked_init(&c);
+			c.on_trailer = collect2_trailer_cb;
+			cuts[0] = 0;
+			cuts[1] = i;
+			cuts[2] = j;
+			for (k = 0; k < 3; k++) {
+				r = http_chunked_scan(&c, msg + cuts[k],
+				    (k < 2 ? cuts[k + 1] : len) - cuts[k],
+				    collect2_data_cb, &col);
+				if (r < 0)
+					bad++;
+			}
+			if (!c.done || col.trailers.overflow ||
+			    col.trailers.len != strlen(want) ||
+			    memcmp(col.trailers.buf, want,
+			    col.trailers.len) != 0 || col.data.len != 5 ||
+			    memcmp(col.data.buf, "hello", 5) != 0)
+				bad++;
+		}
+	}
+	CHECK(bad == 0);
+
+	memset(&col, 0, sizeof col);
+	http_chunked_init(&c);
+	CHECK(http_chunked_scan(&c, msg, len, collect2_data_cb, &col) ==
+	    (ssize_t)len && c.done);
+	CHECK(col.trailers.calls == 0 && col.data.len == 5);
+}
+
 /* Scan s whole with a fresh scanner; returns the result. */
 static ssize_t
 chunked_once(const char *s, size_t len, struct http_chunked *c)
@@ -921,6 +991,7 @@ main(void)
 	RUN(test_request_body);
 	RUN(test_response_body);
 	RUN(test_chunked);
+	RUN(test_chunked_trailers);
 	RUN(test_chunked_reject);
 	RUN(test_url_decode);
 	RUN(test_status_text);
