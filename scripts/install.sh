@@ -276,6 +276,10 @@ if [ ! -f "$build_dir/Makefile" ]; then
 	(cd "$build_dir" && "$top/configure" --prefix="$prefix" >>"$log" 2>&1) ||
 	    { tail -30 "$log" >&2; die "configure failed (whole log: $log)"; }
 fi
+# A build directory configured for another prefix would install elsewhere.
+bprefix=$(sed -n 's/^prefix = //p' "$build_dir/Makefile")
+[ "$bprefix" = "$prefix" ] ||
+    die "$build_dir is configured with --prefix=$bprefix, not $prefix: remove it or give --build-dir"
 make -C "$build_dir" -j"$jobs" >>"$log" 2>&1 ||
     { tail -30 "$log" >&2; die "the build failed (whole log: $log)"; }
 make -C "$build_dir" install >>"$log" 2>&1 ||
@@ -430,8 +434,9 @@ else
 	ln -sf "$unit" "$wants"
 	step "systemd is not running here (PID 1 is $init): the service is not started"
 	cat <<TXT
-    The unit is installed ($unit) and enabled for the next boot under
-    systemd. To run sandboxd now, by hand:
+    The unit is installed and enabled for the next boot under systemd:
+        $unit
+    To run sandboxd now, by hand:
         $top/scripts/start-dockerd.sh
         setsid $sandboxd serve >>/var/log/sandboxd.log 2>&1 < /dev/null &
 TXT
@@ -458,12 +463,21 @@ else
 	names="-d '*.$domain' -d $api_host"
 fi
 url=$(sed -n 's/^public_url *= *//p' "$conf")
+# Previews are reached with public_url's scheme and port.
+case $url in
+https://*) preview="https://<id>.$domain" ;;
+*) preview="http://<id>.$domain" ;;
+esac
+hostport=${url#*://}
+case $hostport in
+*:*) preview="$preview:${hostport##*:}" ;;
+esac
 
 cat <<TXT
 
 ==> sandboxd is installed. Service: $service_state
     API:      $url   (as configured in $conf)
-    Previews: http://<id>.$domain/
+    Previews: $preview/
     Config:   $conf        Data: $data_dir
 TXT
 if [ -n "$key" ]; then
@@ -481,9 +495,8 @@ cat <<TXT
 ==> DNS: create these records at your DNS provider (the address found here is
     $addr; use the server's public address if that is not it):
 
-        $api_host.     A    $addr
-        *.$domain.     A    $addr
 TXT
+printf '        %-30s A    %s\n' "$api_host." "$addr" "*.$domain." "$addr"
 [ "$api_host" = "$domain" ] || echo "        (and $domain itself needs no record)"
 cat <<TXT
 
