@@ -420,6 +420,62 @@ def uninstall(t, ch):
             "--purge removed data_dir and /etc/sandboxd")
 
 
+FAKE_SYSTEMCTL = """#!/bin/sh
+# A stand-in for systemctl: records each call; "is-active" says yes.
+echo "$*" >>/tmp/systemctl.calls
+exit 0
+"""
+
+
+def systemd_flow(t, ch, port):
+    """Where systemd runs (faked here: /run/systemd/system and a systemctl
+    that records its calls, since systemd is not PID 1 on this machine):
+    the first install enables and starts docker and sandboxd, a re-run
+    restarts sandboxd, --no-start starts nothing, --uninstall disables and
+    stops it."""
+    os.makedirs(ch.path("/run/systemd/system"), exist_ok=True)
+    fake = ch.path("/usr/local/sbin/systemctl")
+    os.makedirs(os.path.dirname(fake), exist_ok=True)
+    with open(fake, "w") as f:
+        f.write(FAKE_SYSTEMCTL)
+    os.chmod(fake, 0o755)
+    calls = ch.path("/tmp/systemctl.calls")
+
+    def take():
+        try:
+            with open(calls) as f:
+                got = [l.strip() for l in f]
+            os.unlink(calls)
+            return got
+        except FileNotFoundError:
+            return []
+    args = "--domain %s --listen 127.0.0.1:%d --no-image --jobs 1" % (DOMAIN, port)
+    try:
+        r = ch.install(args, timeout=1800)
+        got = take()
+        t.check(r.returncode == 0 and "Service: running" in r.stdout, "install under systemd: %r" % (r.stdout + r.stderr)[-1000:])
+        for c in ("daemon-reload", "enable --quiet docker.service", "enable --quiet sandboxd.service",
+                  "start docker.service", "start sandboxd.service", "is-active --quiet sandboxd.service"):
+            t.check(c in got, "first install: systemctl %s: %r" % (c, got))
+        t.check("restart sandboxd.service" not in got, "no restart on a first install")
+        r = ch.install(args, timeout=1800)
+        got = take()
+        t.check(r.returncode == 0 and "restarting sandboxd on the new build" in r.stdout, "re-run restarts: %r" % r.stdout[-800:])
+        t.check("restart sandboxd.service" in got and "daemon-reload" in got, "re-run: daemon-reload, restart: %r" % got)
+        r = ch.install(args + " --no-start", timeout=1800)
+        got = take()
+        t.check(r.returncode == 0 and "service start: skipped (--no-start)" in r.stdout, "--no-start: %r" % r.stdout[-800:])
+        t.check(not [c for c in got if c.startswith(("start", "restart"))] and "enable --quiet sandboxd.service" in got,
+                "--no-start enables, starts nothing: %r" % got)
+        r = ch.install("--uninstall")
+        got = take()
+        t.check(r.returncode == 0 and "disable --now sandboxd.service" in got, "--uninstall: disable --now: %r" % got)
+        t.check(os.path.exists(ch.path("/var/lib/sandboxd/preview-secret")), "--uninstall under systemd keeps data_dir")
+    finally:
+        os.unlink(fake)
+        shutil.rmtree(ch.path("/run/systemd"), ignore_errors=True)
+
+
 def main():
     if os.geteuid() != 0:
         print("skip: test_install needs root (mmdebstrap, mount, chroot)")
@@ -456,6 +512,10 @@ def main():
             def test_uninstall_and_purge(t):
                 uninstall(t, ch)
             t.run(test_uninstall_and_purge)
+
+            def test_systemd_flow(t):
+                systemd_flow(t, ch, port)
+            t.run(test_systemd_flow)
     finally:
         ch.close()
     with open("/proc/self/mounts") as f:
