@@ -215,10 +215,16 @@ fi
 
 if [ $uninstall = 1 ]; then
 	instance=
-	if [ $purge = 1 ] && [ -x "$sandboxd" ]; then
-		# Which containers are this server's: read before the program goes.
-		instance=$("$sandboxd" status --json 2>/dev/null |
-		    sed -n 's/.*"instance": *"\([A-Za-z0-9_.-]*\)".*/\1/p') || true
+	if [ $purge = 1 ]; then
+		# Which containers are this server's: the daemon says (before it
+		# goes), or the instance line install.sh wrote in the config.
+		if [ -x "$sandboxd" ]; then
+			instance=$("$sandboxd" status --json 2>/dev/null |
+			    sed -n 's/.*"instance": *"\([A-Za-z0-9_.-]*\)".*/\1/p') || true
+		fi
+		if [ -z "$instance" ] && [ -f "$conf" ]; then
+			instance=$(sed -n 's/^instance *= *\([A-Za-z0-9_.-]*\).*/\1/p' "$conf")
+		fi
 	fi
 	if systemd_running; then
 		step "stopping and disabling sandboxd.service"
@@ -236,7 +242,11 @@ if [ $uninstall = 1 ]; then
 	    /usr/share/sandboxd
 	systemd_running && systemctl daemon-reload
 	if [ $purge = 1 ]; then
-		if [ -n "$instance" ] && docker info >/dev/null 2>&1; then
+		if [ -z "$instance" ]; then
+			echo "    (no instance known: sandbox containers, if any, are left to docker)"
+		elif ! docker info >/dev/null 2>&1; then
+			echo "    Docker does not answer: remove the containers labelled io.sandboxd.instance=$instance yourself"
+		else
 			step "removing the sandbox containers and network of instance $instance"
 			ids=$(docker ps -aq --filter "label=io.sandboxd.instance=$instance")
 			# shellcheck disable=SC2086
@@ -315,11 +325,23 @@ TXT
 	key=
 }
 trap 'show_key' EXIT
+trap 'exit 130' INT TERM
 
 install -d -m 0755 "$confdir"
 install -d -m 0711 "$data_dir"
 if [ -e "$conf" ]; then
 	step "config: keeping $conf as it is"
+	# What it says is what the daemon serves: the summary below uses it.
+	cfg_domain=$(sed -n 's/^preview_domain *= *\([^ #]*\).*/\1/p' "$conf")
+	cfg_host=$(sed -n 's|^public_url *= *[a-z]*://\([^:/ #]*\).*|\1|p' "$conf")
+	if [ -n "$cfg_domain" ] && [ "$cfg_domain" != "$domain" ]; then
+		echo "    note: it says preview_domain = $cfg_domain; --domain $domain is not applied (edit the config to change it)"
+		domain=$cfg_domain
+	fi
+	if [ -n "$cfg_host" ] && [ "$cfg_host" != "$api_host" ]; then
+		echo "    note: its public_url names $cfg_host, not $api_host"
+		api_host=$cfg_host
+	fi
 else
 	step "config: writing $conf with a new admin key"
 	# --no-store: a 256-bit secret and its hash, nothing written. The config
@@ -331,6 +353,15 @@ else
 	[ ${#secret} -eq 64 ] && [ ${#hash} -eq 64 ] || die "sandboxd key create --no-store --json gave no key"
 	scheme_port=
 	[ "$listen_port" = 80 ] || scheme_port=":$listen_port"
+	# The label of this server's containers, derived from data_dir as the
+	# daemon does; written out so that it stays if data_dir moves and so
+	# that --purge finds the containers once the program is gone.
+	tmp=$conf.tmp.$$
+	printf 'data_dir = %s\n' "$data_dir" >"$tmp"
+	instance=$("$sandboxd" status --json -c "$tmp" 2>/dev/null |
+	    sed -n 's/.*"instance": *"\([A-Za-z0-9_.-]*\)".*/\1/p') || true
+	rm -f "$tmp"
+	[ -n "$instance" ] || die "sandboxd status gave no instance"
 	tmp=$conf.tmp.$$
 	(umask 077 && cat >"$tmp") <<CONF
 # sandboxd.conf, written by scripts/install.sh on $(date -u +%Y-%m-%d).
@@ -342,6 +373,9 @@ data_dir       = $data_dir
 preview_secret_file = $secret_file
 preview_domain = $domain
 public_url     = http://$api_host$scheme_port
+# The label on this server's containers (the default, derived from
+# data_dir; keep it if data_dir moves).
+instance       = $instance
 
 # TLS, once the certificate is in $tlsdir (docs/tls.md; install.sh printed
 # the certbot command): uncomment these, make public_url https:// and

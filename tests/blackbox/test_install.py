@@ -36,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Runner, TOP_SRC, free_port  # noqa: E402
+from harness import Runner, TEST_IMAGE, TOP_SRC, ensure_docker, ensure_test_image, free_port  # noqa: E402
 
 CACHE = os.environ.get("SANDBOXD_TEST_CACHE", "/var/cache/sandboxd-test")
 ROOTFS = os.path.join(CACHE, "rootfs-bookworm")
@@ -310,6 +310,10 @@ def first_install(t, ch, port):
                  "public_url     = http://%s:%d" % (DOMAIN, port), "data_dir       = /var/lib/sandboxd",
                  "[api_key admin]", "admin       = true", "#tls_cert       = /etc/sandboxd/tls/fullchain.pem"):
         t.check(line in text, "the config has %r" % line)
+    mi = re.search(r"^instance       = (sbx-[0-9a-f]{12})$", text, re.M)
+    r2 = ch.sh("printf 'data_dir = /var/lib/sandboxd\\n' >/tmp/dd.conf; sandboxd status --json -c /tmp/dd.conf; true")
+    t.check(mi is not None and '"instance":"%s"' % mi.group(1) in r2.stdout,
+            "the config names the instance the daemon derives from data_dir: %r" % r2.stdout[:300])
     m = re.search(r"^secret_hash = sha256:([0-9a-f]{64})$", text, re.M)
     t.check(m is not None, "the config has the key's secret_hash")
     t.check(re.search(r"^\s*secret\s*=", text, re.M) is None, "and no clear-text secret")
@@ -413,11 +417,44 @@ def uninstall(t, ch):
     for p in ("/var/lib/sandboxd/sandboxd.db", "/var/lib/sandboxd/preview-secret", "/var/lib/sandboxd/workspaces-marker",
               "/etc/sandboxd/sandboxd.conf"):
         t.check(os.path.exists(ch.path(p)), "--uninstall kept %s" % p)
-    r = ch.install("--uninstall --purge")
-    t.check(r.returncode == 0 and "purging /var/lib/sandboxd and /etc/sandboxd" in r.stdout,
-            "--uninstall --purge exits 0: %r" % (r.stdout + r.stderr))
-    t.check(not os.path.exists(ch.path("/var/lib/sandboxd")) and not os.path.exists(ch.path("/etc/sandboxd")),
-            "--purge removed data_dir and /etc/sandboxd")
+    # --purge removes this server's containers and network. The program is
+    # gone by now, so it must find the instance in the config. A label of
+    # the test's own (not the one of /var/lib/sandboxd, which a real daemon
+    # on this host might use), and this host's dockerd through its socket.
+    inst = "sbx-installtest-" + hashlib.sha256(ch.work.encode()).hexdigest()[:8]
+    conf = ch.path("/etc/sandboxd/sandboxd.conf")
+    text = open(conf).read()
+    with open(conf, "w") as f:
+        f.write(re.sub(r"^instance .*$", "instance       = " + inst, text, flags=re.M))
+    cid = net = None
+    if ensure_docker():
+        ensure_test_image()
+        label = "io.sandboxd.instance=" + inst
+        r = run(["docker", "network", "create", "--label", label, inst])
+        net = r.stdout.strip() if r.returncode == 0 else None
+        r = run(["docker", "create", "--label", label, "--network", inst, TEST_IMAGE, "sleep", "600"])
+        cid = r.stdout.strip() if r.returncode == 0 else None
+        t.check(cid and net, "a container and a network of the instance: %r" % r.stderr)
+        open(ch.path("/run/docker.sock"), "w").close()
+        ch.mount("--bind", "/var/run/docker.sock", ch.path("/run/docker.sock"))
+    else:
+        print("  skip  no dockerd: --purge is not shown removing containers")
+    try:
+        r = ch.install("--uninstall --purge")
+        t.check(r.returncode == 0 and "purging /var/lib/sandboxd and /etc/sandboxd" in r.stdout,
+                "--uninstall --purge exits 0: %r" % (r.stdout + r.stderr))
+        t.check(not os.path.exists(ch.path("/var/lib/sandboxd")) and not os.path.exists(ch.path("/etc/sandboxd")),
+                "--purge removed data_dir and /etc/sandboxd")
+        if cid:
+            t.check("removing the sandbox containers and network of instance " + inst in r.stdout,
+                    "--purge says it removes the instance's containers: %r" % r.stdout)
+            t.check(run(["docker", "inspect", cid]).returncode != 0, "--purge removed the instance's container")
+            t.check(run(["docker", "network", "inspect", inst]).returncode != 0, "and its network")
+    finally:
+        if cid:
+            run(["docker", "rm", "-f", cid])
+        if net:
+            run(["docker", "network", "rm", inst])
 
 
 FAKE_SYSTEMCTL = """#!/bin/sh
