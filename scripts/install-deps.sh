@@ -7,10 +7,13 @@
 set -eu
 pkgs="build-essential autoconf automake libtool pkg-config
 libevent-dev libssl-dev libsqlite3-dev libnghttp2-dev libjson-c-dev libwslay-dev
-docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables"
+docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps"
+# procps: /bin/kill, which the unit's ExecReload runs (minimal systems lack it).
+# mmdebstrap (above) also makes the test suite's fresh root filesystems;
+# systemd-container (systemd-nspawn) boots one with systemd for the install test.
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
     nghttp2-client python3-h2 python3-websockets testssl.sh slowhttptest openssl
-    strace man-db systemd chromium"
+    strace man-db systemd systemd-container chromium"
 if [ "${1:-}" = --list ]; then
 	# shellcheck disable=SC2086
 	printf '%s\n' $pkgs
