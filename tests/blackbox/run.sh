@@ -6,7 +6,8 @@
 # needs root, nft and ip), test_ops.py (the service: sd_notify, keys,
 # status, backups under load, the unit's restrictions, make install),
 # test_install.py (scripts/install.sh in a fresh Debian 12 root filesystem
-# made with mmdebstrap, run with chroot: install, re-run, uninstall, purge),
+# made with mmdebstrap, run with chroot: install, re-run, uninstall, purge;
+# then booted with systemd-nspawn: the service under a real systemd),
 # test_tls.py (TLS termination, SNI, reload, redirect_https, testssl),
 # test_h2.py (HTTP/2, plain and over TLS), test_defenses.py (slowloris,
 # slow read, body rates, connection caps), test_tasks.py (agent tasks,

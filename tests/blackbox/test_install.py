@@ -21,8 +21,17 @@ the installed daemon, started in the chroot on a loopback port in a network
 namespace of its own; the DNS records and the certbot command are printed;
 the skips are reported; a re-run keeps config, key and secret byte for byte
 and prints no key; --uninstall keeps data_dir and the config, --purge
-removes them. Exits 77 when it cannot run (not root, no mmdebstrap, no
-mirror). Prints "N passed, N failed".
+removes them; the systemd branch against a systemctl stand-in.
+
+Then the same tree in another fresh copy booted with systemd as PID 1
+(systemd-nspawn, loopback only; Docker replaced by a stand-in unit): a real
+`systemctl start` of the Type=notify unit with all its hardening, the key
+against the service, `systemctl reload`, a re-run restarting it, and
+--uninstall stopping and removing it (skipped with a note without
+systemd-nspawn).
+
+Exits 77 when it cannot run (not root, no mmdebstrap, no mirror). Prints
+"N passed, N failed".
 """
 import hashlib
 import os
@@ -30,6 +39,7 @@ import re
 import socket
 import stat
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,10 +62,14 @@ SECURITY = os.environ.get("DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debia
 LEFT_OUT = "busybox-static"
 
 
+# What a VPS has besides: systemd as its init (test_systemd_boot boots it).
+VPS_PACKAGES = ["systemd", "systemd-sysv"]
+
+
 def rootfs_packages():
     out = subprocess.run([os.path.join(TOP_SRC, "scripts", "install-deps.sh"), "--list"],
                          capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]}).stdout
-    return sorted(p for p in out.split() if p != LEFT_OUT)
+    return sorted(set(p for p in out.split() if p != LEFT_OUT) | set(VPS_PACKAGES))
 
 
 def ensure_rootfs():
@@ -64,7 +78,7 @@ def ensure_rootfs():
     the list changes; built beside and renamed, so a half-made one is never
     used. Returns None, or why it cannot be had."""
     pkgs = rootfs_packages()
-    stamp = "bookworm minbase v1 %s %s\n" % (MIRROR, " ".join(pkgs))
+    stamp = "bookworm minbase v2 %s %s\n" % (MIRROR, " ".join(pkgs))
     try:
         with open(os.path.join(ROOTFS, ".sandboxd-test-stamp")) as f:
             if f.read() == stamp:
@@ -182,6 +196,14 @@ class Chroot:
                      "--exclude=.git", "-cf", self.work + "/src.tar", "."])
             if r.returncode != 0 or run(["tar", "-C", dest, "-xf", self.work + "/src.tar"]).returncode != 0:
                 raise RuntimeError("copying the source tree failed")
+
+    def drop_kernel_fs(self):
+        """Unmount proc, sys and dev (before a boot: nspawn mounts its own)."""
+        kfs = [self.path(p) for p in ("/proc", "/sys", "/dev", "/dev/pts")]
+        for m in reversed([m for m in self.mounts if m in kfs]):
+            if run(["umount", m]).returncode != 0:
+                run(["umount", "-l", m])
+            self.mounts.remove(m)
 
     def path(self, p):
         return self.root + p
@@ -513,6 +535,160 @@ def systemd_flow(t, ch, port):
         shutil.rmtree(ch.path("/run/systemd"), ignore_errors=True)
 
 
+DOCKER_STUB = """[Unit]
+Description=stand-in for Docker: the booted test system has none
+[Service]
+Type=oneshot
+ExecStart=/bin/true
+RemainAfterExit=yes
+"""
+
+
+class Booted:
+    """A fresh copy of the root filesystem booted with systemd as PID 1
+    (systemd-nspawn, its own network namespace with only loopback), as a
+    VPS boots. Docker cannot run in there: docker.service is replaced by a
+    stand-in, and sandboxd serves without Docker, as it does while Docker
+    is down. close() powers it off (SIGRTMIN+4 to its systemd, then
+    SIGKILL to the nspawn we started) and removes the copy."""
+
+    def __init__(self):
+        self.proc = None
+        self.ch = Chroot()
+        try:
+            # Its network namespace has only loopback, so what the chroot
+            # test fetched with apt is put in beforehand.
+            r = self.ch.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s"
+                           % LEFT_OUT, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError("apt-get install %s: %s" % (LEFT_OUT, r.stderr[-500:]))
+            self.ch.drop_kernel_fs()
+            with open(self.ch.path("/etc/systemd/system/docker.service"), "w") as f:
+                f.write(DOCKER_STUB)
+            self.log = open(self.ch.work + "/boot.log", "w")
+            self.proc = subprocess.Popen(
+                ["systemd-nspawn", "--quiet", "--directory", self.ch.root, "--register=no", "--keep-unit",
+                 "--private-network", "--boot", "--console=pipe"],
+                stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+            self.pid1 = wait_until(self.find_pid1, 30)
+            if not self.pid1:
+                raise RuntimeError("no systemd came up in the container: %s" % self.boot_log())
+            state = wait_until(lambda: self.sh("systemctl is-system-running").stdout.strip()
+                               in ("running", "degraded") and "up", 60)
+            if not state:
+                raise RuntimeError("the container's systemd did not finish booting: %r"
+                                   % self.sh("systemctl is-system-running; systemctl --failed --no-pager").stdout)
+        except BaseException:
+            self.close()
+            raise
+
+    def boot_log(self):
+        try:
+            return open(self.ch.work + "/boot.log").read()[-800:]
+        except OSError:
+            return ""
+
+    def find_pid1(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("systemd-nspawn exited %d: %s" % (self.proc.returncode, self.boot_log()))
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    if int(fields[1]) == self.proc.pid and open("/proc/%s/comm" % d).read().strip() == "systemd":
+                        return int(d)
+                except (OSError, IndexError, ValueError):
+                    pass
+        return None
+
+    def sh(self, script, timeout=60):
+        return run(["nsenter", "-t", str(self.pid1), "-a", "/usr/bin/env", "-i", "PATH=" + PATH,
+                    "HOME=/root", "LANG=C.UTF-8", "TERM=dumb", "/bin/sh", "-c", script], timeout=timeout)
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                if getattr(self, "pid1", None):
+                    os.kill(self.pid1, signal.SIGRTMIN + 4)
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.ch.close()
+
+
+def wait_until(fn, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    return None
+
+
+def test_systemd_boot(t, port):
+    """install.sh on a system booted with systemd: the service is enabled and
+    started (Type=notify: systemctl start returns once READY=1, with every
+    hardening setting of the unit applied), answers the printed key,
+    reloads, is restarted by a re-run, and --uninstall stops and removes
+    it but keeps data_dir."""
+    if shutil.which("systemd-nspawn") is None:
+        print("  skip  systemd-nspawn is not installed (systemd-container): no booted system")
+        return
+    try:
+        b = Booted()
+    except Exception as e:
+        print("  skip  cannot boot the root filesystem with systemd-nspawn: %s" % e)
+        return
+    try:
+        args = "--domain %s --listen 127.0.0.1:%d --no-image --jobs 1" % (DOMAIN, port)
+        r = b.sh("cd %s && scripts/install.sh %s" % (SRC, args), timeout=1800)
+        out = r.stdout + r.stderr
+        if not t.check(r.returncode == 0, "install.sh under systemd exits 0: %s" % out[-2000:]):
+            return
+        t.check("==> starting sandboxd" in out and "Service: running (systemctl status sandboxd)" in out,
+                "it says it started the service: %r" % out[-1500:])
+        t.check("systemd is not running" not in out, "it saw systemd running")
+        keys = KEY_RE.findall(r.stdout)
+        t.check(len(keys) == 1, "one key printed: %d" % len(keys))
+        key = keys[0] if keys else "x"
+        r = b.sh("systemctl is-enabled sandboxd; systemctl is-active sandboxd; "
+                 "systemctl show -p StatusText -p MainPID -p NRestarts sandboxd")
+        props = dict(l.split("=", 1) for l in r.stdout.splitlines() if "=" in l)
+        t.check(r.stdout.startswith("enabled\nactive\n"), "enabled and active: %r" % r.stdout)
+        t.check(props.get("StatusText", "").startswith("serving"), "its STATUS= line: %r" % props)
+        pid = props.get("MainPID")
+
+        def api(k):
+            return b.sh("curl -s -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer %s' "
+                        "http://127.0.0.1:%d/v1/sandboxes" % (k, port)).stdout
+        t.check(api(key) == "200", "the printed key works against the service")
+        t.check(api("0" * 64) == "401", "another key is refused")
+        r = b.sh("systemctl reload sandboxd && systemctl is-active sandboxd && "
+                 "systemctl show -p MainPID --value sandboxd")
+        t.check(r.returncode == 0 and r.stdout.split()[-1:] == [pid],
+                "systemctl reload (SIGHUP) works and keeps the process: %r" % (r.stdout + r.stderr))
+        r = b.sh("journalctl -u sandboxd --no-pager -o cat")
+        t.check(key not in r.stdout, "the journal does not hold the key")
+        r = b.sh("cd %s && scripts/install.sh %s" % (SRC, args), timeout=1800)
+        t.check(r.returncode == 0 and "restarting sandboxd on the new build" in r.stdout,
+                "a re-run restarts the service: %r" % (r.stdout + r.stderr)[-1000:])
+        t.check(KEY_RE.search(r.stdout) is None, "and prints no key")
+        r = b.sh("systemctl is-active sandboxd; systemctl show -p MainPID --value sandboxd")
+        t.check(r.stdout.split()[:1] == ["active"] and r.stdout.split()[-1:] != [pid],
+                "active again, a new process: %r" % r.stdout)
+        t.check(api(key) == "200", "the same key works after the upgrade")
+        r = b.sh("cd %s && scripts/install.sh --uninstall" % SRC)
+        t.check(r.returncode == 0, "--uninstall: %r" % (r.stdout + r.stderr))
+        r = b.sh("systemctl is-active sandboxd; systemctl cat sandboxd >/dev/null 2>&1 || echo gone")
+        t.check(r.stdout.split() == ["inactive", "gone"], "the service is stopped and gone: %r" % r.stdout)
+        t.check(os.path.exists(b.ch.path("/var/lib/sandboxd/sandboxd.db")), "data_dir kept")
+    finally:
+        b.close()
+
+
 def main():
     if os.geteuid() != 0:
         print("skip: test_install needs root (mmdebstrap, mount, chroot)")
@@ -555,6 +731,8 @@ def main():
             t.run(test_systemd_flow)
     finally:
         ch.close()
+    if t.failed == 0:
+        t.run(test_systemd_boot, free_port())
     with open("/proc/self/mounts") as f:
         t.check(not [l for l in f if ch.work in l], "every mount of the chroot is gone")
     t.check(not os.path.exists(ch.work), "the chroot's copy is removed")
