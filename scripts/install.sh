@@ -514,6 +514,9 @@ cat <<TXT
     Previews: $preview/
     Config:   $conf        Data: $data_dir
 TXT
+case $url in
+http://*) echo "    Until TLS is set up (below), the API and its key travel in clear: plain HTTP." ;;
+esac
 if [ -n "$key" ]; then
 	show_key
 	echo "    Try it:   curl -s -X POST -H \"Authorization: Bearer <the key>\" $url/v1/sandboxes"

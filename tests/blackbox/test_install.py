@@ -33,6 +33,7 @@ systemd-nspawn).
 Exits 77 when it cannot run (not root, no mmdebstrap, no mirror). Prints
 "N passed, N failed".
 """
+import fcntl
 import hashlib
 import os
 import re
@@ -696,6 +697,10 @@ def main():
     if shutil.which("chroot") is None or shutil.which("unshare") is None:
         print("skip: chroot or unshare is missing")
         return 77
+    # One run at a time per machine: the cache is shared.
+    os.makedirs(CACHE, exist_ok=True)
+    lock = open(os.path.join(CACHE, "lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     why = ensure_rootfs()
     if why is not None:
         print("skip: no fresh Debian 12 root filesystem: %s" % why)
