@@ -5,6 +5,9 @@
 # and port hygiene, error pages), test_egress.py (network isolation;
 # needs root, nft and ip), test_ops.py (the service: sd_notify, keys,
 # status, backups under load, the unit's restrictions, make install),
+# test_install.py (scripts/install.sh in a fresh Debian 12 root filesystem
+# made with mmdebstrap, run with chroot: install, re-run, uninstall, purge;
+# then booted with systemd-nspawn: the service under a real systemd),
 # test_tls.py (TLS termination, SNI, reload, redirect_https, testssl),
 # test_h2.py (HTTP/2, plain and over TLS), test_defenses.py (slowloris,
 # slow read, body rates, connection caps), test_tasks.py (agent tasks,
@@ -17,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_browser.py"
+tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_browser.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1
