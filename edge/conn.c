@@ -878,8 +878,12 @@ edge_conn_next(struct edge_conn *conn, int keep)
 		 * the slow-reader rule, not idle.
 		 */
 		edge_conn_timer(conn, -1);
-	else
+	else {
 		edge_conn_timer(conn, conn->edge->lim.keepalive_ms);
+		/* Idle: the next request, if one comes, takes a spare. */
+		if (conn->req != NULL)
+			edge_req_park(conn->req);
+	}
 }
 
 /*

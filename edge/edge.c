@@ -39,6 +39,7 @@ edge_new(struct event_base *base, const struct config *cfg,
 	edge->ctl = ctl;
 	TAILQ_INIT(&edge->conns);
 	TAILQ_INIT(&edge->dead);
+	TAILQ_INIT(&edge->spare_reqs);
 	TAILQ_INIT(&edge->dead_ups);
 	TAILQ_INIT(&edge->pools);
 	/* Room for a rewritten head: at most twice the received one. */
@@ -89,6 +90,7 @@ edge_reap_cb(evutil_socket_t fd, short events, void *arg)
 		edge_conn_free(conn);
 	}
 	edge_upstream_reap(edge);
+	edge_req_spares_trim(edge, EDGE_SPARE_REQS);
 	if (edge->shutting_down && edge->done != NULL &&
 	    TAILQ_EMPTY(&edge->conns)) {
 		evtimer_del(edge->grace_ev);
@@ -221,6 +223,7 @@ edge_free(struct edge *edge)
 		edge_conn_close(conn);
 	edge_pool_sweep(edge, 1);
 	edge_reap_cb(-1, 0, edge);
+	edge_req_spares_trim(edge, 0);
 	edge_listen_close(edge, 1);
 	edge_tls_free(edge);
 	edge_limit_free(edge);

@@ -69,6 +69,8 @@ struct evbuffer;
 #define EDGE_READ_MAX		 (128 * 1024 - 64)
 /* Cleartext per SSL_write: one TLS record, the largest there is. */
 #define EDGE_TLS_RECORD		 16384
+/* Spare request objects kept for reuse (edge->spare_reqs). */
+#define EDGE_SPARE_REQS		 256
 #define EDGE_COALESCE		 (64 * 1024)	/* first response write, at most */
 #define EDGE_COALESCE_MS	 20	/* longest wait to fill it */
 /* HTTP/2 (h2.c; docs/http2.md) */
@@ -170,6 +172,7 @@ struct edge_conn {
 	char			 peer_ip[48];
 	int			 draining;	/* close after this response */
 	int			 linger;	/* unread client bytes at close */
+	int			 served;	/* a request came: no h2c preface */
 	/*
 	 * TLS: the scheme is https. The connection drives its SSL itself
 	 * (conn.c): rev and wev call SSL_read/SSL_write, bev holds the
@@ -320,6 +323,7 @@ struct edge_up_key {
 struct edge_req {
 	struct edge		*edge;
 	struct edge_conn	*conn;
+	TAILQ_ENTRY(edge_req)	 spare_entry;	/* on edge->spare_reqs */
 	const struct edge_req_ops *ops;
 	enum edge_req_state	 state;
 	enum edge_out_state	 out;
@@ -445,6 +449,14 @@ struct edge {
 	struct event		*grace_ev;	/* end of shutdown grace */
 	TAILQ_HEAD(, edge_conn)	 conns;
 	TAILQ_HEAD(, edge_conn)	 dead;
+	/*
+	 * Request objects given back by idle keep-alive connections, for
+	 * the next request anywhere; over EDGE_SPARE_REQS the reaper frees
+	 * the rest. An idle connection so holds no request (680 bytes and
+	 * a timer) and a busy one still mallocs none.
+	 */
+	TAILQ_HEAD(edge_req_q, edge_req) spare_reqs;
+	size_t			 nspare;
 	struct edge_upstream_q	 dead_ups;	/* closed, freed by the reaper */
 	TAILQ_HEAD(, edge_pool)	 pools;
 	int			 shutting_down;
@@ -582,6 +594,10 @@ void	edge_h2_free(struct edge_conn *);
 struct edge_req	*edge_req_new(struct edge_conn *, const struct edge_req_ops *);
 /* Make a finished request ready to carry the next one. */
 void	edge_req_reset(struct edge_req *);
+/* An idle connection gives its finished request back for reuse. */
+void	edge_req_park(struct edge_req *);
+/* Free spare requests down to keep. */
+void	edge_req_spares_trim(struct edge *, size_t keep);
 /* Free it (the reaper, with its connection); ends it first if needed. */
 void	edge_req_free(struct edge_req *);
 /*

@@ -173,6 +173,7 @@ edge_h1_req(struct edge_conn *conn)
 		conn->req->https = conn->tls;
 	} else
 		edge_req_reset(conn->req);
+	conn->served = 1;
 	conn->state = EDGE_CONN_REQUEST;
 	edge_conn_timer(conn, -1);
 	return conn->req;
@@ -325,7 +326,7 @@ edge_h1_parse(struct edge_conn *conn)
 		len = HTTP_MAX_HEAD_SIZE;
 	p = (const char *)evbuffer_pullup(in, len);
 	/* h2c with prior knowledge: the preface instead of a first request. */
-	if (conn->req == NULL && *p == 'P' &&
+	if (!conn->served && *p == 'P' &&
 	    edge_h2_preface(p, len, &complete)) {
 		if (complete)
 			edge_h2_start(conn);

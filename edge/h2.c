@@ -621,7 +621,9 @@ edge_h2_stream_free(struct edge_h2_stream *s)
 		TAILQ_REMOVE(&h2->streams, s, entry);
 	if (s->req != NULL) {
 		h2->nreq--;
-		edge_req_free(s->req);
+		/* Ended if it was not; then a spare for the next stream. */
+		edge_req_gone(s->req);
+		edge_req_park(s->req);
 	}
 	if (s->head != NULL) {
 		free(s->head->buf);

@@ -41,19 +41,74 @@ static int	edge_req_to_https(struct edge_req *,
 static int	edge_route_addr(const struct cfg_route *,
 		    struct sockaddr_storage *, socklen_t *);
 
-/* A request object for conn, speaking through ops. */
+/*
+ * A request object for conn, speaking through ops: a spare one made like
+ * new (its timer and retry buffer kept), or a new one.
+ */
 struct edge_req *
 edge_req_new(struct edge_conn *conn, const struct edge_req_ops *ops)
 {
+	struct edge	*edge = conn->edge;
 	struct edge_req	*req;
+	struct event	*timer;
+	char		*head_copy;
+	size_t		 head_copy_size;
 
-	req = xcalloc(1, sizeof *req);
-	req->edge = conn->edge;
+	if ((req = TAILQ_FIRST(&edge->spare_reqs)) != NULL) {
+		TAILQ_REMOVE(&edge->spare_reqs, req, spare_entry);
+		edge->nspare--;
+		timer = req->timer;
+		head_copy = req->head_copy;
+		head_copy_size = req->head_copy_size;
+		memset(req, 0, sizeof *req);
+		req->timer = timer;
+		req->head_copy = head_copy;
+		req->head_copy_size = head_copy_size;
+	} else {
+		req = xcalloc(1, sizeof *req);
+		req->timer = evtimer_new(edge->base, edge_req_timer_cb, req);
+	}
+	req->edge = edge;
 	req->conn = conn;
 	req->ops = ops;
-	req->timer = evtimer_new(conn->edge->base, edge_req_timer_cb, req);
 	edge_req_reset(req);
 	return req;
+}
+
+/*
+ * A keep-alive connection between requests, or an HTTP/2 stream being
+ * freed, gives its finished request back. The object stays as it is
+ * until reused from another callback (callers up the stack may still
+ * read it); the reaper frees those over EDGE_SPARE_REQS.
+ */
+void
+edge_req_park(struct edge_req *req)
+{
+	struct edge	*edge = req->edge;
+
+	if (req->state != EDGE_REQ_DONE)
+		return;
+	evtimer_del(req->timer);
+	/* An HTTP/1.1 connection's own; an HTTP/2 stream's is not. */
+	if (req->conn->req == req)
+		req->conn->req = NULL;
+	TAILQ_INSERT_HEAD(&edge->spare_reqs, req, spare_entry);
+	if (++edge->nspare > EDGE_SPARE_REQS)
+		edge_reap_soon(edge);
+}
+
+/* Free spare requests down to keep (the reaper; 0 at the end). */
+void
+edge_req_spares_trim(struct edge *edge, size_t keep)
+{
+	struct edge_req	*req;
+
+	while (edge->nspare > keep &&
+	    (req = TAILQ_LAST(&edge->spare_reqs, edge_req_q)) != NULL) {
+		TAILQ_REMOVE(&edge->spare_reqs, req, spare_entry);
+		edge->nspare--;
+		edge_req_free(req);
+	}
 }
 
 /*
