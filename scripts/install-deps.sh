@@ -6,7 +6,7 @@ pkgs="build-essential autoconf automake libtool pkg-config
 libevent-dev libssl-dev libsqlite3-dev libnghttp2-dev libjson-c-dev libwslay-dev
 docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables"
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
-    nghttp2-client python3-h2 python3-websockets testssl.sh slowhttptest openssl
+    nghttp2-client python3-h2 python3-websockets python3-yaml testssl.sh slowhttptest openssl
     strace man-db systemd chromium"
 missing=""
 for p in $pkgs; do
