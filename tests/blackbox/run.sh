@@ -9,11 +9,10 @@
 # test_h2.py (HTTP/2, plain and over TLS), test_defenses.py (slowloris,
 # slow read, body rates, connection caps), test_tasks.py (agent tasks,
 # their events), test_dev.py (the dev server: logs, restart-dev, dev_server),
-# test_terminal.py (the terminal's WebSocket), test_secrets.py (no secret in any log),
-# test_openapi.py (docs/openapi.yaml walked
-# against the daemon, and the route table against the file) and
-# test_browser.py (headless Chromium and the Vite
-# starter app over h2 and TLS).
+# test_terminal.py (the terminal's WebSocket), test_secrets.py (no secret
+# in any log), test_openapi.py (docs/openapi.yaml walked against the
+# daemon, and the route table against the file) and test_browser.py
+# (headless Chromium and the Vite starter app over h2 and TLS).
 # Each prints "N passed, N failed"; the last line here is their sum. Exit
 # 77 (skip) only if all skip, else 1 if any fails.
 here=$(cd "$(dirname "$0")" && pwd)
