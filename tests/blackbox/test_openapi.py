@@ -398,6 +398,25 @@ def test_source_matches_file(t, spec):
     t.check(len(set(routes) & set(ops)) == len(routes), "%d routes, all documented" % len(routes))
 
 
+def test_error_codes(t, spec):
+    """Every error code the source can answer with is in the file's enum."""
+    codes = set()
+    for fn in glob.glob(os.path.join(TOP_SRC, "*", "*.c")):
+        with open(fn) as f:
+            text = f.read()
+        codes |= set(re.findall(r'reply_error\([^,;]+,\s*[^,;]+,\s*"([a-z_]+)"', text))
+        if fn.endswith(os.path.join("edge", "page.c")):
+            body = text[text.index("edge_error_code(int status)"):]
+            codes |= set(re.findall(r'return "([a-z_]+)";', body[:body.index("\n}")]))
+    enum = set(resolve(spec, {"$ref": "#/components/schemas/Error"})["properties"]["error"]
+               ["properties"]["code"]["enum"])
+    t.check(len(codes) >= 10, "the error codes are read from the source (%d)" % len(codes))
+    for c in sorted(codes - enum):
+        t.check(False, "the server answers error code %r, the file's Error schema does not list it" % c)
+    for c in sorted(enum - codes):
+        t.check(False, "the file lists error code %r, the server never answers it" % c)
+
+
 def test_file_wellformed(t, spec):
     """Every $ref resolves, every operation has an id and answers, every
     non-2xx answer is the error body, every path parameter is declared."""
@@ -697,6 +716,7 @@ def main():
     t.run(test_file_wellformed, spec)
     t.run(test_validator, spec)
     t.run(test_source_matches_file, spec)
+    t.run(test_error_codes, spec)
     if not ensure_docker():
         print("docker is not available: skipping the live walk")
         t.finish()
