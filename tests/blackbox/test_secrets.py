@@ -12,6 +12,8 @@ every file in data_dir (but the two files whose job is to hold a secret)
 are searched for each value in the forms it could be written in: none may
 appear. The store must not hold a key's secret either.
 
+Config errors about a key do not echo it either (check-config, serve).
+
 Prints "N passed, N failed"; exits 77 without Docker.
 """
 import asyncio
@@ -312,12 +314,39 @@ def test_generated_key_not_logged(t):
         d.cleanup()
 
 
+def test_config_errors_quiet(t):
+    """A config error names the file, the line and the key, never the
+    secret that is wrong (check-config and serve both)."""
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="sbxsecret-")
+    short = "S" + secrets.token_hex(8)
+    badhash = "sha256:" + secrets.token_hex(20) + "zz"
+    dup = "D" * 8 + secrets.token_hex(16)
+    path = os.path.join(tmp, "c.conf")
+    with open(path, "w") as f:
+        f.write("listen = 127.0.0.1:1\ndata_dir = %s\n[api_key a]\nsecret = %s\n"
+                "[api_key b]\nsecret_hash = %s\n[api_key c]\nsecret = %s\n[api_key d]\nsecret = %s\n"
+                % (os.path.join(tmp, "data"), short, badhash, dup, dup))
+    try:
+        for args in (["check-config", "-c", path], ["serve", "-c", path]):
+            r = sbx(*args)
+            out = r.stdout + r.stderr
+            t.check(r.returncode == 2 and "c.conf:4" in out and "c.conf:6" in out,
+                    "%s: exit 2, each error with its line: %r" % (args[0], out))
+            for what, v in (("a short secret", short), ("a bad secret_hash", badhash[7:]), ("a duplicate", dup)):
+                t.check(v not in out, "%s: %s is not echoed: %r" % (args[0], what, out))
+    finally:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     if not ensure_docker():
         print("docker is not available: skipping the secrets test")
         return 77
     ensure_test_image()
     t = Runner()
+    t.run(test_config_errors_quiet)
     t.run(test_secrets_not_logged)
     t.run(test_generated_key_not_logged)
     return t.finish()
