@@ -551,6 +551,7 @@ def test_walk(t, d, spec, ctx):
     r = w.call("createTask", base + "/tasks", {"agent": "command", "cmd": ["sh", "-c", "echo task-out"]})
     if t.check(r.status == 202, "task: 202 %r" % r):
         tid = r.json()["id"]
+        ctx["tid"] = tid
         tbase = base + "/tasks/" + tid
         t.check(w.call("listTasks", base + "/tasks").status == 200, "task list: 200")
         done = wait_for(lambda: d.request("GET", tbase).json().get("finished_at"), timeout=30, interval=0.2)
@@ -625,6 +626,9 @@ def test_walk(t, d, spec, ctx):
     w.call("createPreviewToken", base + "/preview-token")
     t.check(w.call("createPreviewToken", base + "/preview-token", {"ttl_s": 5}).status == 400, "ttl_s=5: 400")
 
+    # Every limit in the request schemas, against the server's.
+    test_request_limits(t, w, base, ctx.get("tid", UNKNOWN_ID))
+
     # Stop and start; what refuses a stopped sandbox.
     r = w.call("stopSandbox", base + "/stop", timeout=60)
     t.check(r.status == 200 and r.json()["state"] == "stopped", "stop: %r" % r)
@@ -667,6 +671,123 @@ def test_walk(t, d, spec, ctx):
             t.check(409 in got, "%s walked (%s)" % (oid, sorted(got)))
             continue
         t.check(ok, "%s %s was walked and succeeded (answers seen: %s)" % (method, template, sorted(got)))
+
+
+# --- 2b. the request schemas' limits are the server's ----------------------
+
+# A valid body for each operation that takes a JSON body with required
+# fields or whose acceptance has side effects; the file's schema is varied
+# from it. An operation whose body schema is not here (and not Empty) fails:
+# a new body must be added here.
+BODY_BASE = {
+    "createSandbox": {},
+    "execCommand": {"cmd": ["true"]},
+    "createTask": {"agent": "command", "cmd": ["true"]},
+    "createPreviewToken": {},
+}
+# Where a valid boundary value is also sent (and must not be refused):
+# not createSandbox, whose acceptance makes sandboxes and meets the key's
+# ceilings first.
+ACCEPT_BOUNDS = {"execCommand", "createTask", "createPreviewToken"}
+
+
+def wrong_values(spec, sch):
+    """(what, value) pairs the schema refuses."""
+    sch = resolve(spec, sch)
+    out = []
+    t = sch.get("type")
+    if t == "integer":
+        out += [("a string", "1"), ("a fraction", 1.5)]
+    elif t == "number":
+        out.append(("a string", "1"))
+    elif t == "string":
+        out.append(("a number", 1))
+    elif t == "array":
+        out.append(("an object", {}))
+    elif t == "object":
+        out.append(("an array", []))
+    if "minimum" in sch:
+        out.append(("below the minimum", sch["minimum"] - (1 if t == "integer" else sch["minimum"] / 2 or 1)))
+    if "maximum" in sch:
+        out.append(("above the maximum", sch["maximum"] + 1))
+    if "enum" in sch:
+        out.append(("not in the enum", "no-such-value"))
+    if "minItems" in sch:
+        out.append(("too few items", []))
+    if "maxItems" in sch:
+        out.append(("too many items", ["x"] * (sch["maxItems"] + 1)))
+    if t == "array" and "items" in sch and resolve(spec, sch["items"]).get("type") == "string":
+        out.append(("an item of the wrong type", [1]))
+    if "maxLength" in sch and sch["maxLength"] < 1 << 20:
+        out.append(("too long", "x" * (sch["maxLength"] + 1)))
+    if sch.get("pattern") == "^/":
+        out.append(("not matching the pattern", "relative"))
+    if t == "object":
+        if "maxProperties" in sch:
+            out.append(("too many entries", {"K%d" % i: "v" for i in range(sch["maxProperties"] + 1)}))
+        names = resolve(spec, sch.get("propertyNames", {}))
+        if "pattern" in names:
+            out.append(("a key not matching the pattern", {"bad key!": "v"}))
+        vals = sch.get("additionalProperties")
+        if isinstance(vals, dict):
+            vals = resolve(spec, vals)
+            out.append(("a value of the wrong type", {"K": 1}))
+            if "maxLength" in vals:
+                out.append(("a value too long", {"K": "x" * (vals["maxLength"] + 1)}))
+    return out
+
+
+def bound_values(spec, sch):
+    """(what, value) pairs at the edges of what the schema takes."""
+    sch = resolve(spec, sch)
+    out = []
+    for k in ("minimum", "maximum"):
+        if k in sch and sch.get("type") == "integer":
+            out.append((k, sch[k]))
+    return out
+
+
+def test_request_limits(t, w, base_path, tid):
+    spec = w.spec
+    for (method, template), op in sorted(w.ops.items()):
+        oid = op["operationId"]
+        rb = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if rb is None:
+            continue
+        sch = resolve(spec, rb["schema"])
+        path = template.replace("{id}", base_path.rsplit("/", 1)[-1]).replace("{tid}", tid)
+        if sch is resolve(spec, {"$ref": "#/components/schemas/Empty"}):
+            r = w.call(oid, path, {"any": 1})
+            t.check(r.status == 400, "%s: a field where none is taken: 400 (%r)" % (oid, r))
+            continue
+        if not t.check(oid in BODY_BASE, "%s: a base body in BODY_BASE for its schema" % oid):
+            continue
+        base = BODY_BASE[oid]
+        t.check(not validate(spec, sch, base), "%s: the base body is valid by the file" % oid)
+        if sch.get("additionalProperties") is False:
+            r = w.call(oid, path, dict(base, zz_unknown=1))
+            t.check(r.status == 400, "%s: an unknown field: 400 (%r)" % (oid, r))
+        for k in sch.get("required", []):
+            body = {x: y for x, y in base.items() if x != k}
+            r = w.call(oid, path, body)
+            t.check(r.status == 400, "%s: without required %s: 400 (%r)" % (oid, k, r))
+        for name, prop in sch.get("properties", {}).items():
+            for what, v in wrong_values(spec, prop):
+                body = dict(base)
+                body[name] = v
+                if not validate(spec, sch, body):
+                    continue        # (not wrong after all, e.g. a nested default)
+                r = w.call(oid, path, body)
+                t.check(r.status == 400 and r.json()["error"]["code"] == "bad_request",
+                        "%s: %s %s is refused with 400, as the file says (%r)" % (oid, name, what, r))
+            if oid not in ACCEPT_BOUNDS:
+                continue
+            for what, v in bound_values(spec, prop):
+                body = dict(base)
+                body[name] = v
+                r = w.call(oid, path, body)
+                t.check(r.status != 400 and r.status < 500, "%s: %s at its %s (%r) is taken, as the file says (%r)" %
+                        (oid, name, what, v, r))
 
 
 # --- 3. what the file does not list -----------------------------------------
