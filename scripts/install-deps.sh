@@ -12,7 +12,7 @@ docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps
 # mmdebstrap (above) also makes the test suite's fresh root filesystems;
 # systemd-container (systemd-nspawn) boots one with systemd for the install test.
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
-    nghttp2-client python3-h2 python3-websockets testssl.sh slowhttptest openssl
+    nghttp2-client python3-h2 python3-websockets python3-yaml testssl.sh slowhttptest openssl
     strace man-db systemd systemd-container chromium"
 if [ "${1:-}" = --list ]; then
 	# shellcheck disable=SC2086
