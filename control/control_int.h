@@ -225,6 +225,9 @@ void	 rt_free_all(struct control *);
  */
 int	 rt_set_state(struct control *, struct sandbox_rt *,
 	    enum sandbox_state, const char *error);
+/* 1 if the transition table allows the move (rt_set_state may still fail
+ * to write the store). */
+int	 rt_may(const struct sandbox_rt *, enum sandbox_state);
 /* RUNNING at this address, with a new generation. port_ready: skip the
  * probe (a container found running at boot). */
 int	 rt_set_running(struct control *, struct sandbox_rt *,

@@ -56,6 +56,14 @@ static const unsigned rt_allowed[] = {
 #undef S
 };
 
+/* 1 if the table lets rt move to state to (no store involved). */
+int
+rt_may(const struct sandbox_rt *rt, enum sandbox_state to)
+{
+	return (to == rt->state || ((unsigned)rt->state < nitems(rt_allowed) &&
+	    (rt_allowed[rt->state] & (1u << to)) != 0));
+}
+
 /* FNV-1a over the id: ids are random, any spread will do. */
 static unsigned
 rt_hash(const char *id)
