@@ -283,8 +283,18 @@ def test_disk_filler(t, d, ctx):
     t.check(get_sbx(d, c)["state"] == "stopped", "disk filler: still stopped after a preview request")
     # Nor does an exec (a wake of its own).
     r = d.request("POST", "/v1/sandboxes/%s/exec" % c, {"cmd": ["true"]}, timeout=30)
-    t.check(r.status in (429, 503) and r.error_code() in ("quota_exceeded", "unavailable"),
-            "disk filler: an exec does not wake it (%r)" % r)
+    t.check(r.status == 429 and r.error_code() == "quota_exceeded" and
+            "disk" in r.json()["error"]["message"], "disk filler: an exec does not wake it (%r)" % r)
+    r = d.request("POST", "/v1/sandboxes/%s/tasks" % c, {"agent": "command", "cmd": ["true"]}, timeout=30)
+    if r.status == 202:
+        tid = r.json()["id"]
+        tk = wait_for(lambda: (lambda x: x if x.get("state") not in ("queued", "running") else None)(
+            d.request("GET", "/v1/sandboxes/%s/tasks/%s" % (c, tid)).json()), timeout=30, interval=0.3)
+        t.check(tk is not None and tk["state"] == "failed" and "disk" in (tk.get("error") or ""),
+                "disk filler: its task fails with the reason, not runs (%r)" % tk)
+    else:
+        t.check(r.status in (409, 429, 503), "disk filler: a task is refused (%r)" % r)
+    t.check(get_sbx(d, c)["state"] == "stopped", "disk filler: still stopped after an exec and a task")
     # An explicit start measures again: still over, 429 with the numbers.
     r = d.request("POST", "/v1/sandboxes/%s/start" % c)
     t.check(r.status == 429 and r.error_code() == "quota_exceeded" and "disk ceiling" in
@@ -470,7 +480,13 @@ def test_full_disk(t):
                         "full disk: %s fails with a JSON error (%r)" % (what, r))
         t.check(any(w == "create" and r.status >= 500 for w, r in results),
                 "full disk: a create fails with 5xx (%r)" % [(w, r.status) for w, r in results])
+        # A store that cannot be written is the server's failure, not a
+        # conflict with the sandbox's state (it was a 409 once).
+        t.check(all(r.status != 409 for w, r in results),
+                "full disk: no 409 for a full disk (%r)" % [(w, r.status) for w, r in results])
         t.check(d.proc.poll() is None, "full disk: the daemon is alive")
+        r = d.request("GET", "/keep.txt", key=None, host="%s.preview.localhost:%d" % (a, d.port), timeout=10)
+        t.check(r.status == 200 and r.body == b"kept\n", "full disk: a running sandbox's preview answers (%r)" % r)
         r = d.request("GET", "/healthz", key=None, timeout=10)
         t.check(r.status in (200, 503), "full disk: /healthz answers (%r)" % r)
         r = d.request("GET", "/v1/sandboxes", timeout=10)
@@ -496,7 +512,7 @@ def test_full_disk(t):
         # Every row the API shows is a whole row.
         r = d.request("GET", "/v1/sandboxes", key="acme")
         ids = [s["id"] for s in r.json()["sandboxes"]] if r.status == 200 else []
-        t.check(a in ids and b not in ids, "full disk: the store holds what was answered (%r)" % ids)
+        t.check(set(ids) - {gone} == {a}, "full disk: the store holds what was answered, no more (%r)" % ids)
         rc = d.stop()
         t.check(rc == 0, "full disk: the daemon exits 0 (%r)" % rc)
         db = os.path.join(d.data_dir, "sandboxd.db")
