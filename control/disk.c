@@ -307,7 +307,10 @@ disk_read_cb(evutil_socket_t fd, short events, void *arg)
 		return;
 	if (n > 0)
 		log_warnx("disk check: du said too much; ignoring the rest");
+	/* Closed at once: a du with more to say gets EPIPE, not a hang. */
 	event_del(sc->ev);
+	close(sc->fd);
+	sc->fd = -1;
 	sc->eof = 1;
 	if (sc->exited)
 		disk_scan_done(sc);

@@ -213,7 +213,8 @@ def test_memory_hog(t, d, ctx):
     probe.start()
     # dd's 256 MiB buffer is filled from /dev/zero: resident, four times
     # the ceiling, no swap (MemorySwap = Memory).
-    oom = cgroup_file(d, a, "memory", "memory.oom_control")
+    # cgroup v1 counts in memory.oom_control, v2 in memory.events.
+    oom = cgroup_file(d, a, "memory", "memory.oom_control") or cgroup_file(d, a, "memory", "memory.events")
     before = read_counter(oom, "oom_kill") if oom else None
     r = exec_(d, a, "dd if=/dev/zero of=/dev/null bs=256M count=4; echo rc=$?", timeout_s=30)
     time.sleep(1)
@@ -492,6 +493,7 @@ def test_full_disk(t):
         r = d.request("GET", "/v1/sandboxes", timeout=10)
         t.check(r.status == 200, "full disk: listing works (%r)" % r)
         r = d.request("DELETE", "/v1/sandboxes/%s" % gone, timeout=60)
+        print("  full disk: delete answered %r" % r, flush=True)
         t.check(r.status in (204, 500, 503) and (r.status == 204 or r.json().get("error")),
                 "full disk: a delete succeeds or fails cleanly (%r)" % r)
         # Space again: everything works.
