@@ -1401,7 +1401,7 @@ start_measured_cb(struct control *ctl, size_t n, char (*ids)[ID_LEN + 1],
 	}
 	if (disk_clear(ctl, rt) == 0)
 		log_info("sandbox back under its disk ceiling; starting it"
-		    "	id=%s used_mb=%" PRId64, rt->id, used[0] >> 20);
+		    "\tid=%s used_mb=%" PRId64, rt->id, used[0] >> 20);
 	if (!refuse_full(ctl, ex, rt->id) &&
 	    lifecycle_start(ctl, rt->id, lifecycle_reply_cb, ex) == -1)
 		reply_busy(ex);
