@@ -293,9 +293,16 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	json_object_object_add(o, "Hard", json_object_new_int(4096));
 	json_object_array_add(arr, o);
 	json_object_object_add(hc, "Ulimits", arr);
+	/*
+	 * /tmp's pages are the sandbox's memory: at most half of it, so a
+	 * full /tmp is ENOSPC for the writer, not the OOM killer taking the
+	 * dev server (and the memory stays pinned until the file goes).
+	 */
+	snprintf(buf, sizeof buf, "rw,exec,nosuid,nodev,size=%dm",
+	    s->memory_mb / 2 < 256 ? (s->memory_mb / 2 > 0 ?
+	    s->memory_mb / 2 : 1) : 256);
 	o = json_object_new_object();
-	json_object_object_add(o, "/tmp",
-	    json_object_new_string("rw,exec,nosuid,nodev,size=256m"));
+	json_object_object_add(o, "/tmp", json_object_new_string(buf));
 	json_object_object_add(hc, "Tmpfs", o);
 
 	ws = control_sandbox_dir(ctl, "workspaces", s->id);

@@ -177,7 +177,10 @@ def test_fork_bomb(t, d, ctx):
     script = ('b() { [ "$1" -ge 10 ] && exec sleep 8; b $(($1+1)) & b $(($1+1)) & }; '
               'b 0 </dev/null >/dev/null 2>&1; echo started')
     r = exec_(d, a, script, timeout_s=20)
-    t.check(isinstance(r, dict) and "started" in r.get("stdout", ""), "fork bomb: it ran (%r)" % r)
+    # The top shell itself may meet the limit before its echo (exit 2,
+    # "can't fork" to /dev/null): either way the exec is answered.
+    t.check(isinstance(r, dict) and ("started" in r.get("stdout", "") or r.get("exit_code") == 2),
+            "fork bomb: it ran and the exec was answered (%r)" % r)
     peak = 0
     t_end = time.time() + 4
     while time.time() < t_end:
@@ -235,8 +238,12 @@ def test_memory_hog(t, d, ctx):
 
 
 def test_tmp_hog(t, d, ctx):
-    """/tmp is a tmpfs: filling it counts as A's memory, never the host's."""
+    """/tmp is a tmpfs of half A's memory: filling it is ENOSPC for the
+    writer, and A's dev server is not the OOM killer's victim."""
     a, b = ctx["a"], ctx["b"]
+    r = docker("inspect", "-f", "{{json .HostConfig.Tmpfs}}", "%s-%s" % (d.instance, a), check=False)
+    t.check("size=32m" in r.stdout, "tmp hog: /tmp is half of the 64 MiB (%r)" % r.stdout.strip())
+    before = (get_sbx(d, a) or {}).get("dev_server", {}).get("restarts")
     probe = Probe(d, b, ctx["b_index"])
     probe.start()
     r = exec_(d, a, "dd if=/dev/zero of=/tmp/hog bs=1M count=200 2>&1; echo rc=$?; rm -f /tmp/hog",
@@ -244,12 +251,12 @@ def test_tmp_hog(t, d, ctx):
     time.sleep(1)
     check_neighbours(t, d, probe, "tmp hog")
     out = (r.get("stdout", "") + r.get("stderr", "")) if isinstance(r, dict) else repr(r)
-    t.check("rc=0" not in out or "No space" in out,
-            "tmp hog: 200 MiB of /tmp did not fit in A's 64 MiB (%r)" % out[-300:])
-    # Whatever the kernel killed, A comes back (agentd restarts, or the
-    # sandbox stops and a request wakes it).
-    ok = wait_for(lambda: served(d, a, ctx["a_index"], timeout=5), timeout=40, interval=1)
-    t.check(ok, "tmp hog: A serves again afterwards (%r)" % get_sbx(d, a))
+    t.check("No space left" in out and "rc=1" in out,
+            "tmp hog: 200 MiB of /tmp is ENOSPC for dd (%r)" % out[-300:])
+    t.check(served(d, a, ctx["a_index"], timeout=5) is not None, "tmp hog: A serves at once")
+    after = (get_sbx(d, a) or {}).get("dev_server", {}).get("restarts")
+    t.check(before is not None and after == before,
+            "tmp hog: A's dev server was not killed (restarts %r -> %r)" % (before, after))
 
 
 def test_disk_filler(t, d, ctx):
