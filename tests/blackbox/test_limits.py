@@ -451,11 +451,12 @@ def test_full_disk(t):
         print("  skip  full data disk: %s" % why, flush=True)
         return "skip"
     work, mnt = m
-    d = Daemon(templates=dict(TEMPLATES))
-    d.data_dir = os.path.join(mnt, "data")
-    d.write_config()
+    d = None
     before = t.failed
     try:
+        d = Daemon(templates=dict(TEMPLATES))
+        d.data_dir = os.path.join(mnt, "data")
+        d.write_config()
         d.start()
         a = create(t, d)
         if a is None:
@@ -533,9 +534,10 @@ def test_full_disk(t):
     except Exception as e:
         t.check(False, "full disk: %r" % e)
     finally:
-        if t.failed != before:
-            print("---- daemon log (tail) ----\n%s" % d.logs()[-4000:])
-        d.cleanup()
+        if d is not None:
+            if t.failed != before:
+                print("---- daemon log (tail) ----\n%s" % d.logs()[-4000:])
+            d.cleanup()
         loop_unmount(work, mnt)
 
 
