@@ -144,6 +144,7 @@ struct cfg_template {
 	uint64_t	 memory;	/* bytes */
 	double		 cpus;
 	int		 pids_limit;
+	uint64_t	 disk;		/* workspace + home ceiling, bytes; 0: none */
 };
 
 struct cfg_route {
@@ -197,6 +198,7 @@ struct config {
 	int			 max_running;
 	uint64_t		 max_file_size;	/* PUT /files limit, bytes */
 	uint64_t		 task_log_max;	/* a task's event log, bytes */
+	int64_t			 disk_check_interval_ms;	/* 0: never */
 	/*
 	 * Starts and wakes are refused below this much available host
 	 * memory: a size, or a percentage of the host's. At most one is

@@ -72,7 +72,8 @@ static const char config_embedded[] =
 	"seed_dir = /usr/share/sandboxd/templates/vite-react\n"
 	"memory = 1g\n"
 	"cpus = 1\n"
-	"pids_limit = 512\n";
+	"pids_limit = 512\n"
+	"disk = 10g\n";
 
 enum cfg_scope {
 	CFG_GLOBAL,
@@ -166,6 +167,9 @@ static const struct cfg_keydef cfg_keys[] = {
 	  1, (long long)CFG_TIB },
 	{ "task_log_max", CFG_GLOBAL, CFG_T_SIZE, G(task_log_max), 0,
 	  4096, (long long)CFG_TIB },
+	/* How often the disk ceilings are measured; 0: never (quotas do it). */
+	{ "disk_check_interval", CFG_GLOBAL, CFG_T_DURATION,
+	  G(disk_check_interval_ms), 0, 0, CFG_MAX_DURATION_MS },
 	/* min and max bound the percentage; a size is any that parses. */
 	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
 	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
@@ -219,6 +223,9 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "pids_limit", CFG_TEMPLATE, CFG_T_INT, T(pids_limit), 0,
 	  16, 4194304 },
 	{ "ports", CFG_TEMPLATE, CFG_T_PORTS, T(ports), T(nports), 1, 65535 },
+	/* 0: no ceiling. */
+	{ "disk", CFG_TEMPLATE, CFG_T_SIZE, T(disk), 0,
+	  0, (long long)(1024 * CFG_TIB) },
 
 	{ "host", CFG_ROUTE, CFG_T_HOST, R(host), 0, 0, 0 },
 	{ "upstream", CFG_ROUTE, CFG_T_UPSTREAM, R(upstream), 0, 0, 0 },
@@ -659,6 +666,7 @@ cfg_template_defaults(struct cfg_template *t, const char *name)
 	t->memory = CFG_GIB;
 	t->cpus = 1.0;
 	t->pids_limit = 512;
+	t->disk = 10 * CFG_GIB;
 }
 
 /* Check what a finished section lacks, now that all its keys are read. */
@@ -1470,6 +1478,7 @@ cfg_defaults(struct config *conf)
 	conf->max_running = 40;
 	conf->max_file_size = 100 * CFG_MIB;
 	conf->task_log_max = 64 * CFG_MIB;
+	conf->disk_check_interval_ms = 60 * 1000;
 	conf->min_free_memory_bytes = 0;
 	conf->min_free_memory_pct = 10;
 	conf->log_level = LOG_LEVEL_INFO;

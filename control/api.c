@@ -216,6 +216,8 @@ static int	visible(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *);
 static void	reply_busy(struct http_exchange *);
 static void	start_joined_cb(const struct control_target *, void *);
+static void	start_measured_cb(struct control *, size_t, char (*)[ID_LEN + 1],
+		    const int64_t *, void *);
 
 /*
  * Match path against a pattern segment by segment. Sets *id_bad when the
@@ -713,13 +715,18 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    "# HELP sandboxd_start_refusals_total Starts and wakes refused "
 	    "(max_running with none idle, low memory, too many held).\n"
 	    "# TYPE sandboxd_start_refusals_total counter\n"
-	    "sandboxd_start_refusals_total %llu\n",
+	    "sandboxd_start_refusals_total %llu\n"
+	    "# HELP sandboxd_disk_stops_total Sandboxes stopped for going "
+	    "over their disk ceiling.\n"
+	    "# TYPE sandboxd_disk_stops_total counter\n"
+	    "sandboxd_disk_stops_total %llu\n",
 	    ctl->nactive, ctl->nwaiters,
 	    (unsigned long long)ctl->wakes_total,
 	    (unsigned long long)ctl->idle_pauses_total,
 	    (unsigned long long)ctl->idle_stops_total,
 	    (unsigned long long)ctl->evictions_total,
-	    (unsigned long long)ctl->refusals_total);
+	    (unsigned long long)ctl->refusals_total,
+	    (unsigned long long)ctl->disk_stops_total);
 	task_counts(ctl, &tasks, &streams);
 	evbuffer_add_printf(out,
 	    "# HELP sandboxd_tasks_active Tasks queued or running.\n"
@@ -1346,8 +1353,57 @@ h_start(struct control *ctl, struct http_exchange *ex,
 	else if (state == SANDBOX_PAUSED) {
 		if (lifecycle_unpause(ctl, m->id, lifecycle_reply_cb, ex) == -1)
 			reply_busy(ex);
+	} else if (rt != NULL && rt->disk_over) {
+		/* Stopped for its disk: the user freed space, or not yet. */
+		call = xcalloc(1, sizeof *call);
+		call->ctl = ctl;
+		call->ex = ex;
+		if (disk_measure(ctl, m->id, start_measured_cb, call) == -1) {
+			free(call);
+			http_exchange_reply_error(ex, 503, "unavailable",
+			    "cannot measure the sandbox's files now; try "
+			    "again");
+		}
 	} else if (!refuse_full(ctl, ex, m->id) &&
 	    lifecycle_start(ctl, m->id, lifecycle_reply_cb, ex) == -1)
+		reply_busy(ex);
+}
+
+/* A start of a sandbox stopped for its disk: measured again. */
+static void
+start_measured_cb(struct control *ctl, size_t n, char (*ids)[ID_LEN + 1],
+    const int64_t *used, void *arg)
+{
+	struct api_call		*call = arg;
+	struct http_exchange	*ex = call->ex;
+	struct sandbox_rt	*rt;
+	uint64_t		 ceiling;
+
+	free(call);
+	if ((rt = rt_find(ctl, ids[0])) == NULL) {
+		http_exchange_reply_error(ex, 404, "not_found",
+		    "no such sandbox");
+		return;
+	}
+	ceiling = rt->tmpl != NULL ? rt->tmpl->disk : 0;
+	if (rt->disk_over && used[0] < 0) {
+		http_exchange_reply_error(ex, 503, "unavailable",
+		    "cannot measure the sandbox's files now; try again");
+		return;
+	}
+	if (rt->disk_over && ceiling > 0 && (uint64_t)used[0] > ceiling) {
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "the sandbox's files use %" PRId64 " MiB, over its disk "
+		    "ceiling of %" PRIu64 " MiB; delete files (the files API "
+		    "works while it is stopped) or raise the ceiling, then "
+		    "start it again", used[0] >> 20, ceiling >> 20);
+		return;
+	}
+	if (disk_clear(ctl, rt) == 0)
+		log_info("sandbox back under its disk ceiling; starting it"
+		    "\tid=%s used_mb=%" PRId64, rt->id, used[0] >> 20);
+	if (!refuse_full(ctl, ex, rt->id) &&
+	    lifecycle_start(ctl, rt->id, lifecycle_reply_cb, ex) == -1)
 		reply_busy(ex);
 }
 

@@ -91,6 +91,7 @@ control_new(struct event_base *base, const struct config *cf,
 	ctl->docker = docker_new(base, cf->docker_socket);
 	ctl->hub = agent_hub_new(base, NULL, ctl);
 	egress_init(ctl);
+	disk_init(ctl);
 	ctl->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, ctl);
 	event_add(ctl->sigchld, NULL);
 	ctl->sync_retry = evtimer_new(base, sync_retry_cb, ctl);
@@ -376,6 +377,7 @@ control_free(struct control *ctl)
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
 	egress_free(ctl);
+	disk_free(ctl);
 	wake_free_all(ctl);
 	rt_free_all(ctl);
 	while ((child = LIST_FIRST(&ctl->children)) != NULL) {

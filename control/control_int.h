@@ -94,6 +94,7 @@ struct sandbox_rt {
 	 */
 	int64_t			 reserve_until_ms;
 	int			 recheck;	/* a Docker event came mid-op */
+	int			 disk_over;	/* stopped for its disk (disk.c) */
 	uint64_t		 op_seq;	/* ctl->op_seq at its last op */
 	LIST_ENTRY(sandbox_rt)	 entry;
 };
@@ -125,6 +126,7 @@ struct control {
 	struct docker		*docker;
 	struct agent_hub	*hub;
 	struct egress		*egress;	/* egress.c */
+	struct disk		*disk;		/* disk.c */
 
 	char			*workspaces_dir;	/* data_dir/workspaces */
 	char			*homes_dir;		/* data_dir/homes */
@@ -157,6 +159,7 @@ struct control {
 	uint64_t		 refusals_total;
 	uint64_t		 idle_stops_total;
 	uint64_t		 idle_pauses_total;
+	uint64_t		 disk_stops_total;
 	control_retire_cb	 retire_cb;	/* the edge's, see control.h */
 	void			*retire_arg;
 	uint64_t		 requests_total;
@@ -222,6 +225,9 @@ void	 rt_free_all(struct control *);
  */
 int	 rt_set_state(struct control *, struct sandbox_rt *,
 	    enum sandbox_state, const char *error);
+/* 1 if the transition table allows the move (rt_set_state may still fail
+ * to write the store). */
+int	 rt_may(const struct sandbox_rt *, enum sandbox_state);
 /* RUNNING at this address, with a new generation. port_ready: skip the
  * probe (a container found running at boot). */
 int	 rt_set_running(struct control *, struct sandbox_rt *,
@@ -262,6 +268,21 @@ void	 wake_release(struct control *, struct sandbox_rt *, int rewake);
 void	 wake_probe(struct control *, struct sandbox_rt *);
 /* At exit, after agent_hub_free (which calls no callback): the probes. */
 void	 wake_free_all(struct control *);
+
+/* control/disk.c */
+/* The start of the error a sandbox stopped for its disk carries. */
+#define DISK_ERROR_PREFIX	"disk ceiling exceeded"
+/* Bytes each sandbox uses (workspace + home); -1: could not measure. */
+typedef void (*disk_measured_cb)(struct control *, size_t n,
+	    char (*ids)[ID_LEN + 1], const int64_t *used, void *arg);
+void	 disk_init(struct control *);
+void	 disk_free(struct control *);
+int	 disk_error_is(const char *);
+/* Measure one sandbox off the loop; -1 if no child could be made. */
+int	 disk_measure(struct control *, const char *id, disk_measured_cb,
+	    void *);
+/* It fits again: may start, its error goes. -1 if it was not held. */
+int	 disk_clear(struct control *, struct sandbox_rt *);
 
 /* control/reaper.c */
 /*

@@ -76,6 +76,7 @@ static void	unpause_cb(int, struct json_object *, const char *, void *);
 static void	recheck_cb(int, struct json_object *, const char *, void *);
 static int	op_state(struct lifecycle_op *, enum sandbox_state,
 		    const char *);
+static int	op_may(struct lifecycle_op *, enum sandbox_state);
 
 /*
  * Begin an operation on a sandbox, or NULL if one is in flight or the
@@ -292,9 +293,16 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	json_object_object_add(o, "Hard", json_object_new_int(4096));
 	json_object_array_add(arr, o);
 	json_object_object_add(hc, "Ulimits", arr);
+	/*
+	 * /tmp's pages are the sandbox's memory: at most half of it, so a
+	 * full /tmp is ENOSPC for the writer, not the OOM killer taking the
+	 * dev server (and the memory stays pinned until the file goes).
+	 */
+	snprintf(buf, sizeof buf, "rw,exec,nosuid,nodev,size=%dm",
+	    s->memory_mb / 2 < 256 ? (s->memory_mb / 2 > 0 ?
+	    s->memory_mb / 2 : 1) : 256);
 	o = json_object_new_object();
-	json_object_object_add(o, "/tmp",
-	    json_object_new_string("rw,exec,nosuid,nodev,size=256m"));
+	json_object_object_add(o, "/tmp", json_object_new_string(buf));
 	json_object_object_add(hc, "Tmpfs", o);
 
 	ws = control_sandbox_dir(ctl, "workspaces", s->id);
@@ -598,6 +606,15 @@ op_state(struct lifecycle_op *op, enum sandbox_state state,
 	return (rt_set_state(op->ctl, rt, state, error));
 }
 
+/* 1 if the op's sandbox may move to state (a refusal is then the store's). */
+static int
+op_may(struct lifecycle_op *op, enum sandbox_state state)
+{
+	struct sandbox_rt	*rt = rt_find(op->ctl, op->id);
+
+	return (rt != NULL && rt_may(rt, state));
+}
+
 /*
  * Start a stopped sandbox (or one the reconciler found without its
  * container), recreating its container if it is gone.
@@ -620,8 +637,13 @@ lifecycle_start(struct control *ctl, const char *id, lifecycle_cb cb,
 		rt_reserve(rt);
 	if (op_state(op, SANDBOX_STARTING, NULL) != 0) {
 		store_sandbox_clear(&s);
-		op_finish(op, 409, "the sandbox cannot be started from its "
-		    "state");
+		/* A full disk is no conflict: say which it was. */
+		if (op_may(op, SANDBOX_STARTING))
+			op_finish(op, 500, "cannot record the new state (the "
+			    "store could not be written); try again");
+		else
+			op_finish(op, 409, "the sandbox cannot be started from "
+			    "its state");
 		return (0);
 	}
 	if (ensure_dirs(ctl, id) == -1) {
@@ -663,8 +685,12 @@ lifecycle_stop(struct control *ctl, const char *id, lifecycle_cb cb,
 	store_sandbox_clear(&s);
 	/* From here no request is routed there (rt_set_state retires it). */
 	if (op_state(op, SANDBOX_STOPPING, NULL) != 0) {
-		op_finish(op, 409, "the sandbox cannot be stopped from its "
-		    "state");
+		if (op_may(op, SANDBOX_STOPPING))
+			op_finish(op, 500, "cannot record the new state (the "
+			    "store could not be written); try again");
+		else
+			op_finish(op, 409, "the sandbox cannot be stopped from "
+			    "its state");
 		return (0);
 	}
 	if (op->container_id == NULL) {

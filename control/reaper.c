@@ -253,6 +253,13 @@ reaper_admit(struct control *ctl, struct sandbox_rt *rt, const char *tenant,
 
 	if (rt != NULL)
 		tenant = rt->tenant;
+	/* Stopped for its disk: an explicit start measures again first. */
+	if (rt != NULL && rt->disk_over) {
+		*why = "This sandbox was stopped because its files are over "
+		    "its disk ceiling; delete files or raise the ceiling, "
+		    "then start it again.";
+		return (-1);
+	}
 	avail = reaper_mem_available(&total);
 	floor = reaper_floor(ctl->cf, total);
 	/* Sandboxes still booting will take more than they have yet. */

@@ -56,6 +56,14 @@ static const unsigned rt_allowed[] = {
 #undef S
 };
 
+/* 1 if the table lets rt move to state to (no store involved). */
+int
+rt_may(const struct sandbox_rt *rt, enum sandbox_state to)
+{
+	return (to == rt->state || ((unsigned)rt->state < nitems(rt_allowed) &&
+	    (rt_allowed[rt->state] & (1u << to)) != 0));
+}
+
 /* FNV-1a over the id: ids are random, any spread will do. */
 static unsigned
 rt_hash(const char *id)
@@ -113,6 +121,9 @@ rt_load(struct sandbox_rt *rt, const struct store_sandbox *s,
 	rt->idle_timeout_ms = (int64_t)s->idle_timeout_s * 1000;
 	rt->pause_timeout_ms = (int64_t)s->pause_timeout_s * 1000;
 	rt->last_active_wall = rt->stored_active_wall = s->last_active_at;
+	/* Held back for its disk before a restart: still, until measured. */
+	rt->disk_over = s->state == SANDBOX_STOPPED &&
+	    disk_error_is(s->error);
 	/* Idle time before a restart counts from the restart. */
 	rt->last_active_ms = time_mono_ms();
 }

@@ -149,6 +149,8 @@ status_json(struct control *ctl)
 	    json_object_new_int64((int64_t)ctl->idle_stops_total));
 	json_object_object_add(c, "idle_pauses",
 	    json_object_new_int64((int64_t)ctl->idle_pauses_total));
+	json_object_object_add(c, "disk_stops",
+	    json_object_new_int64((int64_t)ctl->disk_stops_total));
 	json_object_object_add(o, "counters", c);
 	errs = json_object_new_array();
 	if (store_sandbox_list(ctl->store, NULL, &rows, &n) == 0) {

@@ -159,7 +159,9 @@ test_embedded_default(void)
 		CHECK(t->memory == 1024ULL * 1024 * 1024);
 		CHECK(t->cpus == 1.0);
 		CHECK(t->pids_limit == 512);
+		CHECK(t->disk == 10ULL * 1024 * 1024 * 1024);
 	}
+	CHECK(c->disk_check_interval_ms == 60000);
 	CHECK(config_template(c, "nope") == NULL);
 	config_free(c);
 
@@ -1016,6 +1018,28 @@ test_section_values(void)
 	free(e);
 	free(parse_err(TPL "pids_limit = 4194305\n"));
 	config_free(parse_ok(TPL "pids_limit = 4194304\n"));
+	/* disk: a size; 0 is "no ceiling". */
+	c = parse_ok(TPL "disk = 16m\n");
+	if (c != NULL)
+		CHECK(c->templates[0].disk == 16ULL * 1024 * 1024);
+	config_free(c);
+	c = parse_ok(TPL "disk = 0\n");
+	if (c != NULL)
+		CHECK(c->templates[0].disk == 0);
+	config_free(c);
+	e = parse_err(TPL "disk = ten\n");
+	CHECK(has(e, "t.conf:3: disk: bad size"));
+	free(e);
+	free(parse_err(TPL "disk = 1025t\n"));
+	c = parse_ok("disk_check_interval = 0\n");
+	if (c != NULL)
+		CHECK(c->disk_check_interval_ms == 0);
+	config_free(c);
+	c = parse_ok("disk_check_interval = 2s\n");
+	if (c != NULL)
+		CHECK(c->disk_check_interval_ms == 2000);
+	config_free(c);
+	free(parse_err("disk_check_interval = 5x\n"));
 	e = parse_err(TPL "seed_dir = relative/dir\n");
 	CHECK(has(e, "t.conf:3: seed_dir: must be an absolute path"));
 	free(e);

@@ -925,6 +925,64 @@ test_admit_counted(void)
 	env_teardown();
 }
 
+/*
+ * A sandbox stopped for its disk ceiling: held back across a reload of its
+ * row (a restart), refused by admission and by a wake, until disk_clear.
+ */
+static void
+test_disk_hold(void)
+{
+	struct control_target	 t;
+	struct control_wait	*w;
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt, *other;
+	const char		*why = NULL;
+	char			 id[ID_LEN + 1], oid[ID_LEN + 1];
+
+	env_setup("min_free_memory = 0\n");
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	CHECK(rt->disk_over == 0);
+	CHECK(store_sandbox_set_state(env.store, id, SANDBOX_STOPPED,
+	    DISK_ERROR_PREFIX ": its files use 12.0 MiB of the 8.0 MiB") == 0);
+	other = sandbox_add(SANDBOX_STOPPED, oid);
+	CHECK(store_sandbox_set_state(env.store, oid, SANDBOX_STOPPED,
+	    "something else") == 0);
+	/* As after a restart: the runtimes are loaded from the rows. */
+	rt_drop(env.ctl, rt);
+	rt_drop(env.ctl, other);
+	rt = rt_get(env.ctl, id);
+	other = rt_get(env.ctl, oid);
+	CHECK(rt != NULL && rt->disk_over == 1);
+	CHECK(other != NULL && other->disk_over == 0);
+	CHECK(disk_error_is(DISK_ERROR_PREFIX ": x") && !disk_error_is(NULL) &&
+	    !disk_error_is("disk"));
+
+	CHECK(reaper_admit(env.ctl, rt, NULL, &why) == -1);
+	CHECK(why != NULL && strstr(why, "disk ceiling") != NULL);
+	CHECK(control_target_lookup(env.ctl, id, 0, &t, answer_cb, NULL,
+	    &w) == CONTROL_LOOKUP_DONE);
+	CHECK(t.kind == TARGET_UNAVAILABLE && t.message != NULL &&
+	    strstr(t.message, "disk ceiling") != NULL);
+	CHECK(rt->state == SANDBOX_STOPPED && dock.starts == 0);
+	CHECK(reaper_admit(env.ctl, other, NULL, &why) == 0);
+
+	/* It fits again: the hold and the stored error go, once. */
+	CHECK(disk_clear(env.ctl, rt) == 0);
+	CHECK(rt->disk_over == 0 && rt->state == SANDBOX_STOPPED);
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(s.error == NULL && s.state == SANDBOX_STOPPED);
+	store_sandbox_clear(&s);
+	CHECK(disk_clear(env.ctl, rt) == -1);
+	/* "something else" is not the disk's to clear. */
+	other->disk_over = 1;
+	CHECK(disk_clear(env.ctl, other) == 0);
+	CHECK(store_sandbox_get(env.store, oid, &s) == 0);
+	CHECK(s.error != NULL && strcmp(s.error, "something else") == 0);
+	store_sandbox_clear(&s);
+	CHECK(reaper_admit(env.ctl, rt, NULL, &why) == 0);
+	env_teardown();
+}
+
 /* Below the memory floor: refused, and a paused one stopped for room. */
 static void
 test_admit_memory(void)
@@ -2361,6 +2419,7 @@ main(void)
 	RUN(test_admit);
 	RUN(test_admit_tenant);
 	RUN(test_admit_counted);
+	RUN(test_disk_hold);
 	RUN(test_admit_memory);
 	RUN(test_admit_reserve);
 	RUN(test_lookup_at_once);
