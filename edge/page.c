@@ -115,7 +115,9 @@ edge_error_code(int status)
 	switch (status) {
 	case 400:
 	case 408:
+	case 414:
 	case 431:
+	case 505:
 		return "bad_request";
 	case 401:
 		return "unauthorized";

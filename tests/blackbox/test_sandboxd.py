@@ -233,6 +233,10 @@ def test_bad_input(t, d, sid):
     t.check(r.status == 404 and r.error_code() == "not_found", "unknown id 404")
     r = d.request("PATCH", "/v1/sandboxes/%s" % sid, {})
     t.check(r.status == 405, "wrong method 405: %r" % r)
+    # A request line longer than a head may be: 414, with the API's code.
+    out = d.raw(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n")
+    t.check(out.startswith(b"HTTP/1.1 414") and b'"code":"bad_request"' in out,
+            "request line too long: 414 bad_request: %r" % out[:200])
     # Raw protocol abuse: the daemon answers 4xx and keeps serving.
     for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
                 b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
