@@ -1530,6 +1530,14 @@ file_job_run(void *arg)
 	struct file_job	*job = arg;
 	int		 created = 0, error;
 
+	/*
+	 * Of the daemon's descriptors only the workspace: a job that is
+	 * slow must not hold a listener or a client socket open past the
+	 * daemon's exit (a restart could not bind, a client would hang).
+	 */
+	if (job->wsfd > STDERR_FILENO + 1)
+		close_range(STDERR_FILENO + 1, job->wsfd - 1, 0);
+	close_range(job->wsfd + 1, ~0U, 0);
 	if (job->is_put)
 		error = files_put(job->wsfd, job->path, job->ex->body,
 		    SANDBOX_UID, SANDBOX_GID, &created);

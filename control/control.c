@@ -463,6 +463,8 @@ spawn_exec(void *arg)
 		if (fd > STDERR_FILENO)
 			close(fd);
 	}
+	/* None of the daemon's sockets, CLOEXEC or not. */
+	close_range(STDERR_FILENO + 1, ~0U, 0);
 	execv(argv[0], argv);
 	return (127);
 }
