@@ -25,6 +25,7 @@ Real daemons, real dockerd, real busybox containers, real sockets. Prints
 "N passed, N failed"; exits 77 without Docker.
 """
 import os
+import random
 import shutil
 import signal
 import socket
@@ -230,6 +231,65 @@ def test_kill9_during_creates(t, d):
         t.check(r.status in (202, 204), "delete %s: %r" % (sid, r))
     t.check(wait_for(lambda: not all_sandboxes(d) and not our_containers(d), timeout=30, interval=0.2),
             "everything deleted: %r %r" % (list(all_sandboxes(d)), our_containers(d)))
+
+
+def test_kill9_during_mixed_ops(t, d):
+    """kill -9 while deletes, stops, starts and creates are in flight."""
+    ids = []
+    for _ in range(12):
+        r = d.request("POST", "/v1/sandboxes", {}, timeout=60)
+        if t.check(r.status == 201, "create: %r" % r):
+            ids.append(r.json()["id"])
+    if len(ids) < 12:
+        return
+    for sid in ids[8:]:
+        r = d.request("POST", "/v1/sandboxes/%s/stop" % sid, timeout=60)
+        t.check(r.status == 200, "stop: %r" % r)
+    ops = [("DELETE", "/v1/sandboxes/%s" % sid, sid) for sid in ids[:4]] + \
+          [("POST", "/v1/sandboxes/%s/stop" % sid, sid) for sid in ids[4:8]] + \
+          [("POST", "/v1/sandboxes/%s/start" % sid, sid) for sid in ids[8:]] + \
+          [("POST", "/v1/sandboxes", None)] * 4
+    results = [None] * len(ops)
+
+    def one(i):
+        m, path, sid = ops[i]
+        try:
+            r = d.request(m, path, {} if m == "POST" else None, timeout=60)
+            results[i] = (r.status, r.json().get("id") if r.status == 201 else sid)
+        except (OSError, ValueError) as e:
+            results[i] = (None, sid)
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(ops))]
+    for th in threads:
+        th.start()
+    # Some answered, some not (a delete takes ~0.3 s, a start ~0.4 s).
+    delay = float(os.environ.get("FAULTS_MIXED_DELAY", "%.2f" % random.uniform(0.5, 2.5)))
+    print("  note  kill -9 after %.2f s (FAULTS_MIXED_DELAY)" % delay)
+    time.sleep(delay)
+    kill9_restart(d)
+    for th in threads:
+        th.join(70)
+    print("  note  answered before the kill: %r" % [r[0] for r in results])
+    problems = settled(d)
+    t.check(not problems, "store and Docker agree within %d s, none transitional: %r" % (SETTLE_S, problems))
+    sbx = all_sandboxes(d)
+    for (m, path, _), (status, sid) in zip(ops, results):
+        if status is None:
+            continue
+        if m == "DELETE":
+            t.check(status in (202, 204) and sid not in sbx, "an answered delete is gone: %s %r" % (sid, status))
+        elif path.endswith("/stop"):
+            t.check(status == 200 and sbx.get(sid, {}).get("state") == "stopped",
+                    "an answered stop stays stopped: %s %r" % (sid, sbx.get(sid, {}).get("state")))
+        else:
+            t.check(status in (200, 201) and sbx.get(sid, {}).get("state") == "running",
+                    "an answered start/create is running: %s %r" % (sid, sbx.get(sid, {}).get("state")))
+    t.check(all(s["state"] != "error" for s in sbx.values()),
+            "no sandbox in error: %r" % {k: v.get("error") for k, v in sbx.items() if v["state"] == "error"})
+    for sid in list(sbx):
+        r = d.request("DELETE", "/v1/sandboxes/%s" % sid, key="root", timeout=60)
+        t.check(r.status in (202, 204), "delete %s: %r" % (sid, r))
+    t.check(wait_for(lambda: not all_sandboxes(d) and not our_containers(d), timeout=30, interval=0.2),
+            "everything deleted")
 
 
 # ---- 2. dockerd restarts under a running daemon --------------------------
@@ -505,6 +565,26 @@ def test_sigstop_30s(t, d):
     sid2 = new_app(t, d)
     if sid2 is None:
         return
+    sid3 = new_app(t, d)
+    if sid3 is None:
+        return
+    r = d.request("POST", "/v1/sandboxes/%s/stop" % sid3, timeout=60)
+    t.check(r.status == 200, "stop the third: %r" % r)
+    # A create and a start on their way to Docker when the daemon freezes:
+    # their Docker requests' 30 s timers have run out by SIGCONT, and
+    # Docker's answers are waiting in the sockets.
+    inflight = {}
+
+    def call(what, path):
+        try:
+            inflight[what] = d.request("POST", path, {}, timeout=90)
+        except OSError as e:
+            inflight[what] = e
+    tc = [threading.Thread(target=call, args=a, daemon=True)
+          for a in (("create", "/v1/sandboxes"), ("start", "/v1/sandboxes/%s/start" % sid3))]
+    for th in tc:
+        th.start()
+    time.sleep(0.15)
     d.proc.send_signal(signal.SIGSTOP)
     try:
         # While it is frozen: a preview request waits in the listen backlog,
@@ -527,6 +607,16 @@ def test_sigstop_30s(t, d):
     print("  note  the held request was answered %.2f s after SIGCONT" % (time.time() - t0))
     r, dt = timed(lambda: d.request("GET", "/healthz", key=None, timeout=10))
     t.check(not isinstance(r, Exception) and r.status == 200, "healthz answers: %r" % r)
+    for th in tc:
+        th.join(60)
+    # Docker did both: a timeout would be a lie, and a start recorded as
+    # failed would leave a stopped sandbox with a running container.
+    r = inflight.get("create")
+    t.check(r is not None and not isinstance(r, Exception) and r.status == 201,
+            "the create in flight is answered 201: %r" % r)
+    r = inflight.get("start")
+    t.check(r is not None and not isinstance(r, Exception) and r.status == 200 and
+            r.json().get("state") == "running", "the start in flight is answered 200 running: %r" % r)
     r, dt = preview(d, sid, timeout=10)
     t.check(r is not None and r.status == 200 and r.body == INDEX and dt < 2,
             "the proxy answers again (%.2f s): %r" % (dt, r))
@@ -565,7 +655,7 @@ def main():
     only = sys.argv[1:]
     t = Runner()
     t0 = time.time()
-    for fn in (test_kill9_during_creates, test_kill_rm_behind_its_back, test_sigstop_30s):
+    for fn in (test_kill9_during_creates, test_kill9_during_mixed_ops, test_kill_rm_behind_its_back, test_sigstop_30s):
         if not only or fn.__name__ in only:
             with_daemon(t, fn)
     if not only or "test_dockerd_restart" in only:
