@@ -139,6 +139,9 @@ op_fail(struct lifecycle_op *op, int status, const char *fmt, ...)
 		fatalx("out of memory");
 	va_end(ap);
 	log_warnx("sandbox operation failed: %s\tid=%s", msg, op->id);
+	/* Docker away or too slow: what it did is not known for sure. */
+	if (status == 503)
+		control_resync(op->ctl);
 	if (op->kind == OP_CREATE && op->fail_msg == NULL) {
 		create_rollback(op, status, msg);
 		free(msg);
