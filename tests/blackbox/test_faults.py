@@ -504,6 +504,8 @@ def test_dockerd_restart(t, _unused):
         t.check(not problems, "store and Docker agree at the end: %r" % problems)
         if not host_mode and sid2:
             freeze_dockerd_during_start(t, d, dk, sid2)
+        if not host_mode:
+            start_without_docker(t, d, dk)
         t.check(d.proc.poll() is None, "the daemon is still running")
     finally:
         try:
@@ -558,6 +560,41 @@ def freeze_dockerd_during_start(t, d, dk, sid):
     t.check(r is not None and r.status == 200 and r.body == INDEX, "it wakes after the freeze: %r" % r)
 
 
+def start_without_docker(t, d, dk):
+    """The daemon (re)starts while dockerd is down: it serves what needs no
+    Docker, refuses the rest with 503, and catches up when Docker is back."""
+    before = all_sandboxes(d)
+    d.proc.kill()
+    d.proc.wait()
+    d.proc = None
+    d.log.close()
+    dk.stop()
+    d.start(wait=False)
+    r = wait_for(lambda: (lambda x: x if not isinstance(x, Exception) else None)(
+        timed(lambda: d.request("GET", "/healthz", key=None, timeout=10))[0]), timeout=20, interval=0.1)
+    t.check(r is not None and r.status == 503, "started without Docker: healthz 503: %r" % r)
+    r = d.request("GET", "/v1/sandboxes", key="root", timeout=10)
+    t.check(r.status == 200 and len(r.json()["sandboxes"]) == len(before),
+            "the store answers without Docker: %r" % r)
+    r, dt = timed(lambda: d.request("POST", "/v1/sandboxes", {}, timeout=40))
+    t.check(not isinstance(r, Exception) and r.status == 503 and dt < 6,
+            "a create without Docker: 503 at once (%.1f s): %r" % (dt, r))
+    dk.start()
+    r = wait_for(lambda: (lambda x: x if not isinstance(x, Exception) and x.status == 200 and
+                          x.json().get("reconciled") else None)(
+        timed(lambda: d.request("GET", "/healthz", key=None, timeout=10))[0]), timeout=40, interval=0.2)
+    t.check(r is not None, "reconciled once Docker is up (the sync retries with backoff): %r" % r)
+    problems = settled(d)
+    t.check(not problems, "the store and Docker agree: %r" % problems)
+    r = d.request("POST", "/v1/sandboxes", {}, timeout=60)
+    t.check(r.status == 201 and r.json().get("state") == "running", "a create now: %r" % r)
+    if r.status == 201:
+        sid = r.json()["id"]
+        docker("kill", "%s-%s" % (d.instance, sid), check=False)
+        t.check(wait_for(lambda: state(d, sid) == "stopped", timeout=3, interval=0.05),
+                "the events stream follows: %r" % state(d, sid))
+
+
 # ---- 3. docker kill / docker rm -f behind the daemon's back ----------------
 
 def test_kill_rm_behind_its_back(t, d):
@@ -598,6 +635,37 @@ def test_kill_rm_behind_its_back(t, d):
             "start after its stopped container was removed: %r" % r)
     problems = settled(d, 15)
     t.check(not problems, "store and Docker agree: %r" % problems)
+
+    # Killed while its create is still in flight (the event comes during the
+    # operation): the store follows once the operation ends.
+    res = {}
+
+    def create():
+        try:
+            res["r"] = d.request("POST", "/v1/sandboxes", {}, timeout=60)
+        except OSError as e:
+            res["r"] = e
+    th = threading.Thread(target=create, daemon=True)
+    th.start()
+    killed = wait_for(lambda: [c for c, st in our_containers_flat(d) if st == "running" and c != sid],
+                      timeout=20, interval=0.01)
+    if t.check(killed, "the new container runs"):
+        docker("kill", "%s-%s" % (d.instance, killed[0]), check=False)
+    th.join(60)
+    r = res.get("r")
+    print("  note  the create whose container was killed: %r" % (r.status if hasattr(r, "status") else r))
+    t.check(r is not None and not isinstance(r, Exception) and r.status in (201, 500, 503),
+            "the create is answered: %r" % r)
+    problems = settled(d, 5)
+    t.check(not problems, "a kill during the create: the store follows: %r" % problems)
+    if killed and r is not None and not isinstance(r, Exception) and r.status == 201:
+        r, dt = preview(d, killed[0], path="/", timeout=40)
+        t.check(r is not None and r.status in (200, 404) and state(d, killed[0]) == "running",
+                "a preview wakes it: %r" % r)
+
+
+def our_containers_flat(d):
+    return [(sid, c[1]) for sid, cs in our_containers(d).items() for c in cs]
 
 
 # ---- 4. SIGSTOP the daemon for 30 s ---------------------------------------
