@@ -153,6 +153,20 @@ def settled(d, timeout=SETTLE_S):
     return last
 
 
+def stray_dirs(d):
+    """Host directories (workspaces, homes, run) of sandboxes the store
+    does not know: what a rollback or a delete left behind."""
+    known = set(all_sandboxes(d))
+    out = []
+    for which in ("workspaces", "homes", "run"):
+        try:
+            names = os.listdir(os.path.join(d.data_dir, which))
+        except FileNotFoundError:
+            continue
+        out += ["%s/%s" % (which, n) for n in names if n not in known]
+    return out
+
+
 def kill9_restart(d):
     """SIGKILL the daemon and start it again on the same config and data."""
     d.proc.kill()
@@ -223,6 +237,8 @@ def test_kill9_during_creates(t, d):
     t.check(all(s["state"] != "error" for s in sbx.values()),
             "no sandbox in error: %r" % {k: v.get("error") for k, v in sbx.items() if v["state"] == "error"})
     t.check(set(cons) <= set(sbx), "no container of ours without a sandbox: %r" % (set(cons) - set(sbx)))
+    t.check(wait_for(lambda: not stray_dirs(d), timeout=10, interval=0.2),
+            "no files of a sandbox the store does not know: %r" % stray_dirs(d))
     # And it works on: one more create, and every sandbox can be deleted.
     r = d.request("POST", "/v1/sandboxes", {}, timeout=60)
     t.check(r.status == 201, "a create after the restart: %r" % r)
@@ -285,6 +301,8 @@ def test_kill9_during_mixed_ops(t, d):
                     "an answered start/create is running: %s %r" % (sid, sbx.get(sid, {}).get("state")))
     t.check(all(s["state"] != "error" for s in sbx.values()),
             "no sandbox in error: %r" % {k: v.get("error") for k, v in sbx.items() if v["state"] == "error"})
+    t.check(wait_for(lambda: not stray_dirs(d), timeout=10, interval=0.2),
+            "no files of a sandbox the store does not know: %r" % stray_dirs(d))
     for sid in list(sbx):
         r = d.request("DELETE", "/v1/sandboxes/%s" % sid, key="root", timeout=60)
         t.check(r.status in (202, 204), "delete %s: %r" % (sid, r))
