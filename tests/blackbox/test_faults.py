@@ -467,8 +467,11 @@ def test_dockerd_restart(t, _unused):
         time.sleep(0.2)
         t_out = time.time()
         dk.stop()
+        t_stop = time.time() - t_out
         for th in threads:
             th.join(40)
+        print("  note  dockerd took %.1f s to stop, the creates in flight were answered %.1f s after"
+              % (t_stop, time.time() - t_out - t_stop))
         print("  note  creates in flight at the outage: %r" % [r[0] if r else None for r in inflight])
         t.check(all(r is not None and (r[0] == 201 or (r[0] == 503 and r[1] == "unavailable"))
                     for r in inflight), "each create in flight is answered 201 or 503: %r" % inflight)
