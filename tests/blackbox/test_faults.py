@@ -14,6 +14,11 @@ within a bounded time and no sandbox is left half-made or stuck.
 - SIGSTOP the daemon for 30 s, then SIGCONT: the API and the proxy answer
   again (a request that waited in the backlog too), nothing is stuck.
 
+And around those: kill -9 with deletes, stops, starts and creates in
+flight; creates in flight when dockerd goes; dockerd frozen for 31 s under
+a start; the daemon started while dockerd is down; a container killed while
+its create is in flight.
+
 The dockerd restart runs against a private dockerd of the test's own (its
 own socket, data-root, exec-root and address pool; no iptables) so that it
 does not stop every other container on the host: Docker 20.10 without
@@ -28,7 +33,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -323,6 +327,7 @@ class PrivateDockerd:
         self.host = "unix://" + self.sock
         self.pidfile = os.path.join(self.dir, "docker.pid")
         self.proc = None
+        self.started = False
 
     def env(self):
         e = dict(os.environ)
@@ -344,12 +349,14 @@ class PrivateDockerd:
              "--default-address-pool", "base=10.213.0.0/16,size=24"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+        self.started = True
         if not wait_for(self.answers, timeout=30, interval=0.1):
             raise RuntimeError("the private dockerd did not start")
 
     def stop(self):
         if self.proc is None:
             return
+        os.kill(self.proc.pid, signal.SIGCONT)     # if frozen by the test
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
@@ -536,6 +543,10 @@ def test_dockerd_restart(t, _unused):
         try:
             if t.failed:
                 print("---- daemon log (tail) ----\n%s" % (d.logs()[-3000:] if d else ""))
+            # Up again, whatever failed: the daemon's containers are removed
+            # through it, and the host's must be running when we are done.
+            if not dk.answers() and (host_mode or dk.started):
+                dk.start()
             if d is not None:
                 d.cleanup()
         finally:
