@@ -216,6 +216,26 @@ sync_retry_cb(evutil_socket_t fd, short events, void *arg)
 	control_sync(arg);
 }
 
+/*
+ * An operation failed because Docker did not answer: if it was a timeout,
+ * Docker may still have done it (a start whose container now runs for a
+ * stopped sandbox), and no event says so. Run the reconciler again in a
+ * second, or at the retry already due while Docker is away; once is
+ * enough for any number of such failures.
+ */
+void
+control_resync(struct control *ctl)
+{
+	struct timeval	tv = { 1, 0 };
+
+	if (ctl->syncing) {
+		ctl->sync_again = 1;
+		return;
+	}
+	if (!evtimer_pending(ctl->sync_retry, NULL))
+		evtimer_add(ctl->sync_retry, &tv);
+}
+
 /* Our network exists, or is made now. */
 static void
 network_cb(int status, struct json_object *body, const char *errmsg,

@@ -195,6 +195,8 @@ int	 control_container_ip(struct control *, struct json_object *,
 	    struct in_addr *);
 /* %-encode everything but unreserved characters (malloc'd). */
 char	*control_url_encode(const char *);
+/* Docker may have done what we did not see: reconcile again soon. */
+void	 control_resync(struct control *);
 
 /* control/status.c */
 /* Free the status requests still waiting for Docker. */

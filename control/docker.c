@@ -59,6 +59,7 @@ struct docker_req {
 	struct bufferevent	*bev;
 	struct event		*timer;
 	char			*failmsg;	/* set: the timer reports this */
+	int			 grace;		/* the timeout was put off once */
 
 	enum docker_req_state	 state;
 	int			 status;
@@ -100,6 +101,7 @@ static void	docker_req_free(struct docker_req *);
 static void	docker_req_fail_later(struct docker_req *, const char *, ...)
 		    SBX_PRINTF(2, 3);
 static void	docker_req_timer_cb(evutil_socket_t, short, void *);
+static int	docker_req_pending(struct docker_req *);
 static void	docker_req_read_cb(struct bufferevent *, void *);
 static void	docker_req_event_cb(struct bufferevent *, short, void *);
 static int	docker_req_head(struct docker_req *);
@@ -311,14 +313,40 @@ docker_req_fail_later(struct docker_req *req, const char *fmt, ...)
 static void
 docker_req_timer_cb(evutil_socket_t fd, short events, void *arg)
 {
-	struct docker_req	*req = arg;
+	static const struct timeval	 grace = { 1, 0 };
+	struct docker_req		*req = arg;
 
 	(void)fd;
 	(void)events;
-	if (req->failmsg != NULL)
+	if (req->failmsg != NULL) {
 		docker_req_done(req, 0, req->failmsg);
-	else
-		docker_req_done(req, 0, "timed out");
+		return;
+	}
+	/*
+	 * An answer (or the close) waiting unread is not a timeout: the loop
+	 * did not look (the process was stopped, and epoll_wait returns EINTR
+	 * on SIGCONT, so the expired timer runs before the I/O is seen). Read
+	 * it on the next turn; Docker did what was asked, and failing here
+	 * would leave the store behind Docker (a start that happened, recorded
+	 * as failed).
+	 */
+	if (!req->grace && req->bev != NULL && docker_req_pending(req)) {
+		req->grace = 1;
+		evtimer_add(req->timer, &grace);
+		return;
+	}
+	docker_req_done(req, 0, "timed out");
+}
+
+/* 1 if the request's socket has bytes or an EOF we have not read yet. */
+static int
+docker_req_pending(struct docker_req *req)
+{
+	char	c;
+	ssize_t	n;
+
+	n = recv(bufferevent_getfd(req->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return (n >= 0);
 }
 
 /* Bytes arrived: parse the head, then as much of the body as there is. */

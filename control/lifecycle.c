@@ -140,6 +140,9 @@ op_fail(struct lifecycle_op *op, int status, const char *fmt, ...)
 		fatalx("out of memory");
 	va_end(ap);
 	log_warnx("sandbox operation failed: %s\tid=%s", msg, op->id);
+	/* Docker away or too slow: what it did is not known for sure. */
+	if (status == 503)
+		control_resync(op->ctl);
 	if (op->kind == OP_CREATE && op->fail_msg == NULL) {
 		create_rollback(op, status, msg);
 		free(msg);
@@ -508,6 +511,11 @@ container_inspect_cb(int status, struct json_object *body,
 
 	if (status == 200 && control_container_ip(ctl, body, &ip) == 0)
 		ok = 1;
+	if (!ok && status == 0) {
+		/* Docker went away after the start: nothing of ours is wrong. */
+		op_fail(op, 503, "Docker is unavailable: %s", errmsg);
+		return;
+	}
 	if (!ok) {
 		op_fail(op, 500, "container has no address on network %s%s%s",
 		    ctl->cf->network, errmsg != NULL ? ": " : "",
@@ -557,8 +565,10 @@ create_rollback(struct lifecycle_op *op, int status, const char *msg)
 
 /*
  * The failed create's container is gone: remove its directories. If it
- * could not be removed, the row stays (in error) so that nothing runs that
- * the store does not know; a delete or the reconciler finishes it.
+ * could not be removed, the row stays so that nothing runs that the store
+ * does not know: in error if Docker refused, or deleting if Docker is away
+ * (the client was told the create failed, so the reconcile that runs when
+ * Docker is back finishes the rollback instead of leaving an orphan row).
  */
 static void
 rollback_removed_cb(int status, struct json_object *body,
@@ -567,6 +577,14 @@ rollback_removed_cb(int status, struct json_object *body,
 	struct lifecycle_op	*op = arg;
 	char			*msg;
 
+	if (status == 0) {
+		xasprintf(&msg, "%s (Docker is away: the rollback finishes "
+		    "when it is back)", op->fail_msg);
+		op_state(op, SANDBOX_DELETING, msg);
+		op_finish(op, op->fail_status, msg);
+		free(msg);
+		return;
+	}
 	if (status != 204 && status != 404) {
 		xasprintf(&msg, "%s (and its container could not be removed: "
 		    "%s)", op->fail_msg, errmsg != NULL ? errmsg : "?");
