@@ -8,6 +8,7 @@ import socket
 import secrets
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -156,6 +157,72 @@ def test_container_hardening(t, d, sid):
     r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["sh", "-c", "id -u; touch /x 2>&1; echo rc=$?"]})
     out = r.json().get("stdout", "") if r.status == 200 else ""
     t.check(out.startswith("1000\n") and "rc=1" in out, "runs as uid 1000 on a read-only root: %r" % out)
+
+
+def daemon_children(pid):
+    """Forked children of pid that did not exec (same command line)."""
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        cmd = f.read()
+    kids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % p) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != pid:
+                continue
+            with open("/proc/%s/cmdline" % p, "rb") as f:
+                if f.read() == cmd:
+                    kids.append(int(p))
+        except (OSError, ValueError, IndexError):
+            pass
+    return kids
+
+
+def test_file_job_fds(t, d, sid):
+    """A workspace file job is a forked child: caught in the middle of a
+    64 MiB write (stopped while its descriptors are read), it holds the
+    workspace and the file it writes, never one of the daemon's sockets
+    (a listener or a client's), which a slow job would keep open past the
+    daemon's exit."""
+    body = b"x" * (64 << 20)
+    seen = None
+    for attempt in range(8):
+        path = "/v1/sandboxes/%s/files/fdcheck-%d.bin" % (sid, attempt)
+        th = threading.Thread(target=d.request, args=("PUT", path, body), kwargs={"timeout": 120})
+        th.start()
+        deadline = time.time() + 60
+        while th.is_alive() and seen is None and time.time() < deadline:
+            for kid in daemon_children(d.proc.pid):
+                try:
+                    os.kill(kid, signal.SIGSTOP)
+                    fds = os.listdir("/proc/%d/fd" % kid)
+                    links = []
+                    for fd in fds:
+                        try:
+                            links.append(os.readlink("/proc/%d/fd/%s" % (kid, fd)))
+                        except OSError:
+                            pass
+                    # Past its start: the temporary file is open.
+                    if any(".sbx-put-" in l for l in links):
+                        seen = links
+                except OSError:
+                    pass
+                finally:
+                    try:
+                        os.kill(kid, signal.SIGCONT)
+                    except OSError:
+                        pass
+            time.sleep(0.001)
+        th.join(120)
+        d.request("DELETE", path)
+        if seen is not None:
+            break
+    if not t.check(seen is not None, "a file job caught in the middle of its write"):
+        return
+    socks = [l for l in seen if l.startswith("socket:")]
+    t.check(not socks, "the file job holds none of the daemon's sockets: %r" % seen)
 
 
 def test_exec(t, d, sid):
@@ -591,7 +658,7 @@ def main():
         t.run(create_files_preview, d, made)
         sid = made[0] if made else None
         if sid:
-            for fn in (test_container_hardening, test_exec, test_traversal, test_bad_input,
+            for fn in (test_container_hardening, test_file_job_fds, test_exec, test_traversal, test_bad_input,
                        test_random_requests, test_tenants, test_stop_start, test_removed_behind_back, test_restart,
                        test_delete):
                 t.run(fn, d, sid)
