@@ -1513,9 +1513,13 @@ reply_errno(struct http_exchange *ex, int error, const char *path)
  * A PUT or DELETE of a workspace file, run in a forked child: a 100 MiB
  * write with its fsync, or the removal of a node_modules tree, must not
  * stall every other tenant's traffic on the loop. The child's exit code
- * carries the outcome: 0 done, 1 done and created, FILE_JOB_ERRNO + errno.
+ * carries the outcome: FILE_JOB_ERRNO + errno, FILE_JOB_DONE, or
+ * FILE_JOB_CREATED; any other (an exit(1) from a fatal error, a sanitizer)
+ * is a failure, never taken for success.
  */
-#define FILE_JOB_ERRNO	2
+#define FILE_JOB_ERRNO		2	/* + errno (below 250) */
+#define FILE_JOB_DONE		252
+#define FILE_JOB_CREATED	253
 
 struct file_job {
 	struct http_exchange	*ex;
@@ -1545,7 +1549,7 @@ file_job_run(void *arg)
 		error = files_delete(job->wsfd, job->path);
 	if (error != 0)
 		return (FILE_JOB_ERRNO + (error < 250 ? error : EIO));
-	return (created);
+	return (created ? FILE_JOB_CREATED : FILE_JOB_DONE);
 }
 
 static void
@@ -1555,16 +1559,17 @@ file_job_done(int status, void *arg)
 	int		 code;
 
 	code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-	if (code == -1)
-		http_exchange_reply_error(job->ex, 500, "internal",
-		    "the file operation was cut short");
-	else if (code >= FILE_JOB_ERRNO)
+	if (code == FILE_JOB_DONE || code == FILE_JOB_CREATED)
+		http_exchange_reply(job->ex, job->is_put &&
+		    code == FILE_JOB_CREATED ? 201 : 204, NULL, NULL, 0);
+	else if (code >= FILE_JOB_ERRNO && code < FILE_JOB_DONE)
 		reply_errno(job->ex, code - FILE_JOB_ERRNO, job->path);
-	else if (job->is_put)
-		http_exchange_reply(job->ex, code == 1 ? 201 : 204, NULL,
-		    NULL, 0);
-	else
-		http_exchange_reply(job->ex, 204, NULL, NULL, 0);
+	else {
+		log_warnx("file job failed\tpath=%s status=%d", job->path,
+		    status);
+		http_exchange_reply_error(job->ex, 500, "internal",
+		    "the file operation failed or was cut short");
+	}
 	close(job->wsfd);
 	free(job->path);
 	free(job);
