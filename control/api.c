@@ -76,6 +76,7 @@ struct api_route {
 	enum api_body	 body;		/* which limit its body has */
 };
 
+static void	healthz_answer(struct control *, struct http_exchange *);
 static void	h_healthz(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_metrics(struct control *, struct http_exchange *,
@@ -623,6 +624,15 @@ h_healthz(struct control *ctl, struct http_exchange *ex,
 		    "the store does not answer");
 		return;
 	}
+	/*
+	 * Docker's answer of the last second stands: a monitor (or many)
+	 * polling /healthz must not open a Docker connection each time.
+	 */
+	if (ctl->health_ms != 0 &&
+	    time_mono_ms() - ctl->health_ms < HEALTHZ_CACHE_MS) {
+		healthz_answer(ctl, ex);
+		return;
+	}
 	call = xcalloc(1, sizeof *call);
 	call->ctl = ctl;
 	call->ex = ex;
@@ -636,15 +646,26 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 {
 	struct api_call		*call = arg;
 	struct control		*ctl = call->ctl;
+
+	ctl->docker_ok = status == 200;
+	ctl->health_ms = time_mono_ms();
+	snprintf(ctl->health_err, sizeof ctl->health_err, "%s",
+	    status == 200 ? "" : errmsg != NULL ? errmsg :
+	    "unexpected status");
+	healthz_answer(ctl, call->ex);
+	free(call);
+}
+
+/* The health answer from the last Docker ping (ctl->health_*). */
+static void
+healthz_answer(struct control *ctl, struct http_exchange *ex)
+{
 	struct json_object	*o;
 	int			 total = 0;
 
-	ctl->docker_ok = status == 200;
-	if (status != 200) {
-		http_exchange_reply_error(call->ex, 503, "unavailable",
-		    "Docker does not answer: %s", errmsg != NULL ? errmsg :
-		    "unexpected status");
-		free(call);
+	if (ctl->health_err[0] != '\0') {
+		http_exchange_reply_error(ex, 503, "unavailable",
+		    "Docker does not answer: %s", ctl->health_err);
 		return;
 	}
 	store_sandbox_count(ctl->store, -1, &total);
@@ -660,8 +681,7 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 	json_object_object_add(o, "running",
 	    json_object_new_int(ctl->nactive));
 	json_object_object_add(o, "egress", egress_json(ctl));
-	reply_object(call->ex, 200, o);
-	free(call);
+	reply_object(ex, 200, o);
 }
 
 /* GET /metrics: Prometheus text format. */

@@ -11,6 +11,9 @@
 
 #include "control/control.h"
 
+/* How long /healthz answers from the last Docker ping. */
+#define HEALTHZ_CACHE_MS	1000
+
 struct event;
 struct json_object;
 
@@ -145,6 +148,9 @@ struct control {
 	struct event		*sigchld;
 
 	int			 docker_ok;	/* the last Docker call got an answer */
+	/* /healthz: the last Docker ping's time and its error ("": fine). */
+	int64_t			 health_ms;
+	char			 health_err[128];
 	int			 reconciled;	/* a reconcile has succeeded */
 	int			 syncing;	/* network + reconcile under way */
 	int			 sync_again;	/* another was asked for meanwhile */

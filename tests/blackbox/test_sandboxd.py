@@ -63,6 +63,17 @@ def test_cli(t, d):
 def test_healthz_and_auth(t, d):
     r = d.request("GET", "/healthz", key=None)
     t.check(r.status == 200 and r.json()["status"] == "ok", "healthz ok: %r" % r)
+    # Polled hard, /healthz pings Docker about once a second, not per call.
+    def pings():
+        with open(d.log_path, errors="replace") as f:
+            return sum(1 for ln in f if 'path="/_ping"' in ln)
+    before, t0 = pings(), time.time()
+    codes = [d.request("GET", "/healthz", key=None).status for _ in range(40)]
+    spent = time.time() - t0
+    time.sleep(0.2)
+    extra = pings() - before
+    t.check(codes == [200] * 40, "40 healthz calls answered: %r" % sorted(set(codes)))
+    t.check(extra <= int(spent) + 2, "Docker pinged %d times for 40 calls in %.1f s" % (extra, spent))
     r = d.request("GET", "/v1/sandboxes", key=None)
     t.check(r.status == 401 and r.error_code() == "unauthorized", "no key: 401 %r" % r)
     r = d.request("GET", "/v1/sandboxes", raw_key="x" * 40)
