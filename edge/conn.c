@@ -260,9 +260,9 @@ edge_conn_flush(struct edge_conn *conn)
 		conn->nodelay = 1;
 	}
 	if (conn->tls)
-		/* While wev waits the socket is full: no write to try. */
-		full = conn->tls_writing || conn->tls_failed ||
-		    edge_conn_tls_write(conn);
+		/* While a write waits for wev the socket is full: no try. */
+		full = conn->tls_failed || (conn->tls_wlen > 0 &&
+		    conn->tls_writing) || edge_conn_tls_write(conn);
 	else
 		full = edge_flush(conn->bev);
 	if (full && !conn->send_watch) {
@@ -414,7 +414,10 @@ edge_conn_tls_cb(evutil_socket_t fd, short events, void *arg)
 			conn->tls_rwantw = 0;
 			sock = 1;
 		}
-		if (conn->tls_wlen > 0 && edge_conn_tls_write(conn) == 0) {
+		/* A write to repeat, or output queued while a read waited. */
+		if ((conn->tls_wlen > 0 || evbuffer_get_length(
+		    bufferevent_get_output(conn->bev)) > 0) &&
+		    edge_conn_tls_write(conn) == 0) {
 			edge_conn_drained(conn);
 			if (conn->state == EDGE_CONN_DEAD)
 				return;
@@ -524,11 +527,21 @@ edge_conn_tls_read(struct edge_conn *conn, int sock)
 		else if (err != SSL_ERROR_ZERO_RETURN)
 			log_debug("client TLS error\tpeer=%s error=\"%s\"",
 			    conn->peer, edge_tls_error());
+		if (err != SSL_ERROR_ZERO_RETURN)
+			SSL_set_quiet_shutdown(conn->ssl, 1);
 		ERR_clear_error();
 		edge_conn_close(conn);
 		return;
 	}
 	edge_conn_input(conn, got || had > 0);
+	/*
+	 * Stopped at the mark with bytes still in the SSL, and the protocol
+	 * took enough that the input is under it again (no read_full, so no
+	 * input_cb to wake us): the socket will not say they are there.
+	 */
+	if (len >= EDGE_BUFFER_HIGH && conn->state != EDGE_CONN_DEAD &&
+	    conn->reading && SSL_has_pending(conn->ssl))
+		event_active(conn->rev, EV_TIMEOUT, 0);
 }
 
 /*
@@ -553,7 +566,7 @@ edge_conn_tls_write(struct edge_conn *conn)
 		if (n == 0)
 			n = len < EDGE_TLS_RECORD ? (int)len : EDGE_TLS_RECORD;
 		if ((p = evbuffer_pullup(out, n)) == NULL) {
-			err = SSL_ERROR_SSL;
+			err = -1;	/* not OpenSSL's: no memory */
 			break;
 		}
 		ERR_clear_error();
@@ -568,9 +581,12 @@ edge_conn_tls_write(struct edge_conn *conn)
 	evbuffer_freeze(out, 1);
 	if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_WRITE) {
 		log_debug("client TLS error\tpeer=%s error=\"%s\"", conn->peer,
-		    err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 &&
-		    errno != 0 ? strerror(errno) : edge_tls_error());
+		    err == -1 ? "out of memory" : err == SSL_ERROR_SYSCALL &&
+		    ERR_peek_error() == 0 && errno != 0 ? strerror(errno) :
+		    edge_tls_error());
 		ERR_clear_error();
+		/* After a failed write OpenSSL must not write again. */
+		SSL_set_quiet_shutdown(conn->ssl, 1);
 		conn->tls_failed = 1;
 		event_active(conn->wev, EV_WRITE, 0);
 		return 1;

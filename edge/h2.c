@@ -801,13 +801,21 @@ edge_h2_trailer_op(struct edge_req *req, const char *data, size_t len)
 static void
 edge_h2_submit_trailers(struct edge_h2_stream *s)
 {
-	nghttp2_nv	 nv[64];
+	nghttp2_nv	*nv;
 	char		*p, *end, *line, *colon, *v, *ve;
-	size_t		 n = 0, i;
+	size_t		 len, n = 0, max = 0, i;
+	int		 rv;
 
-	p = (char *)evbuffer_pullup(s->out_trailers, -1);
-	end = p + evbuffer_get_length(s->out_trailers);
-	while (p != NULL && p < end && n < nitems(nv)) {
+	len = evbuffer_get_length(s->out_trailers);
+	if ((p = (char *)evbuffer_pullup(s->out_trailers, -1)) == NULL)
+		return;
+	end = p + len;
+	for (line = p; line < end; line++)
+		max += *line == '\n';
+	if (max == 0)
+		return;
+	nv = xcalloc(max, sizeof *nv);
+	while (p < end && n < max) {
 		line = p;
 		if ((p = memchr(line, '\n', end - line)) == NULL)
 			break;
@@ -828,8 +836,10 @@ edge_h2_submit_trailers(struct edge_h2_stream *s)
 		nv[n].valuelen = ve - v;
 		nv[n++].flags = NGHTTP2_NV_FLAG_NONE;
 	}
-	if (n == 0 || nghttp2_submit_trailer(s->h2->session, s->id, nv, n) !=
-	    0)
+	/* nghttp2 copies the fields. */
+	rv = n > 0 ? nghttp2_submit_trailer(s->h2->session, s->id, nv, n) : -1;
+	free(nv);
+	if (rv != 0)
 		return;
 	evbuffer_free(s->out_trailers);
 	s->out_trailers = NULL;

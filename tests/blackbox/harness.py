@@ -265,7 +265,14 @@ class Runner:
     def __init__(self):
         self.passed = 0
         self.failed = 0
+        self.skipped = []
         self.current = None
+
+    def skip(self, why):
+        """What the current test could not check here, said out loud: it is
+        listed again at the end and counted in the summary line."""
+        self.skipped.append("%s: %s" % (self.current, why))
+        print("  SKIP %s: %s" % (self.current, why), flush=True)
 
     def check(self, cond, what):
         if cond:
@@ -292,7 +299,10 @@ class Runner:
             self.failed += 1
             print("  FAIL cleanup: %s" % what, flush=True)
         del EXIT_PROBLEMS[:]
-        print("%d passed, %d failed" % (self.passed, self.failed))
+        for what in self.skipped:
+            print("  skipped %s" % what)
+        print("%d passed, %d failed%s" % (self.passed, self.failed,
+                                          ", %d skipped" % len(self.skipped) if self.skipped else ""))
         return 0 if self.failed == 0 else 1
 
 

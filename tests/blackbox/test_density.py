@@ -253,7 +253,7 @@ def test_wake_held(t, d, ctx):
 def test_concurrent_start_once(t, d, ctx):
     sid = ctx.get("app")
     if sid is None:
-        print("  skip: no sandbox from test_wake_held")
+        t.skip("no sandbox from test_wake_held")
         return
     if not api_stop(t, d, sid):
         return
@@ -319,7 +319,7 @@ def test_api_start_during_wake(t, d, ctx):
     wake (200, running) rather than failing because a start is in flight."""
     sid = ctx.get("slow")
     if sid is None:
-        print("  skip: no slow sandbox from test_warming_page")
+        t.skip("no slow sandbox from test_warming_page")
         return
     api_stop(t, d, sid)
     got = []
@@ -383,7 +383,7 @@ def test_held_websocket(t, d, ctx):
 def test_client_disconnects_while_held(t, d, ctx):
     sid = ctx.get("slow")
     if sid is None:
-        print("  skip: no slow sandbox from test_warming_page")
+        t.skip("no slow sandbox from test_warming_page")
         return
     api_stop(t, d, sid)
     socks = []
@@ -449,7 +449,7 @@ def test_keepalive_after_delete(t, d, ctx):
 def test_docker_kill(t, d, ctx):
     sid = ctx.get("app")
     if sid is None:
-        print("  skip: no sandbox from test_wake_held")
+        t.skip("no sandbox from test_wake_held")
         return
     if state(d, sid) != "running":
         preview(d, sid, timeout=20)
@@ -465,7 +465,7 @@ def test_docker_kill(t, d, ctx):
 def test_wake_removed_container(t, d, ctx):
     sid = ctx.get("app")
     if sid is None:
-        print("  skip: no sandbox from test_wake_held")
+        t.skip("no sandbox from test_wake_held")
         return
     if state(d, sid) != "stopped" and not api_stop(t, d, sid):
         return
@@ -518,12 +518,12 @@ def test_conflict_states(t, d, ctx):
             a = d.request("POST", "/v1/sandboxes/%s/start" % sid)
             b = d.request("POST", "/v1/sandboxes/%s/stop" % sid)
             if a.status == 404 or b.status == 404:
-                print("  skip: the delete finished before start/stop got there")
+                t.skip("the delete finished before start/stop got there")
             else:
                 t.check(a.status == 409 and a.error_code() == "conflict", "start while deleting: 409 %r" % a)
                 t.check(b.status == 409 and b.error_code() == "conflict", "stop while deleting: 409 %r" % b)
         else:
-            print("  skip: could not catch the sandbox in state deleting")
+            t.skip("could not catch the sandbox in state deleting")
         th.join(30)
         t.check(done and done[0].status == 204, "the delete finished: %r" % done)
     # error: its template's image disappears while it is stopped and its
@@ -542,7 +542,7 @@ def test_conflict_states(t, d, ctx):
             docker("rmi", tag, check=False)
             d2.request("POST", "/v1/sandboxes/%s/start" % sid, timeout=30)
             if state(d2, sid) != "error":
-                print("  skip: a sandbox whose image vanished is %r, not error" % state(d2, sid))
+                t.skip("a sandbox whose image vanished is %r, not error" % state(d2, sid))
                 return
             r, _ = preview(d2, sid, timeout=15)
             t.check(r is not None and r.status == 502, "the preview of a sandbox in error: 502 page %r" % r)
@@ -792,7 +792,7 @@ def test_min_free_memory(t, d, ctx):
         return
     pair = ctx.get("refuse")
     if pair is None:
-        print("  skip: no sandboxes from test_refusal_when_busy")
+        t.skip("no sandboxes from test_refusal_when_busy")
         return
     s1, s2 = pair
     api_stop(t, d, s2)

@@ -112,6 +112,12 @@ class Origin(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
                 self.close_connection = True
+        elif path == "/many-trailers":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            tr = "".join("X-T%d: v%d\r\n" % (i, i) for i in range(100))
+            self.wfile.write(b"2\r\nok\r\n0\r\n" + tr.encode() + b"\r\n")
         elif path == "/trailers":
             # Chunked with trailers (gRPC-style), one cut across writes.
             self.send_response(200)
@@ -508,6 +514,9 @@ def test_big_bodies(t, d, ctx):
               for k, v in (st["trailers"] or {}).items()}
         t.check(tr == {"grpc-status": "0", "x-checksum": "abc123"},
                 "upstream trailers reach the h2 client: %r" % tr)
+        st = c.get(ROUTE_HOST, "/many-trailers")
+        n = len(st["trailers"] or {})
+        t.check(status(st) == 200 and n == 100, "100 upstream trailers, all of them: %d" % n)
         # 8 MB chunked download.
         st = c.get(ROUTE_HOST, "/big?n=%d" % (8 * MIB), timeout=60)
         t.check(status(st) == 200 and len(st["data"]) == 8 * MIB and st["ended"],

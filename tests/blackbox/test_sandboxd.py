@@ -594,7 +594,7 @@ def test_base_image_starter_app(t):
     preview URL and its hot-reload WebSocket passes the proxy."""
     seed = find_seed()
     if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0 or seed is None:
-        print("  skip: no %s image or starter seed (base-image/build.sh makes both)" % BASE_IMAGE)
+        t.skip("no %s image or starter seed (base-image/build.sh makes both)" % BASE_IMAGE)
         return
     d = Daemon(templates={"default": {
         "image": BASE_IMAGE, "port": "3000", "seed_dir": seed, "memory": "1g",
