@@ -157,8 +157,12 @@ struct control {
 	uint64_t		 refusals_total;
 	uint64_t		 idle_stops_total;
 	uint64_t		 idle_pauses_total;
+	struct hist		 wake_hist;	/* wake.c: to the app's port */
+	int64_t			 started_ms;	/* wall clock, for uptime */
 	control_retire_cb	 retire_cb;	/* the edge's, see control.h */
 	void			*retire_arg;
+	control_metrics_cb	 metrics_cb;	/* the edge's, see control.h */
+	void			*metrics_arg;
 	uint64_t		 requests_total;
 	uint64_t		 requests_failed;
 
