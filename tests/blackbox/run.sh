@@ -12,15 +12,16 @@
 # test_h2.py (HTTP/2, plain and over TLS), test_defenses.py (slowloris,
 # slow read, body rates, connection caps), test_tasks.py (agent tasks,
 # their events), test_dev.py (the dev server: logs, restart-dev, dev_server),
-# test_terminal.py (the terminal's WebSocket) and test_browser.py (headless Chromium and the Vite
-# starter app over h2 and TLS).
+# test_terminal.py (the terminal's WebSocket), test_browser.py (headless Chromium and the Vite
+# starter app over h2 and TLS) and test_metrics.py (/metrics after real
+# traffic, promtool, the access log and its reopen on SIGHUP).
 # Each prints "N passed, N failed"; the last line here is their sum. Exit
 # 77 (skip) only if all skip, else 1 if any fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_browser.py"
+tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_browser.py test_metrics.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1
