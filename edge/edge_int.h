@@ -679,13 +679,13 @@ void	edge_stats_free(struct edge *);
 void	edge_stats_req_begin(struct edge_req *,
 	    const struct http_request_head *, const struct http_header *host);
 /* How a request ended, for the access log. */
-enum edge_req_end {
+enum edge_req_outcome {
 	EDGE_END_OK,		/* its response is complete */
 	EDGE_END_CUT,		/* cut off (edge_req_abort) */
 	EDGE_END_GONE		/* the client left first */
 };
 /* A begun request ends: count it, log it; leaves it not begun. */
-void	edge_stats_req_end(struct edge_req *, enum edge_req_end);
+void	edge_stats_req_end(struct edge_req *, enum edge_req_outcome);
 /* A connection opens, changes protocol (h1 to h2), closes. */
 void	edge_stats_conn_open(struct edge_conn *);
 void	edge_stats_conn_proto(struct edge_conn *, enum edge_proto);

@@ -32,7 +32,7 @@ static void	edge_req_target(struct edge_req *,
 static void	edge_req_keep(struct edge_req *,
 		    const struct http_request_head *);
 static void	edge_req_unkeep(struct edge_req *);
-static void	edge_req_settle(struct edge_req *, enum edge_req_end);
+static void	edge_req_settle(struct edge_req *, enum edge_req_outcome);
 static void	edge_req_held_timeout(struct edge_req *);
 static int	edge_req_is_browser(const struct http_request_head *);
 static int	edge_req_wants_json(const struct http_header *);
@@ -552,7 +552,7 @@ edge_req_head(struct edge_req *req, struct edge_resp_head *rh)
  * edge from it (a retirement), and must find this request done.
  */
 static void
-edge_req_settle(struct edge_req *req, enum edge_req_end how)
+edge_req_settle(struct edge_req *req, enum edge_req_outcome how)
 {
 	edge_stats_req_end(req, how);
 	edge_req_timer(req, -1);

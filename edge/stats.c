@@ -35,7 +35,7 @@ static int	edge_alog_open(const char *path, char **cause);
 static void	edge_alog_flush_cb(evutil_socket_t, short, void *);
 static void	edge_alog_flush(struct edge_alog *);
 static void	edge_alog_quoted(struct evbuffer *, const char *, size_t);
-static void	edge_alog_line(struct edge_req *, enum edge_req_end);
+static void	edge_alog_line(struct edge_req *, enum edge_req_outcome);
 static void	edge_stats_metrics_cb(struct evbuffer *, void *);
 
 static const char *const edge_kind_names[EDGE_NKIND] = {
@@ -213,7 +213,7 @@ edge_stats_req_begin(struct edge_req *req, const struct http_request_head *h,
 
 /* Count a request that ends, log it, and make it not begun. */
 void
-edge_stats_req_end(struct edge_req *req, enum edge_req_end how)
+edge_stats_req_end(struct edge_req *req, enum edge_req_outcome how)
 {
 	struct edge_stats	*st = &req->edge->stats;
 	enum edge_proto		 proto;
@@ -273,7 +273,7 @@ edge_alog_quoted(struct evbuffer *out, const char *s, size_t len)
 
 /* Format the request's line into the buffer; flush soon, or now if full. */
 static void
-edge_alog_line(struct edge_req *req, enum edge_req_end how)
+edge_alog_line(struct edge_req *req, enum edge_req_outcome how)
 {
 	struct edge_alog	*al = req->edge->alog;
 	struct evbuffer		*out = al->buf;
