@@ -513,7 +513,6 @@ struct edge {
 	unsigned long		 refused;	/* since that warning */
 	struct edge_stats	 stats;		/* stats.c */
 	struct edge_alog	*alog;		/* NULL: access_log = off */
-	int64_t			 started;	/* wall clock (ms), for uptime */
 };
 
 /* edge/edge.c */

@@ -71,7 +71,6 @@ edge_stats_init(struct edge *edge, char **cause)
 	struct edge_alog	*al;
 	const char		*path = edge->cfg->access_log;
 
-	edge->started = time_now_ms();
 	control_set_metrics_cb(edge->ctl, edge_stats_metrics_cb, edge);
 	if (path == NULL)
 		return 0;
@@ -158,10 +157,8 @@ edge_alog_flush(struct edge_alog *al)
 
 	al->pending = 0;
 	while (evbuffer_get_length(al->buf) > 0) {
-		if (al->fd != -1 &&
-		    (n = evbuffer_write(al->buf, al->fd)) > 0)
-			continue;
-		if (al->fd != -1 && n == -1 && errno == EINTR)
+		n = al->fd != -1 ? evbuffer_write(al->buf, al->fd) : -1;
+		if (n > 0 || (n == -1 && al->fd != -1 && errno == EINTR))
 			continue;
 		now = time_mono_ms();
 		if (al->warned == 0 || now - al->warned >= EDGE_ALOG_WARN_MS) {
