@@ -732,6 +732,7 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    "# HELP sandboxd_task_streams Task event streams open.\n"
 	    "# TYPE sandboxd_task_streams gauge\nsandboxd_task_streams %d\n",
 	    tasks, streams);
+	task_metrics(ctl, out);
 	metrics_latency(ctl, out);
 	metrics_process(ctl, out);
 	if (ctl->metrics_cb != NULL)

@@ -342,7 +342,6 @@ void	control_set_retire_cb(struct control *, control_retire_cb, void *);
  * connections) to the answer in Prometheus text format. Called in the
  * loop, synchronously; cb NULL removes it.
  */
-struct evbuffer;
 typedef void (*control_metrics_cb)(struct evbuffer *, void *arg);
 void	control_set_metrics_cb(struct control *, control_metrics_cb, void *);
 

@@ -268,7 +268,24 @@ def test_wake_histogram(t, c):
     lines = [l for l in read_log_lines(c.alog) if "sandbox=" + sid in l]
     t.check(len(lines) == 1 and 'path="/"' in lines[0] and "upstream_ms=" in lines[0],
             "the preview's access line: %r" % lines)
-    promtool(t, "\n".join([metrics(c)]))
+    # A command task: finished once, succeeded, its events counted.
+    before = after
+    r = c.d.request("POST", "/v1/sandboxes/%s/tasks" % sid,
+                    {"agent": "command", "cmd": ["sh", "-c", "echo one; echo two"]}, timeout=60)
+    if t.check(r.status == 202, "task: %d %r" % (r.status, r.body[:200])):
+        tid = r.json()["id"]
+        done = wait_for(lambda: c.d.request("GET", "/v1/sandboxes/%s/tasks/%s" % (sid, tid))
+                        .json().get("state") in ("succeeded", "failed", "cancelled"), timeout=30)
+        t.check(done, "the task finished")
+        after = parse_metrics(metrics(c))
+        fin = (sample(after, "sandboxd_tasks_finished_total", state="succeeded") -
+               sample(before, "sandboxd_tasks_finished_total", state="succeeded"))
+        t.check(fin == 1, "one task succeeded: %r" % fin)
+        ev = sample(after, "sandboxd_task_events_total") - sample(before, "sandboxd_task_events_total")
+        t.check(ev >= 3, "its events counted (two lines, exit): %r" % ev)
+        live = sum(v for k, v in after.items() if k[0] == "sandboxd_tasks")
+        t.check(live == 0, "no task left live: %r" % live)
+    promtool(t, metrics(c))
     c.d.request("DELETE", "/v1/sandboxes/%s" % sid, timeout=60)
 
 
