@@ -732,6 +732,20 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    "# HELP sandboxd_task_streams Task event streams open.\n"
 	    "# TYPE sandboxd_task_streams gauge\nsandboxd_task_streams %d\n",
 	    tasks, streams);
+	evbuffer_add_printf(out,
+	    "# HELP sandboxd_sandbox_creates_total Sandboxes created and "
+	    "running.\n# TYPE sandboxd_sandbox_creates_total counter\n"
+	    "sandboxd_sandbox_creates_total %llu\n"
+	    "# HELP sandboxd_sandbox_starts_total Stopped sandboxes started "
+	    "again (by the API or a wake).\n"
+	    "# TYPE sandboxd_sandbox_starts_total counter\n"
+	    "sandboxd_sandbox_starts_total %llu\n"
+	    "# HELP sandboxd_unpauses_total Paused sandboxes unpaused.\n"
+	    "# TYPE sandboxd_unpauses_total counter\n"
+	    "sandboxd_unpauses_total %llu\n",
+	    (unsigned long long)ctl->creates_total,
+	    (unsigned long long)ctl->starts_total,
+	    (unsigned long long)ctl->unpauses_total);
 	task_metrics(ctl, out);
 	metrics_latency(ctl, out);
 	metrics_process(ctl, out);

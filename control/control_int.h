@@ -160,6 +160,9 @@ struct control {
 	struct hist		 wake_hist;	/* wake.c: to the app's port */
 	uint64_t		 tasks_finished_total[TASK_CANCELLED + 1];
 	uint64_t		 task_events_total;	/* task.c */
+	uint64_t		 creates_total;		/* lifecycle.c */
+	uint64_t		 starts_total;
+	uint64_t		 unpauses_total;
 	int64_t			 started_ms;	/* wall clock, for uptime */
 	control_retire_cb	 retire_cb;	/* the edge's, see control.h */
 	void			*retire_arg;

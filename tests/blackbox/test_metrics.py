@@ -254,6 +254,10 @@ def test_wake_histogram(t, c):
     woke = (sample(after, "sandboxd_wake_duration_seconds_count") -
             sample(before, "sandboxd_wake_duration_seconds_count"))
     t.check(woke == 1, "one wake observed, got %r" % woke)
+    for name in ("sandboxd_sandbox_creates_total", "sandboxd_sandbox_starts_total",
+                 "sandboxd_wakes_total"):
+        moved = sample(after, name) - sample(before, name)
+        t.check(moved == 1, "%s moved by %r, want 1" % (name, moved))
     inf = sample(after, "sandboxd_wake_duration_seconds_bucket", le="+Inf")
     t.check(inf == sample(after, "sandboxd_wake_duration_seconds_count"), "+Inf bucket is the count")
     got = (sample(after, "sandboxd_http_requests_total", kind="preview", proto="h1", code="2xx") +
