@@ -193,7 +193,8 @@ cmd_serve(int argc, char **argv)
 	    "Logs go to stderr.\nSIGTERM/SIGINT: stop accepting, finish "
 	    "in-flight requests within shutdown_grace,\nleave sandboxes "
 	    "running, remove the egress rules (nft table\ninet "
-	    "sandboxd_<instance>), exit 0. SIGHUP: reload TLS certificates.\n";
+	    "sandboxd_<instance>), exit 0. SIGHUP: reload TLS certificates,\n"
+	    "reopen the access_log file.\n";
 	struct daemon	 d;
 	struct event	*sigs[4];
 	const char	*path;
@@ -310,6 +311,7 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		notify_reloading();
 		log_info("SIGHUP: reloading");
 		edge_tls_reload(d->edge);
+		edge_stats_reopen(d->edge);
 		notify_ready();
 		return;
 	}

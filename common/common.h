@@ -207,6 +207,7 @@ struct config {
 	uint64_t		 min_free_memory_bytes;
 	int			 min_free_memory_pct;
 	enum log_level		 log_level;	/* lowest level logged */
+	char			*access_log;	/* NULL: off; "stderr"; a path */
 	enum cfg_egress		 egress;
 	struct cfg_cidr		*egress_allow;	/* allowed whatever egress says */
 	size_t			 negress_allow;
@@ -553,5 +554,31 @@ int	 http_exchange_upgrade(struct http_exchange *,
 void	 http_exchange_upgrade_pause(struct http_exchange *, int);
 /* The transport: client bytes of an upgraded answer (edge calls). */
 void	 http_exchange_upgrade_data(struct http_exchange *, struct evbuffer *);
+
+/* common/hist.c */
+/*
+ * A latency histogram for /metrics: cumulative counts over fixed upper
+ * bounds in milliseconds (bounds[] ends with a 0 sentinel, at most
+ * HIST_MAX of them), written in Prometheus text format in seconds.
+ */
+#define HIST_MAX	16
+struct hist {
+	const int64_t	*bounds;	/* ms, ascending, 0-terminated */
+	uint64_t	 le[HIST_MAX];	/* observations <= bounds[i] */
+	uint64_t	 count;
+	int64_t		 sum_ms;
+};
+/* Bounds for waits a person notices (wakes): 50 ms to 60 s. */
+extern const int64_t hist_bounds_slow[];
+/* Bounds for local calls (Docker, the store): 1 ms to 10 s. */
+extern const int64_t hist_bounds_fast[];
+void	hist_init(struct hist *, const int64_t *bounds);
+void	hist_observe(struct hist *, int64_t ms);
+/*
+ * Append name_bucket/_sum/_count lines; labels, if not NULL, is a
+ * label list without braces ("op=\"x\"") put before le. No HELP/TYPE.
+ */
+void	hist_write(const struct hist *, struct evbuffer *, const char *name,
+	    const char *labels);
 
 #endif /* SBX_COMMON_H */

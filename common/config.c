@@ -109,7 +109,8 @@ enum cfg_type {
 	CFG_T_MEMFLOOR,		/* uint64_t bytes, or int percent at off_n */
 	CFG_T_PORTS,		/* struct cfg_port_range list, count at off_n */
 	CFG_T_EGRESS,		/* enum cfg_egress */
-	CFG_T_CIDRS		/* struct cfg_cidr array, count at off_n */
+	CFG_T_CIDRS,		/* struct cfg_cidr array, count at off_n */
+	CFG_T_ACCESSLOG		/* char *: NULL (off), "stderr" or a path */
 };
 
 /* One key of the file: where it may appear, its type, where it goes. */
@@ -174,6 +175,7 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "min_free_memory", CFG_GLOBAL, CFG_T_MEMFLOOR,
 	  G(min_free_memory_bytes), G(min_free_memory_pct), 0, 90 },
 	{ "log_level", CFG_GLOBAL, CFG_T_LOGLEVEL, G(log_level), 0, 0, 0 },
+	{ "access_log", CFG_GLOBAL, CFG_T_ACCESSLOG, G(access_log), 0, 0, 0 },
 	{ "egress", CFG_GLOBAL, CFG_T_EGRESS, G(egress), 0, 0, 0 },
 	{ "egress_allow", CFG_GLOBAL, CFG_T_CIDRS, G(egress_allow),
 	  G(negress_allow), 0, 0 },
@@ -1156,6 +1158,19 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 			cfg_error(p, p->line, key, "\"%s\" is not true or "
 			    "false", value);
 		break;
+	case CFG_T_ACCESSLOG:
+		/* "off" leaves it NULL: the edge then never formats a line. */
+		free(*sp);
+		*sp = NULL;
+		if (strcmp(value, "off") == 0)
+			break;
+		if (strcmp(value, "stderr") != 0 && value[0] != '/') {
+			cfg_error(p, p->line, key, "\"%s\" is not off, stderr "
+			    "or an absolute path", value);
+			return;
+		}
+		*sp = xstrdup(value);
+		break;
 	case CFG_T_LOGLEVEL:
 		if (strcmp(value, "debug") == 0)
 			conf->log_level = LOG_LEVEL_DEBUG;
@@ -1870,6 +1885,7 @@ config_free(struct config *conf)
 	}
 	free(conf->tls);
 	free(conf->data_dir);
+	free(conf->access_log);
 	free(conf->preview_secret_file);
 	free(conf->preview_domain);
 	free(conf->public_url);

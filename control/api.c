@@ -7,8 +7,10 @@
 #include "config.h"
 
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,6 +24,7 @@
 #include <json.h>
 
 #include "control/control_int.h"
+#include "store/store.h"
 
 #define API_JSON_MAX_BODY	(64 * 1024)
 #define API_EXEC_MAX_BODY	(1024 * 1024)
@@ -79,6 +82,8 @@ struct api_route {
 static void	healthz_answer(struct control *, struct http_exchange *);
 static void	h_healthz(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
+static void	metrics_latency(struct control *, struct evbuffer *);
+static void	metrics_process(struct control *, struct evbuffer *);
 static void	h_metrics(struct control *, struct http_exchange *,
 		    const struct api_caller *, const struct api_match *);
 static void	h_create(struct control *, struct http_exchange *,
@@ -754,8 +759,110 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    "# HELP sandboxd_task_streams Task event streams open.\n"
 	    "# TYPE sandboxd_task_streams gauge\nsandboxd_task_streams %d\n",
 	    tasks, streams);
+	evbuffer_add_printf(out,
+	    "# HELP sandboxd_sandbox_creates_total Sandboxes created and "
+	    "running.\n# TYPE sandboxd_sandbox_creates_total counter\n"
+	    "sandboxd_sandbox_creates_total %llu\n"
+	    "# HELP sandboxd_sandbox_starts_total Stopped sandboxes started "
+	    "again (by the API or a wake).\n"
+	    "# TYPE sandboxd_sandbox_starts_total counter\n"
+	    "sandboxd_sandbox_starts_total %llu\n"
+	    "# HELP sandboxd_unpauses_total Paused sandboxes unpaused.\n"
+	    "# TYPE sandboxd_unpauses_total counter\n"
+	    "sandboxd_unpauses_total %llu\n",
+	    (unsigned long long)ctl->creates_total,
+	    (unsigned long long)ctl->starts_total,
+	    (unsigned long long)ctl->unpauses_total);
+	task_metrics(ctl, out);
+	metrics_latency(ctl, out);
+	metrics_process(ctl, out);
+	if (ctl->metrics_cb != NULL)
+		ctl->metrics_cb(out, ctl->metrics_arg);
 	http_exchange_reply_buffer(ex, 200, "text/plain; version=0.0.4", out);
 	evbuffer_free(out);
+}
+
+/* The latency histograms: wakes, Docker calls, store writes. */
+static void
+metrics_latency(struct control *ctl, struct evbuffer *out)
+{
+	const struct docker_stats	*ds = docker_stats(ctl->docker);
+
+	evbuffer_add_printf(out, "# HELP sandboxd_wake_duration_seconds "
+	    "From a request waking a sandbox to its app's port accepting.\n"
+	    "# TYPE sandboxd_wake_duration_seconds histogram\n");
+	hist_write(&ctl->wake_hist, out, "sandboxd_wake_duration_seconds",
+	    NULL);
+	evbuffer_add_printf(out,
+	    "# HELP sandboxd_docker_requests_total Docker Engine API calls "
+	    "completed (the events stream not counted).\n"
+	    "# TYPE sandboxd_docker_requests_total counter\n"
+	    "sandboxd_docker_requests_total %llu\n"
+	    "# HELP sandboxd_docker_errors_total Docker calls that got no "
+	    "answer or a 5xx.\n"
+	    "# TYPE sandboxd_docker_errors_total counter\n"
+	    "sandboxd_docker_errors_total %llu\n"
+	    "# HELP sandboxd_docker_request_duration_seconds Docker Engine "
+	    "API call latency.\n"
+	    "# TYPE sandboxd_docker_request_duration_seconds histogram\n",
+	    (unsigned long long)ds->calls, (unsigned long long)ds->errors);
+	hist_write(&ds->latency, out,
+	    "sandboxd_docker_request_duration_seconds", NULL);
+	evbuffer_add_printf(out, "# HELP sandboxd_store_write_duration_seconds "
+	    "SQLite write (insert, update, delete) latency.\n"
+	    "# TYPE sandboxd_store_write_duration_seconds histogram\n");
+	hist_write(store_write_latency(ctl->store), out,
+	    "sandboxd_store_write_duration_seconds", NULL);
+}
+
+/* The process: memory, descriptors, start time, build. */
+static void
+metrics_process(struct control *ctl, struct evbuffer *out)
+{
+	FILE		*f;
+	DIR		*dir;
+	struct dirent	*de;
+	unsigned long	 size, resident = 0;
+	long		 page = sysconf(_SC_PAGESIZE);
+	int		 fds = 0;
+	int64_t		 now = time_now_ms();
+
+	if ((f = fopen("/proc/self/statm", "re")) != NULL) {
+		if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	if ((dir = opendir("/proc/self/fd")) != NULL) {
+		while ((de = readdir(dir)) != NULL)
+			if (de->d_name[0] != '.')
+				fds++;
+		fds--;	/* the directory's own descriptor */
+		closedir(dir);
+	}
+	evbuffer_add_printf(out,
+	    "# HELP sandboxd_process_resident_memory_bytes Resident memory "
+	    "of the daemon.\n"
+	    "# TYPE sandboxd_process_resident_memory_bytes gauge\n"
+	    "sandboxd_process_resident_memory_bytes %llu\n"
+	    "# HELP sandboxd_process_open_fds File descriptors open.\n"
+	    "# TYPE sandboxd_process_open_fds gauge\n"
+	    "sandboxd_process_open_fds %d\n"
+	    "# HELP sandboxd_process_start_time_seconds When the daemon "
+	    "started, Unix time.\n"
+	    "# TYPE sandboxd_process_start_time_seconds gauge\n"
+	    "sandboxd_process_start_time_seconds %lld.%03lld\n"
+	    "# HELP sandboxd_uptime_seconds Time since the daemon started.\n"
+	    "# TYPE sandboxd_uptime_seconds gauge\n"
+	    "sandboxd_uptime_seconds %lld.%03lld\n"
+	    "# HELP sandboxd_build_info The running version; always 1.\n"
+	    "# TYPE sandboxd_build_info gauge\n"
+	    "sandboxd_build_info{version=\"%s\"} 1\n",
+	    (unsigned long long)resident * (unsigned long long)(page > 0 ?
+	    page : 4096), fds < 0 ? 0 : fds,
+	    (long long)(ctl->started_ms / 1000),
+	    (long long)(ctl->started_ms % 1000),
+	    (long long)((now - ctl->started_ms) / 1000),
+	    (long long)((now - ctl->started_ms) % 1000), PACKAGE_VERSION);
 }
 
 /*

@@ -46,6 +46,8 @@ control_new(struct event_base *base, const struct config *cf,
 
 	ctl = xcalloc(1, sizeof *ctl);
 	ctl->base = base;
+	hist_init(&ctl->wake_hist, hist_bounds_slow);
+	ctl->started_ms = time_now_ms();
 	ctl->cf = cf;
 	ctl->store = store;
 	for (i = 0; i < RT_BUCKETS; i++)

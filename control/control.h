@@ -63,6 +63,17 @@ void	docker_request(struct docker *, const char *method, const char *path,
  */
 void	docker_events_follow(struct docker *, struct json_object *filters,
 	    docker_event_cb, void *arg);
+/*
+ * What the client counts for /metrics: requests answered or failed (the
+ * events stream not among them), failures (no answer, or a 5xx), and
+ * their latency. Owned by the client, valid until docker_free.
+ */
+struct docker_stats {
+	uint64_t	 calls;
+	uint64_t	 errors;
+	struct hist	 latency;
+};
+const struct docker_stats *docker_stats(struct docker *);
 
 /* control/agent.c — the daemon's side of the agentd rendezvous */
 struct agent_hub;
@@ -325,6 +336,14 @@ void	control_activity(struct control *, const char *sandbox_id,
  */
 typedef void (*control_retire_cb)(const char *sandbox_id, void *arg);
 void	control_set_retire_cb(struct control *, control_retire_cb, void *);
+
+/*
+ * GET /metrics: the edge appends its own families (requests, bytes,
+ * connections) to the answer in Prometheus text format. Called in the
+ * loop, synchronously; cb NULL removes it.
+ */
+typedef void (*control_metrics_cb)(struct evbuffer *, void *arg);
+void	control_set_metrics_cb(struct control *, control_metrics_cb, void *);
 
 /*
  * control/preview.c — private previews. Asked before control_target_lookup

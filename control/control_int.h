@@ -166,8 +166,17 @@ struct control {
 	uint64_t		 idle_stops_total;
 	uint64_t		 idle_pauses_total;
 	uint64_t		 disk_stops_total;
+	struct hist		 wake_hist;	/* wake.c: to the app's port */
+	uint64_t		 tasks_finished_total[TASK_CANCELLED + 1];
+	uint64_t		 task_events_total;	/* task.c */
+	uint64_t		 creates_total;		/* lifecycle.c */
+	uint64_t		 starts_total;
+	uint64_t		 unpauses_total;
+	int64_t			 started_ms;	/* wall clock, for uptime */
 	control_retire_cb	 retire_cb;	/* the edge's, see control.h */
 	void			*retire_arg;
+	control_metrics_cb	 metrics_cb;	/* the edge's, see control.h */
+	void			*metrics_arg;
 	uint64_t		 requests_total;
 	uint64_t		 requests_failed;
 
@@ -371,6 +380,8 @@ void	 task_sandbox_gone(struct control *, const char *sandbox_id);
 void	 task_free_all(struct control *);
 /* Tasks queued or running, and event streams open (for /metrics). */
 void	 task_counts(struct control *, int *tasks, int *streams);
+/* Append the task families of GET /metrics. */
+void	 task_metrics(struct control *, struct evbuffer *);
 /*
  * One line of agentd's event stream as the host log keeps it: 0 with
  * *seq, *event (static), *data (malloc'd, a JSON text without a

@@ -93,6 +93,7 @@ struct docker {
 	struct docker_events	*events;
 	int			 in_event_cb;	/* calling the event callback */
 	int			 dead;		/* docker_free from inside it */
+	struct docker_stats	 stats;
 };
 
 static struct docker_req *docker_req_new(struct docker *, const char *,
@@ -128,6 +129,7 @@ docker_new(struct event_base *base, const char *socket_path)
 
 	d = xcalloc(1, sizeof *d);
 	d->base = base;
+	hist_init(&d->stats.latency, hist_bounds_fast);
 	d->socket_path = xstrdup(socket_path);
 	TAILQ_INIT(&d->reqs);
 	return (d);
@@ -618,6 +620,13 @@ docker_req_done(struct docker_req *req, int status, const char *errmsg)
 	}
 	log_debug("docker request\tmethod=%s path=\"%s\" status=%d ms=%" PRId64,
 	    req->method, req->path, status, time_mono_ms() - req->started_ms);
+	if (!req->is_events) {
+		d->stats.calls++;
+		if (status == 0 || status >= 500)
+			d->stats.errors++;
+		hist_observe(&d->stats.latency,
+		    time_mono_ms() - req->started_ms);
+	}
 
 	if (req->is_events) {
 		if (status == 200)
@@ -868,4 +877,11 @@ docker_url_encode(const char *s)
 	}
 	*p = '\0';
 	return (out);
+}
+
+/* The client's counters, for GET /metrics. */
+const struct docker_stats *
+docker_stats(struct docker *d)
+{
+	return &d->stats;
 }

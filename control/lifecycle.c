@@ -528,6 +528,10 @@ container_inspect_cb(int status, struct json_object *body,
 		return;
 	}
 	log_info("sandbox running\tid=%s ip=%s", op->id, inet_ntoa(ip));
+	if (op->kind == OP_CREATE)
+		ctl->creates_total++;
+	else
+		ctl->starts_total++;
 	op_finish(op, op->kind == OP_CREATE ? 201 : 200, NULL);
 }
 
@@ -887,6 +891,7 @@ unpause_cb(int status, struct json_object *body, const char *errmsg,
 		return;
 	}
 	log_info("sandbox unpaused\tid=%s", op->id);
+	op->ctl->unpauses_total++;
 	op_finish(op, 200, NULL);
 }
 

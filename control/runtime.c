@@ -454,3 +454,11 @@ control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
 	ctl->retire_cb = cb;
 	ctl->retire_arg = arg;
 }
+
+/* The edge's part of GET /metrics. */
+void
+control_set_metrics_cb(struct control *ctl, control_metrics_cb cb, void *arg)
+{
+	ctl->metrics_cb = cb;
+	ctl->metrics_arg = arg;
+}

@@ -42,6 +42,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <json.h>
 
@@ -393,8 +394,10 @@ task_log_event(struct task *t, uint64_t id, const char *event,
 	}
 	if (write(t->log_fd, line, (size_t)len) != len)
 		log_warn("task %s: write to its log", t->id);
-	else
+	else {
 		t->log_size += (uint64_t)len;
+		t->ctl->task_events_total++;
+	}
 	free(line);
 	if (id > t->seq)
 		t->seq = id;
@@ -914,6 +917,8 @@ task_finish(struct task *t, enum task_state state, int code, int timed_out,
 
 	store_task_finish(ctl->store, t->id, state, code, timed_out, error,
 	    summary, changed, time_now_ms());
+	if ((size_t)state < nitems(ctl->tasks_finished_total))
+		ctl->tasks_finished_total[state]++;
 	if (state != TASK_FAILED || error == NULL)
 		log_info("task %s\tid=%s sandbox=%s exit_code=%d",
 		    store_task_state_name(state), t->id, t->sandbox_id, code);
@@ -1094,6 +1099,45 @@ task_counts(struct control *ctl, int *tasks, int *streams)
 		(*tasks)++;
 	TAILQ_FOREACH(f, &ctl->followers, entry)
 		(*streams)++;
+}
+
+/* GET /metrics: live tasks by phase, finished ones by state, events. */
+void
+task_metrics(struct control *ctl, struct evbuffer *out)
+{
+	static const char *const phases[] = {
+		"queued", "waking", "sending", "running", "retry"
+	};
+	static const enum task_state ends[] = {
+		TASK_SUCCEEDED, TASK_FAILED, TASK_CANCELLED
+	};
+	struct task	*t;
+	int		 n[nitems(phases)] = { 0 };
+	size_t		 i;
+
+	TAILQ_FOREACH(t, &ctl->tasks, entry) {
+		if ((size_t)t->phase < nitems(phases))
+			n[t->phase]++;
+	}
+	evbuffer_add_printf(out, "# HELP sandboxd_tasks Tasks not finished, "
+	    "by phase (queued behind another, waking the sandbox, sending to "
+	    "agentd, running, retrying the relay).\n"
+	    "# TYPE sandboxd_tasks gauge\n");
+	for (i = 0; i < nitems(phases); i++)
+		evbuffer_add_printf(out, "sandboxd_tasks{phase=\"%s\"} %d\n",
+		    phases[i], n[i]);
+	evbuffer_add_printf(out, "# HELP sandboxd_tasks_finished_total Tasks "
+	    "finished, by their final state.\n"
+	    "# TYPE sandboxd_tasks_finished_total counter\n");
+	for (i = 0; i < nitems(ends); i++)
+		evbuffer_add_printf(out, "sandboxd_tasks_finished_total"
+		    "{state=\"%s\"} %llu\n", store_task_state_name(ends[i]),
+		    (unsigned long long)ctl->tasks_finished_total[ends[i]]);
+	evbuffer_add_printf(out, "# HELP sandboxd_task_events_total Task "
+	    "events written to the task logs (output, agent, status, exit).\n"
+	    "# TYPE sandboxd_task_events_total counter\n"
+	    "sandboxd_task_events_total %llu\n",
+	    (unsigned long long)ctl->task_events_total);
 }
 
 /* At exit, before the hub and the runtimes go: no callback comes after. */

@@ -224,6 +224,8 @@ wake_started_cb(struct control *ctl, const char *id, int status,
 	    rt->port_state == RT_PORT_READY) {
 		log_info("sandbox woke\tid=%s ms=%" PRId64, id,
 		    time_mono_ms() - rt->wake_started_ms);
+		hist_observe(&ctl->wake_hist,
+		    time_mono_ms() - rt->wake_started_ms);
 		rt->wake_started_ms = 0;
 	}
 }
@@ -360,11 +362,13 @@ wake_probe_cb(int status, const char *body, size_t len, const char *errmsg,
 
 	if (rt != NULL && rt->generation == p->generation &&
 	    rt->port_state == RT_PORT_PROBING) {
-		if (status == 200 && rt->wake_started_ms != 0)
+		if (status == 200 && rt->wake_started_ms != 0) {
 			log_info("sandbox woke: its port accepts\tid=%s port=%d "
 			    "ms=%" PRId64, rt->id, rt->port,
 			    time_mono_ms() - rt->wake_started_ms);
-		else if (status == 200)
+			hist_observe(&p->ctl->wake_hist,
+			    time_mono_ms() - rt->wake_started_ms);
+		} else if (status == 200)
 			log_debug("sandbox port accepts\tid=%s port=%d",
 			    rt->id, rt->port);
 		else

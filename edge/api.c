@@ -234,8 +234,10 @@ edge_api_send(void *arg, struct http_exchange *ex)
 	rh.body = nobody ? HTTP_BODY_NONE : HTTP_BODY_LENGTH;
 	edge_req_head(req, &rh);
 	free(hdrs);
-	if (!nobody && len > 0 && strcmp(req->method, "HEAD") != 0)
+	if (!nobody && len > 0 && strcmp(req->method, "HEAD") != 0) {
+		req->bytes_out += evbuffer_get_length(ex->resp_body);
 		evbuffer_add_buffer(req->ops->body(req), ex->resp_body);
+	}
 	http_exchange_free(ex);
 	edge_req_end(req);
 }
@@ -291,6 +293,7 @@ edge_api_stream_write(void *arg, struct http_exchange *ex, const void *data,
 	if (strcmp(req->method, "HEAD") == 0)
 		return (0);
 	out = req->ops->body(req);
+	req->bytes_out += len;
 	if (!req->api_raw)
 		evbuffer_add_printf(out, "%zx\r\n", len);
 	evbuffer_add(out, data, len);

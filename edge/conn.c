@@ -163,6 +163,7 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 		return;
 	}
 	TAILQ_INSERT_TAIL(&edge->conns, conn, entry);
+	edge_stats_conn_open(conn);
 
 	bufferevent_setcb(conn->bev, edge_conn_read_cb, edge_conn_write_cb,
 	    edge_conn_event_cb, conn);
@@ -346,6 +347,8 @@ edge_conn_sock_cb(evutil_socket_t fd, short events, void *arg)
 			edge_conn_close(conn);
 			return;
 		}
+		if (n > 0)
+			conn->edge->stats.received_bytes[conn->proto] += n;
 	}
 	/* Or nothing new, but pipelined bytes wait (edge_conn_next). */
 	edge_conn_input(conn, n > 0 || len > 0);
@@ -507,6 +510,7 @@ edge_conn_tls_read(struct edge_conn *conn, int sock)
 		evbuffer_freeze(in, 0);
 		if (n > 0) {
 			len += n;
+			conn->edge->stats.received_bytes[conn->proto] += n;
 			got = 1;
 			sock = 0;
 			continue;
@@ -815,6 +819,7 @@ edge_conn_close(struct edge_conn *conn)
 	conn->send_cb = NULL;
 	conn->send_watch = 0;
 	edge_limit_release(edge, conn);
+	edge_stats_conn_close(conn);
 	TAILQ_REMOVE(&edge->conns, conn, entry);
 	TAILQ_INSERT_TAIL(&edge->dead, conn, entry);
 	edge_reap_soon(edge);

@@ -60,6 +60,8 @@ edge_new(struct event_base *base, const struct config *cfg,
 	if (edge_tls_init(edge, cause) != 0)
 		goto fail;
 	edge_limit_init(edge);
+	if (edge_stats_init(edge, cause) != 0)
+		goto fail;
 	if (edge_listen(edge, cause) != 0)
 		goto fail;
 	control_set_retire_cb(ctl, edge_retire_cb, edge);
@@ -227,6 +229,8 @@ edge_free(struct edge *edge)
 	edge_listen_close(edge, 1);
 	edge_tls_free(edge);
 	edge_limit_free(edge);
+	/* After the connections: their requests' lines go out first. */
+	edge_stats_free(edge);
 	event_free(edge->reap_ev);
 	event_free(edge->sweep_ev);
 	event_free(edge->grace_ev);

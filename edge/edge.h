@@ -56,6 +56,13 @@ int		 edge_tls_check(const struct config *, char **cause);
 /* 1 if a certificate name ("*.x" or exact) matches a server name. */
 int		 edge_tls_name_match(const char *pattern, const char *name);
 
+/* edge/stats.c */
+/*
+ * SIGHUP: reopen the access_log file (logrotate renamed it) after writing
+ * what is buffered to the old one. 0, or -1 (logged; the old file stays).
+ */
+int		 edge_stats_reopen(struct edge *);
+
 /* edge/listen.c */
 /*
  * The address listener i (in config order) is bound to, with the real port

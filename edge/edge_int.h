@@ -11,6 +11,7 @@
  *   proxy.c    a request forwarded to an upstream; the pool; tunnels
  *   page.c     the pages edge answers with itself
  *   preview.c  private previews (tokens, cookies) and Set-Cookie hygiene
+ *   stats.c    counters for /metrics, and the access log
  *   edge.c     the edge object: setup, the reaper, shutdown, retirement
  *
  * Nothing above request.c touches a client socket: the proxy, the API and
@@ -99,6 +100,43 @@ enum edge_alpn {
 struct edge_tls_set;
 
 struct evbuffer_cb_entry;
+
+/* What a connection speaks, for the metrics (stats.c). */
+enum edge_proto {
+	EDGE_PROTO_H1,
+	EDGE_PROTO_H2,
+	EDGE_NPROTO
+};
+#define EDGE_NKIND	3	/* api, route, preview (enum edge_host_kind) */
+#define EDGE_NCLASS	6	/* no response, 1xx .. 5xx */
+
+/*
+ * The edge's counters, read by GET /metrics (stats.c). A request adds
+ * to them once, when it ends; connections as they open and close.
+ */
+struct edge_stats {
+	uint64_t	 requests[EDGE_NKIND][EDGE_NPROTO][EDGE_NCLASS];
+	uint64_t	 sent_bytes[EDGE_NPROTO];	/* response bytes queued */
+	uint64_t	 received_bytes[EDGE_NPROTO];	/* read from clients */
+	uint64_t	 conns_closed[EDGE_NPROTO];
+	int64_t		 conns_open[EDGE_NPROTO][2];	/* [proto][tls] */
+};
+
+/*
+ * The access log (access_log): lines are buffered and written once per
+ * loop turn (flush_ev, made active by the first line), or at once past
+ * EDGE_ALOG_HIGH, so a busy loop pays one write() per turn, not per
+ * request.
+ */
+#define EDGE_ALOG_HIGH	(64 * 1024)
+struct edge_alog {
+	int		 fd;		/* 2 for stderr; -1: the file failed */
+	char		*path;		/* NULL: stderr */
+	struct evbuffer	*buf;
+	struct event	*flush_ev;
+	int		 pending;	/* flush_ev is active */
+	int64_t		 warned;	/* last write failure logged (ms) */
+};
 
 /*
  * The limits in force, from the config (edge_limit_init). A rate rule
@@ -190,6 +228,8 @@ struct edge_conn {
 	char			 sandbox_id[ID_LEN + 1];
 	enum edge_conn_count	 counted;	/* limit.c */
 	struct edge_addr_key	 addr_key;
+	enum edge_proto		 proto;		/* counted in conns_open */
+	int			 open_counted;
 	/*
 	 * The slow-reader rule (send_min_rate): while our output waits for
 	 * the client, each send_timeout it must take its share. Made on the
@@ -396,6 +436,17 @@ struct edge_req {
 
 	/* HTTP/2: the stream carrying it (h2.c), NULL on HTTP/1.1 */
 	struct edge_h2_stream	*h2s;
+
+	/* stats.c: counted once at its end if begun */
+	int			 begun;		/* edge_req_start ran */
+	int			 status;	/* final status sent; 0: none */
+	uint64_t		 bytes_out;	/* response bytes queued */
+	/* access log only (edge->alog != NULL), else 0 / NULL */
+	int64_t			 t_start;	/* edge_req_start (mono ms) */
+	int64_t			 t_up;		/* sent upstream (mono ms) */
+	int64_t			 up_ms;		/* to the upstream's head; -1 */
+	char			*log_host;	/* Host as sent, bounded */
+	char			*log_path;	/* path, query string cut */
 };
 
 struct edge_pool;
@@ -472,6 +523,8 @@ struct edge {
 	struct edge_ip_table	*ip_table;
 	int64_t			 refused_warned;	/* last warning (ms) */
 	unsigned long		 refused;	/* since that warning */
+	struct edge_stats	 stats;		/* stats.c */
+	struct edge_alog	*alog;		/* NULL: access_log = off */
 };
 
 /* edge/edge.c */
@@ -631,6 +684,27 @@ void	edge_req_activity(struct edge_req *, enum edge_req_activity);
  */
 void	edge_req_body_watch(struct edge_req *);
 int	edge_req_body_check(struct edge_req *);
+
+/* edge/stats.c */
+/* Open the access log if the config asks for one; -1 with *cause. */
+int	edge_stats_init(struct edge *, char **cause);
+/* Write what is buffered, close the log (idempotent). */
+void	edge_stats_free(struct edge *);
+/* A request begins (edge_req_start): note what the access log needs. */
+void	edge_stats_req_begin(struct edge_req *,
+	    const struct http_request_head *, const struct http_header *host);
+/* How a request ended, for the access log. */
+enum edge_req_outcome {
+	EDGE_END_OK,		/* its response is complete */
+	EDGE_END_CUT,		/* cut off (edge_req_abort) */
+	EDGE_END_GONE		/* the client left first */
+};
+/* A begun request ends: count it, log it; leaves it not begun. */
+void	edge_stats_req_end(struct edge_req *, enum edge_req_outcome);
+/* A connection opens, changes protocol (h1 to h2), closes. */
+void	edge_stats_conn_open(struct edge_conn *);
+void	edge_stats_conn_proto(struct edge_conn *, enum edge_proto);
+void	edge_stats_conn_close(struct edge_conn *);
 
 /* edge/api.c */
 /* Build the exchange from h, check the body limit, read or dispatch. */

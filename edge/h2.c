@@ -242,6 +242,7 @@ edge_h2_start(struct edge_conn *conn)
 	h2->run_ev = event_new(edge->base, -1, 0, edge_h2_run_cb, h2);
 	conn->h2 = h2;
 	conn->state = EDGE_CONN_H2;
+	edge_stats_conn_proto(conn, EDGE_PROTO_H2);
 	conn->started = 0;
 	conn->scanned = 0;
 

@@ -189,8 +189,10 @@ edge_page_send(struct edge_req *req, int status, const char *ctype,
 	rh.nheaders = n;
 	rh.body = HTTP_BODY_LENGTH;
 	edge_req_head(req, &rh);
-	if (strcmp(req->method, "HEAD") != 0)
+	if (strcmp(req->method, "HEAD") != 0) {
+		req->bytes_out += evbuffer_get_length(body);
 		evbuffer_add_buffer(req->ops->body(req), body);
+	}
 	edge_req_end(req);
 }
 

@@ -245,6 +245,8 @@ edge_proxy_start(struct edge_req *req, const struct http_request_head *h,
 	req->dechunk = 0;
 	req->client_blocked = 0;
 	req->up_blocked = 0;
+	if (edge->alog != NULL)
+		req->t_up = time_mono_ms();
 	edge_req_activity(req, EDGE_ACT_REQUEST);
 	/* Control may have retired the sandbox from inside that call. */
 	if (req->state != EDGE_REQ_PROXY)
@@ -544,6 +546,8 @@ edge_upstream_fill(struct edge_req *req)
 			break;
 		}
 		moved = 1;
+		if (direct)
+			req->bytes_out += n;
 		if (req->resp == EDGE_RESP_WAIT)
 			req->resp = EDGE_RESP_HEAD;
 		if (direct && length)
@@ -644,6 +648,7 @@ static void
 edge_proxy_relay(struct edge_req *req)
 {
 	if (req->state == EDGE_REQ_TUNNEL) {
+		req->bytes_out += evbuffer_get_length(req->up->in);
 		evbuffer_add_buffer(req->ops->body(req), req->up->in);
 		return;
 	}
@@ -810,6 +815,9 @@ edge_proxy_response_head(struct edge_req *req)
 	er.headers = hdrs;
 	er.nheaders = n;
 	er.body = informational || upgrade ? HTTP_BODY_NONE : req->resp_body;
+	/* The access log's upstream time: to the first final head. */
+	if (req->t_up != 0 && req->up_ms < 0 && !informational)
+		req->up_ms = time_mono_ms() - req->t_up;
 	edge_req_head(req, &er);
 	free(cookies);
 	evbuffer_drain(in, r);
@@ -843,6 +851,7 @@ edge_proxy_tunnel(struct edge_req *req)
 		req->last_io = time_mono_ms();
 		edge_req_timer(req, req->edge->lim.tunnel_idle_ms);
 	}
+	req->bytes_out += evbuffer_get_length(req->up->in);
 	evbuffer_add_buffer(req->ops->body(req), req->up->in);
 	edge_proxy_client_read(req);
 	/* Last: control may retire the sandbox from inside it. */
@@ -855,6 +864,7 @@ edge_proxy_dechunk_cb(void *arg, const char *data, size_t len)
 {
 	struct edge_req	*req = arg;
 
+	req->bytes_out += len;
 	evbuffer_add(req->ops->body(req), data, len);
 }
 
@@ -888,6 +898,7 @@ edge_proxy_response_body(struct edge_req *req)
 		if (len > req->resp_left)
 			len = req->resp_left;
 		evbuffer_remove_buffer(in, out, len);
+		req->bytes_out += len;
 		req->resp_left -= len;
 		done = req->resp_left == 0;
 		break;
@@ -912,12 +923,15 @@ edge_proxy_response_body(struct edge_req *req)
 			}
 			if (req->dechunk)
 				evbuffer_drain(in, used);
-			else
+			else {
 				evbuffer_remove_buffer(in, out, used);
+				req->bytes_out += used;
+			}
 		}
 		done = req->resp_chunked.done;
 		break;
 	case HTTP_BODY_UNTIL_CLOSE:
+		req->bytes_out += evbuffer_get_length(in);
 		evbuffer_add_buffer(out, in);
 		break;
 	}
@@ -1029,6 +1043,7 @@ edge_upstream_closed(struct edge_upstream *up)
 	 * Until-close: this is the end. Otherwise the body is truncated:
 	 * what came goes out, then the client is cut off so it sees that.
 	 */
+	req->bytes_out += evbuffer_get_length(up->in);
 	evbuffer_add_buffer(req->ops->body(req), up->in);
 	edge_proxy_release(req, 0);
 	if (req->resp_body == HTTP_BODY_UNTIL_CLOSE) {

@@ -32,7 +32,7 @@ static void	edge_req_target(struct edge_req *,
 static void	edge_req_keep(struct edge_req *,
 		    const struct http_request_head *);
 static void	edge_req_unkeep(struct edge_req *);
-static void	edge_req_settle(struct edge_req *);
+static void	edge_req_settle(struct edge_req *, enum edge_req_outcome);
 static void	edge_req_held_timeout(struct edge_req *);
 static int	edge_req_is_browser(const struct http_request_head *);
 static int	edge_req_wants_json(const struct http_header *);
@@ -146,6 +146,9 @@ edge_req_reset(struct edge_req *req)
 	req->body_got = req->rate_mark = 0;
 	req->rate_paused = 0;
 	req->head_copy_len = 0;
+	req->begun = 0;
+	req->status = 0;
+	req->bytes_out = 0;
 }
 
 /* Free a request its connection no longer carries (the reaper). */
@@ -155,6 +158,8 @@ edge_req_free(struct edge_req *req)
 	edge_req_gone(req);
 	event_free(req->timer);
 	free(req->head_copy);
+	free(req->log_host);
+	free(req->log_path);
 	free(req);
 }
 
@@ -279,6 +284,7 @@ edge_req_start(struct edge_req *req, const struct http_request_head *h,
 		    strncasecmp(hd->name, "accept", 6) == 0)
 			accept = hd;
 	}
+	edge_stats_req_begin(req, h, host);
 	if (host != NULL)
 		edge_route_match(req->edge->cfg, host->value, host->value_len,
 		    &req->host);
@@ -583,11 +589,15 @@ edge_req_drained(struct edge_req *req)
 void
 edge_req_head(struct edge_req *req, struct edge_resp_head *rh)
 {
-	if (req->ops->head(req, rh) == 0)
+	size_t	n;
+
+	if ((n = req->ops->head(req, rh)) == 0)
 		return;
-	if (rh->status >= 200 || rh->status == 101)
+	req->bytes_out += n;
+	if (rh->status >= 200 || rh->status == 101) {
 		req->out = EDGE_OUT_FINAL;
-	else
+		req->status = rh->status;
+	} else
 		req->out = EDGE_OUT_INTERIM;
 }
 
@@ -597,8 +607,9 @@ edge_req_head(struct edge_req *req, struct edge_resp_head *rh)
  * edge from it (a retirement), and must find this request done.
  */
 static void
-edge_req_settle(struct edge_req *req)
+edge_req_settle(struct edge_req *req, enum edge_req_outcome how)
 {
+	edge_stats_req_end(req, how);
 	edge_req_timer(req, -1);
 	if (req->wait != NULL) {
 		control_wait_cancel(req->wait);
@@ -618,7 +629,7 @@ edge_req_end(struct edge_req *req)
 {
 	if (req->state == EDGE_REQ_DONE)
 		return;
-	edge_req_settle(req);
+	edge_req_settle(req, EDGE_END_OK);
 	req->ops->end(req);
 }
 
@@ -628,7 +639,7 @@ edge_req_abort(struct edge_req *req)
 {
 	if (req->state == EDGE_REQ_DONE)
 		return;
-	edge_req_settle(req);
+	edge_req_settle(req, EDGE_END_CUT);
 	req->ops->abort(req);
 }
 
@@ -638,7 +649,7 @@ edge_req_gone(struct edge_req *req)
 {
 	if (req->state == EDGE_REQ_DONE)
 		return;
-	edge_req_settle(req);
+	edge_req_settle(req, EDGE_END_GONE);
 }
 
 /*

@@ -11,9 +11,10 @@ docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps
 # procps: /bin/kill, which the unit's ExecReload runs (minimal systems lack it).
 # mmdebstrap (above) also makes the test suite's fresh root filesystems;
 # systemd-container (systemd-nspawn) boots one with systemd for the install test.
+# prometheus: promtool, which test_metrics.py checks /metrics with.
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
     nghttp2-client python3-h2 python3-websockets python3-yaml testssl.sh slowhttptest openssl
-    strace man-db systemd systemd-container chromium"
+    strace man-db systemd systemd-container chromium prometheus"
 if [ "${1:-}" = --list ]; then
 	# shellcheck disable=SC2086
 	printf '%s\n' $pkgs

@@ -37,7 +37,7 @@ store_apikey_insert(struct store *s, const struct store_apikey *k)
 	store_bind_text(stmt, 2, k->tenant);
 	store_bind_text(stmt, 3, k->secret_hash);
 	sqlite3_bind_int64(stmt, 4, k->created_at);
-	rc = sqlite3_step(stmt);
+	rc = store_step_write(s, stmt);
 	if (rc != SQLITE_DONE)
 		store_warn(s, "insert api key", k->id);
 	store_release(stmt);
@@ -163,7 +163,7 @@ store_apikey_revoke(struct store *s, const char *tenant, const char *id,
 	store_bind_text(stmt, 1, tenant);
 	store_bind_text(stmt, 2, id);
 	sqlite3_bind_int64(stmt, 3, now_ms);
-	rc = sqlite3_step(stmt);
+	rc = store_step_write(s, stmt);
 	if (rc != SQLITE_DONE) {
 		store_warn(s, "revoke api keys of", tenant);
 		store_release(stmt);

@@ -69,7 +69,7 @@ store_sandbox_insert(struct store *s, const struct store_sandbox *sb)
 	sqlite3_bind_int64(stmt, 15, sb->created_at);
 	sqlite3_bind_int64(stmt, 16, sb->last_active_at);
 
-	rc = sqlite3_step(stmt);
+	rc = store_step_write(s, stmt);
 	if (rc != SQLITE_DONE)
 		store_warn(s, "insert sandbox", sb->id);
 	store_release(stmt);

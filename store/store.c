@@ -24,6 +24,7 @@ struct store {
 	sqlite3		*db;
 	char		*path;
 	sqlite3_stmt	*stmts[STORE_NSTMTS];
+	struct hist	 write_hist;	/* store_step_write, for /metrics */
 };
 
 static int	store_pragmas(struct store *, char **);
@@ -287,6 +288,7 @@ store_open(const char *path, char **cause)
 
 	*cause = NULL;
 	s = xcalloc(1, sizeof *s);
+	hist_init(&s->write_hist, hist_bounds_fast);
 	s->path = xstrdup(path);
 
 	/*
@@ -762,6 +764,25 @@ store_column_id(sqlite3_stmt *stmt, int col, char out[STORE_ID_LEN + 1])
 	return (0);
 }
 
+/* Step a write (INSERT, UPDATE, DELETE), timed for the latency metric. */
+int
+store_step_write(struct store *s, sqlite3_stmt *stmt)
+{
+	int64_t	start = time_mono_ms();
+	int	rc;
+
+	rc = sqlite3_step(stmt);
+	hist_observe(&s->write_hist, time_mono_ms() - start);
+	return (rc);
+}
+
+/* How long the store's writes took (store_step_write). */
+const struct hist *
+store_write_latency(struct store *s)
+{
+	return (&s->write_hist);
+}
+
 /* Step a bound UPDATE or DELETE, release it, say whether a row changed. */
 int
 store_step_change(struct store *s, sqlite3_stmt *stmt, const char *what,
@@ -769,7 +790,7 @@ store_step_change(struct store *s, sqlite3_stmt *stmt, const char *what,
 {
 	int	rc, ret;
 
-	rc = sqlite3_step(stmt);
+	rc = store_step_write(s, stmt);
 	if (rc != SQLITE_DONE) {
 		store_warn(s, what, id);
 		ret = -1;

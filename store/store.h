@@ -105,6 +105,9 @@ int		 store_schema_version(struct store *);
 int		 store_ping(struct store *);
 /* Online, consistent copy to dest with the SQLite backup API. */
 int		 store_backup(struct store *, const char *dest, char **cause);
+/* The latency of the store's writes, for /metrics; owned by the store. */
+struct hist;
+const struct hist *store_write_latency(struct store *);
 const char	*store_sandbox_state_name(enum sandbox_state);
 int		 store_sandbox_state_parse(const char *, enum sandbox_state *);
 const char	*store_task_state_name(enum task_state);

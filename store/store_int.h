@@ -60,5 +60,7 @@ int	store_column_id(struct sqlite3_stmt *, int, char[STORE_ID_LEN + 1]);
  */
 int	store_step_change(struct store *, struct sqlite3_stmt *,
 	    const char *what, const char *id);
+/* sqlite3_step of a write, its time counted in store_write_latency. */
+int	store_step_write(struct store *, struct sqlite3_stmt *);
 
 #endif /* SBX_STORE_INT_H */

@@ -50,7 +50,7 @@ store_task_insert(struct store *s, const struct store_task *t)
 	store_bind_text(stmt, 13, t->checkpoint);
 	sqlite3_bind_int(stmt, 14, t->timed_out);
 
-	rc = sqlite3_step(stmt);
+	rc = store_step_write(s, stmt);
 	if (rc == SQLITE_DONE)
 		ret = 0;
 	else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {

@@ -20,7 +20,7 @@ store_tenant_ensure(struct store *s, const char *name)
 
 	store_bind_text(stmt, 1, name);
 	sqlite3_bind_int64(stmt, 2, time_now_ms());
-	rc = sqlite3_step(stmt);
+	rc = store_step_write(s, stmt);
 	if (rc != SQLITE_DONE)
 		store_warn(s, "ensure tenant", name);
 	store_release(stmt);

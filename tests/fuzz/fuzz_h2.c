@@ -95,6 +95,11 @@ control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
 {
 }
 
+void
+control_set_metrics_cb(struct control *ctl, control_metrics_cb cb, void *arg)
+{
+}
+
 uint64_t
 control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 {

@@ -694,6 +694,33 @@ test_global_values(void)
 	if (c != NULL)
 		CHECK(c->log_level == LOG_LEVEL_WARN);
 	config_free(c);
+
+	/* access_log: off (NULL, the default), stderr, or an absolute path. */
+	c = parse_ok("");
+	if (c != NULL)
+		CHECK(c->access_log == NULL);
+	config_free(c);
+	c = parse_ok("access_log = stderr\n");
+	if (c != NULL)
+		CHECK(c->access_log != NULL &&
+		    strcmp(c->access_log, "stderr") == 0);
+	config_free(c);
+	c = parse_ok("access_log = /var/log/sandboxd/access.log\n");
+	if (c != NULL)
+		CHECK(c->access_log != NULL &&
+		    strcmp(c->access_log, "/var/log/sandboxd/access.log") == 0);
+	config_free(c);
+	c = parse_ok("access_log = off\n");
+	if (c != NULL)
+		CHECK(c->access_log == NULL);
+	config_free(c);
+	e = parse_err("access_log = access.log\n");
+	CHECK(has(e, "t.conf:1: access_log: \"access.log\" is not off, "
+	    "stderr or an absolute path"));
+	free(e);
+	e = parse_err("access_log = stderr\naccess_log = off\n");
+	CHECK(has(e, "access_log"));
+	free(e);
 }
 
 /* pause_timeout: a duration, 0 by default, below a non-zero idle_timeout. */

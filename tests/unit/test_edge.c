@@ -308,6 +308,17 @@ control_set_retire_cb(struct control *ctl, control_retire_cb cb, void *arg)
 	retire_arg = arg;
 }
 
+/* The edge's part of /metrics: kept, so a test can call it. */
+static control_metrics_cb metrics_cb;
+static void *metrics_arg;
+
+void
+control_set_metrics_cb(struct control *ctl, control_metrics_cb cb, void *arg)
+{
+	metrics_cb = cb;
+	metrics_arg = arg;
+}
+
 uint64_t
 control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 {
@@ -2222,6 +2233,69 @@ test_static_route(void)
 	resp_free(&r);
 }
 
+/*
+ * One sample of the edge's /metrics text (name and labels as written),
+ * or -1 if absent. Read between requests, while the loop is idle.
+ */
+static long long
+metric_value(const char *sample)
+{
+	struct evbuffer	*b = evbuffer_new();
+	char		*text, *p;
+	size_t		 len;
+	long long	 v = -1;
+
+	if (metrics_cb == NULL)
+		return -1;
+	metrics_cb(b, metrics_arg);
+	len = evbuffer_get_length(b);
+	text = xmalloc(len + 1);
+	evbuffer_remove(b, text, len);
+	text[len] = '\0';
+	for (p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ?
+	    p + 1 : NULL) {
+		if (strncmp(p, sample, strlen(sample)) == 0 &&
+		    p[strlen(sample)] == ' ') {
+			v = strtoll(p + strlen(sample) + 1, NULL, 10);
+			break;
+		}
+	}
+	free(text);
+	evbuffer_free(b);
+	return v;
+}
+
+/* Each request counts once, by kind, protocol and class, with its bytes. */
+static void
+test_stats(void)
+{
+	const char	*route2 = "sandboxd_http_requests_total{kind=\"route\","
+			    "proto=\"h1\",code=\"2xx\"}";
+	const char	*prev4 = "sandboxd_http_requests_total{kind=\"preview\","
+			    "proto=\"h1\",code=\"4xx\"}";
+	const char	*sent = "sandboxd_http_sent_bytes_total{proto=\"h1\"}";
+	long long	 r0, p0, s0;
+	struct resp	 r;
+
+	r0 = metric_value(route2);
+	p0 = metric_value(prev4);
+	s0 = metric_value(sent);
+	CHECK(r0 >= 0 && p0 >= 0 && s0 >= 0);
+	CHECK(one("GET /echo?t=1 HTTP/1.1\r\nHost: app.test\r\n\r\n",
+	    "GET", &r) == 200);
+	CHECK(metric_value(route2) == r0 + 1);
+	/* The head and "GET /echo?t=1\n": at least 60 bytes in all. */
+	CHECK(metric_value(sent) >= s0 + (long long)r.bodylen + 40);
+	resp_free(&r);
+	CHECK(one("GET / HTTP/1.1\r\nHost: nope.preview.localhost\r\n\r\n",
+	    "GET", &r) == 404);
+	resp_free(&r);
+	CHECK(metric_value(prev4) == p0 + 1);
+	CHECK(metric_value(route2) == r0 + 1);
+	CHECK(metric_value("sandboxd_http_connections{proto=\"h2\",tls=\"1\"}")
+	    == 0);
+}
+
 static void
 test_api(void)
 {
@@ -3833,6 +3907,7 @@ client_main(void *arg)
 	RUN(test_pages);
 	RUN(test_upstream_failures);
 	RUN(test_static_route);
+	RUN(test_stats);
 	RUN(test_api);
 	RUN(test_api_stream);
 	RUN(test_limits);
