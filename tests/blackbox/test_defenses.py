@@ -238,44 +238,9 @@ def count_log(d, what):
         return sum(1 for line in f if what in line)
 
 
-def raw_slow_read(t, d):
-    """Our own check: a 4 KiB receive buffer, 2 KB taken a second: cut
-    (reset) within a few send windows, long before the body is read."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", d.port))
-    s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    got, t0, cut = 0, time.time(), None
-    while time.time() - t0 < 15:
-        time.sleep(0.5)
-        try:
-            chunk = s.recv(1000)
-        except OSError as e:
-            cut = str(e)
-            break
-        if not chunk:
-            cut = "EOF"
-            break
-        got += len(chunk)
-    s.close()
-    t.check(cut is not None and got < len(BIG),
-            "slow reader cut after %.1f s, %d bytes: %s" % (time.time() - t0, got, cut))
-    t.check(time.time() - t0 < 10, "cut within a few send windows")
-    status, body, _ = get(d.port, "/big")
-    t.check(status == 200 and body == BIG, "a normal reader gets the whole 4 MiB")
-
-
-def tls_slow_read(t, d):
-    """The same over TLS, where the connection writes its records itself:
-    a reader that takes 2 KB a second is cut by the send rate rule, and a
-    normal one gets the whole body, record by record."""
-    raw = socket.create_connection(("127.0.0.1", d.tls_port), timeout=10)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    s = ctx.wrap_socket(raw, server_hostname="x.preview.localhost")
+def read_slowly(t, s, who):
+    """Ask for /big on s and take 1000 bytes every half second: the send
+    rate rule must cut s within a few send windows, long before the end."""
     s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
     got, t0, cut = 0, time.time(), None
     while time.time() - t0 < 15:
@@ -291,8 +256,33 @@ def tls_slow_read(t, d):
         got += len(chunk)
     s.close()
     t.check(cut is not None and got < len(BIG),
-            "TLS slow reader cut after %.1f s, %d bytes: %s" % (time.time() - t0, got, cut))
-    t.check(time.time() - t0 < 10, "TLS slow reader cut within a few send windows")
+            "%s cut after %.1f s, %d bytes: %s" % (who, time.time() - t0, got, cut))
+    t.check(time.time() - t0 < 10, "%s cut within a few send windows" % who)
+
+
+def raw_slow_read(t, d):
+    """Our own check: a 4 KiB receive buffer, 2 KB taken a second: cut
+    (reset) within a few send windows, long before the body is read."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", d.port))
+    read_slowly(t, s, "slow reader")
+    status, body, _ = get(d.port, "/big")
+    t.check(status == 200 and body == BIG, "a normal reader gets the whole 4 MiB")
+
+
+def tls_slow_read(t, d):
+    """The same over TLS, where the connection writes its records itself:
+    a reader that takes 2 KB a second is cut by the send rate rule, and a
+    normal one gets the whole body, record by record."""
+    raw = socket.create_connection(("127.0.0.1", d.tls_port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(raw, server_hostname="x.preview.localhost")
+    read_slowly(t, s, "TLS slow reader")
     raw = socket.create_connection(("127.0.0.1", d.tls_port), timeout=10)
     s = ctx.wrap_socket(raw, server_hostname="x.preview.localhost")
     s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
