@@ -42,7 +42,7 @@ valgrind_units() {
 	    test_route test_docker test_agent test_agentd_tasks test_edge \
 	    test_runtime; do
 		log=build-test/tests/valgrind/$t.log
-		HTTP_BENCH_ITERS=1000 top_srcdir=$top \
+		top_srcdir=$top \
 		    top_builddir=$top/build-test valgrind -q \
 		    --error-exitcode=99 --leak-check=full \
 		    --errors-for-leak-kinds=definite,indirect \

@@ -952,32 +952,6 @@ test_status_text(void)
 	CHECK_STR(http_status_text(-1), "Unknown");
 }
 
-/* Not a test: prints how long a typical browser request takes to parse. */
-static void
-bench_request(void)
-{
-	struct http_request_head	 req;
-	struct timespec			 t0, t1;
-	const char			*env = getenv("HTTP_BENCH_ITERS");
-	long				 i, n = env ? atol(env) : 1000000;
-	size_t				 len = strlen(browser_req);
-	double				 ns;
-	int				 ok = 1;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (i = 0; i < n; i++) {
-		if (http_parse_request(browser_req, len, &req) != (int)len)
-			ok = 0;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	CHECK(ok);
-	ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
-	if (n > 0)
-		fprintf(stderr, "bench: %zu-byte request, %ld parses, "
-		    "%.1f ns/request, %.0f MB/s\n", len, n, ns / n,
-		    len * (double)n / (ns / 1e9) / 1e6);
-}
-
 int
 main(void)
 {
@@ -995,6 +969,5 @@ main(void)
 	RUN(test_chunked_reject);
 	RUN(test_url_decode);
 	RUN(test_status_text);
-	RUN(bench_request);
 	return unit_finish();
 }

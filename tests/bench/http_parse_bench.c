@@ -1,0 +1,62 @@
+/*
+ * Not a test: how long a typical browser request head takes to parse.
+ *
+ *     make tests/bench/http_parse_bench && tests/bench/http_parse_bench [N]
+ *
+ * N parses (default 1,000,000) of one request, each checked; prints ns per
+ * request and MB/s. It was a loop in the unit suite, where it asserted
+ * nothing useful and ran under valgrind too.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/common.h"
+
+static const char browser_req[] =
+    "GET /static/app.js?v=3f9c2a HTTP/1.1\r\n"
+    "Host: 01hzx3k4m5n6p7q8r9s0t1v2w3.preview.example.com\r\n"
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 "
+    "Firefox/121.0\r\n"
+    "Accept: */*\r\n"
+    "Accept-Language: en-US,en;q=0.5\r\n"
+    "Accept-Encoding: gzip, deflate, br\r\n"
+    "Referer: https://01hzx3k4m5n6p7q8r9s0t1v2w3.preview.example.com/\r\n"
+    "Connection: keep-alive\r\n"
+    "Cookie: session=7d1f0c2b9e8a4d3c\r\n"
+    "Sec-Fetch-Dest: script\r\n"
+    "Sec-Fetch-Mode: no-cors\r\n"
+    "Sec-Fetch-Site: same-origin\r\n"
+    "\r\n";
+
+int
+main(int argc, char **argv)
+{
+	struct http_request_head	 req;
+	struct timespec			 t0, t1;
+	long				 i, n = argc > 1 ? atol(argv[1]) : 1000000;
+	size_t				 len = strlen(browser_req);
+	double				 ns;
+
+	if (n <= 0) {
+		fprintf(stderr, "usage: http_parse_bench [N > 0]\n");
+		return 2;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (i = 0; i < n; i++) {
+		if (http_parse_request(browser_req, len, &req) != (int)len) {
+			fprintf(stderr, "parse %ld failed\n", i);
+			return 1;
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
+	printf("%zu-byte request, %ld parses, %.1f ns/request, %.0f MB/s\n",
+	    len, n, ns / n, len * (double)n / (ns / 1e9) / 1e6);
+	return 0;
+}
