@@ -172,9 +172,11 @@ if [ -n "${APP_MS:-}" ]; then
 		ws.onclose = (e) => note("close " + e.code);
 		setTimeout(() => process.exit(0), 60000);
 	'
+	# "--": Vite's token is random base64url and may begin with "-",
+	# which node would take for one of its options.
 	hmr_client() {
 		docker exec -d "$CID" sh -c \
-		    'exec node -e "$0" "$1" >>/tmp/hmr.out 2>&1' "$HMR_JS" "$TOKEN"
+		    'exec node -e "$0" -- "$1" >>/tmp/hmr.out 2>&1' "$HMR_JS" "$TOKEN"
 	}
 	# Bounded waits (each docker exec takes ~0.1 s or more on a busy
 	# host); a client that did not get in is started again.
