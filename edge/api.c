@@ -194,6 +194,29 @@ edge_api_skip_header(const char *name)
 	    strcasecmp(name, "keep-alive") == 0;
 }
 
+/*
+ * Append the handler's response headers to hdrs[n...] (room for all of
+ * them), less those we write ourselves and also_skip; the new count.
+ */
+static size_t
+edge_api_add_headers(struct http_header *hdrs, size_t n,
+    const struct http_exchange *ex, const char *also_skip)
+{
+	size_t	i;
+
+	for (i = 0; i < ex->nresp_hdrs; i++) {
+		if (edge_api_skip_header(ex->resp_hdr_names[i]) ||
+		    (also_skip != NULL &&
+		    strcasecmp(ex->resp_hdr_names[i], also_skip) == 0))
+			continue;
+		hdrs[n].name = ex->resp_hdr_names[i];
+		hdrs[n].name_len = strlen(ex->resp_hdr_names[i]);
+		hdrs[n].value = ex->resp_hdr_values[i];
+		hdrs[n++].value_len = strlen(ex->resp_hdr_values[i]);
+	}
+	return n;
+}
+
 /* control answered: write the response and go on. */
 static void
 edge_api_send(void *arg, struct http_exchange *ex)
@@ -202,7 +225,7 @@ edge_api_send(void *arg, struct http_exchange *ex)
 	struct edge_resp_head	 rh;
 	struct http_header	*hdrs;
 	char			 clen[32];
-	size_t			 i, n = 0, len;
+	size_t			 n = 0, len;
 	int			 nobody;
 
 	req->ex = NULL;
@@ -219,14 +242,7 @@ edge_api_send(void *arg, struct http_exchange *ex)
 		hdrs[n].value = clen;
 		hdrs[n++].value_len = strlen(clen);
 	}
-	for (i = 0; i < ex->nresp_hdrs; i++) {
-		if (edge_api_skip_header(ex->resp_hdr_names[i]))
-			continue;
-		hdrs[n].name = ex->resp_hdr_names[i];
-		hdrs[n].name_len = strlen(ex->resp_hdr_names[i]);
-		hdrs[n].value = ex->resp_hdr_values[i];
-		hdrs[n++].value_len = strlen(ex->resp_hdr_values[i]);
-	}
+	n = edge_api_add_headers(hdrs, n, ex, NULL);
 	memset(&rh, 0, sizeof rh);
 	rh.status = ex->status;
 	rh.headers = hdrs;
@@ -254,21 +270,14 @@ edge_api_stream_head(void *arg, struct http_exchange *ex)
 	struct edge_req		*req = arg;
 	struct edge_resp_head	 rh;
 	struct http_header	*hdrs;
-	size_t			 i, n = 0;
+	size_t			 n = 0;
 
 	hdrs = xcalloc(ex->nresp_hdrs + 1, sizeof *hdrs);
 	hdrs[n].name = "Transfer-Encoding";
 	hdrs[n].name_len = 17;
 	hdrs[n].value = "chunked";
 	hdrs[n++].value_len = 7;
-	for (i = 0; i < ex->nresp_hdrs; i++) {
-		if (edge_api_skip_header(ex->resp_hdr_names[i]))
-			continue;
-		hdrs[n].name = ex->resp_hdr_names[i];
-		hdrs[n].name_len = strlen(ex->resp_hdr_names[i]);
-		hdrs[n].value = ex->resp_hdr_values[i];
-		hdrs[n++].value_len = strlen(ex->resp_hdr_values[i]);
-	}
+	n = edge_api_add_headers(hdrs, n, ex, NULL);
 	memset(&rh, 0, sizeof rh);
 	rh.status = ex->status;
 	rh.headers = hdrs;
@@ -335,7 +344,7 @@ edge_api_upgrade_head(void *arg, struct http_exchange *ex)
 	struct edge_req		*req = arg;
 	struct edge_resp_head	 rh;
 	struct http_header	*hdrs;
-	size_t			 i, n = 0;
+	size_t			 n = 0;
 
 	if (req->h2s == NULL && req->minor == 0)
 		return (-1);
@@ -348,15 +357,7 @@ edge_api_upgrade_head(void *arg, struct http_exchange *ex)
 	hdrs[n].name_len = 10;
 	hdrs[n].value = "Upgrade";
 	hdrs[n++].value_len = 7;
-	for (i = 0; i < ex->nresp_hdrs; i++) {
-		if (edge_api_skip_header(ex->resp_hdr_names[i]) ||
-		    strcasecmp(ex->resp_hdr_names[i], "upgrade") == 0)
-			continue;
-		hdrs[n].name = ex->resp_hdr_names[i];
-		hdrs[n].name_len = strlen(ex->resp_hdr_names[i]);
-		hdrs[n].value = ex->resp_hdr_values[i];
-		hdrs[n++].value_len = strlen(ex->resp_hdr_values[i]);
-	}
+	n = edge_api_add_headers(hdrs, n, ex, "upgrade");
 	memset(&rh, 0, sizeof rh);
 	rh.status = 101;
 	rh.headers = hdrs;

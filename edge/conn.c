@@ -223,7 +223,7 @@ edge_flush(struct bufferevent *bev)
 
 	if (evbuffer_get_length(out) == 0)
 		return 0;
-	/* TLS bufferevents always have EV_WRITE on: they write themselves. */
+	/* Already waiting for EV_WRITE: the bufferevent writes the rest. */
 	if (bufferevent_get_enabled(bev) & EV_WRITE)
 		return 1;
 	/* The bufferevent keeps its output's start frozen; its own write

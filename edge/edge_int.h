@@ -574,8 +574,9 @@ int	edge_addr_key(const struct sockaddr *, struct edge_addr_key *);
 void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *,
 	    int tls);
 /*
- * Write what is queued on bev now, in this loop turn; 1 if bytes are
- * left, waiting for EV_WRITE.
+ * Write what is queued on a plain socket's bev now, in this loop turn; 1
+ * if bytes are left, waiting for EV_WRITE. (A TLS connection writes
+ * through edge_conn_flush.)
  */
 int	edge_flush(struct bufferevent *);
 /* edge_flush for a client: what waits is watched by the slow-reader rule. */
