@@ -17,8 +17,9 @@ origin, all on loopback ports of its own, then:
      first seconds; a leak of even a few bytes per request shows up over the
      million requests that follow).
   2. wsbench with --ws WebSocket connections at once through sandboxd, each
-     echoing 100-byte messages in a closed loop for --ws-seconds. Passes when
-     every connection upgraded and no error happened.
+     echoing 100-byte messages in a closed loop for --ws-seconds, twice.
+     Passes when every connection upgraded and no error happened, and the
+     second wave's RSS peak is within --rss-slack MiB of the first's.
   3. After both, sandboxd still answers, and its RSS once the clients are
      gone is printed beside the figure before the load.
 
@@ -177,7 +178,7 @@ def ws_phase(a, pid, wsbench):
              "RSS with the WebSockets open: peak %.1f MiB" % (peak / 1024.0)]
     if not m:
         lines.append("wsbench output:\n" + out.stdout + out.stderr)
-    return ok, lines
+    return ok, lines, peak
 
 
 def main():
@@ -188,7 +189,8 @@ def main():
     ap.add_argument("--ws", type=int, default=10000)
     ap.add_argument("--ws-seconds", type=int, default=20)
     ap.add_argument("--rss-slack", type=float, default=4.0,
-                    help="MiB the RSS may grow from 10 s to the end of the wrk run")
+                    help="MiB the RSS may grow from 10 s to the end of the wrk run, "
+                    "and from one WebSocket wave to the next")
     ap.add_argument("--tls", action="store_true", help="wrk over TLS")
     a = ap.parse_args()
 
@@ -255,9 +257,17 @@ def main():
         print("\n".join(lines))
         sys.stdout.flush()
 
-        ok, lines = ws_phase(a, sbx.pid, wsbench)
-        results.append(("%d WebSockets" % a.ws, ok))
-        print("\n".join(lines))
+        # Two waves: the second must reuse what the first freed.
+        peaks = []
+        for wave in (1, 2):
+            ok, lines, peak = ws_phase(a, sbx.pid, wsbench)
+            results.append(("%d WebSockets, wave %d" % (a.ws, wave), ok))
+            print("\n".join(lines))
+            peaks.append(peak)
+            time.sleep(2.0)
+        grew = (peaks[1] - peaks[0]) / 1024.0
+        results.append(("second wave's RSS peak within %.1f MiB of the first's (%+.2f MiB)"
+                        % (a.rss_slack, grew), grew <= a.rss_slack))
 
         time.sleep(2.0)
         alive = sbx.poll() is None and get_ok(SBX_PORT)
