@@ -11,7 +11,9 @@ counts each unittest test as one check.
 Before that, without a daemon: every module parses as Python 3.9
 (ast feature_version), carries `from __future__ import annotations` (so
 annotations such as `X | None` are never evaluated on 3.9), the package
-has py.typed, and pyproject.toml names the package.
+has py.typed, pyproject.toml names the package, `pip install` of the
+directory works offline, and mypy passes with --python-version 3.9
+(--strict for the package).
 
 Prints "N passed, N failed"; exits 77 without Docker.
 """
@@ -131,6 +133,20 @@ def test_pip_install(t):
         t.check(r.returncode == 0 and r.stdout.startswith("0.1.0 " + site), "the installed package imports: %r" % r)
 
 
+def test_types(t):
+    """mypy as Python 3.9: the package strictly, the tests and the example
+    as they are (typeshed knows which standard-library names 3.9 has)."""
+    import shutil
+    mypy = shutil.which("mypy")
+    if mypy is None:
+        t.skip("mypy is not installed (scripts/install-deps.sh): the types are not checked")
+        return
+    for args in (["--strict", "sandboxd"], ["examples/app_builder.py", "tests"]):
+        r = subprocess.run([mypy, "--python-version", "3.9", "--no-incremental", "--cache-dir", "/dev/null"] + args,
+                           capture_output=True, text=True, cwd=SDK, timeout=300)
+        t.check(r.returncode == 0, "mypy %s: %s" % (" ".join(args), (r.stdout + r.stderr)[-2000:]))
+
+
 def run_suite(t, d, base):
     env = {"SANDBOXD_URL": "http://127.0.0.1:%d" % d.port, "SANDBOXD_API_KEY": d.key("acme"),
            "SANDBOXD_OTHER_KEY": d.key("globex"), "SANDBOXD_ADMIN_KEY": d.key("root"),
@@ -158,6 +174,7 @@ def main():
     t = Runner()
     t.run(test_static)
     t.run(test_pip_install)
+    t.run(test_types)
     if not ensure_docker():
         print("docker is not available: skipping the SDK's daemon tests")
         t.finish()

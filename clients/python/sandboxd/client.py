@@ -8,7 +8,7 @@ import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Generator, List, Literal, Mapping, Optional, Sequence, Union, overload
 
 from ._http import Event, Transport, quote_path
 from .errors import NetworkError, SandboxdError, Timeout, Unavailable
@@ -97,7 +97,7 @@ class Sandboxd:
 
     def healthz(self, timeout: Optional[float] = None) -> Dict[str, Any]:
         """GET /healthz (no key): {"status": "ok", ...}; 503 raises Unavailable."""
-        return self._t.request("GET", "/healthz", timeout=timeout, auth=False).json()
+        return dict(self._t.request("GET", "/healthz", timeout=timeout, auth=False).json())
 
     def metrics(self, timeout: Optional[float] = None) -> str:
         """GET /metrics (an admin key): the Prometheus text."""
@@ -269,7 +269,8 @@ class Sandbox:
                           bool(j.get("timed_out")), bool(j.get("truncated")))
 
     def exec_stream(self, cmd: Cmd, cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                    timeout_s: Optional[int] = None, timeout: Optional[float] = None) -> Iterator[Event]:
+                    timeout_s: Optional[int] = None, timeout: Optional[float] = None
+                    ) -> Generator[Event, None, None]:
         """Run a command and yield its events as it runs: `output` events
         (ev.stream, ev.text: one line each), then one `exit` event
         (ev.data: exit_code, signal, timed_out, truncated). If the
@@ -315,19 +316,26 @@ class Sandbox:
 
     # --- the dev server ----------------------------------------------------
 
-    def logs(self, follow: bool = False, timeout: Optional[float] = None) -> Any:
+    @overload
+    def logs(self, follow: Literal[False] = False, timeout: Optional[float] = None) -> str: ...
+
+    @overload
+    def logs(self, follow: Literal[True], timeout: Optional[float] = None) -> Generator[str, None, None]: ...
+
+    def logs(self, follow: bool = False, timeout: Optional[float] = None
+             ) -> Union[str, Generator[str, None, None]]:
         """The dev server's recent output as text; with follow=True an
         iterator of new lines (without newlines) until the sandbox stops or
-        you leave the loop. Typed Union[str, Iterator[str]]; see
-        logs_text()/logs_follow() for the two precise forms."""
+        you leave the loop (or close() it)."""
         if follow:
             return self.logs_follow(timeout=timeout)
         return self.logs_text(timeout=timeout)
 
     def logs_text(self, timeout: Optional[float] = None) -> str:
+        """The dev server's recent output (agentd's 256 KiB ring)."""
         return self._c._t.request("GET", self._path + "/logs", timeout=timeout).body.decode("utf-8", "replace")
 
-    def logs_follow(self, timeout: Optional[float] = None) -> Iterator[str]:
+    def logs_follow(self, timeout: Optional[float] = None) -> Generator[str, None, None]:
         """New dev-server lines as they come. timeout is the idle limit
         (heartbeats every 15 s keep a quiet stream alive; but the answer's
         head waits for the first line, so a quiet dev server may time out
@@ -341,7 +349,7 @@ class Sandbox:
 
     def restart_dev(self, timeout: Optional[float] = None) -> Dict[str, Any]:
         """POST .../restart-dev: the dev server's {"state", "restarts"}."""
-        return self._c._t.request("POST", self._path + "/restart-dev", timeout=timeout).json()["dev_server"]
+        return dict(self._c._t.request("POST", self._path + "/restart-dev", timeout=timeout).json()["dev_server"])
 
     def terminal(self, cols: int = 80, rows: int = 24, timeout: Optional[float] = None) -> Terminal:
         """Open the terminal WebSocket (GET .../terminal): a shell on a PTY."""
@@ -490,7 +498,7 @@ class Task:
         return self
 
     def events(self, after: Optional[int] = None, timeout: Optional[float] = None,
-               max_retries: int = 8) -> Iterator[Event]:
+               max_retries: int = 8) -> Generator[Event, None, None]:
         """The task's events (output, agent, status, ..., exit last) from
         the start, or after event id `after`, live as they come; ends after
         `exit`. A dropped connection is resumed with Last-Event-ID: every

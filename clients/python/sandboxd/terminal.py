@@ -49,7 +49,8 @@ class Terminal:
             if scheme == "https":
                 sock = (ssl_context or ssl.create_default_context()).wrap_socket(raw, server_hostname=host)
             key = base64.b64encode(os.urandom(16)).decode()
-            hostport = host if port in (80, 443) else "%s:%d" % (host, port)
+            name = "[%s]" % host if ":" in host else host
+            hostport = name if port == (443 if scheme == "https" else 80) else "%s:%d" % (name, port)
             head = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n" % (path, hostport, key))
             if api_key:
