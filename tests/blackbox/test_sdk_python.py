@@ -186,16 +186,35 @@ def main():
     if base:
         templates["base"] = {"image": BASE_IMAGE, "port": "3000", "memory": "512m", "cpus": "1",
                              "pids_limit": "256"}
-    d = Daemon(extra="wake_timeout = 30s", templates=templates)
+    # A TLS listener too, with a self-signed certificate for localhost
+    # (the SDK's https:// path, with its own CA through ssl_context).
+    import shutil
+    import tempfile
+    from harness import free_port
+    certs = tempfile.mkdtemp(prefix="sbx-sdk-tls-")
+    tls = None
+    extra = "wake_timeout = 30s"
+    if shutil.which("openssl"):
+        crt, key = os.path.join(certs, "localhost.pem"), os.path.join(certs, "localhost.key")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], capture_output=True)
+        if r.returncode == 0:
+            tls = (free_port(), crt)
+            extra += "\ntls_listen = 127.0.0.1:%d\ntls_cert = %s\ntls_key = %s" % (tls[0], crt, key)
+    d = Daemon(extra=extra, templates=templates)
     before = t.failed
     try:
         d.start()
         t.current = "unittest"
+        if tls:
+            os.environ.update({"SANDBOXD_TLS_URL": "https://localhost:%d" % tls[0], "SANDBOXD_TLS_CA": tls[1]})
         run_suite(t, d, base)
     finally:
         if t.failed != before:
             print("---- daemon log (tail) ----\n%s" % d.logs()[-4000:])
         d.cleanup()
+        shutil.rmtree(certs, ignore_errors=True)
     return t.finish()
 
 

@@ -5,6 +5,7 @@ Run by tests/blackbox/test_sdk_python.py, which starts the daemon and sets:
   SANDBOXD_OTHER_KEY                  another tenant's key
   SANDBOXD_ADMIN_KEY                  an admin key (metrics)
   SANDBOXD_BASE_TEMPLATE              a template on sandboxd/base (git: revert), or empty
+  SANDBOXD_TLS_URL, SANDBOXD_TLS_CA   the same daemon over TLS and its CA file, or empty
 Without SANDBOXD_URL every test here skips, saying why.
 """
 from __future__ import annotations
@@ -29,6 +30,8 @@ KEY = os.environ.get("SANDBOXD_API_KEY", "")
 OTHER_KEY = os.environ.get("SANDBOXD_OTHER_KEY", "")
 ADMIN_KEY = os.environ.get("SANDBOXD_ADMIN_KEY", "")
 BASE_TEMPLATE = os.environ.get("SANDBOXD_BASE_TEMPLATE", "")
+TLS_URL = os.environ.get("SANDBOXD_TLS_URL", "")
+TLS_CA = os.environ.get("SANDBOXD_TLS_CA", "")
 
 client: Sandboxd
 shared: sandboxd.Sandbox
@@ -451,6 +454,28 @@ class TestDevServer(unittest.TestCase):
             while term.recv(15) is not None:
                 pass
             self.assertEqual(term.exit_code, 3, (term.close_code, term.close_reason))
+
+
+class TestTLS(unittest.TestCase):
+    def test_over_tls(self) -> None:
+        if not TLS_URL:
+            self.skipTest("no SANDBOXD_TLS_URL (openssl is missing)")
+        import ssl
+        ctx = ssl.create_default_context(cafile=TLS_CA)
+        c = Sandboxd(TLS_URL, KEY, timeout=30, ssl_context=ctx)
+        self.assertEqual(c.healthz()["status"], "ok")
+        s = c.sandboxes.get(shared.id)
+        s.files.write("tls/é x.txt", b"over tls")
+        self.assertEqual(s.files.read("tls/é x.txt"), b"over tls")
+        self.assertEqual([e.text for e in s.exec_stream("echo a; echo b") if e.event == "output"], ["a\n", "b\n"])
+        task = s.tasks.run("echo via-tls")
+        self.assertEqual([e.text for e in task.events(timeout=30) if e.event == "output"], ["via-tls\n"])
+        with s.terminal(timeout=20) as term:
+            term.send("echo tls-$((6*7))\n")
+            self.assertIn(b"tls-42", term.read_until("tls-42", 15))
+        s.files.remove("tls")
+        with self.assertRaises(sandboxd.NetworkError):
+            Sandboxd(TLS_URL, KEY, timeout=10).healthz()  # the system's CAs do not know this one
 
 
 class TestTimeouts(unittest.TestCase):
