@@ -44,11 +44,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path not in ("/", "/events"):
+            return self.reply(404, "text/plain", "not found")
         sbx = sandbox_for(q.get("user", "demo"))
         if url.path == "/":  # the page, with the preview (a token URL works for private sandboxes too)
             return self.reply(200, "text/html; charset=utf-8", PAGE % sbx.preview_token().url)
-        if url.path != "/events":
-            return self.reply(404, "text/plain", "not found")
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")

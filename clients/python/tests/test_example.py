@@ -54,10 +54,28 @@ class TestAppBuilder(unittest.TestCase):
         for s in Sandboxd(URL, KEY).sandboxes.list(label={"app-builder-user": self.user}):
             s.delete()
 
-    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 30):
+    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 30,
+                headers: dict | None = None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=headers or {})
         return conn, conn.getresponse()
+
+    def read_events(self, r: http.client.HTTPResponse) -> list:
+        """(id, {"event", "data"}) pairs of the example's SSE, to its exit."""
+        events: list = []
+        ev_id = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = r.fp.readline()
+            if not line:
+                break
+            if line.startswith(b"id: "):
+                ev_id = int(line[4:])
+            elif line.startswith(b"data: "):
+                events.append((ev_id, json.loads(line[6:])))
+                if events[-1][1]["event"] == "exit":
+                    break
+        return events
 
     def test_prompt_to_preview(self) -> None:
         def up():
@@ -92,21 +110,24 @@ class TestAppBuilder(unittest.TestCase):
         conn, r = self.request("GET", "/events?user=%s&task=%s" % (self.user, tid))
         self.assertEqual(r.status, 200)
         self.assertEqual(r.getheader("Content-Type"), "text/event-stream")
-        events = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = r.fp.readline()
-            if not line:
-                break
-            if line.startswith(b"data: "):
-                events.append(json.loads(line[6:]))
-                if events[-1]["event"] == "exit":
-                    break
+        pairs = self.read_events(r)
         conn.close()
+        events = [e for _, e in pairs]
         self.assertTrue(events and events[-1]["event"] == "exit", events)
         self.assertEqual(events[-1]["data"]["state"], "succeeded")
         texts = [e["data"]["text"] for e in events if e["event"] == "output"]
         self.assertEqual(texts, ["building\n", "done\n"])
+        # A browser's EventSource resumes with Last-Event-ID: only what follows.
+        conn, r = self.request("GET", "/events?user=%s&task=%s" % (self.user, tid),
+                               headers={"Last-Event-ID": str(pairs[0][0])})
+        self.assertEqual(self.read_events(r), pairs[1:])
+        conn.close()
+        # Other paths (a browser's /favicon.ico) make no sandbox.
+        conn, r = self.request("GET", "/favicon.ico")
+        self.assertEqual(r.status, 404)
+        r.read()
+        conn.close()
+        self.assertEqual(Sandboxd(URL, KEY).sandboxes.list(label={"app-builder-user": "demo"}), [])
         body = wait_until(lambda: (lambda s: s[2] if s[0] == 200 else None)(fetch_preview(sbx.preview_url())), 20)
         self.assertEqual(body, b"<h1>built by a prompt</h1>\n")
 
