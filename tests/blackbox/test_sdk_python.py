@@ -6,7 +6,8 @@ sandboxd/base:latest when it is built, for revert, which needs git), runs
 the SDK's unittest suite (clients/python/tests: the API end to end, task
 events resumed after a cut connection, the OpenAPI mapping, the example
 app builder) with SANDBOXD_URL and the keys in the environment, and
-counts each unittest test as one check.
+counts each unittest test as one check; then a task's events iterator
+kept across a daemon restart (SIGTERM, start again) mid-task.
 
 Before that, without a daemon: every module parses as Python 3.9
 (ast feature_version), carries `from __future__ import annotations` (so
@@ -170,6 +171,48 @@ def run_suite(t, d, base):
     t.passed += result.testsRun - len(bad) - len(result.skipped)
 
 
+def test_resume_across_restart(t, d):
+    """A task's events iterator outlives a daemon restart: the daemon goes
+    (SIGTERM closes the stream), comes back, the task goes on in agentd,
+    and the iterator reconnects with Last-Event-ID on its own."""
+    import threading
+    sys.path.insert(0, SDK)
+    from sandboxd import Sandboxd
+    c = Sandboxd("http://127.0.0.1:%d" % d.port, d.key("acme"), timeout=20)
+    sbx = c.sandboxes.create()
+    try:
+        task = sbx.tasks.run("for i in $(seq 1 40); do echo n $i; sleep 0.15; done")
+        got, errs = [], []
+        first = threading.Event()
+
+        def consume():
+            try:
+                for ev in task.events(timeout=90):
+                    got.append(ev)
+                    if ev.event == "output":
+                        first.set()
+            except Exception as e:  # reported below
+                errs.append(e)
+            first.set()
+        th = threading.Thread(target=consume)
+        th.start()
+        first.wait(30)
+        t.check(d.stop() == 0, "the daemon stopped cleanly")
+        at_stop = len(got)
+        d.start()
+        th.join(90)
+        t.check(not th.is_alive() and not errs, "the iterator ended without an error: %r" % errs)
+        ids = [e.id for e in got]
+        t.check(0 < at_stop < len(ids) - 5, "the restart came mid-task: %d of %d events before it" % (at_stop, len(ids)))
+        t.check(ids == list(range(1, len(ids) + 1)), "every event once, in order, across the restart: %r" % ids)
+        t.check([e.text for e in got if e.event == "output"] == ["n %d\n" % i for i in range(1, 41)],
+                "every line: %r" % [e.text for e in got if e.event == "output"])
+        t.check(got and got[-1].event == "exit" and got[-1].data.get("state") == "succeeded",
+                "the exit event last: %r" % (got[-1:],))
+    finally:
+        sbx.delete()
+
+
 def main():
     t = Runner()
     t.run(test_static)
@@ -210,6 +253,7 @@ def main():
         if tls:
             os.environ.update({"SANDBOXD_TLS_URL": "https://localhost:%d" % tls[0], "SANDBOXD_TLS_CA": tls[1]})
         run_suite(t, d, base)
+        t.run(test_resume_across_restart, d)
     finally:
         if t.failed != before:
             print("---- daemon log (tail) ----\n%s" % d.logs()[-4000:])

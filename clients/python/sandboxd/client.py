@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Generator, List, Literal, Mapping, Optional, Sequence, Union, overload
 
 from ._http import Event, Transport, quote_path
-from .errors import NetworkError, SandboxdError, Timeout, Unavailable
+from .errors import BadGateway, NetworkError, SandboxdError, Timeout, Unavailable
 from .terminal import Terminal
 
 Cmd = Union[str, Sequence[str]]
@@ -503,7 +503,8 @@ class Task:
         the start, or after event id `after`, live as they come; ends after
         `exit`. A dropped connection is resumed with Last-Event-ID: every
         event comes once, in order. max_retries consecutive failed
-        reconnects raise the last error (NetworkError, Timeout); timeout
+        reconnects (backing off from 0.1 s to 2 s; a refused connection,
+        a silent stream, a 502 or 503 count) raise the last error; timeout
         bounds the whole iteration (default: none, the task's own
         timeout_s bounds it) and raises Timeout."""
         t = self.sandbox._c._t
@@ -523,7 +524,9 @@ class Task:
             err: Optional[SandboxdError] = None
             try:
                 stream = t.stream("GET", self._path + "/events", headers=headers, timeout=idle, ok=(200, 204))
-            except (NetworkError, Timeout) as e:
+            except (NetworkError, Timeout, BadGateway, Unavailable) as e:
+                # Transient: a restarting daemon, or a proxy in front of it
+                # answering 502/503 meanwhile. Anything else is final.
                 err = e
             else:
                 with stream:
