@@ -416,6 +416,12 @@ void	 dev_free_all(struct control *);
  */
 void	 execstream_begin(struct control *, struct http_exchange *,
 	    const char *sandbox_id, const char *body, int timeout_ms);
+/*
+ * The JSON form of exec over the same stream: at most 1 MiB of each of
+ * stdout and stderr kept (the rest read and dropped, truncated true).
+ */
+void	 execstream_collect(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *body, int timeout_ms);
 /* At exit, before the hub goes: frees everything, calls nothing back. */
 void	 execstream_free_all(struct control *);
 /* control/preview.c */
