@@ -89,6 +89,7 @@ struct agent_req {
 	int			 in_cb;		/* inside line_cb */
 	int			 cancelled;	/* agent_cancel from line_cb */
 	int			 paused;	/* agent_pause: not reading */
+	int			 eof;		/* seen, lines may still wait */
 	struct event		*resume;	/* agent_pause(0): lines held */
 
 	/* agent_upgrade: the connection itself after a 101 */
@@ -950,7 +951,7 @@ agent_req_resume_cb(evutil_socket_t fd, short events, void *arg)
 	struct agent_req	*req = arg;
 
 	if (!req->paused && req->bev != NULL && req->head_done)
-		agent_req_parse(req, 0);
+		agent_req_parse(req, req->eof);
 }
 
 /* Unlink and free a request without calling back. */
@@ -1116,6 +1117,8 @@ agent_req_event_cb(struct bufferevent *bev, short what, void *arg)
 	int			 saved_errno = errno;
 
 	if (what & BEV_EVENT_EOF) {
+		/* Paused, the lines left wait for the resume, and so does this. */
+		req->eof = 1;
 		agent_req_parse(req, 1);
 		return;
 	}
@@ -1166,6 +1169,9 @@ agent_req_lines(struct agent_req *req, int eof)
 	int			 done;
 
 	for (;;) {
+		/* The reader is full: the rest waits in our input buffer. */
+		if (req->paused)
+			return (0);
 		avail = evbuffer_get_length(in);
 		if (req->kind == HTTP_BODY_LENGTH && avail > req->length)
 			avail = (size_t)req->length;
@@ -1212,8 +1218,5 @@ agent_req_lines(struct agent_req *req, int eof)
 			agent_req_free(req);
 			return (1);
 		}
-		/* The reader is full: the rest waits in our input buffer. */
-		if (req->paused)
-			return (0);
 	}
 }

@@ -735,6 +735,19 @@ test_pause(void)
 	CHECK(wait_flag(&ps.ended, 1, 10000) == 0);
 	/* 3000 output lines and the exit line. */
 	CHECK(ps.lines == 3001 && ps.status == 200);
+
+	/* agentd closes while we are paused: the end still comes after. */
+	body = "{\"cmd\":[\"sh\",\"-c\",\"echo a; echo b; echo c\"]}";
+	memset(&ps, 0, sizeof ps);
+	ps.pause_at = 1;
+	ps.req = agent_stream(hub, "sbx1", "POST", "/exec", body, strlen(body),
+	    10000, pause_line_cb, pause_end_cb, &ps);
+	CHECK(wait_flag(&ps.lines, 1, 5000) == 0);
+	run_settle(500);
+	CHECK(ps.lines == 1 && !ps.ended);
+	agent_pause(ps.req, 0);
+	CHECK(wait_flag(&ps.ended, 1, 5000) == 0);
+	CHECK(ps.lines == 4 && ps.status == 200);
 }
 
 static void
