@@ -5,7 +5,8 @@
  *
  * Rendezvous: the daemon listens on /run/sandboxd/agentd.sock (a host
  * directory mounted read-only, so the sandbox cannot swap the socket for a
- * symlink). agentd connects out and always keeps one spare idle connection;
+ * symlink). agentd connects out and always keeps one spare idle connection,
+ * each opened with the hello (AGENTD_HELLO_PREFIX below) and its token;
  * the daemon writes one HTTP/1.1 request on a connection, agentd answers it
  * with Content-Length and closes it, and dials a new spare as soon as a
  * request arrives. So requests run concurrently, and the daemon knows the
