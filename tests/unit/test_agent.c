@@ -577,7 +577,7 @@ test_impostor(void)
 	memset(&r, 0, sizeof r);
 	r.started = time_mono_ms();
 	agent_request(hub, "sbx3", "POST", "/exec", "{\"cmd\":[\"true\"]}",
-	    18, 1500, result_cb, &r);
+	    strlen("{\"cmd\":[\"true\"]}"), 1500, result_cb, &r);
 
 	/* Silent: no request comes, closed after the hello's deadline. */
 	fd = connect_sock(path);
