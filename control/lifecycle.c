@@ -262,6 +262,12 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 		}
 	}
 	json_object_put(user_env);
+	/*
+	 * Last, so a user env entry of that name does not win. Only agentd
+	 * reads it: it unsets it before anything else runs.
+	 */
+	agent_token_env(ctl->hub, s->id, buf, sizeof buf);
+	json_object_array_add(env, json_object_new_string(buf));
 	json_object_object_add(spec, "Env", env);
 
 	labels = json_object_new_object();
