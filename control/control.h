@@ -23,6 +23,9 @@ struct json_object;
 #define CONTROL_LABEL_PREFIX	"io.sandboxd"
 #define CONTROL_LABEL_INSTANCE	CONTROL_LABEL_PREFIX ".instance"
 #define CONTROL_LABEL_SANDBOX	CONTROL_LABEL_PREFIX ".sandbox"
+/* The hash of the create body a container was made from (hex, truncated). */
+#define CONTROL_LABEL_SPEC	CONTROL_LABEL_PREFIX ".spec"
+#define CONTROL_SPEC_HASH_LEN	16
 
 /* Where agentd and the rendezvous socket appear inside a container. */
 #define AGENTD_CONTAINER_PATH	"/.sandboxd/agentd"
