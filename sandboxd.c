@@ -312,6 +312,7 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		log_info("SIGHUP: reloading");
 		edge_tls_reload(d->edge);
 		edge_stats_reopen(d->edge);
+		provider_reload(d->ctl);
 		notify_ready();
 		return;
 	}

@@ -774,6 +774,7 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    (unsigned long long)ctl->starts_total,
 	    (unsigned long long)ctl->unpauses_total);
 	task_metrics(ctl, out);
+	provider_metrics(ctl, out);
 	metrics_latency(ctl, out);
 	metrics_process(ctl, out);
 	if (ctl->metrics_cb != NULL)

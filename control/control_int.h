@@ -130,6 +130,7 @@ struct control {
 	struct agent_hub	*hub;
 	struct egress		*egress;	/* egress.c */
 	struct disk		*disk;		/* disk.c */
+	struct provider		*provider;	/* provider.c */
 
 	char			*workspaces_dir;	/* data_dir/workspaces */
 	char			*homes_dir;		/* data_dir/homes */
@@ -445,9 +446,34 @@ struct json_object *egress_json(struct control *);
 void	 egress_free(struct control *);
 /* The bridge interface of a network, from Docker's inspect answer. */
 int	 egress_bridge_name(struct json_object *, char *, size_t);
-/* The ruleset text for one bridge (malloc'd); dns: the resolvers. */
+/* The IPv4 gateway of a network, from Docker's inspect answer; 0 or -1. */
+int	 egress_gateway(struct json_object *, struct in_addr *);
+/*
+ * The ruleset text for one bridge (malloc'd); dns: the resolvers; proxy:
+ * the credential proxy's address on the bridge (NULL: none), accepted at
+ * provider_port only.
+ */
 char	*egress_ruleset(const struct config *, const char *table,
-	    const char *bridge, const struct cfg_cidr *dns, size_t ndns);
+	    const char *bridge, const struct cfg_cidr *dns, size_t ndns,
+	    const char *proxy);
+
+/* control/provider.c */
+struct provider;
+struct evbuffer;
+/* Read the key_files, make the TLS contexts; NULL and *cause on error. */
+struct provider *provider_new(struct control *, char **cause);
+void	 provider_free(struct provider *);
+/* Listen on the bridge's gateway (again if it changed); 0, or -1 logged. */
+int	 provider_listen(struct control *, const struct in_addr *gateway);
+/* The address the proxy listens on; -1 while it does not. */
+int	 provider_address(struct control *, struct in_addr *, int *port);
+/* A new container's provider env lines, each given to add(arg, line). */
+void	 provider_env(struct control *, const char *id,
+	    void (*add)(void *, const char *), void *arg);
+/* {"requests","input_tokens","output_tokens","providers":{...}}. */
+struct json_object *provider_usage_json(struct control *, const char *id);
+/* The proxy's families of GET /metrics. */
+void	 provider_metrics(struct control *, struct evbuffer *);
 
 /* control/reconcile.c */
 /* Make Docker match the store; done is called once at the end. */
