@@ -459,6 +459,34 @@ char	*egress_ruleset(const struct config *, const char *table,
 
 /* control/provider.c */
 struct provider;
+#define PROVIDER_SCAN_KEY	24	/* the longest JSON key kept */
+/* Where the usage scanner is in the JSON text (see provider_scan). */
+enum provider_scan_state {
+	PSCAN_OUT,		/* between tokens */
+	PSCAN_STRING,		/* in a string */
+	PSCAN_ESCAPE,		/* after a backslash in a string */
+	PSCAN_AFTER_STRING,	/* a string ended: a key if ':' follows */
+	PSCAN_COLON,		/* after "key": */
+	PSCAN_NUMBER,		/* digits of a counted key's value */
+};
+
+struct provider_scan {
+	enum provider_scan_state state;
+	char			 key[PROVIDER_SCAN_KEY + 1];
+	size_t			 klen;	/* > PROVIDER_SCAN_KEY: too long */
+	int			 counted;	/* 1 input, 2 output, 0 other */
+	int64_t			 value;
+	int64_t			 input;		/* the largest seen */
+	int64_t			 output;
+};
+/*
+ * Count the usage fields in the next len bytes of an answer's body (JSON,
+ * or server-sent events of JSON), in pieces of any size: the result does
+ * not depend on where the pieces are cut. s starts zeroed.
+ */
+void	 provider_scan(struct provider_scan *, const char *, size_t);
+/* The body ended: take a number it ended in. */
+void	 provider_scan_end(struct provider_scan *);
 struct evbuffer;
 /* Read the key_files, make the TLS contexts; NULL and *cause on error. */
 struct provider *provider_new(struct control *, char **cause);

@@ -63,7 +63,6 @@
 #define PROVIDER_KEY_MAX	4096	/* bytes in a key_file */
 #define PROVIDER_TOKEN_MAC	43	/* base64url of 32 bytes, no padding */
 #define PROVIDER_TOKEN_LEN	(4 + ID_LEN + 1 + PROVIDER_TOKEN_MAC)
-#define PROVIDER_SCAN_KEY	24	/* the longest JSON key kept */
 
 enum provider_conn_state {
 	PCONN_HEAD,		/* reading the request head */
@@ -71,26 +70,6 @@ enum provider_conn_state {
 	PCONN_FORWARD,		/* request body up, answer head down */
 	PCONN_BODY,		/* the answer's body down */
 	PCONN_CLOSING,		/* our answer is queued: flush, then close */
-};
-
-/* Where the usage scanner is in the JSON text (see provider_scan). */
-enum provider_scan_state {
-	PSCAN_OUT,		/* between tokens */
-	PSCAN_STRING,		/* in a string */
-	PSCAN_ESCAPE,		/* after a backslash in a string */
-	PSCAN_AFTER_STRING,	/* a string ended: a key if ':' follows */
-	PSCAN_COLON,		/* after "key": */
-	PSCAN_NUMBER,		/* digits of a counted key's value */
-};
-
-struct provider_scan {
-	enum provider_scan_state state;
-	char			 key[PROVIDER_SCAN_KEY + 1];
-	size_t			 klen;	/* > PROVIDER_SCAN_KEY: too long */
-	int			 counted;	/* 1 input, 2 output, 0 other */
-	int64_t			 value;
-	int64_t			 input;		/* the largest seen */
-	int64_t			 output;
 };
 
 struct provider_conn {
@@ -164,7 +143,6 @@ static void	 provider_pump_request(struct provider_conn *);
 static int	 provider_answer_head(struct provider_conn *);
 static void	 provider_answer_body(struct provider_conn *);
 static void	 provider_scan_cb(void *, const char *, size_t);
-static void	 provider_scan(struct provider_scan *, const char *, size_t);
 static void	 provider_finish(struct provider_conn *);
 static void	 provider_error(struct provider_conn *, int, const char *,
 		    const char *);
@@ -1071,7 +1049,7 @@ provider_scan_cb(void *arg, const char *data, size_t len)
  * a key counts nothing. Only exact key names count (not
  * "cache_read_input_tokens").
  */
-static void
+void
 provider_scan(struct provider_scan *s, const char *p, size_t len)
 {
 	size_t	i;
@@ -1150,6 +1128,13 @@ provider_scan(struct provider_scan *s, const char *p, size_t len)
 	}
 }
 
+/* The answer ended: a number it ended in is complete now. */
+void
+provider_scan_end(struct provider_scan *s)
+{
+	provider_scan(s, " ", 1);
+}
+
 /* The exchange is over (whole or cut): count it, then close when sent. */
 static void
 provider_finish(struct provider_conn *pc)
@@ -1159,8 +1144,7 @@ provider_finish(struct provider_conn *pc)
 	if (pc->cp == NULL || pc->sandbox_id[0] == '\0' ||
 	    pc->state == PCONN_CLOSING)
 		return;
-	/* A number the answer ended in is complete now. */
-	provider_scan(&pc->scan, " ", 1);
+	provider_scan_end(&pc->scan);
 	st = &pc->pv->stats[pc->idx];
 	st->requests++;
 	st->input_tokens += (uint64_t)pc->scan.input;
