@@ -495,9 +495,20 @@ void	 provider_free(struct provider *);
 int	 provider_listen(struct control *, const struct in_addr *gateway);
 /* The address the proxy listens on; -1 while it does not. */
 int	 provider_address(struct control *, struct in_addr *, int *port);
-/* A new container's provider env lines, each given to add(arg, line). */
+/*
+ * A new container's provider env lines, each given to add(arg, line);
+ * user: the user's env (NULL: none), whose names it never repeats.
+ */
 void	 provider_env(struct control *, const char *id,
-	    void (*add)(void *, const char *), void *arg);
+	    struct json_object *user, void (*add)(void *, const char *),
+	    void *arg);
+/*
+ * A task's env for agentd (new object; caller puts it): user's, plus the
+ * provider env and, for agent "opencode", OPENCODE_CONFIG_CONTENT aimed
+ * at the proxy. The user's names win.
+ */
+struct json_object *provider_task_env(struct control *, const char *id,
+	    const char *agent, struct json_object *user);
 /* {"requests","input_tokens","output_tokens","providers":{...}}. */
 struct json_object *provider_usage_json(struct control *, const char *id);
 /* The proxy's families of GET /metrics. */

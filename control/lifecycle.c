@@ -257,12 +257,11 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	json_object_array_add(env, json_object_new_string(buf));
 	snprintf(buf, sizeof buf, "PORT=%d", s->port);
 	json_object_array_add(env, json_object_new_string(buf));
-	/* Before the user's env, so a user's own value wins. */
-	provider_env(ctl, s->id, lifecycle_env_add, env);
 	user_env = json_tokener_parse(s->env_json != NULL ? s->env_json :
 	    "{}");
 	if (user_env != NULL && json_object_is_type(user_env,
 	    json_type_object)) {
+		provider_env(ctl, s->id, user_env, lifecycle_env_add, env);
 		json_object_object_foreach(user_env, k, v) {
 			char *kv;
 

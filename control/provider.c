@@ -150,6 +150,7 @@ static void	 provider_close(struct provider_conn *);
 static int	 provider_token_mac(struct control *, const char *, char *);
 static int	 provider_hop_header(const struct http_header *,
 		    const struct http_request_head *);
+static void	 provider_env_json_cb(void *, const char *);
 
 /* Read every key_file and make the TLS contexts; NULL, *cause on error. */
 struct provider *
@@ -382,11 +383,14 @@ provider_token_mac(struct control *ctl, const char *id, char *out)
 
 /*
  * The env lines a new container gets for every [provider]: its base URL
- * and its token (malloc'd "NAME=value" strings added to arr with add).
- * Nothing while the proxy does not listen (no gateway known yet).
+ * and its token, each given to add(arg, "NAME=value"). Nothing while the
+ * proxy does not listen (no gateway known yet). user (may be NULL) is the
+ * env the user gave: a user's own key without a base URL gets the
+ * provider's real URL (the key is theirs, it need not pass the proxy); a
+ * user's own base URL takes the kind out of the proxy's hands.
  */
 void
-provider_env(struct control *ctl, const char *id,
+provider_env(struct control *ctl, const char *id, struct json_object *user,
     void (*add)(void *, const char *), void *arg)
 {
 	struct provider			*pv = ctl->provider;
@@ -394,6 +398,7 @@ provider_env(struct control *ctl, const char *id,
 	char				 mac[PROVIDER_TOKEN_MAC + 1], *line;
 	const char			*pfx;
 	size_t				 i;
+	int				 has_base, has_key;
 
 	if (pv == NULL || pv->base[0] == '\0' ||
 	    provider_token_mac(ctl, id, mac) == -1)
@@ -402,6 +407,21 @@ provider_env(struct control *ctl, const char *id,
 		cp = &ctl->cf->providers[i];
 		pfx = cp->kind == CFG_PROVIDER_ANTHROPIC ? "ANTHROPIC" :
 		    "OPENAI";
+		xasprintf(&line, "%s_BASE_URL", pfx);
+		has_base = user != NULL &&
+		    json_object_object_get_ex(user, line, NULL);
+		free(line);
+		xasprintf(&line, "%s_API_KEY", pfx);
+		has_key = user != NULL &&
+		    json_object_object_get_ex(user, line, NULL);
+		free(line);
+		if (has_key && !has_base) {
+			xasprintf(&line, "%s_BASE_URL=%s", pfx, cp->upstream);
+			add(arg, line);
+			free(line);
+		}
+		if (has_key || has_base)
+			continue;
 		xasprintf(&line, "%s_BASE_URL=%s/%s", pfx, pv->base, cp->name);
 		add(arg, line);
 		free(line);
@@ -411,6 +431,105 @@ provider_env(struct control *ctl, const char *id,
 		free(line);
 	}
 	explicit_bzero(mac, sizeof mac);
+}
+
+/* One env line "NAME=value" into a JSON env object, unless already set. */
+static void
+provider_env_json_cb(void *arg, const char *line)
+{
+	struct json_object	*env = arg;
+	const char		*eq = strchr(line, '=');
+	char			*name;
+
+	if (eq == NULL)
+		return;
+	name = xstrdup(line);
+	name[eq - line] = '\0';
+	if (!json_object_object_get_ex(env, name, NULL))
+		json_object_object_add(env, name,
+		    json_object_new_string(eq + 1));
+	free(name);
+}
+
+/*
+ * A task's env (a new object; caller puts it): the user's, plus for an
+ * agent task the provider env (a container made before the [provider]
+ * was configured lacks it) and, for OpenCode, an inline config that
+ * points its providers at the proxy: OpenCode's Anthropic client wants
+ * the base URL with /v1 (Claude Code and Anthropic's SDKs add /v1
+ * themselves). A name the user set is left alone.
+ */
+struct json_object *
+provider_task_env(struct control *ctl, const char *id, const char *agent,
+    struct json_object *user)
+{
+	struct provider			*pv = ctl->provider;
+	const struct cfg_provider	*cp;
+	struct json_object		*env, *both = NULL, *cfg, *provs, *one;
+	struct json_object		*opts;
+	struct store_sandbox		 row;
+	char				 mac[PROVIDER_TOKEN_MAC + 1], *s;
+	size_t				 i;
+
+	env = json_object_new_object();
+	if (user != NULL) {
+		json_object_object_foreach(user, k, v)
+			json_object_object_add(env, k, json_object_get(v));
+	}
+	if (pv == NULL || pv->base[0] == '\0' ||
+	    strcmp(agent, "command") == 0)
+		return (env);
+	/* What the user chose, for the sandbox or for this task. */
+	if (store_sandbox_get(ctl->store, id, &row) == 0) {
+		both = json_tokener_parse(row.env_json != NULL ?
+		    row.env_json : "{}");
+		store_sandbox_clear(&row);
+	}
+	if (both == NULL || !json_object_is_type(both, json_type_object)) {
+		json_object_put(both);
+		both = json_object_new_object();
+	}
+	json_object_object_foreach(env, k, v)
+		json_object_object_add(both, k, json_object_get(v));
+	provider_env(ctl, id, both, provider_env_json_cb, env);
+	if (strcmp(agent, "opencode") != 0 ||
+	    json_object_object_get_ex(both, "OPENCODE_CONFIG_CONTENT", NULL) ||
+	    json_object_object_get_ex(both, "ANTHROPIC_API_KEY", NULL) ||
+	    json_object_object_get_ex(both, "ANTHROPIC_BASE_URL", NULL) ||
+	    json_object_object_get_ex(both, "OPENAI_API_KEY", NULL) ||
+	    json_object_object_get_ex(both, "OPENAI_BASE_URL", NULL) ||
+	    provider_token_mac(ctl, id, mac) == -1) {
+		json_object_put(both);
+		return (env);
+	}
+	json_object_put(both);
+	cfg = json_object_new_object();
+	provs = json_object_new_object();
+	for (i = 0; i < ctl->cf->nproviders; i++) {
+		cp = &ctl->cf->providers[i];
+		one = json_object_new_object();
+		opts = json_object_new_object();
+		xasprintf(&s, "%s/%s%s", pv->base, cp->name,
+		    cp->kind == CFG_PROVIDER_ANTHROPIC ? "/v1" : "");
+		json_object_object_add(opts, "baseURL",
+		    json_object_new_string(s));
+		free(s);
+		xasprintf(&s, "sbx-%s-%s", id, mac);
+		json_object_object_add(opts, "apiKey",
+		    json_object_new_string(s));
+		explicit_bzero(s, strlen(s));
+		free(s);
+		json_object_object_add(one, "options", opts);
+		json_object_object_add(provs, cp->kind ==
+		    CFG_PROVIDER_ANTHROPIC ? "anthropic" : "openai", one);
+	}
+	explicit_bzero(mac, sizeof mac);
+	json_object_object_add(cfg, "provider", provs);
+	json_object_object_add(env, "OPENCODE_CONFIG_CONTENT",
+	    json_object_new_string(json_object_to_json_string_ext(cfg,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)));
+	json_object_put(cfg);
+	return (env);
 }
 
 /* A sandbox connects: one exchange on it. */
@@ -500,8 +619,8 @@ provider_client_event_cb(struct bufferevent *bev, short what, void *arg)
 		    "the request head did not arrive in time");
 		return;
 	}
-	/* The sandbox went away (or stalled): nothing more to do for it. */
-	if (pc->state == PCONN_BODY || pc->state == PCONN_FORWARD)
+	/* The sandbox went away (or stalled): count what was answered. */
+	if (pc->state == PCONN_BODY)
 		provider_finish(pc);
 	provider_close(pc);
 }
@@ -887,7 +1006,6 @@ provider_up_event_cb(struct bufferevent *bev, short what, void *arg)
 		pc->pv->stats[pc->idx].upstream_errors++;
 		log_warnx("provider %s: the upstream closed before answering"
 		    "\tsandbox=%s", pc->cp->name, pc->sandbox_id);
-		provider_finish(pc);
 		provider_error(pc, 502, "api_error", "the provider closed the "
 		    "connection before answering");
 		return;
@@ -940,7 +1058,6 @@ again:
 	if (n < 0 || http_response_body(&h, pc->method, &pc->resp_kind,
 	    &pc->resp_left) == -1) {
 		pc->pv->stats[pc->idx].upstream_errors++;
-		provider_finish(pc);
 		provider_error(pc, 502, "api_error", "the provider's answer "
 		    "was malformed");
 		return (-1);
@@ -1005,7 +1122,6 @@ provider_answer_body(struct provider_conn *pc)
 			log_warnx("provider %s: bad chunked answer\tsandbox=%s",
 			    pc->cp->name, pc->sandbox_id);
 			provider_finish(pc);
-			provider_close(pc);
 			return;
 		}
 		take = (size_t)n;
@@ -1135,7 +1251,10 @@ provider_scan_end(struct provider_scan *s)
 	provider_scan(s, " ", 1);
 }
 
-/* The exchange is over (whole or cut): count it, then close when sent. */
+/*
+ * The exchange is over (whole or cut): count it, drop the upstream, and
+ * close once the client has what is queued. Never frees pc itself.
+ */
 static void
 provider_finish(struct provider_conn *pc)
 {
@@ -1162,10 +1281,14 @@ provider_finish(struct provider_conn *pc)
 		bufferevent_free(pc->up);
 		pc->up = NULL;
 	}
+	/*
+	 * The write callback closes once the client has it all; deferred,
+	 * so no caller up the stack is left holding a freed connection.
+	 */
+	bufferevent_enable(pc->client, EV_WRITE);
 	if (evbuffer_get_length(bufferevent_get_output(pc->client)) == 0)
-		provider_close(pc);
-	else
-		bufferevent_enable(pc->client, EV_WRITE);
+		bufferevent_trigger(pc->client, EV_WRITE,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* Answer with an error in the provider's own JSON shape, then close. */
