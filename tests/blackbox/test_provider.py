@@ -36,7 +36,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, Runner, docker, ensure_docker,  # noqa: E402
+from harness import (Daemon, Runner, TEST_IMAGE, docker, ensure_docker,  # noqa: E402
                      ensure_test_image, free_port, wait_for)
 
 OP_KEY_A = "sk-ant-operator-" + secrets.token_hex(12)
@@ -444,6 +444,63 @@ def test_usage(t, st):
         t.check(not bad, "promtool finds nothing wrong with the provider families: %r" % bad)
 
 
+BASE_IMAGE = "sandboxd/base:latest"
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "agents")
+
+
+def run_task(d, sid, body):
+    """Post a task, wait for it to end, return its events' raw text."""
+    r = d.request("POST", "/v1/sandboxes/%s/tasks" % sid, body, timeout=60)
+    if r.status != 202:
+        return "POST tasks answered %r" % r
+    tid = r.json()["id"]
+    wait_for(lambda: d.request("GET", "/v1/sandboxes/%s/tasks/%s" % (sid, tid)).json().get("state")
+             in ("succeeded", "failed", "cancelled"), timeout=60, interval=0.2)
+    return d.request("GET", "/v1/sandboxes/%s/tasks/%s/events" % (sid, tid), timeout=30).body.decode()
+
+
+def test_agent_env(t, st):
+    """Claude Code and OpenCode tasks are pointed at the proxy (stand-in
+    CLIs on the real base image report what reached them)."""
+    d = st.d
+    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode != 0:
+        t.skip("test_agent_env: %s is not built (base-image/build.sh)" % BASE_IMAGE)
+        return
+    r = d.request("POST", "/v1/sandboxes", {"template": "base"})
+    if not t.check(r.status == 201, "a sandbox on the base image: %r" % r):
+        return
+    sid = r.json()["id"]
+    if not t.check(wait_for(lambda: d.request("GET", "/v1/sandboxes/" + sid).json()["state"] == "running",
+                            timeout=60, interval=0.2), "it runs"):
+        return
+    for name in ("claude", "opencode"):
+        with open(os.path.join(FIXTURES, name)) as f:
+            r = d.request("PUT", "/v1/sandboxes/%s/files/bin/%s" % (sid, name), f.read())
+        t.check(r.status in (201, 204), "stand-in %s written" % name)
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid,
+                  {"cmd": ["chmod", "+x", "/workspace/bin/claude", "/workspace/bin/opencode"]})
+    t.check(r.status == 200 and r.json()["exit_code"] == 0, "chmod the stand-ins: %r" % r)
+    path = "/workspace/bin:/usr/local/bin:/usr/bin:/bin"
+    base = "http://%s:%d" % (st.gateway, st.pport)
+    ev = run_task(d, sid, {"agent": "claude-code", "prompt": "hi",
+                           "env": {"PATH": path, "STANDIN_ENV": "ANTHROPIC_BASE_URL"}})
+    t.check("env=%s/anthropic" % base in ev, "claude-code sees ANTHROPIC_BASE_URL at the proxy: %r" % ev[-300:])
+    ev = run_task(d, sid, {"agent": "claude-code", "prompt": "hi",
+                           "env": {"PATH": path, "STANDIN_ENV": "ANTHROPIC_API_KEY"}})
+    t.check(("env=sbx-%s-" % sid) in ev and OP_KEY_A not in ev,
+            "claude-code gets the sandbox's token, not the operator's key")
+    ev = run_task(d, sid, {"agent": "opencode", "prompt": "hi",
+                           "env": {"PATH": path, "STANDIN_ENV": "OPENCODE_CONFIG_CONTENT"}})
+    t.check(("%s/anthropic/v1" % base) in ev and ("%s/openai" % base) in ev and ("sbx-%s-" % sid) in ev,
+            "opencode gets an inline config aimed at the proxy: %r" % ev[-400:])
+    ev = run_task(d, sid, {"agent": "claude-code", "prompt": "hi",
+                           "env": {"PATH": path, "STANDIN_ENV": "ANTHROPIC_BASE_URL",
+                                   "ANTHROPIC_API_KEY": "sk-users-own"}})
+    t.check("env=https://127.0.0.1:%d" % st.fake.port in ev,
+            "a user's own key goes with the provider's real URL: %r" % ev[-300:])
+    d.request("DELETE", "/v1/sandboxes/" + sid, timeout=60)
+
+
 def test_bad_certificate(t, st):
     """An upstream whose certificate does not verify: 502, nothing sent."""
     d = st.d
@@ -461,7 +518,12 @@ def test_bad_certificate(t, st):
     t.check(st.rogue.attempts >= 1 and st.rogue.handshakes == 0 and not st.rogue.requests,
             "the rogue upstream got a connection but no handshake and no request (%d, %d, %d)"
             % (st.rogue.attempts, st.rogue.handshakes, len(st.rogue.requests)))
-    t.check(OP_KEY_A not in d.logs() and OP_KEY_O not in d.logs(), "no operator key in the daemon's log")
+    with open(d.log_path, errors="replace") as f:
+        log = f.read()
+    t.check(OP_KEY_A not in log and OP_KEY_O not in log, "no operator key in the daemon's log (debug level)")
+    t.check(all(tok not in log for tok in st.tokens.values()), "no sandbox token in the daemon's log either")
+    t.check(OP_KEY_A not in open(os.path.join(d.data_dir, "sandboxd.db"), "rb").read().decode("latin-1"),
+            "nor in the store")
 
 
 def test_bad_config(t, st):
@@ -525,11 +587,16 @@ def main():
         listener = subprocess.Popen([sys.executable, "-c", LISTENER, str(st.listener_port)],
                                     stdout=subprocess.PIPE, text=True)
         listener.stdout.readline()
-        st.d = Daemon()
+        st.d = Daemon(templates={
+            "default": {"image": TEST_IMAGE, "port": "3000", "dev_command": "httpd -f -p 3000 -h /workspace",
+                        "memory": "64m", "cpus": "0.5", "pids_limit": "64"},
+            "base": {"image": BASE_IMAGE, "port": "3000", "memory": "512m", "cpus": "1", "pids_limit": "256"},
+        })
         t.run(test_bad_config, st)
         t.run(test_env_and_forward, st)
         if st.s1 is not None:
-            for fn in (test_streaming, test_refused, test_host_closed, test_usage, test_bad_certificate):
+            for fn in (test_streaming, test_refused, test_host_closed, test_usage, test_agent_env,
+                       test_bad_certificate):
                 t.run(fn, st)
     finally:
         if st.d is not None:
