@@ -58,6 +58,7 @@
 
 #define PROVIDER_MAX_CONNS	512	/* at once, all sandboxes */
 #define PROVIDER_HEAD_TIMEOUT	30	/* s: the request head */
+#define PROVIDER_CONNECT_TIMEOUT 30	/* s: TCP and TLS to the upstream */
 #define PROVIDER_IDLE_TIMEOUT	600	/* s: no byte either way */
 #define PROVIDER_HIGH_WATER	(1024 * 1024)	/* stop reading the other side */
 #define PROVIDER_KEY_MAX	4096	/* bytes in a key_file */
@@ -634,6 +635,7 @@ provider_head(struct provider_conn *pc)
 	const char			*why = NULL, *rest;
 	char				*cause = NULL;
 	size_t				 len = evbuffer_get_length(in), restlen;
+	struct timeval			 idle = { PROVIDER_IDLE_TIMEOUT, 0 };
 	unsigned char			*buf;
 	int				 n, status;
 
@@ -688,7 +690,8 @@ provider_head(struct provider_conn *pc)
 		return;
 	}
 	pc->state = PCONN_CONNECTING;
-	bufferevent_set_timeouts(pc->client, NULL, NULL);
+	/* A stream may be quiet for long; a client that stops reading not. */
+	bufferevent_set_timeouts(pc->client, NULL, &idle);
 }
 
 /* Which [provider] the target names: 0, or 404; *rest after "/NAME". */
@@ -854,7 +857,7 @@ provider_connect(struct provider_conn *pc, char **cause)
 	struct provider		*pv = pc->pv;
 	const struct cfg_provider *cp = pc->cp;
 	struct sockaddr_in	 sin;
-	struct timeval		 tv = { PROVIDER_IDLE_TIMEOUT, 0 };
+	struct timeval		 tv = { PROVIDER_CONNECT_TIMEOUT, 0 };
 	SSL			*ssl;
 	int			 literal;
 
@@ -961,6 +964,7 @@ provider_up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct provider_conn	*pc = arg;
 	SSL			*ssl = bufferevent_openssl_get_ssl(bev);
+	struct timeval		 idle = { PROVIDER_IDLE_TIMEOUT, 0 };
 	unsigned long		 e;
 	long			 vr;
 	char			 msg[512], err[256];
@@ -968,6 +972,7 @@ provider_up_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		/* Verified (SSL_VERIFY_PEER): only now does the key go. */
 		pc->state = PCONN_FORWARD;
+		bufferevent_set_timeouts(bev, &idle, &idle);
 		bufferevent_write_buffer(bev, pc->head);
 		evbuffer_free(pc->head);
 		pc->head = NULL;
