@@ -17,8 +17,12 @@ env the daemon gave the sandbox. Proven:
     test made on 0.0.0.0, at the bridge gateway), only the proxy's;
   - usage (requests, input and output tokens, from the providers' usage
     fields) appears in the sandbox object and in /metrics (promtool);
-  - an upstream whose certificate does not verify gives a clear 502 and
-    the upstream receives no byte of a request (no key leaves the host).
+  - an upstream whose certificate does not verify (another CA, or the
+    right CA but another name) gives a clear 502 and the upstream
+    receives no byte of a request (no key leaves the host); an upstream
+    given by host name is resolved, gets SNI and is checked by name;
+  - agent tasks (stand-in CLIs on the base image) see the proxy: Claude
+    Code's env, OpenCode's inline config; SIGHUP rotates the key.
 
 Needs root (the egress rules), nft, openssl and Docker; exits 77 otherwise.
 """
@@ -54,14 +58,17 @@ def make_pki(tmp):
     second CA (not trusted by the daemon) with its own certificate."""
     def run(*a):
         sh("openssl", *a, cwd=tmp)
-    for ca in ("ca", "rogue"):
-        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "2", "-subj", "/CN=sandboxd test " + ca)
+    for ca, san in (("ca", "IP:127.0.0.1,DNS:localhost"), ("rogue", "IP:127.0.0.1,DNS:localhost"),
+                    ("other", "DNS:other.example")):
+        signer = "ca" if ca == "other" else ca
+        if signer == ca:
+            run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "2", "-subj", "/CN=sandboxd test " + ca)
         with open(os.path.join(tmp, ca + "-ext.cnf"), "w") as f:
-            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+            f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n" % san)
         run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", ca + "-srv.key", "-out", ca + "-srv.csr", "-subj", "/CN=127.0.0.1")
-        run("x509", "-req", "-in", ca + "-srv.csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+        run("x509", "-req", "-in", ca + "-srv.csr", "-CA", signer + ".pem", "-CAkey", signer + ".key",
             "-CAcreateserial", "-out", ca + "-srv.pem", "-days", "2", "-extfile", ca + "-ext.cnf")
 
 
@@ -72,6 +79,8 @@ class FakeProvider:
     def __init__(self, cert, key):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
+        self.sni = []           # server names asked for, one per handshake
+        self.ctx.sni_callback = lambda sock, name, ctx: self.sni.append(name) and None
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -260,6 +269,7 @@ class State:
     d = None
     fake = None
     rogue = None
+    other = None
     s1 = None
     s2 = None
     gateway = None
@@ -268,14 +278,14 @@ class State:
     listener = None
 
 
-def config(st, anthropic_port, openai_port):
+def config(st, anthropic_port, openai_port, openai_host="127.0.0.1"):
     return "\n".join([
         "provider_port = %d" % st.pport,
         "[provider anthropic]", "kind = anthropic",
         "upstream = https://127.0.0.1:%d" % anthropic_port,
         "key_file = %s/anthropic.key" % st.tmp, "provider_ca = %s/ca.pem" % st.tmp,
         "[provider openai]", "kind = openai",
-        "upstream = https://127.0.0.1:%d/v1" % openai_port,
+        "upstream = https://%s:%d/v1" % (openai_host, openai_port),
         "key_file = %s/openai.key" % st.tmp, "provider_ca = %s/ca.pem" % st.tmp,
     ])
 
@@ -533,7 +543,8 @@ def test_bad_certificate(t, st):
     d = st.d
     before = d.request("GET", "/v1/sandboxes/" + st.s1).json().get("usage", {})
     d.stop()
-    set_config(d, config(st, st.rogue.port, st.fake.port))
+    # openai by name now: resolved, SNI sent, the name checked.
+    set_config(d, config(st, st.rogue.port, st.fake.port, "localhost"))
     d.start()
     t.check(wait_for(lambda: d.request("GET", "/v1/sandboxes/" + st.s1).json()["state"] == "running",
                      timeout=30, interval=0.2), "sandbox 1 runs after the restart")
@@ -546,6 +557,23 @@ def test_bad_certificate(t, st):
     t.check(st.rogue.attempts >= 1 and st.rogue.handshakes == 0 and not st.rogue.requests,
             "the rogue upstream got a connection but no handshake and no request (%d, %d, %d)"
             % (st.rogue.attempts, st.rogue.handshakes, len(st.rogue.requests)))
+    with open(d.log_path, errors="replace") as f:
+        log = f.read()
+    n = len(st.fake.requests)
+    status, _, body = parse(sandbox_request(d, st.s1, "openai", "/chat/completions", {"model": "m"},
+                                            sleep=3, wait=5))
+    t.check(status == 200 and len(st.fake.requests) == n + 1 and
+            b"Host: localhost:%d" % st.fake.port in st.fake.requests[-1],
+            "an upstream by host name (localhost) is resolved and verified by name: %d %r" % (status, body[:200]))
+    t.check(st.fake.sni and st.fake.sni[-1] == "localhost", "SNI names it: %r" % st.fake.sni[-1:])
+    d.stop()
+    # The good CA, but a certificate for another name: refused as well.
+    set_config(d, config(st, st.fake.port, st.other.port))
+    d.start()
+    status, _, body = parse(sandbox_request(d, st.s1, "openai", "/chat/completions", {"model": "m"},
+                                            sleep=3, wait=5))
+    t.check(status == 502 and b"did not verify" in body and not st.other.requests,
+            "a certificate for another name: 502, nothing sent: %d %r" % (status, body[:300]))
     with open(d.log_path, errors="replace") as f:
         log = f.read()
     t.check(OP_KEY_A not in log and OP_KEY_O not in log, "no operator key in the daemon's log (debug level)")
@@ -610,6 +638,7 @@ def main():
             os.chmod(p, 0o600)
         st.fake = FakeProvider(os.path.join(st.tmp, "ca-srv.pem"), os.path.join(st.tmp, "ca-srv.key"))
         st.rogue = FakeProvider(os.path.join(st.tmp, "rogue-srv.pem"), os.path.join(st.tmp, "rogue-srv.key"))
+        st.other = FakeProvider(os.path.join(st.tmp, "other-srv.pem"), os.path.join(st.tmp, "other-srv.key"))
         st.pport = free_port()
         st.listener_port = free_port()
         listener = subprocess.Popen([sys.executable, "-c", LISTENER, str(st.listener_port)],
@@ -632,7 +661,7 @@ def main():
         if listener is not None:
             listener.kill()
             listener.wait()
-        for f in (st.fake, st.rogue):
+        for f in (st.fake, st.rogue, st.other):
             if f is not None:
                 f.close()
         shutil.rmtree(st.tmp, ignore_errors=True)
