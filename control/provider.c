@@ -57,6 +57,7 @@
 #include "control/control_int.h"
 
 #define PROVIDER_MAX_CONNS	512	/* at once, all sandboxes */
+#define PROVIDER_MAX_PER_PEER	64	/* at once, from one sandbox */
 #define PROVIDER_HEAD_TIMEOUT	30	/* s: the request head */
 #define PROVIDER_CONNECT_TIMEOUT 30	/* s: TCP and TLS to the upstream */
 #define PROVIDER_IDLE_TIMEOUT	600	/* s: no byte either way */
@@ -540,13 +541,20 @@ provider_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 {
 	struct provider		*pv = arg;
 	struct provider_conn	*pc;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
 	struct timeval		 tv = { PROVIDER_HEAD_TIMEOUT, 0 };
-	int			 one = 1;
+	int			 one = 1, mine = 0;
 
-	if (pv->nconns >= PROVIDER_MAX_CONNS || sa->sa_family != AF_INET ||
-	    (size_t)salen < sizeof pc->peer) {
-		log_warnx("provider: connection refused (%d at once)",
-		    pv->nconns);
+	if (sa->sa_family != AF_INET || (size_t)salen < sizeof pc->peer) {
+		evutil_closesocket(fd);
+		return;
+	}
+	/* One sandbox must not take the proxy from the others. */
+	LIST_FOREACH(pc, &pv->conns, entry)
+		mine += pc->peer.sin_addr.s_addr == sin->sin_addr.s_addr;
+	if (pv->nconns >= PROVIDER_MAX_CONNS || mine >= PROVIDER_MAX_PER_PEER) {
+		log_warnx("provider: connection refused (%d at once, %d from "
+		    "%s)", pv->nconns, mine, inet_ntoa(sin->sin_addr));
 		evutil_closesocket(fd);
 		return;
 	}
