@@ -665,7 +665,7 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 static void
 healthz_answer(struct control *ctl, struct http_exchange *ex)
 {
-	struct json_object	*o;
+	struct json_object	*o, *v;
 	int			 total = 0;
 
 	if (ctl->health_err[0] != '\0') {
@@ -686,6 +686,8 @@ healthz_answer(struct control *ctl, struct http_exchange *ex)
 	json_object_object_add(o, "running",
 	    json_object_new_int(ctl->nactive));
 	json_object_object_add(o, "egress", egress_json(ctl));
+	if ((v = provider_health_json(ctl)) != NULL)
+		json_object_object_add(o, "credential_proxy", v);
 	reply_object(ex, 200, o);
 }
 

@@ -511,6 +511,8 @@ struct json_object *provider_task_env(struct control *, const char *id,
 	    const char *agent, struct json_object *user);
 /* {"requests","input_tokens","output_tokens","providers":{...}}. */
 struct json_object *provider_usage_json(struct control *, const char *id);
+/* {"listen","providers"} for /healthz; NULL without a [provider]. */
+struct json_object *provider_health_json(struct control *);
 /* The proxy's families of GET /metrics. */
 void	 provider_metrics(struct control *, struct evbuffer *);
 

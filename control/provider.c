@@ -1397,6 +1397,30 @@ provider_usage_json(struct control *ctl, const char *id)
 	return (o);
 }
 
+/*
+ * {"listen": "gw:port" or null, "providers": [names]} for /healthz; NULL
+ * without a [provider].
+ */
+struct json_object *
+provider_health_json(struct control *ctl)
+{
+	struct provider		*pv = ctl->provider;
+	struct json_object	*o, *names;
+	size_t			 i;
+
+	if (pv == NULL || ctl->cf->nproviders == 0)
+		return (NULL);
+	o = json_object_new_object();
+	json_object_object_add(o, "listen", pv->base[0] != '\0' ?
+	    json_object_new_string(pv->base + 7) : NULL);
+	names = json_object_new_array();
+	for (i = 0; i < ctl->cf->nproviders; i++)
+		json_object_array_add(names,
+		    json_object_new_string(ctl->cf->providers[i].name));
+	json_object_object_add(o, "providers", names);
+	return (o);
+}
+
 /* The proxy's part of GET /metrics. */
 void
 provider_metrics(struct control *ctl, struct evbuffer *out)

@@ -313,6 +313,10 @@ def test_env_and_forward(t, st):
         t.check(wait_for(lambda: d.request("GET", "/v1/sandboxes/" + sid).json()["state"] == "running",
                          timeout=30, interval=0.2), "sandbox %s runs" % sid)
     st.gateway = json.loads(docker("network", "inspect", d.network).stdout)[0]["IPAM"]["Config"][0]["Gateway"]
+    h = d.request("GET", "/healthz", key=None).json()
+    t.check(h.get("credential_proxy") == {"listen": "%s:%d" % (st.gateway, st.pport),
+                                          "providers": ["anthropic", "openai"]},
+            "/healthz shows where the proxy listens: %r" % h.get("credential_proxy"))
     base = cenv(d, st.s1, "ANTHROPIC_BASE_URL")
     t.check(base == "http://%s:%d/anthropic" % (st.gateway, st.pport), "ANTHROPIC_BASE_URL: %r" % base)
     t.check(cenv(d, st.s1, "OPENAI_BASE_URL") == "http://%s:%d/openai" % (st.gateway, st.pport),
