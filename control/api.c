@@ -664,7 +664,7 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 static void
 healthz_answer(struct control *ctl, struct http_exchange *ex)
 {
-	struct json_object	*o;
+	struct json_object	*o, *v;
 	int			 total = 0;
 
 	if (ctl->health_err[0] != '\0') {
@@ -685,6 +685,8 @@ healthz_answer(struct control *ctl, struct http_exchange *ex)
 	json_object_object_add(o, "running",
 	    json_object_new_int(ctl->nactive));
 	json_object_object_add(o, "egress", egress_json(ctl));
+	if ((v = provider_health_json(ctl)) != NULL)
+		json_object_object_add(o, "credential_proxy", v);
 	reply_object(ex, 200, o);
 }
 
@@ -773,6 +775,7 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    (unsigned long long)ctl->starts_total,
 	    (unsigned long long)ctl->unpauses_total);
 	task_metrics(ctl, out);
+	provider_metrics(ctl, out);
 	metrics_latency(ctl, out);
 	metrics_process(ctl, out);
 	if (ctl->metrics_cb != NULL)

@@ -80,6 +80,8 @@ control_new(struct event_base *base, const struct config *cf,
 
 	if (preview_key_load(ctl, cause) == -1)
 		goto fail;
+	if ((ctl->provider = provider_new(ctl, cause)) == NULL)
+		goto fail;
 
 	if (cf->napi_keys > 0) {
 		ctl->keys = cf->api_keys;
@@ -258,10 +260,14 @@ network_cb(int status, struct json_object *body, const char *errmsg,
 {
 	struct control		*ctl = arg;
 	struct json_object	*req, *opts, *labels;
+	struct in_addr		 gw;
 	char			 bridge[64];
 
 	ctl->docker_ok = status != 0;
 	if (status == 200) {
+		/* The proxy listens before the rules name its address. */
+		provider_listen(ctl, egress_gateway(body, &gw) == 0 ? &gw :
+		    NULL);
 		/* The network rules first: no sandbox starts without them. */
 		egress_apply(ctl, egress_bridge_name(body, bridge,
 		    sizeof bridge) == 0 ? bridge : NULL, egress_ready_cb);
@@ -412,6 +418,7 @@ control_free(struct control *ctl)
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
 	egress_free(ctl);
+	provider_free(ctl->provider);
 	disk_free(ctl);
 	wake_free_all(ctl);
 	rt_free_all(ctl);
@@ -638,5 +645,7 @@ control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
 	    json_object_new_string(s->error) : NULL);
 	if ((v = dev_server_json(ctl, s->id)) != NULL)
 		json_object_object_add(o, "dev_server", v);
+	/* What it used through the credential proxy (0s without one). */
+	json_object_object_add(o, "usage", provider_usage_json(ctl, s->id));
 	return (o);
 }

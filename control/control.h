@@ -409,4 +409,11 @@ uint64_t control_api_body_limit(struct control *,
 /* Handle one API request; answers through the exchange exactly once. */
 void	 control_api_dispatch(struct control *, struct http_exchange *);
 
+/* control/provider.c */
+/*
+ * SIGHUP: read every [provider]'s key_file again; a file that fails keeps
+ * its old key (logged). 0, or -1 if one failed.
+ */
+int	provider_reload(struct control *);
+
 #endif /* SBX_CONTROL_H */

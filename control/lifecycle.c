@@ -50,6 +50,7 @@ static void	op_fail(struct lifecycle_op *, int, const char *, ...)
 		    SBX_PRINTF(3, 4);
 static int	ensure_dirs(struct control *, const char *);
 static void	seed_done_cb(int, void *);
+static void	lifecycle_env_add(void *, const char *);
 static void	container_create(struct lifecycle_op *);
 static void	container_create_cb(int, struct json_object *, const char *,
 		    void *);
@@ -200,6 +201,13 @@ ensure_dirs(struct control *ctl, const char *id)
 	return (0);
 }
 
+/* One "NAME=value" line into a container's Env array. */
+static void
+lifecycle_env_add(void *arg, const char *line)
+{
+	json_object_array_add(arg, json_object_new_string(line));
+}
+
 /* The JSON body of POST /containers/create for this sandbox. */
 struct json_object *
 lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
@@ -254,6 +262,7 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	    "{}");
 	if (user_env != NULL && json_object_is_type(user_env,
 	    json_type_object)) {
+		provider_env(ctl, s->id, user_env, lifecycle_env_add, env);
 		json_object_object_foreach(user_env, k, v) {
 			char *kv;
 
