@@ -194,7 +194,7 @@ cmd_serve(int argc, char **argv)
 	    "in-flight requests within shutdown_grace,\nleave sandboxes "
 	    "running, remove the egress rules (nft table\ninet "
 	    "sandboxd_<instance>), exit 0. SIGHUP: reload TLS certificates,\n"
-	    "reopen the access_log file.\n";
+	    "reopen the access_log file, read console_dir again.\n";
 	struct daemon	 d;
 	struct event	*sigs[4];
 	const char	*path;
@@ -312,6 +312,7 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		log_info("SIGHUP: reloading");
 		edge_tls_reload(d->edge);
 		edge_stats_reopen(d->edge);
+		edge_console_reload(d->edge);
 		notify_ready();
 		return;
 	}

@@ -20,6 +20,8 @@ targets="http_request http_response http_chunked config token cookie route h2 pt
 targets="$targets task_event"
 # control/terminal.c's resize message
 targets="$targets term_resize"
+# edge/console.c's paths and If-None-Match
+targets="$targets console"
 passed=0
 failed=0
 ran=0
