@@ -327,8 +327,8 @@ class SandboxView {
           if (!confirm("Delete sandbox " + sb.id + " with its files and tasks?")) throw new Error("not confirmed");
           await this.api.remove(sb.id);
           this.gone();
-        }, "danger")),
-      sb.error ? h("p", { class: "form-error", role: "alert" }, sb.error) : null);
+        }, "danger")));
+    if (sb.error) this.head.append(h("p", { class: "form-error", role: "alert" }, sb.error));
     if (sb.state === "running" && (this.previewFor !== sb.id || was !== "running")) this.loadPreview();
     if (sb.state === "stopped" && was !== "stopped") {
       this.frameNote.textContent = "Stopped: the preview wakes it (a request starts it again).";

@@ -171,6 +171,9 @@ def browser_missing():
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             return "%s is not installed" % tool
+    v = subprocess.run(["node", "-p", "process.versions.node.split('.')[0]"], capture_output=True, text=True)
+    if not v.stdout.strip().isdigit() or int(v.stdout) < 20:
+        return "playwright-core needs Node.js 20 or later, this is %s" % v.stdout.strip()
     return None
 
 
