@@ -116,6 +116,17 @@ def test_serving(t):
         r = get(d, "/console/", host="01jd3k5x8q2w7e9r4t6y1v3h5m.preview.localhost:%d" % d.port)
         t.check(r.status == 404 and b"<h1>v1</h1>" not in r.body, "a preview host never serves it: %r" % r)
 
+        # HTTP/2 (prior knowledge) gets the same answers.
+        if shutil.which("curl"):
+            c = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-",
+                                "http://127.0.0.1:%d/console/%s" % (d.port, ASSET)],
+                               capture_output=True, text=True, timeout=20).stdout.lower()
+            t.check(c.startswith("http/2 200") and "cache-control: public, max-age=31536000, immutable" in c and
+                    "x-content-type-options: nosniff" in c, "over h2: %r" % c[:300])
+            c = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                                "-H", "If-None-Match: " + etag, "http://127.0.0.1:%d/console/" % d.port],
+                               capture_output=True, text=True, timeout=20).stdout
+            t.check(c == "304", "over h2, If-None-Match: %r" % c)
         # A file added after start is not served until SIGHUP reloads.
         with open(os.path.join(cdir, "late.txt"), "w") as f:
             f.write("late\n")
