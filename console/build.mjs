@@ -2,7 +2,8 @@
 //   node build.mjs [OUT]
 // esbuild bundles src/main.ts and its CSS (xterm.js's included) into
 // assets/ with content hashes in their names (the daemon serves those
-// as immutable), and index.html is written naming them. Nothing is
+// as immutable), and index.html is written naming them; each text file
+// gets a gzip copy beside it ("x.js.gz"). Nothing is
 // fetched at run time: the output is a handful of static files.
 import * as esbuild from "esbuild";
 import { mkdirSync, readFileSync, rmSync, writeFileSync, copyFileSync } from "node:fs";
@@ -43,11 +44,15 @@ const html = readFileSync(join(here, "src", "index.html"), "utf8")
 writeFileSync(join(out, "index.html"), html);
 copyFileSync(join(here, "src", "favicon.svg"), join(out, "favicon.svg"));
 
+// Precompressed copies beside the text files: the daemon sends "x.gz" as
+// x with Content-Encoding: gzip to the browsers that take it.
 let raw = 0, gz = 0;
 for (const p of [...outputs, join(out, "index.html"), join(out, "favicon.svg")]) {
   const b = readFileSync(p);
+  const z = gzipSync(b, { level: 9 });
   raw += b.length;
-  gz += gzipSync(b, { level: 9 }).length;
+  gz += z.length;
+  if (/\.(js|css|html|svg|txt)$/.test(p) && z.length < b.length * 0.9) writeFileSync(p + ".gz", z);
 }
 console.log(`console built in ${out}: ${(raw / 1024).toFixed(1)} KiB, ` +
   `${(gz / 1024).toFixed(1)} KiB gzipped`);

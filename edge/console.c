@@ -46,7 +46,9 @@ static int	edge_console_read(struct edge_console *, int, const char *,
 static char	*edge_console_csp(const struct config *);
 static int	edge_console_navigation(const struct http_request_head *);
 static void	edge_console_send(struct edge_req *,
+		    const struct edge_console_file *,
 		    const struct edge_console_file *, int);
+static int	edge_console_qzero(const char *, size_t);
 
 /* Content types by extension; anything else is application/octet-stream. */
 static const struct {
@@ -67,6 +69,7 @@ static const struct {
 	{ "woff",	 "font/woff" },
 	{ "txt",	 "text/plain; charset=utf-8" },
 	{ "wasm",	 "application/wasm" },
+	{ "gz",		 "application/gzip" },
 };
 
 /*
@@ -204,12 +207,29 @@ edge_console_cmp(const void *a, const void *b)
 void
 edge_console_done(struct edge_console *c)
 {
-	struct edge_console_file	 key;
+	struct edge_console_file	 key, *base;
+	char				*name;
+	size_t				 i, len;
 
 	qsort(c->files, c->nfiles, sizeof *c->files, edge_console_cmp);
 	key.name = "index.html";
 	c->index = bsearch(&key, c->files, c->nfiles, sizeof *c->files,
 	    edge_console_cmp);
+	/* The build's precompressed copies: "x.js.gz" beside "x.js". */
+	for (i = 0; i < c->nfiles; i++) {
+		len = strlen(c->files[i].name);
+		if (len <= 3 || strcmp(c->files[i].name + len - 3, ".gz") != 0)
+			continue;
+		name = xstrndup(c->files[i].name, len - 3);
+		key.name = name;
+		base = bsearch(&key, c->files, c->nfiles, sizeof *c->files,
+		    edge_console_cmp);
+		free(name);
+		if (base == NULL || base->variant)
+			continue;
+		base->gz = &c->files[i];
+		c->files[i].variant = 1;
+	}
 }
 
 /* Read one regular file (not through a symlink) beneath dfd into c. */
@@ -402,8 +422,9 @@ edge_console_find(const struct edge_console *c, const char *path, size_t len,
 		key.name = name;
 		*fp = bsearch(&key, c->files, c->nfiles, sizeof *c->files,
 		    edge_console_cmp);
-		if (*fp != NULL)
+		if (*fp != NULL && !(*fp)->variant)
 			return EDGE_CONSOLE_FILE;
+		*fp = NULL;
 	}
 	/* The app's own routes (a reload on /console/sb/...): its page. */
 	if (navigation) {
@@ -411,6 +432,71 @@ edge_console_find(const struct edge_console *c, const char *path, size_t len,
 		return EDGE_CONSOLE_FILE;
 	}
 	return EDGE_CONSOLE_NONE;
+}
+
+/* 1 if the parameters p[0..len) (";q=0.5;x=y") hold a q of 0. */
+static int
+edge_console_qzero(const char *p, size_t len)
+{
+	size_t	i = 0, j;
+
+	while (i < len) {
+		while (i < len && (p[i] == ';' || p[i] == ' ' || p[i] == '\t'))
+			i++;
+		if (i + 2 <= len && (p[i] == 'q' || p[i] == 'Q') &&
+		    p[i + 1] == '=') {
+			/* qvalue: "0", "0.", "0.0", ... is zero; anything else is not. */
+			j = i + 2;
+			if (j >= len || p[j] != '0')
+				return 0;
+			for (j++; j < len && p[j] != ';' && p[j] != ' ' &&
+			    p[j] != '\t'; j++) {
+				if (p[j] != '.' && p[j] != '0')
+					return 0;
+			}
+			return 1;
+		}
+		while (i < len && p[i] != ';')
+			i++;
+	}
+	return 0;
+}
+
+int
+edge_console_gzip_ok(const char *v, size_t len)
+{
+	const char	*end, *item, *params;
+	size_t		 ilen, nlen;
+	int		 star = 0, named = 0, zero;
+
+	/* 1#( codings [ OWS ";" OWS "q=" qvalue ] ) (RFC 9110 12.5.3). */
+	while (len > 0) {
+		end = memchr(v, ',', len);
+		item = v;
+		ilen = end != NULL ? (size_t)(end - v) : len;
+		v += ilen + (end != NULL);
+		len -= ilen + (end != NULL);
+		while (ilen > 0 && (*item == ' ' || *item == '\t')) {
+			item++;
+			ilen--;
+		}
+		for (nlen = 0; nlen < ilen && item[nlen] != ';' &&
+		    item[nlen] != ' ' && item[nlen] != '\t'; nlen++)
+			;
+		if (nlen == 0)
+			continue;
+		params = item + nlen;
+		zero = edge_console_qzero(params, ilen - nlen);
+		if ((nlen == 4 && strncasecmp(item, "gzip", 4) == 0) ||
+		    (nlen == 6 && strncasecmp(item, "x-gzip", 6) == 0)) {
+			if (!zero)
+				return 1;
+			named = 1;
+		} else if (nlen == 1 && *item == '*' && !zero)
+			star = 1;
+	}
+	/* "*" takes any coding not named: "gzip;q=0, *" still refuses it. */
+	return star && !named;
 }
 
 int
@@ -533,13 +619,16 @@ edge_console_navigation(const struct http_request_head *h)
 	return 0;
 }
 
-/* A file's answer: 200 with the bytes (not for HEAD), or 304 without. */
+/*
+ * A file's answer: 200 with the bytes (not for HEAD), or 304 without;
+ * body is f or its gzip variant.
+ */
 static void
 edge_console_send(struct edge_req *req, const struct edge_console_file *f,
-    int not_modified)
+    const struct edge_console_file *body, int not_modified)
 {
 	struct edge_resp_head	 rh;
-	struct http_header	 hdrs[12];
+	struct http_header	 hdrs[14];
 	char			 clen[32];
 	size_t			 n = 0;
 
@@ -550,11 +639,16 @@ edge_console_send(struct edge_req *req, const struct edge_console_file *f,
 	hdrs[n++].value_len = strlen(v);				\
 } while (0)
 	if (!not_modified) {
-		snprintf(clen, sizeof clen, "%zu", f->len);
+		snprintf(clen, sizeof clen, "%zu", body->len);
 		EDGE_CONSOLE_HDR("Content-Type", f->ctype);
 		EDGE_CONSOLE_HDR("Content-Length", clen);
 	}
-	EDGE_CONSOLE_HDR("ETag", f->etag);
+	if (body != f)
+		EDGE_CONSOLE_HDR("Content-Encoding", "gzip");
+	/* Each coding has its own validator: its own bytes' hash. */
+	EDGE_CONSOLE_HDR("ETag", body->etag);
+	if (f->gz != NULL)
+		EDGE_CONSOLE_HDR("Vary", "Accept-Encoding");
 	EDGE_CONSOLE_HDR("Cache-Control", f->cache);
 	EDGE_CONSOLE_HDR("Content-Security-Policy", req->edge->console->csp);
 	EDGE_CONSOLE_HDR("X-Content-Type-Options", "nosniff");
@@ -575,8 +669,8 @@ edge_console_send(struct edge_req *req, const struct edge_console_file *f,
 		 * A copy: a SIGHUP may free the set while a slow client
 		 * still has this response queued.
 		 */
-		req->bytes_out += f->len;
-		evbuffer_add(req->ops->body(req), f->data, f->len);
+		req->bytes_out += body->len;
+		evbuffer_add(req->ops->body(req), body->data, body->len);
 	}
 	edge_req_end(req);
 }
@@ -586,8 +680,8 @@ edge_console_serve(struct edge_req *req, const struct http_request_head *h)
 {
 	static const struct http_header	 allow = { "Allow", 5, "GET, HEAD", 9 };
 	const struct edge_console	*c = req->edge->console;
-	const struct edge_console_file	*f;
-	const struct http_header	*inm;
+	const struct edge_console_file	*f, *body;
+	const struct http_header	*inm, *ae;
 	struct http_header		 loc = { "Location", 8, NULL, 0 };
 	const char			*q;
 	char				*url;
@@ -623,7 +717,12 @@ edge_console_serve(struct edge_req *req, const struct http_request_head *h)
 	case EDGE_CONSOLE_FILE:
 		break;
 	}
+	body = f;
+	ae = http_header_find(h->headers, h->nheaders, "accept-encoding");
+	if (f->gz != NULL && ae != NULL &&
+	    edge_console_gzip_ok(ae->value, ae->value_len))
+		body = f->gz;
 	inm = http_header_find(h->headers, h->nheaders, "if-none-match");
-	edge_console_send(req, f, inm != NULL &&
-	    edge_console_etag_match(inm->value, inm->value_len, f->etag));
+	edge_console_send(req, f, body, inm != NULL &&
+	    edge_console_etag_match(inm->value, inm->value_len, body->etag));
 }

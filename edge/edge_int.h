@@ -759,6 +759,9 @@ struct edge_console_file {
 	char		 etag[35];	/* "\"<32 hex of its SHA-256>\"" */
 	char		*data;
 	size_t		 len;
+	/* "<name>.gz" beside it: served to clients that take gzip */
+	const struct edge_console_file *gz;
+	int		 variant;	/* it is such a .gz: not served by name */
 };
 /* The files served, sorted by name; or none and why (the missing page). */
 struct edge_console {
@@ -783,7 +786,10 @@ struct edge_console *edge_console_new(const char *dir, const char *csp);
  */
 int	edge_console_add(struct edge_console *, const char *name,
 	    const void *data, size_t len, char **cause);
-/* After the last add: sort the files, find index.html. */
+/*
+ * After the last add: sort the files, find index.html, pair each
+ * "<name>.gz" with <name> (as its gzip variant, no longer served alone).
+ */
 void	edge_console_done(struct edge_console *);
 /*
  * Read dir's regular files (no symlink is followed, hidden names are
@@ -803,6 +809,8 @@ int	edge_console_match(const char *target, size_t len);
 enum edge_console_kind edge_console_find(const struct edge_console *,
 	    const char *path, size_t len, int navigation,
 	    const struct edge_console_file **fp);
+/* 1 if an Accept-Encoding value takes gzip (by name or "*", q not 0). */
+int	edge_console_gzip_ok(const char *value, size_t len);
 /* 1 if an If-None-Match value names etag (weak comparison) or is "*". */
 int	edge_console_etag_match(const char *value, size_t len,
 	    const char *etag);

@@ -21,6 +21,7 @@
 
 Part 2 is skipped (exit 77, with the reason) without chromium, node/npm
 or the npm registry. Prints "N passed, N failed"."""
+import gzip
 import json
 import os
 import shutil
@@ -45,6 +46,8 @@ def make_console(root):
         f.write("<!doctype html><title>console v1</title><h1>v1</h1>\n")
     with open(os.path.join(root, ASSET), "w") as f:
         f.write("console.log('app');\n")
+    with gzip.open(os.path.join(root, ASSET + ".gz"), "wb") as f:
+        f.write(b"console.log('app');\n")
     with open(os.path.join(root, "assets", "style.css"), "w") as f:
         f.write("body{margin:0}\n")
     with open(os.path.join(root, ".secret"), "w") as f:
@@ -95,6 +98,20 @@ def test_serving(t):
         t.check(r.headers.get("content-type") == "text/javascript; charset=utf-8", "js type")
         t.check(r.headers.get("cache-control") == "public, max-age=31536000, immutable",
                 "a hashed name is immutable: %r" % r.headers.get("cache-control"))
+        t.check(r.headers.get("vary") == "Accept-Encoding" and "content-encoding" not in r.headers,
+                "no gzip unless asked, Vary says so: %r" % r.headers)
+        plain_etag = r.headers.get("etag")
+        r = get(d, "/console/" + ASSET, headers={"Accept-Encoding": "gzip, deflate, br"})
+        t.check(r.status == 200 and r.headers.get("content-encoding") == "gzip" and
+                gzip.decompress(r.body) == b"console.log('app');\n" and
+                r.headers.get("content-type") == "text/javascript; charset=utf-8" and
+                r.headers.get("etag") not in (None, plain_etag), "the gzip copy when asked: %r" % r.headers)
+        r2 = get(d, "/console/" + ASSET, headers={"Accept-Encoding": "gzip", "If-None-Match": r.headers.get("etag")})
+        t.check(r2.status == 304, "304 on the gzip copy's own ETag: %r" % r2)
+        r2 = get(d, "/console/" + ASSET, headers={"Accept-Encoding": "gzip;q=0, br"})
+        t.check(r2.status == 200 and "content-encoding" not in r2.headers, "gzip;q=0: plain")
+        r2 = get(d, "/console/" + ASSET + ".gz")
+        t.check(r2.status == 404, "the .gz is not served by its own name: %r" % r2)
         r = get(d, "/console/assets/style.css")
         t.check(r.status == 200 and r.headers.get("content-type") == "text/css; charset=utf-8" and
                 r.headers.get("cache-control") == "no-cache", "css, not hashed: %r" % r.headers)

@@ -1,11 +1,13 @@
 /*
  * libFuzzer target: the console's request side (edge/console.c). The
- * input is a flags byte (bit 0: a navigation), a request path up to the
- * first LF, and an If-None-Match value after it. A path finds only a
+ * input is a flags byte (bit 0: a navigation, bit 1: the Accept-Encoding
+ * check instead of If-None-Match), a request path up to the first LF,
+ * and a header value after it. A path finds only a
  * file loaded under exactly that name, or index.html (for "/console/"
- * and navigations); nothing outside /console/ is ever found; the ETag
- * matcher never reads past its input, and a list that ends with the
- * file's own ETag always matches.
+ * and navigations), never a .gz variant by name; nothing outside
+ * /console/ is ever found; the ETag and Accept-Encoding parsers never
+ * read past their input; a list that ends with the file's own ETag
+ * always matches, and "gzip" after a clean list is always taken.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -25,7 +27,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct edge_console	*c;
 	static const char		*names[] = { "index.html",
 	    "assets/main-ABCDEFGH.js", "assets/main-ABCDEFGH.css",
-	    "favicon.svg", "a/b/c.txt" };
+	    "favicon.svg", "a/b/c.txt", "assets/main-ABCDEFGH.js.gz" };
 	const struct edge_console_file	*f;
 	enum edge_console_kind		 k;
 	const char			*lf, *path, *inm;
@@ -59,12 +61,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    (k == EDGE_CONSOLE_REDIRECT && plen == 8));
 	} else if (k == EDGE_CONSOLE_FILE) {
 		FUZZ_ASSERT(f >= c->files && f < c->files + c->nfiles);
+		FUZZ_ASSERT(!f->variant);
 		/* Its exact name, or the page for "/console/" and routes. */
 		FUZZ_ASSERT((strlen(f->name) == plen - 9 &&
 		    memcmp(f->name, path + 9, plen - 9) == 0) ||
 		    (f == c->index && (plen == 9 || nav)));
 	} else {
 		FUZZ_ASSERT(k == EDGE_CONSOLE_NONE && f == NULL && !nav);
+	}
+	if (data[0] & 2) {
+		(void)edge_console_gzip_ok(inm, ilen);
+		list = malloc(ilen + 6);
+		memcpy(list, inm, ilen);
+		memcpy(list + ilen, ",gzip", 5);
+		/* After a list whose items all end, gzip is taken. */
+		if (memchr(inm, ';', ilen) == NULL)
+			FUZZ_ASSERT(edge_console_gzip_ok(list, ilen + 5));
+		free(list);
+		free(buf);
+		return 0;
 	}
 	if (f != NULL)
 		(void)edge_console_etag_match(inm, ilen, f->etag);

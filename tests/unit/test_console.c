@@ -242,6 +242,65 @@ test_etag(void)
 #undef M
 }
 
+/* Accept-Encoding: does the client take gzip? */
+static void
+test_gzip_ok(void)
+{
+#define G(v)	edge_console_gzip_ok((v), strlen(v))
+	CHECK(G("gzip"));
+	CHECK(G("GZip"));
+	CHECK(G("x-gzip"));
+	CHECK(G("gzip, deflate, br, zstd"));
+	CHECK(G("br;q=1.0, gzip;q=0.8, *;q=0.1"));
+	CHECK(G("deflate, gzip ; q=0.5"));
+	CHECK(G("*"));
+	CHECK(G("identity, *;q=1"));
+	CHECK(!G(""));
+	CHECK(!G("identity"));
+	CHECK(!G("br, deflate"));
+	CHECK(!G("gzip;q=0"));
+	CHECK(!G("gzip;q=0.000"));
+	CHECK(!G("gzip; Q=0."));
+	CHECK(!G("gzip;q=0, *"));
+	CHECK(!G("*;q=0"));
+	CHECK(!G("gzipx, xgzip, gzi"));
+	CHECK(G("gzip;q=0.001"));
+	CHECK(G(" , ,gzip"));
+#undef G
+}
+
+/* "x.gz" beside "x" is x's gzip variant and no longer served by name. */
+static void
+test_gz_pairs(void)
+{
+	struct edge_console		*c = edge_console_new("/x", "csp");
+	const struct edge_console_file	*f;
+	const char			*name;
+	char				*cause = NULL;
+
+	add(c, "index.html");
+	CHECK(edge_console_add(c, "index.html.gz", "gz", 2, &cause) == 0);
+	add(c, "assets/a-ABCDEFGH.js");
+	add(c, "assets/a-ABCDEFGH.js.gz");
+	add(c, "lonely.txt.gz");
+	edge_console_done(c);
+	CHECK(c->index != NULL && c->index->gz != NULL &&
+	    strcmp(c->index->gz->name, "index.html.gz") == 0 &&
+	    c->index->gz->len == 2);
+	CHECK(strcmp(c->index->etag, c->index->gz->etag) != 0);
+	CHECK(edge_console_find(c, "/console/assets/a-ABCDEFGH.js", 29, 0,
+	    &f) == EDGE_CONSOLE_FILE && f->gz != NULL && f->gz->variant);
+	CHECK(find(c, "/console/index.html.gz", 0, &name) ==
+	    EDGE_CONSOLE_NONE);
+	CHECK(find(c, "/console/assets/a-ABCDEFGH.js.gz", 0, &name) ==
+	    EDGE_CONSOLE_NONE);
+	/* Without its base it is a file like another. */
+	CHECK(edge_console_find(c, "/console/lonely.txt.gz", 22, 0, &f) ==
+	    EDGE_CONSOLE_FILE && f->gz == NULL);
+	CHECK_STR(f->ctype, "application/gzip");
+	edge_console_free(c);
+}
+
 /* Loading a directory: what is taken, skipped, refused. */
 static void
 test_load(void)
@@ -334,6 +393,8 @@ main(void)
 	RUN(test_find);
 	RUN(test_match);
 	RUN(test_etag);
+	RUN(test_gzip_ok);
+	RUN(test_gz_pairs);
 	RUN(test_load);
 	return unit_finish();
 }

@@ -49,11 +49,18 @@ try {
   });
   page.on("pageerror", (e) => problems.push("page error: " + e.message));
   page.on("dialog", (d) => d.accept());
+  const assets = [];
+  page.on("response", async (res) => {
+    if (/\/console\/assets\/main-[A-Z0-9]+\.js$/.test(res.url())) assets.push(await res.allHeaders());
+  });
 
   // Sign in.
   const r = await page.goto(BASE + "/console");
   report("GET /console lands on /console/", page.url() === BASE + "/console/" && r.ok(), page.url());
   await shot(page, "signin");
+  report("the bundle comes gzipped and immutable", assets.length > 0 &&
+    assets[0]["content-encoding"] === "gzip" && /immutable/.test(assets[0]["cache-control"] || ""),
+    JSON.stringify(assets[0] || {}));
   await page.getByLabel("API key").fill("not-a-key-at-all-0000000000000000");
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
   report("a wrong key is refused", await until(async () =>
