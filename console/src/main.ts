@@ -388,7 +388,6 @@ class FilesPane {
   private newPath = h("input", { id: "new-file", placeholder: "path/to/file", autocomplete: "off", spellcheck: false });
   private reloadOnSave = h("input", { type: "checkbox", id: "reload-on-save", checked: true });
   private path: string | null = null;
-  private loaded = false;
 
   constructor(private api: Api, private id: string, private saved: () => void) {
     this.saveBtn.addEventListener("click", () => this.save());
@@ -412,17 +411,17 @@ class FilesPane {
         }, h("label", { for: "new-file", class: "small" }, "New file"), this.newPath,
           h("button", { type: "submit" }, "Open"))),
       h("div", { class: "file-editor" },
-        h("div", { class: "editor-bar" }, this.fileName,
-          h("label", { class: "small check" }, this.reloadOnSave, "Reload preview on save"),
-          this.saveBtn),
-        this.editor, this.note));
+        h("div", { class: "editor-bar" }, this.fileName, this.saveBtn),
+        this.editor,
+        h("div", { class: "editor-foot" },
+          h("label", { class: "small check" }, this.reloadOnSave, "Reload the preview on save"),
+          this.note)));
   }
 
+  // Each time the tab is shown: the agent or the terminal may have
+  // changed the files meanwhile.
   open(): void {
-    if (!this.loaded) {
-      this.loaded = true;
-      this.cd("");
-    }
+    this.cd(this.dir);
   }
 
   async cd(dir: string): Promise<void> {
@@ -432,7 +431,11 @@ class FilesPane {
       h("button", { type: "button", class: "link", onclick: () => this.cd("") }, "/workspace"),
       ...parts.flatMap((p, i) => ["/", h("button", {
         type: "button", class: "link", onclick: () => this.cd(parts.slice(0, i + 1).join("/")),
-      }, p)]));
+      }, p)]),
+      h("button", {
+        type: "button", class: "ghost small-btn refresh", "aria-label": "Refresh the file list",
+        onclick: () => this.cd(this.dir),
+      }, "↻"));
     try {
       const entries = (await this.api.dir(this.id, dir))
         .filter((e) => e.name !== ".git")

@@ -257,6 +257,8 @@ def test_browser(t, why_not):
             except ValueError:
                 print("  " + line)
                 continue
+            if "note" in j:
+                print("  note  " + j["note"])
             if "check" in j:
                 checks += 1
                 t.check(j["ok"], "%s: %s" % (j["check"], j.get("detail", "")))
