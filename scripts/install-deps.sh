@@ -12,9 +12,12 @@ docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps
 # mmdebstrap (above) also makes the test suite's fresh root filesystems;
 # systemd-container (systemd-nspawn) boots one with systemd for the install test.
 # prometheus: promtool, which test_metrics.py checks /metrics with.
+# mypy, python3-pip, python3-setuptools, python3-wheel: test_sdk_python.py
+# type-checks the Python SDK as Python 3.9 and pip-installs it offline.
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
     nghttp2-client python3-h2 python3-websockets python3-yaml testssl.sh slowhttptest openssl
-    strace man-db systemd systemd-container chromium prometheus"
+    strace man-db systemd systemd-container chromium prometheus
+    mypy python3-pip python3-setuptools python3-wheel"
 # Node.js and npm build the console (scripts/build-console.sh) at build
 # time only; the daemon never runs them. A Node.js already installed (e.g.
 # NodeSource's, which carries its own npm) is used as it is.
