@@ -146,6 +146,7 @@ edge_console_hashed(const char *name)
 	return 0;
 }
 
+/* An empty set; files come with edge_console_add. */
 struct edge_console *
 edge_console_new(const char *dir, const char *csp)
 {
@@ -157,6 +158,7 @@ edge_console_new(const char *dir, const char *csp)
 	return c;
 }
 
+/* Copy one file in, with its headers worked out once, here. */
 int
 edge_console_add(struct edge_console *c, const char *name, const void *data,
     size_t len, char **cause)
@@ -196,6 +198,7 @@ edge_console_add(struct edge_console *c, const char *name, const void *data,
 	return 0;
 }
 
+/* Files by name, for qsort and bsearch. */
 static int
 edge_console_cmp(const void *a, const void *b)
 {
@@ -204,6 +207,7 @@ edge_console_cmp(const void *a, const void *b)
 	return strcmp(fa->name, fb->name);
 }
 
+/* Ready the set for lookups. */
 void
 edge_console_done(struct edge_console *c)
 {
@@ -332,6 +336,7 @@ edge_console_walk(struct edge_console *c, int dfd, const char *prefix,
 	return rv;
 }
 
+/* console_dir into memory: every file it will ever serve, read now. */
 struct edge_console *
 edge_console_load(const char *dir, const char *csp, char **cause)
 {
@@ -365,6 +370,7 @@ edge_console_load(const char *dir, const char *csp, char **cause)
 	return c;
 }
 
+/* Free a set and every file's bytes. */
 void
 edge_console_free(struct edge_console *c)
 {
@@ -382,6 +388,7 @@ edge_console_free(struct edge_console *c)
 	free(c);
 }
 
+/* Is this request the console's (request.c asks, on the API host only)? */
 int
 edge_console_match(const char *target, size_t len)
 {
@@ -390,6 +397,7 @@ edge_console_match(const char *target, size_t len)
 	return len == 8 || target[8] == '/' || target[8] == '?';
 }
 
+/* What a path answers, from the set alone. */
 enum edge_console_kind
 edge_console_find(const struct edge_console *c, const char *path, size_t len,
     int navigation, const struct edge_console_file **fp)
@@ -462,6 +470,7 @@ edge_console_qzero(const char *p, size_t len)
 	return 0;
 }
 
+/* Does Accept-Encoding take gzip? */
 int
 edge_console_gzip_ok(const char *v, size_t len)
 {
@@ -499,6 +508,7 @@ edge_console_gzip_ok(const char *v, size_t len)
 	return star && !named;
 }
 
+/* Does If-None-Match name this ETag? */
 int
 edge_console_etag_match(const char *v, size_t len, const char *etag)
 {
@@ -551,6 +561,7 @@ edge_console_csp(const struct config *cfg)
 	return csp;
 }
 
+/* edge_new: load the console, or keep why not for the missing page. */
 void
 edge_console_init(struct edge *edge)
 {
@@ -570,6 +581,7 @@ edge_console_init(struct edge *edge)
 	free(csp);
 }
 
+/* edge_free: drop the set (idempotent). */
 void
 edge_console_fini(struct edge *edge)
 {
@@ -579,6 +591,7 @@ edge_console_fini(struct edge *edge)
 	edge->console = NULL;
 }
 
+/* SIGHUP: a new set replaces the old only if it loads whole. */
 int
 edge_console_reload(struct edge *edge)
 {
@@ -675,6 +688,7 @@ edge_console_send(struct edge_req *req, const struct edge_console_file *f,
 	edge_req_end(req);
 }
 
+/* Answer a console request from memory: GET and HEAD only. */
 void
 edge_console_serve(struct edge_req *req, const struct http_request_head *h)
 {
