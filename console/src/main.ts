@@ -343,7 +343,14 @@ class SandboxView {
     if (this.sb.visibility === "private") {
       try {
         url = (await this.api.previewToken(this.sb.id)).url;
-        this.frameNote.textContent = "Private preview: opened with a one-hour token.";
+        // The token becomes a SameSite=Lax cookie, which browsers set in a
+        // frame only when the console and the preview are one site.
+        const site = (host: string) => host.split(".").slice(-2).join(".");
+        const ph = new URL(url).hostname;
+        this.frameNote.textContent = site(ph) === site(location.hostname)
+          ? "Private preview: opened with a one-hour token."
+          : `Private preview: opened with a one-hour token. Browsers keep its cookie out of this frame ` +
+            `(${location.hostname} and ${ph} are different sites), so open it in a new tab with the link above.`;
       } catch (e) {
         this.frameNote.textContent = "No preview token: " + errText(e);
         return;

@@ -164,6 +164,38 @@ try {
     (await page.locator(`.sb-item[data-id="${id}"]`).count()) === 0 &&
     (await page.getByRole("heading", { name: "No sandbox selected" }).count()) === 1, 30000));
 
+  // A private sandbox: the console frames it through a preview token.
+  await page.getByLabel("Preview").selectOption("private");
+  await page.getByRole("button", { name: "Create sandbox", exact: true }).click();
+  const pid = await until(async () => {
+    const t = ((await page.locator(".detail-head h1").textContent({ timeout: 1000 })) || "").trim();
+    return /^[0-9a-z]{26}$/.test(t) && t !== id ? t : null;
+  }, 30000);
+  report("created a private sandbox", pid, pid);
+  report("the console got a preview token for it", await until(async () =>
+    (await page.locator(".preview > p").textContent()).includes("token"), 10000),
+    await page.locator(".preview > p").textContent());
+  // Here the console (localhost) and the preview (*.preview.localhost)
+  // are two sites: the console says to open it in a tab, and the link
+  // (the token URL) shows the app there.
+  report("it says why the frame cannot show it here", (await page.locator(".preview > p").textContent())
+    .includes("new tab"), await page.locator(".preview > p").textContent());
+  const link = await page.locator(".preview-url").getAttribute("href");
+  report("the link carries a preview token", /[?&]sandboxd_token=v1\./.test(link || ""), link);
+  const tab = await ctx.newPage();
+  let inTab = false;
+  for (let i = 0; !inTab && i < 3; i++) {
+    await tab.goto(link).catch(() => null);
+    inTab = await until(async () => ((await tab.locator("h1").textContent({ timeout: 1500 })) || "")
+      .includes("Hello from the seed"), 6000);
+  }
+  report("the private preview opens in a tab with that link", inTab, tab.url());
+  await tab.close();
+  await shot(page, "private");
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  report("the private sandbox is deleted", await until(async () =>
+    (await page.locator(`.sb-item[data-id="${pid}"]`).count()) === 0, 30000));
+
   report("no CSP violation or page error", problems.length === 0, problems.join(" | "));
   report("finished", true);
 } catch (e) {
