@@ -194,6 +194,11 @@ function main(key: string): void {
 
   async function refresh(): Promise<void> {
     window.clearTimeout(st.timer);
+    // A hidden tab asks nothing; it catches up when shown again.
+    if (document.hidden) {
+      st.timer = window.setTimeout(refresh, POLL_MS);
+      return;
+    }
     try {
       const r = await st.api.list();
       st.sandboxes = r.sandboxes.sort((a, b) => b.created_at.localeCompare(a.created_at));
@@ -232,6 +237,7 @@ class SandboxView {
   private tasks: TasksPane;
   private term: TermPane;
   private previewFor = "";
+  private actionErr = h("p", { class: "form-error", role: "alert" });
 
   constructor(private api: Api, sb: Sandbox, private changed: () => void, private gone: () => void) {
     this.sb = sb;
@@ -302,16 +308,18 @@ class SandboxView {
     const was = this.sb.state;
     this.sb = sb;
     const busy = ["creating", "starting", "stopping", "deleting"].includes(sb.state);
+    // fn answers false when the person changed their mind (a confirm).
     const act = (label: string, fn: () => Promise<unknown>, cls = "") => h("button", {
       type: "button", class: cls, disabled: busy, onclick: async (ev: Event) => {
         const b = ev.currentTarget as HTMLButtonElement;
         b.disabled = true;
+        this.actionErr.textContent = "";
         try {
-          await fn();
-          announce(label + ": done");
+          if ((await fn()) !== false) announce(label + ": done");
         } catch (e) {
-          alert(label + " failed: " + errText(e));
+          this.actionErr.textContent = label + " failed: " + errText(e);
         }
+        b.disabled = false;
         this.changed();
       },
     }, label);
@@ -324,10 +332,11 @@ class SandboxView {
           ? act("Stop", () => this.api.action(sb.id, "stop"))
           : act("Start", () => this.api.action(sb.id, "start")),
         act("Delete", async () => {
-          if (!confirm("Delete sandbox " + sb.id + " with its files and tasks?")) throw new Error("not confirmed");
+          if (!confirm("Delete sandbox " + sb.id + " with its files and tasks?")) return false;
           await this.api.remove(sb.id);
           this.gone();
-        }, "danger")));
+        }, "danger")),
+      this.actionErr);
     if (sb.error) this.head.append(h("p", { class: "form-error", role: "alert" }, sb.error));
     if (sb.state === "running" && (this.previewFor !== sb.id || was !== "running")) this.loadPreview();
     if (sb.state === "stopped" && was !== "stopped") {
@@ -581,6 +590,10 @@ class TasksPane {
 
   private async refresh(): Promise<void> {
     window.clearTimeout(this.timer);
+    if (document.hidden) {
+      this.timer = window.setTimeout(() => this.refresh(), 3000);
+      return;
+    }
     try {
       const r = await this.api.tasks(this.id);
       const tasks = r.tasks.sort((a, b) => b.created_at.localeCompare(a.created_at)).slice(0, 30);
