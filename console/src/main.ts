@@ -395,7 +395,7 @@ class FilesPane {
   private list = h("ul", { class: "file-list", "aria-label": "Files" });
   private crumbs = h("nav", { class: "crumbs", "aria-label": "Folder" });
   private editor = h("textarea", {
-    id: "editor", class: "editor mono", spellcheck: false, disabled: true,
+    id: "editor", class: "editor mono", spellcheck: false, disabled: true, wrap: "off",
     "aria-label": "File contents",
   });
   private fileName = h("span", { class: "mono small" }, "No file open");

@@ -32,7 +32,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import TOP_SRC, Daemon, Runner, ensure_docker, ensure_test_image, wait_for  # noqa: E402
+from harness import TOP_SRC, Daemon, Runner, docker, ensure_docker, ensure_test_image, wait_for  # noqa: E402
+from test_sandboxd import BASE_IMAGE, find_seed  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 E2E_DIR = os.path.join(TOP_SRC, "tests", "blackbox", "console")
@@ -213,68 +214,88 @@ def npm_ci(where, log):
     return r.returncode == 0
 
 
-def test_browser(t, why_not):
-    if why_not:
-        t.skip(why_not)
-        return
-    tmp = tempfile.mkdtemp(prefix="sbx-console-e2e-")
+def prepare(tmp):
+    """Build the console into tmp and have playwright-core: (console dir,
+    None), or (None, why not)."""
     log = []
     out = os.path.join(tmp, "console")
     r = subprocess.run([os.path.join(TOP_SRC, "scripts", "build-console.sh"), out],
                        capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        t.skip("the console did not build (the npm registry unreachable?): " + (r.stdout + r.stderr)[-600:])
-        return
+        return None, "the console did not build (the npm registry unreachable?): " + (r.stdout + r.stderr)[-600:]
     print("  note  " + r.stdout.strip().splitlines()[-1])
     if not os.path.isdir(os.path.join(E2E_DIR, "node_modules", "playwright-core")) and not npm_ci(E2E_DIR, log):
-        shutil.rmtree(tmp, ignore_errors=True)
-        t.skip("npm ci for playwright-core failed (the npm registry unreachable?): " + log[-1][-600:])
+        return None, "npm ci for playwright-core failed (the npm registry unreachable?): " + log[-1][-600:]
+    return out, None
+
+
+def run_e2e(t, d, shots, mode, want):
+    """Run e2e.mjs against d; each of its checks is one here."""
+    env = dict(os.environ, BASE="http://localhost:%d" % d.port, KEY=d.key("acme"), SHOTS=shots, MODE=mode)
+    try:
+        p = subprocess.run(["node", os.path.join(E2E_DIR, "e2e.mjs")], cwd=E2E_DIR, env=env,
+                           capture_output=True, text=True, timeout=150)
+        lines, err = p.stdout.splitlines(), p.stderr
+    except subprocess.TimeoutExpired as e:
+        lines, err = (e.stdout or b"").decode(errors="replace").splitlines(), "timed out after 150 s"
+    checks = 0
+    for line in lines:
+        try:
+            j = json.loads(line)
+        except ValueError:
+            print("  " + line)
+            continue
+        if "note" in j:
+            print("  note  " + j["note"])
+        if "check" in j:
+            checks += 1
+            t.check(j["ok"], "%s: %s" % (j["check"], j.get("detail", "")))
+            if j["ok"]:
+                print("  ok   " + j["check"])
+    t.check(checks >= want, "the browser run made its checks (%d): %s" % (checks, err[-1500:]))
+    # Nothing left behind by the deletes.
+    t.check(wait_for(lambda: not d.containers(), 20, 0.2), "the deleted sandboxes' containers are gone")
+
+
+def test_browser(t, why_not, ctx):
+    if why_not:
+        t.skip(why_not)
         return
-    seed = os.path.join(tmp, "seed")
+    seed = os.path.join(ctx["tmp"], "seed")
     os.makedirs(seed)
     with open(os.path.join(seed, "index.html"), "w") as f:
         f.write("<!doctype html><title>seed</title><h1>Hello from the seed</h1>\n")
-    d = Daemon(extra="console_dir = %s" % out, templates={
+    d = Daemon(extra="console_dir = %s" % ctx["console"], templates={
         "default": {"image": "sandboxd-test-busybox:1", "port": "3000",
                     "dev_command": "httpd -f -p 3000 -h /workspace", "seed_dir": seed,
                     "memory": "64m", "cpus": "0.5", "pids_limit": "64"}})
-    shots = os.environ.get("CONSOLE_SHOTS") or os.path.join(tmp, "shots")
-    os.makedirs(shots, exist_ok=True)
     try:
         d.start()
-        env = dict(os.environ, BASE="http://localhost:%d" % d.port, KEY=d.key("acme"), SHOTS=shots)
-        try:
-            p = subprocess.run(["node", os.path.join(E2E_DIR, "e2e.mjs")], cwd=E2E_DIR, env=env,
-                               capture_output=True, text=True, timeout=150)
-            lines, err = p.stdout.splitlines(), p.stderr
-        except subprocess.TimeoutExpired as e:
-            lines, err = (e.stdout or b"").decode(errors="replace").splitlines(), "timed out after 150 s"
-        checks = 0
-        for line in lines:
-            try:
-                j = json.loads(line)
-            except ValueError:
-                print("  " + line)
-                continue
-            if "note" in j:
-                print("  note  " + j["note"])
-            if "check" in j:
-                checks += 1
-                t.check(j["ok"], "%s: %s" % (j["check"], j.get("detail", "")))
-                if j["ok"]:
-                    print("  ok   " + j["check"])
-        t.check(checks >= 15, "the browser run made its checks (%d): %s" % (checks, err[-1500:]))
-        print("  note  screenshots in " + shots)
-        # Nothing left behind by the delete.
-        t.check(wait_for(lambda: not d.containers(), 20, 0.2), "the deleted sandbox's container is gone")
+        run_e2e(t, d, ctx["shots"], "busybox", 20)
     finally:
         d.cleanup()
-        if not os.environ.get("CONSOLE_SHOTS"):
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.rmtree(seed, ignore_errors=True)
+
+
+def test_browser_vite(t, why_not, ctx):
+    """The Vite starter: an edit in the console's editor reaches the frame
+    by hot update, without a reload."""
+    if why_not:
+        t.skip(why_not)
+        return
+    seed = find_seed()
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0 or seed is None:
+        t.skip("no %s image or vite-react seed (base-image/build.sh makes both)" % BASE_IMAGE)
+        return
+    d = Daemon(extra="console_dir = %s" % ctx["console"], templates={
+        "vite": {"image": BASE_IMAGE, "port": "3000", "seed_dir": seed, "memory": "1g",
+                 "dev_command": "npm run dev -- --host 0.0.0.0 --port 3000"}}
+        | {"default": {"image": "sandboxd-test-busybox:1", "port": "3000",
+                       "dev_command": "httpd -f -p 3000 -h /workspace", "memory": "64m"}})
+    try:
+        d.start()
+        run_e2e(t, d, ctx["shots"], "vite", 6)
+    finally:
+        d.cleanup()
 
 
 def main():
@@ -287,7 +308,18 @@ def main():
     t0 = time.time()
     t.run(test_serving)
     t.run(test_missing)
-    t.run(test_browser, why_not)
+    tmp = tempfile.mkdtemp(prefix="sbx-console-e2e-")
+    ctx = {"tmp": tmp, "console": None,
+           "shots": os.environ.get("CONSOLE_SHOTS") or os.path.join(tmp, "shots")}
+    os.makedirs(ctx["shots"], exist_ok=True)
+    try:
+        if why_not is None:
+            ctx["console"], why_not = prepare(tmp)
+        t.run(test_browser, why_not, ctx)
+        t.run(test_browser_vite, why_not, ctx)
+        print("  note  screenshots in " + ctx["shots"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print("  note  %.0f s in all" % (time.time() - t0))
     rc = t.finish()
     # The browser is the point of this test: without it, say skipped.

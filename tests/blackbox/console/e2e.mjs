@@ -34,6 +34,47 @@ async function until(fn, ms, step = 250) {
   return v;
 }
 
+// The Vite starter (sandboxd/base with the vite-react seed): an edit of
+// src/App.jsx in the console's editor, with the reload on save turned
+// off, reaches the frame by Vite's hot update, without a reload.
+async function vite(page, ctx) {
+  await page.getByLabel("Template").fill("vite");
+  await page.getByRole("button", { name: "Create sandbox", exact: true }).click();
+  const id = await until(async () => {
+    const t = ((await page.locator(".detail-head h1").textContent({ timeout: 1000 })) || "").trim();
+    return /^[0-9a-z]{26}$/.test(t) ? t : null;
+  }, 30000);
+  if (!report("vite: created a sandbox", id, id)) return;
+  const frame = page.frameLocator(".preview-frame");
+  const h1 = async () => (await frame.locator("h1").textContent({ timeout: 1500 })) || "";
+  let seen = await until(async () => (await h1()).includes("Your sandbox is ready"), 20000);
+  for (let i = 0; !seen && i < 4; i++) {
+    await page.getByRole("button", { name: "Reload", exact: true }).click();
+    seen = await until(async () => (await h1()).includes("Your sandbox is ready"), 10000);
+  }
+  if (!report("vite: the starter app in the frame", seen, await h1().catch((e) => e.message))) return;
+  const app = () => page.frames().find((f) => f.url().includes(".preview.localhost"));
+  // Vite's client says so once its HMR WebSocket is up.
+  await until(async () => app() && (await app().evaluate(() => !!document.querySelector("script[src*='@vite/client']"))), 10000);
+  await app().evaluate(() => { window.__consoleMark = 1; });
+  await page.getByLabel("Reload the preview on save").uncheck();
+  await page.getByRole("tab", { name: "Files" }).click();
+  await page.locator('.file[data-name="src"]').click();
+  await page.locator('.file[data-name="App.jsx"]').click();
+  const editor = page.getByLabel("File contents");
+  await until(async () => (await editor.inputValue()).includes("Your sandbox is ready"), 10000);
+  await editor.fill((await editor.inputValue()).replace("Your sandbox is ready", "Hot " + MARK));
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  const hot = await until(async () => (await h1()).includes("Hot " + MARK), 20000);
+  const kept = await app().evaluate(() => window.__consoleMark === 1).catch(() => false);
+  report("vite: the edit reaches the frame by hot update, no reload", hot && kept,
+    "h1=" + (await h1().catch((e) => e.message)) + " kept=" + kept);
+  await shot(page, "vite");
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  report("vite: deleted", await until(async () =>
+    (await page.locator(`.sb-item[data-id="${id}"]`).count()) === 0, 30000));
+}
+
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
@@ -72,6 +113,14 @@ try {
   const storage = await page.evaluate(() => [sessionStorage.getItem("sandboxd.key"), localStorage.length, document.cookie]);
   report("the key is in sessionStorage only", storage[0] === KEY && storage[1] === 0 && storage[2] === "",
     JSON.stringify([storage[0] === KEY, storage[1], storage[2]]));
+
+  if (process.env.MODE === "vite") {
+    await vite(page, ctx);
+    report("no CSP violation or page error", problems.length === 0, problems.join(" | "));
+    report("finished", true);
+    process.exitCode = 0;
+    throw null;
+  }
 
   // Create.
   await page.getByLabel("Template").fill("default");
@@ -199,7 +248,7 @@ try {
   report("no CSP violation or page error", problems.length === 0, problems.join(" | "));
   report("finished", true);
 } catch (e) {
-  report("the run ended early", false, e.stack || e.message);
+  if (e !== null) report("the run ended early", false, e.stack || e.message);
 } finally {
   await browser.close();
 }
