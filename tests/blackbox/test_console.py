@@ -16,7 +16,9 @@
    fresh build (scripts/build-console.sh) and a busybox template whose
    seed is an index.html: sign in, create, the app in the preview frame,
    edit index.html and see the frame update, a command task's output,
-   `echo hi` in the terminal, stop/start/delete. Screenshots go to
+   `echo hi` in the terminal, stop/start/delete, a private sandbox; with
+   sandboxd/base and its vite-react seed, an edit of src/App.jsx reaching
+   the frame by hot update. Screenshots go to
    $CONSOLE_SHOTS (docs/img is where the committed ones came from).
 
 Part 2 is skipped (exit 77, with the reason) without chromium, node/npm
