@@ -4,15 +4,17 @@
 #     scripts/build-console.sh OUT
 #
 # npm ci installs the pinned build tools (console/package-lock.json:
-# esbuild, xterm.js) from the npm registry into console/node_modules (only
+# esbuild, xterm.js) from the npm registry into console/node_modules, or
+# into $CONSOLE_WORK/node_modules with a copy of the sources there (only
 # when the lockfile changed since the last install), then esbuild bundles
-# the app into OUT: index.html, favicon.svg and assets/ with hashed names.
+# the app into OUT: index.html, favicon.svg, assets/ with hashed names and
+# gzip copies.
 # Node.js 18+ and npm are needed at build time only; the daemon serves the
 # files (console_dir) and runs no Node.js. Exit 0 built, 1 failed, 2 usage.
 set -eu
 case ${1:-} in
 -h|--help)
-	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0 ;;
 '')
 	echo "usage: scripts/build-console.sh OUT" >&2
@@ -20,6 +22,16 @@ case ${1:-} in
 esac
 out=$1
 src=$(cd "$(dirname "$0")/../console" && pwd)
+# CONSOLE_WORK=DIR: install and build in a copy there (make does, so the
+# source tree is never written to); else in console/ itself.
+if [ -n "${CONSOLE_WORK:-}" ]; then
+	mkdir -p "$CONSOLE_WORK"
+	work=$(cd "$CONSOLE_WORK" && pwd)
+	rm -rf "$work/src"
+	cp -R "$src/src" "$src/build.mjs" "$src/package.json" "$src/package-lock.json" \
+	    "$src/.npmrc" "$work/"
+	src=$work
+fi
 for tool in node npm; do
 	command -v $tool >/dev/null 2>&1 || {
 		echo "build-console.sh: $tool is not installed (scripts/install-deps.sh installs Node.js and npm)" >&2
