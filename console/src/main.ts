@@ -25,6 +25,15 @@ function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, 
   return el;
 }
 
+// Re-render a list without losing the keyboard's place: the element
+// that had focus (found again by the attribute named) gets it back.
+function keepFocus(attr: string, render: () => void): void {
+  const a = document.activeElement as HTMLElement | null;
+  const key = a?.getAttribute(attr);
+  render();
+  if (key) (document.querySelector(`[${attr}="${CSS.escape(key)}"]`) as HTMLElement | null)?.focus();
+}
+
 function badge(state: string): HTMLElement {
   return h("span", { class: "badge badge-" + state.replace(/[^a-z-]/g, "") }, state);
 }
@@ -103,10 +112,11 @@ interface State {
   sandboxes: Sandbox[];
   selected: string | null;
   timer: number | undefined;
+  stopped: boolean;
 }
 
 function main(key: string): void {
-  const st: State = { api: new Api(key), sandboxes: [], selected: null, timer: undefined };
+  const st: State = { api: new Api(key), sandboxes: [], selected: null, timer: undefined, stopped: false };
   const list = h("ul", { class: "sb-list", "aria-label": "Sandboxes" });
   const listNote = h("p", { class: "muted small" }, "Loading…");
   const template = h("input", { id: "template", value: "default", autocomplete: "off", spellcheck: false });
@@ -144,6 +154,7 @@ function main(key: string): void {
 
   const signOut = h("button", {
     type: "button", class: "ghost", onclick: () => {
+      st.stopped = true;
       window.clearTimeout(st.timer);
       view?.close();
       signIn();
@@ -181,19 +192,20 @@ function main(key: string): void {
 
   function renderList(): void {
     listNote.textContent = st.sandboxes.length ? "" : "No sandboxes yet.";
-    list.replaceChildren(...st.sandboxes.map((s) => h("li", {},
+    keepFocus("data-key", () => list.replaceChildren(...st.sandboxes.map((s) => h("li", {},
       h("button", {
         type: "button", class: "sb-item" + (s.id === st.selected ? " selected" : ""),
         "aria-current": s.id === st.selected ? "true" : undefined,
-        "data-id": s.id, onclick: () => select(s.id),
+        "data-id": s.id, "data-key": "sb:" + s.id, onclick: () => select(s.id),
       },
         h("span", { class: "sb-id mono" }, s.id.slice(-10)),
         badge(s.state),
-        h("span", { class: "sb-meta muted small" }, s.template + " · " + s.visibility + " · " + ago(s.created_at))))));
+        h("span", { class: "sb-meta muted small" }, s.template + " · " + s.visibility + " · " + ago(s.created_at)))))));
   }
 
   async function refresh(): Promise<void> {
     window.clearTimeout(st.timer);
+    if (st.stopped) return;
     // A hidden tab asks nothing; it catches up when shown again.
     if (document.hidden) {
       st.timer = window.setTimeout(refresh, POLL_MS);
@@ -208,13 +220,14 @@ function main(key: string): void {
       else if (st.selected) select(null);
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) {
+        st.stopped = true;
         view?.close();
         signIn("The key is no longer valid: sign in again.");
         return;
       }
       listNote.textContent = "Could not list sandboxes: " + errText(e);
     }
-    st.timer = window.setTimeout(refresh, POLL_MS);
+    if (!st.stopped) st.timer = window.setTimeout(refresh, POLL_MS);
   }
 
   const first = location.hash.slice(1);
@@ -238,6 +251,7 @@ class SandboxView {
   private term: TermPane;
   private previewFor = "";
   private actionErr = h("p", { class: "form-error", role: "alert" });
+  private headShown = "";
 
   constructor(private api: Api, sb: Sandbox, private changed: () => void, private gone: () => void) {
     this.sb = sb;
@@ -307,6 +321,12 @@ class SandboxView {
   update(sb: Sandbox): void {
     const was = this.sb.state;
     this.sb = sb;
+    this.term.state(sb.state);
+    // The head only when what it shows changed: re-rendering it every poll
+    // would take the keyboard's focus off its buttons.
+    const shown = [sb.state, sb.error, sb.visibility, sb.template, sb.port].join("|");
+    if (shown === this.headShown) return;
+    this.headShown = shown;
     const busy = ["creating", "starting", "stopping", "deleting"].includes(sb.state);
     // fn answers false when the person changed their mind (a confirm).
     const act = (label: string, fn: () => Promise<unknown>, cls = "") => h("button", {
@@ -342,7 +362,6 @@ class SandboxView {
     if (sb.state === "stopped" && was !== "stopped") {
       this.frameNote.textContent = "Stopped: the preview wakes it (a request starts it again).";
     }
-    this.term.state(sb.state);
   }
 
   private async loadPreview(): Promise<void> {
@@ -597,7 +616,7 @@ class TasksPane {
     try {
       const r = await this.api.tasks(this.id);
       const tasks = r.tasks.sort((a, b) => b.created_at.localeCompare(a.created_at)).slice(0, 30);
-      this.list.replaceChildren(...tasks.map((t) => this.item(t)));
+      keepFocus("data-key", () => this.list.replaceChildren(...tasks.map((t) => this.item(t))));
       if (!tasks.length) this.list.append(h("li", { class: "muted small" }, "No tasks yet."));
     } catch (e) {
       this.list.replaceChildren(h("li", { class: "form-error" }, errText(e)));
@@ -608,16 +627,16 @@ class TasksPane {
   private item(t: Task): HTMLElement {
     const active = t.state === "queued" || t.state === "running";
     return h("li", { class: "task" + (t.id === this.watched ? " selected" : "") },
-      h("button", { type: "button", class: "task-open", "data-task": t.id, onclick: () => this.watch(t) },
+      h("button", { type: "button", class: "task-open", "data-task": t.id, "data-key": "open:" + t.id, onclick: () => this.watch(t) },
         h("span", { class: "mono small" }, t.id.slice(-8)), " ", t.agent, " ", badge(t.state),
         h("span", { class: "muted small" }, " " + ago(t.created_at))),
       h("span", { class: "task-actions" },
         active ? h("button", {
-          type: "button", class: "small-btn", onclick: () => this.act(t, "cancel"),
+          type: "button", class: "small-btn", "data-key": "cancel:" + t.id, onclick: () => this.act(t, "cancel"),
           "aria-label": "Cancel task " + t.id,
         }, "Cancel") : null,
         !active && t.agent !== "command" ? h("button", {
-          type: "button", class: "small-btn", onclick: () => this.act(t, "revert"),
+          type: "button", class: "small-btn", "data-key": "revert:" + t.id, onclick: () => this.act(t, "revert"),
           "aria-label": "Revert the changes of task " + t.id,
         }, "Revert") : null));
   }

@@ -195,6 +195,12 @@ try {
   await shot(page, "terminal");
   await page.getByRole("button", { name: "Close terminal", exact: true }).click();
 
+  // Keyboard: focus stays on a sidebar entry across the 2 s refreshes.
+  await page.locator(`.sb-item[data-id="${id}"]`).focus();
+  await new Promise((r) => setTimeout(r, 4500));
+  report("focus survives the list's refreshes", await page.evaluate((sid) =>
+    document.activeElement && document.activeElement.getAttribute("data-id") === sid, id));
+
   // Keyboard: the tabs move with the arrow keys.
   await page.getByRole("tab", { name: "Terminal" }).focus();
   await page.keyboard.press("ArrowRight");
