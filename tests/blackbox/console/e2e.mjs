@@ -193,6 +193,14 @@ try {
   report("echo hi in the terminal shows hi", await until(async () => (await rows()).includes("hi"), 10000),
     JSON.stringify((await rows()).filter((x) => x)));
   await shot(page, "terminal");
+  if (SHOTS) {
+    // The dark scheme, for a look (not checked).
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.getByRole("tab", { name: "Tasks" }).click();
+    await shot(page, "dark");
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.getByRole("tab", { name: "Terminal" }).click();
+  }
   await page.getByRole("button", { name: "Close terminal", exact: true }).click();
 
   // Keyboard: focus stays on a sidebar entry across the 2 s refreshes.
