@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 #include <json.h>
+#include <openssl/crypto.h>
 
 #include "control/control_int.h"
 
@@ -42,7 +43,10 @@ control_new(struct event_base *base, const struct config *cf,
     struct store *store, char **cause)
 {
 	struct control	*ctl;
+	unsigned char	 agentd_key[TOKEN_KEY_LEN];
+	char		*path;
 	size_t		 i;
+	int		 rv;
 
 	ctl = xcalloc(1, sizeof *ctl);
 	ctl->base = base;
@@ -92,6 +96,15 @@ control_new(struct event_base *base, const struct config *cf,
 
 	ctl->docker = docker_new(base, cf->docker_socket);
 	ctl->hub = agent_hub_new(base, NULL, ctl);
+	/* agentd proves itself with a token made from it (control/agent.c). */
+	xasprintf(&path, "%s/agentd-secret", cf->data_dir);
+	rv = control_secret_load(path, "agentd secret", "the agentd token of "
+	    "every sandbox made so far: recreate them", agentd_key, cause);
+	free(path);
+	if (rv == -1)
+		goto fail;
+	agent_hub_set_key(ctl->hub, agentd_key);
+	OPENSSL_cleanse(agentd_key, sizeof agentd_key);
 	egress_init(ctl);
 	disk_init(ctl);
 	ctl->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, ctl);

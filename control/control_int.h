@@ -416,11 +416,20 @@ void	 dev_free_all(struct control *);
  */
 void	 execstream_begin(struct control *, struct http_exchange *,
 	    const char *sandbox_id, const char *body, int timeout_ms);
+/*
+ * The JSON form of exec over the same stream: at most 1 MiB of each of
+ * stdout and stderr kept (the rest read and dropped, truncated true).
+ */
+void	 execstream_collect(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *body, int timeout_ms);
 /* At exit, before the hub goes: frees everything, calls nothing back. */
 void	 execstream_free_all(struct control *);
 /* control/preview.c */
 /* Load (or make, at first start) preview_secret_file. */
 int	 preview_key_load(struct control *, char **cause);
+/* Load (or make) a TOKEN_KEY_LEN-byte secret file, mode 0600. */
+int	 control_secret_load(const char *path, const char *what,
+	    const char *lost, uint8_t *key, char **cause);
 /* A token for id valid ttl_s seconds; *expires in Unix seconds. */
 int	 preview_token_make(struct control *, const char *id, int64_t ttl_s,
 	    char *out, size_t size, int64_t *expires);

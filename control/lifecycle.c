@@ -208,6 +208,7 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 					    s->template_name);
 	struct json_object		*spec, *hc, *arr, *labels, *o, *env;
 	struct json_object		*user_env;
+	const char			*js;
 	char				*ws, *home, *run, buf[4096];
 
 	spec = json_object_new_object();
@@ -262,6 +263,12 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 		}
 	}
 	json_object_put(user_env);
+	/*
+	 * Last, so a user env entry of that name does not win. Only agentd
+	 * reads it: it unsets it before anything else runs.
+	 */
+	agent_token_env(ctl->hub, s->id, buf, sizeof buf);
+	json_object_array_add(env, json_object_new_string(buf));
 	json_object_object_add(spec, "Env", env);
 
 	labels = json_object_new_object();
@@ -332,6 +339,17 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	json_object_object_add(o, "Name", json_object_new_string("no"));
 	json_object_object_add(hc, "RestartPolicy", o);
 	json_object_object_add(spec, "HostConfig", hc);
+
+	/*
+	 * What the container was made from, so the reconciler can tell a
+	 * container made by an older sandboxd or before a config change
+	 * (no agentd token, other limits) and make it again.
+	 */
+	js = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN);
+	digest_sha256_hex(js, strlen(js), buf);
+	buf[CONTROL_SPEC_HASH_LEN] = '\0';
+	json_object_object_add(labels, CONTROL_LABEL_SPEC,
+	    json_object_new_string(buf));
 	return (spec);
 }
 

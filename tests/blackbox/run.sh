@@ -12,7 +12,9 @@
 # test_h2.py (HTTP/2, plain and over TLS), test_defenses.py (slowloris,
 # slow read, body rates, connection caps), test_tasks.py (agent tasks,
 # their events), test_dev.py (the dev server: logs, restart-dev, dev_server),
-# test_terminal.py (the terminal's WebSocket), test_secrets.py (no secret
+# test_terminal.py (the terminal's WebSocket), test_agentd.py (nothing in a
+# sandbox poses as its agentd; exec output and requests at once capped),
+# test_secrets.py (no secret
 # in any log), test_openapi.py (docs/openapi.yaml walked against the
 # daemon, and the route table against the file), test_limits.py (a fork
 # bomb, a memory hog and a disk filler in one sandbox; the disk ceiling; a
@@ -31,7 +33,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_sdk_python.py test_console.py"
+tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_agentd.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_sdk_python.py test_console.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1
