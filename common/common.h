@@ -209,6 +209,7 @@ struct config {
 	char			*network;
 	char			*default_template;
 	char			*agentd_path;	/* host path of the static agentd */
+	char			*console_dir;	/* the console's files (edge/console.c) */
 	char			*instance;	/* label value that marks our containers */
 	int64_t			 idle_timeout_ms;
 	int64_t			 pause_timeout_ms;	/* 0: never pause */

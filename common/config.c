@@ -32,6 +32,9 @@
 #ifndef SBX_LIBEXECDIR
 #define SBX_LIBEXECDIR "/usr/local/libexec/sandboxd"
 #endif
+#ifndef SBX_DATADIR
+#define SBX_DATADIR "/usr/local/share"
+#endif
 
 #define CFG_MAX_LINE		8192
 #define CFG_MAX_FILE		(16 * 1024 * 1024)
@@ -152,6 +155,7 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "default_template", CFG_GLOBAL, CFG_T_NAME, G(default_template), 0,
 	  0, 0 },
 	{ "agentd_path", CFG_GLOBAL, CFG_T_PATH, G(agentd_path), 0, 0, 0 },
+	{ "console_dir", CFG_GLOBAL, CFG_T_PATH, G(console_dir), 0, 0, 0 },
 	{ "instance", CFG_GLOBAL, CFG_T_NAME, G(instance), 0, 0, 0 },
 	{ "idle_timeout", CFG_GLOBAL, CFG_T_DURATION, G(idle_timeout_ms), 0,
 	  0, CFG_MAX_DURATION_MS },
@@ -1553,6 +1557,7 @@ cfg_defaults(struct config *conf)
 	conf->network = xstrdup("sandboxd");
 	conf->default_template = xstrdup("default");
 	conf->agentd_path = xstrdup(SBX_LIBEXECDIR "/agentd");
+	conf->console_dir = xstrdup(SBX_DATADIR "/sandboxd/console");
 	conf->idle_timeout_ms = 15 * 60 * 1000;
 	conf->pause_timeout_ms = 0;
 	conf->wake_timeout_ms = 60 * 1000;
@@ -2080,6 +2085,7 @@ config_free(struct config *conf)
 	free(conf->network);
 	free(conf->default_template);
 	free(conf->agentd_path);
+	free(conf->console_dir);
 	free(conf->instance);
 	free(conf->egress_allow);
 	for (i = 0; i < conf->napi_keys; i++) {

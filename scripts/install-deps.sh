@@ -18,11 +18,17 @@ docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps
     nghttp2-client python3-h2 python3-websockets python3-yaml testssl.sh slowhttptest openssl
     strace man-db systemd systemd-container chromium prometheus
     mypy python3-pip python3-setuptools python3-wheel"
+# Node.js and npm build the console (scripts/build-console.sh) at build
+# time only; the daemon never runs them. A Node.js already installed (e.g.
+# NodeSource's, which carries its own npm) is used as it is.
+node_pkgs="nodejs npm"
 if [ "${1:-}" = --list ]; then
 	# shellcheck disable=SC2086
-	printf '%s\n' $pkgs
+	printf '%s\n' $pkgs $node_pkgs
 	exit 0
 fi
+command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -22,6 +22,8 @@ targets="$targets task_event"
 targets="$targets term_resize"
 # control/provider.c's usage scanner
 targets="$targets usage_scan"
+# edge/console.c's paths and If-None-Match
+targets="$targets console"
 passed=0
 failed=0
 ran=0
