@@ -81,7 +81,10 @@ def node_args(major):
     args = ["node"]
     if major is not None and major < 22:
         args.append("--experimental-websocket")
-    return args + ["--test", "--test-reporter=tap", "--test-concurrency=2", "test/"]
+    # The files by name: Node 20 takes every file under test/ for a test,
+    # helpers.mjs too.
+    files = sorted("test/" + f for f in os.listdir(os.path.join(SDK, "test")) if f.endswith(".test.mjs"))
+    return args + ["--test", "--test-reporter=tap", "--test-concurrency=2"] + files
 
 
 def tap_summary(out):
