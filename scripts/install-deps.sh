@@ -15,6 +15,13 @@ docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
     nghttp2-client python3-h2 python3-websockets python3-yaml testssl.sh slowhttptest openssl
     strace man-db systemd systemd-container chromium prometheus"
+# nodejs and npm: the TypeScript SDK's build and tests (clients/typescript;
+# they need Node.js 20+ and skip on an older one, such as Debian 12's 18).
+# A Node.js installed otherwise, with its own npm, is left as it is.
+if [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ]; then
+	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+	command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+fi
 if [ "${1:-}" = --list ]; then
 	# shellcheck disable=SC2086
 	printf '%s\n' $pkgs

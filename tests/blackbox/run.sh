@@ -19,16 +19,17 @@
 # full data disk on a loop-mounted ext4), test_browser.py (headless
 # Chromium and the Vite starter app over h2 and TLS), test_faults.py
 # (kill -9 mid-create, a dockerd restart, containers killed or removed
-# behind the daemon's back, SIGSTOP for 30 s) and test_metrics.py
+# behind the daemon's back, SIGSTOP for 30 s), test_metrics.py
 # (/metrics after real traffic, promtool, the access log and its reopen
-# on SIGHUP).
+# on SIGHUP) and test_sdk_typescript.py (clients/typescript built with
+# npm ci and tsc, its node --test suite against a daemon).
 # Each prints "N passed, N failed"; the last line here is their sum. Exit
 # 77 (skip) only if all skip, else 1 if any fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py"
+tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_sdk_typescript.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1
