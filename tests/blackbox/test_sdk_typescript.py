@@ -99,7 +99,8 @@ def tap_summary(out):
 
 
 def test_build(t, ctx):
-    """npm ci, then tsc through npm run build: dist/ with declarations."""
+    """npm ci, then tsc through npm run build: dist/ with declarations,
+    which a strict TypeScript file compiles against."""
     ok, out = npm(t, "ci")
     if ok is None:
         ctx["skip"] = "npm cannot reach the registry (npm ci):\n" + out[-1500:]
@@ -108,6 +109,9 @@ def test_build(t, ctx):
         return
     ok, out = npm(t, "run", "build")
     t.check(ok, "npm run build (tsc):\n%s" % out[-3000:])
+    # The declarations, used by a strict TypeScript project (test/types.ts).
+    ok2, out = npm(t, "run", "typecheck")
+    t.check(ok2, "npm run typecheck (test/types.ts against dist/*.d.ts):\n%s" % out[-3000:])
     for f in ("index.js", "index.d.ts", "task.d.ts", "sandbox.js"):
         t.check(os.path.exists(os.path.join(SDK, "dist", f)), "dist/%s was built" % f)
     # No runtime dependency, and nothing node-only in the library.

@@ -23,4 +23,7 @@ export {
 	QuotaExceededError, SandboxdError, TimeoutError, UnauthorizedError, UnavailableError,
 } from "./errors.js";
 export type { ApiErrorCode, ClientErrorCode, ErrorCode } from "./errors.js";
-export type * from "./types.js";
+export type {
+	DevServer, ExecEvent, ExecExitData, ExecResult, FileEntry, Health, OutputData, PreviewToken, SandboxInfo, SandboxState,
+	StatusData, TaskAgent, TaskEvent, TaskExitData, TaskInfo, TaskState, Visibility,
+} from "./types.js";
