@@ -7,12 +7,11 @@ import { Sandboxd } from "sandboxd";
 
 const sandboxd = new Sandboxd({ url: process.env.SANDBOXD_URL ?? "http://localhost:8080", apiKey: process.env.SANDBOXD_API_KEY });
 const agent = process.env.AGENT ?? "claude-code";		// or "opencode"; "command" runs the prompt with sh -c
-const env = process.env.ANTHROPIC_API_KEY ? { ANTHROPIC_API_KEY: process.env.ANTHROPIC_API_KEY } : {};
 const sandboxes = new Map();					// user -> Promise<Sandbox> (your database, in real life)
 
 function sandboxFor(user) {
 	if (!sandboxes.has(user))
-		sandboxes.set(user, sandboxd.sandboxes.create({ template: process.env.TEMPLATE, labels: { user }, env }));
+		sandboxes.set(user, sandboxd.sandboxes.create({ template: process.env.TEMPLATE, labels: { user } }));
 	return sandboxes.get(user);
 }
 
