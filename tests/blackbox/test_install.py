@@ -691,6 +691,10 @@ def test_systemd_boot(t, port):
 
 
 def main():
+    if os.environ.get("SANDBOXD_SANITIZER_PASS") == "1":
+        print("skip: the install test builds sandboxd from source in its own root "
+              "filesystem, not from this build: the plain pass of run-all.sh ran it")
+        return 77
     if os.geteuid() != 0:
         print("skip: test_install needs root (mmdebstrap, mount, chroot)")
         return 77
