@@ -1179,7 +1179,12 @@ h_create(struct control *ctl, struct http_exchange *ex,
 	log_info("creating sandbox\tid=%s tenant=%s template=%s", s.id,
 	    s.tenant, s.template_name);
 	if (lifecycle_create(ctl, &s, lifecycle_reply_cb, ex) == -1) {
-		store_sandbox_delete(ctl->store, s.id);
+		/* A row left creating is an interrupted create: reconciled. */
+		if (store_sandbox_delete(ctl->store, s.id) == -1) {
+			log_warnx("cannot remove the row of a create that did "
+			    "not start; reconciling\tid=%s", s.id);
+			control_resync(ctl);
+		}
 		http_exchange_reply_error(ex, 500, "internal",
 		    "cannot start creating the sandbox");
 	}
