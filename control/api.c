@@ -1979,6 +1979,9 @@ api_file_jobs_free_all(struct control *ctl)
 
 	while ((job = LIST_FIRST(&ctl->file_jobs)) != NULL) {
 		file_job_close(job);
+		/* Detached (edge went first): nobody else frees it. */
+		if (job->ex != NULL && job->ex->conn == NULL)
+			http_exchange_free(job->ex);
 		job->exited = 1;
 		job->ex = NULL;
 		file_job_maybe_free(job);
