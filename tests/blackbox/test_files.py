@@ -10,6 +10,9 @@
 - a 100 MiB PUT does not raise the daemon's RSS by ~100 MiB (the body goes
   into the temporary file as it comes); a PUT cut off mid-body and one over
   the limit leave no file and no temporary;
+- a PUT whose worker is stopped pauses its client instead of buffering;
+  a GET of a file that shrinks midway is cut off, never ended as whole;
+  PUT and GET stream over HTTP/2 as well;
 - file jobs are capped: 8 per sandbox (429), 32 in all (503), both with
   Retry-After.
 
@@ -18,7 +21,9 @@ RSS is read from /proc/PID/status (VmRSS), sampled while the transfer runs.
 import hashlib
 import http.client
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -290,6 +295,114 @@ def test_put_over_limit(t, d, sid):
     t.check(not tmp_left(d, sid), "no temporary over the limit")
 
 
+def test_put_backpressure(t, d, sid):
+    """The worker stops (SIGSTOP) in the middle of a 100 MiB PUT: its pipe
+    fills, the daemon stops reading the client, and memory stays flat;
+    once it goes on, the file lands whole."""
+    body = os.urandom(MIB) * 100
+    path = "/v1/sandboxes/%s/files/bp/big.bin" % sid
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=60)
+    s.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Length: %d\r\n\r\n" % (path, d.key(), len(body))).encode())
+    sent = {"n": 0, "err": None}
+
+    def send():
+        try:
+            view = memoryview(body)
+            while sent["n"] < len(body):
+                sent["n"] += s.send(view[sent["n"]:sent["n"] + MIB])
+        except OSError as e:
+            sent["err"] = e
+
+    th = threading.Thread(target=send)
+    th.start()
+    stopped = []
+    try:
+        if not t.check(wait_for(lambda: tmp_left(d, sid), timeout=20), "the PUT's worker started"):
+            return
+        stopped = children(d.proc.pid)
+        for kid in stopped:
+            os.kill(kid, signal.SIGSTOP)
+        time.sleep(0.5)
+        with RssSampler(d.proc.pid) as rss:
+            at = sent["n"]
+            time.sleep(2)
+            moved = sent["n"] - at
+        t.check(moved < 16 * MIB, "the client is paused while the worker is stopped (%.1f MiB moved)"
+                % (moved / MIB))
+        if not WRAPPER:
+            t.check(rss.grew_mib() < 16, "the daemon's RSS grew by %.1f MiB meanwhile" % rss.grew_mib())
+        r, took = timed(d, "GET", "/healthz")
+        t.check(r.status == 200 and took < 1.0, "healthy meanwhile (%.3f s)" % took)
+    finally:
+        for kid in stopped:
+            try:
+                os.kill(kid, signal.SIGCONT)
+            except OSError:
+                pass
+    th.join(120)
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer:
+            c = s.recv(4096)
+            if not c:
+                break
+            answer += c
+    except OSError:
+        pass
+    s.close()
+    t.check(sent["err"] is None and answer.startswith(b"HTTP/1.1 201"),
+            "the PUT lands once the worker goes on: %r %r" % (sent["err"], answer[:40]))
+    with open(ws_path(d, sid, "bp/big.bin"), "rb") as f:
+        t.check(hashlib.sha256(f.read()).digest() == hashlib.sha256(body).digest(), "byte for byte")
+    os.unlink(ws_path(d, sid, "bp/big.bin"))
+
+
+def test_get_cut_short(t, d, sid):
+    """The file shrinks while it streams: the answer is cut off (no last
+    chunk), never ended like a whole file."""
+    p = ws_path(d, sid, "shrink.bin")
+    with open(p, "wb") as f:
+        f.write(b"s" * (64 * MIB))
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+    try:
+        conn.request("GET", "/v1/sandboxes/%s/files/shrink.bin" % sid,
+                     headers={"Authorization": "Bearer " + d.key()})
+        r = conn.getresponse()
+        first = r.read(MIB)
+        os.truncate(p, MIB)
+        cut = False
+        try:
+            while r.read(MIB):
+                pass
+        except (http.client.IncompleteRead, OSError):
+            cut = True
+        t.check(r.status == 200 and len(first) == MIB and cut,
+                "a file that shrank midway: the answer is cut off (%r)" % cut)
+    finally:
+        conn.close()
+    t.check(no_jobs(d), "its job ends")
+    r = d.request("GET", "/v1/sandboxes/%s/files/shrink.bin" % sid)
+    t.check(r.status == 200 and len(r.body) == MIB, "the next read is whole: %d" % len(r.body))
+    os.unlink(p)
+
+
+def test_h2_files(t, d, sid):
+    """PUT and GET stream over HTTP/2 too (curl, h2c)."""
+    data = os.urandom(MIB) * 20
+    src = os.path.join(d.tmp, "h2.bin")
+    with open(src, "wb") as f:
+        f.write(data)
+    url = "http://127.0.0.1:%d/v1/sandboxes/%s/files/h2/x.bin" % (d.port, sid)
+    auth = ["-H", "Authorization: Bearer " + d.key()]
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                          *auth, "-T", src, url], capture_output=True, text=True, timeout=60)
+    t.check(out.stdout == "201", "a 20 MiB PUT over h2c: %r %r" % (out.stdout, out.stderr))
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", *auth, url], capture_output=True, timeout=60)
+    t.check(out.returncode == 0 and out.stdout == data, "and its GET, byte for byte (%d bytes)" % len(out.stdout))
+    os.unlink(src)
+
+
 def test_job_caps(t, d, sids):
     sid = sids[0]
     with open(ws_path(d, sid, "cap.bin"), "wb") as f:
@@ -364,6 +477,9 @@ def main():
             t.run(test_big_put, d, sid)
             t.run(test_put_cut_off, d, sid)
             t.run(test_put_over_limit, d, sid)
+            t.run(test_put_backpressure, d, sid)
+            t.run(test_get_cut_short, d, sid)
+            t.run(test_h2_files, d, sid)
             t.run(test_job_caps, d, sids)
             t.check(d.proc.poll() is None, "the daemon survived")
         for sid in sids:
