@@ -87,6 +87,17 @@ def children(pid):
     return kids
 
 
+def pipes(pid):
+    """How many pipes the process holds open."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:")
+        except OSError:
+            pass
+    return n
+
+
 def timed(d, method, path, key="acme"):
     t0 = time.time()
     r = d.request(method, path, key=key, timeout=10)
@@ -472,6 +483,7 @@ def main():
             d.request("POST", "/v1/sandboxes/%s/stop" % sid, timeout=60)
         if sids:
             sid = sids[0]
+            pipes_before = pipes(d.proc.pid)
             t.run(test_slow_get, d, sid)
             t.run(test_big_listing, d, sid)
             t.run(test_big_put, d, sid)
@@ -482,6 +494,8 @@ def main():
             t.run(test_h2_files, d, sid)
             t.run(test_job_caps, d, sids)
             t.check(d.proc.poll() is None, "the daemon survived")
+            t.check(no_jobs(d) and pipes(d.proc.pid) == pipes_before,
+                    "no file job's pipe is left open: %d, %d before" % (pipes(d.proc.pid), pipes_before))
         for sid in sids:
             d.request("DELETE", "/v1/sandboxes/%s" % sid, timeout=60)
     finally:
