@@ -525,7 +525,9 @@ void	 http_exchange_reply_error(struct http_exchange *, int status,
 void	 http_exchange_detach(struct http_exchange *);
 /*
  * Answer with a stream instead (Server-Sent Events): send the head now
- * (status, ctype, the headers added so far; no length), then body bytes
+ * (status, ctype, the headers added so far; no length, unless one of them
+ * is a Content-Length: the body must then be exactly that long, or cut
+ * with http_exchange_stream_cut), then body bytes
  * as they come with http_exchange_stream_write, then
  * http_exchange_stream_end, which frees the exchange. drain and gone may
  * be NULL (see http_exchange_stream_cb). -1 if the client already left:

@@ -2052,6 +2052,7 @@ static void
 file_get_head(struct file_job *job)
 {
 	struct http_exchange	*ex = job->ex;
+	char			 clen[32];
 
 	evbuffer_remove(job->buf, &job->head, sizeof job->head);
 	if (job->head.error != 0 || job->head.size < 0) {
@@ -2063,6 +2064,9 @@ file_get_head(struct file_job *job)
 		return;
 	}
 	job->state = FILE_JOB_BODY;
+	/* Its length, so a read cut short shows on every protocol. */
+	snprintf(clen, sizeof clen, "%" PRId64, job->head.size);
+	http_exchange_add_header(ex, "Content-Length", clen);
 	if (http_exchange_stream_begin(ex, 200, job->head.is_dir ?
 	    "application/json" : "application/octet-stream",
 	    file_get_drain_cb, file_get_gone_cb, job) == -1) {

@@ -290,8 +290,10 @@ edge_api_send(void *arg, struct http_exchange *ex)
 /*
  * control streams its answer: the head now, chunked (HTTP/1.1) or as
  * the protocol frames a body of unknown length (rh.dechunk: HTTP/1.0
- * until close, HTTP/2 DATA frames). The client is not read meanwhile,
- * but its leaving is noticed (hold).
+ * until close, HTTP/2 DATA frames); or, when the handler gave a
+ * Content-Length (a file), with that length and the bytes as they are,
+ * so a cut answer is visibly short on every protocol. The client is not
+ * read meanwhile, but its leaving is noticed (hold).
  */
 static void
 edge_api_stream_head(void *arg, struct http_exchange *ex)
@@ -299,23 +301,29 @@ edge_api_stream_head(void *arg, struct http_exchange *ex)
 	struct edge_req		*req = arg;
 	struct edge_resp_head	 rh;
 	struct http_header	*hdrs;
-	size_t			 n = 0;
+	const char		*clen = NULL;
+	size_t			 i, n = 0;
 
+	for (i = 0; i < ex->nresp_hdrs; i++) {
+		if (strcasecmp(ex->resp_hdr_names[i], "content-length") == 0)
+			clen = ex->resp_hdr_values[i];
+	}
 	hdrs = xcalloc(ex->nresp_hdrs + 1, sizeof *hdrs);
-	hdrs[n].name = "Transfer-Encoding";
-	hdrs[n].name_len = 17;
-	hdrs[n].value = "chunked";
-	hdrs[n++].value_len = 7;
+	hdrs[n].name = clen != NULL ? "Content-Length" : "Transfer-Encoding";
+	hdrs[n].name_len = strlen(hdrs[n].name);
+	hdrs[n].value = clen != NULL ? clen : "chunked";
+	hdrs[n].value_len = strlen(hdrs[n].value);
+	n++;
 	n = edge_api_add_headers(hdrs, n, ex, NULL);
 	memset(&rh, 0, sizeof rh);
 	rh.status = ex->status;
 	rh.headers = hdrs;
 	rh.nheaders = n;
-	rh.body = HTTP_BODY_CHUNKED;
+	rh.body = clen != NULL ? HTTP_BODY_LENGTH : HTTP_BODY_CHUNKED;
 	req->state = EDGE_REQ_API_STREAM;
 	edge_req_head(req, &rh);
 	free(hdrs);
-	req->api_raw = rh.dechunk;
+	req->api_raw = clen != NULL || rh.dechunk;
 	req->ops->hold(req, 1);
 	req->ops->flush(req);
 }
