@@ -194,7 +194,8 @@ cmd_serve(int argc, char **argv)
 	    "in-flight requests within shutdown_grace,\nleave sandboxes "
 	    "running, remove the egress rules (nft table\ninet "
 	    "sandboxd_<instance>), exit 0. SIGHUP: reload TLS certificates,\n"
-	    "reopen the access_log file.\n";
+	    "reopen the access_log file, read every [provider] key_file "
+	    "and console_dir again.\n";
 	struct daemon	 d;
 	struct event	*sigs[4];
 	const char	*path;
@@ -312,6 +313,8 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 		log_info("SIGHUP: reloading");
 		edge_tls_reload(d->edge);
 		edge_stats_reopen(d->edge);
+		provider_reload(d->ctl);
+		edge_console_reload(d->edge);
 		notify_ready();
 		return;
 	}

@@ -15,6 +15,7 @@
 #include "config.h"
 #endif
 
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -36,6 +37,8 @@
 
 #include "common/common.h"
 #include "agentd/agentd.h"
+
+extern char **environ;
 
 #define AGENTD_DIAL_MIN_MS	50
 #define AGENTD_DIAL_MAX_MS	1000
@@ -140,10 +143,14 @@ struct agentd {
 };
 
 static int	agentd_sigpipe[2] = { -1, -1 };
+/* The first bytes of every connection: AGENTD_HELLO_PREFIX token "\n". */
+static char	agentd_hello[AGENTD_HELLO_LEN + 1];
+static size_t	agentd_hello_len;
 static const int agentd_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP,
     SIGPIPE };
 
 static void	agentd_usage(FILE *);
+static int	agentd_token_take(void);
 static void	agentd_signal_cb(int);
 static void	agentd_signals_init(void);
 static void	agentd_dial(struct agentd *, int64_t);
@@ -183,6 +190,53 @@ static void	agentd_sweep(struct agentd *);
 static int	agentd_min_timeout(int, int);
 
 /* Print the usage text. */
+/*
+ * Take the rendezvous token out of the environment, before any child can
+ * inherit it: the value is overwritten where the kernel shows it
+ * (/proc/1/environ reads that memory) and unset. Non-dumpable first, so
+ * no process of the sandbox, all running as our uid, can read
+ * /proc/1/environ, /proc/1/mem or our descriptors, or ptrace us; forked
+ * children stay so until they exec. A missing or malformed token still
+ * lets agentd run (the hub refuses it, and says so in its log).
+ */
+static int
+agentd_token_take(void)
+{
+	char		**ep, *v;
+	size_t		  n, i, plen = strlen(AGENTD_TOKEN_ENV);
+	int		  ok = 0;
+
+	/* Checked by the caller's log once logging is set up. */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	memcpy(agentd_hello, AGENTD_HELLO_PREFIX,
+	    sizeof AGENTD_HELLO_PREFIX - 1);
+	agentd_hello_len = sizeof AGENTD_HELLO_PREFIX - 1;
+	for (ep = environ; ep != NULL && *ep != NULL; ep++) {
+		if (strncmp(*ep, AGENTD_TOKEN_ENV, plen) != 0 ||
+		    (*ep)[plen] != '=')
+			continue;
+		v = *ep + plen + 1;
+		n = strlen(v);
+		if (!ok && n == AGENTD_TOKEN_LEN) {
+			for (i = 0; i < n; i++) {
+				if (strchr("0123456789abcdef", v[i]) == NULL ||
+				    v[i] == '\0')
+					break;
+			}
+			if (i == n) {
+				memcpy(agentd_hello + agentd_hello_len, v, n);
+				agentd_hello_len += n;
+				ok = 1;
+			}
+		}
+		explicit_bzero(v, n);
+	}
+	agentd_hello[agentd_hello_len++] = '\n';
+	while (getenv(AGENTD_TOKEN_ENV) != NULL)
+		unsetenv(AGENTD_TOKEN_ENV);
+	return (ok);
+}
+
 static void
 agentd_usage(FILE *f)
 {
@@ -315,6 +369,16 @@ agentd_dial(struct agentd *ad, int64_t now)
 	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
 		if (!ad->dial_failing)
 			log_warn("connect %s (retrying)", ad->socket_path);
+		ad->dial_failing = 1;
+		close(fd);
+		goto retry;
+	}
+	/* The hello fits any fresh socket's buffer; short is a failure. */
+	if (send(fd, agentd_hello, agentd_hello_len, MSG_NOSIGNAL) !=
+	    (ssize_t)agentd_hello_len) {
+		if (!ad->dial_failing)
+			log_warn("send hello on %s (retrying)",
+			    ad->socket_path);
 		ad->dial_failing = 1;
 		close(fd);
 		goto retry;
@@ -1537,9 +1601,11 @@ main(int argc, char **argv)
 	unsigned char		 sigbuf[64];
 	long long		 log_max = AGENTD_TASK_LOG_MAX;
 	int64_t			 now;
-	int			 timeout, fds[64], k, nj, rc;
+	int			 timeout, fds[64], k, nj, rc, token_ok;
 	ssize_t			 n;
 
+	/* Before anything can read it or inherit it. */
+	token_ok = agentd_token_take();
 	memset(&ad, 0, sizeof ad);
 	ad.socket_path = AGENTD_DEFAULT_SOCKET;
 	ad.workdir = AGENTD_DEFAULT_WORKDIR;
@@ -1549,6 +1615,12 @@ main(int argc, char **argv)
 		return rc;
 
 	log_init(LOG_LEVEL_INFO);
+	if (!token_ok)
+		log_warnx("no valid %s in the environment: the daemon will "
+		    "refuse this agentd", AGENTD_TOKEN_ENV);
+	if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0)
+		log_warnx("cannot make agentd non-dumpable: the sandbox may "
+		    "read its token");
 	agentd_signals_init();
 	now = time_mono_ms();
 	supervisor_init(&ad.sv, dev_command, ad.workdir, &probe, now);

@@ -5,7 +5,8 @@
  *
  * Rendezvous: the daemon listens on /run/sandboxd/agentd.sock (a host
  * directory mounted read-only, so the sandbox cannot swap the socket for a
- * symlink). agentd connects out and always keeps one spare idle connection;
+ * symlink). agentd connects out and always keeps one spare idle connection,
+ * each opened with the hello (AGENTD_HELLO_PREFIX below) and its token;
  * the daemon writes one HTTP/1.1 request on a connection, agentd answers it
  * with Content-Length and closes it, and dials a new spare as soon as a
  * request arrives. So requests run concurrently, and the daemon knows the
@@ -39,6 +40,20 @@
 struct json_object;
 
 #define AGENTD_DEFAULT_SOCKET	"/run/sandboxd/agentd.sock"
+/*
+ * Who may answer for a sandbox: every connection agentd opens starts with
+ * the hello line AGENTD_HELLO_PREFIX <token> "\n", the token being the 64
+ * lowercase hex digits the daemon put in the container's env as
+ * AGENTD_TOKEN_ENV. agentd takes it out of its environment before anything
+ * else runs and makes itself non-dumpable, so no other process of the
+ * sandbox (same uid) can read it from /proc/1/environ or agentd's memory;
+ * the daemon sends requests only on connections whose hello matched.
+ */
+#define AGENTD_TOKEN_ENV	"SANDBOXD_AGENTD_TOKEN"
+#define AGENTD_TOKEN_LEN	64
+#define AGENTD_HELLO_PREFIX	"sandboxd-agentd/1 "
+#define AGENTD_HELLO_LEN	(sizeof AGENTD_HELLO_PREFIX - 1 + \
+				    AGENTD_TOKEN_LEN + 1)
 #define AGENTD_DEFAULT_WORKDIR	"/workspace"
 #define AGENTD_MAX_BODY		(4 * 1024 * 1024)
 #define AGENTD_EXEC_MAX_OUTPUT	(16 * 1024 * 1024)

@@ -147,6 +147,27 @@ struct cfg_template {
 	uint64_t	 disk;		/* workspace + home ceiling, bytes; 0: none */
 };
 
+enum cfg_provider_kind {
+	CFG_PROVIDER_ANTHROPIC,	/* x-api-key, ANTHROPIC_* env */
+	CFG_PROVIDER_OPENAI,	/* Authorization: Bearer, OPENAI_* env */
+};
+
+/*
+ * A [provider NAME]: the credential proxy serves it at /NAME/ on the
+ * sandbox bridge's gateway (docs/providers.md). The key itself is not
+ * kept here: control/provider.c reads key_file at start and on SIGHUP.
+ */
+struct cfg_provider {
+	char			*name;
+	enum cfg_provider_kind	 kind;
+	char			*upstream;	/* as written, no trailing / */
+	char			*host;		/* from upstream */
+	int			 port;		/* from upstream; 443 */
+	char			*path;		/* upstream's path, "" or "/v1" */
+	char			*key_file;
+	char			*ca_file;	/* NULL: OpenSSL's default paths */
+};
+
 struct cfg_route {
 	char	*name;
 	char	*host;		/* exact "app.example.com" or "*.example.com" */
@@ -188,6 +209,7 @@ struct config {
 	char			*network;
 	char			*default_template;
 	char			*agentd_path;	/* host path of the static agentd */
+	char			*console_dir;	/* the console's files (edge/console.c) */
 	char			*instance;	/* label value that marks our containers */
 	int64_t			 idle_timeout_ms;
 	int64_t			 pause_timeout_ms;	/* 0: never pause */
@@ -233,6 +255,9 @@ struct config {
 	size_t			 ntemplates;
 	struct cfg_route	*routes;
 	size_t			 nroutes;
+	struct cfg_provider	*providers;
+	size_t			 nproviders;
+	int			 provider_port;	/* on the bridge gateway */
 };
 
 #define CONFIG_DEFAULT_PATH "/etc/sandboxd/sandboxd.conf"

@@ -32,6 +32,9 @@
 #ifndef SBX_LIBEXECDIR
 #define SBX_LIBEXECDIR "/usr/local/libexec/sandboxd"
 #endif
+#ifndef SBX_DATADIR
+#define SBX_DATADIR "/usr/local/share"
+#endif
 
 #define CFG_MAX_LINE		8192
 #define CFG_MAX_FILE		(16 * 1024 * 1024)
@@ -80,11 +83,12 @@ enum cfg_scope {
 	CFG_API_KEY,
 	CFG_TEMPLATE,
 	CFG_ROUTE,
+	CFG_PROVIDER,
 	CFG_INVALID		/* under a broken header: keys are skipped */
 };
 
 static const char *cfg_scope_names[] = {
-	"global", "api_key", "template", "route", "invalid"
+	"global", "api_key", "template", "route", "provider", "invalid"
 };
 
 enum cfg_type {
@@ -110,7 +114,9 @@ enum cfg_type {
 	CFG_T_PORTS,		/* struct cfg_port_range list, count at off_n */
 	CFG_T_EGRESS,		/* enum cfg_egress */
 	CFG_T_CIDRS,		/* struct cfg_cidr array, count at off_n */
-	CFG_T_ACCESSLOG		/* char *: NULL (off), "stderr" or a path */
+	CFG_T_ACCESSLOG,	/* char *: NULL (off), "stderr" or a path */
+	CFG_T_PROVIDER_KIND,	/* enum cfg_provider_kind */
+	CFG_T_PROVIDER_URL	/* https://host[:port][/path] */
 };
 
 /* One key of the file: where it may appear, its type, where it goes. */
@@ -128,6 +134,7 @@ struct cfg_keydef {
 #define K(f)	offsetof(struct cfg_api_key, f)
 #define T(f)	offsetof(struct cfg_template, f)
 #define R(f)	offsetof(struct cfg_route, f)
+#define P(f)	offsetof(struct cfg_provider, f)
 
 static const struct cfg_keydef cfg_keys[] = {
 	{ "listen", CFG_GLOBAL, CFG_T_LISTEN, G(listen), G(nlisten), 0, 0 },
@@ -148,6 +155,7 @@ static const struct cfg_keydef cfg_keys[] = {
 	{ "default_template", CFG_GLOBAL, CFG_T_NAME, G(default_template), 0,
 	  0, 0 },
 	{ "agentd_path", CFG_GLOBAL, CFG_T_PATH, G(agentd_path), 0, 0, 0 },
+	{ "console_dir", CFG_GLOBAL, CFG_T_PATH, G(console_dir), 0, 0, 0 },
 	{ "instance", CFG_GLOBAL, CFG_T_NAME, G(instance), 0, 0, 0 },
 	{ "idle_timeout", CFG_GLOBAL, CFG_T_DURATION, G(idle_timeout_ms), 0,
 	  0, CFG_MAX_DURATION_MS },
@@ -231,6 +239,13 @@ static const struct cfg_keydef cfg_keys[] = {
 
 	{ "host", CFG_ROUTE, CFG_T_HOST, R(host), 0, 0, 0 },
 	{ "upstream", CFG_ROUTE, CFG_T_UPSTREAM, R(upstream), 0, 0, 0 },
+
+	{ "provider_port", CFG_GLOBAL, CFG_T_INT, G(provider_port), 0,
+	  1, 65535 },
+	{ "kind", CFG_PROVIDER, CFG_T_PROVIDER_KIND, P(kind), 0, 0, 0 },
+	{ "upstream", CFG_PROVIDER, CFG_T_PROVIDER_URL, P(upstream), 0, 0, 0 },
+	{ "key_file", CFG_PROVIDER, CFG_T_PATH, P(key_file), 0, 0, 0 },
+	{ "provider_ca", CFG_PROVIDER, CFG_T_PATH, P(ca_file), 0, 0, 0 },
 };
 #define CFG_NKEYS nitems(cfg_keys)
 
@@ -287,12 +302,16 @@ static void	 cfg_set_ports(struct cfg_parse *,
 static void	 cfg_set_cidrs(struct cfg_parse *,
 		    const struct cfg_keydef *, const char *, const char *,
 		    char *);
+static void	 cfg_set_provider_url(struct cfg_parse *, const char *,
+		    const char *, char *);
+static void	 cfg_check_key_file(struct cfg_parse *, const char *, int);
 static void	 cfg_line(struct cfg_parse *, char *);
 static int	 cfg_value(struct cfg_parse *, const char *, char *, char **);
 static void	 cfg_defaults(struct config *);
 static void	 cfg_template_defaults(struct cfg_template *, const char *);
 static void	 cfg_validate(struct cfg_parse *);
 static size_t	 cfg_key_index(const char *);
+static size_t	 cfg_key_index_in(const char *, enum cfg_scope);
 static void	 cfg_check_secret(struct cfg_parse *, const char *, int);
 static void	 cfg_check_file(struct cfg_parse *, const char *,
 		    const char *, int);
@@ -652,6 +671,8 @@ cfg_section_base(struct cfg_parse *p)
 		return &conf->templates[p->sidx];
 	case CFG_ROUTE:
 		return &conf->routes[p->sidx];
+	case CFG_PROVIDER:
+		return &conf->providers[p->sidx];
 	case CFG_INVALID:
 		break;
 	}
@@ -679,10 +700,38 @@ cfg_section_end(struct cfg_parse *p)
 	struct cfg_api_key	*k;
 	struct cfg_template	*t;
 	struct cfg_route	*r;
+	struct cfg_provider	*pv;
 	size_t			 i;
 
 	switch (p->scope) {
 	case CFG_GLOBAL:
+		break;
+	case CFG_PROVIDER:
+		pv = &conf->providers[p->sidx];
+		if (p->sseen[cfg_key_index("kind")] == 0)
+			cfg_error(p, p->sline, "kind", "missing in [provider "
+			    "%s] (required: anthropic or openai)", pv->name);
+		if (p->sseen[cfg_key_index_in("upstream", CFG_PROVIDER)] == 0)
+			cfg_error(p, p->sline, "upstream", "missing in "
+			    "[provider %s] (required)", pv->name);
+		if (pv->key_file == NULL)
+			cfg_error(p, p->sline, "key_file", "missing in "
+			    "[provider %s] (required)", pv->name);
+		else
+			cfg_check_key_file(p, pv->key_file,
+			    p->sseen[cfg_key_index("key_file")]);
+		if (pv->ca_file != NULL)
+			cfg_check_file(p, "provider_ca", pv->ca_file,
+			    p->sseen[cfg_key_index("provider_ca")]);
+		/* Both would set the same env names in every sandbox. */
+		for (i = 0; i < p->sidx; i++) {
+			if (p->sseen[cfg_key_index("kind")] != 0 &&
+			    conf->providers[i].kind == pv->kind)
+				cfg_error(p, p->sseen[cfg_key_index("kind")],
+				    "kind", "[provider %s] has the same kind "
+				    "as [provider %s] (one of each kind)",
+				    pv->name, conf->providers[i].name);
+		}
 		break;
 	case CFG_API_KEY:
 		k = &conf->api_keys[p->sidx];
@@ -764,9 +813,9 @@ cfg_section_begin(struct cfg_parse *p, char *inner)
 	}
 	xasprintf(&hdr, "[%s]", type);
 	if (strcmp(type, "api_key") != 0 && strcmp(type, "template") != 0 &&
-	    strcmp(type, "route") != 0) {
+	    strcmp(type, "route") != 0 && strcmp(type, "provider") != 0) {
 		cfg_error(p, p->line, hdr, "unknown section type \"%s\" "
-		    "(expected api_key, template or route)", type);
+		    "(expected api_key, template, route or provider)", type);
 		free(hdr);
 		goto ignore;
 	}
@@ -801,6 +850,16 @@ cfg_section_begin(struct cfg_parse *p, char *inner)
 		p->scope = CFG_TEMPLATE;
 		p->sidx = conf->ntemplates++;
 		p->ntemplate_sections++;
+	} else if (strcmp(type, "provider") == 0) {
+		for (i = 0; i < conf->nproviders; i++)
+			dup |= strcmp(conf->providers[i].name, name) == 0;
+		conf->providers = xreallocarray(conf->providers,
+		    conf->nproviders + 1, sizeof *conf->providers);
+		memset(&conf->providers[conf->nproviders], 0,
+		    sizeof *conf->providers);
+		conf->providers[conf->nproviders].name = xstrdup(name);
+		p->scope = CFG_PROVIDER;
+		p->sidx = conf->nproviders++;
 	} else {
 		for (i = 0; i < conf->nroutes; i++)
 			dup |= strcmp(conf->routes[i].name, name) == 0;
@@ -1257,6 +1316,20 @@ cfg_set(struct cfg_parse *p, const char *key, const char *value)
 	case CFG_T_CIDRS:
 		cfg_set_cidrs(p, kd, key, value, base);
 		break;
+	case CFG_T_PROVIDER_KIND:
+		if (strcmp(value, "anthropic") == 0)
+			((struct cfg_provider *)base)->kind =
+			    CFG_PROVIDER_ANTHROPIC;
+		else if (strcmp(value, "openai") == 0)
+			((struct cfg_provider *)base)->kind =
+			    CFG_PROVIDER_OPENAI;
+		else
+			cfg_error(p, p->line, key, "\"%s\" is not anthropic "
+			    "or openai", value);
+		break;
+	case CFG_T_PROVIDER_URL:
+		cfg_set_provider_url(p, key, value, base);
+		break;
 	}
 }
 
@@ -1484,6 +1557,7 @@ cfg_defaults(struct config *conf)
 	conf->network = xstrdup("sandboxd");
 	conf->default_template = xstrdup("default");
 	conf->agentd_path = xstrdup(SBX_LIBEXECDIR "/agentd");
+	conf->console_dir = xstrdup(SBX_DATADIR "/sandboxd/console");
 	conf->idle_timeout_ms = 15 * 60 * 1000;
 	conf->pause_timeout_ms = 0;
 	conf->wake_timeout_ms = 60 * 1000;
@@ -1491,6 +1565,7 @@ cfg_defaults(struct config *conf)
 	conf->shutdown_grace_ms = 10 * 1000;
 	conf->max_sandboxes = 500;
 	conf->max_running = 40;
+	conf->provider_port = 7070;
 	conf->max_file_size = 100 * CFG_MIB;
 	conf->task_log_max = 64 * CFG_MIB;
 	conf->disk_check_interval_ms = 60 * 1000;
@@ -1510,6 +1585,109 @@ cfg_defaults(struct config *conf)
 	conf->response_idle_timeout_ms = 5 * 60 * 1000;
 	conf->tunnel_idle_timeout_ms = 60 * 60 * 1000;
 }
+/*
+ * A provider's upstream: https://HOST[:PORT][/PATH], kept split for the
+ * proxy. Only https: the operator's key must never cross a network in
+ * clear.
+ */
+static void
+cfg_set_provider_url(struct cfg_parse *p, const char *key, const char *value,
+    char *base)
+{
+	struct cfg_provider	*pv = (struct cfg_provider *)base;
+	const char		*h, *e, *slash, *colon, *errstr;
+	char			*host, digits[8];
+	struct in6_addr		 a6;
+	size_t			 len;
+	long long		 port = 443;
+
+	if (strncmp(value, "https://", 8) != 0) {
+		cfg_error(p, p->line, key, "must start with https:// (the "
+		    "operator's key never travels in clear)");
+		return;
+	}
+	h = value + 8;
+	if (strpbrk(value, " \t?#@") != NULL) {
+		cfg_error(p, p->line, key, "\"%s\" is not a valid https URL "
+		    "(no user, query or fragment)", value);
+		return;
+	}
+	slash = strchr(h, '/');
+	e = slash != NULL ? slash : h + strlen(h);
+	colon = memchr(h, ':', (size_t)(e - h));
+	len = (size_t)((colon != NULL ? colon : e) - h);
+	host = xmalloc(len + 1);
+	memcpy(host, h, len);
+	host[len] = '\0';
+	if (colon != NULL) {
+		len = (size_t)(e - colon - 1);
+		if (len == 0 || len > 5 || strspn(colon + 1, "0123456789") <
+		    len) {
+			cfg_error(p, p->line, key, "bad port in \"%s\"", value);
+			free(host);
+			return;
+		}
+		memcpy(digits, colon + 1, len);
+		digits[len] = '\0';
+		port = strtonum_x(digits, 1, 65535, &errstr);
+		if (errstr != NULL) {
+			cfg_error(p, p->line, key, "port in \"%s\" is %s",
+			    value, errstr);
+			free(host);
+			return;
+		}
+	}
+	if (!cfg_dns_valid(host) && inet_pton(AF_INET, host, &a6) != 1) {
+		cfg_error(p, p->line, key, "\"%s\" has no valid host name",
+		    value);
+		free(host);
+		return;
+	}
+	free(pv->upstream);
+	free(pv->host);
+	free(pv->path);
+	pv->upstream = xstrdup(value);
+	len = strlen(pv->upstream);
+	while (len > 8 && pv->upstream[len - 1] == '/')
+		pv->upstream[--len] = '\0';
+	pv->host = host;
+	pv->port = (int)port;
+	pv->path = xstrdup(slash != NULL ? slash : "");
+	len = strlen(pv->path);
+	while (len > 0 && pv->path[len - 1] == '/')
+		pv->path[--len] = '\0';
+}
+
+/*
+ * A provider's key_file: a regular file, readable, not empty, not for
+ * group or others. Its content is never put in an error.
+ */
+static void
+cfg_check_key_file(struct cfg_parse *p, const char *path, int line)
+{
+	struct stat	 sb;
+	char		 buf[64];
+	ssize_t		 n;
+	int		 fd;
+
+	cfg_check_file(p, "key_file", path, line);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return;		/* reported above */
+	if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) != 0)
+		log_warnx("key_file %s is readable by group or others; "
+		    "chmod 600 it", path);
+	n = read(fd, buf, sizeof buf);
+	close(fd);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+	    buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+		n--;
+	explicit_bzero(buf, sizeof buf);
+	if (n <= 0)
+		cfg_error(p, line, "key_file", "%s: %s", path, n < 0 ?
+		    strerror(errno) : "empty (it must hold the provider's "
+		    "API key)");
+}
+
 
 /* Check that a file named by key exists and is readable. */
 static void
@@ -1651,6 +1829,20 @@ cfg_check_secret(struct cfg_parse *p, const char *path, int line)
 }
 
 /* Index of a key in cfg_keys, for its seen-line. */
+static size_t
+cfg_key_index_in(const char *name, enum cfg_scope scope)
+{
+	size_t	i;
+
+	for (i = 0; i < CFG_NKEYS; i++) {
+		if (strcmp(cfg_keys[i].name, name) == 0 &&
+		    cfg_keys[i].scope == scope)
+			return i;
+	}
+	fatalx("%s: no key %s", __func__, name);
+}
+
+/* The index of a key whose name is in one scope only. */
 static size_t
 cfg_key_index(const char *name)
 {
@@ -1893,6 +2085,7 @@ config_free(struct config *conf)
 	free(conf->network);
 	free(conf->default_template);
 	free(conf->agentd_path);
+	free(conf->console_dir);
 	free(conf->instance);
 	free(conf->egress_allow);
 	for (i = 0; i < conf->napi_keys; i++) {
@@ -1920,6 +2113,15 @@ config_free(struct config *conf)
 		free(conf->routes[i].unix_path);
 	}
 	free(conf->routes);
+	for (i = 0; i < conf->nproviders; i++) {
+		free(conf->providers[i].name);
+		free(conf->providers[i].upstream);
+		free(conf->providers[i].host);
+		free(conf->providers[i].path);
+		free(conf->providers[i].key_file);
+		free(conf->providers[i].ca_file);
+	}
+	free(conf->providers);
 	free(conf);
 }
 

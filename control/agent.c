@@ -8,6 +8,17 @@
  *
  * Callbacks are never called from inside agent_request: a request that
  * fails at once (unknown sandbox) is failed from a zero timer.
+ *
+ * Anything in the sandbox can connect to the socket (it must be 0666 for
+ * agentd, which runs as the sandbox user, like everything else there), so
+ * a connection is agentd's only once its first line is the hello with the
+ * sandbox's token (agentd/agentd.h); until then it gets no request, and
+ * one with a wrong hello is closed. The token is an HMAC of the sandbox
+ * id under the hub's key, so the daemon knows it again after a restart.
+ *
+ * Bounds: requests running or queued at once, per sandbox and in all; a
+ * buffered answer's size; a streamed line's length. A streamed answer is
+ * read only as fast as its reader takes it (agent_pause).
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -28,14 +39,23 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "common/common.h"
 #include "control/control.h"
+#include "agentd/agentd.h"
 
-#define AGENT_MAX_RESPONSE	(64 * 1024 * 1024)
+/* A buffered answer (the task list with its changed files is the largest). */
+#define AGENT_MAX_RESPONSE	(8 * 1024 * 1024)
 #define AGENT_DEFAULT_TIMEOUT	30000
 #define AGENT_ACCEPT_RETRY_MS	1000
 #define AGENT_MAX_IDLE		4	/* idle rendezvous connections kept */
-#define AGENT_MAX_LINE		(4 * 1024 * 1024)	/* one streamed line */
+#define AGENT_MAX_LINE		(1024 * 1024)	/* one streamed line */
+#define AGENT_MAX_HELLO		8	/* connections not yet past the hello */
+#define AGENT_HELLO_TIMEOUT_MS	5000
+#define AGENT_REFUSED_LOG_MS	10000	/* one warning per sandbox per 10 s */
 
 struct agent_sandbox;
 TAILQ_HEAD(agent_req_list, agent_req);
@@ -44,6 +64,8 @@ TAILQ_HEAD(agent_req_list, agent_req);
 struct agent_req {
 	TAILQ_ENTRY(agent_req)	 entry;
 	struct agent_req_list	*list;		/* the list it is on */
+	struct agent_hub	*hub;
+	struct agent_sandbox	*sb;		/* counted there, or NULL */
 	char			*method;
 	char			*path;
 	char			*body;
@@ -66,16 +88,27 @@ struct agent_req {
 	size_t			 lscanned;	/* input bytes known to hold no \n */
 	int			 in_cb;		/* inside line_cb */
 	int			 cancelled;	/* agent_cancel from line_cb */
+	int			 paused;	/* agent_pause: not reading */
+	int			 eof;		/* seen, lines may still wait */
+	struct event		*resume;	/* agent_pause(0): lines held */
 
 	/* agent_upgrade: the connection itself after a 101 */
 	agent_upgrade_cb	 upgrade_cb;
 };
 
-/* An idle connection agentd opened, waiting for a request. */
+enum agent_conn_state {
+	AGENT_CONN_HELLO,	/* accepted, its hello not yet read */
+	AGENT_CONN_IDLE		/* agentd's, waiting for a request */
+};
+
+/* A connection to the socket: agentd's once its hello matched. */
 struct agent_conn {
 	TAILQ_ENTRY(agent_conn)	 entry;
 	struct agent_sandbox	*sb;
+	enum agent_conn_state	 state;
 	struct bufferevent	*bev;
+	struct event		*timer;		/* the hello's deadline */
+	pid_t			 pid;		/* SO_PEERCRED, for the log */
 };
 
 struct agent_sandbox {
@@ -87,6 +120,12 @@ struct agent_sandbox {
 	struct event		*retry;		/* accept backoff (EMFILE) */
 	TAILQ_HEAD(, agent_conn) idle;
 	int			 nidle;
+	TAILQ_HEAD(, agent_conn) hello;		/* not yet agentd's */
+	int			 nhello;
+	char			 token[AGENTD_TOKEN_LEN + 1];
+	uint64_t		 refused;	/* connections with a bad hello */
+	int64_t			 refused_logged_ms;
+	int			 nreqs;		/* pending + active */
 	struct agent_req_list	 pending;	/* waiting for a connection */
 	struct agent_req_list	 active;	/* sent, waiting for the answer */
 	int			 ready;		/* ready_cb told */
@@ -98,6 +137,9 @@ struct agent_hub {
 	void			*ready_arg;
 	TAILQ_HEAD(, agent_sandbox) sandboxes;
 	struct agent_req_list	 failing;	/* failed before being queued */
+	unsigned char		 key[TOKEN_KEY_LEN];	/* tokens' HMAC key */
+	int			 nreqs;		/* pending + active, all */
+	struct agent_limits	 limits;
 };
 
 static struct agent_sandbox *agent_find(struct agent_hub *, const char *);
@@ -105,6 +147,13 @@ static void	agent_sandbox_free(struct agent_sandbox *,
 		    struct agent_req_list *);
 static void	agent_drop_idle(struct agent_sandbox *);
 static void	agent_conn_free(struct agent_conn *);
+static void	agent_conn_idle(struct agent_conn *);
+static void	agent_conn_hello_cb(struct bufferevent *, void *);
+static void	agent_conn_hello_timeout_cb(evutil_socket_t, short, void *);
+static void	agent_conn_refuse(struct agent_conn *, const char *);
+static void	agent_token_make(struct agent_hub *, const char *, char *);
+static void	agent_req_count(struct agent_req *, struct agent_sandbox *);
+static void	agent_req_resume_cb(evutil_socket_t, short, void *);
 static void	agent_conn_event_cb(struct bufferevent *, short, void *);
 static void	agent_conn_read_cb(struct bufferevent *, void *);
 static void	agent_accept_cb(struct evconnlistener *, evutil_socket_t,
@@ -143,7 +192,69 @@ agent_hub_new(struct event_base *base, agent_ready_cb ready_cb, void *arg)
 	hub->ready_arg = arg;
 	TAILQ_INIT(&hub->sandboxes);
 	TAILQ_INIT(&hub->failing);
+	/* Until agent_hub_set_key: tokens good for this process only. */
+	random_bytes(hub->key, sizeof hub->key);
+	hub->limits.per_sandbox = AGENT_MAX_REQUESTS;
+	hub->limits.total = AGENT_MAX_REQUESTS_ALL;
 	return hub;
+}
+
+/*
+ * The key tokens are made with (TOKEN_KEY_LEN bytes, the daemon's
+ * agentd-secret), before the first agent_listen.
+ */
+void
+agent_hub_set_key(struct agent_hub *hub, const unsigned char *key)
+{
+	memcpy(hub->key, key, sizeof hub->key);
+}
+
+/* Caps on requests at once (0: the default). */
+void
+agent_hub_set_limits(struct agent_hub *hub, const struct agent_limits *l)
+{
+	hub->limits.per_sandbox = l->per_sandbox > 0 ? l->per_sandbox :
+	    AGENT_MAX_REQUESTS;
+	hub->limits.total = l->total > 0 ? l->total : AGENT_MAX_REQUESTS_ALL;
+}
+
+/*
+ * The sandbox's token: HMAC-SHA256(key, "sandboxd agentd token\0" id) in
+ * lowercase hex, AGENTD_TOKEN_LEN digits and a NUL into out.
+ */
+static void
+agent_token_make(struct agent_hub *hub, const char *id, char *out)
+{
+	static const char	 label[] = "sandboxd agentd token";
+	unsigned char		 mac[EVP_MAX_MD_SIZE], *msg;
+	unsigned int		 maclen = 0;
+	size_t			 len = sizeof label + strlen(id), i;
+
+	msg = xmalloc(len);
+	memcpy(msg, label, sizeof label);	/* with its NUL */
+	memcpy(msg + sizeof label, id, strlen(id));
+	if (HMAC(EVP_sha256(), hub->key, (int)sizeof hub->key, msg, len, mac,
+	    &maclen) == NULL || maclen * 2 != AGENTD_TOKEN_LEN)
+		fatalx("HMAC-SHA256 failed");
+	free(msg);
+	for (i = 0; i < maclen; i++)
+		snprintf(out + 2 * i, 3, "%02x", mac[i]);
+	OPENSSL_cleanse(mac, sizeof mac);
+}
+
+/*
+ * The container's env entry carrying the sandbox's token to agentd,
+ * AGENTD_TOKEN_ENV=<hex>, into out (AGENT_TOKEN_ENV_SIZE bytes).
+ */
+void
+agent_token_env(struct agent_hub *hub, const char *sandbox_id, char *out,
+    size_t size)
+{
+	char	token[AGENTD_TOKEN_LEN + 1];
+
+	agent_token_make(hub, sandbox_id, token);
+	snprintf(out, size, "%s=%s", AGENTD_TOKEN_ENV, token);
+	OPENSSL_cleanse(token, sizeof token);
 }
 
 /* Free everything; no callback is called. */
@@ -197,6 +308,8 @@ agent_sandbox_free(struct agent_sandbox *sb, struct agent_req_list *keep)
 	if (sb->retry != NULL)
 		event_free(sb->retry);
 	agent_drop_idle(sb);
+	while (TAILQ_FIRST(&sb->hello) != NULL)
+		agent_conn_free(TAILQ_FIRST(&sb->hello));
 	for (i = 0; i < nitems(lists); i++) {
 		while ((req = TAILQ_FIRST(lists[i])) != NULL) {
 			if (keep == NULL) {
@@ -206,8 +319,10 @@ agent_sandbox_free(struct agent_sandbox *sb, struct agent_req_list *keep)
 			TAILQ_REMOVE(lists[i], req, entry);
 			TAILQ_INSERT_TAIL(keep, req, entry);
 			req->list = keep;
+			agent_req_count(req, NULL);
 		}
 	}
+	OPENSSL_cleanse(sb->token, sizeof sb->token);
 	free(sb->id);
 	free(sb->path);
 	free(sb);
@@ -260,7 +375,9 @@ agent_listen(struct agent_hub *hub, const char *sandbox_id, const char *dir)
 		sb = xcalloc(1, sizeof *sb);
 		sb->hub = hub;
 		sb->id = xstrdup(sandbox_id);
+		agent_token_make(hub, sandbox_id, sb->token);
 		TAILQ_INIT(&sb->idle);
+		TAILQ_INIT(&sb->hello);
 		TAILQ_INIT(&sb->pending);
 		TAILQ_INIT(&sb->active);
 		TAILQ_INSERT_TAIL(&hub->sandboxes, sb, entry);
@@ -350,18 +467,28 @@ agent_drop_idle(struct agent_sandbox *sb)
 		agent_conn_free(conn);
 }
 
-/* Close an idle connection. */
+/* Close a connection that carries no request. */
 static void
 agent_conn_free(struct agent_conn *conn)
 {
-	TAILQ_REMOVE(&conn->sb->idle, conn, entry);
-	conn->sb->nidle--;
+	if (conn->state == AGENT_CONN_IDLE) {
+		TAILQ_REMOVE(&conn->sb->idle, conn, entry);
+		conn->sb->nidle--;
+	} else {
+		TAILQ_REMOVE(&conn->sb->hello, conn, entry);
+		conn->sb->nhello--;
+	}
+	if (conn->timer != NULL)
+		event_free(conn->timer);
 	if (conn->bev != NULL)
 		bufferevent_free(conn->bev);
 	free(conn);
 }
 
-/* agentd connected: serve a waiting request or keep it idle. */
+/*
+ * Something connected: agentd, or anything else in the sandbox. It gets
+ * nothing until its hello proves it agentd's.
+ */
 static void
 agent_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -369,18 +496,17 @@ agent_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	struct agent_sandbox	*sb = arg;
 	struct agent_hub	*hub = sb->hub;
 	struct agent_conn	*conn;
-	struct agent_req	*req;
 	struct bufferevent	*bev;
-	char			*id;
+	struct ucred		 uc;
+	socklen_t		 uclen = sizeof uc;
 
 	/*
-	 * agentd keeps one spare connection; anything in the sandbox can
-	 * connect too, so idle ones are capped or a sandbox could take every
-	 * file descriptor the daemon has.
+	 * Bounded, or the sandbox could take every descriptor the daemon
+	 * has; agentd retries a connection closed at once.
 	 */
-	if (TAILQ_EMPTY(&sb->pending) && sb->nidle >= AGENT_MAX_IDLE) {
-		log_debug("agentd rendezvous: too many idle connections, "
-		    "closing one\tid=%s", sb->id);
+	if (sb->nhello >= AGENT_MAX_HELLO) {
+		log_debug("agentd rendezvous: too many connections without "
+		    "a hello, closing one\tid=%s", sb->id);
 		evutil_closesocket(fd);
 		return;
 	}
@@ -390,17 +516,116 @@ agent_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
-	if ((req = TAILQ_FIRST(&sb->pending)) != NULL)
+	conn = xcalloc(1, sizeof *conn);
+	conn->sb = sb;
+	conn->state = AGENT_CONN_HELLO;
+	conn->bev = bev;
+	/* The host's pid of whoever connected: the log names it. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &uclen) == 0)
+		conn->pid = uc.pid;
+	TAILQ_INSERT_TAIL(&sb->hello, conn, entry);
+	sb->nhello++;
+	conn->timer = evtimer_new(hub->base, agent_conn_hello_timeout_cb,
+	    conn);
+	agent_timer_add(conn->timer, AGENT_HELLO_TIMEOUT_MS);
+	bufferevent_setwatermark(bev, EV_READ, 0, AGENTD_HELLO_LEN);
+	bufferevent_setcb(bev, agent_conn_hello_cb, NULL,
+	    agent_conn_event_cb, conn);
+	bufferevent_enable(bev, EV_READ);
+}
+
+/* Bytes of a hello: the whole line, or not agentd. */
+static void
+agent_conn_hello_cb(struct bufferevent *bev, void *arg)
+{
+	struct agent_conn	*conn = arg;
+	struct evbuffer		*in = bufferevent_get_input(bev);
+	size_t			 avail = evbuffer_get_length(in), plen;
+	unsigned char		*p;
+
+	plen = sizeof AGENTD_HELLO_PREFIX - 1;
+	p = evbuffer_pullup(in, (ssize_t)(avail < AGENTD_HELLO_LEN ? avail :
+	    AGENTD_HELLO_LEN));
+	if (avail < AGENTD_HELLO_LEN) {
+		/* A shorter line (a missing token) is refused at once. */
+		if (memchr(p, '\n', avail) != NULL)
+			agent_conn_refuse(conn, "a hello without a token");
+		return;
+	}
+	if (memcmp(p, AGENTD_HELLO_PREFIX, plen) != 0 ||
+	    p[AGENTD_HELLO_LEN - 1] != '\n') {
+		agent_conn_refuse(conn, "no hello");
+		return;
+	}
+	if (CRYPTO_memcmp(p + plen, conn->sb->token, AGENTD_TOKEN_LEN) != 0) {
+		agent_conn_refuse(conn, "a wrong token");
+		return;
+	}
+	evbuffer_drain(in, AGENTD_HELLO_LEN);
+	agent_conn_idle(conn);
+}
+
+/* Nothing, or too little, came in time. */
+static void
+agent_conn_hello_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	agent_conn_refuse(arg, "no hello in time");
+}
+
+/*
+ * Close a connection that is not agentd's; warn (the sandbox may be
+ * trying to pose as its agentd), at most once per sandbox in a while.
+ */
+static void
+agent_conn_refuse(struct agent_conn *conn, const char *why)
+{
+	struct agent_sandbox	*sb = conn->sb;
+	int64_t			 now = time_mono_ms();
+
+	sb->refused++;
+	if (sb->refused_logged_ms == 0 ||
+	    now - sb->refused_logged_ms >= AGENT_REFUSED_LOG_MS) {
+		log_warnx("agentd rendezvous: refused a connection that is "
+		    "not agentd's\tid=%s why=\"%s\" peer_pid=%ld refused=%llu",
+		    sb->id, why, (long)conn->pid,
+		    (unsigned long long)sb->refused);
+		sb->refused_logged_ms = now;
+	}
+	agent_conn_free(conn);
+}
+
+/* The hello matched: serve a waiting request or keep it idle. */
+static void
+agent_conn_idle(struct agent_conn *conn)
+{
+	struct agent_sandbox	*sb = conn->sb;
+	struct agent_hub	*hub = sb->hub;
+	struct agent_req	*req;
+	struct bufferevent	*bev;
+	char			*id;
+
+	TAILQ_REMOVE(&sb->hello, conn, entry);
+	sb->nhello--;
+	event_free(conn->timer);
+	conn->timer = NULL;
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, 0);
+	if ((req = TAILQ_FIRST(&sb->pending)) != NULL) {
+		bev = conn->bev;
+		free(conn);
 		agent_req_send(sb, req, bev);
-	else {
-		conn = xcalloc(1, sizeof *conn);
-		conn->sb = sb;
-		conn->bev = bev;
+	} else if (sb->nidle >= AGENT_MAX_IDLE) {
+		/* agentd keeps one spare; more would only hold descriptors. */
+		log_debug("agentd rendezvous: too many idle connections, "
+		    "closing one\tid=%s", sb->id);
+		bufferevent_free(conn->bev);
+		free(conn);
+	} else {
+		conn->state = AGENT_CONN_IDLE;
 		TAILQ_INSERT_TAIL(&sb->idle, conn, entry);
 		sb->nidle++;
-		bufferevent_setcb(bev, agent_conn_read_cb, NULL,
+		bufferevent_setcb(conn->bev, agent_conn_read_cb, NULL,
 		    agent_conn_event_cb, conn);
-		bufferevent_enable(bev, EV_READ);
+		bufferevent_enable(conn->bev, EV_READ);
 	}
 	if (sb->ready)
 		return;
@@ -458,6 +683,10 @@ agent_conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct agent_conn	*conn = arg;
 	struct agent_sandbox	*sb = conn->sb;
 
+	if (conn->state == AGENT_CONN_HELLO) {
+		agent_conn_refuse(conn, "closed before its hello");
+		return;
+	}
 	agent_conn_free(conn);
 	if (TAILQ_EMPTY(&sb->idle) && sb->ready) {
 		log_info("agentd disconnected\tid=%s", sb->id);
@@ -484,6 +713,7 @@ agent_req_new(struct agent_hub *hub, const char *method, const char *path,
 	struct agent_req	*req;
 
 	req = xcalloc(1, sizeof *req);
+	req->hub = hub;
 	req->method = xstrdup(method);
 	req->path = xstrdup(path);
 	req->body = xmalloc(len);
@@ -517,6 +747,24 @@ agent_req_queue(struct agent_hub *hub, const char *sandbox_id,
 		    sandbox_id);
 		goto fail;
 	}
+	/*
+	 * Each holds a connection in agentd (64 at most), a body and an
+	 * answer here: a sandbox (or all of them) asking for more waits
+	 * for none, it is refused.
+	 */
+	if (sb->nreqs >= hub->limits.per_sandbox) {
+		xasprintf(&req->errmsg, "too many requests to the sandbox's "
+		    "agent at once (%d running); try again when some finish",
+		    sb->nreqs);
+		goto fail;
+	}
+	if (hub->nreqs >= hub->limits.total) {
+		xasprintf(&req->errmsg, "too many requests to sandbox agents "
+		    "at once (%d running in all); try again when some finish",
+		    hub->nreqs);
+		goto fail;
+	}
+	agent_req_count(req, sb);
 
 	if ((conn = TAILQ_FIRST(&sb->idle)) != NULL) {
 		bev = conn->bev;
@@ -534,6 +782,34 @@ fail:
 	TAILQ_INSERT_TAIL(&hub->failing, req, entry);
 	req->list = &hub->failing;
 	agent_timer_add(req->timer, 0);
+}
+
+/* Count a request against sb's and the hub's caps, or (NULL) uncount. */
+static void
+agent_req_count(struct agent_req *req, struct agent_sandbox *sb)
+{
+	if (req->sb != NULL) {
+		req->sb->nreqs--;
+		req->hub->nreqs--;
+	}
+	req->sb = sb;
+	if (sb != NULL) {
+		sb->nreqs++;
+		req->hub->nreqs++;
+	}
+}
+
+/* Requests to agentd running or queued: this sandbox's, or all (NULL). */
+int
+agent_requests(struct agent_hub *hub, const char *sandbox_id)
+{
+	struct agent_sandbox	*sb;
+
+	if (sandbox_id == NULL)
+		return (hub->nreqs);
+	if ((sb = agent_find(hub, sandbox_id)) == NULL)
+		return (0);
+	return (sb->nreqs);
 }
 
 /* Send one request to agentd. */
@@ -643,10 +919,48 @@ agent_req_send(struct agent_sandbox *sb, struct agent_req *req,
 	agent_timer_add(req->timer, req->timeout_ms);
 }
 
+/*
+ * Stop (1) or resume (0) reading a streamed answer: its reader cannot
+ * take more now. agentd then stops reading the source (a command blocks
+ * on its full pipe), so nothing piles up on either side. Lines already
+ * read are handed on after a resume, from the event loop.
+ */
+void
+agent_pause(struct agent_req *req, int pause)
+{
+	if (req == NULL || req->paused == pause)
+		return;
+	req->paused = pause;
+	if (req->bev == NULL)
+		return;
+	if (pause) {
+		bufferevent_disable(req->bev, EV_READ);
+		return;
+	}
+	bufferevent_enable(req->bev, EV_READ);
+	if (req->resume == NULL)
+		req->resume = evtimer_new(req->hub->base,
+		    agent_req_resume_cb, req);
+	agent_timer_add(req->resume, 0);
+}
+
+/* After a resume: the lines read before the pause. */
+static void
+agent_req_resume_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct agent_req	*req = arg;
+
+	if (!req->paused && req->bev != NULL && req->head_done)
+		agent_req_parse(req, req->eof);
+}
+
 /* Unlink and free a request without calling back. */
 static void
 agent_req_free(struct agent_req *req)
 {
+	agent_req_count(req, NULL);
+	if (req->resume != NULL)
+		event_free(req->resume);
 	if (req->list != NULL)
 		TAILQ_REMOVE(req->list, req, entry);
 	if (req->bev != NULL)
@@ -803,6 +1117,8 @@ agent_req_event_cb(struct bufferevent *bev, short what, void *arg)
 	int			 saved_errno = errno;
 
 	if (what & BEV_EVENT_EOF) {
+		/* Paused, the lines left wait for the resume, and so does this. */
+		req->eof = 1;
 		agent_req_parse(req, 1);
 		return;
 	}
@@ -853,6 +1169,9 @@ agent_req_lines(struct agent_req *req, int eof)
 	int			 done;
 
 	for (;;) {
+		/* The reader is full: the rest waits in our input buffer. */
+		if (req->paused)
+			return (0);
 		avail = evbuffer_get_length(in);
 		if (req->kind == HTTP_BODY_LENGTH && avail > req->length)
 			avail = (size_t)req->length;

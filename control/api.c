@@ -207,7 +207,6 @@ static void	reply_errno(struct http_exchange *, int, const char *);
 static void	exec_send(struct api_call *);
 static void	exec_started_cb(struct control *, const char *, int,
 		    const char *, void *);
-static void	exec_done_cb(int, const char *, size_t, const char *, void *);
 static void	healthz_cb(int, struct json_object *, const char *, void *);
 static int	op_target(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
@@ -668,7 +667,7 @@ healthz_cb(int status, struct json_object *body, const char *errmsg,
 static void
 healthz_answer(struct control *ctl, struct http_exchange *ex)
 {
-	struct json_object	*o;
+	struct json_object	*o, *v;
 	int			 total = 0;
 
 	if (ctl->health_err[0] != '\0') {
@@ -689,6 +688,8 @@ healthz_answer(struct control *ctl, struct http_exchange *ex)
 	json_object_object_add(o, "running",
 	    json_object_new_int(ctl->nactive));
 	json_object_object_add(o, "egress", egress_json(ctl));
+	if ((v = provider_health_json(ctl)) != NULL)
+		json_object_object_add(o, "credential_proxy", v);
 	reply_object(ex, 200, o);
 }
 
@@ -777,6 +778,7 @@ h_metrics(struct control *ctl, struct http_exchange *ex,
 	    (unsigned long long)ctl->starts_total,
 	    (unsigned long long)ctl->unpauses_total);
 	task_metrics(ctl, out);
+	provider_metrics(ctl, out);
 	metrics_latency(ctl, out);
 	metrics_process(ctl, out);
 	if (ctl->metrics_cb != NULL)
@@ -2381,29 +2383,9 @@ exec_send(struct api_call *call)
 		free(call);
 		return;
 	}
-	agent_request(call->ctl->hub, call->id, "POST", "/exec", call->body,
-	    strlen(call->body), call->timeout_ms, exec_done_cb, call);
-}
-
-/* agentd answered the exec: pass its answer on. */
-static void
-exec_done_cb(int status, const char *body, size_t len, const char *errmsg,
-    void *arg)
-{
-	struct api_call	*call = arg;
-
-	if (status == 0)
-		http_exchange_reply_error(call->ex, 503, "unavailable",
-		    "the sandbox's agent did not answer: %s",
-		    errmsg != NULL ? errmsg : "?");
-	else if (status < 200 || status > 599)
-		/* The sandbox controls what its side says: never relay a 1xx. */
-		http_exchange_reply_error(call->ex, 500, "internal",
-		    "the sandbox's agent answered HTTP %d", status);
-	else
-		http_exchange_reply(call->ex, status, "application/json",
-		    body, len);
-	store_sandbox_touch(call->ctl->store, call->id, time_now_ms());
+	/* Read as a stream, so no more than the caps is ever kept. */
+	execstream_collect(call->ctl, call->ex, call->id, call->body,
+	    call->timeout_ms);
 	free(call->body);
 	free(call);
 }

@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 #include <json.h>
+#include <openssl/crypto.h>
 
 #include "control/control_int.h"
 
@@ -42,7 +43,10 @@ control_new(struct event_base *base, const struct config *cf,
     struct store *store, char **cause)
 {
 	struct control	*ctl;
+	unsigned char	 agentd_key[TOKEN_KEY_LEN];
+	char		*path;
 	size_t		 i;
+	int		 rv;
 
 	ctl = xcalloc(1, sizeof *ctl);
 	ctl->base = base;
@@ -77,6 +81,8 @@ control_new(struct event_base *base, const struct config *cf,
 
 	if (preview_key_load(ctl, cause) == -1)
 		goto fail;
+	if ((ctl->provider = provider_new(ctl, cause)) == NULL)
+		goto fail;
 
 	if (cf->napi_keys > 0) {
 		ctl->keys = cf->api_keys;
@@ -93,6 +99,15 @@ control_new(struct event_base *base, const struct config *cf,
 
 	ctl->docker = docker_new(base, cf->docker_socket);
 	ctl->hub = agent_hub_new(base, NULL, ctl);
+	/* agentd proves itself with a token made from it (control/agent.c). */
+	xasprintf(&path, "%s/agentd-secret", cf->data_dir);
+	rv = control_secret_load(path, "agentd secret", "the agentd token of "
+	    "every sandbox made so far: recreate them", agentd_key, cause);
+	free(path);
+	if (rv == -1)
+		goto fail;
+	agent_hub_set_key(ctl->hub, agentd_key);
+	OPENSSL_cleanse(agentd_key, sizeof agentd_key);
 	egress_init(ctl);
 	disk_init(ctl);
 	ctl->sigchld = evsignal_new(base, SIGCHLD, sigchld_cb, ctl);
@@ -246,10 +261,14 @@ network_cb(int status, struct json_object *body, const char *errmsg,
 {
 	struct control		*ctl = arg;
 	struct json_object	*req, *opts, *labels;
+	struct in_addr		 gw;
 	char			 bridge[64];
 
 	ctl->docker_ok = status != 0;
 	if (status == 200) {
+		/* The proxy listens before the rules name its address. */
+		provider_listen(ctl, egress_gateway(body, &gw) == 0 ? &gw :
+		    NULL);
 		/* The network rules first: no sandbox starts without them. */
 		egress_apply(ctl, egress_bridge_name(body, bridge,
 		    sizeof bridge) == 0 ? bridge : NULL, egress_ready_cb);
@@ -400,6 +419,7 @@ control_free(struct control *ctl)
 	if (ctl->hub != NULL)
 		agent_hub_free(ctl->hub);
 	egress_free(ctl);
+	provider_free(ctl->provider);
 	disk_free(ctl);
 	wake_free_all(ctl);
 	rt_free_all(ctl);
@@ -627,5 +647,7 @@ control_sandbox_json(struct control *ctl, const struct store_sandbox *s)
 	    json_object_new_string(s->error) : NULL);
 	if ((v = dev_server_json(ctl, s->id)) != NULL)
 		json_object_object_add(o, "dev_server", v);
+	/* What it used through the credential proxy (0s without one). */
+	json_object_object_add(o, "usage", provider_usage_json(ctl, s->id));
 	return (o);
 }

@@ -23,6 +23,9 @@ struct json_object;
 #define CONTROL_LABEL_PREFIX	"io.sandboxd"
 #define CONTROL_LABEL_INSTANCE	CONTROL_LABEL_PREFIX ".instance"
 #define CONTROL_LABEL_SANDBOX	CONTROL_LABEL_PREFIX ".sandbox"
+/* The hash of the create body a container was made from (hex, truncated). */
+#define CONTROL_LABEL_SPEC	CONTROL_LABEL_PREFIX ".spec"
+#define CONTROL_SPEC_HASH_LEN	16
 
 /* Where agentd and the rendezvous socket appear inside a container. */
 #define AGENTD_CONTAINER_PATH	"/.sandboxd/agentd"
@@ -78,6 +81,7 @@ const struct docker_stats *docker_stats(struct docker *);
 /* control/agent.c — the daemon's side of the agentd rendezvous */
 struct agent_hub;
 struct agent_exec_result;
+struct agent_req;
 
 /*
  * An agentd request's answer: status 0 when no answer came (agentd not
@@ -97,6 +101,36 @@ typedef void (*agent_ready_cb)(const char *sandbox_id, void *arg);
 
 /* ready_cb may be NULL. */
 struct agent_hub *agent_hub_new(struct event_base *, agent_ready_cb, void *);
+/*
+ * Only a connection whose hello carries the sandbox's token is agentd's
+ * (agentd/agentd.h): the token is made from this key (TOKEN_KEY_LEN
+ * bytes, the daemon's agentd-secret; random until set). Set it before
+ * the first agent_listen. agent_token_env writes the container's env
+ * entry "SANDBOXD_AGENTD_TOKEN=<64 hex>" (AGENT_TOKEN_ENV_SIZE bytes).
+ */
+#define AGENT_TOKEN_ENV_SIZE	96
+void	 agent_hub_set_key(struct agent_hub *, const unsigned char *key);
+void	 agent_token_env(struct agent_hub *, const char *sandbox_id,
+	    char *out, size_t size);
+/*
+ * Requests running or queued at once, per sandbox and in all; one more
+ * fails at once (status 0, errmsg says so: callers answer 503). 0: the
+ * default.
+ */
+#define AGENT_MAX_REQUESTS	32
+#define AGENT_MAX_REQUESTS_ALL	512
+struct agent_limits {
+	int	per_sandbox;
+	int	total;
+};
+void	 agent_hub_set_limits(struct agent_hub *, const struct agent_limits *);
+/* Requests running or queued: the sandbox's, or all (sandbox_id NULL). */
+int	 agent_requests(struct agent_hub *, const char *sandbox_id);
+/*
+ * A streamed answer's reader cannot take more (1) / can again (0): the
+ * connection is not read meanwhile, so agentd holds back too.
+ */
+void	 agent_pause(struct agent_req *, int pause);
 /* Frees everything; callbacks of requests in flight are NOT called. */
 void	 agent_hub_free(struct agent_hub *);
 /*
@@ -392,5 +426,12 @@ int	control_preview_verify(struct control *, const char *sandbox_id,
 uint64_t control_api_body_limit(struct control *, struct http_exchange *);
 /* Handle one API request; answers through the exchange exactly once. */
 void	 control_api_dispatch(struct control *, struct http_exchange *);
+
+/* control/provider.c */
+/*
+ * SIGHUP: read every [provider]'s key_file again; a file that fails keeps
+ * its old key (logged). 0, or -1 if one failed.
+ */
+int	provider_reload(struct control *);
 
 #endif /* SBX_CONTROL_H */

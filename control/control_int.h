@@ -130,6 +130,7 @@ struct control {
 	struct agent_hub	*hub;
 	struct egress		*egress;	/* egress.c */
 	struct disk		*disk;		/* disk.c */
+	struct provider		*provider;	/* provider.c */
 
 	char			*workspaces_dir;	/* data_dir/workspaces */
 	char			*homes_dir;		/* data_dir/homes */
@@ -422,11 +423,20 @@ void	 dev_free_all(struct control *);
  */
 void	 execstream_begin(struct control *, struct http_exchange *,
 	    const char *sandbox_id, const char *body, int timeout_ms);
+/*
+ * The JSON form of exec over the same stream: at most 1 MiB of each of
+ * stdout and stderr kept (the rest read and dropped, truncated true).
+ */
+void	 execstream_collect(struct control *, struct http_exchange *,
+	    const char *sandbox_id, const char *body, int timeout_ms);
 /* At exit, before the hub goes: frees everything, calls nothing back. */
 void	 execstream_free_all(struct control *);
 /* control/preview.c */
 /* Load (or make, at first start) preview_secret_file. */
 int	 preview_key_load(struct control *, char **cause);
+/* Load (or make) a TOKEN_KEY_LEN-byte secret file, mode 0600. */
+int	 control_secret_load(const char *path, const char *what,
+	    const char *lost, uint8_t *key, char **cause);
 /* A token for id valid ttl_s seconds; *expires in Unix seconds. */
 int	 preview_token_make(struct control *, const char *id, int64_t ttl_s,
 	    char *out, size_t size, int64_t *expires);
@@ -451,9 +461,75 @@ struct json_object *egress_json(struct control *);
 void	 egress_free(struct control *);
 /* The bridge interface of a network, from Docker's inspect answer. */
 int	 egress_bridge_name(struct json_object *, char *, size_t);
-/* The ruleset text for one bridge (malloc'd); dns: the resolvers. */
+/* The IPv4 gateway of a network, from Docker's inspect answer; 0 or -1. */
+int	 egress_gateway(struct json_object *, struct in_addr *);
+/*
+ * The ruleset text for one bridge (malloc'd); dns: the resolvers; proxy:
+ * the credential proxy's address on the bridge (NULL: none), accepted at
+ * provider_port only.
+ */
 char	*egress_ruleset(const struct config *, const char *table,
-	    const char *bridge, const struct cfg_cidr *dns, size_t ndns);
+	    const char *bridge, const struct cfg_cidr *dns, size_t ndns,
+	    const char *proxy);
+
+/* control/provider.c */
+struct provider;
+#define PROVIDER_SCAN_KEY	24	/* the longest JSON key kept */
+/* Where the usage scanner is in the JSON text (see provider_scan). */
+enum provider_scan_state {
+	PSCAN_OUT,		/* between tokens */
+	PSCAN_STRING,		/* in a string */
+	PSCAN_ESCAPE,		/* after a backslash in a string */
+	PSCAN_AFTER_STRING,	/* a string ended: a key if ':' follows */
+	PSCAN_COLON,		/* after "key": */
+	PSCAN_NUMBER,		/* digits of a counted key's value */
+};
+
+struct provider_scan {
+	enum provider_scan_state state;
+	char			 key[PROVIDER_SCAN_KEY + 1];
+	size_t			 klen;	/* > PROVIDER_SCAN_KEY: too long */
+	int			 counted;	/* 1 input, 2 output, 0 other */
+	int64_t			 value;
+	int64_t			 input;		/* the largest seen */
+	int64_t			 output;
+};
+/*
+ * Count the usage fields in the next len bytes of an answer's body (JSON,
+ * or server-sent events of JSON), in pieces of any size: the result does
+ * not depend on where the pieces are cut. s starts zeroed.
+ */
+void	 provider_scan(struct provider_scan *, const char *, size_t);
+/* The body ended: take a number it ended in. */
+void	 provider_scan_end(struct provider_scan *);
+struct evbuffer;
+/* Read the key_files, make the TLS contexts; NULL and *cause on error. */
+struct provider *provider_new(struct control *, char **cause);
+void	 provider_free(struct provider *);
+/* Listen on the bridge's gateway (again if it changed); 0, or -1 logged. */
+int	 provider_listen(struct control *, const struct in_addr *gateway);
+/* The address the proxy listens on; -1 while it does not. */
+int	 provider_address(struct control *, struct in_addr *, int *port);
+/*
+ * A new container's provider env lines, each given to add(arg, line);
+ * user: the user's env (NULL: none), whose names it never repeats.
+ */
+void	 provider_env(struct control *, const char *id,
+	    struct json_object *user, void (*add)(void *, const char *),
+	    void *arg);
+/*
+ * A task's env for agentd (new object; caller puts it): user's, plus the
+ * provider env and, for agent "opencode", OPENCODE_CONFIG_CONTENT aimed
+ * at the proxy. The user's names win.
+ */
+struct json_object *provider_task_env(struct control *, const char *id,
+	    const char *agent, struct json_object *user);
+/* {"requests","input_tokens","output_tokens","providers":{...}}. */
+struct json_object *provider_usage_json(struct control *, const char *id);
+/* {"listen","providers"} for /healthz; NULL without a [provider]. */
+struct json_object *provider_health_json(struct control *);
+/* The proxy's families of GET /metrics. */
+void	 provider_metrics(struct control *, struct evbuffer *);
 
 /* control/reconcile.c */
 /* Make Docker match the store; done is called once at the end. */

@@ -166,6 +166,30 @@ egress_bridge_name(struct json_object *net, char *buf, size_t len)
 	return (0);
 }
 
+/*
+ * The IPv4 gateway of a network (the host's address on its bridge), from
+ * Docker's inspect answer: IPAM.Config[].Gateway. 0, or -1 if none.
+ */
+int
+egress_gateway(struct json_object *net, struct in_addr *out)
+{
+	struct json_object	*ipam, *cfgs, *c, *gw;
+	size_t			 i;
+
+	if (!json_object_object_get_ex(net, "IPAM", &ipam) ||
+	    !json_object_object_get_ex(ipam, "Config", &cfgs) ||
+	    !json_object_is_type(cfgs, json_type_array))
+		return (-1);
+	for (i = 0; i < json_object_array_length(cfgs); i++) {
+		c = json_object_array_get_idx(cfgs, i);
+		if (json_object_object_get_ex(c, "Gateway", &gw) &&
+		    json_object_is_type(gw, json_type_string) &&
+		    inet_pton(AF_INET, json_object_get_string(gw), out) == 1)
+			return (0);
+	}
+	return (-1);
+}
+
 /* An nftables set of networks (interval), one element per entry. */
 static void
 egress_set(FILE *f, const char *name, int family, const struct cfg_cidr *c,
@@ -208,7 +232,7 @@ egress_has(const struct cfg_cidr *c, size_t n, int family)
  */
 char *
 egress_ruleset(const struct config *cf, const char *table, const char *bridge,
-    const struct cfg_cidr *dns, size_t ndns)
+    const struct cfg_cidr *dns, size_t ndns, const char *proxy)
 {
 	const struct cfg_cidr	*allow = cf->egress_allow;
 	size_t			 nallow = cf->negress_allow, size;
@@ -285,6 +309,11 @@ egress_ruleset(const struct config *cf, const char *table, const char *bridge,
 	if (want_dns && egress_has(dns, ndns, AF_INET6))
 		fprintf(f, "\t\tip6 daddr @dns6 meta l4proto { tcp, udp } "
 		    "th dport 53 counter accept comment \"dns\"\n");
+	/* The credential proxy, and only its address and port. */
+	if (proxy != NULL)
+		fprintf(f, "\t\tip daddr %s tcp dport %d counter accept "
+		    "comment \"credential proxy\"\n", proxy,
+		    cf->provider_port);
 	fprintf(f, "\t\tcounter drop comment \"the host\"\n\t}\n}\n");
 	if (fclose(f) != 0)
 		fatal("open_memstream");
@@ -455,8 +484,11 @@ egress_load(struct egress *eg)
 {
 	struct control	*ctl = eg->ctl;
 	struct cfg_cidr	*dns;
+	struct in_addr	 gw;
 	size_t		 ndns;
-	char		*text;
+	char		*text, gwtext[INET_ADDRSTRLEN];
+	const char	*proxy;
+	int		 port;
 	void		(*done)(struct control *);
 
 	eg->again = 0;
@@ -474,7 +506,12 @@ egress_load(struct egress *eg)
 		goto out;
 	}
 	egress_resolvers(&dns, &ndns);
-	text = egress_ruleset(ctl->cf, eg->table, eg->bridge, dns, ndns);
+	proxy = NULL;
+	if (provider_address(ctl, &gw, &port) == 0 &&
+	    inet_ntop(AF_INET, &gw, gwtext, sizeof gwtext) != NULL)
+		proxy = gwtext;
+	text = egress_ruleset(ctl->cf, eg->table, eg->bridge, dns, ndns,
+	    proxy);
 	free(dns);
 	log_debug("egress: loading the rules\ttable=inet %s bridge=%s",
 	    eg->table, eg->bridge);

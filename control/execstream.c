@@ -9,11 +9,19 @@
  *
  * after which the stream ends. A stream cut before the exit line ends
  * with an `error` event. The client leaving cancels agentd's stream,
- * which kills the command (as for the JSON form). What is relayed is
- * bounded by agentd's max_output per stream, so a slow client costs at
- * most that in the edge's buffers; the command is not paused for it.
- * An error before the stream (a bad cwd, say) is agentd's JSON error
- * with its status, as for the JSON form.
+ * which kills the command (as for the JSON form). A slow client pauses
+ * agentd's stream (agent_pause) while the edge holds more than its high
+ * mark for it, and agentd then stops reading the command's pipes: the
+ * command waits, nothing piles up here. An error before the stream (a
+ * bad cwd, say) is agentd's JSON error with its status, as for the JSON
+ * form.
+ *
+ * The JSON form (execstream_collect) reads the same stream and answers
+ * {"exit_code","stdout","stderr","timed_out","truncated"} at the exit
+ * line, keeping at most EXEC_KEEP_MAX bytes of each stream: what comes
+ * past that is read off the socket and dropped, and truncated is true.
+ * So an exec costs at most that here, whatever agentd (or anything
+ * posing as it) sends.
  */
 #include "config.h"
 
@@ -23,12 +31,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <json.h>
 
 #include "control/control_int.h"
 
 #define EXECSTREAM_HEARTBEAT_MS	15000
+#define EXEC_KEEP_MAX		(1024 * 1024)	/* per stream, JSON form */
 
 struct execstream {
 	struct control		*ctl;
@@ -39,6 +49,11 @@ struct execstream {
 	int			 streaming;	/* the SSE head is sent */
 	int			 done;		/* the exit event is sent */
 	LIST_ENTRY(execstream)	 entry;
+
+	/* execstream_collect: the JSON form */
+	int			 collect;
+	struct evbuffer		*kept[2];	/* stdout, stderr */
+	uint64_t		 dropped[2];	/* bytes past EXEC_KEEP_MAX */
 };
 
 static int	execstream_head(struct execstream *);
@@ -49,6 +64,11 @@ static void	execstream_line_cb(const char *, size_t, void *);
 static void	execstream_done_cb(int, const char *, size_t, const char *,
 		    void *);
 static void	execstream_gone_cb(struct http_exchange *, void *);
+static void	execstream_drain_cb(struct http_exchange *, void *);
+static void	execstream_start(struct control *, struct http_exchange *,
+		    const char *, const char *, int, int);
+static void	execstream_keep(struct execstream *, struct json_object *);
+static void	execstream_answer(struct execstream *, struct json_object *);
 static void	execstream_heartbeat_cb(evutil_socket_t, short, void *);
 
 /* Post the exec to agentd; the answer streams as it comes. */
@@ -56,11 +76,31 @@ void
 execstream_begin(struct control *ctl, struct http_exchange *ex,
     const char *sandbox_id, const char *body, int timeout_ms)
 {
+	execstream_start(ctl, ex, sandbox_id, body, timeout_ms, 0);
+}
+
+/* Post the exec to agentd; answer with the JSON form at its exit. */
+void
+execstream_collect(struct control *ctl, struct http_exchange *ex,
+    const char *sandbox_id, const char *body, int timeout_ms)
+{
+	execstream_start(ctl, ex, sandbox_id, body, timeout_ms, 1);
+}
+
+static void
+execstream_start(struct control *ctl, struct http_exchange *ex,
+    const char *sandbox_id, const char *body, int timeout_ms, int collect)
+{
 	struct execstream	*es;
 
 	es = xcalloc(1, sizeof *es);
 	es->ctl = ctl;
 	es->ex = ex;
+	es->collect = collect;
+	if (collect) {
+		es->kept[0] = evbuffer_new();
+		es->kept[1] = evbuffer_new();
+	}
 	snprintf(es->sandbox_id, sizeof es->sandbox_id, "%s", sandbox_id);
 	LIST_INSERT_HEAD(&ctl->execstreams, es, entry);
 	es->req = agent_stream(ctl->hub, sandbox_id, "POST", "/exec", body,
@@ -79,7 +119,7 @@ execstream_head(struct execstream *es)
 	http_exchange_add_header(es->ex, "Cache-Control", "no-cache");
 	http_exchange_add_header(es->ex, "X-Accel-Buffering", "no");
 	if (http_exchange_stream_begin(es->ex, 200, "text/event-stream",
-	    NULL, execstream_gone_cb, es) == -1) {
+	    execstream_drain_cb, execstream_gone_cb, es) == -1) {
 		es->ex = NULL;		/* freed */
 		return (-1);
 	}
@@ -104,7 +144,9 @@ execstream_event(struct execstream *es, const char *event,
 	json_object_put(o);
 	if (n < 0)
 		fatalx("%s: out of memory", __func__);
-	http_exchange_stream_write(es->ex, frame, (size_t)n);
+	/* Over the client's high mark: agentd waits until it drains. */
+	if (http_exchange_stream_write(es->ex, frame, (size_t)n) == 1)
+		agent_pause(es->req, 1);
 	free(frame);
 }
 
@@ -119,6 +161,10 @@ execstream_end(struct execstream *es)
 		agent_cancel(es->req);
 	if (es->heartbeat != NULL)
 		event_free(es->heartbeat);
+	if (es->kept[0] != NULL)
+		evbuffer_free(es->kept[0]);
+	if (es->kept[1] != NULL)
+		evbuffer_free(es->kept[1]);
 	store_sandbox_touch(es->ctl->store, es->sandbox_id, time_now_ms());
 	free(es);
 	if (ex != NULL)
@@ -140,7 +186,7 @@ execstream_line_cb(const char *line, size_t len, void *arg)
 
 	if (es->done)
 		return;
-	if (execstream_head(es) == -1) {
+	if (!es->collect && execstream_head(es) == -1) {
 		execstream_end(es);
 		return;
 	}
@@ -154,6 +200,16 @@ execstream_line_cb(const char *line, size_t len, void *arg)
 		return;
 	}
 	type = json_object_get_string(v);
+	if (es->collect) {
+		if (strcmp(type, "output") == 0)
+			execstream_keep(es, o);
+		else if (strcmp(type, "exit") == 0) {
+			es->done = 1;
+			execstream_answer(es, o);
+		}
+		json_object_put(o);
+		return;
+	}
 	if (strcmp(type, "output") == 0) {
 		keys = output_keys;
 		nkeys = nitems(output_keys);
@@ -182,6 +238,82 @@ execstream_line_cb(const char *line, size_t len, void *arg)
 	json_object_put(o);
 }
 
+/*
+ * An output event of the JSON form: keep its text while the stream has
+ * room, cut at a character boundary, count the rest.
+ */
+static void
+execstream_keep(struct execstream *es, struct json_object *o)
+{
+	struct json_object	*v;
+	const char		*text;
+	size_t			 len, room, n;
+	int			 i;
+
+	if (!json_object_object_get_ex(o, "stream", &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return;
+	if (strcmp(json_object_get_string(v), "stdout") == 0)
+		i = 0;
+	else if (strcmp(json_object_get_string(v), "stderr") == 0)
+		i = 1;
+	else
+		return;
+	if (!json_object_object_get_ex(o, "text", &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return;
+	text = json_object_get_string(v);
+	len = (size_t)json_object_get_string_len(v);
+	room = EXEC_KEEP_MAX - evbuffer_get_length(es->kept[i]);
+	n = len < room ? len : room;
+	/* Not in the middle of a UTF-8 sequence. */
+	if (n < len) {
+		while (n > 0 && ((unsigned char)text[n] & 0xc0) == 0x80)
+			n--;
+	}
+	evbuffer_add(es->kept[i], text, n);
+	es->dropped[i] += len - n;
+}
+
+/* The exit line of the JSON form: answer 200 with what was kept. */
+static void
+execstream_answer(struct execstream *es, struct json_object *exit_ev)
+{
+	static const char *const keys[] = { "exit_code", "timed_out" };
+	static const char *const names[] = { "stdout", "stderr" };
+	struct http_exchange	*ex = es->ex;
+	struct json_object	*d, *v;
+	size_t			 i, n;
+	int			 truncated = 0;
+
+	d = json_object_new_object();
+	for (i = 0; i < nitems(keys); i++) {
+		if (json_object_object_get_ex(exit_ev, keys[i], &v))
+			json_object_object_add(d, keys[i], json_object_get(v));
+	}
+	for (i = 0; i < nitems(names); i++) {
+		n = evbuffer_get_length(es->kept[i]);
+		json_object_object_add(d, names[i], json_object_new_string_len(
+		    (const char *)evbuffer_pullup(es->kept[i], -1), (int)n));
+		truncated = truncated || es->dropped[i] > 0;
+	}
+	if (json_object_object_get_ex(exit_ev, "truncated", &v) &&
+	    json_object_get_boolean(v))
+		truncated = 1;
+	json_object_object_add(d, "truncated",
+	    json_object_new_boolean(truncated));
+	if (es->dropped[0] + es->dropped[1] > 0)
+		log_debug("exec output over the cap dropped\tid=%s stdout=%llu "
+		    "stderr=%llu", es->sandbox_id,
+		    (unsigned long long)es->dropped[0],
+		    (unsigned long long)es->dropped[1]);
+	http_exchange_reply_json(ex, 200, json_object_to_json_string_ext(d,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(d);
+	es->ex = NULL;
+	execstream_end(es);
+}
+
 /* agentd's stream ended (or never began). */
 static void
 execstream_done_cb(int status, const char *body, size_t len,
@@ -191,6 +323,14 @@ execstream_done_cb(int status, const char *body, size_t len,
 	struct json_object	*o;
 
 	es->req = NULL;		/* the hub frees it */
+	if (es->collect && status >= 200 && status < 300 && len == 0) {
+		http_exchange_reply_error(es->ex, 503, "unavailable",
+		    "the sandbox's agent ended the stream before the "
+		    "command's exit");
+		es->ex = NULL;
+		execstream_end(es);
+		return;
+	}
 	if (es->streaming) {
 		o = json_object_new_object();
 		json_object_object_add(o, "message", json_object_new_string(
@@ -214,6 +354,15 @@ execstream_done_cb(int status, const char *body, size_t len,
 		    body, len);
 	es->ex = NULL;
 	execstream_end(es);
+}
+
+/* The client took what was queued: read agentd's stream again. */
+static void
+execstream_drain_cb(struct http_exchange *ex, void *arg)
+{
+	struct execstream	*es = arg;
+
+	agent_pause(es->req, 0);
 }
 
 /* The client left: agentd's stream closes, which kills the command. */

@@ -50,6 +50,7 @@ static void	op_fail(struct lifecycle_op *, int, const char *, ...)
 		    SBX_PRINTF(3, 4);
 static int	ensure_dirs(struct control *, const char *);
 static void	seed_done_cb(int, void *);
+static void	lifecycle_env_add(void *, const char *);
 static void	container_create(struct lifecycle_op *);
 static void	container_create_cb(int, struct json_object *, const char *,
 		    void *);
@@ -206,6 +207,13 @@ ensure_dirs(struct control *ctl, const char *id)
 	return (0);
 }
 
+/* One "NAME=value" line into a container's Env array. */
+static void
+lifecycle_env_add(void *arg, const char *line)
+{
+	json_object_array_add(arg, json_object_new_string(line));
+}
+
 /* The JSON body of POST /containers/create for this sandbox. */
 struct json_object *
 lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
@@ -214,6 +222,7 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 					    s->template_name);
 	struct json_object		*spec, *hc, *arr, *labels, *o, *env;
 	struct json_object		*user_env;
+	const char			*js;
 	char				*ws, *home, *run, buf[4096];
 
 	spec = json_object_new_object();
@@ -259,6 +268,7 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	    "{}");
 	if (user_env != NULL && json_object_is_type(user_env,
 	    json_type_object)) {
+		provider_env(ctl, s->id, user_env, lifecycle_env_add, env);
 		json_object_object_foreach(user_env, k, v) {
 			char *kv;
 
@@ -268,6 +278,12 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 		}
 	}
 	json_object_put(user_env);
+	/*
+	 * Last, so a user env entry of that name does not win. Only agentd
+	 * reads it: it unsets it before anything else runs.
+	 */
+	agent_token_env(ctl->hub, s->id, buf, sizeof buf);
+	json_object_array_add(env, json_object_new_string(buf));
 	json_object_object_add(spec, "Env", env);
 
 	labels = json_object_new_object();
@@ -338,6 +354,17 @@ lifecycle_container_spec(struct control *ctl, const struct store_sandbox *s)
 	json_object_object_add(o, "Name", json_object_new_string("no"));
 	json_object_object_add(hc, "RestartPolicy", o);
 	json_object_object_add(spec, "HostConfig", hc);
+
+	/*
+	 * What the container was made from, so the reconciler can tell a
+	 * container made by an older sandboxd or before a config change
+	 * (no agentd token, other limits) and make it again.
+	 */
+	js = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN);
+	digest_sha256_hex(js, strlen(js), buf);
+	buf[CONTROL_SPEC_HASH_LEN] = '\0';
+	json_object_object_add(labels, CONTROL_LABEL_SPEC,
+	    json_object_new_string(buf));
 	return (spec);
 }
 

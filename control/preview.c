@@ -24,11 +24,14 @@
 
 #include "control/control_int.h"
 
-static int	preview_key_create(const char *, char **);
+static int	secret_create(const char *, const char *, char **);
 
-/* Make a new secret file at path, atomically; 0, or -1 with *cause. */
+/*
+ * Make a new secret file at path, atomically; 0, or -1 with *cause (what
+ * names it in messages).
+ */
 static int
-preview_key_create(const char *path, char **cause)
+secret_create(const char *path, const char *what, char **cause)
 {
 	unsigned char	 key[TOKEN_KEY_LEN];
 	char		*tmp;
@@ -39,14 +42,14 @@ preview_key_create(const char *path, char **cause)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
 	if (fd == -1) {
-		xasprintf(cause, "preview_secret_file: cannot create %s: %s",
+		xasprintf(cause, "%s: cannot create %s: %s", what,
 		    tmp, strerror(errno));
 		goto out;
 	}
 	random_bytes(key, sizeof key);
 	if (write(fd, key, sizeof key) != (ssize_t)sizeof key ||
 	    fsync(fd) == -1) {
-		xasprintf(cause, "preview_secret_file: cannot write %s: %s",
+		xasprintf(cause, "%s: cannot write %s: %s", what,
 		    tmp, strerror(errno));
 		close(fd);
 		(void)unlink(tmp);
@@ -55,18 +58,71 @@ preview_key_create(const char *path, char **cause)
 	close(fd);
 	/* link, not rename: a file made meanwhile by another one wins. */
 	if (link(tmp, path) == -1 && errno != EEXIST) {
-		xasprintf(cause, "preview_secret_file: cannot create %s: %s",
+		xasprintf(cause, "%s: cannot create %s: %s", what,
 		    path, strerror(errno));
 		(void)unlink(tmp);
 		goto out;
 	}
 	(void)unlink(tmp);
-	log_info("made a new preview secret\tpath=%s", path);
+	log_info("made a new secret\tfile=%s path=%s", what, path);
 	rv = 0;
 out:
 	OPENSSL_cleanse(key, sizeof key);
 	free(tmp);
 	return (rv);
+}
+
+/*
+ * Load the TOKEN_KEY_LEN bytes of the secret file at path into key, making
+ * it first if it does not exist; what names it in messages, lost what
+ * replacing it ends. 0, or -1 with *cause naming the file and the fault.
+ */
+int
+control_secret_load(const char *path, const char *what, const char *lost,
+    uint8_t *key, char **cause)
+{
+	struct stat	 sb;
+	ssize_t		 n;
+	int		 fd;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1 && errno == ENOENT) {
+		if (secret_create(path, what, cause) == -1)
+			return (-1);
+		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	}
+	if (fd == -1) {
+		xasprintf(cause, "%s: cannot open %s: %s", what, path,
+		    strerror(errno));
+		return (-1);
+	}
+	if (fstat(fd, &sb) == -1 || !S_ISREG(sb.st_mode)) {
+		xasprintf(cause, "%s: %s is not a regular file", what, path);
+		goto fail;
+	}
+	if ((sb.st_mode & 077) != 0) {
+		xasprintf(cause, "%s: %s may be read or written by group or "
+		    "others (mode %04o); chmod 600 it", what, path,
+		    (unsigned int)(sb.st_mode & 07777));
+		goto fail;
+	}
+	if (sb.st_size != TOKEN_KEY_LEN) {
+		xasprintf(cause, "%s: %s holds %lld bytes, not %d; remove it "
+		    "to make a new one (this ends %s)", what, path,
+		    (long long)sb.st_size, TOKEN_KEY_LEN, lost);
+		goto fail;
+	}
+	n = read(fd, key, TOKEN_KEY_LEN);
+	if (n != (ssize_t)TOKEN_KEY_LEN) {
+		xasprintf(cause, "%s: cannot read %s: %s", what, path,
+		    n == -1 ? strerror(errno) : "short read");
+		goto fail;
+	}
+	close(fd);
+	return (0);
+fail:
+	close(fd);
+	return (-1);
 }
 
 /*
@@ -76,51 +132,9 @@ out:
 int
 preview_key_load(struct control *ctl, char **cause)
 {
-	const char	*path = ctl->cf->preview_secret_file;
-	struct stat	 sb;
-	ssize_t		 n;
-	int		 fd;
-
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd == -1 && errno == ENOENT) {
-		if (preview_key_create(path, cause) == -1)
-			return (-1);
-		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	}
-	if (fd == -1) {
-		xasprintf(cause, "preview_secret_file: cannot open %s: %s",
-		    path, strerror(errno));
-		return (-1);
-	}
-	if (fstat(fd, &sb) == -1 || !S_ISREG(sb.st_mode)) {
-		xasprintf(cause, "preview_secret_file: %s is not a regular "
-		    "file", path);
-		goto fail;
-	}
-	if ((sb.st_mode & 077) != 0) {
-		xasprintf(cause, "preview_secret_file: %s may be read or "
-		    "written by group or others (mode %04o); chmod 600 it",
-		    path, (unsigned int)(sb.st_mode & 07777));
-		goto fail;
-	}
-	if (sb.st_size != TOKEN_KEY_LEN) {
-		xasprintf(cause, "preview_secret_file: %s holds %lld bytes, "
-		    "not %d; remove it to make a new one (this ends every "
-		    "preview token given so far)", path,
-		    (long long)sb.st_size, TOKEN_KEY_LEN);
-		goto fail;
-	}
-	n = read(fd, ctl->preview_key, sizeof ctl->preview_key);
-	if (n != (ssize_t)sizeof ctl->preview_key) {
-		xasprintf(cause, "preview_secret_file: cannot read %s: %s",
-		    path, n == -1 ? strerror(errno) : "short read");
-		goto fail;
-	}
-	close(fd);
-	return (0);
-fail:
-	close(fd);
-	return (-1);
+	return (control_secret_load(ctl->cf->preview_secret_file,
+	    "preview_secret_file", "every preview token given so far",
+	    ctl->preview_key, cause));
 }
 
 /*

@@ -23,6 +23,12 @@ struct reconcile {
 	int			 ok;
 	uint64_t		 seq;		/* ctl->op_seq at the listing */
 	struct json_object	*containers;	/* sandbox id -> container */
+	struct json_object	*stale;		/* sandbox ids being recreated */
+};
+
+struct stale_arg {
+	struct reconcile	*rc;
+	char			 id[ID_LEN + 1];
 };
 
 static void	list_cb(int, struct json_object *, const char *, void *);
@@ -33,6 +39,12 @@ static void	removed_cb(int, struct json_object *, const char *, void *);
 static void	op_cb(struct control *, const char *, int, const char *,
 		    void *);
 static void	inspect_cb(int, struct json_object *, const char *, void *);
+static int	spec_stale(struct control *, const struct store_sandbox *,
+		    struct json_object *);
+static void	recreate(struct reconcile *, const struct store_sandbox *,
+		    struct json_object *);
+static void	stale_removed_cb(int, struct json_object *, const char *,
+		    void *);
 
 struct inspect_arg {
 	struct reconcile	*rc;
@@ -100,9 +112,12 @@ list_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 		    &o))
 			continue;
 		sid = json_object_get_string(o);
-		json_object_object_add(rc->containers, sid,
-		    json_object_get(c));
 		if (store_sandbox_get(ctl->store, sid, &s) == 0) {
+			if (spec_stale(ctl, &s, labels))
+				recreate(rc, &s, c);
+			else
+				json_object_object_add(rc->containers, sid,
+				    json_object_get(c));
 			store_sandbox_clear(&s);
 			continue;
 		}
@@ -121,8 +136,11 @@ list_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 		step_done(rc);
 		return;
 	}
-	for (i = 0; i < n; i++)
-		reconcile_sandbox(rc, &rows[i]);
+	for (i = 0; i < n; i++) {
+		/* A container being made again is seen to when it is gone. */
+		if (!json_object_object_get_ex(rc->stale, rows[i].id, NULL))
+			reconcile_sandbox(rc, &rows[i]);
+	}
 	store_sandbox_list_free(rows, n);
 	step_done(rc);
 }
@@ -236,6 +254,84 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 	}
 }
 
+/*
+ * Was this container made from another create body than the sandbox's
+ * row and the config give now (an older sandboxd: no agentd token; a
+ * changed template or [provider])? A template that is gone is left alone:
+ * the container cannot be made again anyway.
+ */
+static int
+spec_stale(struct control *ctl, const struct store_sandbox *s,
+    struct json_object *labels)
+{
+	struct json_object	*spec, *want, *have;
+	int			 stale;
+
+	if (control_template(ctl, s->template_name) == NULL)
+		return (0);
+	spec = lifecycle_container_spec(ctl, s);
+	json_object_object_get_ex(spec, "Labels", &want);
+	json_object_object_get_ex(want, CONTROL_LABEL_SPEC, &want);
+	stale = !json_object_object_get_ex(labels, CONTROL_LABEL_SPEC,
+	    &have) || strcmp(json_object_get_string(have),
+	    json_object_get_string(want)) != 0;
+	json_object_put(spec);
+	return (stale);
+}
+
+/*
+ * Remove a stale container (its files are on the host); once it is gone
+ * the sandbox is reconciled as one whose container is missing: a running
+ * one gets a new container at once, a stopped one at its next start.
+ */
+static void
+recreate(struct reconcile *rc, const struct store_sandbox *s,
+    struct json_object *c)
+{
+	struct stale_arg	*sa;
+	struct json_object	*o;
+	char			 path[256];
+
+	if (rc->stale == NULL)
+		rc->stale = json_object_new_object();
+	json_object_object_add(rc->stale, s->id, NULL);
+	json_object_object_get_ex(c, "Id", &o);
+	log_info("reconcile: the container was made from an older spec "
+	    "(another sandboxd version or config); making it again\t"
+	    "id=%s container=%.12s", s->id, json_object_get_string(o));
+	sa = xcalloc(1, sizeof *sa);
+	sa->rc = rc;
+	snprintf(sa->id, sizeof sa->id, "%s", s->id);
+	snprintf(path, sizeof path, "/containers/%s?force=true",
+	    json_object_get_string(o));
+	rc->pending++;
+	docker_request(rc->ctl->docker, "DELETE", path, NULL, 0,
+	    stale_removed_cb, sa);
+}
+
+/* A stale container is gone: reconcile its sandbox without it. */
+static void
+stale_removed_cb(int status, struct json_object *body, const char *errmsg,
+    void *arg)
+{
+	struct stale_arg	*sa = arg;
+	struct reconcile	*rc = sa->rc;
+	struct control		*ctl = rc->ctl;
+	struct store_sandbox	 s;
+
+	(void)body;
+	if (status != 204 && status != 404) {
+		log_warnx("reconcile: cannot remove a stale container: %s\t"
+		    "id=%s", errmsg != NULL ? errmsg : "?", sa->id);
+		rc->ok = 0;
+	} else if (store_sandbox_get(ctl->store, sa->id, &s) == 0) {
+		reconcile_sandbox(rc, &s);
+		store_sandbox_clear(&s);
+	}
+	free(sa);
+	step_done(rc);
+}
+
 /* One async step of the reconciliation is back. */
 static void
 step_done(struct reconcile *rc)
@@ -243,6 +339,7 @@ step_done(struct reconcile *rc)
 	if (--rc->pending > 0)
 		return;
 	json_object_put(rc->containers);
+	json_object_put(rc->stale);
 	log_info("reconcile: done%s", rc->ok ? "" : " (with errors)");
 	rc->done(rc->ctl, rc->ok);
 	free(rc);

@@ -445,8 +445,8 @@ task_create(struct control *ctl, struct http_exchange *ex,
 		if (strcmp(k, "agent") != 0)
 			json_object_object_add(body, k, json_object_get(val));
 	}
-	json_object_object_add(body, "env", env != NULL ?
-	    json_object_get(env) : json_object_new_object());
+	json_object_object_add(body, "env", provider_task_env(ctl,
+	    sandbox_id, agent, env));
 	json_object_object_add(body, "cwd",
 	    json_object_new_string("/workspace"));
 	json_object_object_add(body, "checkpoint",

@@ -60,6 +60,7 @@ edge_new(struct event_base *base, const struct config *cfg,
 	if (edge_tls_init(edge, cause) != 0)
 		goto fail;
 	edge_limit_init(edge);
+	edge_console_init(edge);
 	if (edge_stats_init(edge, cause) != 0)
 		goto fail;
 	if (edge_listen(edge, cause) != 0)
@@ -231,6 +232,7 @@ edge_free(struct edge *edge)
 	edge_limit_free(edge);
 	/* After the connections: their requests' lines go out first. */
 	edge_stats_free(edge);
+	edge_console_fini(edge);
 	event_free(edge->reap_ev);
 	event_free(edge->sweep_ev);
 	event_free(edge->grace_ev);

@@ -63,6 +63,13 @@ int		 edge_tls_name_match(const char *pattern, const char *name);
  */
 int		 edge_stats_reopen(struct edge *);
 
+/* edge/console.c */
+/*
+ * SIGHUP: read console_dir again; on any problem log it and keep what is
+ * served. 0 swapped, -1 kept.
+ */
+int		 edge_console_reload(struct edge *);
+
 /* edge/listen.c */
 /*
  * The address listener i (in config order) is bound to, with the real port

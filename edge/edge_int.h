@@ -11,6 +11,7 @@
  *   proxy.c    a request forwarded to an upstream; the pool; tunnels
  *   page.c     the pages edge answers with itself
  *   preview.c  private previews (tokens, cookies) and Set-Cookie hygiene
+ *   console.c  the built-in console's static files, from memory
  *   stats.c    counters for /metrics, and the access log
  *   edge.c     the edge object: setup, the reaper, shutdown, retirement
  *
@@ -525,6 +526,7 @@ struct edge {
 	unsigned long		 refused;	/* since that warning */
 	struct edge_stats	 stats;		/* stats.c */
 	struct edge_alog	*alog;		/* NULL: access_log = off */
+	struct edge_console	*console;	/* console.c; never NULL once set up */
 };
 
 /* edge/edge.c */
@@ -731,6 +733,9 @@ void	edge_page_warming(struct edge_req *);
 /* A 3xx with a small body; extra holds Location (and whatever else). */
 void	edge_page_redirect(struct edge_req *, int status,
 	    const struct http_header *extra, size_t nextra);
+/* "The console is not installed": what to build, where (why: NULL ok). */
+void	edge_page_console_missing(struct edge_req *, const char *dir,
+	    const char *why);
 
 /* edge/preview.c */
 /*
@@ -744,6 +749,76 @@ void	edge_preview_set_cookies(struct http_header *, size_t n, size_t room,
 	    char **buf);
 /* 308 to the same URL on the TLS listener (redirect_https); ends it. */
 void	edge_page_https(struct edge_req *, const struct http_request_head *);
+
+/* edge/console.c */
+/* A file of the console, held in memory with its response headers. */
+struct edge_console_file {
+	char		*name;		/* beneath console_dir: "assets/x.js" */
+	const char	*ctype;		/* Content-Type, by extension */
+	const char	*cache;		/* Cache-Control: immutable if hashed */
+	char		 etag[35];	/* "\"<32 hex of its SHA-256>\"" */
+	char		*data;
+	size_t		 len;
+	/* "<name>.gz" beside it: served to clients that take gzip */
+	const struct edge_console_file *gz;
+	int		 variant;	/* it is such a .gz: not served by name */
+};
+/* The files served, sorted by name; or none and why (the missing page). */
+struct edge_console {
+	struct edge_console_file *files;
+	size_t			 nfiles;
+	size_t			 bytes;
+	const struct edge_console_file *index;	/* index.html, or NULL */
+	char			*csp;	/* Content-Security-Policy */
+	char			*dir;
+	char			*why;	/* not loaded: the reason; else NULL */
+};
+enum edge_console_kind {
+	EDGE_CONSOLE_FILE,	/* answer with that file */
+	EDGE_CONSOLE_REDIRECT,	/* "/console": to "/console/" */
+	EDGE_CONSOLE_NONE	/* no such file: 404 (or the missing page) */
+};
+/* An empty set (dir is only its name for messages); never NULL. */
+struct edge_console *edge_console_new(const char *dir, const char *csp);
+/*
+ * Copy a file into c by its name beneath the directory; 0, or -1 with
+ * *cause for a name it would never serve or a size over the limits.
+ */
+int	edge_console_add(struct edge_console *, const char *name,
+	    const void *data, size_t len, char **cause);
+/*
+ * After the last add: sort the files, find index.html, pair each
+ * "<name>.gz" with <name> (as its gzip variant, no longer served alone).
+ */
+void	edge_console_done(struct edge_console *);
+/*
+ * Read dir's regular files (no symlink is followed, hidden names are
+ * skipped) into a new set; NULL with *cause if it cannot be read or has
+ * no index.html.
+ */
+struct edge_console *edge_console_load(const char *dir, const char *csp,
+	    char **cause);
+void	edge_console_free(struct edge_console *);
+/* 1 if a request target is "/console", or beneath "/console/". */
+int	edge_console_match(const char *target, size_t len);
+/*
+ * What a path (no query) answers: a file of c (*fp), the redirect, or
+ * none. A navigation to a name not loaded gets index.html (the app's own
+ * routes). c may be NULL or empty: only the redirect is found then.
+ */
+enum edge_console_kind edge_console_find(const struct edge_console *,
+	    const char *path, size_t len, int navigation,
+	    const struct edge_console_file **fp);
+/* 1 if an Accept-Encoding value takes gzip (by name or "*", q not 0). */
+int	edge_console_gzip_ok(const char *value, size_t len);
+/* 1 if an If-None-Match value names etag (weak comparison) or is "*". */
+int	edge_console_etag_match(const char *value, size_t len,
+	    const char *etag);
+/* Load console_dir at start; a missing one is logged, and a page. */
+void	edge_console_init(struct edge *);
+void	edge_console_fini(struct edge *);
+/* A GET or HEAD for /console...: answered from memory; ends the request. */
+void	edge_console_serve(struct edge_req *, const struct http_request_head *);
 
 /* edge/proxy.c */
 /*

@@ -307,3 +307,41 @@ edge_page_https(struct edge_req *req, const struct http_request_head *h)
 	edge_page_redirect(req, 308, &loc, 1);
 	evbuffer_free(url);
 }
+
+/*
+ * /console/ when console_dir holds no console: a person opened it, so
+ * the page says what is missing and the two ways to put it there.
+ */
+void
+edge_page_console_missing(struct edge_req *req, const char *dir,
+    const char *why)
+{
+	struct evbuffer	*body = evbuffer_new();
+
+	evbuffer_add_printf(body, "%s<title>The console is not installed"
+	    "</title>%s<style>.card{max-width:36rem;text-align:left}"
+	    "code{font:.85em ui-monospace,SFMono-Regular,Menlo,monospace;"
+	    "background:rgba(127,127,127,.14);padding:.1em .35em;"
+	    "border-radius:5px;word-break:break-all}"
+	    "p+p{margin-top:.75rem}</style></head>\n<body><main class=\"card\">"
+	    "<p class=\"code\">SANDBOXD CONSOLE</p>"
+	    "<h1>The console is not installed</h1><p>sandboxd serves the "
+	    "console from <code>", EDGE_PAGE_HEAD, EDGE_PAGE_STYLE);
+	edge_html_escape(body, dir != NULL && *dir != '\0' ? dir :
+	    "(console_dir is not set)");
+	evbuffer_add_printf(body, "</code>");
+	if (why != NULL) {
+		evbuffer_add_printf(body, " but could not load it: ");
+		edge_html_escape(body, why);
+	}
+	evbuffer_add_printf(body, ".</p><p>Build and install it from the "
+	    "source tree with <code>make install</code> (it runs "
+	    "<code>scripts/build-console.sh</code>, which needs Node.js and "
+	    "npm at build time only), or build it anywhere with "
+	    "<code>scripts/build-console.sh DIR</code> and set "
+	    "<code>console_dir = DIR</code> in sandboxd.conf.</p>"
+	    "<p>Then reload the daemon (<code>systemctl reload sandboxd</code>, "
+	    "or SIGHUP) and this page.</p></main></body></html>\n");
+	edge_page_send(req, 404, "text/html; charset=utf-8", body, NULL, 0);
+	evbuffer_free(body);
+}

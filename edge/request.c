@@ -305,6 +305,12 @@ edge_req_start(struct edge_req *req, const struct http_request_head *h,
 
 	switch (req->host.kind) {
 	case EDGE_HOST_API:
+		if (edge_console_match(h->target, h->target_len)) {
+			/* A person's browser: pages, unless it asks for JSON. */
+			req->json_errors = edge_req_wants_json(accept);
+			edge_console_serve(req, h);
+			return;
+		}
 		edge_api_start(req, h);
 		return;
 	case EDGE_HOST_ROUTE:

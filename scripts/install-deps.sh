@@ -12,14 +12,23 @@ docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps
 # mmdebstrap (above) also makes the test suite's fresh root filesystems;
 # systemd-container (systemd-nspawn) boots one with systemd for the install test.
 # prometheus: promtool, which test_metrics.py checks /metrics with.
+# mypy, python3-pip, python3-setuptools, python3-wheel: test_sdk_python.py
+# type-checks the Python SDK as Python 3.9 and pip-installs it offline.
 [ "${SANDBOXD_TEST_DEPS:-0}" = 1 ] && pkgs="$pkgs clang libclang-rt-14-dev valgrind
     nghttp2-client python3-h2 python3-websockets python3-yaml testssl.sh slowhttptest openssl
-    strace man-db systemd systemd-container chromium prometheus"
+    strace man-db systemd systemd-container chromium prometheus
+    mypy python3-pip python3-setuptools python3-wheel"
+# Node.js and npm build the console (scripts/build-console.sh) at build
+# time only; the daemon never runs them. A Node.js already installed (e.g.
+# NodeSource's, which carries its own npm) is used as it is.
+node_pkgs="nodejs npm"
 if [ "${1:-}" = --list ]; then
 	# shellcheck disable=SC2086
-	printf '%s\n' $pkgs
+	printf '%s\n' $pkgs $node_pkgs
 	exit 0
 fi
+command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

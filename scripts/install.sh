@@ -16,7 +16,8 @@ usage: scripts/install.sh --domain DOMAIN [options]
 
 Installs sandboxd on this server (Debian 12 or Ubuntu 24.04, as root):
 the Debian packages it needs (scripts/install-deps.sh, docker.io included),
-a build of this tree (configure, make, make install under /usr/local), the
+a build of this tree (configure, make, make install under /usr/local, the
+web console included), the
 default sandbox image sandboxd/base (base-image/build.sh), the config
 /etc/sandboxd/sandboxd.conf with a new admin API key (only its SHA-256 is
 kept; the key is printed once), the preview-token secret, and the systemd
@@ -239,7 +240,7 @@ if [ $uninstall = 1 ]; then
 	rm -f "$unit" "$sandboxd" "$prefix/share/man/man8/sandboxd.8" \
 	    "$prefix/share/man/man5/sandboxd.conf.5"
 	rm -rf "$prefix/libexec/sandboxd" "$prefix/share/doc/sandboxd" \
-	    /usr/share/sandboxd
+	    "$prefix/share/sandboxd" /usr/share/sandboxd
 	systemd_running && systemctl daemon-reload
 	if [ $purge = 1 ]; then
 		if [ -z "$instance" ]; then
@@ -511,6 +512,7 @@ cat <<TXT
 
 ==> sandboxd is installed. Service: $service_state
     API:      $url   (as configured in $conf)
+    Console:  $url/console/   (sign in with the API key)
     Previews: $preview/
     Config:   $conf        Data: $data_dir
 TXT

@@ -158,6 +158,22 @@ static const char *store_migrations[] = {
 	"ALTER TABLE tasks ADD COLUMN changed_files_json TEXT;"
 	"ALTER TABLE tasks ADD COLUMN checkpoint TEXT;"
 	"ALTER TABLE tasks ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0;",
+
+	/*
+	 * 5: what each sandbox used through the credential proxy, per
+	 * [provider] (issue 10): requests and the tokens the provider's
+	 * usage fields counted. Goes with its sandbox.
+	 */
+	"CREATE TABLE usage ("
+	"  sandbox_id    TEXT NOT NULL"
+	"                  REFERENCES sandboxes (id) ON DELETE CASCADE,"
+	"  provider      TEXT NOT NULL CHECK (length(provider) > 0),"
+	"  requests      INTEGER NOT NULL DEFAULT 0 CHECK (requests >= 0),"
+	"  input_tokens  INTEGER NOT NULL DEFAULT 0 CHECK (input_tokens >= 0),"
+	"  output_tokens INTEGER NOT NULL DEFAULT 0"
+	"                  CHECK (output_tokens >= 0),"
+	"  PRIMARY KEY (sandbox_id, provider)"
+	");",
 };
 _Static_assert(nitems(store_migrations) == STORE_SCHEMA_VERSION,
     "STORE_SCHEMA_VERSION must equal the number of migrations");
@@ -229,6 +245,18 @@ static const char *store_sql[STORE_NSTMTS] = {
 	    "(?2 IS NULL OR id = ?2) AND revoked_at = 0",
 	[STORE_STMT_APIKEY_TOUCH] =
 	    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+
+	/* ON CONFLICT adds to the row: one write per proxied request. */
+	[STORE_STMT_USAGE_ADD] =
+	    "INSERT INTO usage (sandbox_id, provider, requests, input_tokens, "
+	    "output_tokens) VALUES (?1, ?2, ?3, ?4, ?5) "
+	    "ON CONFLICT (sandbox_id, provider) DO UPDATE SET "
+	    "requests = requests + excluded.requests, "
+	    "input_tokens = input_tokens + excluded.input_tokens, "
+	    "output_tokens = output_tokens + excluded.output_tokens",
+	[STORE_STMT_USAGE_LIST] =
+	    "SELECT provider, requests, input_tokens, output_tokens FROM usage "
+	    "WHERE sandbox_id = ?1 ORDER BY provider",
 
 	[STORE_STMT_TASK_INSERT] =
 	    "INSERT INTO tasks (" STORE_TASK_COLUMNS ") VALUES "

@@ -17,7 +17,7 @@
 #define STORE_NOTFOUND	1
 #define STORE_ID_LEN	26
 /* The schema version this binary migrates to (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION	4
+#define STORE_SCHEMA_VERSION	5
 
 struct store;
 
@@ -189,5 +189,24 @@ int	store_task_finish(struct store *, const char *id, enum task_state,
 	    const char *summary_json, const char *changed_json, int64_t now_ms);
 int	store_task_set_checkpoint(struct store *, const char *id,
 	    const char *sha);
+
+/* store/usage.c */
+/* What one sandbox used through one [provider]. */
+struct store_usage {
+	char		 provider[65];
+	int64_t		 requests;
+	int64_t		 input_tokens;
+	int64_t		 output_tokens;
+};
+/*
+ * Add one proxied exchange's counts to the sandbox's row for provider;
+ * STORE_NOTFOUND if the sandbox is gone (deleted meanwhile).
+ */
+int	store_usage_add(struct store *, const char *sandbox_id,
+	    const char *provider, int64_t requests, int64_t input_tokens,
+	    int64_t output_tokens);
+/* A sandbox's rows, by provider name; free *out. */
+int	store_usage_list(struct store *, const char *sandbox_id,
+	    struct store_usage **out, size_t *n);
 
 #endif /* SBX_STORE_H */

@@ -14,23 +14,30 @@
 # test_h2.py (HTTP/2, plain and over TLS), test_defenses.py (slowloris,
 # slow read, body rates, connection caps), test_tasks.py (agent tasks,
 # their events), test_dev.py (the dev server: logs, restart-dev, dev_server),
-# test_terminal.py (the terminal's WebSocket), test_secrets.py (no secret
+# test_terminal.py (the terminal's WebSocket), test_agentd.py (nothing in a
+# sandbox poses as its agentd; exec output and requests at once capped),
+# test_secrets.py (no secret
 # in any log), test_openapi.py (docs/openapi.yaml walked against the
 # daemon, and the route table against the file), test_limits.py (a fork
 # bomb, a memory hog and a disk filler in one sandbox; the disk ceiling; a
 # full data disk on a loop-mounted ext4), test_browser.py (headless
 # Chromium and the Vite starter app over h2 and TLS), test_faults.py
 # (kill -9 mid-create, a dockerd restart, containers killed or removed
-# behind the daemon's back, SIGSTOP for 30 s) and test_metrics.py
+# behind the daemon's back, SIGSTOP for 30 s), test_metrics.py
 # (/metrics after real traffic, promtool, the access log and its reopen
-# on SIGHUP).
+# on SIGHUP), test_sdk_python.py (the Python SDK in clients/python: its
+# unittest suite against a real daemon, and the example app builder),
+# test_provider.py (the credential proxy against a fake TLS provider, from
+# inside real sandboxes; needs root, nft and openssl) and
+# test_console.py (the console's files as the daemon serves them, and the
+# console end to end in headless Chromium).
 # Each prints "N passed, N failed"; the last line here is their sum. Exit
 # 77 (skip) only if all skip, else 1 if any fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_files.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py"
+tests="test_sandboxd.py test_files.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_agentd.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_provider.py test_sdk_python.py test_console.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1

@@ -527,9 +527,32 @@ def test_restart(t, d, sid):
     t.check(served(d, sid) is not None, "and serves its kept workspace")
     t.check(stray not in d.containers(), "an unknown container of ours is removed")
     t.check("reconcile" in d.logs(), "the reconciler logs what it did")
+    before = d.containers(all=False)
     d.stop()
     d.start()
     t.check(served(d, sid) is not None, "a running sandbox is found again after a plain restart")
+    t.check(d.containers(all=False) == before, "and keeps its container (its spec did not change)")
+
+
+def test_stale_container(t, d, sid):
+    """A container made by an older sandboxd (here: without the spec label,
+    so without an agentd token either) is made again at boot, files kept."""
+    d.stop()
+    docker("rm", "-f", *d.containers())
+    name = "%s-%s" % (d.instance, sid)
+    old = docker("run", "-d", "--name", name, "--label", "io.sandboxd.instance=%s" % d.instance,
+                 "--label", "io.sandboxd.sandbox=%s" % sid, "sandboxd-test-busybox:1",
+                 "sleep", "600").stdout.strip()
+    d.start()
+    t.check(wait_for(lambda: served(d, sid) is not None, timeout=15),
+            "the sandbox serves its workspace from a new container")
+    now = d.containers(all=False)
+    t.check(old not in now and len(now) == 1, "the stale container is gone, one new one runs: %r" % now)
+    spec = docker("inspect", "-f", '{{index .Config.Labels "io.sandboxd.spec"}}', now[0]).stdout.strip() if now else ""
+    t.check(len(spec) == 16, "the new container carries its spec hash: %r" % spec)
+    t.check("older spec" in d.logs(), "the reconciler says why it made the container again")
+    r = d.request("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": ["echo", "ok"]})
+    t.check(r.status == 200 and r.json().get("stdout") == "ok\n", "its agentd answers: %r" % r)
 
 
 def test_delete(t, d, sid):
@@ -753,6 +776,7 @@ def main():
         if sid:
             for fn in (test_container_hardening, test_file_job_fds, test_exec, test_traversal, test_bad_input,
                        test_random_requests, test_tenants, test_stop_start, test_removed_behind_back, test_restart,
+                       test_stale_container,
                        test_delete):
                 t.run(fn, d, sid)
         t.run(test_bad_image, d)

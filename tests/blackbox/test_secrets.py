@@ -19,6 +19,7 @@ Prints "N passed, N failed"; exits 77 without Docker.
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -45,7 +46,7 @@ TEMPLATES = {
                 "memory": "64m", "cpus": "0.5", "pids_limit": "64"},
 }
 # Files whose purpose is to hold a secret (mode 0600): not logs.
-SECRET_FILES = ("preview-secret", "api-key")
+SECRET_FILES = ("preview-secret", "api-key", "agentd-secret")
 
 
 def sbx(*args):
@@ -202,6 +203,16 @@ def test_secrets_not_logged(t):
         sid = r.json()["id"]
         with open(os.path.join(d.data_dir, "preview-secret"), "rb") as f:
             used.append(("the preview secret", f.read()))
+        with open(os.path.join(d.data_dir, "agentd-secret"), "rb") as f:
+            used.append(("the agentd secret", f.read()))
+        # The sandbox's agentd token, as its container's env carries it.
+        cid = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter",
+                              "label=io.sandboxd.sandbox=%s" % sid], capture_output=True, text=True).stdout.split()
+        env = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .Config.Env}}", cid[0]],
+                                        capture_output=True, text=True).stdout) if cid else []
+        tok_env = [e.split("=", 1)[1] for e in env if e.startswith("SANDBOXD_AGENTD_TOKEN=")]
+        t.check(len(tok_env) == 1, "the container's env carries an agentd token")
+        used += [("the agentd token", v) for v in tok_env]
         d.request("PUT", "/v1/sandboxes/%s/files/index.html" % sid, b"<p>hi</p>\n")
         r = d.request("POST", "/v1/sandboxes/%s/preview-token" % sid, {"ttl_s": 600})
         tok = r.json()["token"] if r.status == 200 else ""

@@ -20,6 +20,10 @@ targets="http_request http_response http_chunked config token cookie route h2 pt
 targets="$targets task_event"
 # control/terminal.c's resize message
 targets="$targets term_resize"
+# control/provider.c's usage scanner
+targets="$targets usage_scan"
+# edge/console.c's paths and If-None-Match
+targets="$targets console"
 passed=0
 failed=0
 ran=0

@@ -34,9 +34,13 @@
 #include <json.h>
 
 #include "common/common.h"
+#include "agentd/agentd.h"
 #include "tests/unit/unit.h"
 
 #define SECRET		"sk-test-secret-4711"
+/* The rendezvous token agentd gets in its env, as from the daemon. */
+#define TEST_TOKEN	"0123456789abcdef0123456789abcdef" \
+			"0123456789abcdef0123456789abcdef"
 
 struct agent {
 	char	 sock[300];
@@ -117,6 +121,7 @@ agent_start(struct agent *a, const char *name, const char *dev,
 		setenv("PATH", path, 1);
 		/* The host user's login profile is not the test's business. */
 		setenv("HOME", tmp, 1);
+		setenv(AGENTD_TOKEN_ENV, TEST_TOKEN, 1);
 		if (extra != NULL)
 			execl(agentd_path, "agentd", "--socket", a->sock,
 			    "--workdir", ws, "--state-dir", statedir, "--dev-command",
@@ -163,13 +168,25 @@ rq_open(struct agent *a, const char *method, const char *path,
     const char *headers, const char *body)
 {
 	struct pollfd	 pfd = { a->lfd, POLLIN, 0 };
-	char		*req;
+	char		*req, hello[AGENTD_HELLO_LEN + 1];
+	size_t		 got;
+	ssize_t		 r = 0;
 	int		 fd, n;
 
 	if (poll(&pfd, 1, 5000) != 1)
 		return -1;
 	if ((fd = accept4(a->lfd, NULL, NULL, SOCK_CLOEXEC)) == -1)
 		return -1;
+	/* Every connection starts with agentd's hello and its token. */
+	memset(hello, 0, sizeof hello);
+	for (got = 0; got < AGENTD_HELLO_LEN; got += (size_t)r) {
+		pfd.fd = fd;
+		if (poll(&pfd, 1, 5000) != 1 || (r = read(fd, hello + got,
+		    AGENTD_HELLO_LEN - got)) <= 0)
+			break;
+	}
+	CHECK(got == AGENTD_HELLO_LEN &&
+	    strcmp(hello, AGENTD_HELLO_PREFIX TEST_TOKEN "\n") == 0);
 	n = xasprintf(&req, "%s %s HTTP/1.1\r\nHost: agentd\r\n%s"
 	    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
 	    method, path, headers != NULL ? headers : "",
@@ -768,6 +785,7 @@ test_claude_and_revert(void)
 	json_object_put(ev);
 	buf_free(&b);
 	CHECK(log_has(&main_agent, SECRET) == 0);
+	CHECK(log_has(&main_agent, TEST_TOKEN) == 0);
 	CHECK(log_has(&main_agent, "make the header") == 0);
 
 	/* A file added after the task: revert removes it too. */

@@ -26,6 +26,7 @@ static char	tmpdir[] = "/tmp/sbx-test-config.XXXXXX";
 static struct config *parse_ok(const char *);
 static char	*parse_err(const char *);
 static int	 has(const char *, const char *);
+static int	 has_quiet(const char *, const char *);
 static int	 count_lines(const char *);
 static char	*write_file(const char *, const char *, size_t, mode_t);
 
@@ -69,6 +70,13 @@ has(const char *errs, const char *needle)
 	fprintf(stderr, "expected \"%s\" in:\n%s", needle,
 	    errs != NULL ? errs : "(null)\n");
 	return 0;
+}
+
+/* 1 if errs contains needle, without a word when it does not. */
+static int
+has_quiet(const char *errs, const char *needle)
+{
+	return errs != NULL && strstr(errs, needle) != NULL;
 }
 
 /* Number of lines in a text. */
@@ -1691,6 +1699,83 @@ test_util(void)
 	free(path);
 }
 
+/* [provider NAME]: kinds, https upstreams split for the proxy, key files. */
+static void
+test_providers(void)
+{
+	struct config	*c;
+	char		*key, *empty, *text, *e;
+
+	key = write_file("provider.key", "sk-test-key\n", 12, 0600);
+	empty = write_file("empty.key", "\n \n", 3, 0600);
+	xasprintf(&text, "provider_port = 7443\n"
+	    "[provider anthropic]\nkind = anthropic\n"
+	    "upstream = https://api.anthropic.com/\nkey_file = %s\n"
+	    "[provider oai]\nkind = openai\n"
+	    "upstream = https://127.0.0.1:8443/v1\nkey_file = %s\n"
+	    "provider_ca = %s\n", key, key, key);
+	c = parse_ok(text);
+	free(text);
+	if (c != NULL) {
+		CHECK(c->provider_port == 7443);
+		CHECK(c->nproviders == 2);
+		CHECK_STR(c->providers[0].name, "anthropic");
+		CHECK(c->providers[0].kind == CFG_PROVIDER_ANTHROPIC);
+		CHECK_STR(c->providers[0].upstream, "https://api.anthropic.com");
+		CHECK_STR(c->providers[0].host, "api.anthropic.com");
+		CHECK(c->providers[0].port == 443);
+		CHECK_STR(c->providers[0].path, "");
+		CHECK(c->providers[0].ca_file == NULL);
+		CHECK(c->providers[1].kind == CFG_PROVIDER_OPENAI);
+		CHECK_STR(c->providers[1].host, "127.0.0.1");
+		CHECK(c->providers[1].port == 8443);
+		CHECK_STR(c->providers[1].path, "/v1");
+		CHECK_STR(c->providers[1].ca_file, key);
+		config_free(c);
+	}
+	c = parse_ok("");
+	CHECK(c->nproviders == 0 && c->provider_port == 7070);
+	config_free(c);
+
+	xasprintf(&text, "[provider p]\nkind = gemini\n"
+	    "upstream = http://x.example\nkey_file = %s/none.key\n"
+	    "provider_ca = relative.pem\n"
+	    "[provider q]\nkind = openai\nupstream = https://x.example:0\n"
+	    "key_file = %s\n"
+	    "[provider r]\nkind = openai\nupstream = https://u@x.example\n"
+	    "key_file = %s\n"
+	    "[provider s]\n", tmpdir, empty, key);
+	e = parse_err(text);
+	free(text);
+	CHECK(has(e, "t.conf:2: kind: \"gemini\" is not anthropic or openai"));
+	CHECK(has(e, "t.conf:3: upstream: must start with https://"));
+	CHECK(has(e, "t.conf:4: key_file: "));
+	CHECK(has(e, "none.key: No such file or directory"));
+	CHECK(has(e, "t.conf:5: provider_ca: must be an absolute path"));
+	CHECK(has(e, "t.conf:8: upstream: port in \"https://x.example:0\" is "
+	    "too small"));
+	CHECK(has(e, "empty (it must hold the provider's API key)"));
+	CHECK(has(e, "t.conf:12: upstream: \"https://u@x.example\" is not a "
+	    "valid https URL"));
+	CHECK(has(e, "t.conf:11: kind: [provider r] has the same kind as "
+	    "[provider q]"));
+	CHECK(has(e, "t.conf:14: kind: missing in [provider s]"));
+	CHECK(has(e, "t.conf:14: upstream: missing in [provider s]"));
+	CHECK(has(e, "t.conf:14: key_file: missing in [provider s]"));
+	CHECK(!has_quiet(e, "sk-test-key"));
+	free(e);
+	e = parse_err("kind = openai\n");
+	CHECK(has(e, "kind: only allowed in a [provider] section"));
+	free(e);
+	e = parse_err("[route r]\nhost = a.example\nupstream = 127.0.0.1:1\n"
+	    "kind = openai\n");
+	CHECK(has(e, "kind: not a key of [route] sections (it belongs in "
+	    "[provider])"));
+	free(e);
+	free(key);
+	free(empty);
+}
+
 /* egress and egress_allow: the modes, CIDRs v4/v6, every refusal. */
 static void
 test_egress(void)
@@ -1855,6 +1940,7 @@ main(void)
 	RUN(test_addrs);
 	RUN(test_instance);
 	RUN(test_egress);
+	RUN(test_providers);
 	RUN(test_edge_limits);
 	RUN(test_garbage);
 	RUN(test_load);

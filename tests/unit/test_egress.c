@@ -103,7 +103,7 @@ test_rulesets(void)
 			c = conf(cfgtext);
 			free(cfgtext);
 			text = egress_ruleset(c, "sandboxd_t-1.x", "br-0123abcd",
-			    dns, allow ? 2 : 0);
+			    dns, allow ? 2 : 0, allow ? "172.30.0.1" : NULL);
 			/* Replace atomically: exist, delete, anew. */
 			CHECK(strncmp(text, "table inet sandboxd_t-1.x\n"
 			    "delete table inet sandboxd_t-1.x\n"
@@ -112,6 +112,9 @@ test_rulesets(void)
 			    != NULL);
 			CHECK(strstr(text, "oifname \"br-0123abcd\" counter drop "
 			    "comment \"sandbox to sandbox\"") != NULL);
+			CHECK((strstr(text, "ip daddr 172.30.0.1 tcp dport "
+			    "7070 counter accept comment \"credential proxy\"")
+			    != NULL) == allow);
 			CHECK(strstr(text, "counter drop comment \"the host\"")
 			    != NULL);
 			CHECK(strstr(text, "ip daddr 169.254.0.0/16 counter "

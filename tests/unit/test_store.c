@@ -141,7 +141,7 @@ test_open_create(void)
 	}
 	CHECK(stat(tpath("create.db"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
 	CHECK(store_schema_version(s) == STORE_SCHEMA_VERSION);
-	CHECK(STORE_SCHEMA_VERSION == 4);
+	CHECK(STORE_SCHEMA_VERSION == 5);
 	CHECK(store_ping(s) == 0);
 	store_close(s);
 
@@ -598,6 +598,49 @@ test_tenants(void)
 	CHECK(store_tenant_ensure(s, "") == -1);	/* CHECK constraint */
 	CHECK(store_tenant_ensure(s, NULL) == -1);	/* NOT NULL */
 	CHECK(store_tenant_exists(s, "") == 0);
+	store_close(s);
+}
+
+/* Usage: rows add up per provider, go with their sandbox. */
+static void
+test_usage(void)
+{
+	struct store		*s;
+	struct store_sandbox	 sb;
+	struct store_usage	*u;
+	size_t			 n;
+	char			*cause;
+
+	s = store_open(tpath("usage.db"), &cause);
+	CHECK(s != NULL);
+	if (s == NULL) {
+		free(cause);
+		return;
+	}
+	make_sandbox(&sb, 1, "alice", 1000);
+	CHECK(store_sandbox_insert(s, &sb) == 0);
+	CHECK(store_usage_list(s, sb.id, &u, &n) == 0 && n == 0);
+	free(u);
+	CHECK(store_usage_add(s, sb.id, "openai", 1, 10, 20) == 0);
+	CHECK(store_usage_add(s, sb.id, "anthropic", 1, 5, 0) == 0);
+	CHECK(store_usage_add(s, sb.id, "openai", 2, 1, 2) == 0);
+	CHECK(store_usage_list(s, sb.id, &u, &n) == 0 && n == 2);
+	if (n == 2) {
+		CHECK(strcmp(u[0].provider, "anthropic") == 0);
+		CHECK(u[0].requests == 1 && u[0].input_tokens == 5 &&
+		    u[0].output_tokens == 0);
+		CHECK(strcmp(u[1].provider, "openai") == 0);
+		CHECK(u[1].requests == 3 && u[1].input_tokens == 11 &&
+		    u[1].output_tokens == 22);
+	}
+	free(u);
+	/* A sandbox that is gone (or never was) takes no usage. */
+	CHECK(store_usage_add(s, "00000000000000000000000099", "openai", 1,
+	    0, 0) == STORE_NOTFOUND);
+	CHECK(store_usage_add(s, sb.id, "openai", -1, 0, 0) == -1);
+	CHECK(store_sandbox_delete(s, sb.id) == 0);
+	CHECK(store_usage_list(s, sb.id, &u, &n) == 0 && n == 0);
+	free(u);
 	store_close(s);
 }
 
@@ -1283,6 +1326,7 @@ main(int argc, char **argv)
 	RUN(test_tasks);
 	RUN(test_tenants);
 	RUN(test_apikeys);
+	RUN(test_usage);
 	RUN(test_backup);
 	RUN(test_state_names);
 	RUN(test_migrate_v1);
