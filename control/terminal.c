@@ -58,6 +58,9 @@ struct term {
 	int			 client_paused;	/* we paused the client */
 	int			 held;		/* rt_hold +1 given */
 	struct event		*ping_ev;
+	int			 close_pending;	/* close once the output is out */
+	uint16_t		 close_code;
+	char			 close_reason[64];
 };
 
 static void	term_free(struct term *);
@@ -317,27 +320,48 @@ term_reap_cb(evutil_socket_t fd, short events, void *arg)
 	free(arg);
 }
 
-/* Write what wslay has queued; end once our close went out. */
+/*
+ * Write what wslay has queued; end once our close went out. wslay sends
+ * control frames ahead of queued messages and nothing after a close, so
+ * our own close is queued only once the screen output before it is out
+ * (else the shell's last words were lost and, the queue never emptying,
+ * the connection stayed open).
+ */
 static void
 term_flush(struct term *t)
 {
 	if (t->state != TERM_OPEN)
 		return;
-	if (wslay_event_send(t->ws) != 0 ||
-	    (wslay_event_get_close_sent(t->ws) &&
-	    wslay_event_get_queued_msg_count(t->ws) == 0))
+	if (wslay_event_send(t->ws) != 0) {
+		term_free(t);
+		return;
+	}
+	if (t->close_pending && !wslay_event_get_close_sent(t->ws) &&
+	    wslay_event_get_queued_msg_count(t->ws) == 0) {
+		t->close_pending = 0;
+		wslay_event_queue_close(t->ws, t->close_code,
+		    (const uint8_t *)t->close_reason, strlen(t->close_reason));
+		if (wslay_event_send(t->ws) != 0) {
+			term_free(t);
+			return;
+		}
+	}
+	if (wslay_event_get_close_sent(t->ws))
 		term_free(t);
 }
 
-/* Close the WebSocket with code and reason, then everything. */
+/* Close the WebSocket with code and reason (after the output), then everything. */
 static void
 term_close(struct term *t, uint16_t code, const char *reason)
 {
 	if (t->state != TERM_OPEN)
 		return;
-	if (!wslay_event_get_close_sent(t->ws))
-		wslay_event_queue_close(t->ws, code, (const uint8_t *)reason,
-		    strlen(reason));
+	if (!wslay_event_get_close_sent(t->ws) && !t->close_pending) {
+		t->close_pending = 1;
+		t->close_code = code;
+		snprintf(t->close_reason, sizeof t->close_reason, "%s",
+		    reason);
+	}
 	term_flush(t);
 }
 

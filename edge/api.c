@@ -397,10 +397,11 @@ edge_api_upgrade_head(void *arg, struct http_exchange *ex)
 	hdrs[n].name_len = 7;
 	hdrs[n].value = "websocket";
 	hdrs[n++].value_len = 9;
-	hdrs[n].name = "Connection";
-	hdrs[n].name_len = 10;
-	hdrs[n].value = "Upgrade";
-	hdrs[n++].value_len = 7;
+	/*
+	 * No Connection here: h1.c writes "Connection: upgrade" for every
+	 * 101 (h2.c drops both). Two of them arrive as "Upgrade, upgrade",
+	 * which strict clients (undici's WebSocket: Node's) refuse.
+	 */
 	n = edge_api_add_headers(hdrs, n, ex, "upgrade");
 	memset(&rh, 0, sizeof rh);
 	rh.status = 101;

@@ -19,8 +19,10 @@ docker.io busybox-static python3 curl ca-certificates mmdebstrap nftables procps
     strace man-db systemd systemd-container chromium prometheus
     mypy python3-pip python3-setuptools python3-wheel"
 # Node.js and npm build the console (scripts/build-console.sh) at build
-# time only; the daemon never runs them. A Node.js already installed (e.g.
-# NodeSource's, which carries its own npm) is used as it is.
+# time only, the daemon never runs them; and the TypeScript SDK's tests
+# (clients/typescript; Node.js 20+, they skip on an older one). A Node.js
+# already installed (e.g. NodeSource's, which carries its own npm) is used
+# as it is.
 node_pkgs="nodejs npm"
 if [ "${1:-}" = --list ]; then
 	# shellcheck disable=SC2086

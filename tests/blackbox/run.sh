@@ -28,16 +28,18 @@
 # on SIGHUP), test_sdk_python.py (the Python SDK in clients/python: its
 # unittest suite against a real daemon, and the example app builder),
 # test_provider.py (the credential proxy against a fake TLS provider, from
-# inside real sandboxes; needs root, nft and openssl) and
+# inside real sandboxes; needs root, nft and openssl),
 # test_console.py (the console's files as the daemon serves them, and the
-# console end to end in headless Chromium).
+# console end to end in headless Chromium) and test_sdk_typescript.py
+# (clients/typescript built with npm ci and tsc, its node --test suite
+# against a daemon).
 # Each prints "N passed, N failed"; the last line here is their sum. Exit
 # 77 (skip) only if all skip, else 1 if any fails.
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_files.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_agentd.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_provider.py test_sdk_python.py test_console.py"
+tests="test_sandboxd.py test_files.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_agentd.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_provider.py test_sdk_python.py test_console.py test_sdk_typescript.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1

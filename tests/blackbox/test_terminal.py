@@ -166,6 +166,35 @@ def test_exit_closes(t, d, ctx):
     asyncio.run(go())
 
 
+def test_last_output_then_close(t, d, ctx):
+    """A shell that prints and exits at once (both in one read of agentd's):
+    its last output arrives before the close, and the connection ends.
+    Used to lose both: wslay sent the close ahead of the queued output and
+    the connection then stayed open until the client gave up."""
+    async def go():
+        for i in range(5):
+            ws = await connect(d, ctx["sid"])
+            t0 = time.time()
+            await ws.send(b"echo last-wo''rds-%d; exit 4\n" % i)
+            out = b""
+            got = None
+            try:
+                while time.time() - t0 < 10:
+                    m = await asyncio.wait_for(ws.recv(), max(0.05, 10 - (time.time() - t0)))
+                    out += m if isinstance(m, bytes) else m.encode()
+            except websockets.ConnectionClosed as e:
+                got = (e.code, e.reason)
+            except asyncio.TimeoutError:
+                pass
+            await ws.wait_closed()
+            took = time.time() - t0
+            if not t.check(b"last-words-%d" % i in out and got == (1000, "exit 4") and took < 5,
+                           "try %d: the output, then 1000 'exit 4', then the end, in %.1f s: %r %r"
+                           % (i, took, got, out[-120:])):
+                break
+    asyncio.run(go())
+
+
 def test_client_close_ends_shell(t, d, ctx):
     sid = ctx["sid"]
 
@@ -308,7 +337,8 @@ def main():
         ctx["sid"] = create(t, d, {"idle_timeout_s": 600})
         if ctx["sid"]:
             wait_for(lambda: state(d, ctx["sid"]) == "running", timeout=30, interval=0.3)
-            for fn in (test_echo, test_resize, test_bulk_output, test_exit_closes, test_client_close_ends_shell,
+            for fn in (test_echo, test_resize, test_bulk_output, test_exit_closes, test_last_output_then_close,
+                       test_client_close_ends_shell,
                        test_subprotocol_auth, test_refusals, test_h2_extended_connect,
                        test_kept_awake):
                 t.run(fn, d, ctx)

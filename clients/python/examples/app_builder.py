@@ -11,7 +11,6 @@ from sandboxd import Sandboxd
 
 client = Sandboxd()  # SANDBOXD_URL and SANDBOXD_API_KEY from the environment
 AGENT = os.environ.get("APP_BUILDER_AGENT", "claude-code")  # or opencode, or command (runs the prompt with sh)
-KEYS = {k: os.environ[k] for k in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY") if k in os.environ}
 
 PAGE = """<!doctype html><meta charset=utf-8><title>App builder</title>
 <form id=f><input name=prompt size=80 placeholder="make the header red"> <button>Build</button></form>
@@ -37,7 +36,7 @@ f.onsubmit = async (e) => {
 def sandbox_for(user):
     """The user's sandbox: found by its label, or made (and woken by any request)."""
     found = client.sandboxes.list(label={"app-builder-user": user})
-    return found[0] if found else client.sandboxes.create(labels={"app-builder-user": user}, env=KEYS)
+    return found[0] if found else client.sandboxes.create(labels={"app-builder-user": user})
 
 
 class Handler(BaseHTTPRequestHandler):
