@@ -434,7 +434,8 @@ def test_job_caps(t, d, sids):
         # Eight GETs nobody reads: their jobs block on full pipes.
         for _ in range(8):
             held.append(open_get(d, "/v1/sandboxes/%s/files/cap.bin" % sid))
-        wait_for(lambda: len(children(d.proc.pid)) >= 8, timeout=10)
+        t.check(wait_for(lambda: len(children(d.proc.pid)) >= 8, timeout=20),
+                "8 file jobs run: %d" % len(children(d.proc.pid)))
         r = d.request("GET", "/v1/sandboxes/%s/files/cap.bin" % sid)
         t.check(r.status == 429 and r.error_code() == "quota_exceeded" and
                 r.headers.get("retry-after") == "1",
@@ -443,11 +444,14 @@ def test_job_caps(t, d, sids):
         t.check(r.status == 429, "a PUT counts too: %r" % r)
         r = d.request("GET", "/v1/sandboxes/%s/files/cap.bin" % sids[1], timeout=10)
         t.check(r.status == 200, "another sandbox is not held back by it: %r" % r.status)
+        # Its job counts until its exit is seen: wait, so the next eight fit.
+        wait_for(lambda: len(children(d.proc.pid)) == 8, timeout=20)
         if len(sids) >= 4:
             for other in sids[1:4]:
                 for _ in range(8):
                     held.append(open_get(d, "/v1/sandboxes/%s/files/cap.bin" % other))
-            wait_for(lambda: len(children(d.proc.pid)) >= 32, timeout=20)
+            t.check(wait_for(lambda: len(children(d.proc.pid)) >= 32, timeout=20),
+                    "32 file jobs run: %d" % len(children(d.proc.pid)))
             r = d.request("GET", "/v1/sandboxes/%s/files/" % sids[4])
             t.check(r.status == 503 and r.error_code() == "unavailable" and
                     r.headers.get("retry-after") == "1",
