@@ -512,6 +512,19 @@ struct http_exchange {
 	http_exchange_stream_cb	 gone_cb;
 	void			*stream_arg;
 	http_exchange_data_cb	 data_cb;	/* upgraded */
+	int			 stream_cut;	/* end it as failed */
+
+	/*
+	 * A request body taken as it arrives (http_exchange_body_take):
+	 * control sets body_streams when it is asked for the body limit,
+	 * and edge then dispatches at the head, body_complete set once all
+	 * of it is in body.
+	 */
+	int			 body_streams;
+	int			 body_complete;
+	http_exchange_data_cb	 body_cb;
+	http_exchange_stream_cb	 body_gone_cb;
+	void			*body_arg;
 };
 
 struct http_exchange *http_exchange_new(void);
@@ -537,7 +550,9 @@ void	 http_exchange_reply_error(struct http_exchange *, int status,
 void	 http_exchange_detach(struct http_exchange *);
 /*
  * Answer with a stream instead (Server-Sent Events): send the head now
- * (status, ctype, the headers added so far; no length), then body bytes
+ * (status, ctype, the headers added so far; no length, unless one of them
+ * is a Content-Length: the body must then be exactly that long, or cut
+ * with http_exchange_stream_cut), then body bytes
  * as they come with http_exchange_stream_write, then
  * http_exchange_stream_end, which frees the exchange. drain and gone may
  * be NULL (see http_exchange_stream_cb). -1 if the client already left:
@@ -556,6 +571,28 @@ int	 http_exchange_stream_write(struct http_exchange *, const void *,
 	    size_t);
 /* End the streamed answer and free the exchange (also after gone). */
 void	 http_exchange_stream_end(struct http_exchange *);
+/*
+ * End a streamed answer as failed and free the exchange: the client sees
+ * it cut off (HTTP/1.1: the connection closes before the last chunk;
+ * HTTP/2: RST_STREAM), never a short body that looks whole.
+ */
+void	 http_exchange_stream_cut(struct http_exchange *);
+/*
+ * Take a body_streams request's body as it comes: data gets ex->body
+ * each time bytes arrived (drain what you take) and once more with
+ * ex->body_complete set; gone, if the request ends before the body does
+ * (the client left, or edge refused the body: too large, too slow,
+ * malformed): the exchange is detached, answer it to free it. Neither is
+ * called from inside an http_exchange_* call but http_exchange_body_pause.
+ * Answering before the body is complete closes the connection after.
+ */
+void	 http_exchange_body_take(struct http_exchange *,
+	    http_exchange_data_cb data, http_exchange_stream_cb gone,
+	    void *arg);
+/* Stop (1) or resume (0) reading the body; a resume may call data. */
+void	 http_exchange_body_pause(struct http_exchange *, int);
+/* The transport: the body's request ended before the body (edge calls). */
+void	 http_exchange_body_gone(struct http_exchange *);
 /* The transport: the client drained our output / left (edge calls). */
 void	 http_exchange_stream_drained(struct http_exchange *);
 void	 http_exchange_stream_gone(struct http_exchange *);

@@ -322,6 +322,45 @@ http_exchange_stream_end(struct http_exchange *ex)
 	http_exchange_free(ex);
 }
 
+/* End a streamed answer as failed; the exchange is freed. */
+void
+http_exchange_stream_cut(struct http_exchange *ex)
+{
+	ex->stream_cut = 1;
+	http_exchange_stream_end(ex);
+}
+
+/* Take the request body as it arrives. */
+void
+http_exchange_body_take(struct http_exchange *ex, http_exchange_data_cb data,
+    http_exchange_stream_cb gone, void *arg)
+{
+	ex->body_cb = data;
+	ex->body_gone_cb = gone;
+	ex->body_arg = arg;
+}
+
+void
+http_exchange_body_pause(struct http_exchange *ex, int on)
+{
+	if (!ex->replied && ex->conn != NULL && ex->body_cb != NULL &&
+	    ex->transport->upgrade_pause != NULL)
+		ex->transport->upgrade_pause(ex->conn, ex, on);
+}
+
+/* The body's request ended first: detach, then tell the handler. */
+void
+http_exchange_body_gone(struct http_exchange *ex)
+{
+	http_exchange_stream_cb	gone = ex->body_gone_cb;
+
+	ex->conn = NULL;
+	ex->body_cb = NULL;
+	ex->body_gone_cb = NULL;
+	if (gone != NULL)
+		gone(ex, ex->body_arg);
+}
+
 /* The client took everything queued: tell the handler. */
 void
 http_exchange_stream_drained(struct http_exchange *ex)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <json.h>
 
 #include "control/control_int.h"
@@ -307,7 +308,7 @@ route_find(const char *method, const char *path, struct api_match *m,
  * nobody gets a body buffered, or a 100 Continue, without a valid key.
  */
 uint64_t
-control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
+control_api_body_limit(struct control *ctl, struct http_exchange *ex)
 {
 	const struct api_route		*r;
 	const struct cfg_api_key	*key;
@@ -340,6 +341,8 @@ control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
 	}
 	switch (r->body) {
 	case BODY_FILE:
+		/* Into the file job's pipe as it comes, never whole here. */
+		ex->body_streams = 1;
 		return (ctl->cf->max_file_size);
 	case BODY_EXEC:
 		return (API_EXEC_MAX_BODY);
@@ -1178,7 +1181,12 @@ h_create(struct control *ctl, struct http_exchange *ex,
 	log_info("creating sandbox\tid=%s tenant=%s template=%s", s.id,
 	    s.tenant, s.template_name);
 	if (lifecycle_create(ctl, &s, lifecycle_reply_cb, ex) == -1) {
-		store_sandbox_delete(ctl->store, s.id);
+		/* A row left creating is an interrupted create: reconciled. */
+		if (store_sandbox_delete(ctl->store, s.id) == -1) {
+			log_warnx("cannot remove the row of a create that did "
+			    "not start; reconciling\tid=%s", s.id);
+			control_resync(ctl);
+		}
 		http_exchange_reply_error(ex, 500, "internal",
 		    "cannot start creating the sandbox");
 	}
@@ -1639,23 +1647,238 @@ reply_errno(struct http_exchange *ex, int error, const char *path)
 }
 
 /*
- * A PUT or DELETE of a workspace file, run in a forked child: a 100 MiB
- * write with its fsync, or the removal of a node_modules tree, must not
- * stall every other tenant's traffic on the loop. The child's exit code
- * carries the outcome: FILE_JOB_ERRNO + errno, FILE_JOB_DONE, or
- * FILE_JOB_CREATED; any other (an exit(1) from a fatal error, a sanitizer)
- * is a failure, never taken for success.
+ * Every file operation runs in a forked child (a file job): a 100 MiB
+ * read or write with its fsync, listing a directory of 100,000 names or
+ * removing a node_modules tree must not stall every other tenant's
+ * traffic on the loop. The child keeps only the workspace and its pipes
+ * of the daemon's descriptors (a slow job must not hold a listener or a
+ * client socket open past the daemon's exit), and the loop moves bytes
+ * through the pipes with backpressure both ways:
+ * - GET: the child writes files_send's answer; the loop reads it only as
+ *   fast as the client takes the streamed answer, so a slow client stops
+ *   the child (its pipe fills), never makes us buffer the file.
+ * - PUT: edge dispatches at the head (body_streams); the body goes into
+ *   the data pipe as it comes, reading the client paused while more than
+ *   FILE_PUT_HIGH waits for the pipe. A byte on the commit pipe once all
+ *   of it is in says "rename it into place"; a client that leaves or a
+ *   body edge refuses (413) closes both pipes without it, and the child
+ *   removes its temporary.
+ * The exit code carries the outcome: FILE_JOB_ERRNO + errno,
+ * FILE_JOB_DONE, or FILE_JOB_CREATED; any other (an exit(1) from a fatal
+ * error, a sanitizer) is a failure, never taken for success. At most
+ * FILE_JOBS_MAX run at once, FILE_JOBS_PER_SANDBOX for one sandbox: more
+ * are refused (503 and 429, with Retry-After), not queued.
  */
 #define FILE_JOB_ERRNO		2	/* + errno (below 250) */
 #define FILE_JOB_DONE		252
 #define FILE_JOB_CREATED	253
+#define FILE_JOBS_MAX		32	/* docs/limits.md */
+#define FILE_JOBS_PER_SANDBOX	8
+#define FILE_PUT_HIGH		(1024 * 1024)	/* queued for the pipe */
+#define FILE_CHUNK		(64 * 1024)
+
+enum file_job_kind {
+	FILE_JOB_GET,
+	FILE_JOB_PUT,
+	FILE_JOB_DELETE
+};
+
+enum file_job_state {
+	FILE_JOB_HEAD,		/* GET: waiting for the child's files_head */
+	FILE_JOB_BODY,		/* GET: streaming; PUT: taking the body */
+	FILE_JOB_WAIT		/* the pipes are closed; waiting for the exit */
+};
 
 struct file_job {
-	struct http_exchange	*ex;
+	struct control		*ctl;
+	struct http_exchange	*ex;	/* NULL once answered or gone */
+	enum file_job_kind	 kind;
+	enum file_job_state	 state;
+	char			 id[ID_LEN + 1];
 	char			*path;
-	int			 wsfd;
-	int			 is_put;
+	int			 wsfd;	/* the child's; closed here once forked */
+	int			 pfd;	/* GET: read end; PUT: data write end */
+	int			 cfd;	/* PUT: the commit pipe's write end */
+	int			 cfd_child, pfd_child;	/* the child's ends */
+	struct event		*ev;
+	struct evbuffer		*buf;	/* GET: the head; PUT: the body's bytes */
+	struct files_head	 head;
+	int64_t			 got;	/* GET: body bytes read */
+	int			 paused;	/* PUT: the client is not read */
+	int			 complete;	/* PUT: all of the body is queued */
+	int			 exited;
+	LIST_ENTRY(file_job)	 entry;
 };
+
+static int	file_job_admit(struct control *, struct http_exchange *,
+		    const char *);
+static struct file_job *file_job_new(struct control *, struct http_exchange *,
+		    const char *, char *, int, enum file_job_kind);
+static int	file_job_start(struct file_job *);
+static void	file_job_keep(int, int, int, int);
+static int	file_job_run(void *);
+static void	file_job_done(int, void *);
+static void	file_job_close(struct file_job *);
+static void	file_job_maybe_free(struct file_job *);
+static void	file_get_read_cb(evutil_socket_t, short, void *);
+static void	file_get_head(struct file_job *);
+static void	file_get_drain_cb(struct http_exchange *, void *);
+static void	file_get_gone_cb(struct http_exchange *, void *);
+static void	file_put_data_cb(struct http_exchange *, struct evbuffer *,
+		    void *);
+static void	file_put_gone_cb(struct http_exchange *, void *);
+static void	file_put_write_cb(evutil_socket_t, short, void *);
+static void	file_put_flush(struct file_job *);
+
+/*
+ * Room for one more file job, for sandbox id and in all? Answers 503 or
+ * 429 and returns -1 if not.
+ */
+static int
+file_job_admit(struct control *ctl, struct http_exchange *ex, const char *id)
+{
+	struct file_job	*job;
+	int		 n = 0;
+
+	if (ctl->nfile_jobs >= FILE_JOBS_MAX) {
+		http_exchange_add_header(ex, "Retry-After", "1");
+		http_exchange_reply_error(ex, 503, "unavailable",
+		    "%d file operations are under way; try again shortly",
+		    FILE_JOBS_MAX);
+		return (-1);
+	}
+	LIST_FOREACH(job, &ctl->file_jobs, entry) {
+		if (strcmp(job->id, id) == 0)
+			n++;
+	}
+	if (n >= FILE_JOBS_PER_SANDBOX) {
+		http_exchange_add_header(ex, "Retry-After", "1");
+		http_exchange_reply_error(ex, 429, "quota_exceeded",
+		    "this sandbox has %d file operations under way; try "
+		    "again shortly", FILE_JOBS_PER_SANDBOX);
+		return (-1);
+	}
+	return (0);
+}
+
+/* A job for path (taken) in the workspace wsfd (taken), not started. */
+static struct file_job *
+file_job_new(struct control *ctl, struct http_exchange *ex, const char *id,
+    char *path, int wsfd, enum file_job_kind kind)
+{
+	struct file_job	*job;
+
+	job = xcalloc(1, sizeof *job);
+	job->ctl = ctl;
+	job->ex = ex;
+	job->kind = kind;
+	job->state = FILE_JOB_WAIT;
+	memcpy(job->id, id, ID_LEN);
+	job->id[ID_LEN] = '\0';
+	job->path = path;
+	job->wsfd = wsfd;
+	job->pfd = job->cfd = job->pfd_child = job->cfd_child = -1;
+	if ((job->buf = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new failed", __func__);
+	return (job);
+}
+
+/*
+ * Make the pipes and fork. -1 (errno set) with the job untouched but
+ * for its pipes, which are closed: the caller answers and frees it.
+ */
+static int
+file_job_start(struct file_job *job)
+{
+	struct control	*ctl = job->ctl;
+	int		 p[2], c[2], saved;
+	short		 what;
+
+	if (job->kind != FILE_JOB_DELETE) {
+		if (pipe2(p, O_CLOEXEC) == -1)
+			return (-1);
+		if (job->kind == FILE_JOB_PUT && pipe2(c, O_CLOEXEC) == -1) {
+			saved = errno;
+			close(p[0]);
+			close(p[1]);
+			errno = saved;
+			return (-1);
+		}
+		if (job->kind == FILE_JOB_GET) {
+			job->pfd = p[0];
+			job->pfd_child = p[1];
+		} else {
+			job->pfd = p[1];
+			job->pfd_child = p[0];
+			job->cfd = c[1];
+			job->cfd_child = c[0];
+		}
+	}
+	if (control_fork(ctl, file_job_run, job, file_job_done, job) == -1) {
+		saved = errno;
+		file_job_close(job);
+		errno = saved;
+		return (-1);
+	}
+	close(job->wsfd);
+	job->wsfd = -1;
+	if (job->pfd_child != -1)
+		close(job->pfd_child);
+	if (job->cfd_child != -1)
+		close(job->cfd_child);
+	job->pfd_child = job->cfd_child = -1;
+	LIST_INSERT_HEAD(&ctl->file_jobs, job, entry);
+	ctl->nfile_jobs++;
+	if (job->kind == FILE_JOB_DELETE)
+		return (0);
+
+	/* Ours never blocks the loop; the child's end blocks the child. */
+	if (fcntl(job->pfd, F_SETFL, O_NONBLOCK) == -1)
+		fatal("%s: fcntl", __func__);
+	what = job->kind == FILE_JOB_GET ? EV_READ : EV_WRITE;
+	job->ev = event_new(ctl->base, job->pfd, what | EV_PERSIST,
+	    job->kind == FILE_JOB_GET ? file_get_read_cb : file_put_write_cb,
+	    job);
+	if (job->ev == NULL)
+		fatalx("%s: event_new failed", __func__);
+	if (job->kind == FILE_JOB_GET) {
+		job->state = FILE_JOB_HEAD;
+		event_add(job->ev, NULL);
+	} else {
+		job->state = FILE_JOB_BODY;
+		http_exchange_body_take(job->ex, file_put_data_cb,
+		    file_put_gone_cb, job);
+		/* What arrived with the head, and the end if it is all. */
+		file_put_data_cb(job->ex, job->ex->body, job);
+	}
+	return (0);
+}
+
+/* In the child: close every descriptor above stderr but the ones given. */
+static void
+file_job_keep(int a, int b, int c, int d)
+{
+	int		 keep[4] = { a, b, c, d }, i, j, t;
+	unsigned int	 from = STDERR_FILENO + 1;
+
+	for (i = 0; i < 4; i++) {
+		for (j = i + 1; j < 4; j++) {
+			if (keep[j] < keep[i]) {
+				t = keep[i];
+				keep[i] = keep[j];
+				keep[j] = t;
+			}
+		}
+	}
+	for (i = 0; i < 4; i++) {
+		if (keep[i] < (int)from)
+			continue;
+		if ((unsigned int)keep[i] > from)
+			close_range(from, keep[i] - 1, 0);
+		from = keep[i] + 1;
+	}
+	close_range(from, ~0U, 0);
+}
 
 static int
 file_job_run(void *arg)
@@ -1663,68 +1886,339 @@ file_job_run(void *arg)
 	struct file_job	*job = arg;
 	int		 created = 0, error;
 
-	/*
-	 * Of the daemon's descriptors only the workspace: a job that is
-	 * slow must not hold a listener or a client socket open past the
-	 * daemon's exit (a restart could not bind, a client would hang).
-	 */
-	if (job->wsfd > STDERR_FILENO + 1)
-		close_range(STDERR_FILENO + 1, job->wsfd - 1, 0);
-	close_range(job->wsfd + 1, ~0U, 0);
-	if (job->is_put)
-		error = files_put(job->wsfd, job->path, job->ex->body,
+	file_job_keep(job->wsfd, job->pfd_child, job->cfd_child, -1);
+	switch (job->kind) {
+	case FILE_JOB_GET:
+		/* The reader sees a short answer if this fails. */
+		return (files_send(job->wsfd, job->path, job->pfd_child) == 0 ?
+		    FILE_JOB_DONE : FILE_JOB_ERRNO + EIO);
+	case FILE_JOB_PUT:
+		error = files_put_stream(job->wsfd, job->path, job->pfd_child,
+		    job->cfd_child, (off_t)job->ctl->cf->max_file_size,
 		    SANDBOX_UID, SANDBOX_GID, &created);
-	else
+		break;
+	default:
 		error = files_delete(job->wsfd, job->path);
+		break;
+	}
 	if (error != 0)
 		return (FILE_JOB_ERRNO + (error < 250 ? error : EIO));
 	return (created ? FILE_JOB_CREATED : FILE_JOB_DONE);
 }
 
+/* The child exited: a PUT or DELETE answers now; a GET's pipe tells. */
 static void
 file_job_done(int status, void *arg)
 {
-	struct file_job	*job = arg;
-	int		 code;
+	struct file_job		*job = arg;
+	struct http_exchange	*ex = job->ex;
+	int			 code;
 
+	job->exited = 1;
 	code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	if (code != FILE_JOB_DONE && code != FILE_JOB_CREATED &&
+	    (code < FILE_JOB_ERRNO || code >= FILE_JOB_DONE))
+		log_warnx("file job failed\tid=%s path=%s status=%d", job->id,
+		    job->path, status);
+	if (job->kind == FILE_JOB_GET) {
+		file_job_maybe_free(job);
+		return;
+	}
+	/* A PUT may end before its body does (ENOSPC): take no more. */
+	file_job_close(job);
+	job->ex = NULL;
 	if (code == FILE_JOB_DONE || code == FILE_JOB_CREATED)
-		http_exchange_reply(job->ex, job->is_put &&
+		http_exchange_reply(ex, job->kind == FILE_JOB_PUT &&
 		    code == FILE_JOB_CREATED ? 201 : 204, NULL, NULL, 0);
 	else if (code >= FILE_JOB_ERRNO && code < FILE_JOB_DONE)
-		reply_errno(job->ex, code - FILE_JOB_ERRNO, job->path);
-	else {
-		log_warnx("file job failed\tpath=%s status=%d", job->path,
-		    status);
-		http_exchange_reply_error(job->ex, 500, "internal",
+		reply_errno(ex, code - FILE_JOB_ERRNO, job->path);
+	else
+		http_exchange_reply_error(ex, 500, "internal",
 		    "the file operation failed or was cut short");
+	file_job_maybe_free(job);
+}
+
+/* Close our ends of the pipes and forget the body; the exit may follow. */
+static void
+file_job_close(struct file_job *job)
+{
+	if (job->ex != NULL && job->kind == FILE_JOB_PUT)
+		http_exchange_body_take(job->ex, NULL, NULL, NULL);
+	if (job->ev != NULL) {
+		event_free(job->ev);
+		job->ev = NULL;
 	}
-	close(job->wsfd);
+	if (job->pfd != -1)
+		close(job->pfd);
+	if (job->cfd != -1)
+		close(job->cfd);
+	if (job->pfd_child != -1)
+		close(job->pfd_child);
+	if (job->cfd_child != -1)
+		close(job->cfd_child);
+	job->pfd = job->cfd = job->pfd_child = job->cfd_child = -1;
+	job->state = FILE_JOB_WAIT;
+}
+
+/* Free the job once its child exited and its answer is done. */
+static void
+file_job_maybe_free(struct file_job *job)
+{
+	if (!job->exited || job->ex != NULL || job->pfd != -1)
+		return;
+	LIST_REMOVE(job, entry);
+	job->ctl->nfile_jobs--;
+	evbuffer_free(job->buf);
 	free(job->path);
 	free(job);
 }
 
-/* PUT and DELETE of /v1/sandboxes/{id}/files/{path}. */
-static void
-file_change(struct control *ctl, struct http_exchange *ex,
-    const struct api_caller *caller, const struct api_match *m, int is_put)
+/* Free the jobs still running as the daemon ends (their exits unheard). */
+void
+api_file_jobs_free_all(struct control *ctl)
 {
 	struct file_job	*job;
-	char		*path;
-	int		 wsfd;
 
-	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
+	while ((job = LIST_FIRST(&ctl->file_jobs)) != NULL) {
+		file_job_close(job);
+		/* Detached (edge went first): nobody else frees it. */
+		if (job->ex != NULL && job->ex->conn == NULL)
+			http_exchange_free(job->ex);
+		job->exited = 1;
+		job->ex = NULL;
+		file_job_maybe_free(job);
+	}
+}
+
+/* GET: the child's answer, as fast as the client takes it. */
+static void
+file_get_read_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct file_job		*job = arg;
+	struct http_exchange	*ex;
+	char			 buf[FILE_CHUNK];
+	size_t			 want;
+	ssize_t			 n;
+	int			 r;
+
+	if (job->state == FILE_JOB_HEAD) {
+		want = sizeof job->head - evbuffer_get_length(job->buf);
+		n = evbuffer_read(job->buf, fd, (int)want);
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			/* The child died before it could say anything. */
+			ex = job->ex;
+			job->ex = NULL;
+			file_job_close(job);
+			http_exchange_reply_error(ex, 500, "internal",
+			    "the file operation failed or was cut short");
+			file_job_maybe_free(job);
+			return;
+		}
+		if (evbuffer_get_length(job->buf) == sizeof job->head)
+			file_get_head(job);
 		return;
-	job = xcalloc(1, sizeof *job);
-	job->ex = ex;
-	job->path = path;
-	job->wsfd = wsfd;
-	job->is_put = is_put;
-	if (control_fork(ctl, file_job_run, job, file_job_done, job) == -1) {
-		http_exchange_reply_error(ex, 503, "unavailable",
-		    "the server cannot start the file operation now");
+	}
+
+	want = sizeof buf;
+	if ((uint64_t)(job->head.size - job->got) < want)
+		want = job->head.size - job->got + 1;	/* + 1: sees EOF */
+	n = read(fd, buf, want);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	ex = job->ex;
+	if (n <= 0 || job->got + n > job->head.size) {
+		/* The end, or the child failed (short) or lied (long). */
+		job->ex = NULL;
+		file_job_close(job);
+		if (n == 0 && job->got == job->head.size)
+			http_exchange_stream_end(ex);
+		else {
+			log_warnx("file read cut short\tid=%s path=%s "
+			    "got=%" PRId64 " size=%" PRId64, job->id, job->path,
+			    job->got, job->head.size);
+			http_exchange_stream_cut(ex);
+		}
+		file_job_maybe_free(job);
+		return;
+	}
+	job->got += n;
+	r = http_exchange_stream_write(ex, buf, n);
+	if (r == 1)
+		event_del(job->ev);	/* until the client drains it */
+}
+
+/* GET: the child's head came; answer the error, or begin the stream. */
+static void
+file_get_head(struct file_job *job)
+{
+	struct http_exchange	*ex = job->ex;
+	char			 clen[32];
+
+	evbuffer_remove(job->buf, &job->head, sizeof job->head);
+	if (job->head.error != 0 || job->head.size < 0) {
+		job->ex = NULL;
+		file_job_close(job);
+		reply_errno(ex, job->head.error != 0 ? job->head.error : EIO,
+		    job->path);
+		file_job_maybe_free(job);
+		return;
+	}
+	job->state = FILE_JOB_BODY;
+	/* Its length, so a read cut short shows on every protocol. */
+	snprintf(clen, sizeof clen, "%" PRId64, job->head.size);
+	http_exchange_add_header(ex, "Content-Length", clen);
+	if (http_exchange_stream_begin(ex, 200, job->head.is_dir ?
+	    "application/json" : "application/octet-stream",
+	    file_get_drain_cb, file_get_gone_cb, job) == -1) {
+		/* Gone meanwhile: the exchange is freed. */
+		job->ex = NULL;
+		file_job_close(job);
+		file_job_maybe_free(job);
+	}
+}
+
+/* GET: the client took what was queued; read the pipe again. */
+static void
+file_get_drain_cb(struct http_exchange *ex, void *arg)
+{
+	struct file_job	*job = arg;
+
+	if (job->ev != NULL)
+		event_add(job->ev, NULL);
+}
+
+/* GET: the client left; the child sees EPIPE and exits. */
+static void
+file_get_gone_cb(struct http_exchange *ex, void *arg)
+{
+	struct file_job	*job = arg;
+
+	job->ex = NULL;
+	file_job_close(job);
+	http_exchange_stream_end(ex);
+	file_job_maybe_free(job);
+}
+
+/* PUT: body bytes arrived (and maybe the end); queue them for the child. */
+static void
+file_put_data_cb(struct http_exchange *ex, struct evbuffer *in, void *arg)
+{
+	struct file_job	*job = arg;
+
+	if (job->pfd == -1) {
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	evbuffer_add_buffer(job->buf, in);
+	if (ex->body_complete)
+		job->complete = 1;
+	file_put_flush(job);
+	if (job->pfd != -1 && !job->paused && !job->complete &&
+	    evbuffer_get_length(job->buf) > FILE_PUT_HIGH) {
+		job->paused = 1;
+		http_exchange_body_pause(ex, 1);
+	}
+}
+
+/*
+ * PUT: the client left, or edge refused the rest of the body: close the
+ * pipes with no commit; the child removes its temporary and exits, and
+ * file_job_done answers the (detached) exchange, freeing it.
+ */
+static void
+file_put_gone_cb(struct http_exchange *ex, void *arg)
+{
+	struct file_job	*job = arg;
+
+	if (job->ev != NULL) {
+		event_free(job->ev);
+		job->ev = NULL;
+	}
+	if (job->pfd != -1)
+		close(job->pfd);
+	if (job->cfd != -1)
+		close(job->cfd);
+	job->pfd = job->cfd = -1;
+	job->state = FILE_JOB_WAIT;
+	evbuffer_drain(job->buf, evbuffer_get_length(job->buf));
+}
+
+/* PUT: the data pipe has room. */
+static void
+file_put_write_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct file_job	*job = arg;
+
+	file_put_flush(job);
+	if (job->paused && evbuffer_get_length(job->buf) < FILE_PUT_HIGH / 2) {
+		job->paused = 0;
+		/* May hand us more bytes at once (file_put_data_cb): last. */
+		if (job->ex != NULL)
+			http_exchange_body_pause(job->ex, 0);
+	}
+}
+
+/*
+ * PUT: move what is queued into the data pipe; once all of the body is
+ * in, close it and say "commit". A write error (EPIPE: the child is
+ * gone) stops the feeding; the child's exit answers.
+ */
+static void
+file_put_flush(struct file_job *job)
+{
+	char	c = 'c';
+	int	n;
+
+	while (evbuffer_get_length(job->buf) > 0) {
+		n = evbuffer_write_atmost(job->buf, job->pfd, FILE_CHUNK);
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			break;
+		if (n <= 0) {
+			file_put_gone_cb(job->ex, job);
+			return;
+		}
+	}
+	if (evbuffer_get_length(job->buf) > 0) {
+		event_add(job->ev, NULL);
+		return;
+	}
+	event_del(job->ev);
+	if (!job->complete)
+		return;
+	/* All of it is in the pipe: the end, then the word to commit. */
+	event_free(job->ev);
+	job->ev = NULL;
+	close(job->pfd);
+	job->pfd = -1;
+	if (write(job->cfd, &c, 1) != 1)
+		log_warn("%s: commit pipe", __func__);
+	close(job->cfd);
+	job->cfd = -1;
+	job->state = FILE_JOB_WAIT;
+}
+
+/* Start a file job for a request file_request accepted; answers on error. */
+static void
+file_job_begin(struct control *ctl, struct http_exchange *ex,
+    const struct api_match *m, char *path, int wsfd, enum file_job_kind kind)
+{
+	struct file_job	*job;
+
+	if (file_job_admit(ctl, ex, m->id) == -1) {
 		close(wsfd);
 		free(path);
+		return;
+	}
+	job = file_job_new(ctl, ex, m->id, path, wsfd, kind);
+	if (file_job_start(job) == -1) {
+		log_warn("file job\tid=%s", job->id);
+		http_exchange_reply_error(ex, 503, "unavailable",
+		    "the server cannot start the file operation now");
+		close(job->wsfd);
+		evbuffer_free(job->buf);
+		free(job->path);
 		free(job);
 	}
 }
@@ -1734,7 +2228,12 @@ static void
 h_file_put(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	file_change(ctl, ex, caller, m, 1);
+	char	*path;
+	int	 wsfd;
+
+	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
+		return;
+	file_job_begin(ctl, ex, m, path, wsfd, FILE_JOB_PUT);
 }
 
 /* DELETE /v1/sandboxes/{id}/files/{path} */
@@ -1742,7 +2241,12 @@ static void
 h_file_delete(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	file_change(ctl, ex, caller, m, 0);
+	char	*path;
+	int	 wsfd;
+
+	if (file_request(ctl, ex, caller, m, 1, &path, &wsfd) == -1)
+		return;
+	file_job_begin(ctl, ex, m, path, wsfd, FILE_JOB_DELETE);
 }
 
 /* GET /v1/sandboxes/{id}/files/{path}: a file's bytes or a listing. */
@@ -1750,35 +2254,12 @@ static void
 h_file_get(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	struct evbuffer	*out;
-	char		*path, *listing = NULL;
-	off_t		 size = 0;
-	int		 wsfd, fd = -1, error;
+	char	*path;
+	int	 wsfd;
 
 	if (file_request(ctl, ex, caller, m, 0, &path, &wsfd) == -1)
 		return;
-	error = files_get(wsfd, path, &fd, &size, &listing);
-	close(wsfd);
-	if (error != 0) {
-		reply_errno(ex, error, path);
-	} else if (listing != NULL) {
-		http_exchange_reply_json(ex, 200, listing);
-		free(listing);
-	} else {
-		out = evbuffer_new();
-		/* evbuffer_add_file owns fd from here, even on failure. */
-		if (size > 0 && evbuffer_add_file(out, fd, 0, size) == -1)
-			http_exchange_reply_error(ex, 500, "internal",
-			    "cannot read the file");
-		else {
-			if (size == 0)
-				close(fd);
-			http_exchange_reply_buffer(ex, 200,
-			    "application/octet-stream", out);
-		}
-		evbuffer_free(out);
-	}
-	free(path);
+	file_job_begin(ctl, ex, m, path, wsfd, FILE_JOB_GET);
 }
 
 /* POST /v1/sandboxes/{id}/exec: check the body, wake if needed, forward. */

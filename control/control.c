@@ -64,6 +64,7 @@ control_new(struct event_base *base, const struct config *cf,
 	LIST_INIT(&ctl->execstreams);
 	LIST_INIT(&ctl->task_calls);
 	LIST_INIT(&ctl->status_reqs);
+	LIST_INIT(&ctl->file_jobs);
 
 	xasprintf(&ctl->workspaces_dir, "%s/workspaces", cf->data_dir);
 	xasprintf(&ctl->homes_dir, "%s/homes", cf->data_dir);
@@ -422,6 +423,7 @@ control_free(struct control *ctl)
 	disk_free(ctl);
 	wake_free_all(ctl);
 	rt_free_all(ctl);
+	api_file_jobs_free_all(ctl);
 	while ((child = LIST_FIRST(&ctl->children)) != NULL) {
 		LIST_REMOVE(child, entry);
 		free(child);

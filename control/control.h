@@ -224,7 +224,8 @@ int	files_put(int wsfd, const char *path, struct evbuffer *data,
 /*
  * Read a path: a regular file gives *fd open for reading (caller closes,
  * *size set); a directory gives *listing, a malloc'd JSON text
- * {"entries":[{"name","type","size","mtime"}]} with type "file", "dir",
+ * {"entries":[{"name","type","size","mtime"}],"truncated":bool} (at most
+ * 10,000 entries, the first by name) with type "file", "dir",
  * "symlink" or "other" (entries not followed; size 0 but for files) and
  * mtime RFC 3339. Path "" is the workspace itself. Symlinks that stay in
  * the workspace are followed. A FIFO, socket or device gives EINVAL.
@@ -233,6 +234,22 @@ int	files_get(int wsfd, const char *path, int *fd, off_t *size,
 	    char **listing);
 /* Remove a file, a symlink (not its target) or a directory tree. */
 int	files_delete(int wsfd, const char *path);
+/*
+ * For a forked worker. files_put_stream is files_put with the bytes read
+ * from datafd until EOF; they are renamed into place only if commitfd then
+ * gives a byte (else ECONNABORTED, nothing left behind); over max bytes,
+ * EFBIG. files_send writes files_get's answer to outfd: a struct
+ * files_head, then exactly head.size bytes (a file's, or a listing's JSON,
+ * which holds at most 10,000 entries, the first by name, and "truncated").
+ */
+struct files_head {
+	int32_t	error;		/* 0, or files_get's errno */
+	int32_t	is_dir;		/* the bytes are a listing */
+	int64_t	size;		/* bytes that follow */
+};
+int	files_put_stream(int wsfd, const char *path, int datafd, int commitfd,
+	    off_t max, uid_t uid, gid_t gid, int *created);
+int	files_send(int wsfd, const char *path, int outfd);
 
 /* control/keys.c — API keys kept (hashed) in the store */
 /*
@@ -402,10 +419,11 @@ int	control_preview_verify(struct control *, const char *sandbox_id,
  * How much body an API request may send, from its head alone (413 above
  * it). 0: the answer is an error whatever the body holds (no route, no
  * valid key, a sandbox the caller cannot see): read no body, send no
- * 100 Continue, dispatch at once and close after the answer.
+ * 100 Continue, dispatch at once and close after the answer. A route
+ * that takes its body as it comes (a file PUT) sets ex->body_streams:
+ * edge dispatches it before the body (see http_exchange_body_take).
  */
-uint64_t control_api_body_limit(struct control *,
-	    const struct http_exchange *);
+uint64_t control_api_body_limit(struct control *, struct http_exchange *);
 /* Handle one API request; answers through the exchange exactly once. */
 void	 control_api_dispatch(struct control *, struct http_exchange *);
 

@@ -187,6 +187,8 @@ struct control {
 	struct dev_call_list	 dev_calls;	/* dev.c: logs, restarts */
 	LIST_HEAD(, execstream)	 execstreams;	/* execstream.c */
 	LIST_HEAD(, control_status_req) status_reqs;	/* status.c */
+	LIST_HEAD(, file_job)	 file_jobs;	/* api.c: forked file work */
+	int			 nfile_jobs;
 };
 
 /* control/control.c */
@@ -213,6 +215,10 @@ int	 control_container_ip(struct control *, struct json_object *,
 char	*control_url_encode(const char *);
 /* Docker may have done what we did not see: reconcile again soon. */
 void	 control_resync(struct control *);
+
+/* control/api.c */
+/* Free the file jobs still running (control_free; their exits unheard). */
+void	 api_file_jobs_free_all(struct control *);
 
 /* control/status.c */
 /* Free the status requests still waiting for Docker. */

@@ -456,9 +456,12 @@ disk_stopped_cb(struct control *ctl, const char *id, int status,
 	struct sandbox_rt	*rt = rt_find(ctl, id);
 
 	if (rt != NULL && rt->state == SANDBOX_STOPPED && rt->op == NULL &&
-	    rt->disk_over)
-		rt_set_state(ctl, rt, SANDBOX_STOPPED, ds->msg);
-	else if (status != 200)
+	    rt->disk_over) {
+		/* Stopped it is; only the reason may be missing (said why). */
+		if (rt_set_state(ctl, rt, SANDBOX_STOPPED, ds->msg) != 0)
+			log_warnx("cannot record why a sandbox over its disk "
+			    "ceiling was stopped\tid=%s", id);
+	} else if (status != 200)
 		log_warnx("cannot stop a sandbox over its disk ceiling: %s"
 		    "\tid=%s", message != NULL ? message : "?", id);
 	free(ds->msg);
@@ -483,8 +486,10 @@ disk_clear(struct control *ctl, struct sandbox_rt *rt)
 		clear = disk_error_is(s.error);
 		store_sandbox_clear(&s);
 	}
-	if (clear)
-		rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
+	/* It may start either way; a start clears the error too. */
+	if (clear && rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL) != 0)
+		log_warnx("cannot clear the disk ceiling's error of a sandbox"
+		    "\tid=%s", rt->id);
 	return (0);
 }
 

@@ -19,10 +19,22 @@
  * - files_get looks at the type through an O_PATH fd before opening
  *   anything, so a planted FIFO, socket or device gives EINVAL and is never
  *   opened (no hang, no side effect).
+ * - files_put_stream copies a pipe into the temporary file as it comes,
+ *   and renames it into place only when the other end says the body is
+ *   whole (a byte on the commit pipe): a writer that dies or gives up
+ *   mid-body leaves neither the temporary nor a partial file.
+ * - files_send is files_get for a forked worker: the answer (struct
+ *   files_head, then the bytes) goes down a pipe, which blocks as the
+ *   reader stops, so however large the file only 64 KiB is in memory.
  * - files_put leaves the caller's evbuffer as it was (not drained). A file
  *   it replaces keeps its permission bits (a script stays executable); a new
  *   one is 0644, new directories 0755, all owned by uid:gid.
  * - A directory listing gives "size" for regular files, 0 for the rest.
+ * - A listing holds at most FILES_MAX_ENTRIES entries, the first by name,
+ *   and says "truncated": true when the directory has more. Memory stays
+ *   bounded however many there are: the names are kept in an array of
+ *   twice the cap that is sorted and cut back to the cap when it fills,
+ *   and only the entries listed are stat'ed.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -54,6 +66,15 @@
 #define FILES_MAX_TREE_DEPTH	256	/* levels files_delete descends */
 #define FILES_RETRIES		4	/* against a sandbox swapping names */
 #define FILES_TMP_PREFIX	".sbx-put-"
+#define FILES_MAX_ENTRIES	10000	/* in one listing; docs/limits.md */
+#define FILES_CHUNK		(64 * 1024)	/* bytes a copy moves at once */
+
+/* Where files_put_at gets the bytes: an evbuffer, or a pipe. */
+struct files_src {
+	struct evbuffer	*buf;
+	int		 datafd, commitfd;
+	off_t		 max;
+};
 
 static int	files_open(int, const char *, int, mode_t, uint64_t);
 static char	*files_split(const char *, const char **);
@@ -62,7 +83,12 @@ static int	files_opendir_make(int, const char *, int, const char *,
 static int	files_mkparents(int, char *, uid_t, gid_t);
 static void	files_tmpname(char *, size_t);
 static int	files_write_all(int, struct evbuffer *);
+static int	files_write_mem(int, const void *, size_t);
+static int	files_copy_pipe(int, const struct files_src *);
+static int	files_put_at(int, const char *, const struct files_src *,
+		    uid_t, gid_t, int *);
 static int	files_name_cmp(const void *, const void *);
+static void	files_names_cut(char **, size_t *, size_t);
 static int	files_list(int, char **);
 static int	files_rm_entry(int, const char *, int);
 static int	files_rm_tree(int, const char *, int);
@@ -263,14 +289,32 @@ files_tmpname(char *buf, size_t len)
 	buf[n] = '\0';
 }
 
+/* Write len bytes at p to fd, whatever it takes; 0 or an errno value. */
+static int
+files_write_mem(int fd, const void *p, size_t len)
+{
+	const char	*c = p;
+	ssize_t		 w;
+
+	while (len > 0) {
+		if ((w = write(fd, c, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		if (w == 0)
+			return EIO;
+		c += w;
+		len -= w;
+	}
+	return 0;
+}
+
 /* Write all of data (left in place) to fd; 0 or an errno value. */
 static int
 files_write_all(int fd, struct evbuffer *data)
 {
 	struct evbuffer_iovec	*vec;
-	const char		*p;
-	size_t			 left;
-	ssize_t			 w;
 	int			 n, i, error = 0;
 
 	if (data == NULL ||
@@ -278,32 +322,82 @@ files_write_all(int fd, struct evbuffer *data)
 		return 0;
 	vec = xcalloc(n, sizeof *vec);
 	n = evbuffer_peek(data, -1, NULL, vec, n);
-	for (i = 0; i < n && error == 0; i++) {
-		p = vec[i].iov_base;
-		left = vec[i].iov_len;
-		while (left > 0) {
-			if ((w = write(fd, p, left)) == -1) {
-				if (errno == EINTR)
-					continue;
-				error = errno;
-				break;
-			}
-			if (w == 0) {
-				error = EIO;
-				break;
-			}
-			p += w;
-			left -= w;
-		}
-	}
+	for (i = 0; i < n && error == 0; i++)
+		error = files_write_mem(fd, vec[i].iov_base, vec[i].iov_len);
 	free(vec);
 	return error;
+}
+
+/*
+ * Copy src's data pipe to fd until its end, then ask the commit pipe
+ * whether that end was the body's (a byte) or the writer giving up (none):
+ * 0, ECONNABORTED, EFBIG past src->max, or the errno of a read or write.
+ */
+static int
+files_copy_pipe(int fd, const struct files_src *src)
+{
+	char	*buf, c;
+	off_t	 total = 0;
+	ssize_t	 n;
+	int	 error = 0;
+
+	buf = xmalloc(FILES_CHUNK);
+	for (;;) {
+		if ((n = read(src->datafd, buf, FILES_CHUNK)) == -1) {
+			if (errno == EINTR)
+				continue;
+			error = errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		if ((total += n) > src->max) {
+			error = EFBIG;
+			break;
+		}
+		if ((error = files_write_mem(fd, buf, n)) != 0)
+			break;
+	}
+	free(buf);
+	if (error != 0)
+		return error;
+	do
+		n = read(src->commitfd, &c, 1);
+	while (n == -1 && errno == EINTR);
+	return n == 1 ? 0 : ECONNABORTED;
 }
 
 /* Write data atomically at path beneath the workspace. */
 int
 files_put(int wsfd, const char *path, struct evbuffer *data, uid_t uid,
     gid_t gid, int *created)
+{
+	struct files_src	src;
+
+	memset(&src, 0, sizeof src);
+	src.buf = data;
+	src.datafd = src.commitfd = -1;
+	return files_put_at(wsfd, path, &src, uid, gid, created);
+}
+
+/* Write what comes down datafd atomically, once commitfd says it is all. */
+int
+files_put_stream(int wsfd, const char *path, int datafd, int commitfd,
+    off_t max, uid_t uid, gid_t gid, int *created)
+{
+	struct files_src	src;
+
+	memset(&src, 0, sizeof src);
+	src.datafd = datafd;
+	src.commitfd = commitfd;
+	src.max = max;
+	return files_put_at(wsfd, path, &src, uid, gid, created);
+}
+
+/* files_put and files_put_stream: the temporary, the bytes, the rename. */
+static int
+files_put_at(int wsfd, const char *path, const struct files_src *src,
+    uid_t uid, gid_t gid, int *created)
 {
 	struct stat	 st;
 	char		*parent = NULL, tmp[32];
@@ -356,7 +450,11 @@ files_put(int wsfd, const char *path, struct evbuffer *data, uid_t uid,
 		tmp[0] = '\0';
 		goto fail;
 	}
-	if ((error = files_write_all(fd, data)) != 0)
+	if (src->buf != NULL || src->datafd == -1)
+		error = files_write_all(fd, src->buf);
+	else
+		error = files_copy_pipe(fd, src);
+	if (error != 0)
 		goto fail;
 	if (fchown(fd, uid, gid) == -1 || fchmod(fd, mode) == -1 ||
 	    fsync(fd) == -1) {
@@ -403,6 +501,20 @@ files_name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Sort names[0..*n) and keep the first keep of them. */
+static void
+files_names_cut(char **names, size_t *n, size_t keep)
+{
+	size_t	i;
+
+	if (*n > 1)
+		qsort(names, *n, sizeof *names, files_name_cmp);
+	for (i = keep; i < *n; i++)
+		free(names[i]);
+	if (*n > keep)
+		*n = keep;
+}
+
 /* List the directory open on fd (always closed) as the API's JSON. */
 static int
 files_list(int fd, char **listing)
@@ -415,7 +527,7 @@ files_list(int fd, char **listing)
 	const char		*type;
 	size_t			 n = 0, cap = 0, i;
 	int64_t			 ms;
-	int			 error = 0;
+	int			 error = 0, truncated = 0;
 
 	if ((dir = fdopendir(fd)) == NULL) {
 		error = errno;
@@ -431,6 +543,11 @@ files_list(int fd, char **listing)
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)
 			continue;
+		if (n == 2 * FILES_MAX_ENTRIES) {
+			/* Full: keep the first by name, forget the rest. */
+			files_names_cut(names, &n, FILES_MAX_ENTRIES);
+			truncated = 1;
+		}
 		if (n == cap) {
 			cap = cap == 0 ? 64 : cap * 2;
 			names = xreallocarray(names, cap, sizeof *names);
@@ -439,8 +556,9 @@ files_list(int fd, char **listing)
 	}
 	if (error != 0)
 		goto out;
-	if (n > 1)
-		qsort(names, n, sizeof *names, files_name_cmp);
+	if (n > FILES_MAX_ENTRIES)
+		truncated = 1;
+	files_names_cut(names, &n, FILES_MAX_ENTRIES);
 
 	root = json_object_new_object();
 	entries = json_object_new_array();
@@ -474,6 +592,8 @@ files_list(int fd, char **listing)
 		json_object_array_add(entries, e);
 	}
 	json_object_object_add(root, "entries", entries);
+	json_object_object_add(root, "truncated",
+	    json_object_new_boolean(truncated));
 	*listing = xstrdup(json_object_to_json_string_ext(root,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(root);
@@ -555,6 +675,59 @@ fail:
 	if (fd != -1)
 		close(fd);
 	close(pfd);
+	return error;
+}
+
+/*
+ * files_get, its answer written to outfd: a struct files_head, then
+ * exactly head.size bytes (the file's, or the listing's JSON). 0 once all
+ * is written (head.error included), else the errno of the failure; the
+ * reader sees fewer bytes than the head said and knows it.
+ */
+int
+files_send(int wsfd, const char *path, int outfd)
+{
+	struct files_head	 head;
+	char			*listing = NULL, *buf;
+	off_t			 size = 0, left;
+	ssize_t			 n;
+	int			 fd = -1, error;
+
+	memset(&head, 0, sizeof head);
+	head.error = files_get(wsfd, path, &fd, &size, &listing);
+	if (head.error == 0 && listing != NULL) {
+		head.is_dir = 1;
+		head.size = (int64_t)strlen(listing);
+	} else if (head.error == 0)
+		head.size = (int64_t)size;
+	if ((error = files_write_mem(outfd, &head, sizeof head)) != 0 ||
+	    head.error != 0)
+		goto out;
+	if (listing != NULL) {
+		error = files_write_mem(outfd, listing, strlen(listing));
+		goto out;
+	}
+	/* The size we said, however the file changes meanwhile. */
+	buf = xmalloc(FILES_CHUNK);
+	for (left = size; left > 0 && error == 0; left -= n) {
+		n = read(fd, buf, left < FILES_CHUNK ? (size_t)left :
+		    FILES_CHUNK);
+		if (n == -1 && errno == EINTR) {
+			n = 0;
+			continue;
+		}
+		if (n <= 0) {
+			error = n == 0 ? EAGAIN : errno;	/* it shrank */
+			break;
+		}
+		error = files_write_mem(outfd, buf, n);
+	}
+	free(buf);
+
+out:
+	if (fd != -1)
+		close(fd);
+	free(listing);
 	return error;
 }
 

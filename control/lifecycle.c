@@ -78,6 +78,12 @@ static void	recheck_cb(int, struct json_object *, const char *, void *);
 static int	op_state(struct lifecycle_op *, enum sandbox_state,
 		    const char *);
 static int	op_may(struct lifecycle_op *, enum sandbox_state);
+static void	op_state_or_resync(struct lifecycle_op *, enum sandbox_state,
+		    const char *);
+static void	state_or_resync(struct control *, struct sandbox_rt *,
+		    enum sandbox_state, const char *, const char *);
+static void	forget_container(struct control *, const char *,
+		    const char *);
 
 /*
  * Begin an operation on a sandbox, or NULL if one is in flight or the
@@ -155,10 +161,10 @@ op_fail(struct lifecycle_op *op, int status, const char *fmt, ...)
 	 * tries again. Anything else Docker refused is the sandbox's error.
 	 */
 	if (op->kind == OP_START)
-		op_state(op, status == 503 ? SANDBOX_STOPPED : SANDBOX_ERROR,
-		    status == 503 ? NULL : msg);
+		op_state_or_resync(op, status == 503 ? SANDBOX_STOPPED :
+		    SANDBOX_ERROR, status == 503 ? NULL : msg);
 	else if (op->kind == OP_UNPAUSE && status != 503)
-		op_state(op, SANDBOX_ERROR, msg);
+		op_state_or_resync(op, SANDBOX_ERROR, msg);
 	op_finish(op, status, msg);
 	free(msg);
 }
@@ -611,7 +617,7 @@ rollback_removed_cb(int status, struct json_object *body,
 	if (status == 0) {
 		xasprintf(&msg, "%s (Docker is away: the rollback finishes "
 		    "when it is back)", op->fail_msg);
-		op_state(op, SANDBOX_DELETING, msg);
+		op_state_or_resync(op, SANDBOX_DELETING, msg);
 		op_finish(op, op->fail_status, msg);
 		free(msg);
 		return;
@@ -619,7 +625,7 @@ rollback_removed_cb(int status, struct json_object *body,
 	if (status != 204 && status != 404) {
 		xasprintf(&msg, "%s (and its container could not be removed: "
 		    "%s)", op->fail_msg, errmsg != NULL ? errmsg : "?");
-		op_state(op, SANDBOX_ERROR, msg);
+		op_state_or_resync(op, SANDBOX_ERROR, msg);
 		op_finish(op, op->fail_status, msg);
 		free(msg);
 		return;
@@ -628,16 +634,31 @@ rollback_removed_cb(int status, struct json_object *body,
 		rollback_dirs_cb(0, op);
 }
 
-/* The rollback is complete: drop the row and report the failure. */
+/*
+ * The rollback is complete: drop the row and report the failure. A row
+ * the store cannot delete stays, and so does the sandbox in memory (never
+ * one forgotten here that the store still lists): in error, saying so,
+ * for a delete to finish; the reconcile retries what the store refused.
+ */
 static void
 rollback_dirs_cb(int status, void *arg)
 {
 	struct lifecycle_op	*op = arg;
 	struct control		*ctl = op->ctl;
-	char			*msg = xstrdup(op->fail_msg);
+	char			*msg;
 
 	agent_forget(ctl->hub, op->id);
-	store_sandbox_delete(ctl->store, op->id);
+	if (store_sandbox_delete(ctl->store, op->id) == -1) {
+		xasprintf(&msg, "%s (and its record could not be removed "
+		    "from the store: delete the sandbox)", op->fail_msg);
+		log_warnx("create rollback: cannot delete the sandbox row; "
+		    "the sandbox stays, for a delete\tid=%s", op->id);
+		op_state_or_resync(op, SANDBOX_ERROR, msg);
+		op_finish(op, op->fail_status, msg);
+		free(msg);
+		return;
+	}
+	msg = xstrdup(op->fail_msg);
 	op->gone = 1;
 	op_finish(op, op->fail_status, msg);
 	free(msg);
@@ -662,6 +683,47 @@ op_may(struct lifecycle_op *op, enum sandbox_state state)
 	struct sandbox_rt	*rt = rt_find(op->ctl, op->id);
 
 	return (rt != NULL && rt_may(rt, state));
+}
+
+/* op_state where the answer goes out whatever: see state_or_resync. */
+static void
+op_state_or_resync(struct lifecycle_op *op, enum sandbox_state state,
+    const char *error)
+{
+	struct sandbox_rt	*rt = rt_find(op->ctl, op->id);
+
+	if (rt != NULL)
+		state_or_resync(op->ctl, rt, state, error, "operation failed");
+}
+
+/*
+ * Move a sandbox to state on a path that cannot refuse (a failure's
+ * state, or what Docker says happened). If the store cannot record it,
+ * rt_set_state changed nothing: memory stays as the store has it, the
+ * store said why (store_warn), we say what was not recorded, and a
+ * reconcile soon brings both to what Docker has.
+ */
+static void
+state_or_resync(struct control *ctl, struct sandbox_rt *rt,
+    enum sandbox_state state, const char *error, const char *after)
+{
+	if (rt_set_state(ctl, rt, state, error) == 0)
+		return;
+	log_warnx("%s: cannot record state %s, it stays %s; reconciling "
+	    "again\tid=%s", after, store_sandbox_state_name(state),
+	    store_sandbox_state_name(rt->state), rt->id);
+	control_resync(ctl);
+}
+
+/* Docker removed the container: the store forgets it, or a reconcile will. */
+static void
+forget_container(struct control *ctl, const char *id, const char *after)
+{
+	if (store_sandbox_set_container(ctl->store, id, NULL) == -1) {
+		log_warnx("%s: cannot forget the removed container in the "
+		    "store; reconciling again\tid=%s", after, id);
+		control_resync(ctl);
+	}
 }
 
 /*
@@ -787,7 +849,7 @@ stop_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 		 * Docker is back finishes the stop.
 		 */
 		if (status != 0)
-			op_state(op, SANDBOX_ERROR, errmsg);
+			op_state_or_resync(op, SANDBOX_ERROR, errmsg);
 		op_fail(op, status == 0 ? 503 : 500,
 		    "Docker could not stop the container: %s",
 		    errmsg != NULL ? errmsg : "?");
@@ -1049,7 +1111,7 @@ lifecycle_container_event(struct control *ctl, const char *id,
 		return;
 	}
 	if (strcmp(action, "destroy") == 0)
-		store_sandbox_set_container(ctl->store, id, NULL);
+		forget_container(ctl, id, "container event");
 	if ((rt = rt_get(ctl, id)) != NULL &&
 	    (s.state == SANDBOX_RUNNING || s.state == SANDBOX_PAUSED ||
 	    s.state == SANDBOX_STARTING)) {
@@ -1057,7 +1119,8 @@ lifecycle_container_event(struct control *ctl, const char *id,
 		    "stopped\tid=%s", strcmp(action, "die") == 0 ? "died" :
 		    "was removed", id);
 		agent_reset(ctl->hub, id);
-		rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
+		state_or_resync(ctl, rt, SANDBOX_STOPPED, NULL,
+		    "container event");
 	}
 	store_sandbox_clear(&s);
 }
@@ -1121,16 +1184,20 @@ recheck_cb(int status, struct json_object *body, const char *errmsg,
 		log_info("container is not running after all; sandbox marked "
 		    "stopped\tid=%s", id);
 		if (status == 404)
-			store_sandbox_set_container(ctl->store, id, NULL);
+			forget_container(ctl, id, "recheck");
 		agent_reset(ctl->hub, id);
-		rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
+		state_or_resync(ctl, rt, SANDBOX_STOPPED, NULL, "recheck");
 	} else if (running && !paused && rt->state == SANDBOX_RUNNING &&
 	    rt->generation == 0) {
 		/* A pause that failed: the address is still good. */
-		rt_set_running(ctl, rt, rt->ip, rt->port_state ==
-		    RT_PORT_READY);
+		if (rt_set_running(ctl, rt, rt->ip, rt->port_state ==
+		    RT_PORT_READY) != 0) {
+			log_warnx("recheck: cannot record the sandbox running "
+			    "again; reconciling again\tid=%s", id);
+			control_resync(ctl);
+		}
 	} else if (running && paused && rt->state == SANDBOX_RUNNING) {
-		rt_set_state(ctl, rt, SANDBOX_PAUSED, NULL);
+		state_or_resync(ctl, rt, SANDBOX_PAUSED, NULL, "recheck");
 	}
 	free(rc);
 }

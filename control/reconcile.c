@@ -174,12 +174,19 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 	paused = strcmp(cstate, "paused") == 0;
 	running = strcmp(cstate, "running") == 0 || paused;
 
-	/* The store follows what Docker really has. */
-	if (cid == NULL && s->container_id != NULL)
-		store_sandbox_set_container(ctl->store, s->id, NULL);
-	else if (cid != NULL && (s->container_id == NULL ||
-	    strcmp(cid, s->container_id) != 0))
-		store_sandbox_set_container(ctl->store, s->id, cid);
+	/*
+	 * The store follows what Docker really has; if it cannot (the
+	 * store said why), this reconcile ends "with errors" and is retried.
+	 */
+	if ((cid == NULL && s->container_id != NULL) ||
+	    (cid != NULL && (s->container_id == NULL ||
+	    strcmp(cid, s->container_id) != 0))) {
+		if (store_sandbox_set_container(ctl->store, s->id, cid) == -1) {
+			log_warnx("reconcile: cannot record the sandbox's "
+			    "container in the store\tid=%s", s->id);
+			rc->ok = 0;
+		}
+	}
 
 	switch (s->state) {
 	case SANDBOX_DELETING:
@@ -212,7 +219,11 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 			/* Its memory is gone: as if it had been idle-stopped. */
 			log_info("reconcile: paused sandbox's container is not "
 			    "running; marked stopped\tid=%s", s->id);
-			rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
+			if (rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL) != 0) {
+				log_warnx("reconcile: cannot record it stopped"
+				    "\tid=%s", s->id);
+				rc->ok = 0;
+			}
 			return;
 		}
 		log_info("reconcile: %s container, starting it\tid=%s",
@@ -231,8 +242,12 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 				rc->pending--;
 			return;
 		}
-		if (s->state == SANDBOX_STOPPING)
-			rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL);
+		if (s->state == SANDBOX_STOPPING &&
+		    rt_set_state(ctl, rt, SANDBOX_STOPPED, NULL) != 0) {
+			log_warnx("reconcile: cannot record a finished stop"
+			    "\tid=%s", s->id);
+			rc->ok = 0;
+		}
 		return;
 	case SANDBOX_ERROR:
 		return;
@@ -375,9 +390,14 @@ inspect_cb(int status, struct json_object *body, const char *errmsg,
 		/* Started, stopped or deleted meanwhile: leave it be. */
 	} else if (status == 200 && control_container_ip(ctl, body, &ip) == 0) {
 		/* It was up before: its port accepted then, no probe. */
-		rt_adopt(ctl, rt, ip, ia->paused);
-		log_info("reconcile: %s\tid=%s ip=%s", ia->paused ? "paused" :
-		    "running", ia->id, inet_ntoa(ip));
+		if (rt_adopt(ctl, rt, ip, ia->paused) != 0) {
+			log_warnx("reconcile: cannot record the sandbox %s"
+			    "\tid=%s", ia->paused ? "paused" : "running",
+			    ia->id);
+			ia->rc->ok = 0;
+		} else
+			log_info("reconcile: %s\tid=%s ip=%s", ia->paused ?
+			    "paused" : "running", ia->id, inet_ntoa(ip));
 	} else {
 		log_warnx("reconcile: cannot find the address of a running "
 		    "container: %s\tid=%s", errmsg != NULL ? errmsg : "?",

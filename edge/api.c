@@ -131,7 +131,12 @@ edge_api_data_cb(void *arg, const char *data, size_t len)
 		evbuffer_add(req->ex->body, data, len);
 }
 
-/* Read the API body as it arrives; dispatch when complete. */
+/*
+ * Read the API body as it arrives; dispatch when complete, or at once for
+ * a route that takes its body as it comes (ex->body_streams), whose
+ * handler then gets each piece (http_exchange_body_take). Nothing touches
+ * req after a dispatch or a handler's call: it may have answered.
+ */
 void
 edge_api_body(struct edge_req *req)
 {
@@ -147,6 +152,21 @@ edge_api_body(struct edge_req *req)
 	if (req->api_got > req->api_limit) {
 		edge_req_error(req, 413, "The request body is too large "
 		    "for this route.");
+		return;
+	}
+	if (ex->body_streams) {
+		if (req->body_done) {
+			edge_req_timer(req, -1);
+			req->state = EDGE_REQ_API_WAIT;
+			ex->body_complete = 1;
+		}
+		if (ex->conn == NULL) {
+			ex->transport = &edge_transport;
+			ex->conn = req;
+			control_api_dispatch(req->edge->ctl, ex);
+		} else if (ex->body_cb != NULL &&
+		    (evbuffer_get_length(ex->body) > 0 || ex->body_complete))
+			ex->body_cb(ex, ex->body, ex->body_arg);
 		return;
 	}
 	if (!req->body_done)
@@ -175,6 +195,12 @@ edge_api_gone(struct edge_req *req)
 		/* The handler learns now; it frees the exchange as it ends. */
 		req->ex = NULL;
 		http_exchange_stream_gone(ex);
+		return;
+	}
+	if (req->state == EDGE_REQ_API_BODY && ex->conn != NULL) {
+		/* Dispatched before its body (body_streams): cut short. */
+		req->ex = NULL;
+		http_exchange_body_gone(ex);
 		return;
 	}
 	if (req->state == EDGE_REQ_API_WAIT)
@@ -230,6 +256,9 @@ edge_api_send(void *arg, struct http_exchange *ex)
 
 	req->ex = NULL;
 	ex->conn = NULL;
+	/* Answered before the body was read (body_streams): no next request. */
+	if (!req->body_done)
+		req->close = 1;
 	len = ex->resp_body != NULL ? evbuffer_get_length(ex->resp_body) : 0;
 	nobody = ex->status == 204 || ex->status == 304 ||
 	    (ex->status >= 100 && ex->status < 200);
@@ -261,8 +290,10 @@ edge_api_send(void *arg, struct http_exchange *ex)
 /*
  * control streams its answer: the head now, chunked (HTTP/1.1) or as
  * the protocol frames a body of unknown length (rh.dechunk: HTTP/1.0
- * until close, HTTP/2 DATA frames). The client is not read meanwhile,
- * but its leaving is noticed (hold).
+ * until close, HTTP/2 DATA frames); or, when the handler gave a
+ * Content-Length (a file), with that length and the bytes as they are,
+ * so a cut answer is visibly short on every protocol. The client is not
+ * read meanwhile, but its leaving is noticed (hold).
  */
 static void
 edge_api_stream_head(void *arg, struct http_exchange *ex)
@@ -270,23 +301,29 @@ edge_api_stream_head(void *arg, struct http_exchange *ex)
 	struct edge_req		*req = arg;
 	struct edge_resp_head	 rh;
 	struct http_header	*hdrs;
-	size_t			 n = 0;
+	const char		*clen = NULL;
+	size_t			 i, n = 0;
 
+	for (i = 0; i < ex->nresp_hdrs; i++) {
+		if (strcasecmp(ex->resp_hdr_names[i], "content-length") == 0)
+			clen = ex->resp_hdr_values[i];
+	}
 	hdrs = xcalloc(ex->nresp_hdrs + 1, sizeof *hdrs);
-	hdrs[n].name = "Transfer-Encoding";
-	hdrs[n].name_len = 17;
-	hdrs[n].value = "chunked";
-	hdrs[n++].value_len = 7;
+	hdrs[n].name = clen != NULL ? "Content-Length" : "Transfer-Encoding";
+	hdrs[n].name_len = strlen(hdrs[n].name);
+	hdrs[n].value = clen != NULL ? clen : "chunked";
+	hdrs[n].value_len = strlen(hdrs[n].value);
+	n++;
 	n = edge_api_add_headers(hdrs, n, ex, NULL);
 	memset(&rh, 0, sizeof rh);
 	rh.status = ex->status;
 	rh.headers = hdrs;
 	rh.nheaders = n;
-	rh.body = HTTP_BODY_CHUNKED;
+	rh.body = clen != NULL ? HTTP_BODY_LENGTH : HTTP_BODY_CHUNKED;
 	req->state = EDGE_REQ_API_STREAM;
 	edge_req_head(req, &rh);
 	free(hdrs);
-	req->api_raw = rh.dechunk;
+	req->api_raw = clen != NULL || rh.dechunk;
 	req->ops->hold(req, 1);
 	req->ops->flush(req);
 }
@@ -323,6 +360,13 @@ edge_api_stream_end(void *arg, struct http_exchange *ex)
 		/* No next request after a 101: the connection ends. */
 		req->close = 1;
 		edge_req_end(req);
+		return;
+	}
+	if (ex->stream_cut) {
+		/* Failed midway: cut off, never ended like a whole answer. */
+		req->ops->hold(req, 0);
+		req->close = 1;
+		edge_req_abort(req);
 		return;
 	}
 	if (!req->api_raw && strcmp(req->method, "HEAD") != 0)
@@ -381,12 +425,27 @@ edge_api_upgrade_head(void *arg, struct http_exchange *ex)
 	return (0);
 }
 
-/* The handler has no room for more client bytes (1), or room again. */
+/*
+ * The handler has no room for more client bytes (1), or room again: a
+ * tunnel's, or a body taken as it comes (whose paused windows do not
+ * count against the client's body rate, as for a proxied body).
+ */
 static void
 edge_api_upgrade_pause(void *arg, struct http_exchange *ex, int on)
 {
 	struct edge_req	*req = arg;
 
+	if (req->state == EDGE_REQ_API_BODY) {
+		if (on == req->client_blocked)
+			return;
+		req->client_blocked = on;
+		if (on)
+			req->rate_paused = 1;
+		req->ops->pause(req, on);
+		if (!on)
+			edge_api_body(req);
+		return;
+	}
 	req->ops->pause(req, on);
 	if (!on)
 		edge_api_tunnel_read(req);

@@ -1,6 +1,8 @@
 #!/bin/sh
 # make check entry for the black-box scenarios (real dockerd, real containers):
-# test_sandboxd.py (the API, files, lifecycle), test_density.py (wake,
+# test_sandboxd.py (the API, files, lifecycle), test_files.py (file
+# reads, listings and writes off the loop: slow clients, memory, caps,
+# bodies cut off), test_density.py (wake,
 # idleness, pause, eviction), test_private.py (private previews, cookie
 # and port hygiene, error pages), test_egress.py (network isolation;
 # needs root, nft and ip), test_ops.py (the service: sd_notify, keys,
@@ -37,7 +39,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp "${TMPDIR:-/tmp}/sbx-blackbox.XXXXXX")
 trap 'rm -f "$out"' EXIT INT TERM
 status=0; skipped=0; total_p=0; total_f=0
-tests="test_sandboxd.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_agentd.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_provider.py test_sdk_python.py test_console.py test_sdk_typescript.py"
+tests="test_sandboxd.py test_files.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_agentd.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_provider.py test_sdk_python.py test_console.py test_sdk_typescript.py"
 for t in $tests; do
 	echo "==> $t"
 	python3 "$here/$t" >"$out" 2>&1

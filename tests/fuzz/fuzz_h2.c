@@ -101,7 +101,7 @@ control_set_metrics_cb(struct control *ctl, control_metrics_cb cb, void *arg)
 }
 
 uint64_t
-control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
+control_api_body_limit(struct control *ctl, struct http_exchange *ex)
 {
 	return 4096;
 }

@@ -320,7 +320,7 @@ control_set_metrics_cb(struct control *ctl, control_metrics_cb cb, void *arg)
 }
 
 uint64_t
-control_api_body_limit(struct control *ctl, const struct http_exchange *ex)
+control_api_body_limit(struct control *ctl, struct http_exchange *ex)
 {
 	/* A route no valid caller could reach: no body is read for it. */
 	if (strcmp(ex->path, "/v1/denied") == 0)

@@ -474,7 +474,7 @@ test_get(void)
 	/* An empty directory. */
 	CHECK(mkdir(ws("void"), 0755) == 0);
 	p = get("void", &error);
-	CHECK_STR(p, "{\"entries\":[]}");
+	CHECK_STR(p, "{\"entries\":[],\"truncated\":false}");
 	free(p);
 	CHECK(outside_intact());
 }
@@ -811,6 +811,267 @@ test_races(void)
 	CHECK(count_tmp() == 0);
 }
 
+/* Make n empty files "fNNNNN" in dir, in a scrambled order. */
+static void
+make_many(const char *dir, int n)
+{
+	char	name[32];
+	int	dfd, fd, i, k;
+
+	CHECK(mkdir(ws(dir), 0755) == 0);
+	if ((dfd = open(ws(dir), O_RDONLY | O_DIRECTORY)) == -1)
+		fatal("open %s", dir);
+	for (i = 0; i < n; i++) {
+		k = (int)(((long)i * 7919) % n);	/* 7919 is prime */
+		snprintf(name, sizeof name, "f%05d", k);
+		if ((fd = openat(dfd, name, O_WRONLY | O_CREAT, 0644)) == -1)
+			fatal("create %s", name);
+		close(fd);
+	}
+	close(dfd);
+}
+
+/* A listing's entry count, truncated flag and first and last names. */
+static int
+listing_shape(const char *listing, int *truncated, char *first, char *last)
+{
+	struct json_object	*j, *entries, *v;
+	int			 n = -1;
+
+	*truncated = -1;
+	first[0] = last[0] = '\0';
+	if ((j = json_tokener_parse(listing)) == NULL)
+		return -1;
+	if (json_object_object_get_ex(j, "entries", &entries)) {
+		n = (int)json_object_array_length(entries);
+		if (n > 0 && json_object_object_get_ex(
+		    json_object_array_get_idx(entries, 0), "name", &v))
+			snprintf(first, 32, "%s", json_object_get_string(v));
+		if (n > 0 && json_object_object_get_ex(
+		    json_object_array_get_idx(entries, n - 1), "name", &v))
+			snprintf(last, 32, "%s", json_object_get_string(v));
+	}
+	if (json_object_object_get_ex(j, "truncated", &v))
+		*truncated = json_object_get_boolean(v);
+	json_object_put(j);
+	return n;
+}
+
+/*
+ * A listing holds at most 10,000 entries, the first by name, and says
+ * so; one of exactly 10,000 is whole. 25,000 names pass the point where
+ * the kept names are cut back (twice the cap) more than once.
+ */
+static void
+test_list_cap(void)
+{
+	char	*p, first[32], last[32];
+	int	 error, truncated;
+
+	setup();
+	make_many("many", 25000);
+	p = get("many", &error);
+	CHECK(error == 0 && p != NULL);
+	CHECK(p != NULL && listing_shape(p, &truncated, first, last) ==
+	    10000);
+	CHECK(truncated == 1);
+	CHECK_STR(first, "f00000");
+	CHECK_STR(last, "f09999");
+	free(p);
+
+	make_many("exact", 10000);
+	p = get("exact", &error);
+	CHECK(error == 0 && p != NULL);
+	CHECK(p != NULL && listing_shape(p, &truncated, first, last) ==
+	    10000);
+	CHECK(truncated == 0);
+	CHECK_STR(last, "f09999");
+	free(p);
+	CHECK(outside_intact());
+}
+
+struct pipe_io {
+	int		 fd;
+	const char	*data;	/* to write, or NULL: read into got */
+	size_t		 len;
+	int		 commit;	/* after data: write a byte to cfd */
+	int		 cfd;
+	char		*got;
+	size_t		 gotlen;
+};
+
+/* The other end of a pipe: write data (then commit or not), or read all. */
+static void *
+pipe_main(void *arg)
+{
+	struct pipe_io	*io = arg;
+	size_t		 off = 0;
+	ssize_t		 n;
+
+	if (io->data == NULL) {
+		io->got = slurp_fd(io->fd, &io->gotlen);
+		close(io->fd);
+		return NULL;
+	}
+	while (off < io->len) {
+		if ((n = write(io->fd, io->data + off, io->len - off)) <= 0)
+			break;
+		off += n;
+	}
+	close(io->fd);
+	if (io->commit && write(io->cfd, "c", 1) != 1)
+		fatal("commit");
+	close(io->cfd);
+	return NULL;
+}
+
+/* files_put_stream of len bytes, committed or not; the errno. */
+static int
+put_stream(const char *path, const char *data, size_t len, int commit,
+    off_t max, int *created)
+{
+	struct pipe_io	 io;
+	pthread_t	 t;
+	int		 d[2], c[2], error;
+
+	if (pipe(d) == -1 || pipe(c) == -1)
+		fatal("pipe");
+	memset(&io, 0, sizeof io);
+	io.fd = d[1];
+	io.data = data;
+	io.len = len;
+	io.commit = commit;
+	io.cfd = c[1];
+	pthread_create(&t, NULL, pipe_main, &io);
+	error = files_put_stream(wsfd, path, d[0], c[0], max, UID, GID,
+	    created);
+	close(d[0]);	/* EPIPE for the writer if we stopped early */
+	pthread_join(t, NULL);
+	close(c[0]);
+	return error;
+}
+
+/*
+ * A streamed put lands whole and only when committed: an end without
+ * the commit byte (the client left) or a body over the limit leaves no
+ * file and no temporary, and an old file as it was.
+ */
+static void
+test_put_stream(void)
+{
+	char	*big, *p;
+	size_t	 len = 3 * 1024 * 1024 + 17, i;
+	int	 created = -1;
+
+	setup();
+	big = xmalloc(len);
+	for (i = 0; i < len; i++)
+		big[i] = (char)('a' + i % 26);
+	CHECK(put_stream("dir/big", big, len, 1, len, &created) == 0);
+	CHECK(created == 1);
+	p = slurp(ws("dir/big"));
+	CHECK(p != NULL && strlen(p) == len && memcmp(p, big, len) == 0);
+	free(p);
+	CHECK(put_stream("dir/big", "new", 3, 1, len, &created) == 0);
+	CHECK(created == 0);
+	p = slurp(ws("dir/big"));
+	CHECK_STR(p, "new");
+	free(p);
+
+	/* Cut off: nothing, and the old content stays. */
+	CHECK(put_stream("dir/cut", big, len / 2, 0, len, &created) ==
+	    ECONNABORTED);
+	CHECK(access(ws("dir/cut"), F_OK) == -1 && errno == ENOENT);
+	CHECK(put_stream("dir/big", big, len / 2, 0, len, &created) ==
+	    ECONNABORTED);
+	p = slurp(ws("dir/big"));
+	CHECK_STR(p, "new");
+	free(p);
+	/* Over the limit, committed or not. */
+	CHECK(put_stream("dir/over", big, len, 1, len - 1, &created) ==
+	    EFBIG);
+	CHECK(access(ws("dir/over"), F_OK) == -1 && errno == ENOENT);
+	/* An empty body is an empty file. */
+	CHECK(put_stream("empty", "", 0, 1, len, &created) == 0);
+	p = slurp(ws("empty"));
+	CHECK_STR(p, "");
+	free(p);
+	CHECK(count_tmp() == 0);
+	CHECK(outside_intact());
+	free(big);
+}
+
+/* files_send of path through a pipe: the head and the bytes after it. */
+static int
+send_path(const char *path, struct files_head *head, char **body,
+    size_t *bodylen)
+{
+	struct pipe_io	 io;
+	pthread_t	 t;
+	int		 p[2], error;
+
+	if (pipe(p) == -1)
+		fatal("pipe");
+	memset(&io, 0, sizeof io);
+	io.fd = p[0];
+	pthread_create(&t, NULL, pipe_main, &io);
+	error = files_send(wsfd, path, p[1]);
+	close(p[1]);
+	pthread_join(t, NULL);
+	memset(head, 0, sizeof *head);
+	*body = NULL;
+	*bodylen = 0;
+	if (io.gotlen >= sizeof *head) {
+		memcpy(head, io.got, sizeof *head);
+		*bodylen = io.gotlen - sizeof *head;
+		*body = xmalloc(*bodylen + 1);
+		memcpy(*body, io.got + sizeof *head, *bodylen);
+		(*body)[*bodylen] = '\0';
+	}
+	free(io.got);
+	return error;
+}
+
+/* What a GET's worker sends: a file, a listing, an error; never outside. */
+static void
+test_send(void)
+{
+	struct files_head	 head;
+	char			*body, *big;
+	size_t			 len = 2 * 1024 * 1024 + 5, blen, i;
+	int			 fd;
+
+	setup();
+	big = xmalloc(len);
+	for (i = 0; i < len; i++)
+		big[i] = (char)(i * 31);
+	if ((fd = open(ws("blob"), O_WRONLY | O_CREAT, 0644)) == -1 ||
+	    write(fd, big, len) != (ssize_t)len)
+		fatal("blob");
+	close(fd);
+	CHECK(send_path("blob", &head, &body, &blen) == 0);
+	CHECK(head.error == 0 && head.is_dir == 0 &&
+	    head.size == (int64_t)len);
+	CHECK(blen == len && body != NULL && memcmp(body, big, len) == 0);
+	free(body);
+
+	CHECK(send_path("", &head, &body, &blen) == 0);
+	CHECK(head.error == 0 && head.is_dir == 1 &&
+	    head.size == (int64_t)blen);
+	CHECK(body != NULL && strstr(body, "\"name\":\"blob\"") != NULL);
+	free(body);
+
+	CHECK(send_path("nope", &head, &body, &blen) == 0);
+	CHECK(head.error == ENOENT && blen == 0);
+	free(body);
+	CHECK(symlink("../outside/secret", ws("out")) == 0);
+	CHECK(send_path("out", &head, &body, &blen) == 0);
+	CHECK((head.error == EXDEV || head.error == ELOOP) && blen == 0);
+	free(body);
+	free(big);
+	CHECK(outside_intact());
+}
+
 int
 main(void)
 {
@@ -850,6 +1111,9 @@ main(void)
 	RUN(test_swapped_between_calls);
 	RUN(test_races);
 	RUN(test_deep_tree);
+	RUN(test_list_cap);
+	RUN(test_put_stream);
+	RUN(test_send);
 
 	fd_after = dup(0);
 	close(fd_after);

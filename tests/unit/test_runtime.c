@@ -28,6 +28,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <json.h>
+#include <sqlite3.h>
 
 #include "common/common.h"
 #include "control/control_int.h"
@@ -2411,6 +2412,131 @@ test_agent_stream(void)
 	env_teardown();
 }
 
+/* Run sql on the test's store file through a connection of our own. */
+static void
+store_sql(const char *sql)
+{
+	sqlite3	*db;
+	char	*path, *err = NULL;
+
+	xasprintf(&path, "%s/store%d.db", tmp, ntest);
+	if (sqlite3_open(path, &db) != SQLITE_OK ||
+	    sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fatalx("%s: %s", sql, err != NULL ? err : sqlite3_errmsg(db));
+	sqlite3_close(db);
+	free(path);
+}
+
+/* From here every change to a sandbox row fails, as on a full disk. */
+static void
+store_refuse(int on)
+{
+	if (on)
+		store_sql("CREATE TRIGGER refuse_up BEFORE UPDATE ON sandboxes "
+		    "BEGIN SELECT RAISE(ABORT, 'injected'); END;"
+		    "CREATE TRIGGER refuse_del BEFORE DELETE ON sandboxes "
+		    "BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+	else
+		store_sql("DROP TRIGGER refuse_up; DROP TRIGGER refuse_del;");
+}
+
+/* A reconcile is asked for (control_resync). */
+static int
+resync_asked(void)
+{
+	return (evtimer_pending(env.ctl->sync_retry, NULL) ||
+	    env.ctl->sync_again);
+}
+
+/*
+ * Docker says a container died or went while the store takes no write:
+ * the sandbox stays, in memory, what the store has (never stopped here and
+ * running there), and a reconcile is asked for; once the store takes
+ * writes again the same news lands in both.
+ */
+static void
+test_store_refuses_event(void)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	char			 id[ID_LEN + 1];
+
+	env_setup("");
+	rt = sandbox_running(id);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	evtimer_del(env.ctl->sync_retry);
+	env.ctl->sync_again = 0;
+	store_refuse(1);
+	lifecycle_container_event(env.ctl, id, "c0", "die");
+	CHECK(rt->state == SANDBOX_RUNNING);
+	CHECK(stored_state(id) == SANDBOX_RUNNING);
+	CHECK(resync_asked());
+	evtimer_del(env.ctl->sync_retry);
+	env.ctl->sync_again = 0;
+	lifecycle_container_event(env.ctl, id, "c0", "destroy");
+	CHECK(rt->state == SANDBOX_RUNNING);
+	CHECK(stored_state(id) == SANDBOX_RUNNING);
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(s.container_id != NULL && strcmp(s.container_id, "c0") == 0);
+	store_sandbox_clear(&s);
+	CHECK(resync_asked());
+	evtimer_del(env.ctl->sync_retry);
+
+	store_refuse(0);
+	lifecycle_container_event(env.ctl, id, "c0", "destroy");
+	CHECK(rt->state == SANDBOX_STOPPED);
+	CHECK(stored_state(id) == SANDBOX_STOPPED);
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(s.container_id == NULL);
+	store_sandbox_clear(&s);
+	env_teardown();
+}
+
+static int	refused_status;
+static char	refused_msg[512];
+
+static void
+refused_cb(struct control *ctl, const char *id, int status,
+    const char *message, void *arg)
+{
+	refused_status = status;
+	snprintf(refused_msg, sizeof refused_msg, "%s",
+	    message != NULL ? message : "");
+}
+
+/*
+ * A create whose start Docker refuses is rolled back; if the store then
+ * cannot delete the row, the sandbox is not forgotten in memory while
+ * the store keeps it: it stays, and the answer says its record is left.
+ */
+static void
+test_store_refuses_rollback(void)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	char			 id[ID_LEN + 1];
+
+	env_setup("");
+	rt = sandbox_add(SANDBOX_CREATING, id);
+	store_sandbox_set_container(env.store, id, NULL);
+	dock.start_status = 500;
+	refused_status = 0;
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(lifecycle_create(env.ctl, &s, refused_cb, NULL) == 0);
+	store_sandbox_clear(&s);
+	CHECK(run_until(&dock.starts, 1, 2000) == 0);
+	store_refuse(1);
+	CHECK(run_until(&refused_status, 1, 5000) == 0);
+	CHECK(refused_status == 500);
+	CHECK(strstr(refused_msg, "could not be removed") != NULL);
+	CHECK((rt = rt_find(env.ctl, id)) != NULL);
+	CHECK(rt != NULL && (int)rt->state == stored_state(id));
+	CHECK(stored_state(id) == SANDBOX_CREATING);
+	CHECK(resync_asked());
+	store_refuse(0);
+	env_teardown();
+}
+
 int
 main(void)
 {
@@ -2454,6 +2580,8 @@ main(void)
 	RUN(test_lookup_caps);
 	RUN(test_lookup_dropped);
 	RUN(test_reconcile_keeps_fresh_create);
+	RUN(test_store_refuses_event);
+	RUN(test_store_refuses_rollback);
 	RUN(test_probe_freed_at_exit);
 	RUN(test_task_run);
 	RUN(test_task_queue);
