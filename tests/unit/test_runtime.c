@@ -59,6 +59,7 @@ struct fdock {
 	int			 hold_stop;	/* 1: keep stop requests */
 	int			 hold_start;
 	int			 hold_list;	/* 1: keep GET /containers/json */
+	char			 list_body[400];	/* its answer; "[]" if empty */
 	int			 lists;
 	struct held		 held[FAKE_MAX_HELD];
 	int			 nheld;
@@ -148,7 +149,8 @@ fdock_read_cb(struct bufferevent *bev, void *arg)
 		dock.lists++;
 		status = 200;
 		hold = dock.hold_list;
-		snprintf(body, sizeof body, "[]");
+		snprintf(body, sizeof body, "%s", dock.list_body[0] != '\0' ?
+		    dock.list_body : "[]");
 	} else if (strstr(path, "/containers/create") != NULL) {
 		dock.creates++;
 		status = 201;
@@ -1641,6 +1643,44 @@ test_reconcile_keeps_fresh_create(void)
 }
 
 /*
+ * A container made by an older sandboxd (no io.sandboxd.spec) is made
+ * again, but not under a start that began after the listing: that start
+ * owns the sandbox, and removing the container it started would leave a
+ * running sandbox without one.
+ */
+static void
+test_reconcile_stale_owned(void)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	char			 id[ID_LEN + 1];
+
+	env_setup("");
+	reconciled_n = 0;
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	snprintf(dock.list_body, sizeof dock.list_body, "[{\"Id\":\"c0\","
+	    "\"State\":\"exited\",\"Labels\":{\"io.sandboxd.instance\":"
+	    "\"rtest\",\"io.sandboxd.sandbox\":\"%s\"}}]", id);
+	dock.hold_list = 1;
+	reconcile_run(env.ctl, reconciled_cb);
+	CHECK(run_until(&dock.lists, 1, 2000) == 0);
+	/* Listed stopped; now a start of that container runs. */
+	CHECK(lifecycle_start(env.ctl, id, NULL, NULL) == 0);
+	CHECK(run_until(&dock.starts, 1, 2000) == 0);
+	run_for(50);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	fdock_release();
+	CHECK(run_until(&reconciled_n, 1, 2000) == 0);
+	run_for(50);
+	CHECK(dock.deletes == 0 && dock.creates == 0 && dock.starts == 1);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(s.container_id != NULL && strcmp(s.container_id, "c0") == 0);
+	store_sandbox_clear(&s);
+	env_teardown();
+}
+
+/*
  * The daemon's exit: control_free with a port probe still waiting for an
  * agentd that never came (agent_hub_free calls no callback). LeakSanitizer
  * finds its state if control does not free it.
@@ -2454,6 +2494,7 @@ main(void)
 	RUN(test_lookup_caps);
 	RUN(test_lookup_dropped);
 	RUN(test_reconcile_keeps_fresh_create);
+	RUN(test_reconcile_stale_owned);
 	RUN(test_probe_freed_at_exit);
 	RUN(test_task_run);
 	RUN(test_task_queue);
