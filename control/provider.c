@@ -690,16 +690,21 @@ provider_head(struct provider_conn *pc)
 		http_chunked_init(&pc->req_chunked);
 	pc->req_done = pc->req_kind == HTTP_BODY_NONE ||
 	    (pc->req_kind == HTTP_BODY_LENGTH && pc->req_left == 0);
+	/*
+	 * CONNECTING first: a failure known at once (a name from
+	 * /etc/hosts, then no socket: out of descriptors) calls the
+	 * upstream's event callback from within provider_connect; in
+	 * PCONN_HEAD it was ignored and the connection waited for ever.
+	 */
+	pc->state = PCONN_CONNECTING;
+	/* A stream may be quiet for long; a client that stops reading not. */
+	bufferevent_set_timeouts(pc->client, NULL, &idle);
 	if (provider_connect(pc, &cause) == -1) {
 		pc->pv->stats[pc->idx].upstream_errors++;
 		log_warnx("provider %s: %s", pc->cp->name, cause);
 		provider_error(pc, 502, "api_error", cause);
 		free(cause);
-		return;
 	}
-	pc->state = PCONN_CONNECTING;
-	/* A stream may be quiet for long; a client that stops reading not. */
-	bufferevent_set_timeouts(pc->client, NULL, &idle);
 }
 
 /* Which [provider] the target names: 0, or 404; *rest after "/NAME". */
