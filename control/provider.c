@@ -81,6 +81,7 @@ struct provider_conn {
 	enum provider_conn_state state;
 	struct bufferevent	*client;
 	struct bufferevent	*up;
+	struct event		*head_timer;	/* the whole head's deadline */
 	struct sockaddr_in	 peer;
 	char			 sandbox_id[ID_LEN + 1];
 	char			 method[16];
@@ -133,6 +134,7 @@ static void	 provider_client_event_cb(struct bufferevent *, short,
 static void	 provider_up_read_cb(struct bufferevent *, void *);
 static void	 provider_up_write_cb(struct bufferevent *, void *);
 static void	 provider_up_event_cb(struct bufferevent *, short, void *);
+static void	 provider_head_timeout_cb(evutil_socket_t, short, void *);
 static void	 provider_head(struct provider_conn *);
 static int	 provider_route(struct provider_conn *,
 		    const struct http_request_head *, const char **);
@@ -572,7 +574,14 @@ provider_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	}
 	bufferevent_setcb(pc->client, provider_client_read_cb,
 	    provider_client_write_cb, provider_client_event_cb, pc);
-	bufferevent_set_timeouts(pc->client, &tv, NULL);
+	/*
+	 * A deadline for the whole head, from accept: a read timeout would
+	 * start again with every byte, and a head trickled in a byte at a
+	 * time would hold the connection for ever (slowloris).
+	 */
+	pc->head_timer = evtimer_new(pv->ctl->base, provider_head_timeout_cb,
+	    pc);
+	evtimer_add(pc->head_timer, &tv);
 	bufferevent_enable(pc->client, EV_READ);
 	LIST_INSERT_HEAD(&pv->conns, pc, entry);
 	pv->nconns++;
@@ -623,15 +632,21 @@ provider_client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct provider_conn	*pc = arg;
 
-	if ((what & BEV_EVENT_TIMEOUT) && pc->state == PCONN_HEAD) {
-		provider_error(pc, 408, "request_timeout",
-		    "the request head did not arrive in time");
-		return;
-	}
 	/* The sandbox went away (or stalled): count what was answered. */
 	if (pc->state == PCONN_BODY)
 		provider_finish(pc);
 	provider_close(pc);
+}
+
+/* The whole head did not come in time. */
+static void
+provider_head_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct provider_conn	*pc = arg;
+
+	if (pc->state == PCONN_HEAD)
+		provider_error(pc, 408, "request_timeout",
+		    "the request head did not arrive in time");
 }
 
 /* Collect and check the request head, then connect upstream. */
@@ -686,6 +701,7 @@ provider_head(struct provider_conn *pc)
 	}
 	provider_build_head(pc, &h, rest, restlen);
 	evbuffer_drain(in, (size_t)n);
+	evtimer_del(pc->head_timer);
 	if (pc->req_kind == HTTP_BODY_CHUNKED)
 		http_chunked_init(&pc->req_chunked);
 	pc->req_done = pc->req_kind == HTTP_BODY_NONE ||
@@ -1360,6 +1376,8 @@ provider_close(struct provider_conn *pc)
 		bufferevent_free(pc->client);
 	if (pc->head != NULL)
 		evbuffer_free(pc->head);
+	if (pc->head_timer != NULL)
+		event_free(pc->head_timer);
 	if (pc->active)
 		control_activity(pc->pv->ctl, pc->sandbox_id,
 		    ACTIVITY_REQUEST, -1);

@@ -437,6 +437,37 @@ def test_host_closed(t, st):
             "the daemon's API port stays unreachable")
 
 
+def test_head_deadline(t, st):
+    """A head trickled in a byte at a time gets 408 when its 30 s are up:
+    the bytes do not extend the deadline (slowloris)."""
+    c = socket.create_connection((st.gateway, st.pport), timeout=5)
+    t0 = time.time()
+    got = b""
+    try:
+        c.sendall(b"POST /anthropic/v1/messages HTTP/1.1\r\nX-Slow: ")
+        c.settimeout(2)
+        # Bounded: 45 s at most, one byte every 2 s.
+        while time.time() - t0 < 45:
+            try:
+                c.sendall(b"a")
+            except OSError:
+                break
+            try:
+                chunk = c.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        c.close()
+    took = time.time() - t0
+    t.check(got.startswith(b"HTTP/1.1 408") and took < 36,
+            "a trickled head: 408 within its deadline (%.1f s): %r" % (took, got[:80]))
+
+
 def test_usage(t, st):
     """Counts in the sandbox object, in the store (after a restart) and /metrics."""
     d = st.d
@@ -656,7 +687,7 @@ def main():
         t.run(test_bad_config, st)
         t.run(test_env_and_forward, st)
         if st.s1 is not None:
-            for fn in (test_streaming, test_refused, test_host_closed, test_usage, test_agent_env,
+            for fn in (test_streaming, test_refused, test_host_closed, test_head_deadline, test_usage, test_agent_env,
                        test_reload, test_bad_certificate):
                 t.run(fn, st)
     finally:
