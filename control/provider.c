@@ -63,6 +63,7 @@
 #define PROVIDER_IDLE_TIMEOUT	600	/* s: no byte either way */
 #define PROVIDER_HIGH_WATER	(1024 * 1024)	/* stop reading the other side */
 #define PROVIDER_KEY_MAX	4096	/* bytes in a key_file */
+#define PROVIDER_REFUSED_LOG_MS	10000	/* one warning of refusals per 10 s */
 #define PROVIDER_TOKEN_MAC	43	/* base64url of 32 bytes, no padding */
 #define PROVIDER_TOKEN_LEN	(4 + ID_LEN + 1 + PROVIDER_TOKEN_MAC)
 
@@ -120,6 +121,8 @@ struct provider {
 	struct in_addr		 gateway;	/* bound to, when listener */
 	char			 base[64];	/* "http://gw:port" */
 	int			 nconns;
+	uint64_t		 refused_conns;	/* over the caps, since start */
+	int64_t			 refused_logged_ms;
 	LIST_HEAD(, provider_conn) conns;
 };
 
@@ -545,6 +548,7 @@ provider_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	struct provider_conn	*pc;
 	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
 	struct timeval		 tv = { PROVIDER_HEAD_TIMEOUT, 0 };
+	int64_t			 now;
 	int			 one = 1, mine = 0;
 
 	if (sa->sa_family != AF_INET || (size_t)salen < sizeof pc->peer) {
@@ -555,8 +559,21 @@ provider_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	LIST_FOREACH(pc, &pv->conns, entry)
 		mine += pc->peer.sin_addr.s_addr == sin->sin_addr.s_addr;
 	if (pv->nconns >= PROVIDER_MAX_CONNS || mine >= PROVIDER_MAX_PER_PEER) {
-		log_warnx("provider: connection refused (%d at once, %d from "
-		    "%s)", pv->nconns, mine, inet_ntoa(sin->sin_addr));
+		/*
+		 * At most one warning in a while: a sandbox that connects
+		 * in a loop must not fill the log (and crowd out the rest
+		 * of it where journald drops what is over its rate).
+		 */
+		now = time_mono_ms();
+		pv->refused_conns++;
+		if (pv->refused_logged_ms == 0 ||
+		    now - pv->refused_logged_ms >= PROVIDER_REFUSED_LOG_MS) {
+			log_warnx("provider: connection refused (%d at once, "
+			    "%d from %s)\trefused=%llu", pv->nconns, mine,
+			    inet_ntoa(sin->sin_addr),
+			    (unsigned long long)pv->refused_conns);
+			pv->refused_logged_ms = now;
+		}
 		evutil_closesocket(fd);
 		return;
 	}

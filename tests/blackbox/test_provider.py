@@ -468,6 +468,41 @@ def test_head_deadline(t, st):
             "a trickled head: 408 within its deadline (%.1f s): %r" % (took, got[:80]))
 
 
+def test_refused_log(t, st):
+    """Connections over the 64 of one peer are refused at once, and the
+    log says so once in a while, not once per connection."""
+    d = st.d
+
+    def refusals():
+        with open(d.log_path, errors="replace") as f:
+            return f.read().count("provider: connection refused")
+    before = refusals()
+    held, refused = [], 0
+    try:
+        for _ in range(64):
+            held.append(socket.create_connection((st.gateway, st.pport), timeout=5))
+        time.sleep(0.5)
+        for _ in range(40):
+            c = socket.create_connection((st.gateway, st.pport), timeout=5)
+            c.settimeout(5)
+            try:
+                if c.recv(16) == b"":
+                    refused += 1
+            except socket.timeout:
+                pass            # accepted and waiting: not refused
+            except OSError:
+                refused += 1    # reset
+            finally:
+                c.close()
+    finally:
+        for c in held:
+            c.close()
+    t.check(refused == 40, "the 40 over the cap are closed at once: %d" % refused)
+    time.sleep(0.5)
+    n = refusals() - before
+    t.check(1 <= n <= 2, "refusals logged once in a while, not once each: %d lines" % n)
+
+
 def test_usage(t, st):
     """Counts in the sandbox object, in the store (after a restart) and /metrics."""
     d = st.d
@@ -687,7 +722,8 @@ def main():
         t.run(test_bad_config, st)
         t.run(test_env_and_forward, st)
         if st.s1 is not None:
-            for fn in (test_streaming, test_refused, test_host_closed, test_head_deadline, test_usage, test_agent_env,
+            for fn in (test_streaming, test_refused, test_host_closed, test_head_deadline, test_refused_log,
+                       test_usage, test_agent_env,
                        test_reload, test_bad_certificate):
                 t.run(fn, st)
     finally:
