@@ -264,7 +264,13 @@ execstream_keep(struct execstream *es, struct json_object *o)
 		return;
 	text = json_object_get_string(v);
 	len = (size_t)json_object_get_string_len(v);
-	room = EXEC_KEEP_MAX - evbuffer_get_length(es->kept[i]);
+	/*
+	 * Once something was dropped, nothing after it is kept: a later
+	 * small piece fitting the few bytes left by a cut would leave a gap
+	 * in what is shown as the output's start.
+	 */
+	room = es->dropped[i] > 0 ? 0 :
+	    EXEC_KEEP_MAX - evbuffer_get_length(es->kept[i]);
 	n = len < room ? len : room;
 	/* Not in the middle of a UTF-8 sequence. */
 	if (n < len) {

@@ -63,6 +63,7 @@
 #define PROVIDER_IDLE_TIMEOUT	600	/* s: no byte either way */
 #define PROVIDER_HIGH_WATER	(1024 * 1024)	/* stop reading the other side */
 #define PROVIDER_KEY_MAX	4096	/* bytes in a key_file */
+#define PROVIDER_REFUSED_LOG_MS	10000	/* one warning of refusals per 10 s */
 #define PROVIDER_TOKEN_MAC	43	/* base64url of 32 bytes, no padding */
 #define PROVIDER_TOKEN_LEN	(4 + ID_LEN + 1 + PROVIDER_TOKEN_MAC)
 
@@ -81,6 +82,7 @@ struct provider_conn {
 	enum provider_conn_state state;
 	struct bufferevent	*client;
 	struct bufferevent	*up;
+	struct event		*head_timer;	/* the whole head's deadline */
 	struct sockaddr_in	 peer;
 	char			 sandbox_id[ID_LEN + 1];
 	char			 method[16];
@@ -119,6 +121,8 @@ struct provider {
 	struct in_addr		 gateway;	/* bound to, when listener */
 	char			 base[64];	/* "http://gw:port" */
 	int			 nconns;
+	uint64_t		 refused_conns;	/* over the caps, since start */
+	int64_t			 refused_logged_ms;
 	LIST_HEAD(, provider_conn) conns;
 };
 
@@ -133,6 +137,7 @@ static void	 provider_client_event_cb(struct bufferevent *, short,
 static void	 provider_up_read_cb(struct bufferevent *, void *);
 static void	 provider_up_write_cb(struct bufferevent *, void *);
 static void	 provider_up_event_cb(struct bufferevent *, short, void *);
+static void	 provider_head_timeout_cb(evutil_socket_t, short, void *);
 static void	 provider_head(struct provider_conn *);
 static int	 provider_route(struct provider_conn *,
 		    const struct http_request_head *, const char **);
@@ -543,6 +548,7 @@ provider_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	struct provider_conn	*pc;
 	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
 	struct timeval		 tv = { PROVIDER_HEAD_TIMEOUT, 0 };
+	int64_t			 now;
 	int			 one = 1, mine = 0;
 
 	if (sa->sa_family != AF_INET || (size_t)salen < sizeof pc->peer) {
@@ -553,8 +559,21 @@ provider_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	LIST_FOREACH(pc, &pv->conns, entry)
 		mine += pc->peer.sin_addr.s_addr == sin->sin_addr.s_addr;
 	if (pv->nconns >= PROVIDER_MAX_CONNS || mine >= PROVIDER_MAX_PER_PEER) {
-		log_warnx("provider: connection refused (%d at once, %d from "
-		    "%s)", pv->nconns, mine, inet_ntoa(sin->sin_addr));
+		/*
+		 * At most one warning in a while: a sandbox that connects
+		 * in a loop must not fill the log (and crowd out the rest
+		 * of it where journald drops what is over its rate).
+		 */
+		now = time_mono_ms();
+		pv->refused_conns++;
+		if (pv->refused_logged_ms == 0 ||
+		    now - pv->refused_logged_ms >= PROVIDER_REFUSED_LOG_MS) {
+			log_warnx("provider: connection refused (%d at once, "
+			    "%d from %s)\trefused=%llu", pv->nconns, mine,
+			    inet_ntoa(sin->sin_addr),
+			    (unsigned long long)pv->refused_conns);
+			pv->refused_logged_ms = now;
+		}
 		evutil_closesocket(fd);
 		return;
 	}
@@ -572,7 +591,14 @@ provider_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	}
 	bufferevent_setcb(pc->client, provider_client_read_cb,
 	    provider_client_write_cb, provider_client_event_cb, pc);
-	bufferevent_set_timeouts(pc->client, &tv, NULL);
+	/*
+	 * A deadline for the whole head, from accept: a read timeout would
+	 * start again with every byte, and a head trickled in a byte at a
+	 * time would hold the connection for ever (slowloris).
+	 */
+	pc->head_timer = evtimer_new(pv->ctl->base, provider_head_timeout_cb,
+	    pc);
+	evtimer_add(pc->head_timer, &tv);
 	bufferevent_enable(pc->client, EV_READ);
 	LIST_INSERT_HEAD(&pv->conns, pc, entry);
 	pv->nconns++;
@@ -623,15 +649,21 @@ provider_client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct provider_conn	*pc = arg;
 
-	if ((what & BEV_EVENT_TIMEOUT) && pc->state == PCONN_HEAD) {
-		provider_error(pc, 408, "request_timeout",
-		    "the request head did not arrive in time");
-		return;
-	}
 	/* The sandbox went away (or stalled): count what was answered. */
 	if (pc->state == PCONN_BODY)
 		provider_finish(pc);
 	provider_close(pc);
+}
+
+/* The whole head did not come in time. */
+static void
+provider_head_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct provider_conn	*pc = arg;
+
+	if (pc->state == PCONN_HEAD)
+		provider_error(pc, 408, "request_timeout",
+		    "the request head did not arrive in time");
 }
 
 /* Collect and check the request head, then connect upstream. */
@@ -686,20 +718,26 @@ provider_head(struct provider_conn *pc)
 	}
 	provider_build_head(pc, &h, rest, restlen);
 	evbuffer_drain(in, (size_t)n);
+	evtimer_del(pc->head_timer);
 	if (pc->req_kind == HTTP_BODY_CHUNKED)
 		http_chunked_init(&pc->req_chunked);
 	pc->req_done = pc->req_kind == HTTP_BODY_NONE ||
 	    (pc->req_kind == HTTP_BODY_LENGTH && pc->req_left == 0);
+	/*
+	 * CONNECTING first: a failure known at once (a name from
+	 * /etc/hosts, then no socket: out of descriptors) calls the
+	 * upstream's event callback from within provider_connect; in
+	 * PCONN_HEAD it was ignored and the connection waited for ever.
+	 */
+	pc->state = PCONN_CONNECTING;
+	/* A stream may be quiet for long; a client that stops reading not. */
+	bufferevent_set_timeouts(pc->client, NULL, &idle);
 	if (provider_connect(pc, &cause) == -1) {
 		pc->pv->stats[pc->idx].upstream_errors++;
 		log_warnx("provider %s: %s", pc->cp->name, cause);
 		provider_error(pc, 502, "api_error", cause);
 		free(cause);
-		return;
 	}
-	pc->state = PCONN_CONNECTING;
-	/* A stream may be quiet for long; a client that stops reading not. */
-	bufferevent_set_timeouts(pc->client, NULL, &idle);
 }
 
 /* Which [provider] the target names: 0, or 404; *rest after "/NAME". */
@@ -1355,6 +1393,8 @@ provider_close(struct provider_conn *pc)
 		bufferevent_free(pc->client);
 	if (pc->head != NULL)
 		evbuffer_free(pc->head);
+	if (pc->head_timer != NULL)
+		event_free(pc->head_timer);
 	if (pc->active)
 		control_activity(pc->pv->ctl, pc->sandbox_id,
 		    ACTIVITY_REQUEST, -1);

@@ -91,6 +91,7 @@ list_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 	struct reconcile	*rc = arg;
 	struct control		*ctl = rc->ctl;
 	struct store_sandbox	*rows, s;
+	struct sandbox_rt	*rt;
 	struct json_object	*c, *labels, *o;
 	size_t			 i, n, len;
 	const char		*sid;
@@ -113,7 +114,14 @@ list_cb(int status, struct json_object *body, const char *errmsg, void *arg)
 			continue;
 		sid = json_object_get_string(o);
 		if (store_sandbox_get(ctl->store, sid, &s) == 0) {
-			if (spec_stale(ctl, &s, labels))
+			/*
+			 * Not under an operation in flight or one newer than
+			 * the listing (a start of this very container): it
+			 * owns the sandbox, as in reconcile_sandbox.
+			 */
+			rt = rt_get(ctl, sid);
+			if (rt != NULL && rt->op == NULL &&
+			    rt->op_seq <= rc->seq && spec_stale(ctl, &s, labels))
 				recreate(rc, &s, c);
 			else
 				json_object_object_add(rc->containers, sid,

@@ -156,6 +156,16 @@ def test_exec_output_capped(t, d, sid):
     t.check(len(out["stdout"].encode()) <= KEEP and out["truncated"] is True,
             "multi-byte output capped: %d bytes" % len(out["stdout"].encode()))
     t.check("\ufffd" not in out["stdout"][-5:], "not cut inside a character: %r" % out["stdout"][-5:])
+    # agentd counts raw bytes, its text has each bad byte as U+FFFD (3
+    # bytes), so more than 1 MiB of text reaches the daemon's cap: a cut
+    # there that leaves a byte of room keeps nothing after it (the "x").
+    r = exec_(d, sid, "head -c %d /dev/zero | tr '\\0' a; echo; i=0; while [ $i -lt 500 ]; do "
+              "printf '\\377'; i=$((i+1)); done; printf '\\nx'" % (KEEP - 1001))
+    t.check(r.status == 200, "exec: %r" % r)
+    out = r.json()
+    want = "a" * (KEEP - 1001) + "\n" + "\ufffd" * 333
+    t.check(out["stdout"] == want and out["truncated"] is True,
+            "nothing kept after a cut: %d chars, ends %r" % (len(out["stdout"]), out["stdout"][-3:]))
     # Small output: whole, not truncated.
     r = exec_(d, sid, "printf 'x%.0s' $(seq 1000)")
     t.check(r.status == 200 and r.json()["stdout"] == "x" * 1000 and r.json()["truncated"] is False,

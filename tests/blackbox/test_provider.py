@@ -437,6 +437,72 @@ def test_host_closed(t, st):
             "the daemon's API port stays unreachable")
 
 
+def test_head_deadline(t, st):
+    """A head trickled in a byte at a time gets 408 when its 30 s are up:
+    the bytes do not extend the deadline (slowloris)."""
+    c = socket.create_connection((st.gateway, st.pport), timeout=5)
+    t0 = time.time()
+    got = b""
+    try:
+        c.sendall(b"POST /anthropic/v1/messages HTTP/1.1\r\nX-Slow: ")
+        c.settimeout(2)
+        # Bounded: 45 s at most, one byte every 2 s.
+        while time.time() - t0 < 45:
+            try:
+                c.sendall(b"a")
+            except OSError:
+                break
+            try:
+                chunk = c.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        c.close()
+    took = time.time() - t0
+    t.check(got.startswith(b"HTTP/1.1 408") and took < 36,
+            "a trickled head: 408 within its deadline (%.1f s): %r" % (took, got[:80]))
+
+
+def test_refused_log(t, st):
+    """Connections over the 64 of one peer are refused at once, and the
+    log says so once in a while, not once per connection."""
+    d = st.d
+
+    def refusals():
+        with open(d.log_path, errors="replace") as f:
+            return f.read().count("provider: connection refused")
+    before = refusals()
+    held, refused = [], 0
+    try:
+        for _ in range(64):
+            held.append(socket.create_connection((st.gateway, st.pport), timeout=5))
+        time.sleep(0.5)
+        for _ in range(40):
+            c = socket.create_connection((st.gateway, st.pport), timeout=5)
+            c.settimeout(5)
+            try:
+                if c.recv(16) == b"":
+                    refused += 1
+            except socket.timeout:
+                pass            # accepted and waiting: not refused
+            except OSError:
+                refused += 1    # reset
+            finally:
+                c.close()
+    finally:
+        for c in held:
+            c.close()
+    t.check(refused == 40, "the 40 over the cap are closed at once: %d" % refused)
+    time.sleep(0.5)
+    n = refusals() - before
+    t.check(1 <= n <= 2, "refusals logged once in a while, not once each: %d lines" % n)
+
+
 def test_usage(t, st):
     """Counts in the sandbox object, in the store (after a restart) and /metrics."""
     d = st.d
@@ -656,7 +722,8 @@ def main():
         t.run(test_bad_config, st)
         t.run(test_env_and_forward, st)
         if st.s1 is not None:
-            for fn in (test_streaming, test_refused, test_host_closed, test_usage, test_agent_env,
+            for fn in (test_streaming, test_refused, test_host_closed, test_head_deadline, test_refused_log,
+                       test_usage, test_agent_env,
                        test_reload, test_bad_certificate):
                 t.run(fn, st)
     finally:

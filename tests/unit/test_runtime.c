@@ -9,11 +9,13 @@
 #include "config.h"
 #endif
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <netinet/in.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +62,7 @@ struct fdock {
 	int			 hold_stop;	/* 1: keep stop requests */
 	int			 hold_start;
 	int			 hold_list;	/* 1: keep GET /containers/json */
+	char			 list_body[400];	/* its answer; "[]" if empty */
 	int			 lists;
 	struct held		 held[FAKE_MAX_HELD];
 	int			 nheld;
@@ -149,7 +152,8 @@ fdock_read_cb(struct bufferevent *bev, void *arg)
 		dock.lists++;
 		status = 200;
 		hold = dock.hold_list;
-		snprintf(body, sizeof body, "[]");
+		snprintf(body, sizeof body, "%s", dock.list_body[0] != '\0' ?
+		    dock.list_body : "[]");
 	} else if (strstr(path, "/containers/create") != NULL) {
 		dock.creates++;
 		status = 201;
@@ -1642,6 +1646,133 @@ test_reconcile_keeps_fresh_create(void)
 }
 
 /*
+ * A container made by an older sandboxd (no io.sandboxd.spec) is made
+ * again, but not under a start that began after the listing: that start
+ * owns the sandbox, and removing the container it started would leave a
+ * running sandbox without one.
+ */
+static void
+test_reconcile_stale_owned(void)
+{
+	struct store_sandbox	 s;
+	struct sandbox_rt	*rt;
+	char			 id[ID_LEN + 1];
+
+	env_setup("");
+	reconciled_n = 0;
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	snprintf(dock.list_body, sizeof dock.list_body, "[{\"Id\":\"c0\","
+	    "\"State\":\"exited\",\"Labels\":{\"io.sandboxd.instance\":"
+	    "\"rtest\",\"io.sandboxd.sandbox\":\"%s\"}}]", id);
+	dock.hold_list = 1;
+	reconcile_run(env.ctl, reconciled_cb);
+	CHECK(run_until(&dock.lists, 1, 2000) == 0);
+	/* Listed stopped; now a start of that container runs. */
+	CHECK(lifecycle_start(env.ctl, id, NULL, NULL) == 0);
+	CHECK(run_until(&dock.starts, 1, 2000) == 0);
+	run_for(50);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	fdock_release();
+	CHECK(run_until(&reconciled_n, 1, 2000) == 0);
+	run_for(50);
+	CHECK(dock.deletes == 0 && dock.creates == 0 && dock.starts == 1);
+	CHECK(rt->state == SANDBOX_RUNNING);
+	CHECK(store_sandbox_get(env.store, id, &s) == 0);
+	CHECK(s.container_id != NULL && strcmp(s.container_id, "c0") == 0);
+	store_sandbox_clear(&s);
+	env_teardown();
+}
+
+/* The ANTHROPIC_API_KEY line provider_env gives a sandbox. */
+static void
+provider_token_cb(void *arg, const char *line)
+{
+	if (strncmp(line, "ANTHROPIC_API_KEY=", 18) == 0)
+		snprintf(arg, 128, "%s", line + 18);
+}
+
+/*
+ * An upstream by name whose connection fails inside provider_connect
+ * (the name is in /etc/hosts, so the resolver answers at once, and the
+ * socket cannot be made: out of descriptors): the sandbox gets its 502
+ * and the connection is closed, not left open for ever.
+ */
+static void
+test_provider_fails_at_once(void)
+{
+	struct sockaddr_in	 sin;
+	struct in_addr		 lo;
+	struct rlimit		 rl, low;
+	struct sandbox_rt	*rt;
+	char			*extra, *req, key[300], tok[128], buf[2048];
+	char			 id[ID_LEN + 1];
+	socklen_t		 slen = sizeof sin;
+	size_t			 got = 0;
+	ssize_t			 n = -1;
+	int			 fd, port, spare, eof = 0;
+	FILE			*f;
+
+	/* A free port for the proxy, and a key. */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)&sin, &slen) == 0);
+	port = ntohs(sin.sin_port);
+	close(fd);
+	snprintf(key, sizeof key, "%s/provider.key", tmp);
+	if ((f = fopen(key, "w")) == NULL)
+		fatal("%s", key);
+	fprintf(f, "sk-test-operator-key\n");
+	fclose(f);
+	chmod(key, 0600);
+	xasprintf(&extra, "min_free_memory = 0\nwake_timeout = 5s\n"
+	    "provider_port = %d\n[provider anthropic]\nkind = anthropic\n"
+	    "upstream = https://localhost:1\nkey_file = %s\n", port, key);
+	env_setup(extra);
+	free(extra);
+	inet_pton(AF_INET, "127.0.0.1", &lo);
+	CHECK(provider_listen(env.ctl, &lo) == 0);
+	rt = sandbox_add(SANDBOX_STOPPED, id);
+	rt_set_state(env.ctl, rt, SANDBOX_STARTING, NULL);
+	rt_set_running(env.ctl, rt, lo, 1);
+	tok[0] = '\0';
+	provider_env(env.ctl, id, NULL, provider_token_cb, tok);
+	CHECK(tok[0] != '\0');
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	sin.sin_port = htons((uint16_t)port);
+	CHECK(connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+	run_for(100);		/* accepted */
+	/* No descriptor free from here on: the upstream's socket fails. */
+	spare = dup(0);
+	close(spare);
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	low = rl;
+	low.rlim_cur = (rlim_t)spare;
+	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	xasprintf(&req, "POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\n"
+	    "x-api-key: %s\r\nContent-Length: 0\r\n\r\n", tok);
+	CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+	free(req);
+	run_for(300);
+	CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	run_for(300);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	while (got < sizeof buf - 1 &&
+	    (n = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
+		got += (size_t)n;
+	eof = got < sizeof buf - 1 && n == 0;
+	buf[got] = '\0';
+	CHECK(strncmp(buf, "HTTP/1.1 502 ", 13) == 0);
+	CHECK(strstr(buf, "sk-test-operator-key") == NULL);
+	CHECK(eof);
+	close(fd);
+	env_teardown();
+}
+
+/*
  * The daemon's exit: control_free with a port probe still waiting for an
  * agentd that never came (agent_hub_free calls no callback). LeakSanitizer
  * finds its state if control does not free it.
@@ -2582,6 +2713,8 @@ main(void)
 	RUN(test_reconcile_keeps_fresh_create);
 	RUN(test_store_refuses_event);
 	RUN(test_store_refuses_rollback);
+	RUN(test_reconcile_stale_owned);
+	RUN(test_provider_fails_at_once);
 	RUN(test_probe_freed_at_exit);
 	RUN(test_task_run);
 	RUN(test_task_queue);
