@@ -273,9 +273,18 @@ spec_stale(struct control *ctl, const struct store_sandbox *s,
     struct json_object *labels)
 {
 	struct json_object	*spec, *want, *have;
-	int			 stale;
+	struct in_addr		 addr;
+	int			 stale, port;
 
 	if (control_template(ctl, s->template_name) == NULL)
+		return (0);
+	/*
+	 * Without the proxy listening (its port taken, say) the spec lacks
+	 * the provider env: judged now, every container would be made again,
+	 * and again at the next good start.
+	 */
+	if (ctl->cf->nproviders > 0 &&
+	    provider_address(ctl, &addr, &port) == -1)
 		return (0);
 	spec = lifecycle_container_spec(ctl, s);
 	json_object_object_get_ex(spec, "Labels", &want);
