@@ -14,7 +14,8 @@
   a GET of a file that shrinks midway is cut off, never ended as whole;
   PUT and GET stream over HTTP/2 as well;
 - file jobs are capped: 8 per sandbox (429), 32 in all (503), both with
-  Retry-After.
+  Retry-After;
+- a GET in flight at SIGTERM gets shutdown_grace to finish.
 
 RSS is read from /proc/PID/status (VmRSS), sampled while the transfer runs.
 """
@@ -501,6 +502,38 @@ def test_job_caps(t, d, sids):
     t.check(r.status == 200, "room again once they ended: %r" % r)
 
 
+def test_get_at_shutdown(t, d, sid):
+    """SIGTERM while a file GET streams: like any request in flight it has
+    shutdown_grace (2 s here) to finish, not cut at once as an endless
+    event stream is. Restarts the daemon."""
+    data = os.urandom(8 * MIB)
+    with open(ws_path(d, sid, "shut.bin"), "wb") as f:
+        f.write(data)
+    s = open_get(d, "/v1/sandboxes/%s/files/shut.bin" % sid)
+    got = b""
+    try:
+        while len(got) < MIB:
+            c = s.recv(65536)
+            if not c:
+                break
+            got += c
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            got += c
+    except OSError:
+        pass
+    s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    t.check(head.startswith(b"HTTP/1.1 200") and body == data,
+            "a GET in flight at SIGTERM finishes: %d of %d bytes" % (len(body), len(data)))
+    t.check(d.stop() == 0, "the daemon exits 0 after")
+    d.start()
+
+
 def main():
     if os.geteuid() != 0:
         print("test_files: needs root (the workspaces belong to uid 1000): skipped")
@@ -543,6 +576,7 @@ def main():
             t.check(d.proc.poll() is None, "the daemon survived")
             t.check(no_jobs(d) and pipes(d.proc.pid) == pipes_before,
                     "no file job's pipe is left open: %d, %d before" % (pipes(d.proc.pid), pipes_before))
+            t.run(test_get_at_shutdown, d, sid)
         for sid in sids:
             d.request("DELETE", "/v1/sandboxes/%s" % sid, timeout=60)
     finally:
