@@ -22,7 +22,9 @@
  * - files_put_stream copies a pipe into the temporary file as it comes,
  *   and renames it into place only when the other end says the body is
  *   whole (a byte on the commit pipe): a writer that dies or gives up
- *   mid-body leaves neither the temporary nor a partial file.
+ *   mid-body leaves neither the temporary nor a partial file. The
+ *   temporary has no name (O_TMPFILE) until all of it is written, so
+ *   neither does a worker killed midway, which cleans up nothing.
  * - files_send is files_get for a forked worker: the answer (struct
  *   files_head, then the bytes) goes down a pipe, which blocks as the
  *   reader stops, so however large the file only 64 KiB is in memory.
@@ -82,6 +84,8 @@ static int	files_opendir_make(int, const char *, int, const char *,
 		    uid_t, gid_t);
 static int	files_mkparents(int, char *, uid_t, gid_t);
 static void	files_tmpname(char *, size_t);
+static int	files_open_unnamed(int, char *, size_t);
+static int	files_link_unnamed(int, const char *, char *, size_t);
 static int	files_write_all(int, struct evbuffer *);
 static int	files_write_mem(int, const void *, size_t);
 static int	files_copy_pipe(int, const struct files_src *);
@@ -289,6 +293,49 @@ files_tmpname(char *buf, size_t len)
 	buf[n] = '\0';
 }
 
+/*
+ * An unnamed regular file in dirfd (O_TMPFILE), and in proc the
+ * /proc/self/fd link that names it later (files_link_unnamed); -1 if the
+ * file system cannot make one or /proc is not there to link it by.
+ */
+static int
+files_open_unnamed(int dirfd, char *proc, size_t len)
+{
+	int	fd;
+
+	fd = files_open(dirfd, ".", O_WRONLY | O_TMPFILE, 0,
+	    RESOLVE_NO_SYMLINKS);
+	if (fd == -1)
+		return -1;
+	snprintf(proc, len, "/proc/self/fd/%d", fd);
+	if (access(proc, F_OK) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Give the unnamed file behind proc a fresh temporary name in dirfd, put
+ * in tmp; 0 or an errno value. By /proc, not AT_EMPTY_PATH: that one
+ * needs CAP_DAC_READ_SEARCH, which the service does not keep.
+ */
+static int
+files_link_unnamed(int dirfd, const char *proc, char *tmp, size_t len)
+{
+	int	tries;
+
+	for (tries = 0; tries < 16; tries++) {
+		files_tmpname(tmp, len);
+		if (linkat(AT_FDCWD, proc, dirfd, tmp, AT_SYMLINK_FOLLOW) == 0)
+			return 0;
+		if (errno != EEXIST)
+			break;
+	}
+	tmp[0] = '\0';
+	return errno;
+}
+
 /* Write len bytes at p to fd, whatever it takes; 0 or an errno value. */
 static int
 files_write_mem(int fd, const void *p, size_t len)
@@ -400,10 +447,11 @@ files_put_at(int wsfd, const char *path, const struct files_src *src,
     uid_t uid, gid_t gid, int *created)
 {
 	struct stat	 st;
-	char		*parent = NULL, tmp[32];
+	char		*parent = NULL, tmp[32], proc[64];
 	const char	*base, *why;
 	mode_t		 mode = 0644;
 	int		 dirfd = -1, fd = -1, error, tries, isnew = 0;
+	int		 unnamed;
 
 	tmp[0] = '\0';
 	if (created != NULL)
@@ -436,8 +484,16 @@ files_put_at(int wsfd, const char *path, const struct files_src *src,
 		goto fail;
 	}
 
-	/* A new name in the same directory, so the rename is atomic. */
-	for (tries = 0; tries < 16; tries++) {
+	/*
+	 * The bytes go into an unnamed file, named only once whole and then
+	 * renamed over base (atomic, in the same directory): a worker killed
+	 * midway (SIGKILL, the OOM killer, a fatal exit) runs no cleanup and
+	 * must leave nothing behind. Without O_TMPFILE, a named temporary,
+	 * removed on every failure we live through.
+	 */
+	fd = files_open_unnamed(dirfd, proc, sizeof proc);
+	unnamed = fd != -1;
+	for (tries = 0; fd == -1 && tries < 16; tries++) {
 		files_tmpname(tmp, sizeof tmp);
 		fd = files_open(dirfd, tmp,
 		    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600,
@@ -461,6 +517,9 @@ files_put_at(int wsfd, const char *path, const struct files_src *src,
 		error = errno;
 		goto fail;
 	}
+	if (unnamed &&
+	    (error = files_link_unnamed(dirfd, proc, tmp, sizeof tmp)) != 0)
+		goto fail;
 	error = close(fd) == -1 ? errno : 0;
 	fd = -1;
 	if (error != 0)

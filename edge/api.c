@@ -320,6 +320,8 @@ edge_api_stream_head(void *arg, struct http_exchange *ex)
 	rh.headers = hdrs;
 	rh.nheaders = n;
 	rh.body = clen != NULL ? HTTP_BODY_LENGTH : HTTP_BODY_CHUNKED;
+	/* A sized answer ends by itself: a shutdown lets it (edge.c). */
+	req->resp_body = rh.body;
 	req->state = EDGE_REQ_API_STREAM;
 	edge_req_head(req, &rh);
 	free(hdrs);

@@ -196,11 +196,14 @@ edge_shutdown(struct edge *edge, int64_t grace_ms,
 			edge_conn_close(conn);
 		/*
 		 * An event stream ends only with its task: cut it now, its
-		 * client resumes with Last-Event-ID from the next daemon.
+		 * client resumes with Last-Event-ID from the next daemon. A
+		 * streamed answer of known length (a file GET) ends by itself
+		 * and gets the grace, as any other request.
 		 */
 		else if (conn->state == EDGE_CONN_REQUEST &&
 		    conn->req != NULL &&
-		    (conn->req->state == EDGE_REQ_API_STREAM ||
+		    ((conn->req->state == EDGE_REQ_API_STREAM &&
+		    conn->req->resp_body != HTTP_BODY_LENGTH) ||
 		    conn->req->state == EDGE_REQ_API_TUNNEL))
 			edge_req_abort(conn->req);
 	}

@@ -8,13 +8,14 @@
 - a directory of 100,000 entries is listed, truncated to 10,000 with
   "truncated": true, while other requests are served;
 - a 100 MiB PUT does not raise the daemon's RSS by ~100 MiB (the body goes
-  into the temporary file as it comes); a PUT cut off mid-body and one over
-  the limit leave no file and no temporary;
+  into the temporary file as it comes); a PUT cut off mid-body, one whose
+  worker is killed and one over the limit leave no file and no temporary;
 - a PUT whose worker is stopped pauses its client instead of buffering;
   a GET of a file that shrinks midway is cut off, never ended as whole;
   PUT and GET stream over HTTP/2 as well;
 - file jobs are capped: 8 per sandbox (429), 32 in all (503), both with
-  Retry-After.
+  Retry-After;
+- a GET in flight at SIGTERM gets shutdown_grace to finish.
 
 RSS is read from /proc/PID/status (VmRSS), sampled while the transfer runs.
 """
@@ -249,8 +250,8 @@ def test_put_cut_off(t, d, sid):
                "Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
                % (sid, d.key(), 10 * MIB)).encode())
     s.sendall(b"y" * (3 * MIB))
-    # The job is running (its temporary exists) before we leave.
-    wait_for(lambda: tmp_left(d, sid), timeout=10)
+    # The job is running (its worker exists) before we leave.
+    wait_for(lambda: children(d.proc.pid), timeout=10)
     s.close()
     t.check(no_jobs(d), "the job ends when its client leaves")
     t.check(not os.path.exists(ws_path(d, sid, "cut/half.bin")), "no partial file")
@@ -269,6 +270,39 @@ def test_put_cut_off(t, d, sid):
     with open(ws_path(d, sid, "keep.txt")) as f:
         t.check(f.read() == "old", "the old file is untouched")
     t.check(not tmp_left(d, sid), "no temporary after a cut chunked body")
+
+
+def test_put_worker_killed(t, d, sid):
+    """A PUT's worker killed mid-body (SIGKILL: the OOM killer, say) cleans
+    nothing up: the file it was writing has no name yet, so nothing is left
+    in the workspace, and the client gets a 500."""
+    before = set(os.listdir(ws_path(d, sid)))
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=20)
+    s.sendall(("PUT /v1/sandboxes/%s/files/killed.bin HTTP/1.1\r\nHost: x\r\n"
+               "Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
+               % (sid, d.key(), 10 * MIB)).encode())
+    s.sendall(b"k" * (2 * MIB))
+    if not t.check(wait_for(lambda: children(d.proc.pid), timeout=10), "the PUT's worker started"):
+        s.close()
+        return
+    time.sleep(0.3)
+    for kid in children(d.proc.pid):
+        os.kill(kid, signal.SIGKILL)
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer:
+            c = s.recv(4096)
+            if not c:
+                break
+            answer += c
+    except OSError:
+        pass
+    s.close()
+    t.check(answer.startswith(b"HTTP/1.1 500"), "a killed worker: 500: %r" % answer[:40])
+    t.check(no_jobs(d), "the job ends")
+    t.check(not tmp_left(d, sid), "no temporary left by the killed worker: %r" % tmp_left(d, sid))
+    t.check(set(os.listdir(ws_path(d, sid))) == before,
+            "nothing new in the workspace: %r" % (set(os.listdir(ws_path(d, sid))) - before))
 
 
 def test_put_over_limit(t, d, sid):
@@ -330,7 +364,7 @@ def test_put_backpressure(t, d, sid):
     th.start()
     stopped = []
     try:
-        if not t.check(wait_for(lambda: tmp_left(d, sid), timeout=20), "the PUT's worker started"):
+        if not t.check(wait_for(lambda: children(d.proc.pid), timeout=20), "the PUT's worker started"):
             return
         stopped = children(d.proc.pid)
         for kid in stopped:
@@ -468,6 +502,38 @@ def test_job_caps(t, d, sids):
     t.check(r.status == 200, "room again once they ended: %r" % r)
 
 
+def test_get_at_shutdown(t, d, sid):
+    """SIGTERM while a file GET streams: like any request in flight it has
+    shutdown_grace (2 s here) to finish, not cut at once as an endless
+    event stream is. Restarts the daemon."""
+    data = os.urandom(8 * MIB)
+    with open(ws_path(d, sid, "shut.bin"), "wb") as f:
+        f.write(data)
+    s = open_get(d, "/v1/sandboxes/%s/files/shut.bin" % sid)
+    got = b""
+    try:
+        while len(got) < MIB:
+            c = s.recv(65536)
+            if not c:
+                break
+            got += c
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            got += c
+    except OSError:
+        pass
+    s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    t.check(head.startswith(b"HTTP/1.1 200") and body == data,
+            "a GET in flight at SIGTERM finishes: %d of %d bytes" % (len(body), len(data)))
+    t.check(d.stop() == 0, "the daemon exits 0 after")
+    d.start()
+
+
 def main():
     if os.geteuid() != 0:
         print("test_files: needs root (the workspaces belong to uid 1000): skipped")
@@ -501,6 +567,7 @@ def main():
             t.run(test_big_listing, d, sid)
             t.run(test_big_put, d, sid)
             t.run(test_put_cut_off, d, sid)
+            t.run(test_put_worker_killed, d, sid)
             t.run(test_put_over_limit, d, sid)
             t.run(test_put_backpressure, d, sid)
             t.run(test_get_cut_short, d, sid)
@@ -509,6 +576,7 @@ def main():
             t.check(d.proc.poll() is None, "the daemon survived")
             t.check(no_jobs(d) and pipes(d.proc.pid) == pipes_before,
                     "no file job's pipe is left open: %d, %d before" % (pipes(d.proc.pid), pipes_before))
+            t.run(test_get_at_shutdown, d, sid)
         for sid in sids:
             d.request("DELETE", "/v1/sandboxes/%s" % sid, timeout=60)
     finally:

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include <linux/openat2.h>
 
@@ -1001,6 +1002,47 @@ test_put_stream(void)
 	free(big);
 }
 
+/*
+ * A worker killed mid-body (SIGKILL, the OOM killer, a fatal exit) runs
+ * no cleanup: what it was writing must not stay in the workspace under a
+ * temporary name, nor as a partial file.
+ */
+static void
+test_put_stream_killed(void)
+{
+	char	 buf[4096];
+	pid_t	 pid;
+	int	 d[2], c[2], status, i;
+
+	setup();
+	memset(buf, 'k', sizeof buf);
+	if (pipe(d) == -1 || pipe(c) == -1)
+		fatal("pipe");
+	if ((pid = fork()) == -1)
+		fatal("fork");
+	if (pid == 0) {
+		close(d[1]);
+		close(c[1]);
+		_exit(files_put_stream(wsfd, "dir/killed", d[0], c[0],
+		    1024 * 1024, UID, GID, NULL));
+	}
+	close(d[0]);
+	close(c[0]);
+	/* Bytes in, and taken: the worker is copying them to its file. */
+	for (i = 0; i < 64; i++)
+		if (write(d[1], buf, sizeof buf) != (ssize_t)sizeof buf)
+			fatal("write");
+	usleep(200 * 1000);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	close(d[1]);
+	close(c[1]);
+	CHECK(WIFSIGNALED(status));
+	CHECK(count_tmp() == 0);
+	CHECK(access(ws("dir/killed"), F_OK) == -1 && errno == ENOENT);
+	CHECK(outside_intact());
+}
+
 /* files_send of path through a pipe: the head and the bytes after it. */
 static int
 send_path(const char *path, struct files_head *head, char **body,
@@ -1113,6 +1155,7 @@ main(void)
 	RUN(test_deep_tree);
 	RUN(test_list_cap);
 	RUN(test_put_stream);
+	RUN(test_put_stream_killed);
 	RUN(test_send);
 
 	fd_after = dup(0);
