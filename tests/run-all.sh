@@ -77,6 +77,11 @@ fuzz() {
 	    tests/fuzz/replay_http_chunked tests/fuzz/replay_config \
 	    tests/fuzz/replay_token tests/fuzz/replay_cookie tests/fuzz/replay_route \
 	    tests/fuzz/replay_h2 tests/fuzz/replay_pty_frame \
+	    tests/fuzz/fuzz_api_body tests/fuzz/fuzz_workspace_path \
+	    tests/fuzz/fuzz_agentd_request tests/fuzz/fuzz_agent_answer \
+	    tests/fuzz/fuzz_docker_response tests/fuzz/replay_api_body \
+	    tests/fuzz/replay_workspace_path tests/fuzz/replay_agentd_request \
+	    tests/fuzz/replay_agent_answer tests/fuzz/replay_docker_response \
 	    >build-fuzz/build.out 2>&1 ||
 	    { tail -50 build-fuzz/build.out; return 1; }
 	echo "==> build-fuzz: each target for ${FUZZ_SECONDS:-10} s"

@@ -20,6 +20,10 @@ targets="http_request http_response http_chunked config token cookie route h2 pt
 targets="$targets task_event"
 # control/terminal.c's resize message
 targets="$targets term_resize"
+# issue 10: the API's JSON bodies, workspace paths, agentd's protocol
+# (both ends) and the Docker client's answers
+targets="$targets api_body workspace_path agentd_request agent_answer"
+targets="$targets docker_response"
 passed=0
 failed=0
 ran=0
