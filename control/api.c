@@ -1058,9 +1058,10 @@ api_create_parse(struct control *ctl, struct http_exchange *ex,
 		goto out;
 
 	if (json_object_object_get_ex(req, "template", &v)) {
-		if (!json_object_is_type(v, json_type_string)) {
+		/* "python\u0000x" must not be taken for "python". */
+		if (!api_plain_string(v)) {
 			http_exchange_reply_error(ex, 400, "bad_request",
-			    "template must be a string");
+			    "template must be a string without NUL bytes");
 			goto out;
 		}
 		tname = json_object_get_string(v);
@@ -1138,7 +1139,7 @@ api_create_parse(struct control *ctl, struct http_exchange *ex,
 	if (json_object_object_get_ex(req, "visibility", &v)) {
 		const char *vis = json_object_get_string(v);
 
-		if (!json_object_is_type(v, json_type_string) ||
+		if (!api_plain_string(v) ||
 		    (strcmp(vis, "public") != 0 &&
 		    strcmp(vis, "private") != 0)) {
 			http_exchange_reply_error(ex, 400, "bad_request",

@@ -132,6 +132,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (r != 0)
 			break;
 		FUZZ_ASSERT(t != NULL && strcmp(s.template_name, t->name) == 0);
+		/* The template asked for is that one, byte for byte. */
+		if (json_object_object_get_ex(req, "template", &v))
+			FUZZ_ASSERT((size_t)json_object_get_string_len(v) ==
+			    strlen(t->name) && memcmp(json_object_get_string(v),
+			    t->name, strlen(t->name)) == 0);
+		if (json_object_object_get_ex(req, "visibility", &v))
+			FUZZ_ASSERT(json_object_get_string_len(v) ==
+			    (s.visibility == SANDBOX_PRIVATE ? 7 : 6));
 		FUZZ_ASSERT(s.memory_mb >= 16 && s.memory_mb <= 1024 * 1024);
 		FUZZ_ASSERT(isfinite(s.cpus) && s.cpus >= 0.01 &&
 		    s.cpus <= 1024);
