@@ -7,7 +7,8 @@
  *
  * The first input byte picks the kind of request (a plain request such as
  * POST /exec, a streamed one such as a task's events, or the terminal's
- * upgrade) and whether the answer comes in one write or in pieces.
+ * upgrade), whether the answer comes in one write or in pieces, and
+ * whether agentd's connection was there (idle) before the request.
  * Checks: exactly one end callback (or, for the upgrade, one of the
  * upgrade and fail callbacks); status 0 always has a reason, a body is
  * NUL-terminated at its length; a streamed line holds no newline and is
@@ -210,6 +211,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fa.replylen = size - 1;
 	fa.pieces = (mode & 4) != 0;
 	fa.nend = fa.nlines = 0;
+	/*
+	 * With bit 3 agentd is there first, as its spare connection: the
+	 * hub keeps it idle and sends the request on it; else the request
+	 * waits for agentd to connect.
+	 */
+	if (mode & 8) {
+		fuzz_agent_connect();
+		for (i = 0; i < 4; i++)
+			event_base_loop(fa.base, EVLOOP_NONBLOCK);
+	}
 
 	switch (mode & 3) {
 	case 0:
@@ -232,7 +243,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	}
 	(void)req;
-	fuzz_agent_connect();
+	if (!(mode & 8))
+		fuzz_agent_connect();
 	for (i = 0; i < FUZZ_AGENT_MAX_LOOPS && fa.nend == 0; i++)
 		event_base_loop(fa.base, EVLOOP_ONCE);
 	FUZZ_ASSERT(fa.nend == 1);
@@ -242,7 +254,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_ASSERT(fa.nend == 1);
 	if (getenv("FUZZ_DEBUG") != NULL)
 		fprintf(stderr, "fuzz_agent_answer: mode %d: %d lines\n",
-		    mode & 7, fa.nlines);
+		    mode & 15, fa.nlines);
 	free(copy);
 	return 0;
 }
