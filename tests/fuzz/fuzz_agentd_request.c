@@ -34,6 +34,7 @@
 
 static char	 fuzz_agentd_dir[] = "/tmp/sbx-fuzz-agentd.XXXXXX";
 static char	*fuzz_agentd_ws;
+static char	*fuzz_agentd_state;	/* task_init and git_init keep these */
 static int	 fuzz_agentd_ready;
 
 static void	fuzz_agentd_init(void);
@@ -56,17 +57,15 @@ fuzz_agentd_cleanup(void)
 static void
 fuzz_agentd_init(void)
 {
-	char	*state;
-
 	log_init(LOG_LEVEL_WARN);
 	FUZZ_ASSERT(mkdtemp(fuzz_agentd_dir) != NULL);
 	atexit(fuzz_agentd_cleanup);
 	xasprintf(&fuzz_agentd_ws, "%s/workspace", fuzz_agentd_dir);
-	xasprintf(&state, "%s/state", fuzz_agentd_dir);
+	xasprintf(&fuzz_agentd_state, "%s/state", fuzz_agentd_dir);
 	FUZZ_ASSERT(mkdir(fuzz_agentd_ws, 0755) == 0);
-	FUZZ_ASSERT(mkdir(state, 0700) == 0);
-	FUZZ_ASSERT(task_init(fuzz_agentd_ws, state, 1024 * 1024) == 0);
-	/* task_init keeps the pointers: state stays allocated. */
+	FUZZ_ASSERT(mkdir(fuzz_agentd_state, 0700) == 0);
+	FUZZ_ASSERT(task_init(fuzz_agentd_ws, fuzz_agentd_state,
+	    1024 * 1024) == 0);
 	fuzz_agentd_ready = 1;
 }
 
