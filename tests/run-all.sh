@@ -82,6 +82,7 @@ fuzz() {
 	    tests/fuzz/fuzz_docker_response tests/fuzz/replay_api_body \
 	    tests/fuzz/replay_workspace_path tests/fuzz/replay_agentd_request \
 	    tests/fuzz/replay_agent_answer tests/fuzz/replay_docker_response \
+	    tests/fuzz/fuzz_term_resize tests/fuzz/replay_term_resize \
 	    >build-fuzz/build.out 2>&1 ||
 	    { tail -50 build-fuzz/build.out; return 1; }
 	echo "==> build-fuzz: each target for ${FUZZ_SECONDS:-10} s"
