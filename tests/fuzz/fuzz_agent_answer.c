@@ -38,7 +38,7 @@
 #include "tests/fuzz/fuzz.h"
 
 #define FUZZ_AGENT_ID		"sbx_fuzzagentanswer0"
-#define FUZZ_AGENT_MAX_LOOPS	2000
+#define FUZZ_AGENT_MAX_LOOPS	100000	/* the 2 s request timeout ends it first */
 
 struct fuzz_agent {
 	struct event_base	*base;
