@@ -10,6 +10,9 @@
  * HEAD, or the events stream) and whether the answer comes in one write
  * or in pieces; the rest is what dockerd answers. Checks: a request is
  * called back exactly once, with a status of 0 (and a reason) or 100..599;
+ * a JSON answer goes through what control reads of inspect answers
+ * (control_container_ip, egress_bridge_name: a bridge name it gives is
+ * 1..15 safe characters, as it is quoted into the nftables ruleset);
  * every event handed out is a JSON object (or the NULL "reconnected");
  * nothing hangs (the loop is bounded) and, under ASan, nothing leaks.
  */
@@ -34,7 +37,7 @@
 #include <json.h>
 
 #include "common/common.h"
-#include "control/control.h"
+#include "control/control_int.h"
 #include "tests/fuzz/fuzz.h"
 
 #define FUZZ_DOCKER_MAX_LOOPS	100000	/* a bound, never the end */
@@ -53,6 +56,7 @@ struct fuzz_docker {
 };
 
 static struct fuzz_docker	 fz;
+static struct control		 fz_ctl;	/* its cf->network only */
 
 static void	fuzz_docker_init(void);
 static void	fuzz_docker_cleanup(void);
@@ -154,10 +158,13 @@ static void
 fuzz_docker_init(void)
 {
 	struct sockaddr_un	sun;
+	char			*errors = NULL;
 
 	signal(SIGPIPE, SIG_IGN);
 	log_init(getenv("FUZZ_DEBUG") != NULL ? LOG_LEVEL_DEBUG :
 	    LOG_LEVEL_WARN);
+	fz_ctl.cf = config_parse("fuzz", "network = sandboxd\n", &errors);
+	FUZZ_ASSERT(fz_ctl.cf != NULL);
 	fz.base = event_base_new();
 	snprintf(fz.path, sizeof fz.path, "/tmp/sbx-fuzz-docker-%d.sock",
 	    (int)getpid());
@@ -175,12 +182,22 @@ static void
 fuzz_docker_cb(int status, struct json_object *body, const char *errmsg,
     void *arg)
 {
+	struct in_addr	 ip;
+	char		 br[16];
+
 	fz.ncalls++;
 	FUZZ_ASSERT(status == 0 || (status >= 100 && status <= 599));
 	FUZZ_ASSERT(status != 0 || errmsg != NULL);
 	FUZZ_ASSERT(status >= 200 && status < 300 ? 1 : errmsg != NULL);
-	if (body != NULL)
-		(void)json_object_to_json_string(body);
+	if (body == NULL)
+		return;
+	(void)json_object_to_json_string(body);
+	/* What control makes of an inspect answer: an address, a bridge. */
+	(void)control_container_ip(&fz_ctl, body, &ip);
+	if (egress_bridge_name(body, br, sizeof br) == 0)
+		FUZZ_ASSERT(*br != '\0' && strlen(br) <= 15 &&
+		    strspn(br, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == strlen(br));
 }
 
 static void
