@@ -47,10 +47,10 @@ case $total in
 ''|*[!0-9]*) usage ;;
 esac
 
-# Every target, in the order replay-all.sh runs them.
-all="http_request http_response http_chunked config token cookie route h2
-pty_frame task_event term_resize api_body workspace_path agentd_request
-agent_answer docker_response"
+# Every target, in the order replay-all.sh runs them: its own list (the
+# targets= lines), so a target added there is fuzzed here too.
+all=$(targets=; eval "$(grep '^targets=' "$top/tests/fuzz/replay-all.sh")";
+    echo $targets)
 targets=${*:-$all}
 n=0
 for t in $targets; do
