@@ -149,6 +149,22 @@ struct exec_job;
  */
 struct exec_job	*exec_start(struct json_object *req, const char *workdir,
 		    char **cause, int *status);
+/*
+ * What exec_start checks before it starts anything, on its own (so a
+ * fuzz target can drive it): a good request fills spec (argv and envp
+ * NULL-terminated, cwd an existing directory, the limits in range) and
+ * returns 0; a bad one returns -1 with *cause (malloc'd).
+ */
+struct exec_spec {
+	char		**argv;
+	char		**envp;
+	char		 *cwd;
+	long long	  timeout_s;
+	long long	  max_output;
+};
+int	 exec_parse(struct json_object *req, const char *workdir,
+	    struct exec_spec *spec, char **cause);
+void	 exec_spec_clear(struct exec_spec *);
 /* fds to poll for this job (stdout/stderr pipes still open); returns count. */
 int	 exec_pollfds(struct exec_job *, int fds[2]);
 /* Read what is ready on fd (one of exec_pollfds); returns 0. */
@@ -240,6 +256,13 @@ struct task_start;
 typedef void (*task_answer_cb)(int status, const char *body, void *arg);
 /* 0, or -1 if the state directory cannot be made (tasks then fail 503). */
 int	task_init(const char *workdir, const char *state_dir, size_t log_max);
+/*
+ * What task_create checks of a POST /tasks body, without creating the
+ * task or starting anything: the argv it would run (NULL-terminated, the
+ * caller frees it with exec_free_strv), or NULL with *cause (malloc'd).
+ * After task_init.
+ */
+char	**task_check(struct json_object *req, char **cause);
 /*
  * POST /tasks. Returns 0 when cb will be called (maybe already was: then
  * *pending is NULL), or -1 with *status, *code (static) and *cause

@@ -185,26 +185,23 @@ exec_child(char **argv, char **envp, const char *cwd, int outfd, int errfd)
 	_exit(127);
 }
 
-/* Validate a parsed /exec request and start its command. */
-struct exec_job *
-exec_start(struct json_object *req, const char *workdir, char **cause,
-    int *status)
+/* Validate a parsed /exec request into spec; nothing is started. */
+int
+exec_parse(struct json_object *req, const char *workdir,
+    struct exec_spec *spec, char **cause)
 {
-	struct exec_job		*job = NULL;
 	struct json_object	*cmd, *v, *env = NULL;
 	struct stat		 sb;
 	char			**argv = NULL, **envp = NULL, *cwd = NULL;
 	const char		*s;
 	long long		 timeout_s, max_output;
 	size_t			 i, n;
-	int			 outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
-	pid_t			 pid;
 
+	memset(spec, 0, sizeof *spec);
 	*cause = NULL;
-	*status = 400;
 	if (!json_object_is_type(req, json_type_object)) {
 		*cause = xstrdup("request body must be a JSON object");
-		return NULL;
+		return -1;
 	}
 	json_object_object_foreach(req, key, val) {
 		(void)val;
@@ -212,7 +209,7 @@ exec_start(struct json_object *req, const char *workdir, char **cause,
 		    strcmp(key, "env") != 0 && strcmp(key, "timeout_s") != 0 &&
 		    strcmp(key, "max_output") != 0) {
 			xasprintf(cause, "unknown field \"%s\"", key);
-			return NULL;
+			return -1;
 		}
 	}
 
@@ -220,12 +217,12 @@ exec_start(struct json_object *req, const char *workdir, char **cause,
 	    !json_object_is_type(cmd, json_type_array) ||
 	    (n = json_object_array_length(cmd)) == 0) {
 		*cause = xstrdup("cmd must be a non-empty array of strings");
-		return NULL;
+		return -1;
 	}
 	if (n > EXEC_MAX_ARGS) {
 		xasprintf(cause, "cmd has more than %d arguments",
 		    EXEC_MAX_ARGS);
-		return NULL;
+		return -1;
 	}
 	argv = xcalloc(n + 1, sizeof *argv);
 	for (i = 0; i < n; i++) {
@@ -283,6 +280,51 @@ exec_start(struct json_object *req, const char *workdir, char **cause,
 		goto fail;
 	if ((envp = exec_make_env(env, cause)) == NULL)
 		goto fail;
+	spec->argv = argv;
+	spec->envp = envp;
+	spec->cwd = cwd;
+	spec->timeout_s = timeout_s;
+	spec->max_output = max_output;
+	return 0;
+
+fail:
+	exec_free_strv(argv);
+	exec_free_strv(envp);
+	free(cwd);
+	return -1;
+}
+
+/* Free what exec_parse filled in. */
+void
+exec_spec_clear(struct exec_spec *spec)
+{
+	exec_free_strv(spec->argv);
+	exec_free_strv(spec->envp);
+	free(spec->cwd);
+	memset(spec, 0, sizeof *spec);
+}
+
+/* Validate a parsed /exec request and start its command. */
+struct exec_job *
+exec_start(struct json_object *req, const char *workdir, char **cause,
+    int *status)
+{
+	struct exec_job		*job = NULL;
+	struct exec_spec	 spec;
+	char			**argv, **envp, *cwd;
+	long long		 timeout_s, max_output;
+	int			 outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int			 i;
+	pid_t			 pid;
+
+	*status = 400;
+	if (exec_parse(req, workdir, &spec, cause) == -1)
+		return NULL;
+	argv = spec.argv;
+	envp = spec.envp;
+	cwd = spec.cwd;
+	timeout_s = spec.timeout_s;
+	max_output = spec.max_output;
 
 	/* From here on the request was good; failing is agentd's fault. */
 	*status = 503;

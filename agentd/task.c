@@ -446,6 +446,25 @@ task_start_detach(struct task_start *ts)
 	ts->arg = NULL;
 }
 
+/* task_parse on a task of its own, freed again: checks only. */
+char **
+task_check(struct json_object *req, char **cause)
+{
+	struct task	*t;
+	char		**argv = NULL;
+
+	*cause = NULL;
+	t = xcalloc(1, sizeof *t);
+	t->fd[0] = t->fd[1] = t->logfd = -1;
+	t->is_error = -1;
+	if (task_parse(req, t, cause) == 0) {
+		argv = t->argv;
+		t->argv = NULL;
+	}
+	task_free(t);
+	return argv;
+}
+
 /* POST /tasks */
 int
 task_create(struct json_object *req, task_answer_cb cb, void *arg,

@@ -211,7 +211,6 @@ static void	healthz_cb(int, struct json_object *, const char *, void *);
 static int	op_target(struct control *, struct http_exchange *,
 		    const struct api_caller *, const char *,
 		    enum sandbox_state *);
-static int	no_fields(struct http_exchange *);
 static int	refuse_ceilings(struct control *, struct http_exchange *,
 		    const struct cfg_api_key *, const struct cfg_template *,
 		    const struct store_sandbox *);
@@ -1034,10 +1033,16 @@ refuse_ceilings(struct control *ctl, struct http_exchange *ex,
 	return (0);
 }
 
-/* POST /v1/sandboxes */
-static void
-h_create(struct control *ctl, struct http_exchange *ex,
-    const struct api_caller *caller, const struct api_match *m)
+/*
+ * The body of POST /v1/sandboxes checked, and the sandbox it asks for in
+ * *s (a new id, the template's and the server's defaults overridden by
+ * the body; env_json and labels_json point into *reqp, which the caller
+ * frees; tenant unset). Nothing is stored. -1 after answering 400.
+ */
+int
+api_create_parse(struct control *ctl, struct http_exchange *ex,
+    struct json_object **reqp, struct store_sandbox *sp,
+    const struct cfg_template **tp)
 {
 	static const char *const fields[] = { "template", "env", "labels",
 	    "memory_mb", "cpus", "idle_timeout_s", "pause_timeout_s", "port",
@@ -1046,21 +1051,22 @@ h_create(struct control *ctl, struct http_exchange *ex,
 	struct json_object		*req, *v;
 	struct store_sandbox		 s;
 	const char			*tname = ctl->cf->default_template;
-	const char			*why;
 	int64_t				 n;
-	int				 total = 0, rv;
+	int				 rv;
 
+	*reqp = NULL;
 	if (parse_body(ex, 1, &req) == -1)
-		return;
+		return (-1);
 	if (req == NULL)
 		req = json_object_new_object();
 	if (!only_fields(ex, req, fields, nitems(fields)))
 		goto out;
 
 	if (json_object_object_get_ex(req, "template", &v)) {
-		if (!json_object_is_type(v, json_type_string)) {
+		/* "python\u0000x" must not be taken for "python". */
+		if (!api_plain_string(v)) {
 			http_exchange_reply_error(ex, 400, "bad_request",
-			    "template must be a string");
+			    "template must be a string without NUL bytes");
 			goto out;
 		}
 		tname = json_object_get_string(v);
@@ -1073,7 +1079,6 @@ h_create(struct control *ctl, struct http_exchange *ex,
 
 	memset(&s, 0, sizeof s);
 	id_new(s.id);
-	s.tenant = caller->key->name;
 	s.template_name = t->name;
 	s.state = SANDBOX_CREATING;
 	s.port = t->port;
@@ -1139,7 +1144,7 @@ h_create(struct control *ctl, struct http_exchange *ex,
 	if (json_object_object_get_ex(req, "visibility", &v)) {
 		const char *vis = json_object_get_string(v);
 
-		if (!json_object_is_type(v, json_type_string) ||
+		if (!api_plain_string(v) ||
 		    (strcmp(vis, "public") != 0 &&
 		    strcmp(vis, "private") != 0)) {
 			http_exchange_reply_error(ex, 400, "bad_request",
@@ -1150,7 +1155,30 @@ h_create(struct control *ctl, struct http_exchange *ex,
 		if (strcmp(vis, "private") == 0)
 			s.visibility = SANDBOX_PRIVATE;
 	}
+	*reqp = req;
+	*sp = s;
+	*tp = t;
+	return (0);
 
+out:
+	json_object_put(req);
+	return (-1);
+}
+
+/* POST /v1/sandboxes */
+static void
+h_create(struct control *ctl, struct http_exchange *ex,
+    const struct api_caller *caller, const struct api_match *m)
+{
+	const struct cfg_template	*t;
+	struct json_object		*req;
+	struct store_sandbox		 s;
+	const char			*why;
+	int				 total = 0;
+
+	if (api_create_parse(ctl, ex, &req, &s, &t) == -1)
+		return;
+	s.tenant = caller->key->name;
 	if (store_sandbox_count(ctl->store, -1, &total) != 0) {
 		http_exchange_reply_error(ex, 500, "internal",
 		    "the store could not be read");
@@ -1360,32 +1388,22 @@ static void
 h_preview_token(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	static const char *const	 fields[] = { "ttl_s" };
-	struct json_object		*req = NULL, *o, *sb, *v;
+	struct json_object		*o, *sb, *v;
 	struct store_sandbox		 s;
 	char				 tok[TOKEN_MAX_LEN + 1], ts[40], *url;
 	const char			*preview;
-	int64_t				 ttl = PREVIEW_TTL_DEFAULT, n, expires;
-	int				 rv;
+	int64_t				 ttl, expires;
 
-	if (parse_body(ex, 1, &req) == -1)
+	if (api_preview_parse(ex, &ttl) == -1)
 		return;
-	if (req != NULL && !only_fields(ex, req, fields, nitems(fields)))
-		goto out;
-	if (req != NULL && (rv = get_int(ex, req, "ttl_s", PREVIEW_TTL_MIN,
-	    PREVIEW_TTL_MAX, &n)) != 0) {
-		if (rv == -1)
-			goto out;
-		ttl = n;
-	}
 	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
-		goto out;
+		return;
 	if (preview_token_make(ctl, s.id, ttl, tok, sizeof tok,
 	    &expires) == -1) {
 		store_sandbox_clear(&s);
 		http_exchange_reply_error(ex, 500, "internal",
 		    "the token could not be made");
-		goto out;
+		return;
 	}
 	sb = control_sandbox_json(ctl, &s);
 	preview = json_object_object_get_ex(sb, "preview_url", &v) ?
@@ -1405,8 +1423,35 @@ h_preview_token(struct control *ctl, struct http_exchange *ex,
 	json_object_put(sb);
 	store_sandbox_clear(&s);
 	reply_object(ex, 200, o);
+}
+
+/*
+ * The body of POST .../preview-token: empty, or {"ttl_s":n}. *ttl is
+ * the token's lifetime (the default without one). -1 after answering.
+ */
+int
+api_preview_parse(struct http_exchange *ex, int64_t *ttl)
+{
+	static const char *const	 fields[] = { "ttl_s" };
+	struct json_object		*req;
+	int64_t				 n;
+	int				 rv, ret = -1;
+
+	*ttl = PREVIEW_TTL_DEFAULT;
+	if (parse_body(ex, 1, &req) == -1)
+		return (-1);
+	if (req != NULL && !only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+	if (req != NULL && (rv = get_int(ex, req, "ttl_s", PREVIEW_TTL_MIN,
+	    PREVIEW_TTL_MAX, &n)) != 0) {
+		if (rv == -1)
+			goto out;
+		*ttl = n;
+	}
+	ret = 0;
 out:
 	json_object_put(req);
+	return (ret);
 }
 
 /* POST /v1/sandboxes/{id}/stop */
@@ -1557,30 +1602,18 @@ file_request(struct control *ctl, struct http_exchange *ex,
 {
 	const char	*why;
 	char		*dir;
-	size_t		 len;
 
 	if (visible(ctl, ex, caller, m->id) == -1)
 		return (-1);
-	*path = NULL;
-	if (m->rest == NULL)
-		*path = xstrdup("");
-	else if (http_url_decode(m->rest, m->rest_len, path) == -1) {
+	if (files_api_path(m->rest, m->rest != NULL ? m->rest_len : 0, path,
+	    &why) != 0) {
 		http_exchange_reply_error(ex, 400, "bad_request",
-		    "the file path has a bad %%-escape or a NUL byte");
+		    "file path refused: %s", why);
 		return (-1);
 	}
-	/* "files/src/" names the directory "src", as a user would mean. */
-	len = strlen(*path);
-	if (len > 1 && (*path)[len - 1] == '/' && (*path)[len - 2] != '/')
-		(*path)[len - 1] = '\0';
 	if (**path == '\0' && need_name) {
 		http_exchange_reply_error(ex, 400, "bad_request",
 		    "a file path is required after /files/");
-		goto fail;
-	}
-	if (**path != '\0' && files_check_path(*path, &why) != 0) {
-		http_exchange_reply_error(ex, 400, "bad_request",
-		    "file path refused: %s", why);
 		goto fail;
 	}
 	dir = control_sandbox_dir(ctl, "workspaces", m->id);
@@ -2267,47 +2300,15 @@ static void
 h_exec(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	static const char *const fields[] = { "cmd", "cwd", "env",
-	    "timeout_s" };
-	struct json_object	*req, *v;
+	struct json_object	*req;
 	struct api_call		*call;
 	enum sandbox_state	 state;
-	int64_t			 timeout_s = 60;
-	size_t			 i, n;
+	int64_t			 timeout_s;
 
 	if (op_target(ctl, ex, caller, m->id, &state) == -1)
 		return;
-	if (parse_body(ex, 0, &req) == -1)
+	if (api_exec_parse(ex, &req, &timeout_s) == -1)
 		return;
-	if (!only_fields(ex, req, fields, nitems(fields)))
-		goto out;
-	if (!json_object_object_get_ex(req, "cmd", &v) ||
-	    !json_object_is_type(v, json_type_array) ||
-	    (n = json_object_array_length(v)) == 0 || n > 4096) {
-		http_exchange_reply_error(ex, 400, "bad_request",
-		    "cmd must be a non-empty array of strings");
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		if (!json_object_is_type(json_object_array_get_idx(v, i),
-		    json_type_string)) {
-			http_exchange_reply_error(ex, 400, "bad_request",
-			    "cmd[%zu] must be a string", i);
-			goto out;
-		}
-	}
-	if (json_object_object_get_ex(req, "cwd", &v) &&
-	    (!json_object_is_type(v, json_type_string) ||
-	    json_object_get_string(v)[0] != '/')) {
-		http_exchange_reply_error(ex, 400, "bad_request",
-		    "cwd must be an absolute path");
-		goto out;
-	}
-	if (json_object_object_get_ex(req, "env", &v) &&
-	    check_string_map(ex, "env", v, 1, API_MAX_ENV, 32 * 1024) == -1)
-		goto out;
-	if (get_int(ex, req, "timeout_s", 1, 3600, &timeout_s) == -1)
-		goto out;
 	if (state != SANDBOX_RUNNING && state != SANDBOX_STOPPED &&
 	    state != SANDBOX_PAUSED) {
 		http_exchange_reply_error(ex, 409, "conflict",
@@ -2349,6 +2350,61 @@ h_exec(struct control *ctl, struct http_exchange *ex,
 	exec_send(call);
 out:
 	json_object_put(req);
+}
+
+/*
+ * The body of POST .../exec checked: cmd a non-empty array of strings,
+ * cwd absolute, env a map of shell names, timeout_s 1..3600 (60 when
+ * absent). *reqp is the body to forward to agentd. -1 after answering.
+ */
+int
+api_exec_parse(struct http_exchange *ex, struct json_object **reqp,
+    int64_t *timeout_s)
+{
+	static const char *const fields[] = { "cmd", "cwd", "env",
+	    "timeout_s" };
+	struct json_object	*req, *v;
+	size_t			 i, n;
+
+	*reqp = NULL;
+	*timeout_s = 60;
+	if (parse_body(ex, 0, &req) == -1)
+		return (-1);
+	if (!only_fields(ex, req, fields, nitems(fields)))
+		goto out;
+	if (!json_object_object_get_ex(req, "cmd", &v) ||
+	    !json_object_is_type(v, json_type_array) ||
+	    (n = json_object_array_length(v)) == 0 || n > 4096) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cmd must be a non-empty array of strings");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (!json_object_is_type(json_object_array_get_idx(v, i),
+		    json_type_string)) {
+			http_exchange_reply_error(ex, 400, "bad_request",
+			    "cmd[%zu] must be a string", i);
+			goto out;
+		}
+	}
+	if (json_object_object_get_ex(req, "cwd", &v) &&
+	    (!json_object_is_type(v, json_type_string) ||
+	    json_object_get_string(v)[0] != '/')) {
+		http_exchange_reply_error(ex, 400, "bad_request",
+		    "cwd must be an absolute path");
+		goto out;
+	}
+	if (json_object_object_get_ex(req, "env", &v) &&
+	    check_string_map(ex, "env", v, 1, API_MAX_ENV, 32 * 1024) == -1)
+		goto out;
+	if (get_int(ex, req, "timeout_s", 1, 3600, timeout_s) == -1)
+		goto out;
+	*reqp = req;
+	return (0);
+
+out:
+	json_object_put(req);
+	return (-1);
 }
 
 /* The sandbox woke for an exec: send it. */
@@ -2407,14 +2463,8 @@ static void
 h_task_create(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	static const char *const fields[] = { "agent", "prompt", "cmd",
-	    "env", "timeout_s", "model" };
-	struct json_object	*req, *v, *env = NULL;
+	struct json_object	*req, *env;
 	struct store_sandbox	 s;
-	const char		*agent;
-	int64_t			 timeout_s;
-	size_t			 i, n;
-	int			 is_command;
 
 	if (load_sandbox(ctl, ex, caller, m->id, &s) == -1)
 		return;
@@ -2426,8 +2476,34 @@ h_task_create(struct control *ctl, struct http_exchange *ex,
 		return;
 	}
 	store_sandbox_clear(&s);
-	if (parse_body(ex, 0, &req) == -1)
+	if (api_task_parse(ctl, ex, &req, &env) == -1)
 		return;
+	task_create(ctl, ex, m->id, req, env);
+	json_object_put(env);
+	json_object_put(req);
+}
+
+/*
+ * The body of POST .../tasks checked: *reqp is the task's spec (with
+ * timeout_s filled in, env taken out), *envp its env or NULL; the caller
+ * frees both. -1 after answering.
+ */
+int
+api_task_parse(struct control *ctl, struct http_exchange *ex,
+    struct json_object **reqp, struct json_object **envp)
+{
+	static const char *const fields[] = { "agent", "prompt", "cmd",
+	    "env", "timeout_s", "model" };
+	struct json_object	*req, *v, *env = NULL;
+	const char		*agent;
+	int64_t			 timeout_s;
+	size_t			 i, n;
+	int			 is_command;
+
+	*reqp = NULL;
+	*envp = NULL;
+	if (parse_body(ex, 0, &req) == -1)
+		return (-1);
 	if (!only_fields(ex, req, fields, nitems(fields)))
 		goto out;
 	if (!json_object_object_get_ex(req, "agent", &v) ||
@@ -2508,10 +2584,14 @@ h_task_create(struct control *ctl, struct http_exchange *ex,
 		goto out;
 	json_object_object_add(req, "timeout_s",
 	    json_object_new_int64(timeout_s));
-	task_create(ctl, ex, m->id, req, env);
+	*reqp = req;
+	*envp = env;
+	return (0);
+
 out:
 	json_object_put(env);
 	json_object_put(req);
+	return (-1);
 }
 
 /* GET /v1/sandboxes/{id}/tasks */
@@ -2572,8 +2652,8 @@ h_task_events(struct control *ctl, struct http_exchange *ex,
  * A body that may be absent or an empty object: 0, or -1 after answering
  * 400 (malformed, or any field at all).
  */
-static int
-no_fields(struct http_exchange *ex)
+int
+api_no_fields(struct http_exchange *ex)
 {
 	struct json_object	*req;
 	int			 ret = 0;
@@ -2598,7 +2678,7 @@ static void
 h_task_cancel(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	if (visible(ctl, ex, caller, m->id) == -1 || no_fields(ex) == -1)
+	if (visible(ctl, ex, caller, m->id) == -1 || api_no_fields(ex) == -1)
 		return;
 	task_cancel(ctl, ex, m->id, m->tid);
 }
@@ -2608,7 +2688,7 @@ static void
 h_task_revert(struct control *ctl, struct http_exchange *ex,
     const struct api_caller *caller, const struct api_match *m)
 {
-	if (visible(ctl, ex, caller, m->id) == -1 || no_fields(ex) == -1)
+	if (visible(ctl, ex, caller, m->id) == -1 || api_no_fields(ex) == -1)
 		return;
 	task_revert(ctl, ex, m->id, m->tid);
 }

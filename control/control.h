@@ -214,6 +214,15 @@ struct agent_req *agent_upgrade(struct agent_hub *, const char *sandbox_id,
  */
 int	files_check_path(const char *path, const char **why);
 /*
+ * The path of a files URL (what follows .../files/, %-encoded, len bytes;
+ * NULL or empty for the workspace) as a checked path in *path (malloc'd):
+ * decoded, one trailing "/" dropped, then files_check_path. 0, or EINVAL
+ * with *why set ("" and any accepted path never start with "/" nor hold a
+ * "." or ".." component).
+ */
+int	files_api_path(const char *rest, size_t len, char **path,
+	    const char **why);
+/*
  * Write data atomically (temporary file in the same directory, fsync,
  * rename), making missing parent directories; new files and directories
  * belong to uid:gid. *created is 1 if the file did not exist before.

@@ -531,6 +531,28 @@ struct json_object *provider_health_json(struct control *);
 /* The proxy's families of GET /metrics. */
 void	 provider_metrics(struct control *, struct evbuffer *);
 
+/*
+ * control/api.c's body checks, one per route with a JSON body (the
+ * handlers call them; tests/fuzz/fuzz_api_body.c drives them): each
+ * parses and checks the exchange's body, and answers 400 and returns -1
+ * when it is refused. Nothing is stored or sent. create: *s is the
+ * sandbox asked for (id made, tenant unset; its env_json and labels_json
+ * point into *req, which the caller puts) and *t its template; exec: *req
+ * the body for agentd and *timeout_s; task: *req the spec (env taken
+ * out, timeout_s filled in) and *env (NULL: none); preview: *ttl_s;
+ * no_fields: an empty body or {} only.
+ */
+struct store_sandbox;
+int	 api_create_parse(struct control *, struct http_exchange *,
+	    struct json_object **req, struct store_sandbox *s,
+	    const struct cfg_template **t);
+int	 api_exec_parse(struct http_exchange *, struct json_object **req,
+	    int64_t *timeout_s);
+int	 api_task_parse(struct control *, struct http_exchange *,
+	    struct json_object **req, struct json_object **env);
+int	 api_preview_parse(struct http_exchange *, int64_t *ttl_s);
+int	 api_no_fields(struct http_exchange *);
+
 /* control/reconcile.c */
 /* Make Docker match the store; done is called once at the end. */
 void	 reconcile_run(struct control *, void (*done)(struct control *,

@@ -806,6 +806,7 @@ docker_events_feed(struct docker *d, const char *data, size_t len)
 	struct json_object	*obj, *t;
 	enum json_tokener_error	 jerr;
 	size_t			 used;
+	int64_t			 nano;
 	int			 n;
 
 	while (len > 0 && !d->dead) {
@@ -826,8 +827,15 @@ docker_events_feed(struct docker *d, const char *data, size_t len)
 			json_object_put(obj);
 			continue;
 		}
-		if (json_object_object_get_ex(obj, "timeNano", &t))
-			ev->last_nano = json_object_get_int64(t);
+		/*
+		 * Where a reconnect resumes (since=timeNano+1): only a
+		 * positive integer below INT64_MAX (the +1 must not
+		 * overflow); a double, a string or a negative is no time.
+		 */
+		if (json_object_object_get_ex(obj, "timeNano", &t) &&
+		    json_object_is_type(t, json_type_int) &&
+		    (nano = json_object_get_int64(t)) > 0 && nano < INT64_MAX)
+			ev->last_nano = nano;
 		d->in_event_cb = 1;
 		ev->cb(obj, ev->arg);
 		d->in_event_cb = 0;

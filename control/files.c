@@ -182,6 +182,43 @@ files_check_path(const char *path, const char **why)
 }
 
 /*
+ * The API's spelling of a path (the URL after .../files/, still
+ * %-encoded) made into a checked workspace path: decoded, one trailing
+ * "/" dropped ("files/src/" names the directory "src", as a user would
+ * mean), then files_check_path. Kept here so the API and the fuzz target
+ * use the one function.
+ */
+int
+files_api_path(const char *rest, size_t len, char **path, const char **why)
+{
+	const char	*dummy;
+	size_t		 n;
+	int		 error;
+
+	if (why == NULL)
+		why = &dummy;
+	*why = NULL;
+	*path = NULL;
+	if (rest == NULL || len == 0) {
+		*path = xstrdup("");
+		return 0;
+	}
+	if (http_url_decode(rest, len, path) == -1) {
+		*why = "a bad %-escape or a NUL byte";
+		return EINVAL;
+	}
+	n = strlen(*path);
+	if (n > 1 && (*path)[n - 1] == '/' && (*path)[n - 2] != '/')
+		(*path)[n - 1] = '\0';
+	if (**path != '\0' && (error = files_check_path(*path, why)) != 0) {
+		free(*path);
+		*path = NULL;
+		return error;
+	}
+	return 0;
+}
+
+/*
  * Split a checked, non-empty path: returns the parent, malloc'd ("" for
  * the workspace), and points *base at the last component in path.
  */

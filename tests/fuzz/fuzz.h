@@ -6,6 +6,7 @@
 #ifndef SBX_FUZZ_H
 #define SBX_FUZZ_H
 
+#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,6 +40,23 @@ fuzz_clean(const char *s, size_t n)
 			return 0;
 	}
 	return 1;
+}
+
+static inline int
+fuzz_rm_cb(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	remove(path);
+	return 0;
+}
+
+/* Remove a scratch tree a target made (from an atexit handler). */
+static inline void
+fuzz_rm_tree(const char *dir)
+{
+	nftw(dir, fuzz_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 #endif /* SBX_FUZZ_H */

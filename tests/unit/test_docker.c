@@ -518,6 +518,44 @@ test_fake_events(void)
 }
 
 /* Replies that arrive a byte at a time: every parser state split. */
+/*
+ * A timeNano that is not a sane positive integer (the largest int64, a
+ * double past it, a negative one, a string) is not taken for the point
+ * to resume from: the reconnect asks since the last good one, never
+ * since an overflowed "-9223372036.-854775808".
+ */
+static void
+test_fake_events_bad_time(void)
+{
+	struct fake		 f;
+	struct evrec		 e;
+	int64_t			 t0;
+
+	fake_start(&f);
+	fake_set(&f, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "eb\r\n"
+	    "{\"status\":\"start\",\"id\":\"a\",\"timeNano\":1000000000123}\n"
+	    "{\"status\":\"die\",\"id\":\"a\",\"timeNano\":9223372036854775807}\n"
+	    "{\"status\":\"stop\",\"id\":\"a\",\"timeNano\":1e30}\n"
+	    "{\"status\":\"kill\",\"id\":\"a\",\"timeNano\":-5}\n"
+	    "{\"status\":\"oom\",\"id\":\"a\",\"timeNano\":\"7\"}\n"
+	    "\r\n");
+	memset(&e, 0, sizeof e);
+	e.d = docker_new(base, f.path);
+	e.free_at = 6;
+	docker_events_follow(e.d, NULL, evrec_cb, &e);
+	t0 = time_mono_ms();
+	while (e.d != NULL && time_mono_ms() - t0 < 5000)
+		run_for(100);
+	CHECK(e.d == NULL);
+	CHECK(f.nconns == 2);
+	CHECK(strncmp(e.seen, "start:a,die:a,stop:a,kill:a,oom:a,start:a,",
+	    42) == 0);
+	CHECK(strstr(f.lastreq, "GET /v1.41/events?since=1000.000000124 "
+	    "HTTP/1.1") != NULL);
+	fake_stop(&f);
+}
+
 static void
 test_fake_trickle(void)
 {
@@ -1044,6 +1082,7 @@ main(void)
 	RUN(test_fake_errors);
 	RUN(test_fake_free_in_flight);
 	RUN(test_fake_events);
+	RUN(test_fake_events_bad_time);
 	RUN(test_fake_trickle);
 	RUN(test_fake_events_backoff);
 	RUN(test_missing_socket);

@@ -271,6 +271,61 @@ test_check_path(void)
 	CHECK(files_check_path(buf, &why) == EINVAL);
 }
 
+/* files_api_path: the files URL as the API gets it, %-encoded. */
+static void
+test_api_path(void)
+{
+	static const struct {
+		const char	*rest;
+		const char	*path;	/* NULL: refused */
+	} cases[] = {
+		{ "", "" },
+		{ "src/main.c", "src/main.c" },
+		{ "src/", "src" },
+		{ "src%2Fmain.c", "src/main.c" },
+		{ "My%20Documents/a%2Bb.txt", "My Documents/a+b.txt" },
+		{ "caf%C3%A9", "caf\xc3\xa9" },
+		{ "src//", NULL },
+		{ "/etc/passwd", NULL },
+		{ "%2Fetc%2Fpasswd", NULL },
+		{ "..%2F..%2Fetc", NULL },
+		{ "%2e%2e/x", NULL },
+		{ "a/%2E/b", NULL },
+		{ "a%00b", NULL },
+		{ "a%0ab", NULL },
+		{ "a%2", NULL },
+		{ "a%zz", NULL },
+		{ "/", NULL },
+	};
+	const char	*why;
+	char		*path;
+	size_t		 i;
+
+	for (i = 0; i < nitems(cases); i++) {
+		why = "unset";
+		path = NULL;
+		if (cases[i].path != NULL) {
+			CHECK(files_api_path(cases[i].rest,
+			    strlen(cases[i].rest), &path, &why) == 0);
+			CHECK(why == NULL);
+			CHECK_STR(path, cases[i].path);
+		} else {
+			CHECK(files_api_path(cases[i].rest,
+			    strlen(cases[i].rest), &path, &why) == EINVAL);
+			CHECK(path == NULL && why != NULL && *why != '\0');
+		}
+		free(path);
+	}
+	/* No URL part at all: the workspace. */
+	CHECK(files_api_path(NULL, 0, &path, NULL) == 0);
+	CHECK_STR(path, "");
+	free(path);
+	/* Only len bytes are read: "src/x" cut to "src/". */
+	CHECK(files_api_path("src/x", 4, &path, &why) == 0);
+	CHECK_STR(path, "src");
+	free(path);
+}
+
 static void
 test_put(void)
 {
@@ -1126,6 +1181,7 @@ main(void)
 
 	log_init(LOG_LEVEL_WARN);
 	RUN(test_check_path);
+	RUN(test_api_path);
 
 	memset(&how, 0, sizeof how);
 	how.flags = O_PATH | O_CLOEXEC;
