@@ -129,7 +129,8 @@ static void
 fuzz_agent_connect(void)
 {
 	struct sockaddr_un	sun;
-	int			fd;
+	char			env[AGENT_TOKEN_ENV_SIZE], hello[256];
+	int			fd, n;
 
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
@@ -137,6 +138,15 @@ fuzz_agent_connect(void)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	FUZZ_ASSERT(fd != -1);
 	FUZZ_ASSERT(connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0);
+	/*
+	 * agentd's first line, the hello with the sandbox's token (the
+	 * protocol's prefix, as agentd/agentd.h spells it): without it the
+	 * hub takes the connection for an impostor's.
+	 */
+	agent_token_env(fa.hub, FUZZ_AGENT_ID, env, sizeof env);
+	n = snprintf(hello, sizeof hello, "sandboxd-agentd/1 %s\n",
+	    strchr(env, '=') + 1);
+	FUZZ_ASSERT(n > 0 && write(fd, hello, (size_t)n) == n);
 	evutil_make_socket_nonblocking(fd);
 	fa.bev = bufferevent_socket_new(fa.base, fd, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(fa.bev, fuzz_agent_read_cb, NULL,
