@@ -215,8 +215,9 @@ def test_file_job_fds(t, d, sid):
                             links.append(os.readlink("/proc/%d/fd/%s" % (kid, fd)))
                         except OSError:
                             pass
-                    # Past its start: the temporary file is open.
-                    if any(".sbx-put-" in l for l in links):
+                    # Past its start: the file it writes is open (an
+                    # O_TMPFILE, "#inode (deleted)", or a named temporary).
+                    if any(".sbx-put-" in l or l.endswith(" (deleted)") for l in links):
                         seen = links
                 except OSError:
                     pass
@@ -540,7 +541,9 @@ def test_stale_container(t, d, sid):
     d.stop()
     docker("rm", "-f", *d.containers())
     name = "%s-%s" % (d.instance, sid)
-    old = docker("run", "-d", "--name", name, "--label", "io.sandboxd.instance=%s" % d.instance,
+    # No network: Docker's default bridge need not exist here.
+    old = docker("run", "-d", "--network", "none", "--name", name,
+                 "--label", "io.sandboxd.instance=%s" % d.instance,
                  "--label", "io.sandboxd.sandbox=%s" % sid, "sandboxd-test-busybox:1",
                  "sleep", "600").stdout.strip()
     d.start()
