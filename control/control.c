@@ -60,6 +60,7 @@ control_new(struct event_base *base, const struct config *cf,
 	LIST_INIT(&ctl->probes);
 	TAILQ_INIT(&ctl->tasks);
 	TAILQ_INIT(&ctl->followers);
+	LIST_INIT(&ctl->reconciles);
 	LIST_INIT(&ctl->dev_calls);
 	LIST_INIT(&ctl->execstreams);
 	LIST_INIT(&ctl->task_calls);
@@ -428,6 +429,7 @@ control_free(struct control *ctl)
 		LIST_REMOVE(child, entry);
 		free(child);
 	}
+	reconcile_free_all(ctl);
 	free(ctl->generated_key.secret);
 	free(ctl->workspaces_dir);
 	free(ctl->homes_dir);

@@ -183,6 +183,7 @@ struct control {
 
 	struct task_list	 tasks;		/* queued and running */
 	struct task_follower_list followers;	/* event streams */
+	LIST_HEAD(, reconcile)	 reconciles;	/* reconcile.c, in flight */
 	struct task_call_list	 task_calls;	/* agentd calls in flight */
 	struct dev_call_list	 dev_calls;	/* dev.c: logs, restarts */
 	LIST_HEAD(, execstream)	 execstreams;	/* execstream.c */
@@ -557,5 +558,7 @@ int	 api_no_fields(struct http_exchange *);
 /* Make Docker match the store; done is called once at the end. */
 void	 reconcile_run(struct control *, void (*done)(struct control *,
 	    int ok));
+/* At exit: the reconciliations still waiting for Docker. */
+void	 reconcile_free_all(struct control *);
 
 #endif /* SBX_CONTROL_INT_H */

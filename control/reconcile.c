@@ -24,11 +24,16 @@ struct reconcile {
 	uint64_t		 seq;		/* ctl->op_seq at the listing */
 	struct json_object	*containers;	/* sandbox id -> container */
 	struct json_object	*stale;		/* sandbox ids being recreated */
+	LIST_HEAD(, reconcile_arg) args;	/* with a Docker request out */
+	LIST_ENTRY(reconcile)	 entry;		/* ctl->reconciles */
 };
 
-struct stale_arg {
+/* One sandbox's Docker request (an inspect, a stale container's removal). */
+struct reconcile_arg {
 	struct reconcile	*rc;
 	char			 id[ID_LEN + 1];
+	int			 paused;	/* the container is frozen */
+	LIST_ENTRY(reconcile_arg) entry;
 };
 
 static void	list_cb(int, struct json_object *, const char *, void *);
@@ -46,11 +51,8 @@ static void	recreate(struct reconcile *, const struct store_sandbox *,
 static void	stale_removed_cb(int, struct json_object *, const char *,
 		    void *);
 
-struct inspect_arg {
-	struct reconcile	*rc;
-	char			 id[ID_LEN + 1];
-	int			 paused;	/* the container is frozen */
-};
+static struct reconcile_arg *arg_new(struct reconcile *, const char *);
+static void	arg_free(struct reconcile_arg *);
 
 /* Make Docker match the store; done is called once at the end. */
 void
@@ -68,6 +70,8 @@ reconcile_run(struct control *ctl, void (*done)(struct control *, int))
 	rc->pending = 1;
 	/* Operations that begin or end after this own their sandboxes. */
 	rc->seq = ctl->op_seq;
+	LIST_INIT(&rc->args);
+	LIST_INSERT_HEAD(&ctl->reconciles, rc, entry);
 
 	filters = json_object_new_object();
 	arr = json_object_new_array();
@@ -159,7 +163,7 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 {
 	struct control		*ctl = rc->ctl;
 	struct json_object	*c = NULL, *o;
-	struct inspect_arg	*ia;
+	struct reconcile_arg	*ia;
 	struct sandbox_rt	*rt;
 	const char		*cid = NULL, *cstate = "";
 	int			 running, paused;
@@ -213,10 +217,8 @@ reconcile_sandbox(struct reconcile *rc, const struct store_sandbox *s)
 			run = control_sandbox_dir(ctl, "run", s->id);
 			agent_listen(ctl->hub, s->id, run);
 			free(run);
-			ia = xcalloc(1, sizeof *ia);
-			ia->rc = rc;
+			ia = arg_new(rc, s->id);
 			ia->paused = paused;
-			snprintf(ia->id, sizeof ia->id, "%s", s->id);
 			snprintf(path, sizeof path, "/containers/%s/json", cid);
 			rc->pending++;
 			docker_request(ctl->docker, "GET", path, NULL, 0,
@@ -305,7 +307,7 @@ static void
 recreate(struct reconcile *rc, const struct store_sandbox *s,
     struct json_object *c)
 {
-	struct stale_arg	*sa;
+	struct reconcile_arg	*sa;
 	struct json_object	*o;
 	char			 path[256];
 
@@ -316,9 +318,7 @@ recreate(struct reconcile *rc, const struct store_sandbox *s,
 	log_info("reconcile: the container was made from an older spec "
 	    "(another sandboxd version or config); making it again\t"
 	    "id=%s container=%.12s", s->id, json_object_get_string(o));
-	sa = xcalloc(1, sizeof *sa);
-	sa->rc = rc;
-	snprintf(sa->id, sizeof sa->id, "%s", s->id);
+	sa = arg_new(rc, s->id);
 	snprintf(path, sizeof path, "/containers/%s?force=true",
 	    json_object_get_string(o));
 	rc->pending++;
@@ -331,7 +331,7 @@ static void
 stale_removed_cb(int status, struct json_object *body, const char *errmsg,
     void *arg)
 {
-	struct stale_arg	*sa = arg;
+	struct reconcile_arg	*sa = arg;
 	struct reconcile	*rc = sa->rc;
 	struct control		*ctl = rc->ctl;
 	struct store_sandbox	 s;
@@ -345,7 +345,7 @@ stale_removed_cb(int status, struct json_object *body, const char *errmsg,
 		reconcile_sandbox(rc, &s);
 		store_sandbox_clear(&s);
 	}
-	free(sa);
+	arg_free(sa);
 	step_done(rc);
 }
 
@@ -355,6 +355,7 @@ step_done(struct reconcile *rc)
 {
 	if (--rc->pending > 0)
 		return;
+	LIST_REMOVE(rc, entry);
 	json_object_put(rc->containers);
 	json_object_put(rc->stale);
 	log_info("reconcile: done%s", rc->ok ? "" : " (with errors)");
@@ -397,7 +398,7 @@ static void
 inspect_cb(int status, struct json_object *body, const char *errmsg,
     void *arg)
 {
-	struct inspect_arg	*ia = arg;
+	struct reconcile_arg	*ia = arg;
 	struct reconcile	*rc = ia->rc;
 	struct control		*ctl = rc->ctl;
 	struct sandbox_rt	*rt = rt_find(ctl, ia->id);
@@ -421,6 +422,45 @@ inspect_cb(int status, struct json_object *body, const char *errmsg,
 		    ia->id);
 		ia->rc->ok = 0;
 	}
-	step_done(ia->rc);
-	free(ia);
+	arg_free(ia);
+	step_done(rc);
+}
+
+static struct reconcile_arg *
+arg_new(struct reconcile *rc, const char *id)
+{
+	struct reconcile_arg	*a;
+
+	a = xcalloc(1, sizeof *a);
+	a->rc = rc;
+	snprintf(a->id, sizeof a->id, "%s", id);
+	LIST_INSERT_HEAD(&rc->args, a, entry);
+	return (a);
+}
+
+static void
+arg_free(struct reconcile_arg *a)
+{
+	LIST_REMOVE(a, entry);
+	free(a);
+}
+
+/*
+ * The daemon exits in the middle of a reconciliation: the Docker client
+ * is gone with its requests, whose callbacks never come.
+ */
+void
+reconcile_free_all(struct control *ctl)
+{
+	struct reconcile	*rc;
+	struct reconcile_arg	*a;
+
+	while ((rc = LIST_FIRST(&ctl->reconciles)) != NULL) {
+		LIST_REMOVE(rc, entry);
+		while ((a = LIST_FIRST(&rc->args)) != NULL)
+			arg_free(a);
+		json_object_put(rc->containers);
+		json_object_put(rc->stale);
+		free(rc);
+	}
 }
