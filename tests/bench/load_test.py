@@ -44,7 +44,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
 BENCH = os.path.abspath(os.path.join(TOP, "..", "shared", "bench"))
-HOST = "x.preview.localhost"
+# The idle-connections bench's helpers: a port that answers, a throwaway cert.
+sys.path.insert(0, HERE)
+from idle_conns_bench import HOST, make_cert, wait_port  # noqa: E402
 ORIGIN_PORT = 18491
 SBX_PORT, SBX_TLS_PORT = 18492, 18493
 
@@ -59,16 +61,6 @@ def rss_kb(pid):
         pass
     return 0
 
-
-def wait_port(port, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("nothing listens on port %d" % port)
 
 
 def get_ok(port):
@@ -89,17 +81,6 @@ def get_ok(port):
     except OSError:
         return False
 
-
-def make_cert(tmp):
-    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
-                    "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "2",
-                    "-subj", "/CN=" + HOST,
-                    "-addext", "subjectAltName=DNS:%s,DNS:*.preview.localhost" % HOST],
-                   check=True, capture_output=True)
-    os.chmod(key, 0o600)
-    return cert, key
 
 
 class Sampler(threading.Thread):
