@@ -10,6 +10,10 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+# say MSG: a phase's heading, with the time (the suite must stay well under
+# an hour: this shows which phase grew).
+say() { echo "==> $* ($(date -u +%H:%M:%S))"; }
+say "start"
 SANDBOXD_TEST_DEPS=1 scripts/install-deps.sh
 scripts/start-dockerd.sh
 [ -x configure ] || autoreconf -fi >/dev/null 2>&1
@@ -19,14 +23,14 @@ status=0
 # run_build DIR CONFIGURE-ARGS...: configure, build and `make check` in DIR.
 run_build() {
 	dir=$1; shift
-	echo "==> $dir: configure $*"
+	say "$dir: configure $*"
 	mkdir -p "$dir"
 	(cd "$dir" && "$top/configure" --enable-werror "$@" >configure.out 2>&1) ||
 	    { cat "$dir/configure.out"; return 1; }
-	echo "==> $dir: build"
+	say "$dir: build"
 	make -C "$dir" -j"$jobs" >"$dir/build.out" 2>&1 ||
 	    { tail -50 "$dir/build.out"; return 1; }
-	echo "==> $dir: make check"
+	say "$dir: make check"
 	make -C "$dir" -j1 check || return 1
 }
 
@@ -35,7 +39,7 @@ run_build build-test || status=1
 # valgrind over the unit tests of the plain build. test_files skips itself
 # there: valgrind 3.19 does not know openat2 (ASan covers it below).
 valgrind_units() {
-	echo "==> build-test: unit tests under valgrind"
+	say "build-test: unit tests under valgrind"
 	mkdir -p build-test/tests/valgrind
 	rc=0
 	for t in test_config test_http test_id test_store test_files \
@@ -66,7 +70,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     run_build build-asan --enable-asan --enable-debug || status=1
 # libFuzzer: build the fuzz targets with clang and run each for a while.
 fuzz() {
-	echo "==> build-fuzz: configure --enable-fuzzing CC=clang"
+	say "build-fuzz: configure --enable-fuzzing CC=clang"
 	mkdir -p build-fuzz
 	(cd build-fuzz && "$top/configure" --enable-fuzzing CC=clang \
 	    >configure.out 2>&1) || { cat build-fuzz/configure.out; return 1; }
@@ -82,7 +86,7 @@ fuzz() {
 	make -C build-fuzz -j"$jobs" $progs \
 	    >build-fuzz/build.out 2>&1 ||
 	    { tail -50 build-fuzz/build.out; return 1; }
-	echo "==> build-fuzz: each target for ${FUZZ_SECONDS:-10} s"
+	say "build-fuzz: each target for ${FUZZ_SECONDS:-10} s"
 	top_srcdir=$top top_builddir=$top/build-fuzz \
 	    FUZZ_SECONDS=${FUZZ_SECONDS:-10} tests/fuzz/replay-all.sh \
 	    >build-fuzz/tests-fuzz.log 2>&1
@@ -103,5 +107,6 @@ for log in $(find build-test build-asan build-fuzz -name '*.log' \
 	total_p=$((total_p + p)); total_f=$((total_f + f))
 done
 [ $status -ne 0 ] && [ $total_f -eq 0 ] && total_f=1
+say "done"
 echo "$total_p passed, $total_f failed"
 exit $status

@@ -42,9 +42,12 @@ status=0; skipped=0; total_p=0; total_f=0
 tests="test_sandboxd.py test_files.py test_density.py test_private.py test_egress.py test_ops.py test_install.py test_tls.py test_h2.py test_defenses.py test_tasks.py test_dev.py test_terminal.py test_agentd.py test_secrets.py test_openapi.py test_limits.py test_browser.py test_faults.py test_metrics.py test_provider.py test_sdk_python.py test_console.py test_sdk_typescript.py"
 for t in $tests; do
 	echo "==> $t"
+	start=$(date +%s)
 	python3 "$here/$t" >"$out" 2>&1
 	rc=$?
 	cat "$out"
+	# How long each scenario took, so the suite's time can be watched.
+	echo "<== $t: $(($(date +%s) - start)) s, exit $rc"
 	case $rc in
 	0) ;;
 	77) skipped=$((skipped + 1)) ;;
