@@ -87,6 +87,7 @@ main(int argc, char **argv)
 {
 	size_t	i;
 
+	evalloc_init();
 	if (argc < 2)
 		return (usage(stderr, EXIT_USAGE));
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -298,6 +299,7 @@ out:
 	notify_free();
 	if (d.base != NULL)
 		event_base_free(d.base);
+	evalloc_release();
 	config_free(d.cf);
 	return (rv);
 }

@@ -643,4 +643,11 @@ void	hist_observe(struct hist *, int64_t ms);
 void	hist_write(const struct hist *, struct evbuffer *, const char *name,
 	    const char *labels);
 
+/* evalloc.c: libevent's allocator, its buffers' blocks kept for reuse. */
+void	evalloc_init(void);	/* first thing in main */
+void	evalloc_release(void);	/* at exit */
+void	ev_free(void *);	/* what libevent allocated for us: not free(3) */
+int	evalloc_enabled(void);
+size_t	evalloc_kept_bytes(void);
+
 #endif /* SBX_COMMON_H */

@@ -352,7 +352,7 @@ disk_scan_done(struct disk_scan *sc)
 		tab = end;
 		if (errno != 0 || end == line || *tab != '\t' ||
 		    (base = strrchr(tab, '/')) == NULL) {
-			free(line);
+			ev_free(line);
 			continue;
 		}
 		base++;
@@ -367,7 +367,7 @@ disk_scan_done(struct disk_scan *sc)
 			if (kib < (unsigned long long)INT64_MAX / 2048)
 				sc->used[i] += (int64_t)kib * 1024;
 		}
-		free(line);
+		ev_free(line);
 	}
 	if (sc == ctl->disk->tick)
 		ctl->disk->tick = NULL;

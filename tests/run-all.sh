@@ -44,7 +44,7 @@ valgrind_units() {
 	rc=0
 	for t in test_config test_http test_id test_store test_files \
 	    test_route test_docker test_agent test_agentd_tasks test_edge \
-	    test_runtime; do
+	    test_runtime test_evalloc; do
 		log=build-test/tests/valgrind/$t.log
 		top_srcdir=$top \
 		    top_builddir=$top/build-test valgrind -q \
