@@ -237,6 +237,19 @@ edge_flush(struct bufferevent *bev)
 	return 1;
 }
 
+/* From now on small writes leave at once (TCP_NODELAY), once set. */
+void
+edge_conn_nodelay(struct edge_conn *conn)
+{
+	int	one = 1;
+
+	if (conn->nodelay)
+		return;
+	setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_NODELAY,
+	    &one, sizeof one);
+	conn->nodelay = 1;
+}
+
 /*
  * Write to the client now; what the socket did not take is watched by
  * the slow-reader rule until it drains.
@@ -244,7 +257,7 @@ edge_flush(struct bufferevent *bev)
 void
 edge_conn_flush(struct edge_conn *conn)
 {
-	int	one = 1, full;
+	int	full;
 
 	if (conn->state == EDGE_CONN_DEAD)
 		return;
@@ -255,11 +268,8 @@ edge_conn_flush(struct edge_conn *conn)
 	 */
 	if (!conn->nodelay &&
 	    evbuffer_get_length(bufferevent_get_output(conn->bev)) > 0 &&
-	    conn->writes++ > 0) {
-		setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP,
-		    TCP_NODELAY, &one, sizeof one);
-		conn->nodelay = 1;
-	}
+	    conn->writes++ > 0)
+		edge_conn_nodelay(conn);
 	if (conn->tls)
 		/* While a write waits for wev the socket is full: no try. */
 		full = conn->tls_failed || (conn->tls_wlen > 0 &&
@@ -267,12 +277,8 @@ edge_conn_flush(struct edge_conn *conn)
 	else
 		full = edge_flush(conn->bev);
 	if (full && !conn->send_watch) {
-		if (!conn->nodelay) {
-			/* The socket is full: its tail must not wait either. */
-			setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP,
-			    TCP_NODELAY, &one, sizeof one);
-			conn->nodelay = 1;
-		}
+		/* The socket is full: its tail must not wait either. */
+		edge_conn_nodelay(conn);
 		edge_conn_send_watch(conn);
 	}
 }
@@ -325,6 +331,22 @@ edge_conn_sock_cb(evutil_socket_t fd, short events, void *arg)
 	size_t			 len = evbuffer_get_length(in), want;
 	ssize_t			 n = 0;
 
+	/* A tunnel's bytes pass on unbuffered while nothing waits. */
+	if ((events & EV_READ) && conn->reading && len == 0 &&
+	    conn->state == EDGE_CONN_REQUEST && conn->req != NULL &&
+	    conn->req->state == EDGE_REQ_TUNNEL &&
+	    (n = edge_proxy_tunnel_in(conn->req, fd)) != -2) {
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
+			if (n == -1)
+				log_debug("client error\tpeer=%s error=\"%s\"",
+				    conn->peer, strerror(errno));
+			edge_conn_close(conn);
+			return;
+		}
+		if (n > 0)
+			conn->edge->stats.received_bytes[conn->proto] += n;
+		return;
+	}
 	/*
 	 * A kick from edge_conn_next (EV_TIMEOUT alone) only hands on the
 	 * pipelined bytes, as bufferevent_trigger did: it must not read a

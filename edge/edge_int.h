@@ -583,6 +583,8 @@ void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *,
 int	edge_flush(struct bufferevent *);
 /* edge_flush for a client: what waits is watched by the slow-reader rule. */
 void	edge_conn_flush(struct edge_conn *);
+/* Small writes to the client leave at once from now on (TCP_NODELAY). */
+void	edge_conn_nodelay(struct edge_conn *);
 /* Read the client (1) or not (0): backpressure, holds, closing. */
 void	edge_conn_reading(struct edge_conn *, int on);
 /* Close now; freed by the reaper, so callers may still read conn->state. */
@@ -834,6 +836,12 @@ void	edge_proxy_start(struct edge_req *, const struct http_request_head *,
 void	edge_proxy_client_read(struct edge_req *);
 /* The client drained our output: read the upstream again. */
 void	edge_proxy_client_write(struct edge_req *);
+/*
+ * A plain-TCP tunnel's client (fd) is readable: pass its bytes on without
+ * buffering them if nothing waits to go upstream. The bytes read, 0 at
+ * EOF, -1 (errno), or -2 if the buffered path must take this read.
+ */
+ssize_t	edge_proxy_tunnel_in(struct edge_req *, int fd);
 /*
  * The request's timer in EDGE_REQ_PROXY (connect, body rate, response
  * head, coalescing, a silent upstream mid-body) or EDGE_REQ_TUNNEL (idle).

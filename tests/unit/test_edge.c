@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1882,6 +1883,72 @@ test_websocket(void)
 	CHECK(cli_send(&c, big, n) == 0);
 	while (c.len < n && cli_fill(&c) > 0)
 		;
+	CHECK(c.len == n && memcmp(c.buf, big, n) == 0);
+	free(big);
+	cli_close(&c);
+}
+
+/*
+ * A tunnel moving 4 MiB both ways to a client that reads slowly at first:
+ * every byte comes back once and in order, while the unbuffered pass and
+ * the buffered path (the client's socket full, backpressure on the
+ * upstream) take turns.
+ */
+static void
+test_websocket_slow_reader(void)
+{
+	struct cli	 c;
+	struct resp	 r;
+	struct pollfd	 pfd;
+	char		*big;
+	size_t		 n = 4 * 1024 * 1024, sent = 0, i, reads = 0;
+	ssize_t		 w;
+	int		 bad = 0;
+
+	big = malloc(n);
+	for (i = 0; i < n; i++)
+		big[i] = pattern_byte(i);
+	/* A small window: the daemon's writes to us come up short. */
+	CHECK(cli_open2(&c, NULL, "127.0.0.1", edge_port, 4096) == 0);
+	cli_sends(&c, "GET /ws HTTP/1.1\r\nHost: " HOST_OK "\r\nConnection: "
+	    "Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+	    "\r\n");
+	CHECK(cli_recv(&c, "GET", &r) == 0);
+	CHECK(r.status == 101);
+	resp_free(&r);
+	cli_consume(&c, c.len);
+	CHECK(fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK) == 0);
+	while (c.len < n && !bad) {
+		pfd.fd = c.fd;
+		pfd.events = POLLIN | (sent < n ? POLLOUT : 0);
+		if (poll(&pfd, 1, 5000) <= 0) {
+			bad = 1;	/* stalled */
+			break;
+		}
+		if ((pfd.revents & POLLOUT) && sent < n) {
+			w = send(c.fd, big + sent, n - sent < 65536 ?
+			    n - sent : 65536, MSG_NOSIGNAL);
+			if (w > 0)
+				sent += w;
+		}
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			/* The first MiB or so in small sips: sockets fill. */
+			if (reads++ < 256) {
+				usleep(2000);
+				if (c.size - c.len < 4096) {
+					c.size = c.size * 2 + 65536;
+					c.buf = realloc(c.buf, c.size);
+				}
+				if ((w = recv(c.fd, c.buf + c.len, 4096, 0)) > 0)
+					c.len += w;
+			} else
+				w = cli_fill(&c);
+			if (w == 0 || (w < 0 && errno != EAGAIN))
+				bad = 1;
+		}
+	}
+	CHECK(!bad);
+	CHECK(sent == n);
 	CHECK(c.len == n && memcmp(c.buf, big, n) == 0);
 	free(big);
 	cli_close(&c);
@@ -3903,6 +3970,7 @@ client_main(void *arg)
 	RUN(test_no_body_responses);
 	RUN(test_framings);
 	RUN(test_websocket);
+	RUN(test_websocket_slow_reader);
 	RUN(test_large_bodies);
 	RUN(test_pages);
 	RUN(test_upstream_failures);
