@@ -6,7 +6,7 @@
  * even for 100 bytes. glibc serves blocks that large from its bins, not
  * from its per-thread cache, at about 400 instructions a malloc and free
  * pair: callgrind put malloc and free at 18% of the daemon's instructions
- * in the bench's ws:64:100b case. So power-of-two blocks from 4 KiB to
+ * in the bench's ws:64:100b case. So power-of-two blocks from 1 KiB to
  * 128 KiB (libevent rounds a chain up to one) go onto a short list per
  * size when freed, and come back from it; everything else is malloc's.
  * The lists are bounded (EVALLOC_KEEP per size, at most EVALLOC_KEEP_BYTES
@@ -29,7 +29,11 @@
 #include "common.h"
 
 #define EVALLOC_HEADER		16
-#define EVALLOC_MIN_SHIFT	12	/* 4 KiB */
+/*
+ * From 1 KiB, libevent's smallest chain: the header would put it just past
+ * the largest size glibc's thread cache takes (1,032 bytes).
+ */
+#define EVALLOC_MIN_SHIFT	10	/* 1 KiB */
 #define EVALLOC_MAX_SHIFT	17	/* 128 KiB */
 #define EVALLOC_KEEP		32
 #define EVALLOC_KEEP_BYTES	(1024 * 1024)
