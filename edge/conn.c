@@ -717,9 +717,7 @@ edge_conn_timer(struct edge_conn *conn, int64_t ms)
 		evtimer_del(conn->timer);
 		return;
 	}
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(conn->timer, &tv);
+	evtimer_add(conn->timer, edge_timeval(conn->edge, ms, &tv));
 }
 
 /*

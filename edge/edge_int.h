@@ -519,6 +519,12 @@ struct edge {
 	struct edge_tls		*tls;		/* NULL: no tls_listen */
 	int			 tls_port;	/* the first tls_listen's port */
 	struct edge_limits	 lim;
+	/* edge_timeval: the timer lengths queued as common timeouts */
+	struct {
+		int64_t			 ms;
+		const struct timeval	*tv;
+	}			 common[16];
+	size_t			 ncommon;
 	/* limit.c: live client connections, and per address */
 	unsigned int		 nconns;
 	struct edge_ip_table	*ip_table;
@@ -581,6 +587,12 @@ void	edge_conn_accept(struct edge *, int fd, const struct sockaddr *,
  * through edge_conn_flush.)
  */
 int	edge_flush(struct bufferevent *);
+/*
+ * The timeval for a timer of ms: one of libevent's common-timeout queues
+ * if ms is a configured limit (O(1) add and delete), else tv, filled in.
+ */
+const struct timeval *edge_timeval(struct edge *, int64_t ms,
+	    struct timeval *tv);
 /* edge_flush for a client: what waits is watched by the slow-reader rule. */
 void	edge_conn_flush(struct edge_conn *);
 /* Small writes to the client leave at once from now on (TCP_NODELAY). */

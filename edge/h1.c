@@ -461,8 +461,18 @@ edge_h1_head(struct edge_req *req, struct edge_resp_head *rh)
 	}
 
 	edge_hbuf_init(&b, edge);
-	snprintf(line, sizeof line, "HTTP/1.1 %d ", rh->status);
-	edge_hbuf_str(&b, line);
+	/* By hand: snprintf was 6% of a proxied request's instructions. */
+	if (rh->status >= 100 && rh->status <= 999) {
+		memcpy(line, "HTTP/1.1 ", 9);
+		line[9] = '0' + rh->status / 100;
+		line[10] = '0' + rh->status / 10 % 10;
+		line[11] = '0' + rh->status % 10;
+		line[12] = ' ';
+		edge_hbuf_add(&b, line, 13);
+	} else {
+		snprintf(line, sizeof line, "HTTP/1.1 %d ", rh->status);
+		edge_hbuf_str(&b, line);
+	}
 	edge_hbuf_add(&b, reason, reason_len);
 	edge_hbuf_add(&b, "\r\n", 2);
 	for (i = 0; i < rh->nheaders; i++) {

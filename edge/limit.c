@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "edge/edge.h"
 #include "edge/edge_int.h"
 
@@ -359,4 +361,47 @@ edge_limit_release(struct edge *edge, struct edge_conn *conn)
 	}
 	conn->counted = EDGE_COUNT_NONE;
 	edge->nconns--;
+}
+
+/* 1 if ms is the length of a timer every request or connection arms. */
+static int
+edge_limit_is(const struct edge *edge, int64_t ms)
+{
+	const struct edge_limits	*lim = &edge->lim;
+
+	return ms == lim->header_ms || ms == lim->keepalive_ms ||
+	    ms == lim->body_ms || ms == lim->send_ms ||
+	    ms == lim->response_ms || ms == lim->response_idle_ms ||
+	    ms == lim->tunnel_idle_ms || ms == EDGE_CONNECT_TIMEOUT_MS ||
+	    ms == EDGE_HANDSHAKE_TIMEOUT_MS || ms == EDGE_COALESCE_MS;
+}
+
+/*
+ * Timers of one length share one of libevent's common-timeout queues:
+ * arming and clearing is then a list operation, not a heap one, and an
+ * HTTP/1.1 request arms and clears two or three (callgrind: ~1,000 of its
+ * 12,300 instructions went to the heap). Only the configured limits are
+ * queued so, as libevent keeps a queue for good; any other length (what
+ * is left of a limit) goes to the heap.
+ */
+const struct timeval *
+edge_timeval(struct edge *edge, int64_t ms, struct timeval *tv)
+{
+	const struct timeval	*common;
+	size_t			 i;
+
+	tv->tv_sec = ms / 1000;
+	tv->tv_usec = (ms % 1000) * 1000;
+	for (i = 0; i < edge->ncommon; i++) {
+		if (edge->common[i].ms == ms)
+			return edge->common[i].tv;
+	}
+	if (ms <= 0 || edge->ncommon == nitems(edge->common) ||
+	    !edge_limit_is(edge, ms))
+		return tv;
+	if ((common = event_base_init_common_timeout(edge->base, tv)) == NULL)
+		return tv;
+	edge->common[edge->ncommon].ms = ms;
+	edge->common[edge->ncommon++].tv = common;
+	return common;
 }

@@ -173,9 +173,7 @@ edge_req_timer(struct edge_req *req, int64_t ms)
 		evtimer_del(req->timer);
 		return;
 	}
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	evtimer_add(req->timer, &tv);
+	evtimer_add(req->timer, edge_timeval(req->edge, ms, &tv));
 }
 
 /* 1 for a browser navigation: GET, and Accept names text/html. */
