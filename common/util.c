@@ -31,6 +31,8 @@ xmalloc(size_t size)
 	return p;
 }
 
+static void *(*volatile xcalloc_zero)(void *, int, size_t) = memset;
+
 /* calloc that exits on failure or overflow. */
 void *
 xcalloc(size_t nmemb, size_t size)
@@ -40,15 +42,17 @@ xcalloc(size_t nmemb, size_t size)
 	if (nmemb == 0 || size == 0)
 		nmemb = size = 1;
 	/*
-	 * glibc's calloc skips its per-thread cache: a small block costs
-	 * ~250 instructions that way, ~50 through malloc. Large ones stay
-	 * calloc's, which need not touch pages the kernel gave zeroed.
+	 * glibc's (2.36) calloc skips its per-thread cache: a small block
+	 * costs ~400 instructions that way, ~50 through malloc. Large ones
+	 * stay calloc's, which need not touch pages the kernel gave zeroed.
+	 * The memset goes through a volatile pointer, or the compiler makes
+	 * malloc and memset one calloc again.
 	 */
 	if (nmemb <= 65536 / size) {
 		if ((p = malloc(nmemb * size)) == NULL)
 			fatalx("xcalloc: out of memory (%zu * %zu bytes)",
 			    nmemb, size);
-		return memset(p, 0, nmemb * size);
+		return xcalloc_zero(p, 0, nmemb * size);
 	}
 	if ((p = calloc(nmemb, size)) == NULL)
 		fatalx("xcalloc: out of memory (%zu * %zu bytes)", nmemb, size);
