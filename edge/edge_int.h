@@ -25,6 +25,8 @@
 
 #include <sys/queue.h>
 
+#include <string.h>
+
 #include "edge/edge.h"
 
 #ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
@@ -622,8 +624,17 @@ struct edge_hbuf {
 };
 /* Start a head in the scratch buffer; edge_hbuf_done after use. */
 void	edge_hbuf_init(struct edge_hbuf *, struct edge *);
-/* Append; past the scratch buffer the head moves to the heap. */
-void	edge_hbuf_add(struct edge_hbuf *, const char *, size_t);
+/* Make room for len more bytes: past the scratch buffer, on the heap. */
+void	edge_hbuf_grow(struct edge_hbuf *, size_t len);
+/* Append (inline: a head is built of dozens of tiny pieces). */
+static inline void
+edge_hbuf_add(struct edge_hbuf *b, const char *s, size_t len)
+{
+	if (len > b->size - b->len)
+		edge_hbuf_grow(b, len);
+	memcpy(b->p + b->len, s, len);
+	b->len += len;
+}
 void	edge_hbuf_str(struct edge_hbuf *, const char *);
 void	edge_hbuf_header(struct edge_hbuf *, const struct http_header *);
 void	edge_hbuf_done(struct edge_hbuf *);

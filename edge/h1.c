@@ -68,25 +68,21 @@ edge_hbuf_init(struct edge_hbuf *b, struct edge *edge)
 }
 
 /*
- * Append len bytes. The scratch buffer holds twice the largest head we
- * parse, so it only overflows for heads control wrote (API headers):
- * those move to the heap.
+ * Room for len more bytes. The scratch buffer holds twice the largest
+ * head we parse, so it only overflows for heads control wrote (API
+ * headers): those move to the heap.
  */
 void
-edge_hbuf_add(struct edge_hbuf *b, const char *s, size_t len)
+edge_hbuf_grow(struct edge_hbuf *b, size_t len)
 {
 	char	*p;
 
-	if (len > b->size - b->len) {
-		b->size = 2 * (b->len + len);
-		p = xmalloc(b->size);
-		memcpy(p, b->p, b->len);
-		if (b->p != b->scratch)
-			free(b->p);
-		b->p = p;
-	}
-	memcpy(b->p + b->len, s, len);
-	b->len += len;
+	b->size = 2 * (b->len + len);
+	p = xmalloc(b->size);
+	memcpy(p, b->p, b->len);
+	if (b->p != b->scratch)
+		free(b->p);
+	b->p = p;
 }
 
 /* Append a NUL-terminated string. */
