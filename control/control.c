@@ -389,9 +389,8 @@ event_cb(struct json_object *ev, void *arg)
 		control_sync(ctl);
 		return;
 	}
+	/* start, die, destroy: lifecycle_container_event picks them out. */
 	action = json_str(ev, "Action");
-	if (strcmp(action, "die") != 0 && strcmp(action, "destroy") != 0)
-		return;
 	if (!json_object_object_get_ex(ev, "Actor", &actor) ||
 	    !json_object_object_get_ex(actor, "Attributes", &attrs))
 		return;

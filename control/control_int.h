@@ -96,7 +96,7 @@ struct sandbox_rt {
 	 * the port accepts.
 	 */
 	int64_t			 reserve_until_ms;
-	int			 recheck;	/* a Docker event came mid-op */
+	int			 recheck;	/* Docker events mid-op (lifecycle.c) */
 	int			 disk_over;	/* stopped for its disk (disk.c) */
 	uint64_t		 op_seq;	/* ctl->op_seq at its last op */
 	LIST_ENTRY(sandbox_rt)	 entry;
@@ -348,7 +348,7 @@ int	 lifecycle_unpause(struct control *, const char *id, lifecycle_cb,
 int	 lifecycle_busy(struct control *, const char *id);
 /* 1 if the operation in flight brings it up (create, start, unpause). */
 int	 lifecycle_waking(const struct sandbox_rt *);
-/* Docker told us a container of ours died or vanished. */
+/* Docker told us a container of ours started, died or vanished. */
 void	 lifecycle_container_event(struct control *, const char *id,
 	    const char *container_id, const char *action);
 /* Ask Docker what the container is now; the sandbox follows. */

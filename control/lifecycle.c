@@ -23,6 +23,15 @@
 enum lifecycle_kind { OP_CREATE, OP_START, OP_STOP, OP_DELETE, OP_PAUSE,
 	OP_UNPAUSE };
 
+/*
+ * Why a sandbox is looked at again when its operation ends (rt->recheck):
+ * its container may have stopped (died, destroyed, a pause or thaw that
+ * failed), or it started, which matters only if the sandbox is stopped
+ * once the operation is over (a start of ours that failed, a stop).
+ */
+#define RECHECK_STATE	0x1
+#define RECHECK_STARTED	0x2
+
 /* What a recheck carries to its answer: the runtime may be gone by then. */
 struct recheck {
 	struct control	*ctl;
@@ -908,7 +917,7 @@ pause_cb(int status, struct json_object *body, const char *errmsg,
 		    errmsg != NULL ? errmsg : "?", op->id, status);
 		if ((rt = rt_find(op->ctl, op->id)) != NULL &&
 		    rt->state == SANDBOX_RUNNING)
-			rt->recheck = 1;
+			rt->recheck |= RECHECK_STATE;
 		op_finish(op, status == 0 ? 503 : 500, "cannot pause");
 		return;
 	}
@@ -964,7 +973,7 @@ unpause_cb(int status, struct json_object *body, const char *errmsg,
 	if (status == 404 || status == 409) {
 		/* Gone or not paused after all: the recheck tells which. */
 		if (rt != NULL)
-			rt->recheck = 1;
+			rt->recheck |= RECHECK_STATE;
 		op_finish(op, 503, "the container was not paused");
 		return;
 	}
@@ -1088,9 +1097,17 @@ lifecycle_busy(struct control *ctl, const char *id)
 }
 
 /*
- * Docker says a container of ours died or was destroyed. Outside any
- * operation of ours the sandbox follows at once; during one, it is looked
- * at again when the operation ends (lifecycle_recheck), never dropped.
+ * Docker says a container of ours started, died or was destroyed (other
+ * actions are not ours to follow). Outside any operation of ours the
+ * sandbox follows at once; during one, it is looked at again when the
+ * operation ends (lifecycle_recheck), never dropped.
+ *
+ * A start that the store did not ask for is undone, as the reconciler
+ * does: the store is the source of truth. That is how a start whose answer
+ * timed out converges (Docker frozen or slow: we said 503 and recorded the
+ * sandbox stopped, and Docker went on and started the container after the
+ * reconcile that control_resync ran had already looked). Without this
+ * only the next daemon restart would have seen it.
  */
 void
 lifecycle_container_event(struct control *ctl, const char *id,
@@ -1098,15 +1115,31 @@ lifecycle_container_event(struct control *ctl, const char *id,
 {
 	struct store_sandbox	 s;
 	struct sandbox_rt	*rt;
+	int			 started;
 
+	started = strcmp(action, "start") == 0;
+	if (!started && strcmp(action, "die") != 0 &&
+	    strcmp(action, "destroy") != 0)
+		return;
 	if ((rt = rt_find(ctl, id)) != NULL && rt->op != NULL) {
-		rt->recheck = 1;
+		rt->recheck |= started ? RECHECK_STARTED : RECHECK_STATE;
 		return;
 	}
 	if (store_sandbox_get(ctl->store, id, &s) != 0)
 		return;
 	/* A late event about a container this sandbox no longer uses. */
 	if (s.container_id == NULL || strcmp(s.container_id, container_id)) {
+		store_sandbox_clear(&s);
+		return;
+	}
+	if (started) {
+		/* Running, starting, paused: a start of ours, or adopted. */
+		if (s.state == SANDBOX_STOPPED) {
+			log_info("container started for a stopped sandbox "
+			    "(a start that timed out?); stopping it\tid=%s",
+			    id);
+			lifecycle_stop(ctl, id, NULL, NULL);
+		}
 		store_sandbox_clear(&s);
 		return;
 	}
@@ -1127,7 +1160,9 @@ lifecycle_container_event(struct control *ctl, const char *id,
 
 /*
  * An event came while an operation was in flight: ask Docker what the
- * container is now and let the sandbox follow.
+ * container is now and let the sandbox follow. A start event during our
+ * own successful start says nothing new (no extra inspect per start); one
+ * that leaves the sandbox stopped may mean the container runs after all.
  */
 void
 lifecycle_recheck(struct control *ctl, struct sandbox_rt *rt)
@@ -1135,12 +1170,14 @@ lifecycle_recheck(struct control *ctl, struct sandbox_rt *rt)
 	struct store_sandbox	 s;
 	struct recheck		*rc;
 	char			 path[256];
+	int			 why = rt->recheck;
 
 	rt->recheck = 0;
 	if (store_sandbox_get(ctl->store, rt->id, &s) != 0)
 		return;
-	if (s.container_id == NULL || (s.state != SANDBOX_RUNNING &&
-	    s.state != SANDBOX_PAUSED)) {
+	if (s.container_id == NULL || !(((s.state == SANDBOX_RUNNING ||
+	    s.state == SANDBOX_PAUSED) && (why & RECHECK_STATE)) ||
+	    (s.state == SANDBOX_STOPPED && (why & RECHECK_STARTED)))) {
 		store_sandbox_clear(&s);
 		return;
 	}
@@ -1198,6 +1235,11 @@ recheck_cb(int status, struct json_object *body, const char *errmsg,
 		}
 	} else if (running && paused && rt->state == SANDBOX_RUNNING) {
 		state_or_resync(ctl, rt, SANDBOX_PAUSED, NULL, "recheck");
+	} else if (running && rt->state == SANDBOX_STOPPED) {
+		/* Started behind a failed start or a stop: the store wins. */
+		log_info("container runs for a stopped sandbox; stopping it"
+		    "\tid=%s", id);
+		lifecycle_stop(ctl, id, NULL, NULL);
 	}
 	free(rc);
 }

@@ -61,6 +61,7 @@ struct fdock {
 	int			 start_status;	/* 204 */
 	int			 hold_stop;	/* 1: keep stop requests */
 	int			 hold_start;
+	int			 drop_start;	/* 1: close, never answer */
 	int			 hold_list;	/* 1: keep GET /containers/json */
 	char			 list_body[400];	/* its answer; "[]" if empty */
 	int			 lists;
@@ -133,6 +134,11 @@ fdock_read_cb(struct bufferevent *bev, void *arg)
 	body[0] = '\0';
 	if (strstr(path, "/start") != NULL) {
 		dock.starts++;
+		if (dock.drop_start) {
+			/* Docker's answer never comes (it was frozen). */
+			bufferevent_free(bev);
+			return;
+		}
 		status = dock.start_status;
 		hold = dock.hold_start;
 	} else if (strstr(path, "/unpause") != NULL) {
@@ -198,6 +204,17 @@ fdock_release(void)
 	}
 }
 
+/* Close every held request unanswered: what a client that timed out sees. */
+static void
+fdock_drop_held(void)
+{
+	while (dock.nheld > 0) {
+		dock.nheld--;
+		bufferevent_free(dock.held[dock.nheld].bev);
+		free(dock.held[dock.nheld].reply);
+	}
+}
+
 static void
 fdock_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -230,11 +247,7 @@ fdock_start(void)
 static void
 fdock_stop(void)
 {
-	while (dock.nheld > 0) {
-		dock.nheld--;
-		bufferevent_free(dock.held[dock.nheld].bev);
-		free(dock.held[dock.nheld].reply);
-	}
+	fdock_drop_held();
 	evconnlistener_free(dock.lev);
 	unlink(dock.path);
 }
@@ -2668,6 +2681,114 @@ test_store_refuses_rollback(void)
 	env_teardown();
 }
 
+/*
+ * dockerd frozen past the client's timeout under a start (test_faults,
+ * freeze_dockerd_during_start): the start is answered 503 and the sandbox
+ * stays stopped, and Docker then starts the container after all, later
+ * than the reconcile that the failure asked for. Its "start" event makes
+ * the daemon stop the container again (the store wins); it used to be
+ * ignored, leaving a stopped sandbox with a running container until the
+ * next restart. Here the fake closes the start unanswered, the same
+ * failure as the timeout (status 0), without waiting 30 s.
+ */
+static void
+test_start_timeout_late_event(void)
+{
+	char	id[ID_LEN + 1];
+
+	env_setup("");
+	sandbox_add(SANDBOX_STOPPED, id);
+	dock.drop_start = 1;
+	refused_status = 0;
+	CHECK(lifecycle_start(env.ctl, id, refused_cb, NULL) == 0);
+	CHECK(run_until(&refused_status, 1, 2000) == 0);
+	CHECK(refused_status == 503);
+	CHECK(stored_state(id) == SANDBOX_STOPPED);
+	CHECK(!lifecycle_busy(env.ctl, id));
+	CHECK(resync_asked());
+	CHECK(dock.stops == 0);
+
+	/* Docker goes on with the start it was asked for. */
+	lifecycle_container_event(env.ctl, id, "c0", "start");
+	CHECK(lifecycle_busy(env.ctl, id));
+	CHECK(run_until(&dock.stops, 1, 2000) == 0);
+	run_for(50);
+	CHECK(!lifecycle_busy(env.ctl, id));
+	CHECK(stored_state(id) == SANDBOX_STOPPED);
+
+	/* Not this sandbox's container any more, or not a start: nothing. */
+	lifecycle_container_event(env.ctl, id, "cold", "start");
+	lifecycle_container_event(env.ctl, id, "c0", "exec_start");
+	lifecycle_container_event(env.ctl, id, "c0", "create");
+	CHECK(!lifecycle_busy(env.ctl, id));
+	run_for(50);
+	CHECK(dock.stops == 1);
+	CHECK(stored_state(id) == SANDBOX_STOPPED);
+	env_teardown();
+}
+
+/*
+ * The same race with the "start" event before the client gave up: it
+ * comes while the start is in flight, so it is kept for when the start
+ * ends; the start fails, the sandbox is stopped, and the recheck finds
+ * the container running (the fake's inspect says so) and stops it.
+ */
+static void
+test_start_event_mid_failed_start(void)
+{
+	char	id[ID_LEN + 1];
+
+	env_setup("");
+	sandbox_add(SANDBOX_STOPPED, id);
+	dock.hold_start = 1;
+	refused_status = 0;
+	CHECK(lifecycle_start(env.ctl, id, refused_cb, NULL) == 0);
+	CHECK(run_until(&dock.starts, 1, 2000) == 0);
+	lifecycle_container_event(env.ctl, id, "c0", "start");
+	CHECK(dock.inspects == 0);
+	fdock_drop_held();
+	CHECK(run_until(&refused_status, 1, 2000) == 0);
+	CHECK(refused_status == 503);
+	CHECK(run_until(&dock.stops, 1, 2000) == 0);
+	CHECK(dock.inspects == 1);
+	run_for(50);
+	CHECK(!lifecycle_busy(env.ctl, id));
+	CHECK(stored_state(id) == SANDBOX_STOPPED);
+	env_teardown();
+}
+
+/*
+ * Our own start's "start" event, which comes while the start is in
+ * flight, costs nothing: no second inspect, no stop.
+ */
+static void
+test_start_event_own_start(void)
+{
+	char	id[ID_LEN + 1];
+
+	env_setup("");
+	sandbox_add(SANDBOX_STOPPED, id);
+	dock.hold_start = 1;
+	refused_status = 0;
+	CHECK(lifecycle_start(env.ctl, id, refused_cb, NULL) == 0);
+	CHECK(run_until(&dock.starts, 1, 2000) == 0);
+	lifecycle_container_event(env.ctl, id, "c0", "start");
+	fdock_release();
+	CHECK(run_until(&refused_status, 1, 2000) == 0);
+	CHECK(refused_status == 200);
+	run_for(50);
+	CHECK(dock.inspects == 1);
+	CHECK(dock.stops == 0);
+	CHECK(stored_state(id) == SANDBOX_RUNNING);
+	/* And once it runs, its start event (late, or replayed): nothing. */
+	lifecycle_container_event(env.ctl, id, "c0", "start");
+	CHECK(!lifecycle_busy(env.ctl, id));
+	run_for(50);
+	CHECK(dock.stops == 0 && dock.inspects == 1);
+	CHECK(stored_state(id) == SANDBOX_RUNNING);
+	env_teardown();
+}
+
 int
 main(void)
 {
@@ -2713,6 +2834,9 @@ main(void)
 	RUN(test_reconcile_keeps_fresh_create);
 	RUN(test_store_refuses_event);
 	RUN(test_store_refuses_rollback);
+	RUN(test_start_timeout_late_event);
+	RUN(test_start_event_mid_failed_start);
+	RUN(test_start_event_own_start);
 	RUN(test_reconcile_stale_owned);
 	RUN(test_provider_fails_at_once);
 	RUN(test_probe_freed_at_exit);
