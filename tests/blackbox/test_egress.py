@@ -111,7 +111,9 @@ class Env:
         sh(*nsx, "ip", "link", "set", VETH_N, "up")
         sh(*nsx, "ip", "link", "set", "lo", "up")
         sh(*nsx, "ip", "route", "add", "default", "via", PRIV_HOST)
-        sh("ip", "route", "add", META + "/32", "via", PRIV)
+        # replace, not add: the one fixed name here. A run killed before
+        # its cleanup leaves the route behind, pointing at its namespace.
+        sh("ip", "route", "replace", META + "/32", "via", PRIV)
         self.made.append(["ip", "route", "del", META + "/32", "via", PRIV])
         sh("ip", "link", "add", DUMMY, "type", "bridge")  # no dummy module here
         self.made.append(["ip", "link", "del", DUMMY])
