@@ -602,6 +602,12 @@ edge_upstream_fill(struct edge_req *req)
 			}
 			moved = 1;
 			req->bytes_out += n;
+			/*
+			 * What the socket took went past the output's
+			 * callback: count it for the slow-reader rule, or a
+			 * client reading fast is judged by the queued rest.
+			 */
+			req->conn->sent += (size_t)n - evbuffer_get_length(out);
 			if ((size_t)n < want)
 				break;
 			continue;
