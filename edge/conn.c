@@ -42,6 +42,7 @@
 
 static void	edge_conn_read_cb(struct bufferevent *, void *);
 static void	edge_conn_sock_cb(evutil_socket_t, short, void *);
+static int	edge_conn_got(struct edge_conn *, ssize_t);
 static void	edge_conn_input(struct edge_conn *, int);
 static void	edge_conn_input_cb(struct evbuffer *,
 		    const struct evbuffer_cb_info *, void *);
@@ -373,6 +374,25 @@ edge_conn_read_update(struct edge_conn *conn)
 }
 
 /*
+ * A read of the client's socket gave n (bytes, 0 at EOF, -1 and errno):
+ * count the bytes, or close at EOF or on an error; -1 if it closed.
+ */
+static int
+edge_conn_got(struct edge_conn *conn, ssize_t n)
+{
+	if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
+		if (n == -1)
+			log_debug("client error\tpeer=%s error=\"%s\"",
+			    conn->peer, strerror(errno));
+		edge_conn_close(conn);
+		return -1;
+	}
+	if (n > 0)
+		conn->edge->stats.received_bytes[conn->proto] += n;
+	return 0;
+}
+
+/*
  * A plain client socket is readable: read what it holds, up to the
  * high mark, into the bufferevent's input, then hand it on as the
  * bufferevent would. Heads come in small reads, bodies and tunnels in
@@ -392,15 +412,7 @@ edge_conn_sock_cb(evutil_socket_t fd, short events, void *arg)
 	    conn->state == EDGE_CONN_REQUEST && conn->req != NULL &&
 	    conn->req->state == EDGE_REQ_TUNNEL &&
 	    (n = edge_proxy_tunnel_in(conn->req, fd)) != -2) {
-		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
-			if (n == -1)
-				log_debug("client error\tpeer=%s error=\"%s\"",
-				    conn->peer, strerror(errno));
-			edge_conn_close(conn);
-			return;
-		}
-		if (n > 0)
-			conn->edge->stats.received_bytes[conn->proto] += n;
+		edge_conn_got(conn, n);
 		return;
 	}
 	/*
@@ -418,15 +430,8 @@ edge_conn_sock_cb(evutil_socket_t fd, short events, void *arg)
 		evbuffer_unfreeze(in, 0);
 		n = edge_read(fd, in, want, NULL);
 		evbuffer_freeze(in, 0);
-		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
-			if (n == -1)
-				log_debug("client error\tpeer=%s error=\"%s\"",
-				    conn->peer, strerror(errno));
-			edge_conn_close(conn);
+		if (edge_conn_got(conn, n) == -1)
 			return;
-		}
-		if (n > 0)
-			conn->edge->stats.received_bytes[conn->proto] += n;
 	}
 	/* Or nothing new, but pipelined bytes wait (edge_conn_next). */
 	edge_conn_input(conn, n > 0 || len > 0);
