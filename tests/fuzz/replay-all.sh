@@ -7,7 +7,8 @@
 #  2. only when FUZZ_SECONDS is set and the clang builds exist (./configure
 #     --enable-fuzzing CC=clang, see docs/fuzzing.md): each libFuzzer target
 #     fuzzes FUZZ_SECONDS seconds over a scratch copy of its corpus, so the
-#     tree's corpus is never touched. A crash leaves its input in
+#     tree's corpus is never touched, FUZZ_JOBS targets at a time (default:
+#     one per CPU). A crash leaves its input in
 #     tests/fuzz/crash-<target>-* under the build directory.
 # Exit 77 (skipped) when neither part had anything to run.
 
@@ -66,14 +67,35 @@ case $FUZZ_SECONDS in
 	;;
 esac
 
+# fuzz_one T: fuzz target T (built) for FUZZ_SECONDS over its scratch
+# corpus; its exit status is left in $scratch/T.rc for the report.
+fuzz_one() {
+	"$top_builddir/tests/fuzz/fuzz_$1" -max_total_time="$FUZZ_SECONDS" \
+	    -timeout=10 -print_final_stats=1 \
+	    -artifact_prefix="$top_builddir/tests/fuzz/crash-$1-" \
+	    "$scratch/$1" >"$scratch/$1.log" 2>&1
+	echo $? >"$scratch/$1.rc"
+}
+
 if [ $fuzzers = 1 ]; then
 	scratch=$(mktemp -d "${TMPDIR:-/tmp}/sbx-fuzz.XXXXXX") || exit 1
 	trap 'rm -rf "$scratch"' EXIT INT TERM
+	# The targets are independent: FUZZ_JOBS of them at a time (default
+	# one per CPU), each for FUZZ_SECONDS, reported in order after.
+	fuzz_jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+	case $fuzz_jobs in
+	''|*[!0-9]*|0)
+		echo "replay-all: FUZZ_JOBS must be a positive number" >&2
+		exit 1
+		;;
+	esac
+	echo "replay-all: fuzzing each target for $FUZZ_SECONDS s," \
+	    "$fuzz_jobs at a time"
+	running=0
 	for t in $targets; do
-		bin=$top_builddir/tests/fuzz/fuzz_$t
-		if [ ! -x "$bin" ]; then
+		if [ ! -x "$top_builddir/tests/fuzz/fuzz_$t" ]; then
 			# Some fuzzers are built, so this one should be too.
-			echo "replay-all: $t: no $bin, not fuzzed: FAILED"
+			echo "replay-all: $t: no fuzz_$t, not fuzzed: FAILED"
 			failed=$((failed + 1))
 			continue
 		fi
@@ -83,11 +105,17 @@ if [ $fuzzers = 1 ]; then
 			cp "$top_srcdir/tests/fuzz/corpus/$t"/* "$scratch/$t"/ \
 			    2>/dev/null
 		fi
-		echo "replay-all: $t: fuzzing for $FUZZ_SECONDS s"
-		if "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
-		    -print_final_stats=1 \
-		    -artifact_prefix="$top_builddir/tests/fuzz/crash-$t-" \
-		    "$scratch/$t" >"$scratch/$t.log" 2>&1; then
+		fuzz_one "$t" &
+		running=$((running + 1))
+		if [ $running -ge "$fuzz_jobs" ]; then
+			wait
+			running=0
+		fi
+	done
+	wait
+	for t in $targets; do
+		[ -f "$scratch/$t.rc" ] || continue
+		if [ "$(cat "$scratch/$t.rc")" = 0 ]; then
 			passed=$((passed + 1))
 			grep -E '^stat::number_of_executed_units' \
 			    "$scratch/$t.log" | sed "s/^/replay-all: $t: /"
