@@ -47,7 +47,26 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 # its own copy of the lockfile it installed in node_modules/).
 if ! cmp -s "$src/package-lock.json" "$src/node_modules/.package-lock.json.sandboxd" 2>/dev/null; then
 	echo "==> console: npm ci (pinned by console/package-lock.json)"
-	(cd "$src" && npm ci --no-audit --no-fund --loglevel=error) || {
+	# Every package is pinned with its hash: one npm's cache holds is
+	# taken from there without asking the registry. Where the registry's
+	# name does not resolve (no network, no DNS), npm would retry for over
+	# a minute before it fails: then only its cache is tried, which fails
+	# at once when it lacks a package. Not through a proxy, which
+	# resolves the name itself.
+	mode=--prefer-offline
+	registry=$(cd "$src" && npm config get registry 2>/dev/null) || registry=
+	host=$(printf '%s\n' "$registry" | sed -n 's|^[a-z]*://\([^/:]*\).*|\1|p')
+	proxy=${https_proxy:-${HTTPS_PROXY:-${http_proxy:-${HTTP_PROXY:-}}}}
+	for key in https-proxy proxy; do
+		v=$(cd "$src" && npm config get $key 2>/dev/null) || v=
+		[ "$v" = null ] || proxy=$proxy$v
+	done
+	if [ -n "$host" ] && [ -z "$proxy" ] && command -v getent >/dev/null &&
+	    ! getent hosts "$host" >/dev/null 2>&1; then
+		echo "    the npm registry's name $host does not resolve: npm's cache only"
+		mode=--offline
+	fi
+	(cd "$src" && npm ci $mode --no-audit --no-fund --loglevel=error) || {
 		echo "build-console.sh: npm ci failed (is the npm registry reachable?)" >&2
 		exit 1
 	}
