@@ -18,10 +18,12 @@
 #include "config.h"
 #endif
 
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <arpa/inet.h>
 
 #include <errno.h>
@@ -61,6 +63,7 @@ static int	edge_conn_tls_write(struct edge_conn *);
 static void	edge_conn_tls_want_write(struct edge_conn *, int);
 static void	edge_conn_drained(struct edge_conn *);
 static void	edge_conn_send_watch(struct edge_conn *);
+static uint64_t	edge_conn_queued(struct edge_conn *);
 static void	edge_conn_reset(struct edge_conn *);
 static void	edge_conn_send_cb(evutil_socket_t, short, void *);
 static void	edge_conn_sent_cb(struct evbuffer *,
@@ -160,7 +163,6 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
     int tls)
 {
 	struct edge_conn	*conn;
-	struct timeval		 wtv;
 	int			 one = 1;
 
 	conn = xcalloc(1, sizeof *conn);
@@ -213,13 +215,11 @@ edge_conn_accept(struct edge *edge, int fd, const struct sockaddr *sa,
 	    edge_conn_event_cb, conn);
 	bufferevent_set_max_single_write(conn->bev, EDGE_IO_MAX);
 	/*
-	 * A client that takes none of our output is cut after send_timeout
-	 * (one that takes too little, by edge_conn_send_cb; a TLS one by
-	 * that alone, as its bufferevent never writes).
+	 * No write timeout on the bufferevent: a client that takes none of
+	 * our output, or too little, is the slow-reader rule's
+	 * (edge_conn_send_cb), which also sees what it took from the
+	 * kernel's queue while our socket is not yet writable again.
 	 */
-	wtv.tv_sec = edge->lim.send_ms / 1000;
-	wtv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
-	bufferevent_set_timeouts(conn->bev, NULL, &wtv);
 	/*
 	 * EV_WRITE (on by default) only while edge_flush leaves plain bytes
 	 * behind: the write callback turns it off again. A TLS connection's
@@ -699,9 +699,27 @@ edge_conn_send_watch(struct edge_conn *conn)
 	if (conn->send_cb == NULL)
 		conn->send_cb = evbuffer_add_cb(bufferevent_get_output(
 		    conn->bev), edge_conn_sent_cb, conn);
-	if (conn->send_ev == NULL || conn->send_cb == NULL)
-		return;	/* the write timeout still applies */
+	if (conn->send_ev == NULL || conn->send_cb == NULL) {
+		/*
+		 * No memory for the rule: unwatched output could wait
+		 * forever. A plain connection gets the bufferevent's write
+		 * timeout instead, a TLS one is closed from wev (not under
+		 * the caller, who may still use its request).
+		 */
+		log_warnx("cannot watch a client's output\tpeer=%s",
+		    conn->peer);
+		tv.tv_sec = edge->lim.send_ms / 1000;
+		tv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
+		if (!conn->tls)
+			bufferevent_set_timeouts(conn->bev, NULL, &tv);
+		else {
+			conn->tls_failed = 1;
+			event_active(conn->wev, EV_WRITE, 0);
+		}
+		return;
+	}
 	conn->send_mark = conn->sent;
+	conn->send_queued = edge_conn_queued(conn);
 	conn->send_watch = 1;
 	tv.tv_sec = edge->lim.send_ms / 1000;
 	tv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
@@ -736,17 +754,38 @@ edge_conn_sent_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 }
 
 /*
+ * The bytes the client's socket holds for it, not yet sent or not yet
+ * acknowledged (SIOCOUTQ); 0 when not TCP. The kernel reports a full
+ * socket writable again only once much of its buffer (megabytes, as it
+ * grows) drained, so a client reading steadily but slower than that takes
+ * bytes from this queue for whole windows while none of ours leaves for
+ * the socket. For TLS it holds records, a little more than the bytes they
+ * carry: close enough for a floor on the rate.
+ */
+static uint64_t
+edge_conn_queued(struct edge_conn *conn)
+{
+	int	queued;
+
+	if (!conn->tcp ||
+	    ioctl(bufferevent_getfd(conn->bev), SIOCOUTQ, &queued) != 0 ||
+	    queued < 0)
+		return 0;
+	return (uint64_t)queued;
+}
+
+/*
  * A send window ended with output still waiting: a client that took less
  * than send_min_rate's share of it in the window (a slow read: a tiny
- * receive window, a read now and then) is cut; the write timeout alone
- * would never fire while a byte moves now and then.
+ * receive window, a read now and then), none at least, is cut; a write
+ * timeout alone would never fire while a byte moves now and then.
  */
 static void
 edge_conn_send_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct edge_conn	*conn = arg;
 	const struct edge_limits *lim = &conn->edge->lim;
-	uint64_t		 need, took;
+	uint64_t		 need, queued, took;
 
 	if (!conn->send_watch || conn->state == EDGE_CONN_DEAD)
 		return;
@@ -754,7 +793,10 @@ edge_conn_send_cb(evutil_socket_t fd, short events, void *arg)
 		conn->send_watch = 0;
 		return;
 	}
-	took = conn->sent - conn->send_mark;
+	/* What left our output, and what left the socket's queue. */
+	queued = edge_conn_queued(conn);
+	took = conn->sent - conn->send_mark + conn->send_queued;
+	took = took > queued ? took - queued : 0;
 	need = lim->send_rate * (uint64_t)lim->send_ms / 1000;
 	if (need == 0)
 		need = 1;

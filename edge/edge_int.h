@@ -235,13 +235,15 @@ struct edge_conn {
 	int			 open_counted;
 	/*
 	 * The slow-reader rule (send_min_rate): while our output waits for
-	 * the client, each send_timeout it must take its share. Made on the
-	 * first output that does not fit the socket at once.
+	 * the client, each send_timeout it must take its share, of our
+	 * output or of the socket's queue. Made on the first output that
+	 * does not fit the socket at once.
 	 */
 	struct event		*send_ev;
 	struct evbuffer_cb_entry *send_cb;	/* counts bytes taken */
 	uint64_t		 sent;		/* output bytes the client took */
 	uint64_t		 send_mark;	/* sent at the window's start */
+	uint64_t		 send_queued;	/* the socket's queue then */
 	int			 send_watch;	/* a window runs */
 
 	/* HTTP/1.1 (h1.c) */

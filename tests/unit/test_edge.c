@@ -3939,6 +3939,62 @@ test_def_slow_read(void)
 	cli_close(&c);
 }
 
+/*
+ * A steady reader is not a slow one: a client taking 16 KiB every 100 ms
+ * (160 KB/s, eight times send_min_rate) of a 16 MiB response for 3 s
+ * (five send_timeout windows) is not cut, though the kernel says our
+ * socket is writable again only once much of its send buffer (megabytes)
+ * drained, so whole windows pass in which none of our output leaves for
+ * the socket: what the client took from the kernel's queue counts. (On
+ * loopback the client's window opens 64 KiB at a time, its MSS: at half
+ * this rate a 600 ms window could see none of it.)
+ */
+static void
+test_def_steady_read(void)
+{
+	struct cli	 c;
+	struct pollfd	 pfd;
+	char		 buf[16384], req[128];
+	size_t		 got = 0, want;
+	ssize_t		 n;
+	int64_t		 t0;
+	int		 cut = 0, bad = 0;
+
+	snprintf(req, sizeof req, "GET /pat/%d/len HTTP/1.1\r\nHost: " HOST_OK
+	    "\r\n\r\n", 16 * MIB);
+	CHECK(def_connect(&c) == 0);
+	cli_sends(&c, req);
+	t0 = now_ms();
+	while (now_ms() - t0 < 3000) {
+		usleep(100 * 1000);
+		pfd.fd = c.fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 0) != 1)
+			continue;
+		n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
+		if (n <= 0) {
+			cut = 1;
+			break;
+		}
+		got += n;
+	}
+	/* Still served: more comes, no end, no reset. */
+	want = got + 1;
+	while (!cut && got < want && now_ms() - t0 < 5000) {
+		n = recv(c.fd, buf, sizeof buf, 0);
+		if (n <= 0)
+			cut = 1;
+		else
+			got += n;
+	}
+	if (cut)
+		fprintf(stderr, "steady reader cut after %lld ms, %zu bytes\n",
+		    (long long)(now_ms() - t0), got);
+	bad = got < 28 * sizeof buf;
+	CHECK(!cut && !bad);
+	cli_close(&c);
+}
+
 /* The defenses' edge: made, tested, freed. */
 static void
 test_defenses(void)
@@ -3952,6 +4008,7 @@ test_defenses(void)
 	RUN(test_def_bodies);
 	RUN(test_def_relays);
 	RUN(test_def_slow_read);
+	RUN(test_def_steady_read);
 	loop_do("d");
 	while (ALOAD(&edge2_port) != 0)
 		usleep(10 * 1000);
