@@ -62,7 +62,7 @@ static void	edge_conn_tls_read(struct edge_conn *, int);
 static int	edge_conn_tls_write(struct edge_conn *);
 static void	edge_conn_tls_want_write(struct edge_conn *, int);
 static void	edge_conn_drained(struct edge_conn *);
-static void	edge_conn_send_watch(struct edge_conn *);
+static void	edge_conn_send_watch(struct edge_conn *, uint64_t);
 static uint64_t	edge_conn_queued(struct edge_conn *);
 static void	edge_conn_reset(struct edge_conn *);
 static void	edge_conn_send_cb(evutil_socket_t, short, void *);
@@ -336,7 +336,7 @@ edge_conn_flush(struct edge_conn *conn)
 	if (full && !conn->send_watch) {
 		/* The socket is full: its tail must not wait either. */
 		edge_conn_nodelay(conn);
-		edge_conn_send_watch(conn);
+		edge_conn_send_watch(conn, edge_conn_queued(conn));
 	}
 }
 
@@ -683,12 +683,13 @@ edge_conn_tls_write(struct edge_conn *conn)
 }
 
 /*
- * Start a send_timeout window over output that waits for the client. The
- * timer and the byte count are made the first time a connection needs
- * them: most never fill their socket's buffer.
+ * Start a send_timeout window over output that waits for the client,
+ * the socket's queue holding queued bytes. The timer and the byte count
+ * are made the first time a connection needs them: most never fill their
+ * socket's buffer.
  */
 static void
-edge_conn_send_watch(struct edge_conn *conn)
+edge_conn_send_watch(struct edge_conn *conn, uint64_t queued)
 {
 	struct edge	*edge = conn->edge;
 	struct timeval	 tv;
@@ -719,7 +720,7 @@ edge_conn_send_watch(struct edge_conn *conn)
 		return;
 	}
 	conn->send_mark = conn->sent;
-	conn->send_queued = edge_conn_queued(conn);
+	conn->send_queued = queued;
 	conn->send_watch = 1;
 	tv.tv_sec = edge->lim.send_ms / 1000;
 	tv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
@@ -807,7 +808,8 @@ edge_conn_send_cb(evutil_socket_t fd, short events, void *arg)
 		edge_conn_reset(conn);
 		return;
 	}
-	edge_conn_send_watch(conn);
+	/* The next window starts where this one ended: no ACK falls between. */
+	edge_conn_send_watch(conn, queued);
 }
 
 /* Arm (ms >= 0) or clear (ms < 0) the connection's timer. */

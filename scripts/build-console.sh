@@ -55,7 +55,8 @@ if ! cmp -s "$src/package-lock.json" "$src/node_modules/.package-lock.json.sandb
 	# resolves the name itself.
 	mode=--prefer-offline
 	registry=$(cd "$src" && npm config get registry 2>/dev/null) || registry=
-	host=$(printf '%s\n' "$registry" | sed -n 's|^[a-z]*://\([^/:]*\).*|\1|p')
+	host=$(printf '%s\n' "$registry" |
+	    sed -n 's|^[A-Za-z]*://\([^@/]*@\)\{0,1\}\([^]/:[]*\).*|\2|p')
 	proxy=${https_proxy:-${HTTPS_PROXY:-${http_proxy:-${HTTP_PROXY:-}}}}
 	for key in https-proxy proxy; do
 		v=$(cd "$src" && npm config get $key 2>/dev/null) || v=

@@ -79,7 +79,10 @@ fuzz_one() {
 
 if [ $fuzzers = 1 ]; then
 	scratch=$(mktemp -d "${TMPDIR:-/tmp}/sbx-fuzz.XXXXXX") || exit 1
-	trap 'rm -rf "$scratch"' EXIT INT TERM
+	trap 'rm -rf "$scratch"' EXIT
+	# Stopped: the fuzzers in the background stop too, and nothing after.
+	trap 'kill $(jobs -p) 2>/dev/null; exit 130' INT
+	trap 'kill $(jobs -p) 2>/dev/null; exit 143' TERM
 	# The targets are independent: FUZZ_JOBS of them at a time (default
 	# one per CPU), each for FUZZ_SECONDS, reported in order after.
 	fuzz_jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
@@ -114,8 +117,12 @@ if [ $fuzzers = 1 ]; then
 	done
 	wait
 	for t in $targets; do
-		[ -f "$scratch/$t.rc" ] || continue
-		if [ "$(cat "$scratch/$t.rc")" = 0 ]; then
+		# Counted already: no binary.
+		[ -x "$top_builddir/tests/fuzz/fuzz_$t" ] || continue
+		if [ ! -f "$scratch/$t.rc" ]; then
+			failed=$((failed + 1))
+			echo "replay-all: $t: fuzzing FAILED: no exit status"
+		elif [ "$(cat "$scratch/$t.rc")" = 0 ]; then
 			passed=$((passed + 1))
 			grep -E '^stat::number_of_executed_units' \
 			    "$scratch/$t.log" | sed "s/^/replay-all: $t: /"
