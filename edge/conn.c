@@ -694,6 +694,8 @@ edge_conn_send_watch(struct edge_conn *conn, uint64_t queued)
 	struct edge	*edge = conn->edge;
 	struct timeval	 tv;
 
+	tv.tv_sec = edge->lim.send_ms / 1000;
+	tv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
 	if (conn->send_ev == NULL)
 		conn->send_ev = evtimer_new(edge->base, edge_conn_send_cb,
 		    conn);
@@ -709,8 +711,6 @@ edge_conn_send_watch(struct edge_conn *conn, uint64_t queued)
 		 */
 		log_warnx("cannot watch a client's output\tpeer=%s",
 		    conn->peer);
-		tv.tv_sec = edge->lim.send_ms / 1000;
-		tv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
 		if (!conn->tls)
 			bufferevent_set_timeouts(conn->bev, NULL, &tv);
 		else {
@@ -722,8 +722,6 @@ edge_conn_send_watch(struct edge_conn *conn, uint64_t queued)
 	conn->send_mark = conn->sent;
 	conn->send_queued = queued;
 	conn->send_watch = 1;
-	tv.tv_sec = edge->lim.send_ms / 1000;
-	tv.tv_usec = (edge->lim.send_ms % 1000) * 1000;
 	evtimer_add(conn->send_ev, &tv);
 }
 

@@ -54,14 +54,14 @@ if ! cmp -s "$src/package-lock.json" "$src/node_modules/.package-lock.json.sandb
 	# at once when it lacks a package. Not through a proxy, which
 	# resolves the name itself.
 	mode=--prefer-offline
-	registry=$(cd "$src" && npm config get registry 2>/dev/null) || registry=
-	host=$(printf '%s\n' "$registry" |
-	    sed -n 's|^[A-Za-z]*://\([^@/]*@\)\{0,1\}\([^]/:[]*\).*|\2|p')
+	# One npm start for the three settings, as key=value lines.
+	npmconf=$(cd "$src" && npm config get registry https-proxy proxy \
+	    2>/dev/null) || npmconf=
+	host=$(printf '%s\n' "$npmconf" | sed -n \
+	    's|^registry=[A-Za-z]*://\([^@/]*@\)\{0,1\}\([^]/:[]*\).*|\2|p')
 	proxy=${https_proxy:-${HTTPS_PROXY:-${http_proxy:-${HTTP_PROXY:-}}}}
-	for key in https-proxy proxy; do
-		v=$(cd "$src" && npm config get $key 2>/dev/null) || v=
-		[ "$v" = null ] || proxy=$proxy$v
-	done
+	proxy=$proxy$(printf '%s\n' "$npmconf" |
+	    sed -n '/^\(https-\)\{0,1\}proxy=null$/d; s/^\(https-\)\{0,1\}proxy=//p')
 	if [ -n "$host" ] && [ -z "$proxy" ] && command -v getent >/dev/null &&
 	    ! getent hosts "$host" >/dev/null 2>&1; then
 		echo "    the npm registry's name $host does not resolve: npm's cache only"

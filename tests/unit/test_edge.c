@@ -3894,6 +3894,35 @@ test_def_relays(void)
 }
 
 /*
+ * A paced reader: every 100 ms, up to chunk bytes (at most 32 KiB) if
+ * any wait, for ms; counted in *got. 1 if the connection ended (EOF or
+ * an error) meanwhile, else 0.
+ */
+static int
+cli_read_paced(struct cli *c, size_t chunk, int64_t ms, size_t *got)
+{
+	static char	 buf[32768];
+	struct pollfd	 pfd;
+	ssize_t		 n;
+	int64_t		 t0 = now_ms();
+
+	if (chunk > sizeof buf)
+		chunk = sizeof buf;
+	while (now_ms() - t0 < ms) {
+		usleep(100 * 1000);
+		pfd.fd = c->fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 0) != 1)
+			continue;
+		n = recv(c->fd, buf, chunk, MSG_DONTWAIT);
+		if (n <= 0)
+			return 1;
+		*got += n;
+	}
+	return 0;
+}
+
+/*
  * Slow read: a client with a tiny window taking 10 KB/s of a 4 MiB
  * response (send_min_rate: 20000 B/s over 600 ms) is cut, though it
  * takes bytes all the time; a normal reader of the same gets all of it.
@@ -3903,31 +3932,15 @@ test_def_slow_read(void)
 {
 	struct cli	 c;
 	struct resp	 r;
-	struct pollfd	 pfd;
-	char		 buf[1000], req[128];
+	char		 req[128];
 	size_t		 got = 0;
-	ssize_t		 n;
-	int64_t		 t0;
-	int		 cut = 0;
+	int		 cut;
 
 	snprintf(req, sizeof req, "GET /pat/%d/len HTTP/1.1\r\nHost: " HOST_OK
 	    "\r\n\r\n", 4 * MIB);
 	CHECK(cli_open2(&c, NULL, "127.0.0.1", ALOAD(&edge2_port), 4096) == 0);
 	cli_sends(&c, req);
-	t0 = now_ms();
-	while (now_ms() - t0 < 8000) {
-		usleep(100 * 1000);
-		pfd.fd = c.fd;
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, 0) != 1)
-			continue;
-		n = recv(c.fd, buf, sizeof buf, 0);
-		if (n <= 0) {
-			cut = 1;
-			break;
-		}
-		got += n;
-	}
+	cut = cli_read_paced(&c, 1000, 8000, &got);
 	CHECK(cut && got < (size_t)4 * MIB);
 	if (!cut)
 		fprintf(stderr, "slow reader not cut: %zu bytes\n", got);
@@ -3953,31 +3966,18 @@ static void
 test_def_steady_read(void)
 {
 	struct cli	 c;
-	struct pollfd	 pfd;
 	char		 buf[32768], req[128];
 	size_t		 got = 0, want;
 	ssize_t		 n;
 	int64_t		 t0;
-	int		 cut = 0, bad = 0;
+	int		 cut, bad = 0;
 
 	snprintf(req, sizeof req, "GET /pat/%d/len HTTP/1.1\r\nHost: " HOST_OK
 	    "\r\n\r\n", 16 * MIB);
 	CHECK(def_connect(&c) == 0);
 	cli_sends(&c, req);
 	t0 = now_ms();
-	while (now_ms() - t0 < 3000) {
-		usleep(100 * 1000);
-		pfd.fd = c.fd;
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, 0) != 1)
-			continue;
-		n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
-		if (n <= 0) {
-			cut = 1;
-			break;
-		}
-		got += n;
-	}
+	cut = cli_read_paced(&c, sizeof buf, 3000, &got);
 	/* Still served: more comes, no end, no reset. */
 	want = got + 1;
 	while (!cut && got < want && now_ms() - t0 < 5000) {
